@@ -1,0 +1,1 @@
+"""The outside face of TrialLedger: the HTTP API and the ``trialledger`` CLI."""

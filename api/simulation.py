@@ -1,0 +1,367 @@
+"""A deterministic simulation of NCT04397107: 46 children, Aug 2020 - Jun 2022.
+
+Every action is planned first with the time it would have been entered (the recorded time),
+then played through the application service in recorded-time order with an injected clock,
+so the event log reads like the real study's would have.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from domain.envelope import Actor, Envelope, Reason
+from domain.rules.bsa import mosteller_bsa
+from domain.service import StudyApplication
+from domain.studies import nct04397107
+
+STUDY_START = date(2020, 8, 15)
+LAST_ENROLLMENT = date(2021, 6, 10)
+LOCK_AT = datetime(2022, 6, 30, 16, 0, tzinfo=UTC)
+SITE = "JLU1"
+CLIENT = "trialledger-demo-simulator"
+
+COORDINATOR = Actor("u-coord-01", "Li Wei", "coordinator", SITE)
+INVESTIGATOR = Actor("u-inv-01", "Sirui Yang", "investigator", SITE)
+DATA_MANAGER = Actor("u-dm-01", "Zhang Min", "data_manager", SITE)
+
+VISIT_DAYS = {"BASELINE": 0, "M1": 30, "M3": 91, "M6": 182, "M12": 365}
+
+Command = Callable[[StudyApplication], Any]
+
+
+@dataclass(order=True)
+class Action:
+    """One command, to be run when the clock reads ``recorded_at``."""
+
+    recorded_at: datetime
+    sequence: int
+    run: Command = field(compare=False)
+    kind: str = field(compare=False, default="")
+
+
+@dataclass
+class Child:
+    """The simulated facts about one child."""
+
+    code: str
+    disease: str
+    arm: str
+    sex: str
+    date_of_birth: date
+    enrolled_on: date
+    height_cm: float
+    weight_kg: float
+    withdraws_after: str | None = None
+
+
+class Plan:
+    """Builds the ordered list of actions for one seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.actions: list[Action] = []
+        self._sequence = 0
+
+    def envelope(self, actor: Actor, reason: Reason | None = None,
+                 edit_point: str = "site") -> Envelope:
+        """An envelope for the next action."""
+        return Envelope(actor=actor, client=CLIENT, source="system",
+                        request_id=f"sim-{self._sequence:06d}", edit_point=edit_point,
+                        reason=reason)
+
+    def at(self, recorded_at: datetime, run: Command, kind: str) -> None:
+        """Plan ``run`` for ``recorded_at``."""
+        self._sequence += 1
+        self.actions.append(Action(recorded_at, self._sequence, run, kind))
+
+    def entry_time(self, observed: datetime) -> datetime:
+        """When a coordinator would have typed it in: same day to three days later."""
+        lag = timedelta(hours=self.rng.randint(1, 8), days=self.rng.choice([0, 0, 1, 1, 2, 3]))
+        return min(observed + lag, LOCK_AT - timedelta(days=2))
+
+    def ordered(self) -> list[Action]:
+        """All actions in recorded-time order."""
+        return sorted(self.actions)
+
+
+def _clinic_time(day: date, rng: random.Random) -> datetime:
+    return datetime.combine(day, time(1 + rng.randint(0, 7), rng.choice([0, 15, 30, 45])), UTC)
+
+
+def make_children(rng: random.Random) -> list[Child]:
+    """46 children: SLE, pSS and JIA; block-randomised 1:1 to IL2 and STD."""
+    diseases = ["SLE"] * 24 + ["PSS"] * 8 + ["JIA"] * 14
+    rng.shuffle(diseases)
+    span = (LAST_ENROLLMENT - STUDY_START).days
+    starts = sorted(STUDY_START + timedelta(days=rng.randint(0, span)) for _ in diseases)
+    children = []
+    arms: list[str] = []
+    for i, (disease, start) in enumerate(zip(diseases, starts, strict=True)):
+        if not arms:
+            arms = ["IL2", "IL2", "STD", "STD"]
+            rng.shuffle(arms)
+        age = rng.randint(6, 17)
+        dob = start - timedelta(days=365 * age + rng.randint(30, 330))
+        height = round(100 + 4.5 * age + rng.uniform(-8, 8), 1)
+        weight = round(max(15.0, (height / 100) ** 2 * rng.uniform(15, 23)), 1)
+        female = rng.random() < (0.85 if disease in ("SLE", "PSS") else 0.55)
+        children.append(Child(
+            code=f"{i + 1:03d}", disease=disease, arm=arms.pop(), sex="F" if female else "M",
+            date_of_birth=dob, enrolled_on=start, height_cm=height, weight_kg=weight,
+        ))
+    for child in rng.sample(children, 2):
+        child.withdraws_after = rng.choice(["M3", "M6"])
+    return children
+
+
+def plan_study(seed: int) -> list[Action]:
+    """Every action of the simulated study, in recorded-time order."""
+    plan = Plan(seed)
+    for child in make_children(plan.rng):
+        _plan_child(plan, child)
+    return plan.ordered()
+
+
+def _plan_child(plan: Plan, child: Child) -> None:
+    rng = plan.rng
+    baseline = child.enrolled_on
+    enrolled_at = _clinic_time(baseline, rng)
+    answers = dict(nct04397107.ELIGIBLE_SCREENING_ANSWERS)
+    answers["alt_u_l"] = float(rng.randint(10, 45))
+    answers["creatinine_clearance_ml_min"] = float(rng.randint(80, 140))
+    env = plan.envelope(INVESTIGATOR)
+    plan.at(enrolled_at, lambda app: app.enroll_subject(
+        child.code, SITE, child.date_of_birth, child.sex, child.disease,
+        child.enrolled_on, answers, child.arm, child.enrolled_on, env), "enroll")
+
+    counter = iter(range(1, 10_000))
+
+    def rid(prefix: str) -> str:
+        return f"{child.code}-{prefix}{next(counter):04d}"
+
+    steroid_id = rid("CM")
+    prednisone = {"SLE": 40.0, "PSS": 15.0, "JIA": 10.0}[child.disease]
+    prednisone = min(prednisone, round(child.weight_kg * 1.0))
+    _plan_therapy_start(plan, child, steroid_id, "prednisone", "glucocorticoid",
+                        prednisone, enrolled_at)
+    immuno_id = rid("CM")
+    immuno_drug, immuno_dose = {"SLE": ("mycophenolate mofetil", 500.0),
+                                "PSS": ("hydroxychloroquine", 200.0),
+                                "JIA": ("methotrexate", 10.0)}[child.disease]
+    _plan_therapy_start(plan, child, immuno_id, immuno_drug, "immunosuppressant",
+                        immuno_dose, enrolled_at)
+
+    weight = child.weight_kg
+    height = child.height_cm
+    bsa = mosteller_bsa(height, weight).value
+    end: datetime | None = None
+    last_entered = enrolled_at
+    baseline_entered = enrolled_at
+    for visit, day in VISIT_DAYS.items():
+        window = nct04397107.VISIT_WINDOWS[visit]
+        visit_day = baseline + timedelta(days=day + (rng.randint(-window // 2, window // 2)
+                                                     if day else 0))
+        observed = enrolled_at if visit == "BASELINE" else _clinic_time(visit_day, rng)
+        if day:
+            height = round(height + rng.uniform(0, 0.6) * day / 91, 1)
+            weight = round(weight * rng.uniform(0.98, 1.04), 1)
+            bsa = mosteller_bsa(height, weight).value
+        last_entered = _plan_visit(plan, child, visit, observed, height, weight, rid)
+        if not day:
+            baseline_entered = last_entered
+        if day:
+            improvement = 0.6 if child.arm == "IL2" else 0.75
+            prednisone = max(0.0, round(prednisone * improvement / 2.5) * 2.5)
+            _plan_therapy_change(plan, child, steroid_id, observed, prednisone)
+        end = observed
+        if child.withdraws_after == visit:
+            break
+    assert end is not None
+    # Everything clinical is observed at least a few days before the subject leaves, so
+    # its entry (up to ~3 days late) lands before the end of participation is recorded.
+    cutoff = end - timedelta(days=4)
+    if child.arm == "IL2":
+        first_dose = max(enrolled_at + timedelta(hours=1), baseline_entered - timedelta(hours=1))
+        _plan_il2(plan, child, baseline, bsa, rid, first=first_dose,
+                  floor=baseline_entered + timedelta(minutes=30), last=cutoff)
+    _plan_adverse_events(plan, child, baseline, rid, last=cutoff)
+    env = plan.envelope(INVESTIGATOR)
+    finished_at = last_entered + timedelta(hours=1)
+    if child.withdraws_after:
+        leave = end + timedelta(days=rng.randint(3, 20))
+        plan.at(max(plan.entry_time(leave), finished_at), lambda app: app.on_subject(
+            child.code, lambda s, t: s.withdraw(leave, "withdrew consent", env, t)), "withdraw")
+    else:
+        plan.at(finished_at, lambda app: app.on_subject(
+            child.code, lambda s, t: s.complete(end, env, t)), "complete")
+    lock_env = plan.envelope(DATA_MANAGER, Reason("database_lock", "final database lock"),
+                             edit_point="data_management")
+    plan.at(LOCK_AT, lambda app: app.on_subject(
+        child.code, lambda s, t: s.lock(lock_env, t)), "lock")
+
+
+def _plan_therapy_start(plan: Plan, child: Child, record_id: str, drug: str, category: str,
+                        dose: float, when: datetime) -> None:
+    env = plan.envelope(COORDINATOR)
+    plan.at(plan.entry_time(when) + timedelta(minutes=1), lambda app: app.on_subject(
+        child.code, lambda s, t: s.start_therapy(record_id, when, drug, category, dose, "PO",
+                                                 env, t)), "therapy")
+
+
+def _plan_therapy_change(plan: Plan, child: Child, record_id: str, when: datetime,
+                         dose: float) -> None:
+    env = plan.envelope(COORDINATOR)
+    if dose > 0:
+        plan.at(plan.entry_time(when), lambda app: app.on_subject(
+            child.code, lambda s, t: _change_if_different(s, record_id, when, dose, env, t)),
+            "therapy")
+
+
+def _change_if_different(subject: Any, record_id: str, when: datetime, dose: float,
+                         env: Envelope, at: datetime) -> None:
+    if subject.records[record_id].fields["dose_mg_per_day"] != dose:
+        subject.change_therapy(record_id, when, dose, env, at)
+
+
+LAB_PLAN: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
+    # code: (unit, reference range, simulated baseline range)
+    "C3": ("g/L", (0.9, 1.8), (0.4, 1.2)),
+    "C4": ("g/L", (0.1, 0.4), (0.05, 0.25)),
+    "ANTIDSDNA": ("IU/mL", (0.0, 100.0), (50.0, 600.0)),
+    "TREG": ("% of CD4+", (5.0, 10.0), (2.0, 6.0)),
+    "IL6": ("pg/mL", (0.0, 7.0), (2.0, 30.0)),
+}
+
+
+def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height: float,
+                weight: float, rid: Callable[[str], str]) -> datetime:
+    """Plan one visit's vitals, labs and score; return when its last entry is made."""
+    rng = plan.rng
+    day = VISIT_DAYS[visit]
+    vitals_id = rid("VS")
+    env = plan.envelope(COORDINATOR)
+    measurements = {"HEIGHT": (height, "cm"), "WEIGHT": (weight, "kg"),
+                    "TEMP": (round(rng.uniform(36.2, 37.4), 1), "C"),
+                    "HR": (float(rng.randint(70, 110)), "beats/min")}
+    entered = plan.entry_time(observed)
+    plan.at(entered, lambda app: app.on_subject(child.code, lambda s, t: s.record_vital_signs(
+        vitals_id, observed, measurements, env, t, visit=visit)), "vitals")
+    # The effect of IL-2 on Treg and complement, as the study hypothesised.
+    effect = min(day, 182) / 182 * (1.0 if child.arm == "IL2" else 0.35)
+    for code, (unit, (low, high), (b_low, b_high)) in LAB_PLAN.items():
+        baseline_value = rng.uniform(b_low, b_high)
+        if code in ("C3", "C4", "TREG"):
+            value = baseline_value * (1 + effect * rng.uniform(0.3, 0.9))
+        else:
+            value = baseline_value * (1 - effect * rng.uniform(0.2, 0.6))
+        value = round(value, 2)
+        lab_id = rid("LB")
+        lab_env = plan.envelope(COORDINATOR)
+        lab_time = entered + timedelta(minutes=5)
+        plan.at(lab_time, lambda app, lab_id=lab_id, code=code, value=value, unit=unit,
+                low=low, high=high, lab_env=lab_env: app.on_subject(
+                    child.code, lambda s, t: s.record_lab_result(
+                        lab_id, observed, code, value, unit, lab_env, t, low, high, visit)),
+                "lab")
+        if rng.random() < 0.06:
+            _plan_lab_correction(plan, child, lab_id, value, lab_time)
+    score_env = plan.envelope(INVESTIGATOR)
+    score_id = rid("QS")
+    if child.disease == "SLE":
+        items = {k: rng.random() < max(0.05, 0.35 - effect * 0.25)
+                 for k in ("arthritis", "rash", "alopecia", "mucosal_ulcers", "low_complement",
+                           "increased_dna_binding", "proteinuria", "fever", "leukopenia")}
+        plan.at(entered + timedelta(minutes=10), lambda app: app.on_subject(
+            child.code, lambda s, t: s.record_sledai(score_id, observed, items, score_env, t,
+                                                     visit=visit)), "assessment")
+    elif child.disease == "PSS":
+        domains = {"constitutional": rng.choice([0, 1]), "glandular": rng.choice([0, 1, 2]),
+                   "articular": rng.choice([0, 1, 2]), "biological": rng.choice([0, 1, 2]),
+                   "haematological": rng.choice([0, 1])}
+        plan.at(entered + timedelta(minutes=10), lambda app: app.on_subject(
+            child.code, lambda s, t: s.record_essdai(score_id, observed, domains, score_env, t,
+                                                     visit=visit)), "assessment")
+    return entered + timedelta(minutes=10)
+
+
+def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, value: float,
+                         entered: datetime) -> None:
+    rng = plan.rng
+    corrected = round(value * rng.choice([0.1, 10.0, 0.9, 1.1]), 2)
+    when = entered + timedelta(days=rng.randint(14, 45), hours=rng.randint(1, 6))
+    reason = Reason("transcription_error",
+                    "value re-checked against the laboratory report during monitoring")
+    env = plan.envelope(DATA_MANAGER, reason, edit_point="data_management")
+    plan.at(min(when, LOCK_AT - timedelta(days=1)), lambda app: app.on_subject(
+        child.code, lambda s, t: s.correct(lab_id, "value", corrected, env, t)), "correction")
+
+
+def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
+              rid: Callable[[str], str], first: datetime, floor: datetime,
+              last: datetime) -> None:
+    """500,000 IU/m² SC on 5 consecutive days, then every 2 weeks for 6 months.
+
+    The first dose follows the baseline height and weight (its BSA), and is entered after them.
+    """
+    dose = round(500_000 * bsa, -4)
+    days = [0, 1, 2, 3, 4, *range(18, 183, 14)]
+    for day in days:
+        when = datetime.combine(baseline + timedelta(days=day), time(2, 0), UTC) + timedelta(
+            hours=plan.rng.randint(0, 4))
+        when = max(when, first)
+        if when > last:
+            break
+        dose_id = rid("EX")
+        env = plan.envelope(COORDINATOR)
+        plan.at(max(plan.entry_time(when), floor), lambda app, dose_id=dose_id,
+                when=when, env=env: app.on_subject(child.code, lambda s, t: s.administer_dose(
+                    dose_id, when, "IL2", dose, "IU", "SC", env, t)), "dose")
+
+
+AE_MENU = [
+    ("Injection site erythema", "injection_site_reaction", 1, True),
+    ("Influenza-like illness", "influenza_like_symptoms", 1, True),
+    ("Pyrexia", "fever", 1, False),
+    ("Upper respiratory tract infection", "infection", 2, False),
+    ("Pneumonia", "infection", 3, False),
+]
+
+
+def _plan_adverse_events(plan: Plan, child: Child, baseline: date,
+                         rid: Callable[[str], str], last: datetime) -> None:
+    rng = plan.rng
+    chance = 0.45 if child.arm == "IL2" else 0.2
+    if rng.random() > chance:
+        return
+    term, category, grade, il2_only = rng.choice(AE_MENU)
+    if il2_only and child.arm != "IL2":
+        term, category, grade, il2_only = AE_MENU[3]
+    onset = _clinic_time(baseline + timedelta(days=rng.randint(3, 150)), rng)
+    if onset > last:
+        return
+    serious = grade >= 3
+    details = {
+        "term": term, "category": category, "grade": grade, "serious": serious,
+        "seriousness_criteria": ["hospitalisation"] if serious else [],
+        "relationship": "possible" if child.arm == "IL2" else "unlikely",
+        "action_taken": "none", "outcome": "recovering",
+    }
+    ae_id = rid("AE")
+    env = plan.envelope(INVESTIGATOR)
+    reported = plan.entry_time(onset)
+    plan.at(reported, lambda app: app.on_subject(child.code, lambda s, t: s.report_adverse_event(
+        ae_id, onset, details, env, t)), "ae")
+    ended = onset + timedelta(days=rng.randint(2, 12))
+    end_env = plan.envelope(INVESTIGATOR)
+    plan.at(max(plan.entry_time(ended), reported + timedelta(minutes=1)),
+            lambda app: app.on_subject(child.code, lambda s, t: s.resolve_adverse_event(
+                ae_id, ended, "recovered", end_env, t)), "ae")
+
+
+def iter_actions(seed: int) -> Iterator[Action]:
+    """The planned actions of ``seed``, in the order they are played."""
+    yield from plan_study(seed)

@@ -1,0 +1,1 @@
+"""The trial domain: aggregates, events, clinical rules and the application service."""

@@ -1,0 +1,55 @@
+"""Clocks. The application service takes one: the HTTP API always uses the real clock;
+simulations, imports and tests may inject their own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Something that tells the current UTC time."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    """The server's real clock."""
+
+    def now(self) -> datetime:
+        """The current time in UTC."""
+        return datetime.now(UTC)
+
+
+class SimulatedClock:
+    """A clock that only moves when told to, and never backwards."""
+
+    def __init__(self, start: datetime) -> None:
+        require_aware("start", start)
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        """The simulated current time."""
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        """Move the clock forward to ``when`` (no-op if ``when`` is in the past)."""
+        require_aware("when", when)
+        self._now = max(self._now, when.astimezone(UTC))
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock forward by ``delta``."""
+        self._now += max(delta, timedelta(0))
+
+
+def require_aware(field: str, value: datetime) -> datetime:
+    """Refuse naive timestamps: every time in TrialLedger carries an explicit offset."""
+    from domain.errors import InvalidInput
+
+    if not isinstance(value, datetime):
+        raise InvalidInput(field, "must be a date-time with an explicit UTC offset")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(field, "naive timestamp: an explicit UTC offset is required")
+    return value.astimezone(UTC)

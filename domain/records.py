@@ -1,0 +1,272 @@
+"""The record kinds of a casebook and what makes each valid.
+
+A record's ``fields`` are what was entered; its ``derived`` values are computed from them
+(with method and inputs) and recomputed whenever a field is corrected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from domain.errors import InvalidInput, Problem
+from domain.rules import bsa, ctcae, dosing, essdai, sledai, steroids, units
+from domain.rules.derivation import RuleError
+
+KINDS = ("vitals", "doses", "therapies", "labs", "assessments", "adverse-events")
+
+THERAPY_CATEGORIES = ("glucocorticoid", "immunosuppressant")
+INSTRUMENTS = ("SLEDAI", "ESSDAI")
+
+
+@dataclass
+class Record:
+    """One record of a subject's casebook, as it stands now."""
+
+    record_id: str
+    kind: str
+    observed_at: datetime
+    visit: str | None
+    fields: dict[str, Any]
+    derived: dict[str, Any]
+    entered_at: datetime
+    removed: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a validator may need beyond the fields: the body-surface area in force."""
+
+    bsa_m2: float | None
+
+
+Validated = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _rule(fn: Callable[..., Any], *args: Any, prefix: str = "") -> Any:
+    try:
+        return fn(*args)
+    except RuleError as e:
+        raise InvalidInput(f"{prefix}{e.field}", e.message) from e
+
+
+def _number(fields: Mapping[str, Any], name: str, *, minimum: float | None = 0.0) -> float:
+    value = fields.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(name, "must be a number")
+    if not math.isfinite(value):
+        raise InvalidInput(name, "must be finite")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(name, f"must not be below {minimum:g}")
+    return float(value)
+
+
+def _text(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(name, "is required")
+    return value.strip()
+
+
+def _only(fields: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise InvalidInput(problems=[Problem(k, "unknown field") for k in unknown])
+
+
+def validate_vitals(fields: Mapping[str, Any], context: Context) -> Validated:
+    """Vital signs: one value per catalogued code, in the catalogue's unit; BSA derived."""
+    if not fields:
+        raise InvalidInput("measurements", "at least one measurement is required")
+    clean: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for code, value in fields.items():
+        sign = units.VITAL_SIGNS.get(code)
+        if sign is None:
+            problems.append(Problem(code, "unknown vital sign"))
+            continue
+        try:
+            _number(fields, code)
+            _rule(units.check_vital_sign, code, value, sign.unit, prefix=f"{code}.")
+        except InvalidInput as e:
+            problems.extend(e.problems)
+            continue
+        clean[code] = float(value)
+    if problems:
+        raise InvalidInput(problems=problems)
+    derived: dict[str, Any] = {}
+    if "HEIGHT" in clean and "WEIGHT" in clean:
+        derived["bsa"] = _rule(bsa.mosteller_bsa, clean["HEIGHT"], clean["WEIGHT"]).to_dict()
+    return clean, derived
+
+
+def vitals_from_measurements(measurements: Mapping[str, tuple[float, str]]) -> dict[str, Any]:
+    """Check each measurement's unit against the catalogue and keep the values."""
+    problems: list[Problem] = []
+    fields: dict[str, Any] = {}
+    for code, (value, unit) in measurements.items():
+        sign = units.VITAL_SIGNS.get(code)
+        if sign is None:
+            problems.append(Problem(f"{code}", "unknown vital sign"))
+        elif unit != sign.unit:
+            problems.append(Problem(f"{code}.unit", f"unknown unit {unit!r}; expected {sign.unit}"))
+        else:
+            fields[code] = value
+    if problems:
+        raise InvalidInput(problems=problems)
+    return fields
+
+
+def validate_dose(fields: Mapping[str, Any], context: Context) -> Validated:
+    """An investigational-product dose: amount in IU, with IU/m² from the BSA in force."""
+    _only(fields, {"drug", "dose", "unit", "route"})
+    drug = _text(fields, "drug")
+    dose = _number(fields, "dose")
+    unit = _text(fields, "unit")
+    if unit != "IU":
+        raise InvalidInput("unit", f"unknown unit {unit!r}; doses are given in IU")
+    route = _text(fields, "route")
+    if context.bsa_m2 is None:
+        raise InvalidInput(
+            "dose", "no body-surface area in force: record height and weight before dosing"
+        )
+    per_m2 = _rule(dosing.dose_per_m2, dose, context.bsa_m2, unit)
+    return (
+        {"drug": drug, "dose": dose, "unit": unit, "route": route},
+        {"dose_per_m2": per_m2.to_dict()},
+    )
+
+
+def validate_therapy(fields: Mapping[str, Any], context: Context) -> Validated:
+    """A course of steroid or immunosuppressant therapy, in mg/day."""
+    _only(fields, {"drug", "category", "dose_mg_per_day", "route", "stopped_at"})
+    drug = _text(fields, "drug")
+    category = _text(fields, "category")
+    if category not in THERAPY_CATEGORIES:
+        raise InvalidInput("category", f"must be one of {', '.join(THERAPY_CATEGORIES)}")
+    dose = _number(fields, "dose_mg_per_day")
+    route = _text(fields, "route")
+    clean = {
+        "drug": drug,
+        "category": category,
+        "dose_mg_per_day": dose,
+        "route": route,
+        "stopped_at": fields.get("stopped_at"),
+    }
+    derived: dict[str, Any] = {}
+    if category == "glucocorticoid":
+        if not steroids.is_glucocorticoid(drug):
+            raise InvalidInput("drug", f"{drug!r} is not a known glucocorticoid")
+        derived["prednisone_equivalent"] = _rule(
+            steroids.prednisone_equivalent, drug, dose
+        ).to_dict()
+    elif context.bsa_m2 is not None:
+        derived["dose_per_m2"] = _rule(dosing.dose_per_m2, dose, context.bsa_m2, "mg").to_dict()
+    return clean, derived
+
+
+def validate_lab(fields: Mapping[str, Any], context: Context) -> Validated:
+    """A lab result: catalogued test, allowed unit, value, reference range; flag derived."""
+    _only(fields, {"code", "value", "unit", "reference_low", "reference_high"})
+    code = _text(fields, "code")
+    unit = _text(fields, "unit")
+    _rule(units.check_lab_unit, code, unit)
+    value = _number(fields, "value")
+    low = fields.get("reference_low")
+    high = fields.get("reference_high")
+    clean: dict[str, Any] = {"code": code, "value": value, "unit": unit,
+                             "reference_low": None, "reference_high": None}
+    if low is not None:
+        clean["reference_low"] = _number(fields, "reference_low")
+    if high is not None:
+        clean["reference_high"] = _number(fields, "reference_high")
+    if low is not None and high is not None and clean["reference_low"] > clean["reference_high"]:
+        raise InvalidInput("reference_low", "is above reference_high")
+    flag = "N"
+    if clean["reference_low"] is not None and value < clean["reference_low"]:
+        flag = "L"
+    elif clean["reference_high"] is not None and value > clean["reference_high"]:
+        flag = "H"
+    return clean, {"flag": flag}
+
+
+def validate_assessment(fields: Mapping[str, Any], context: Context) -> Validated:
+    """A disease-activity assessment (SELENA-SLEDAI or ESSDAI); total and level derived."""
+    _only(fields, {"instrument", "items"})
+    instrument = _text(fields, "instrument")
+    items = fields.get("items")
+    if not isinstance(items, Mapping):
+        raise InvalidInput("items", "must be an object of item -> score")
+    if instrument == "SLEDAI":
+        total = _rule(sledai.sledai_total, items)
+        derived = {"total": total.to_dict(), "activity": sledai.sledai_activity(total.value)}
+    elif instrument == "ESSDAI":
+        total = _rule(essdai.essdai_total, items)
+        derived = {"total": total.to_dict(), "activity": essdai.essdai_level(total.value)}
+    else:
+        raise InvalidInput("instrument", f"must be one of {', '.join(INSTRUMENTS)}")
+    return {"instrument": instrument, "items": dict(items)}, derived
+
+
+AE_FIELDS = {
+    "term", "category", "grade", "serious", "seriousness_criteria", "relationship",
+    "action_taken", "outcome", "meddra_pt", "meddra_llt", "ended_at",
+}
+
+
+def validate_adverse_event(fields: Mapping[str, Any], context: Context) -> Validated:
+    """An adverse event: CTCAE v5 grade, seriousness with criteria, relationship, outcome."""
+    _only(fields, AE_FIELDS)
+    term = _text(fields, "term")
+    category = _rule(ctcae.require_choice, "category", fields.get("category"), ctcae.AE_CATEGORIES)
+    grade = fields.get("grade")
+    if isinstance(grade, bool) or not isinstance(grade, int):
+        raise InvalidInput("grade", "must be an integer CTCAE grade 1-5")
+    _rule(ctcae.validate_grade, grade)
+    serious = fields.get("serious")
+    if not isinstance(serious, bool):
+        raise InvalidInput("serious", "must be true or false")
+    criteria = list(fields.get("seriousness_criteria") or [])
+    for i, criterion in enumerate(criteria):
+        _rule(ctcae.require_choice, f"seriousness_criteria.{i}", criterion,
+              ctcae.SERIOUSNESS_CRITERIA)
+    if serious and not criteria:
+        raise InvalidInput("seriousness_criteria", "a serious event needs at least one criterion")
+    if not serious and criteria:
+        raise InvalidInput("seriousness_criteria", "only a serious event has criteria")
+    relationship = _rule(ctcae.require_choice, "relationship", fields.get("relationship"),
+                         ctcae.RELATIONSHIPS)
+    action = _rule(ctcae.require_choice, "action_taken", fields.get("action_taken"),
+                   ctcae.ACTIONS_TAKEN)
+    outcome = _rule(ctcae.require_choice, "outcome", fields.get("outcome"), ctcae.OUTCOMES)
+    _rule(ctcae.check_grade_outcome, grade, outcome)
+    clean = {
+        "term": term, "category": category, "grade": grade, "serious": serious,
+        "seriousness_criteria": criteria, "relationship": relationship,
+        "action_taken": action, "outcome": outcome,
+        "meddra_pt": fields.get("meddra_pt"), "meddra_llt": fields.get("meddra_llt"),
+        "ended_at": fields.get("ended_at"),
+    }
+    return clean, {"grade_name": ctcae.GRADE_NAMES[grade]}
+
+
+VALIDATORS: dict[str, Callable[[Mapping[str, Any], Context], Validated]] = {
+    "vitals": validate_vitals,
+    "doses": validate_dose,
+    "therapies": validate_therapy,
+    "labs": validate_lab,
+    "assessments": validate_assessment,
+    "adverse-events": validate_adverse_event,
+}
+
+
+def validate(kind: str, fields: Mapping[str, Any], context: Context) -> Validated:
+    """Validate a record of ``kind``; return its clean fields and derived values."""
+    validator = VALIDATORS.get(kind)
+    if validator is None:
+        raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
+    return validator(fields, context)

@@ -1,0 +1,178 @@
+"""The application service: one eventsourcing Application per study, commands in protocol terms.
+
+It holds no SQL and no HTTP: persistence comes from the eventsourcing environment, and the
+signing mapper is handed in by whoever composes the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Transcoder
+from eventsourcing.utils import EnvType
+
+from domain.clock import Clock, SystemClock, require_aware
+from domain.envelope import Envelope
+from domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from domain.study import Study, StudyDefinition, study_uuid
+from domain.subject import Subject, subject_uuid
+from domain.transcodings import TRANSCODINGS
+
+MapperFactory = Callable[[Transcoder], Mapper[UUID]]
+
+
+class StudyApplication(Application[UUID]):
+    """All commands of one study. Each call is one transaction: it commits or stores nothing."""
+
+    name = "TrialLedger"
+
+    def __init__(
+        self,
+        study_id: str,
+        env: EnvType | None = None,
+        clock: Clock | None = None,
+        mapper_factory: MapperFactory | None = None,
+    ) -> None:
+        self.study_id = study_id
+        self.clock: Clock = clock or SystemClock()
+        self._mapper_factory = mapper_factory
+        self._definition: StudyDefinition | None = None
+        super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The mapper handed in (the signing one in production), else eventsourcing's."""
+        if self._mapper_factory is not None:
+            return self._mapper_factory(self.construct_transcoder())
+        return super().construct_mapper()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        """eventsourcing's transcodings plus the domain's value types."""
+        super().register_transcodings(transcoder)
+        for transcoding in TRANSCODINGS:
+            transcoder.register(transcoding)
+
+    # --- the study ---------------------------------------------------------------------
+
+    def register_study(self, definition: dict[str, Any], envelope: Envelope) -> UUID:
+        """Register this application's study; refuse if it is already registered."""
+        if definition.get("study_id") != self.study_id:
+            raise InvalidInput("study_id", f"this application holds study {self.study_id}")
+        if self.is_registered():
+            raise AlreadyExists(f"study {self.study_id} is already registered")
+        study = Study.register(definition, envelope, self.clock.now())
+        self._save(study)
+        return study.id
+
+    def is_registered(self) -> bool:
+        """True once the study has been registered."""
+        return self._exists(study_uuid(self.study_id))
+
+    def definition(self) -> StudyDefinition:
+        """The study's definition."""
+        if self._definition is None:
+            try:
+                study: Study = self.repository.get(study_uuid(self.study_id))
+            except AggregateNotFoundError:
+                raise NotFound(f"study {self.study_id} is not registered") from None
+            self._definition = study.definition
+        return self._definition
+
+    # --- subjects ----------------------------------------------------------------------
+
+    def enroll_subject(
+        self,
+        subject_code: str,
+        site: str,
+        date_of_birth: date,
+        sex: str,
+        disease: str,
+        consent_date: date,
+        screening_answers: Mapping[str, Any],
+        arm: str,
+        enrolled_on: date,
+        envelope: Envelope,
+    ) -> UUID:
+        """Consent, screen against every criterion, and enroll — all stored, or nothing."""
+        study = self.definition()
+        if self._exists(subject_uuid(self.study_id, subject_code)):
+            raise AlreadyExists(f"subject {subject_code} already exists")
+        at = self.clock.now()
+        subject = Subject.consent(study, subject_code, site, date_of_birth, sex, disease,
+                                  consent_date, envelope, at)
+        subject.screen(study.eligibility, screening_answers, envelope, at)
+        subject.enroll(study, arm, enrolled_on, envelope, at)
+        self._save(subject)
+        return subject.id
+
+    def subject(self, subject_code: str) -> Subject:
+        """A subject's casebook as it stands now."""
+        try:
+            subject: Subject = self.repository.get(subject_uuid(self.study_id, subject_code))
+        except AggregateNotFoundError:
+            raise NotFound(f"no subject {subject_code} in study {self.study_id}") from None
+        return subject
+
+    def subject_as_of(self, subject_code: str, as_of: datetime) -> Subject:
+        """The casebook as the system showed it at ``as_of`` (recorded time)."""
+        as_of = require_aware("as_of", as_of)
+        subject: Subject | None = None
+        for event in self.events.get(subject_uuid(self.study_id, subject_code)):
+            if event.timestamp > as_of:
+                break
+            subject = event.mutate(subject)  # type: ignore[arg-type, assignment]
+        if subject is None:
+            raise NotFound(f"no subject {subject_code} in study {self.study_id} as of {as_of}")
+        return subject
+
+    def on_subject(
+        self,
+        subject_code: str,
+        command: Callable[[Subject, datetime], None],
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        """Load the subject, run one command at the clock's time, save; return the new version.
+
+        ``expected_version`` (the version the client read) turns a stale write into Conflict.
+        """
+        subject = self.subject(subject_code)
+        if expected_version is not None and subject.version != expected_version:
+            raise Conflict(
+                f"subject {subject_code} is at version {subject.version}, "
+                f"not {expected_version}"
+            )
+        command(subject, self.clock.now())
+        self._save(subject)
+        return subject.version
+
+    def check_visit(self, visit: str | None) -> None:
+        """Refuse visit codes the study does not define."""
+        if visit is not None:
+            self.definition().visit(visit)
+
+    def iter_subject_ids(self) -> Iterator[UUID]:
+        """Ids of every subject ever consented (from the event log, in commit order)."""
+        topic = f"{Subject.Consented.__module__}:{Subject.Consented.__qualname__}"
+        start = 1
+        while True:
+            batch = self.recorder.select_notifications(start, 1000, topics=[topic])
+            if not batch:
+                return
+            for notification in batch:
+                yield UUID(str(notification.originator_id))
+            start = batch[-1].id + 1
+
+    # --- internals -------------------------------------------------------------------
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, lte=1))
+
+    def _save(self, *aggregates: Study | Subject) -> None:
+        try:
+            self.save(*aggregates)
+        except IntegrityError as e:
+            raise Conflict(f"concurrent write, please re-read and retry: {e}") from e

@@ -1,0 +1,656 @@
+"""A subject's casebook: one consistency boundary for its records, status and lock.
+
+Nothing is updated in place. A correction is an event naming the record, the field, the old
+and new value, and the reason; a removal is an event too, and the removed value stays in history.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.clock import require_aware
+from domain.envelope import Envelope
+from domain.errors import (
+    EligibilityRefused,
+    InvalidInput,
+    InvalidState,
+    Locked,
+    NotFound,
+    Problem,
+)
+from domain.records import Context, Record, validate, vitals_from_measurements
+from domain.rules.derivation import RuleError
+from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
+from domain.study import StudyDefinition, study_uuid
+
+SEXES = ("F", "M", "U")
+
+
+def subject_uuid(study_id: str, subject_code: str) -> UUID:
+    """The aggregate id of a subject: stable, derived from the study and subject code."""
+    return uuid5(study_uuid(study_id), f"subject/{subject_code}")
+
+
+class Subject(Aggregate):
+    """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
+
+    class Event(Aggregate.Event):
+        """Base of subject events: each carries the envelope; its timestamp is recorded_at."""
+
+        envelope: Envelope
+
+        @property
+        def recorded_at(self) -> datetime:
+            """When the system recorded the event (server clock, UTC)."""
+            return self.timestamp
+
+    class Consented(Event, Aggregate.Created):
+        """Informed consent was given; the subject exists from here on."""
+
+        study_id: str
+        subject_code: str
+        site: str
+        date_of_birth: date
+        sex: str
+        disease: str
+        consent_date: date
+
+    class Screened(Event):
+        """Every eligibility criterion was evaluated against the screening facts, and met."""
+
+        facts: dict[str, Any]
+        criteria: list[dict[str, Any]]
+
+        def apply(self, subject: Subject) -> None:
+            subject.screening_facts = dict(self.facts)
+            subject.status = "screened"
+
+    class Enrolled(Event):
+        """The subject was enrolled into an arm."""
+
+        arm: str
+        enrolled_on: date
+
+        def apply(self, subject: Subject) -> None:
+            subject.arm = self.arm
+            subject.enrolled_on = self.enrolled_on
+            subject.status = "enrolled"
+
+    class RecordEntered(Event):
+        """Base of first entries of a record."""
+
+        record_id: str
+        kind: str
+        observed_at: datetime
+        visit: str | None
+        fields: dict[str, Any]
+        derived: dict[str, Any]
+
+        def apply(self, subject: Subject) -> None:
+            subject.records[self.record_id] = Record(
+                record_id=self.record_id,
+                kind=self.kind,
+                observed_at=self.observed_at,
+                visit=self.visit,
+                fields=copy.deepcopy(self.fields),
+                derived=copy.deepcopy(self.derived),
+                entered_at=self.timestamp,
+            )
+
+    class VitalSignsRecorded(RecordEntered):
+        """Vital signs were measured (BSA derived when height and weight are present)."""
+
+    class DoseAdministered(RecordEntered):
+        """A dose of the investigational product was given (IU and IU/m²)."""
+
+    class TherapyStarted(RecordEntered):
+        """A steroid or immunosuppressant course started (mg/day; prednisone-equivalent)."""
+
+    class LabResultRecorded(RecordEntered):
+        """A lab result (code, value, unit, reference range, collected at)."""
+
+    class AssessmentRecorded(RecordEntered):
+        """A disease-activity assessment (SELENA-SLEDAI or ESSDAI) with its derived total."""
+
+    class AdverseEventReported(RecordEntered):
+        """An adverse event was reported."""
+
+    class RecordChanged(Event):
+        """Base of changes to an existing record: each names the fields, old and new."""
+
+        record_id: str
+        changes: dict[str, dict[str, Any]]
+        derived: dict[str, Any]
+
+        def apply(self, subject: Subject) -> None:
+            record = subject.records[self.record_id]
+            for name, change in self.changes.items():
+                _set_field(record.fields, name, copy.deepcopy(change["new"]))
+            record.derived = copy.deepcopy(self.derived)
+            record.history.append({"event": type(self).__name__, "at": self.timestamp})
+
+    class TherapyChanged(RecordChanged):
+        """A therapy's daily dose changed from ``observed_at`` on (a new clinical fact)."""
+
+        observed_at: datetime
+
+    class TherapyStopped(RecordChanged):
+        """A therapy course ended at ``observed_at``."""
+
+        observed_at: datetime
+
+    class AdverseEventUpdated(RecordChanged):
+        """An adverse event evolved (grade, seriousness, action...) as of ``observed_at``."""
+
+        observed_at: datetime
+
+    class AdverseEventResolved(RecordChanged):
+        """An adverse event ended at ``observed_at`` with its outcome."""
+
+        observed_at: datetime
+
+    class RecordCorrected(RecordChanged):
+        """What was entered was wrong: one field, old -> new, with the envelope's reason."""
+
+    class RecordRemoved(Event):
+        """A record was removed (entered in error, duplicate...); its values stay in history."""
+
+        record_id: str
+        removed_fields: dict[str, Any]
+
+        def apply(self, subject: Subject) -> None:
+            subject.records[self.record_id].removed = True
+
+    class Withdrawn(Event):
+        """The subject left the study early."""
+
+        observed_at: datetime
+        withdrawal_reason: str
+
+        def apply(self, subject: Subject) -> None:
+            subject.status = "withdrawn"
+
+    class Completed(Event):
+        """The subject completed the study."""
+
+        observed_at: datetime
+
+        def apply(self, subject: Subject) -> None:
+            subject.status = "completed"
+
+    class SubjectLocked(Event):
+        """The casebook was locked: edits are refused until unlocked."""
+
+        def apply(self, subject: Subject) -> None:
+            subject.locked = True
+
+    class SubjectUnlocked(Event):
+        """The casebook was unlocked (with a reason); later edits are post-lock edits."""
+
+        def apply(self, subject: Subject) -> None:
+            subject.locked = False
+
+    def __init__(
+        self,
+        study_id: str,
+        subject_code: str,
+        site: str,
+        date_of_birth: date,
+        sex: str,
+        disease: str,
+        consent_date: date,
+        envelope: Envelope,
+    ) -> None:
+        self.study_id = study_id
+        self.subject_code = subject_code
+        self.site = site
+        self.date_of_birth = date_of_birth
+        self.sex = sex
+        self.disease = disease
+        self.consent_date = consent_date
+        self.status = "consented"
+        self.screening_facts: dict[str, Any] = {}
+        self.arm: str | None = None
+        self.enrolled_on: date | None = None
+        self.records: dict[str, Record] = {}
+        self.locked = False
+
+    # --- consent, screening, enrollment -------------------------------------------------
+
+    @classmethod
+    def consent(
+        cls,
+        study: StudyDefinition,
+        subject_code: str,
+        site: str,
+        date_of_birth: date,
+        sex: str,
+        disease: str,
+        consent_date: date,
+        envelope: Envelope,
+        at: datetime,
+    ) -> Subject:
+        """Record informed consent: the subject's casebook starts here."""
+        at = require_aware("recorded_at", at)
+        problems = []
+        if not subject_code or not subject_code.strip():
+            problems.append(("subject_code", "is required"))
+        if site not in study.sites:
+            problems.append(("site", f"unknown site {site!r}"))
+        if sex not in SEXES:
+            problems.append(("sex", f"must be one of {', '.join(SEXES)}"))
+        if study.diseases and disease not in study.diseases:
+            problems.append(("disease", f"must be one of {', '.join(study.diseases)}"))
+        if date_of_birth > at.date():
+            problems.append(("date_of_birth", "is in the future"))
+        if consent_date > at.date():
+            problems.append(("consent_date", "is in the future"))
+        if consent_date < date_of_birth:
+            problems.append(("consent_date", "is before the date of birth"))
+        if problems:
+            raise InvalidInput(problems=[Problem(f, m) for f, m in problems])
+        subject: Subject = cls._create(
+            cls.Consented,
+            id=subject_uuid(study.study_id, subject_code),
+            timestamp=at,
+            envelope=envelope,
+            study_id=study.study_id,
+            subject_code=subject_code.strip(),
+            site=site,
+            date_of_birth=date_of_birth,
+            sex=sex,
+            disease=disease,
+            consent_date=consent_date,
+        )
+        return subject
+
+    def screen(
+        self,
+        criteria: tuple[Criterion, ...],
+        answers: Mapping[str, Any],
+        envelope: Envelope,
+        at: datetime,
+    ) -> None:
+        """Evaluate every criterion; refuse (naming each failed one) unless all are met."""
+        self._require_status("consented")
+        try:
+            facts = derive_screening_facts(self.date_of_birth, self.consent_date, answers)
+        except RuleError as e:
+            raise InvalidInput(e.field, e.message) from e
+        failures = evaluate_eligibility(criteria, facts)
+        if failures:
+            raise EligibilityRefused(
+                [(f.criterion.id, f.criterion.text, f.reason) for f in failures]
+            )
+        self.trigger_event(
+            self.Screened,
+            timestamp=require_aware("recorded_at", at),
+            envelope=envelope,
+            facts=facts,
+            criteria=[{"id": c.id, "kind": c.kind, "met": True} for c in criteria],
+        )
+
+    def enroll(
+        self, study: StudyDefinition, arm: str, enrolled_on: date, envelope: Envelope,
+        at: datetime,
+    ) -> None:
+        """Enroll the screened subject into an arm."""
+        self._require_status("screened")
+        at = require_aware("recorded_at", at)
+        if arm not in study.arms:
+            raise InvalidInput("arm", f"must be one of {', '.join(study.arms)}")
+        if enrolled_on < self.consent_date:
+            raise InvalidInput("enrolled_on", "is before consent")
+        if enrolled_on > at.date():
+            raise InvalidInput("enrolled_on", "is in the future")
+        self.trigger_event(
+            self.Enrolled, timestamp=at, envelope=envelope, arm=arm, enrolled_on=enrolled_on
+        )
+
+    # --- records ---------------------------------------------------------------------
+
+    def record_vital_signs(
+        self,
+        record_id: str,
+        observed_at: datetime,
+        measurements: Mapping[str, tuple[float, str]],
+        envelope: Envelope,
+        at: datetime,
+        visit: str | None = None,
+    ) -> None:
+        """Record vital signs, each as (value, unit); BSA derived from height and weight."""
+        fields = vitals_from_measurements(measurements)
+        self._enter(self.VitalSignsRecorded, "vitals", record_id, observed_at, visit,
+                    fields, envelope, at)
+
+    def administer_dose(
+        self,
+        record_id: str,
+        observed_at: datetime,
+        drug: str,
+        dose: float,
+        unit: str,
+        route: str,
+        envelope: Envelope,
+        at: datetime,
+        visit: str | None = None,
+    ) -> None:
+        """Record a dose of the investigational product; IU/m² from the BSA in force."""
+        fields = {"drug": drug, "dose": dose, "unit": unit, "route": route}
+        self._enter(self.DoseAdministered, "doses", record_id, observed_at, visit,
+                    fields, envelope, at)
+
+    def start_therapy(
+        self,
+        record_id: str,
+        observed_at: datetime,
+        drug: str,
+        category: str,
+        dose_mg_per_day: float,
+        route: str,
+        envelope: Envelope,
+        at: datetime,
+    ) -> None:
+        """Start a glucocorticoid or immunosuppressant course at ``dose_mg_per_day``."""
+        fields = {"drug": drug, "category": category, "dose_mg_per_day": dose_mg_per_day,
+                  "route": route, "stopped_at": None}
+        self._enter(self.TherapyStarted, "therapies", record_id, observed_at, None,
+                    fields, envelope, at)
+
+    def change_therapy(
+        self, record_id: str, observed_at: datetime, dose_mg_per_day: float,
+        envelope: Envelope, at: datetime,
+    ) -> None:
+        """Change a running course's daily dose from ``observed_at`` on (e.g. a taper step)."""
+        record = self._record(record_id, "therapies")
+        if record.fields.get("stopped_at"):
+            raise InvalidState(f"therapy {record_id} has stopped")
+        self._change(self.TherapyChanged, record, {"dose_mg_per_day": dose_mg_per_day},
+                     envelope, at, observed_at=observed_at)
+
+    def stop_therapy(
+        self, record_id: str, observed_at: datetime, envelope: Envelope, at: datetime
+    ) -> None:
+        """Stop a running course at ``observed_at``."""
+        record = self._record(record_id, "therapies")
+        if record.fields.get("stopped_at"):
+            raise InvalidState(f"therapy {record_id} has already stopped")
+        observed = self._valid_time(observed_at, at, not_before=record.observed_at)
+        self._change(self.TherapyStopped, record, {"stopped_at": observed.isoformat()},
+                     envelope, at, observed_at=observed)
+
+    def record_lab_result(
+        self,
+        record_id: str,
+        collected_at: datetime,
+        code: str,
+        value: float,
+        unit: str,
+        envelope: Envelope,
+        at: datetime,
+        reference_low: float | None = None,
+        reference_high: float | None = None,
+        visit: str | None = None,
+    ) -> None:
+        """Record a lab result: test code, value, unit, reference range, collection time."""
+        fields = {"code": code, "value": value, "unit": unit,
+                  "reference_low": reference_low, "reference_high": reference_high}
+        self._enter(self.LabResultRecorded, "labs", record_id, collected_at, visit,
+                    fields, envelope, at)
+
+    def record_sledai(
+        self, record_id: str, observed_at: datetime, items: Mapping[str, bool],
+        envelope: Envelope, at: datetime, visit: str | None = None,
+    ) -> None:
+        """Record a SELENA-SLEDAI assessment; the total (0-105) is derived."""
+        fields = {"instrument": "SLEDAI", "items": dict(items)}
+        self._enter(self.AssessmentRecorded, "assessments", record_id, observed_at, visit,
+                    fields, envelope, at)
+
+    def record_essdai(
+        self, record_id: str, observed_at: datetime, domains: Mapping[str, int],
+        envelope: Envelope, at: datetime, visit: str | None = None,
+    ) -> None:
+        """Record an ESSDAI assessment; the total (0-123) and activity level are derived."""
+        fields = {"instrument": "ESSDAI", "items": dict(domains)}
+        self._enter(self.AssessmentRecorded, "assessments", record_id, observed_at, visit,
+                    fields, envelope, at)
+
+    def report_adverse_event(
+        self, record_id: str, onset_at: datetime, details: Mapping[str, Any],
+        envelope: Envelope, at: datetime,
+    ) -> None:
+        """Report an adverse event (term, category, CTCAE grade, seriousness, relationship...)."""
+        fields = {"seriousness_criteria": [], "meddra_pt": None, "meddra_llt": None,
+                  "ended_at": None, **details}
+        self._enter(self.AdverseEventReported, "adverse-events", record_id, onset_at, None,
+                    fields, envelope, at)
+
+    def update_adverse_event(
+        self, record_id: str, observed_at: datetime, changes: Mapping[str, Any],
+        envelope: Envelope, at: datetime,
+    ) -> None:
+        """The adverse event evolved as of ``observed_at`` (e.g. worsened, became serious)."""
+        record = self._record(record_id, "adverse-events")
+        if "ended_at" in changes:
+            raise InvalidInput("ended_at", "use resolve_adverse_event to end an event")
+        self._change(self.AdverseEventUpdated, record, changes, envelope, at,
+                     observed_at=observed_at)
+
+    def resolve_adverse_event(
+        self, record_id: str, ended_at: datetime, outcome: str, envelope: Envelope,
+        at: datetime,
+    ) -> None:
+        """The adverse event ended at ``ended_at`` with ``outcome``."""
+        record = self._record(record_id, "adverse-events")
+        if record.fields.get("ended_at"):
+            raise InvalidState(f"adverse event {record_id} is already resolved")
+        ended = self._valid_time(ended_at, at, not_before=record.observed_at)
+        self._change(self.AdverseEventResolved, record,
+                     {"ended_at": ended.isoformat(), "outcome": outcome}, envelope, at,
+                     observed_at=ended)
+
+    def correct(
+        self, record_id: str, field: str, new_value: Any, envelope: Envelope, at: datetime
+    ) -> None:
+        """Correct one field of what was entered; the reason is mandatory."""
+        envelope.require_reason()
+        record = self._record(record_id)
+        self._change(self.RecordCorrected, record, {field: new_value}, envelope, at)
+
+    def remove(self, record_id: str, envelope: Envelope, at: datetime) -> None:
+        """Remove a record; the reason is mandatory and its values stay in history."""
+        envelope.require_reason()
+        self._check_editable()
+        record = self._record(record_id)
+        self.trigger_event(
+            self.RecordRemoved,
+            timestamp=require_aware("recorded_at", at),
+            envelope=envelope,
+            record_id=record_id,
+            removed_fields=copy.deepcopy(record.fields),
+        )
+
+    # --- end of participation, locks -----------------------------------------------
+
+    def withdraw(self, observed_at: datetime, reason: str, envelope: Envelope,
+                 at: datetime) -> None:
+        """The subject withdrew (or was withdrawn) at ``observed_at``."""
+        self._check_editable()
+        self._require_status("enrolled")
+        if not reason.strip():
+            raise InvalidInput("withdrawal_reason", "is required")
+        observed = self._valid_time(observed_at, at)
+        self.trigger_event(self.Withdrawn, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, observed_at=observed, withdrawal_reason=reason)
+
+    def complete(self, observed_at: datetime, envelope: Envelope, at: datetime) -> None:
+        """The subject completed the study at ``observed_at``."""
+        self._check_editable()
+        self._require_status("enrolled")
+        observed = self._valid_time(observed_at, at)
+        self.trigger_event(self.Completed, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, observed_at=observed)
+
+    def lock(self, envelope: Envelope, at: datetime) -> None:
+        """Lock the casebook (reason required)."""
+        envelope.require_reason()
+        if self.locked:
+            raise InvalidState("subject is already locked")
+        self.trigger_event(self.SubjectLocked, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope)
+
+    def unlock(self, envelope: Envelope, at: datetime) -> None:
+        """Unlock the casebook (reason required)."""
+        envelope.require_reason()
+        if not self.locked:
+            raise InvalidState("subject is not locked")
+        self.trigger_event(self.SubjectUnlocked, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope)
+
+    # --- queries ---------------------------------------------------------------------
+
+    def bsa_at(self, when: datetime) -> float | None:
+        """The body-surface area in force at ``when``: the latest one measured by then."""
+        latest: Record | None = None
+        for record in self.records.values():
+            if (record.kind == "vitals" and not record.removed and "bsa" in record.derived
+                    and record.observed_at <= when
+                    and (latest is None or record.observed_at >= latest.observed_at)):
+                latest = record
+        return None if latest is None else float(latest.derived["bsa"]["value"])
+
+    def age_at(self, when: date) -> int:
+        """Completed years of age on ``when``."""
+        years = when.year - self.date_of_birth.year
+        if (when.month, when.day) < (self.date_of_birth.month, self.date_of_birth.day):
+            years -= 1
+        return years
+
+    # --- internals -------------------------------------------------------------------
+
+    def _require_status(self, *statuses: str) -> None:
+        if self.status not in statuses:
+            raise InvalidState(f"subject is {self.status}; expected {' or '.join(statuses)}")
+
+    def _check_editable(self) -> None:
+        if self.locked:
+            raise Locked(f"subject {self.subject_code} is locked")
+
+    def _record(self, record_id: str, kind: str | None = None) -> Record:
+        record = self.records.get(record_id)
+        if record is None or (kind is not None and record.kind != kind):
+            raise NotFound(f"no {kind or 'record'} {record_id!r} for subject {self.subject_code}")
+        if record.removed:
+            raise InvalidState(f"record {record_id} was removed")
+        return record
+
+    def _valid_time(self, observed_at: datetime, at: datetime,
+                    not_before: datetime | None = None) -> datetime:
+        observed = require_aware("observed_at", observed_at)
+        recorded = require_aware("recorded_at", at)
+        if observed > recorded:
+            raise InvalidInput("observed_at", "is after the time it is recorded (in the future)")
+        if observed.date() < self.date_of_birth:
+            raise InvalidInput("observed_at", "is before the subject's date of birth")
+        if observed.date() < self.consent_date:
+            raise InvalidInput("observed_at", "is before informed consent")
+        if not_before is not None and observed < not_before:
+            raise InvalidInput("observed_at", "is before the record it changes began")
+        return observed
+
+    def _enter(
+        self,
+        event_class: type[RecordEntered],
+        kind: str,
+        record_id: str,
+        observed_at: datetime,
+        visit: str | None,
+        fields: dict[str, Any],
+        envelope: Envelope,
+        at: datetime,
+    ) -> None:
+        self._check_editable()
+        if self.status != "enrolled":
+            raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
+        if not record_id or not record_id.strip():
+            raise InvalidInput("record_id", "is required")
+        if record_id in self.records:
+            raise InvalidInput("record_id", f"record {record_id!r} already exists")
+        observed = self._valid_time(observed_at, at)
+        clean, derived = validate(kind, fields, Context(self.bsa_at(observed)))
+        self.trigger_event(
+            event_class,
+            timestamp=require_aware("recorded_at", at),
+            envelope=envelope,
+            record_id=record_id,
+            kind=kind,
+            observed_at=observed,
+            visit=visit,
+            fields=clean,
+            derived=derived,
+        )
+
+    def _change(
+        self,
+        event_class: type[RecordChanged],
+        record: Record,
+        new_values: Mapping[str, Any],
+        envelope: Envelope,
+        at: datetime,
+        **extra: Any,
+    ) -> None:
+        self._check_editable()
+        if "observed_at" in extra:
+            extra["observed_at"] = self._valid_time(extra["observed_at"], at,
+                                                    not_before=record.observed_at)
+        merged = copy.deepcopy(record.fields)
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in new_values.items():
+            old = _get_field(record.fields, name)
+            _set_field(merged, name, value)
+            if old != value:
+                changes[name] = {"old": old, "new": value}
+        if not changes:
+            raise InvalidInput(next(iter(new_values), "value"), "is unchanged")
+        clean, derived = validate(record.kind, merged, Context(self.bsa_at(record.observed_at)))
+        # Store what validation normalised (e.g. 5 -> 5.0), so replay gives the same record.
+        for name, change in changes.items():
+            change["new"] = _get_field(clean, name)
+        self.trigger_event(
+            event_class,
+            timestamp=require_aware("recorded_at", at),
+            envelope=envelope,
+            record_id=record.record_id,
+            changes=changes,
+            derived=derived,
+            **extra,
+        )
+
+
+def _get_field(fields: Mapping[str, Any], path: str) -> Any:
+    """A field by name; ``items.<name>`` reaches into an assessment's items."""
+    head, _, rest = path.partition(".")
+    if head not in fields:
+        raise InvalidInput("field", f"unknown field {path!r}")
+    value = fields[head]
+    if rest:
+        if not isinstance(value, Mapping):
+            raise InvalidInput("field", f"unknown field {path!r}")
+        return value.get(rest)
+    return value
+
+
+def _set_field(fields: dict[str, Any], path: str, value: Any) -> None:
+    head, _, rest = path.partition(".")
+    if rest:
+        fields[head] = {**fields[head], rest: value}
+    else:
+        fields[head] = value
+

@@ -1,0 +1,102 @@
+"""Signing keys: the private key lives in a file (mode 0600) or the environment, never the database.
+
+Every public key ever used is kept in ``<home>/keys/<key id>.pub`` so old events stay verifiable.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+
+from infra.settings import Settings
+from infra.signing import key_id_for
+
+
+class SigningKeyError(RuntimeError):
+    """A signing key cannot be loaded or is stored unsafely."""
+
+
+def _load_private(pem: bytes, source: str) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise SigningKeyError(f"{source}: not a PEM private key ({e})") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError(f"{source}: not an Ed25519 key")
+    return key
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    """A public key as SubjectPublicKeyInfo PEM."""
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _remember_public_key(keys_dir: Path, name: str, key: Ed25519PublicKey) -> None:
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / f"{key_id_for(name, key)}.pub"
+    if not path.exists():
+        path.write_bytes(public_pem(key))
+
+
+def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The deployment's signing key: from the environment, a file, or created on first use."""
+    if settings.signing_key_pem:
+        key = _load_private(settings.signing_key_pem.encode(), "TRIALLEDGER_SIGNING_KEY")
+    elif settings.signing_key_file:
+        path = settings.signing_key_file
+        if not path.exists():
+            raise SigningKeyError(f"{path}: signing key file not found")
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise SigningKeyError(f"{path}: signing key file must be mode 0600 (owner only)")
+        key = _load_private(path.read_bytes(), str(path))
+    else:
+        key = _load_or_create(settings.keys_dir / f"{settings.key_name}.key")
+    _remember_public_key(settings.keys_dir, settings.key_name, key.public_key())
+    return key
+
+
+def _load_or_create(path: Path) -> Ed25519PrivateKey:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once must not both create (and one lose) a key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise SigningKeyError(f"{path}: signing key file must be mode 0600") from None
+        return _load_private(path.read_bytes(), str(path))
+    key = Ed25519PrivateKey.generate()
+    with os.fdopen(fd, "wb") as f:
+        f.write(_private_pem(key))
+    return key
+
+
+def load_public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """Every known public key by key id: the keyring directory plus a configured signing key.
+
+    Never creates a key: verifying must not change the deployment.
+    """
+    keys: dict[str, Ed25519PublicKey] = {}
+    if settings.signing_key_pem or settings.signing_key_file:
+        public = load_signing_key(settings).public_key()
+        keys[key_id_for(settings.key_name, public)] = public
+    if settings.keys_dir.exists():
+        for path in sorted(settings.keys_dir.glob("*.pub")):
+            key = load_pem_public_key(path.read_bytes())
+            if isinstance(key, Ed25519PublicKey):
+                keys[path.name.removesuffix(".pub")] = key
+    return keys

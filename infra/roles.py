@@ -1,0 +1,49 @@
+"""Least privilege: the application runs as a role that owns none of TrialLedger's tables.
+
+The owner (who ran the set-up) keeps the tables and their append-only triggers. The application
+role may read and insert. It is also granted UPDATE on the events table for one reason only:
+eventsourcing's recorder takes ``LOCK TABLE ... IN EXCLUSIVE MODE`` to keep notification ids in
+commit order, and PostgreSQL allows that lock mode only to holders of UPDATE, DELETE or TRUNCATE.
+The trigger still refuses every UPDATE, and only the owner could disable it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.sql import SQL, Identifier, Literal
+
+from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
+
+
+def create_login_role(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:
+    """Create ``role`` (LOGIN, no superuser, no CREATEDB/CREATEROLE) if it does not exist."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if exists:
+        return
+    statement = SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+        Identifier(role)
+    )
+    if password is not None:
+        statement += SQL(" PASSWORD {}").format(Literal(password))
+    conn.execute(statement)
+
+
+def grant_app_role(conn: psycopg.Connection[Any], role: str, schema: str) -> None:
+    """Let ``role`` use the study stored in ``schema``: read, insert, lock — nothing more."""
+    with conn.transaction():
+        for statement in (
+            SQL("GRANT USAGE ON SCHEMA {}, {} TO {}"),
+            SQL("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {1} TO {2}"),
+            SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {1} TO {2}"),
+            SQL("GRANT SELECT ON {0}.studies TO {2}"),
+        ):
+            conn.execute(
+                statement.format(Identifier(CATALOG_SCHEMA), Identifier(schema), Identifier(role))
+            )
+        conn.execute(
+            SQL("GRANT UPDATE ON {}.{} TO {}").format(
+                Identifier(schema), Identifier(EVENTS_TABLE), Identifier(role)
+            )
+        )

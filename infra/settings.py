@@ -1,0 +1,51 @@
+"""Deployment settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where TrialLedger keeps its data and which database and key it uses.
+
+    - ``database_url``: a PostgreSQL URL; ``None`` means "start the embedded server".
+    - ``home``: the data directory (embedded PostgreSQL data, signing keys).
+    - ``signing_key_file`` / ``signing_key_pem``: a signing key given by file or environment;
+      when neither is set, a key is created in ``home/keys`` on first use.
+    - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
+      the application, running as a role that owns nothing, must not try to create them.
+    """
+
+    database_url: str | None
+    home: Path
+    signing_key_file: Path | None = None
+    signing_key_pem: str | None = None
+    key_name: str = "trialledger"
+    provisioned: bool = False
+
+    @property
+    def keys_dir(self) -> Path:
+        """Directory holding the private key (mode 0600) and every public key ever used."""
+        return self.home / "keys"
+
+    @property
+    def pgdata(self) -> Path:
+        """Data directory of the embedded PostgreSQL server."""
+        return self.home / "pgdata"
+
+    @classmethod
+    def from_env(cls, database_url: str | None = None) -> Settings:
+        """Settings from ``TRIALLEDGER_*`` variables and ``DATABASE_URL``."""
+        env = os.environ
+        key_file = env.get("TRIALLEDGER_SIGNING_KEY_FILE")
+        return cls(
+            database_url=database_url or env.get("DATABASE_URL") or None,
+            home=Path(env.get("TRIALLEDGER_HOME", "~/.trialledger")).expanduser(),
+            signing_key_file=Path(key_file).expanduser() if key_file else None,
+            signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
+            key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
+            provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
+        )

@@ -1,0 +1,30 @@
+"""Who is enrolled where: subjects by arm and disease, read from the event log."""
+
+from __future__ import annotations
+
+from collections import Counter
+from uuid import UUID
+
+from domain.service import StudyApplication
+from domain.subject import Subject
+
+
+def enrollment_counts(app: StudyApplication) -> Counter[tuple[str, str]]:
+    """Number of enrolled subjects per (arm, disease)."""
+    disease: dict[UUID, str] = {}
+    arm: dict[UUID, str] = {}
+    topics = [_topic(Subject.Consented), _topic(Subject.Enrolled)]
+    start = 1
+    while batch := app.recorder.select_notifications(start, 1000, topics=topics):
+        for notification in batch:
+            event = app.mapper.to_domain_event(notification)
+            if isinstance(event, Subject.Consented):
+                disease[event.originator_id] = event.disease
+            elif isinstance(event, Subject.Enrolled):
+                arm[event.originator_id] = event.arm
+        start = batch[-1].id + 1
+    return Counter((arm[sid], disease[sid]) for sid in arm)
+
+
+def _topic(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"

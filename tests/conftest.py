@@ -1,0 +1,72 @@
+"""Shared fixtures: a real PostgreSQL — the one in DATABASE_URL, else an embedded one.
+
+Each test that needs a whole database gets a fresh one on that server, so tests that tamper
+with a store never affect another test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+from infra.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the PostgreSQL server under test (DATABASE_URL, or embedded)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from infra.postgres import embedded_postgres
+
+    with embedded_postgres(tmp_path_factory.mktemp("embedded") / "pgdata") as embedded_url:
+        yield embedded_url
+
+
+def _url_with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@pytest.fixture
+def db_url(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the server under test, dropped afterwards."""
+    name = f"tl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _url_with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings for a deployment on a fresh database, with its keys in a temporary home."""
+    return Settings(database_url=db_url, home=tmp_path / "home")
+
+
+@pytest.fixture
+def runtime(settings: Settings, db_url: str) -> Iterator[Runtime]:
+    """A signed deployment on a fresh database."""
+    from api.runtime import Runtime
+
+    rt = Runtime(settings, db_url)
+    try:
+        yield rt
+    finally:
+        rt.close()

@@ -1,0 +1,90 @@
+"""Events are append-only: refused by triggers for everyone, and the app owns no table."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from api.runtime import Runtime
+from infra.catalog import EVENTS_TABLE
+from infra.postgres import schema_for_study
+from infra.roles import create_login_role, grant_app_role
+from infra.settings import Settings
+from tests.support import enroll, register, simulated_clock
+
+STUDY = "NCT04397107"
+TABLE = f'"{schema_for_study(STUDY)}"."{EVENTS_TABLE}"'
+
+
+@pytest.fixture
+def stored(runtime: Runtime) -> Iterator[Runtime]:
+    app = runtime.study(STUDY, clock=simulated_clock())
+    register(app)
+    enroll(app)
+    app.close()
+    yield runtime
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        f"UPDATE {TABLE} SET topic = 'x'",
+        f"DELETE FROM {TABLE}",
+        f"TRUNCATE {TABLE}",
+    ],
+)
+def test_even_the_owner_cannot_change_events(stored: Runtime, db_url: str, statement: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        before = conn.execute(f"SELECT count(*), max(md5(state)) FROM {TABLE}").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(statement)
+        assert conn.execute(f"SELECT count(*), max(md5(state)) FROM {TABLE}").fetchone() == before
+
+
+def _as_role(db_url: str, role: str) -> str:
+    params = conninfo_to_dict(db_url)
+    params["user"] = role
+    params.pop("password", None)
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def test_the_application_role_owns_nothing_and_can_only_read_and_append(
+    stored: Runtime, db_url: str, settings: Settings
+) -> None:
+    role = f"tl_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_login_role(conn, role, None)
+        grant_app_role(conn, role, schema_for_study(STUDY))
+    app_url = _as_role(db_url, role)
+    try:
+        # The application, running as that role, writes events normally...
+        app_runtime = Runtime(replace(settings, provisioned=True), app_url)
+        app = app_runtime.study(STUDY, clock=simulated_clock())
+        enroll(app, "002")
+        app.close()
+        with psycopg.connect(app_url, autocommit=True) as conn:
+            assert conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] > 3
+            owner = conn.execute(
+                "SELECT tableowner FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+                (schema_for_study(STUDY), EVENTS_TABLE),
+            ).fetchone()[0]
+            assert owner != role
+            # ...but can change nothing, nor switch the guard off, nor drop the table.
+            for statement, error in [
+                (f"UPDATE {TABLE} SET topic = 'x'", psycopg.errors.InsufficientPrivilege),
+                (f"DELETE FROM {TABLE}", psycopg.errors.InsufficientPrivilege),
+                (f"TRUNCATE {TABLE}", psycopg.errors.InsufficientPrivilege),
+                (f"ALTER TABLE {TABLE} DISABLE TRIGGER ALL", psycopg.errors.InsufficientPrivilege),
+                (f"DROP TABLE {TABLE}", psycopg.errors.InsufficientPrivilege),
+            ]:
+                with pytest.raises(error):
+                    conn.execute(statement)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')

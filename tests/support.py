@@ -1,0 +1,46 @@
+"""Builders shared by the tests: envelopes, a registered study, an enrolled child."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from domain.clock import SimulatedClock
+from domain.envelope import Actor, Envelope, Reason
+from domain.service import StudyApplication
+from domain.studies import nct04397107
+
+SITE = "JLU1"
+COORDINATOR = Actor("u-coord", "Li Wei", "coordinator", SITE)
+DATA_MANAGER = Actor("u-dm", "Zhang Min", "data_manager", SITE)
+T0 = datetime(2021, 1, 10, 9, 0, tzinfo=UTC)
+
+
+def envelope(actor: Actor = COORDINATOR, reason: Reason | None = None,
+             request_id: str = "req-1") -> Envelope:
+    """An envelope from the test client."""
+    return Envelope(actor=actor, client="test-client", source="api", request_id=request_id,
+                    reason=reason)
+
+
+def correction(text: str = "transcription error found at monitoring") -> Envelope:
+    """An envelope carrying a reason, as every change after first entry needs."""
+    return envelope(DATA_MANAGER, Reason("transcription_error", text))
+
+
+def register(app: StudyApplication) -> None:
+    """Register NCT04397107 on ``app``."""
+    app.register_study(nct04397107.definition(), envelope())
+
+
+def enroll(app: StudyApplication, code: str = "001", *, dob: date = date(2010, 5, 1),
+           consent: date = date(2021, 1, 10), arm: str = "IL2", disease: str = "SLE",
+           **answers: Any) -> None:
+    """Consent, screen and enroll one child (eligible unless ``answers`` say otherwise)."""
+    facts = {**nct04397107.ELIGIBLE_SCREENING_ANSWERS, **answers}
+    app.enroll_subject(code, SITE, dob, "F", disease, consent, facts, arm, consent, envelope())
+
+
+def simulated_clock(start: datetime = T0) -> SimulatedClock:
+    """A clock the test moves."""
+    return SimulatedClock(start)
