@@ -8,7 +8,7 @@ so the event log reads like the real study's would have.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from domain.envelope import Actor, Envelope, Reason
 from domain.rules.bsa import mosteller_bsa
 from domain.service import StudyApplication
 from domain.studies import nct04397107
+from domain.subject import Subject
 
 STUDY_START = date(2020, 8, 15)
 LAST_ENROLLMENT = date(2021, 6, 10)
@@ -31,6 +32,7 @@ DATA_MANAGER = Actor("u-dm-01", "Zhang Min", "data_manager", SITE)
 VISIT_DAYS = {"BASELINE": 0, "M1": 30, "M3": 91, "M6": 182, "M12": 365}
 
 Command = Callable[[StudyApplication], Any]
+SubjectCommand = Callable[[Subject, datetime], None]
 
 
 @dataclass(order=True)
@@ -77,6 +79,11 @@ class Plan:
         """Plan ``run`` for ``recorded_at``."""
         self._sequence += 1
         self.actions.append(Action(recorded_at, self._sequence, run, kind))
+
+    def on_subject(self, recorded_at: datetime, code: str, kind: str,
+                   command: SubjectCommand) -> None:
+        """Plan one command on subject ``code`` for ``recorded_at``."""
+        self.at(recorded_at, lambda app: app.on_subject(code, command), kind)
 
     def entry_time(self, observed: datetime) -> datetime:
         """When a coordinator would have typed it in: same day to three days later."""
@@ -193,35 +200,33 @@ def _plan_child(plan: Plan, child: Child) -> None:
     finished_at = last_entered + timedelta(hours=1)
     if child.withdraws_after:
         leave = end + timedelta(days=rng.randint(3, 20))
-        plan.at(max(plan.entry_time(leave), finished_at), lambda app: app.on_subject(
-            child.code, lambda s, t: s.withdraw(leave, "withdrew consent", env, t)), "withdraw")
+        plan.on_subject(max(plan.entry_time(leave), finished_at), child.code, "withdraw",
+                        lambda s, t: s.withdraw(leave, "withdrew consent", env, t))
     else:
-        plan.at(finished_at, lambda app: app.on_subject(
-            child.code, lambda s, t: s.complete(end, env, t)), "complete")
+        plan.on_subject(finished_at, child.code, "complete",
+                        lambda s, t: s.complete(end, env, t))
     lock_env = plan.envelope(DATA_MANAGER, Reason("database_lock", "final database lock"),
                              edit_point="data_management")
-    plan.at(LOCK_AT, lambda app: app.on_subject(
-        child.code, lambda s, t: s.lock(lock_env, t)), "lock")
+    plan.on_subject(LOCK_AT, child.code, "lock", lambda s, t: s.lock(lock_env, t))
 
 
 def _plan_therapy_start(plan: Plan, child: Child, record_id: str, drug: str, category: str,
                         dose: float, when: datetime) -> None:
     env = plan.envelope(COORDINATOR)
-    plan.at(plan.entry_time(when) + timedelta(minutes=1), lambda app: app.on_subject(
-        child.code, lambda s, t: s.start_therapy(record_id, when, drug, category, dose, "PO",
-                                                 env, t)), "therapy")
+    plan.on_subject(plan.entry_time(when) + timedelta(minutes=1), child.code, "therapy",
+                    lambda s, t: s.start_therapy(record_id, when, drug, category, dose, "PO",
+                                                 env, t))
 
 
 def _plan_therapy_change(plan: Plan, child: Child, record_id: str, when: datetime,
                          dose: float) -> None:
     env = plan.envelope(COORDINATOR)
     if dose > 0:
-        plan.at(plan.entry_time(when), lambda app: app.on_subject(
-            child.code, lambda s, t: _change_if_different(s, record_id, when, dose, env, t)),
-            "therapy")
+        plan.on_subject(plan.entry_time(when), child.code, "therapy",
+                        lambda s, t: _change_if_different(s, record_id, when, dose, env, t))
 
 
-def _change_if_different(subject: Any, record_id: str, when: datetime, dose: float,
+def _change_if_different(subject: Subject, record_id: str, when: datetime, dose: float,
                          env: Envelope, at: datetime) -> None:
     if subject.records[record_id].fields["dose_mg_per_day"] != dose:
         subject.change_therapy(record_id, when, dose, env, at)
@@ -248,8 +253,8 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
                     "TEMP": (round(rng.uniform(36.2, 37.4), 1), "C"),
                     "HR": (float(rng.randint(70, 110)), "beats/min")}
     entered = plan.entry_time(observed)
-    plan.at(entered, lambda app: app.on_subject(child.code, lambda s, t: s.record_vital_signs(
-        vitals_id, observed, measurements, env, t, visit=visit)), "vitals")
+    plan.on_subject(entered, child.code, "vitals", lambda s, t: s.record_vital_signs(
+        vitals_id, observed, measurements, env, t, visit=visit))
     # The effect of IL-2 on Treg and complement, as the study hypothesised.
     effect = min(day, 182) / 182 * (1.0 if child.arm == "IL2" else 0.35)
     for code, (unit, (low, high), (b_low, b_high)) in LAB_PLAN.items():
@@ -262,11 +267,8 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         lab_id = rid("LB")
         lab_env = plan.envelope(COORDINATOR)
         lab_time = entered + timedelta(minutes=5)
-        plan.at(lab_time, lambda app, lab_id=lab_id, code=code, value=value, unit=unit,
-                low=low, high=high, lab_env=lab_env: app.on_subject(
-                    child.code, lambda s, t: s.record_lab_result(
-                        lab_id, observed, code, value, unit, lab_env, t, low, high, visit)),
-                "lab")
+        plan.on_subject(lab_time, child.code, "lab", _lab_result(
+            lab_id, observed, code, value, unit, lab_env, low, high, visit))
         if rng.random() < 0.06:
             _plan_lab_correction(plan, child, lab_id, value, lab_time)
     score_env = plan.envelope(INVESTIGATOR)
@@ -275,17 +277,33 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         items = {k: rng.random() < max(0.05, 0.35 - effect * 0.25)
                  for k in ("arthritis", "rash", "alopecia", "mucosal_ulcers", "low_complement",
                            "increased_dna_binding", "proteinuria", "fever", "leukopenia")}
-        plan.at(entered + timedelta(minutes=10), lambda app: app.on_subject(
-            child.code, lambda s, t: s.record_sledai(score_id, observed, items, score_env, t,
-                                                     visit=visit)), "assessment")
+        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment",
+                        lambda s, t: s.record_sledai(score_id, observed, items, score_env, t,
+                                                     visit=visit))
     elif child.disease == "PSS":
         domains = {"constitutional": rng.choice([0, 1]), "glandular": rng.choice([0, 1, 2]),
                    "articular": rng.choice([0, 1, 2]), "biological": rng.choice([0, 1, 2]),
                    "haematological": rng.choice([0, 1])}
-        plan.at(entered + timedelta(minutes=10), lambda app: app.on_subject(
-            child.code, lambda s, t: s.record_essdai(score_id, observed, domains, score_env, t,
-                                                     visit=visit)), "assessment")
+        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment",
+                        lambda s, t: s.record_essdai(score_id, observed, domains, score_env, t,
+                                                     visit=visit))
     return entered + timedelta(minutes=10)
+
+
+def _lab_result(record_id: str, observed: datetime, code: str, value: float, unit: str,
+                env: Envelope, low: float, high: float, visit: str) -> SubjectCommand:
+    def command(subject: Subject, at: datetime) -> None:
+        subject.record_lab_result(record_id, observed, code, value, unit, env, at, low, high,
+                                  visit)
+
+    return command
+
+
+def _dose(record_id: str, when: datetime, dose: float, env: Envelope) -> SubjectCommand:
+    def command(subject: Subject, at: datetime) -> None:
+        subject.administer_dose(record_id, when, "IL2", dose, "IU", "SC", env, at)
+
+    return command
 
 
 def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, value: float,
@@ -296,8 +314,8 @@ def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, value: float,
     reason = Reason("transcription_error",
                     "value re-checked against the laboratory report during monitoring")
     env = plan.envelope(DATA_MANAGER, reason, edit_point="data_management")
-    plan.at(min(when, LOCK_AT - timedelta(days=1)), lambda app: app.on_subject(
-        child.code, lambda s, t: s.correct(lab_id, "value", corrected, env, t)), "correction")
+    plan.on_subject(min(when, LOCK_AT - timedelta(days=1)), child.code, "correction",
+                    lambda s, t: s.correct(lab_id, "value", corrected, env, t))
 
 
 def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
@@ -317,9 +335,8 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
             break
         dose_id = rid("EX")
         env = plan.envelope(COORDINATOR)
-        plan.at(max(plan.entry_time(when), floor), lambda app, dose_id=dose_id,
-                when=when, env=env: app.on_subject(child.code, lambda s, t: s.administer_dose(
-                    dose_id, when, "IL2", dose, "IU", "SC", env, t)), "dose")
+        plan.on_subject(max(plan.entry_time(when), floor), child.code, "dose",
+                        _dose(dose_id, when, dose, env))
 
 
 AE_MENU = [
@@ -353,15 +370,11 @@ def _plan_adverse_events(plan: Plan, child: Child, baseline: date,
     ae_id = rid("AE")
     env = plan.envelope(INVESTIGATOR)
     reported = plan.entry_time(onset)
-    plan.at(reported, lambda app: app.on_subject(child.code, lambda s, t: s.report_adverse_event(
-        ae_id, onset, details, env, t)), "ae")
+    plan.on_subject(reported, child.code, "ae",
+                    lambda s, t: s.report_adverse_event(ae_id, onset, details, env, t))
     ended = onset + timedelta(days=rng.randint(2, 12))
     end_env = plan.envelope(INVESTIGATOR)
-    plan.at(max(plan.entry_time(ended), reported + timedelta(minutes=1)),
-            lambda app: app.on_subject(child.code, lambda s, t: s.resolve_adverse_event(
-                ae_id, ended, "recovered", end_env, t)), "ae")
+    plan.on_subject(max(plan.entry_time(ended), reported + timedelta(minutes=1)), child.code,
+                    "ae", lambda s, t: s.resolve_adverse_event(ae_id, ended, "recovered",
+                                                               end_env, t))
 
-
-def iter_actions(seed: int) -> Iterator[Action]:
-    """The planned actions of ``seed``, in the order they are played."""
-    yield from plan_study(seed)

@@ -21,7 +21,9 @@ class Problem:
 class InvalidInput(DomainError):
     """The command's input is invalid; nothing was stored."""
 
-    def __init__(self, field: str | None = None, message: str = "", *, problems: Sequence[Problem] = ()):
+    def __init__(
+        self, field: str | None = None, message: str = "", *, problems: Sequence[Problem] = ()
+    ) -> None:
         self.problems: list[Problem] = list(problems)
         if field is not None:
             self.problems.insert(0, Problem(field, message))

@@ -121,9 +121,10 @@ class StudyApplication(Application[UUID]):
         as_of = require_aware("as_of", as_of)
         subject: Subject | None = None
         for event in self.events.get(subject_uuid(self.study_id, subject_code)):
+            assert isinstance(event, Subject.Event)
             if event.timestamp > as_of:
                 break
-            subject = event.mutate(subject)  # type: ignore[arg-type, assignment]
+            subject = event.mutate(subject)
         if subject is None:
             raise NotFound(f"no subject {subject_code} in study {self.study_id} as of {as_of}")
         return subject
