@@ -2,7 +2,8 @@
 
     python bench/write_bench.py [--events N] [--database-url URL]
 
-Each configuration writes into its own fresh study schema. The unsigned run is the baseline
+It runs in a temporary database on the given server (or an embedded one), dropped afterwards;
+each configuration writes into its own study schema. The unsigned run is the baseline
 measured in the same run; the script prints events/s and the signed/unsigned ratios.
 """
 
@@ -20,7 +21,7 @@ from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107
 from domain.subject import Subject
-from infra.postgres import database
+from infra.postgres import database, temporary_database
 from infra.settings import Settings
 
 ACTOR = Actor("u-bench", "Bench Coordinator", "coordinator", "JLU1")
@@ -78,7 +79,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="tl-bench-"))
     settings = Settings.from_env(args.database_url)
     settings = Settings(database_url=settings.database_url, home=home)
-    with database(settings.database_url, settings.pgdata) as url:
+    with database(settings.database_url, settings.pgdata) as server, \
+            temporary_database(server, "tl_bench") as url:
         rates: dict[tuple[bool, int], float] = {}
         for per_save in (1, 100):
             for signed in (False, True):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.sql import SQL, Identifier
 
 from infra.logging import get_logger
 
@@ -41,6 +43,29 @@ def database(url: str | None, pgdata: Path) -> Iterator[str]:
     else:
         with embedded_postgres(pgdata) as embedded_url:
             yield embedded_url
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """``url`` pointing at another database of the same server."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+@contextmanager
+def temporary_database(server_url: str, prefix: str = "tl_tmp") -> Iterator[str]:
+    """A new, empty database on the server of ``server_url``; dropped on exit.
+
+    For tests and benchmarks, which must never touch a deployment's own databases.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(name)))
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:

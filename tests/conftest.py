@@ -7,19 +7,17 @@ with a store never affect another test.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra.postgres import temporary_database
+from infra.settings import Settings
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
-
-from infra.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -35,23 +33,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield embedded_url
 
 
-def _url_with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
 @pytest.fixture
 def db_url(server_url: str) -> Iterator[str]:
     """A fresh, empty database on the server under test, dropped afterwards."""
-    name = f"tl_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _url_with_dbname(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database(server_url, "tl_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def _as_role(db_url: str, role: str) -> str:
     params = conninfo_to_dict(db_url)
     params["user"] = role
     params.pop("password", None)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 def test_the_application_role_owns_nothing_and_can_only_read_and_append(
