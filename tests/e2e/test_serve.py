@@ -1,0 +1,70 @@
+"""`trialledger serve` as a real process: uvicorn on loopback, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.runtime import Runtime
+from tests.support import T0, correction, enroll, envelope, register, simulated_clock
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[str]:
+    clock = simulated_clock()
+    app = runtime.study("NCT04397107", clock=clock)
+    register(app)
+    enroll(app, "001")
+    clock.set(T0 + timedelta(days=1))
+    app.on_subject("001", lambda s, t: s.record_lab_result(
+        "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
+    clock.set(T0 + timedelta(days=9))
+    app.on_subject("001", lambda s, t: s.correct("LB1", "value", 0.6, correction(), t))
+    app.close()
+    port = _free_port()
+    env = {**os.environ, "TRIALLEDGER_HOME": str(runtime.settings.home)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--database-url", db_url,
+         "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            process.kill()
+            pytest.fail(f"server did not start: {process.stdout.read() if process.stdout else ''}")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_served_api_answers_now_and_as_of(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    url = f"{server}/v1/studies/NCT04397107/subjects/001"
+    assert httpx.get(url).json()["records"]["labs"][0]["fields"]["value"] == 0.6
+    before = httpx.get(url, params={"as_of": (T0 + timedelta(days=2)).isoformat()}).json()
+    assert before["records"]["labs"][0]["fields"]["value"] == 0.8
+    assert httpx.get(f"{server}/openapi.json").status_code == 200
