@@ -13,13 +13,14 @@ moved into another and no signature can be replayed onto another study or positi
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from infra.ledger.note import key_hash
 
 MAGIC = b"TLS1"
 SIGNATURE_LABEL = b"trialledger/event-signature/v1"
@@ -31,13 +32,8 @@ class SignedStateError(ValueError):
 
 
 def key_id_for(name: str, public_key: Ed25519PublicKey) -> str:
-    """The key id ``<name>+<hex of 4-byte key hash>``, the hash as C2SP signed-note defines it.
-
-    key hash = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ 32-byte public key)[:4] (0x01: Ed25519).
-    """
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    digest = hashlib.sha256(name.encode() + b"\n" + b"\x01" + raw).digest()
-    return f"{name}+{digest[:4].hex()}"
+    """The key id ``<name>+<hex of the C2SP 4-byte key hash>`` (see ``infra.ledger.note``)."""
+    return f"{name}+{key_hash(name, public_key).hex()}"
 
 
 def signing_message(
