@@ -32,14 +32,21 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
                 f"Study {study_id} already exists in this database: nothing changed."
             )
         else:
-            _simulate(app, registered_at, seed, console)
+            _simulate(runtime, app, registered_at, seed, console)
+            result = runtime.seal(study_id, force_checkpoint=True)
+            console.print(f"Ledger sealed: {result.tree_size} leaves, "
+                          f"latest checkpoint at size {result.checkpoint_size}")
         _report(runtime, app, console)
         return _verify(runtime, study_id, console)
     finally:
         app.close()
 
 
-def _simulate(app: object, clock: SimulatedClock, seed: int, console: Console) -> None:
+SEAL_EVERY = 500  # actions between sealing runs, as a server's background sealer would
+
+
+def _simulate(runtime: Runtime, app: object, clock: SimulatedClock, seed: int,
+              console: Console) -> None:
     from domain.service import StudyApplication
 
     assert isinstance(app, StudyApplication)
@@ -56,11 +63,13 @@ def _simulate(app: object, clock: SimulatedClock, seed: int, console: Console) -
         transient=True,
     ) as progress:
         task = progress.add_task(f"{app.study_id} from {STUDY_START}", total=len(actions))
-        for action in actions:
+        for number, action in enumerate(actions, 1):
             clock.set(action.recorded_at)
             action.run(app)
             kinds[action.kind] += 1
             progress.advance(task)
+            if number % SEAL_EVERY == 0:
+                runtime.seal(app.study_id)
     console.print(f"Simulated {len(actions)} actions (seed {seed}): "
                   + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
 
@@ -96,7 +105,9 @@ def _verify(runtime: Runtime, study_id: str, console: Console) -> bool:
         result = verify_study(conn, study_id, schema, public_keys)
     if result.ok:
         console.print(f"[green]Signature check: all {result.events_checked} events carry a "
-                      "valid Ed25519 signature; every version chain is intact.[/green]")
+                      "valid Ed25519 signature; every version chain is intact; "
+                      f"{result.sealed} leaves and {result.checkpoints} checkpoints "
+                      "verify.[/green]")
     else:
         assert result.first_bad is not None
         console.print(f"[red]Signature check FAILED: {result.first_bad.describe()}[/red]")

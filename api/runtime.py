@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
 
 from domain.clock import Clock
+from domain.envelope import Actor, Envelope
 from domain.service import MapperFactory, StudyApplication
 from infra import catalog, keys
+from infra.keys import SigningKeyError
+from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper
 from infra.postgres import connect, database, eventsourcing_env, schema_for_study
 from infra.settings import Settings
-from infra.signing import EventSigner
+from infra.signing import EventSigner, key_id_for, public_key_b64
+
+
+def system_envelope() -> Envelope:
+    """The envelope of what TrialLedger itself records (keys, seals), not a person."""
+    return Envelope(Actor("system", "TrialLedger", "system", "ALL"), "trialledger", "system",
+                    f"system-{uuid.uuid4()}")
 
 
 @dataclass
@@ -26,6 +37,7 @@ class Runtime:
     url: str
     signed: bool = True
     _apps: dict[str, StudyApplication] = field(default_factory=dict)
+    _key: Ed25519PrivateKey | None = None
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
@@ -41,9 +53,36 @@ class Runtime:
             clock=clock,
             mapper_factory=self._mapper_factory(study_id) if self.signed else None,
         )
+        if self.signed:
+            self._register_signing_key(app)
         if clock is None:
             self._apps[study_id] = app
         return app
+
+    def _register_signing_key(self, app: StudyApplication) -> None:
+        """Make sure the study's keyring knows the key about to sign its events."""
+        key = self.signing_key()
+        key_id = key_id_for(self.settings.key_name, key.public_key())
+        keyring = app.keyring()
+        state = keyring.keys.get(key_id) if keyring else None
+        if state is None:
+            app.register_key(key_id, public_key_b64(key.public_key()), system_envelope())
+        elif state != "active":
+            raise SigningKeyError(f"the signing key {key_id} is {state} for study "
+                                  f"{app.study_id}; it must not sign again")
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The deployment's current signing key."""
+        if self._key is None:
+            self._key = keys.load_signing_key(self.settings)
+        return self._key
+
+    def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
+        """Seal the study's new events into its ledger (and checkpoint if due or forced)."""
+        with connect(self.url) as conn:
+            return seal(conn, study_id, schema_for_study(study_id),
+                        keys.load_public_keys(self.settings), self.signing_key(),
+                        self.settings.key_name, force_checkpoint=force_checkpoint)
 
     def studies(self) -> list[tuple[str, str]]:
         """Every (study id, schema) of this deployment."""
@@ -51,8 +90,7 @@ class Runtime:
             return catalog.list_studies(conn)
 
     def _mapper_factory(self, study_id: str) -> MapperFactory:
-        private_key = keys.load_signing_key(self.settings)
-        signer = EventSigner(study_id, private_key, self.settings.key_name)
+        signer = EventSigner(study_id, self.signing_key(), self.settings.key_name)
 
         def factory(transcoder: Transcoder) -> Mapper[UUID]:
             return SigningMapper(transcoder, signer)

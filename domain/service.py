@@ -18,6 +18,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, SystemClock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from domain.keyring import Keyring, keyring_uuid
 from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject, subject_uuid
 from domain.transcodings import TRANSCODINGS
@@ -167,12 +168,45 @@ class StudyApplication(Application[UUID]):
                 yield UUID(str(notification.originator_id))
             start = batch[-1].id + 1
 
+    # --- signing keys ------------------------------------------------------------------
+
+    def keyring(self) -> Keyring | None:
+        """The study's keyring, if any key has been registered."""
+        try:
+            keyring: Keyring = self.repository.get(keyring_uuid(self.study_id))
+        except AggregateNotFoundError:
+            return None
+        return keyring
+
+    def register_key(self, key_id: str, public_key: str, envelope: Envelope,
+                     retire: str | None = None) -> None:
+        """Register a signing key (and retire ``retire``), in one transaction.
+
+        The events are signed by the key in use when this is called: the old key vouches
+        for the new one.
+        """
+        at = self.clock.now()
+        keyring = self.keyring() or Keyring.open(self.study_id, envelope, at)
+        keyring.register(key_id, public_key, envelope, at)
+        if retire is not None:
+            keyring.retire(retire, envelope, at)
+        self._save(keyring)
+
+    def revoke_key(self, key_id: str, effective_at: datetime, reason: str,
+                   envelope: Envelope) -> None:
+        """Revoke a compromised key from ``effective_at``."""
+        keyring = self.keyring()
+        if keyring is None:
+            raise NotFound(f"study {self.study_id} has no keyring")
+        keyring.revoke(key_id, effective_at, reason, envelope, self.clock.now())
+        self._save(keyring)
+
     # --- internals -------------------------------------------------------------------
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, lte=1))
 
-    def _save(self, *aggregates: Study | Subject) -> None:
+    def _save(self, *aggregates: Study | Subject | Keyring) -> None:
         try:
             self.save(*aggregates)
         except IntegrityError as e:

@@ -30,10 +30,13 @@ def ensure_catalog(conn: psycopg.Connection[Any]) -> None:
 
 
 def add_study(conn: psycopg.Connection[Any], study_id: str, schema: str) -> None:
-    """Create the study's schema and list it in the catalogue (idempotent)."""
+    """Create the study's schema and ledger tables and list it in the catalogue (idempotent)."""
+    from infra.ledger.store import create_ledger_tables
+
     ensure_catalog(conn)
     with conn.transaction():
         conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
+        create_ledger_tables(conn, schema)
         conn.execute(
             SQL(
                 "INSERT INTO {}.studies (study_id, schema_name) VALUES (%s, %s) "

@@ -46,7 +46,7 @@ def signing_message(
     key_id: str,
 ) -> bytes:
     """The exact bytes an event signature covers."""
-    parts = [
+    return _length_prefixed([
         SIGNATURE_LABEL,
         study.encode(),
         originator_id.encode(),
@@ -55,8 +55,24 @@ def signing_message(
         payload,
         recorded_at.encode(),
         key_id.encode(),
-    ]
+    ])
+
+
+LEAF_LABEL = b"trialledger/leaf/v1"
+
+
+def _length_prefixed(parts: list[bytes]) -> bytes:
     return b"".join(struct.pack(">I", len(part)) + part for part in parts)
+
+
+def leaf_data(study: str, originator_id: str, originator_version: int, topic: str,
+              state: bytes) -> bytes:
+    """The bytes a ledger leaf commits to: the stored event exactly as signed.
+
+    ``state`` is the whole signed envelope (key id, recorded_at, signature, payload).
+    """
+    return _length_prefixed([LEAF_LABEL, study.encode(), originator_id.encode(),
+                             str(originator_version).encode(), topic.encode(), state])
 
 
 @dataclass(frozen=True)

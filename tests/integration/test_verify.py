@@ -53,21 +53,22 @@ def owner_sql(db_url: str, statement: str) -> None:
 def test_an_untouched_store_verifies(store: Runtime, settings: Settings, db_url: str) -> None:
     code, output = run_verify(settings, db_url)
     assert code == 0, output
-    assert f"{STUDY}: 11 events" in output
+    assert f"{STUDY}: 13 events" in output
 
 
 @pytest.mark.parametrize("offset_from_end", [1, 40])
 def test_one_changed_byte_is_caught_and_the_event_named(
     store: Runtime, settings: Settings, db_url: str, offset_from_end: int
 ) -> None:
-    # Position 6 is subject 002's screening; change one byte of its payload.
+    # Positions: 1-2 keyring, 3 study, 4-6 subject 001, 7-9 subject 002, 10-12 subject 003,
+    # 13 vitals. Position 8 is subject 002's screening; change one byte of its payload.
     owner_sql(db_url, f"UPDATE {TABLE} SET state = set_byte(state, length(state) - "
                       f"{offset_from_end}, get_byte(state, length(state) - {offset_from_end}) # 1)"
-                      " WHERE notification_id = 6")
+                      " WHERE notification_id = 8")
     code, output = run_verify(settings, db_url)
     assert code == 1
     assert "FIRST BAD EVENT" in output
-    assert "position 6" in output
+    assert "position 8" in output
     assert "signature does not match" in output
 
 
@@ -75,19 +76,19 @@ def test_a_changed_signature_byte_is_caught(store: Runtime, settings: Settings,
                                             db_url: str) -> None:
     # Byte 60 lies inside the signature (it starts after a ~53-byte header).
     owner_sql(db_url, f"UPDATE {TABLE} SET state = set_byte(state, 60, "
-                      f"get_byte(state, 60) # 255) WHERE notification_id = 9")
+                      f"get_byte(state, 60) # 255) WHERE notification_id = 11")
     code, output = run_verify(settings, db_url, "--study", STUDY)
     assert code == 1
-    assert "position 9" in output
+    assert "position 11" in output
 
 
 def test_a_deleted_event_breaks_the_version_chain(store: Runtime, settings: Settings,
                                                   db_url: str) -> None:
     # Delete subject 001's screening (its version 2): its enrollment (v3) is then named.
-    owner_sql(db_url, f"DELETE FROM {TABLE} WHERE notification_id = 3")
+    owner_sql(db_url, f"DELETE FROM {TABLE} WHERE notification_id = 5")
     code, output = run_verify(settings, db_url)
     assert code == 1
-    assert "position 4" in output
+    assert "position 6" in output
     assert "version chain broken" in output
 
 

@@ -1,0 +1,180 @@
+"""The sealer: follows a study's events in commit order and appends each as a Merkle leaf.
+
+It checks every event's signature and key before sealing it, and never seals past a bad one.
+The leaves table is its own tracking record: the next event to seal is the one after the
+highest sealed position, and leaves, nodes and checkpoints commit in one transaction, so a
+sealer stopped at any point resumes exactly where it left off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from psycopg.sql import SQL, Identifier
+
+from infra.catalog import EVENTS_TABLE
+from infra.ledger import store
+from infra.ledger.checker import KEY_REGISTERED, KEY_RETIRED, KEY_REVOKED, EventChecker
+from infra.ledger.checker import revocation_from_payload as _revocation
+from infra.ledger.merkle import Frontier, consistency_proof, leaf_hash, verify_consistency
+from infra.ledger.note import Checkpoint, sign_note
+from infra.signing import SignedState, key_id_for, leaf_data
+
+
+class SealingRefused(RuntimeError):
+    """An event failed its checks; nothing from it on was sealed."""
+
+
+@dataclass(frozen=True)
+class SealResult:
+    """What one sealing run did."""
+
+    sealed: int
+    tree_size: int
+    checkpoint_size: int | None
+
+
+def origin(study: str) -> str:
+    """The checkpoint origin of a study's log."""
+    return f"trialledger/{study}"
+
+
+def load_checker(conn: psycopg.Connection[Any], study: str, schema: str,
+                 anchors: dict[str, Ed25519PublicKey], upto: int | None = None) -> EventChecker:
+    """A checker that knows every key event of the log (up to position ``upto`` for replay)."""
+    checker = EventChecker(study, anchors)
+    rows = conn.execute(
+        SQL("SELECT topic, state FROM {}.{} WHERE topic = ANY(%s) ORDER BY notification_id")
+        .format(Identifier(schema), Identifier(EVENTS_TABLE)),
+        ([KEY_REGISTERED, KEY_RETIRED, KEY_REVOKED],),
+    ).fetchall()
+    for topic, state in rows:
+        if topic == KEY_REVOKED:
+            try:
+                key_id, effective = _revocation(SignedState.unpack(bytes(state)).payload)
+            except (ValueError, KeyError):
+                continue  # a malformed revocation is reported by the main pass
+            checker.revocations[key_id] = effective
+    return checker
+
+
+def seal(
+    conn: psycopg.Connection[Any],
+    study: str,
+    schema: str,
+    anchors: dict[str, Ed25519PublicKey],
+    private_key: Ed25519PrivateKey,
+    key_name: str,
+    *,
+    checkpoint_every: int = 1000,
+    force_checkpoint: bool = False,
+    batch_size: int = 5000,
+) -> SealResult:
+    """Seal every event not yet sealed; write a checkpoint when due (or when forced)."""
+    sealed = 0
+    checkpoint_size: int | None = None
+    while True:
+        with conn.transaction():
+            # One sealer per study at a time; a second waits, then sees the first's leaves.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+            size = store.tree_size(conn, schema)
+            nodes = store.node_source(conn, schema)
+            frontier = Frontier.load(nodes, size)
+            checker = _replayed_checker(conn, study, schema, anchors, size)
+            rows = conn.execute(
+                SQL("SELECT notification_id, originator_id, originator_version, topic, state "
+                    "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
+                .format(Identifier(schema), Identifier(EVENTS_TABLE)),
+                (_last_sealed_position(conn, schema), batch_size),
+            ).fetchall()
+            leaves: list[tuple[int, int, bytes]] = []
+            node_rows: list[tuple[int, int, bytes]] = []
+            failure: str | None = None
+            for position, oid, version, topic, state in rows:
+                state = bytes(state)
+                reason = checker.check(str(oid), version, topic, state)
+                if reason is not None:
+                    failure = f"event at position {position}: {reason}"
+                    break
+                h = leaf_hash(leaf_data(study, str(oid), version, topic, state))
+                leaves.append((frontier.size, position, h))
+                node_rows.extend(frontier.append(h))
+            _insert(conn, schema, leaves, node_rows)
+            sealed += len(leaves)
+            last = store.checkpoints(conn, schema)
+            last_size = last[-1][0] if last else 0
+            due = frontier.size - last_size >= checkpoint_every
+            done = failure is not None or len(rows) < batch_size
+            if frontier.size > last_size and (due or (force_checkpoint and done)):
+                _checkpoint(conn, study, schema, frontier, last, private_key, key_name)
+                checkpoint_size = frontier.size
+        if failure is not None:
+            raise SealingRefused(f"study {study}: {failure}; sealed up to the event before it")
+        if done:
+            return SealResult(sealed, frontier.size, checkpoint_size)
+
+
+def _replayed_checker(conn: psycopg.Connection[Any], study: str, schema: str,
+                      anchors: dict[str, Ed25519PublicKey], size: int) -> EventChecker:
+    """A checker brought up to the end of the sealed log (keys learnt, versions known)."""
+    checker = load_checker(conn, study, schema, anchors)
+    rows = conn.execute(
+        SQL("SELECT e.originator_id, max(e.originator_version) FROM {}.{} e "
+            "JOIN {}.{} l ON l.notification_id = e.notification_id GROUP BY e.originator_id")
+        .format(Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema),
+                Identifier(store.LEAVES)),
+    ).fetchall() if size else []
+    checker.last_version = {str(oid): int(version) for oid, version in rows}
+    key_rows = conn.execute(
+        SQL("SELECT e.topic, e.state FROM {}.{} e JOIN {}.{} l "
+            "ON l.notification_id = e.notification_id WHERE e.topic = ANY(%s) "
+            "ORDER BY e.notification_id")
+        .format(Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema),
+                Identifier(store.LEAVES)),
+        ([KEY_REGISTERED, KEY_RETIRED],),
+    ).fetchall()
+    for topic, state in key_rows:
+        checker.learn(topic, SignedState.unpack(bytes(state)).payload)
+    return checker
+
+
+def _last_sealed_position(conn: psycopg.Connection[Any], schema: str) -> int:
+    row = conn.execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {}.{}").format(
+        Identifier(schema), Identifier(store.LEAVES))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _insert(conn: psycopg.Connection[Any], schema: str, leaves: list[tuple[int, int, bytes]],
+            nodes: list[tuple[int, int, bytes]]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(SQL("COPY {}.{} (leaf_index, notification_id, leaf_hash) FROM STDIN")
+                      .format(Identifier(schema), Identifier(store.LEAVES))) as copy:
+            for row in leaves:
+                copy.write_row(row)
+        with cur.copy(SQL("COPY {}.{} (level, idx, hash) FROM STDIN")
+                      .format(Identifier(schema), Identifier(store.NODES))) as copy:
+            for row in nodes:
+                copy.write_row(row)
+
+
+def _checkpoint(conn: psycopg.Connection[Any], study: str, schema: str, frontier: Frontier,
+                previous: list[tuple[int, bytes, str]], private_key: Ed25519PrivateKey,
+                key_name: str) -> None:
+    root = frontier.root()
+    if previous:
+        # Never sign a checkpoint inconsistent with the last one signed.
+        old_size, old_root, _ = previous[-1]
+        proof = consistency_proof(store.node_source(conn, schema), old_size, frontier.size)
+        if not verify_consistency(old_size, frontier.size, old_root, root, proof):
+            raise SealingRefused(f"study {study}: new tree of size {frontier.size} is not "
+                                 f"consistent with the checkpoint of size {old_size}")
+    body = Checkpoint(origin(study), frontier.size, root).body()
+    note = sign_note(body, key_name, private_key)
+    conn.execute(
+        SQL("INSERT INTO {}.{} (tree_size, root, note, key_id) VALUES (%s, %s, %s, %s)")
+        .format(Identifier(schema), Identifier(store.CHECKPOINTS)),
+        (frontier.size, root, note, key_id_for(key_name, private_key.public_key())),
+    )

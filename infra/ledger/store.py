@@ -1,0 +1,78 @@
+"""The ledger's tables in a study's schema: leaves, complete-subtree nodes, signed checkpoints.
+
+All three are append-only (triggers), like the events table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.sql import SQL, Composed, Identifier
+
+from infra.ledger.merkle import NodeSource
+from infra.recorder import append_only_statements
+
+LEAVES = "ledger_leaves"
+NODES = "ledger_nodes"
+CHECKPOINTS = "ledger_checkpoints"
+
+
+def create_ledger_tables(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the ledger tables (idempotent)."""
+    s = Identifier(schema)
+    statements: list[Composed] = [
+        SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+            " leaf_index bigint PRIMARY KEY,"
+            " notification_id bigint NOT NULL UNIQUE,"
+            " leaf_hash bytea NOT NULL)").format(s, Identifier(LEAVES)),
+        SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+            " level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL,"
+            " PRIMARY KEY (level, idx))").format(s, Identifier(NODES)),
+        SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+            " tree_size bigint PRIMARY KEY,"
+            " root bytea NOT NULL,"
+            " note text NOT NULL,"
+            " key_id text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT now())").format(s, Identifier(CHECKPOINTS)),
+    ]
+    for table in (LEAVES, NODES, CHECKPOINTS):
+        statements.extend(append_only_statements(schema, table))
+    with conn.transaction():
+        for statement in statements:
+            conn.execute(statement)
+
+
+def node_source(conn: psycopg.Connection[Any], schema: str) -> NodeSource:
+    """Read complete-subtree hashes from the nodes table."""
+    query = SQL("SELECT hash FROM {}.{} WHERE level = %s AND idx = %s").format(
+        Identifier(schema), Identifier(NODES))
+
+    def get(level: int, index: int) -> bytes:
+        row = conn.execute(query, (level, index), prepare=True).fetchone()
+        if row is None:
+            raise LookupError(f"ledger node ({level}, {index}) is missing")
+        return bytes(row[0])
+
+    return get
+
+
+def tree_size(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Number of sealed leaves."""
+    row = conn.execute(SQL("SELECT count(*) FROM {}.{}").format(
+        Identifier(schema), Identifier(LEAVES))).fetchone()
+    return int(row[0]) if row else 0
+
+
+def checkpoints(conn: psycopg.Connection[Any], schema: str) -> list[tuple[int, bytes, str]]:
+    """Every (tree size, root, signed note), smallest first."""
+    rows = conn.execute(SQL("SELECT tree_size, root, note FROM {}.{} ORDER BY tree_size").format(
+        Identifier(schema), Identifier(CHECKPOINTS))).fetchall()
+    return [(int(size), bytes(root), str(note)) for size, root, note in rows]
+
+
+def leaf_index_of(conn: psycopg.Connection[Any], schema: str, position: int) -> int | None:
+    """The leaf index of the event at notification id ``position``, if sealed."""
+    row = conn.execute(SQL("SELECT leaf_index FROM {}.{} WHERE notification_id = %s").format(
+        Identifier(schema), Identifier(LEAVES)), (position,)).fetchone()
+    return None if row is None else int(row[0])
