@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from domain.envelope import Envelope
 from infra import keys
 from infra.logging import configure_logging
 from infra.postgres import connect
 from infra.settings import Settings
 from infra.verify import StudyVerification, verify_study
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="TrialLedger: "
                   "an event-sourced, tamper-evident audit trail for clinical-trial data.")
@@ -90,11 +94,34 @@ def _serve(runtime: object, host: str, port: int) -> None:
 def verify(
     database_url: DatabaseUrl = None,
     study: Annotated[str | None, typer.Option(help="Only this study.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint (signed note) you hold: the log must extend it."),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Verify this exported bundle offline, without a database.")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="The trusted public key(s) (PEM) for --bundle.")
+    ] = None,
 ) -> None:
-    """Check every stored event's signature and version chain; exit 0 only when all hold."""
+    """Check signatures, keys, version chains, leaves, roots and checkpoints; exit 0 only when
+    everything holds, otherwise name the first bad event."""
+    held = checkpoint.read_text() if checkpoint else None
+    if bundle is not None:
+        _verify_bundle(bundle, public_key, held)
+        return
     from infra.catalog import list_studies
+    from infra.ledger.note import Checkpoint, NoteError
     from infra.postgres import database
 
+    trusted = None
+    if held is not None:
+        try:
+            trusted = Checkpoint.parse(held.partition("\n\n")[0] + "\n")
+        except NoteError as e:
+            err_console.print(f"[red]{checkpoint}: {e}[/red]")
+            raise typer.Exit(2) from None
     settings = _settings(database_url)
     public_keys = keys.load_public_keys(settings)
     with database(settings.database_url, settings.pgdata) as url, connect(url) as conn:
@@ -104,9 +131,26 @@ def verify(
             if not studies:
                 err_console.print(f"[red]No study {study} in this database.[/red]")
                 raise typer.Exit(2)
-        results = [verify_study(conn, s, schema, public_keys) for s, schema in studies]
+        results = [verify_study(conn, s, schema, public_keys, trusted) for s, schema in studies]
     if not print_verification(results):
         raise typer.Exit(1)
+
+
+def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
+    from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
+
+    if public_key is None:
+        err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
+        raise typer.Exit(2)
+    try:
+        trusted = load_public_keys(public_key.read_text())
+        report = verify_bundle(bundle, trusted, held)
+    except (BundleInvalid, OSError, ValueError) as e:
+        console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]✓[/green] {bundle}: study {report.study}, {report.events} events, "
+                  f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "
+                  "every signature, key, leaf and root verifies")
 
 
 def print_verification(results: list[StudyVerification]) -> bool:
@@ -116,7 +160,8 @@ def print_verification(results: list[StudyVerification]) -> bool:
         if result.ok:
             console.print(
                 f"[green]✓[/green] {result.study}: {result.events_checked} events, "
-                "every signature valid, every version chain intact"
+                "every signature valid, every version chain intact; "
+                f"{result.sealed} sealed, {result.checkpoints} checkpoints verified"
             )
         else:
             ok = False
@@ -125,6 +170,122 @@ def print_verification(results: list[StudyVerification]) -> bool:
     if not results:
         console.print("No studies to verify.")
     return ok
+
+
+@app.command()
+def seal(
+    database_url: DatabaseUrl = None,
+    study: Annotated[str | None, typer.Option(help="Only this study.")] = None,
+    checkpoint: Annotated[bool, typer.Option(help="Write a checkpoint now.")] = True,
+) -> None:
+    """Seal new events into each study's Merkle ledger and write signed checkpoints."""
+    from api.runtime import open_runtime
+    from infra.ledger.sealer import SealingRefused
+
+    with open_runtime(_settings(database_url)) as runtime:
+        failed = False
+        for study_id, _ in runtime.studies():
+            if study is not None and study_id != study:
+                continue
+            try:
+                result = runtime.seal(study_id, force_checkpoint=checkpoint)
+            except SealingRefused as e:
+                console.print(f"[red]✗ {e}[/red]")
+                failed = True
+                continue
+            console.print(f"{study_id}: sealed {result.sealed} new events; tree size "
+                          f"{result.tree_size}; checkpoint {result.checkpoint_size or '-'}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Option(help="The study to export.")],
+    export_format: Annotated[str, typer.Option("--format", help="bundle")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export a study (this version: the ledger bundle a regulator verifies offline)."""
+    from api.runtime import open_runtime
+    from infra.ledger.bundle import write_bundle
+    from infra.postgres import schema_for_study
+
+    if export_format != "bundle":
+        err_console.print(f"[red]--format {export_format}: only 'bundle' is implemented.[/red]")
+        raise typer.Exit(2)
+    with open_runtime(_settings(database_url)) as runtime:
+        if study not in {s for s, _ in runtime.studies()}:
+            err_console.print(f"[red]No study {study} in this database.[/red]")
+            raise typer.Exit(2)
+        runtime.seal(study, force_checkpoint=True)
+        with connect(runtime.url) as conn:
+            manifest = write_bundle(conn, study, schema_for_study(study), output,
+                                    keys.load_public_keys(runtime.settings),
+                                    runtime.signing_key(), runtime.settings.key_name)
+    console.print(f"Wrote {output}: {len(manifest['files'])} files, signed manifest")
+
+
+@keys_app.command("rotate")
+def keys_rotate(database_url: DatabaseUrl = None) -> None:
+    """Create a new signing key, registered in every study by an event the old key signs."""
+    from api.runtime import open_runtime
+
+    settings = _settings(database_url)
+    with open_runtime(settings) as runtime:
+        studies = [s for s, _ in runtime.studies()]
+        old_id = _current_key_id(runtime)
+
+        def register(new_id: str, new_public: str) -> None:
+            for study_id in studies:
+                app = runtime.study(study_id)
+                keyring = app.keyring()
+                if keyring is None or new_id not in keyring.keys:
+                    app.register_key(new_id, new_public, _system(), retire=old_id)
+
+        new_id = keys.rotate(settings, register)
+    console.print(f"Rotated to {new_id} in {len(studies)} studies; the old key is retired.")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Option(help="The key to revoke.")],
+    effective_at: Annotated[str, typer.Option(help="From when (ISO 8601 with offset).")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. suspected compromise).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: nothing it signed at or after --effective-at is valid any more."""
+    from datetime import datetime
+
+    from api.runtime import open_runtime
+    from domain.clock import require_aware
+    from domain.errors import DomainError
+
+    try:
+        when = require_aware("effective_at", datetime.fromisoformat(effective_at))
+    except (ValueError, DomainError) as e:
+        err_console.print(f"[red]--effective-at: {e}[/red]")
+        raise typer.Exit(2) from None
+    with open_runtime(_settings(database_url)) as runtime:
+        for study_id, _ in runtime.studies():
+            try:
+                runtime.study(study_id).revoke_key(key_id, when, reason, _system())
+            except DomainError as e:
+                err_console.print(f"[red]{study_id}: {e}[/red]")
+                raise typer.Exit(1) from None
+    console.print(f"Revoked {key_id} from {when.isoformat()}.")
+
+
+def _system() -> Envelope:
+    from api.runtime import system_envelope
+
+    return system_envelope()
+
+
+def _current_key_id(runtime: Runtime) -> str:
+    from infra.signing import key_id_for
+
+    return key_id_for(runtime.settings.key_name, runtime.signing_key().public_key())
 
 
 @keys_app.command("export-public")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from infra.settings import Settings
-from infra.signing import key_id_for
+from infra.signing import key_id_for, public_key_b64
 
 
 class SigningKeyError(RuntimeError):
@@ -100,3 +101,25 @@ def load_public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
             if isinstance(key, Ed25519PublicKey):
                 keys[path.name.removesuffix(".pub")] = key
     return keys
+
+
+def rotate(settings: Settings, register: Callable[[str, str], object]) -> str:
+    """Replace the signing key: create the next key, let ``register(key_id, public_key_b64)``
+    record it in every study (signed by the current key), then make it current.
+
+    Resumable: the next key is kept in its own file until the switch, so a rotation that
+    stopped half-way picks up the same key when run again.
+    """
+    if settings.signing_key_pem or settings.signing_key_file:
+        raise SigningKeyError("this key is managed outside TrialLedger (environment or file): "
+                              "rotate it there")
+    current = settings.keys_dir / f"{settings.key_name}.key"
+    upcoming = settings.keys_dir / f"{settings.key_name}.next.key"
+    new_key = _load_or_create(upcoming)
+    public = new_key.public_key()
+    _remember_public_key(settings.keys_dir, settings.key_name, public)
+    new_id = key_id_for(settings.key_name, public)
+    register(new_id, public_key_b64(public))
+    # The retired private key is not kept: it must never sign again. Its public key stays.
+    os.replace(upcoming, current)
+    return new_id
