@@ -84,10 +84,16 @@ def _serve(runtime: object, host: str, port: int) -> None:
 
     from api.app import create_app
     from api.runtime import Runtime
+    from api.sealing import BackgroundSealer
 
     assert isinstance(runtime, Runtime)
+    sealer = BackgroundSealer(runtime)
+    sealer.start()
     console.print(f"Serving the API on http://{host}:{port} (Ctrl-C to stop)")
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+    finally:
+        sealer.stop()
 
 
 @app.command()

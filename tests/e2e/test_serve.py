@@ -68,3 +68,15 @@ def test_the_served_api_answers_now_and_as_of(server: str) -> None:
     before = httpx.get(url, params={"as_of": (T0 + timedelta(days=2)).isoformat()}).json()
     assert before["records"]["labs"][0]["fields"]["value"] == 0.8
     assert httpx.get(f"{server}/openapi.json").status_code == 200
+
+
+def test_the_server_seals_in_the_background(server: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{server}/v1/studies/NCT04397107/ledger/checkpoint")
+        if response.status_code == 200:
+            # keyring 2 + study 1 + subject 3 + lab 1 + correction 1
+            assert response.json()["tree_size"] == 8
+            return
+        time.sleep(0.5)
+    pytest.fail("no checkpoint was written by the background sealer")
