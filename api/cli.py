@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -110,6 +111,9 @@ def verify(
     public_key: Annotated[
         Path | None, typer.Option(help="The trusted public key(s) (PEM) for --bundle.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes checking signatures (default: every core).")
+    ] = 0,
 ) -> None:
     """Check signatures, keys, version chains, leaves, roots and checkpoints; exit 0 only when
     everything holds, otherwise name the first bad event."""
@@ -137,7 +141,9 @@ def verify(
             if not studies:
                 err_console.print(f"[red]No study {study} in this database.[/red]")
                 raise typer.Exit(2)
-        results = [verify_study(conn, s, schema, public_keys, trusted) for s, schema in studies]
+        workers = workers or os.cpu_count() or 1
+        results = [verify_study(conn, s, schema, public_keys, trusted, workers=workers)
+                   for s, schema in studies]
     if not print_verification(results):
         raise typer.Exit(1)
 

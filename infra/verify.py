@@ -6,6 +6,7 @@ It reads the events exactly as stored and names the first thing that does not ho
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,11 @@ from psycopg.sql import SQL, Identifier
 
 from infra.catalog import EVENTS_TABLE
 from infra.ledger import store
+from infra.ledger.checker import EventChecker
 from infra.ledger.merkle import Frontier, leaf_hash
 from infra.ledger.note import Checkpoint, NoteError, open_note
 from infra.ledger.sealer import load_checker, origin
+from infra.parallel_verify import Row, checked_in_parallel, raw_keys
 from infra.signing import leaf_data
 
 
@@ -69,9 +72,13 @@ def verify_study(
     schema: str,
     public_keys: dict[str, Ed25519PublicKey],
     trusted: Checkpoint | None = None,
-    batch_size: int = 5000,
+    batch_size: int = 2000,
+    workers: int = 1,
 ) -> StudyVerification:
-    """Check one study's events and ledger in commit order; stop at the first failure."""
+    """Check one study's events and ledger in commit order; stop at the first failure.
+
+    With ``workers`` > 1, signatures and leaf hashes are checked in that many processes.
+    """
     checker = load_checker(conn, study, schema, public_keys)
     points = store.checkpoints(conn, schema)
     wanted_roots = {size for size, _, _ in points} | ({trusted.size} if trusted else set())
@@ -87,13 +94,13 @@ def verify_study(
     with conn.transaction(), conn.cursor(name="verify_events") as cursor:
         cursor.itersize = batch_size
         cursor.execute(query)
-        for position, oid, version, topic, state, leaf_index, stored_leaf in cursor:
-            oid = str(oid)
-            state = bytes(state)
-            reason = checker.check(oid, version, topic, state)
+        for row, signature_ok, computed in _checked(study, cursor, checker, batch_size,
+                                                    workers):
+            position, oid, version, topic, state, leaf_index, stored_leaf = row
+            reason = checker.check(oid, version, topic, state, signature_ok)
             if reason is None:
                 reason = _leaf_problem(frontier.size, leaf_index, stored_leaf, unsealed_from,
-                                       leaf_hash(leaf_data(study, oid, version, topic, state)))
+                                       computed)
             if reason is not None:
                 bad = BadEvent(study, position, oid, version, topic, reason)
                 return StudyVerification(study, checked, bad, frontier.size, len(points))
@@ -114,6 +121,24 @@ def verify_study(
                                   trusted)
     failure = _ledger_problem(study, problem) if problem else None
     return StudyVerification(study, checked, failure, frontier.size, len(points))
+
+
+def _rows(cursor: Any, batch_size: int) -> Iterator[list[Row]]:
+    while batch := cursor.fetchmany(batch_size):
+        yield [(p, str(o), v, t, bytes(s), i, h) for p, o, v, t, s, i, h in batch]
+
+
+def _checked(study: str, cursor: Any, checker: EventChecker, batch_size: int,
+             workers: int) -> Iterator[tuple[Row, bool | None, bytes]]:
+    """Rows with their signature check (None: let the checker do it) and leaf hash."""
+    if workers > 1:
+        keys = raw_keys({**checker.anchors, **checker.registered}, checker.mentioned)
+        yield from checked_in_parallel(study, keys, _rows(cursor, batch_size), workers)
+        return
+    for batch in _rows(cursor, batch_size):
+        for row in batch:
+            _, oid, version, topic, state, _, _ = row
+            yield row, None, leaf_hash(leaf_data(study, oid, version, topic, state))
 
 
 def _leaf_problem(expected_index: int, leaf_index: int | None, stored_leaf: bytes | None,

@@ -46,13 +46,21 @@ class EventChecker:
     registered: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     retired: set[str] = field(default_factory=set)
     last_version: dict[str, int] = field(default_factory=dict)
+    # Every public key a registration in the log mentions, valid or not: what a worker
+    # process may need to test a signature. Validity is decided here, in log order.
+    mentioned: dict[str, bytes] = field(default_factory=dict)
 
     def key(self, key_id: str) -> Ed25519PublicKey | None:
         """A key this log trusts (anchor or registered), if known."""
         return self.registered.get(key_id) or self.anchors.get(key_id)
 
-    def check(self, originator_id: str, version: int, topic: str, state: bytes) -> str | None:
-        """Why this event does not hold, or None; then take in what it says about keys."""
+    def check(self, originator_id: str, version: int, topic: str, state: bytes,
+              signature_ok: bool | None = None) -> str | None:
+        """Why this event does not hold, or None; then take in what it says about keys.
+
+        ``signature_ok`` is the signature check when a worker process already did it (with
+        the key the envelope names); the ordering rules are always checked here, in order.
+        """
         previous = self.last_version.get(originator_id, 0)
         if version != previous + 1:
             return (f"version chain broken: expected v{previous + 1} after v{previous} "
@@ -70,7 +78,10 @@ class EventChecker:
         if revoked is not None and datetime.fromisoformat(envelope.recorded_at) >= revoked:
             return (f"signed by key {envelope.key_id} at {envelope.recorded_at}, after its "
                     f"revocation effective {revoked.isoformat()}")
-        if not check_signature(self.study, originator_id, version, topic, envelope, key):
+        if signature_ok is None:
+            signature_ok = check_signature(self.study, originator_id, version, topic, envelope,
+                                           key)
+        if not signature_ok:
             return "signature does not match the stored event (altered or forged)"
         self.last_version[originator_id] = version
         self.learn(topic, envelope.payload)

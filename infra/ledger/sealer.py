@@ -8,6 +8,8 @@ sealer stopped at any point resumes exactly where it left off.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +54,16 @@ def load_checker(conn: psycopg.Connection[Any], study: str, schema: str,
         ([KEY_REGISTERED, KEY_RETIRED, KEY_REVOKED],),
     ).fetchall()
     for topic, state in rows:
-        if topic == KEY_REVOKED:
-            try:
-                key_id, effective = _revocation(SignedState.unpack(bytes(state)).payload)
-            except (ValueError, KeyError):
-                continue  # a malformed revocation is reported by the main pass
-            checker.revocations[key_id] = effective
+        try:
+            payload = SignedState.unpack(bytes(state)).payload
+            if topic == KEY_REVOKED:
+                key_id, effective = _revocation(payload)
+                checker.revocations[key_id] = effective
+            elif topic == KEY_REGISTERED:
+                data = json.loads(payload)
+                checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
+        except (ValueError, KeyError):
+            continue  # a malformed key event is reported by the main pass
     return checker
 
 

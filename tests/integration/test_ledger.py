@@ -51,9 +51,11 @@ def sealed(runtime: Runtime) -> Runtime:
     return runtime
 
 
-def verify(runtime: Runtime, db_url: str, trusted: Checkpoint | None = None) -> StudyVerification:
+def verify(runtime: Runtime, db_url: str, trusted: Checkpoint | None = None,
+           workers: int = 1) -> StudyVerification:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return verify_study(conn, STUDY, SCHEMA, keys.load_public_keys(runtime.settings), trusted)
+        return verify_study(conn, STUDY, SCHEMA, keys.load_public_keys(runtime.settings), trusted,
+                            batch_size=4, workers=workers)
 
 
 def as_owner(db_url: str, *statements: str, params: tuple[Any, ...] = ()) -> None:
@@ -92,12 +94,18 @@ def test_an_untouched_store_passes(sealed: Runtime, db_url: str) -> None:
     assert (result.events_checked, result.sealed, result.checkpoints) == (15, 15, 2)
 
 
-def test_one_changed_byte(sealed: Runtime, db_url: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_changed_byte(sealed: Runtime, db_url: str, workers: int) -> None:
     as_owner(db_url, f"UPDATE {EVENTS} SET state = set_byte(state, length(state) - 3, "
                      f"get_byte(state, length(state) - 3) # 4) WHERE notification_id = 9")
-    bad = verify(sealed, db_url).first_bad
+    bad = verify(sealed, db_url, workers=workers).first_bad
     assert bad is not None and bad.position == 9
     assert "signature does not match" in bad.reason
+
+
+def test_worker_processes_give_the_same_answers(sealed: Runtime, db_url: str) -> None:
+    assert verify(sealed, db_url, workers=2) == verify(sealed, db_url, workers=1)
+    assert verify(sealed, db_url, workers=2).ok
 
 
 def test_a_deleted_event(sealed: Runtime, db_url: str) -> None:
@@ -199,9 +207,10 @@ def test_a_key_used_after_its_revocation(sealed: Runtime, db_url: str) -> None:
     app.revoke_key(key_id, T0 + timedelta(minutes=30), "key file found on a shared drive",
                    system_envelope())
     app.close()
-    bad = verify(sealed, db_url).first_bad
-    assert bad is not None and bad.position == 8
-    assert "after its revocation" in bad.reason
+    for workers in (1, 2):
+        bad = verify(sealed, db_url, workers=workers).first_bad
+        assert bad is not None and bad.position == 8
+        assert "after its revocation" in bad.reason
 
 
 def test_sealing_resumes_without_duplicates(sealed: Runtime, db_url: str) -> None:
