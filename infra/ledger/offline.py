@@ -6,8 +6,8 @@ afternoon and trust it without trusting the code that wrote the log.
 
 What it checks, in order, stopping at the first failure:
 1. the zip is the canonical one (rebuilt byte for byte from its members);
-2. manifest.sig is a C2SP signed note of manifest.json by a trusted key, and every file's
-   SHA-256 matches the manifest;
+2. every file's SHA-256 matches manifest.json (and, once the keys are known from the log,
+   manifest.sig is a C2SP signed note of manifest.json by a key still valid at its end);
 3. every event: its aggregate's version chain, its Ed25519 signature over
    (study, aggregate id, version, topic, payload, recorded_at, key id), and that its key was
    valid then — a trusted key, or one registered by an earlier valid event; not used after
@@ -202,8 +202,8 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
 def _verify_members(bundle: zipfile.ZipFile, trusted: dict[str, Ed25519PublicKey],
                     held_checkpoint: str | None) -> BundleReport:
     manifest_text = bundle.read("manifest.json").decode()
-    if _open_note(bundle.read("manifest.sig").decode(), trusted) != manifest_text:
-        raise BundleInvalid("manifest.sig does not sign manifest.json")
+    # Hashes first, so a damaged file is named; the manifest's signature is checked at the
+    # end, with the keys the log itself shows valid by then (it may be signed by a new key).
     manifest: dict[str, Any] = json.loads(manifest_text)
     for name, expected in manifest["files"].items():
         digest = hashlib.sha256()
@@ -278,6 +278,9 @@ def _verify_members(bundle: zipfile.ZipFile, trusted: dict[str, Ed25519PublicKey
         if base64.b64decode(body[2]) != roots[size]:
             raise BundleInvalid(f"checkpoint of size {size}: root does not match the events")
         latest = max(latest, size)
+    current = {k: v for k, v in keys.items() if k not in retired and k not in revoked}
+    if _open_note(bundle.read("manifest.sig").decode(), current) != manifest_text:
+        raise BundleInvalid("manifest.sig does not sign manifest.json")
     if held is not None:
         held_size, held_root = int(held[1]), base64.b64decode(held[2])
         if held[0] != origin:

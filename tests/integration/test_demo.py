@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from api.cli import app as cli
+from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.settings import Settings
 
 
@@ -38,6 +41,24 @@ def test_demo_simulates_46_children_verifies_and_is_idempotent(db_url: str,
     code, verified = run(["verify", "--database-url", db_url], settings)
     assert code == 0, verified
     assert f"NCT04397107: {events} events" in verified
+
+    # The demo's bundle verifies offline with the deployment's key, and with no other.
+    home = settings.home
+    code, out = run(["keys", "export-public", "-o", str(home / "trusted.pem")], settings)
+    assert code == 0, out
+    code, out = run(["export", "--study", "NCT04397107", "--format", "bundle", "-o",
+                     str(home / "demo.zip"), "--database-url", db_url], settings)
+    assert code == 0, out
+    trusted = load_public_keys((home / "trusted.pem").read_text())
+    assert verify_bundle(home / "demo.zip", trusted).events == events
+    stranger = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(BundleInvalid):
+        verify_bundle(home / "demo.zip", {"trialledger+00000000": stranger})
+    raw = bytearray((home / "demo.zip").read_bytes())
+    raw[len(raw) // 2] ^= 0x20
+    (home / "tampered.zip").write_bytes(bytes(raw))
+    with pytest.raises(BundleInvalid):
+        verify_bundle(home / "tampered.zip", trusted)
 
 
 def test_the_same_seed_gives_the_same_study(db_url: str, settings: Settings,

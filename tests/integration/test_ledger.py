@@ -220,3 +220,17 @@ def test_sealing_resumes_without_duplicates(sealed: Runtime, db_url: str) -> Non
         leaves = conn.execute(SQL("SELECT count(*), count(DISTINCT notification_id) FROM {}.{}")
                               .format(Identifier(SCHEMA), Identifier(store.LEAVES))).fetchone()
     assert leaves == (15, 15)
+
+
+def test_the_sealer_never_signs_a_checkpoint_inconsistent_with_the_last(
+    sealed: Runtime, db_url: str
+) -> None:
+    as_owner(db_url, f"UPDATE {table(store.CHECKPOINTS)} SET root = %s WHERE tree_size = 15",
+             params=(bytes(32),))
+    app = sealed.study(STUDY, clock=simulated_clock(T0 + timedelta(days=1)))
+    enroll(app, "004")
+    app.close()
+    with pytest.raises(SealingRefused, match="not consistent with the checkpoint of size 15"):
+        sealed.seal(STUDY, force_checkpoint=True)
+    with psycopg.connect(db_url) as conn:
+        assert [size for size, _, _ in store.checkpoints(conn, SCHEMA)] == [11, 15]
