@@ -80,14 +80,12 @@ def serve(
         _serve(runtime, host, port)
 
 
-def _serve(runtime: object, host: str, port: int) -> None:
+def _serve(runtime: Runtime, host: str, port: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.runtime import Runtime
     from api.sealing import BackgroundSealer
 
-    assert isinstance(runtime, Runtime)
     sealer = BackgroundSealer(runtime)
     sealer.start()
     console.print(f"Serving the API on http://{host}:{port} (Ctrl-C to stop)")

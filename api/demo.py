@@ -12,6 +12,7 @@ from api.runtime import Runtime
 from api.simulation import STUDY_START, plan_study
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
+from domain.service import StudyApplication
 from domain.studies import nct04397107
 from infra import keys
 from infra.postgres import connect
@@ -36,7 +37,7 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
             result = runtime.seal(study_id, force_checkpoint=True)
             console.print(f"Ledger sealed: {result.tree_size} leaves, "
                           f"latest checkpoint at size {result.checkpoint_size}")
-        _report(runtime, app, console)
+        _report(app, console)
         return _verify(runtime, study_id, console)
     finally:
         app.close()
@@ -45,11 +46,8 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
 SEAL_EVERY = 500  # actions between sealing runs, as a server's background sealer would
 
 
-def _simulate(runtime: Runtime, app: object, clock: SimulatedClock, seed: int,
+def _simulate(runtime: Runtime, app: StudyApplication, clock: SimulatedClock, seed: int,
               console: Console) -> None:
-    from domain.service import StudyApplication
-
-    assert isinstance(app, StudyApplication)
     envelope = Envelope(SETUP_ACTOR, "trialledger-demo-simulator", "system", "sim-setup")
     app.register_study(nct04397107.definition(), envelope)
     actions = plan_study(seed)
@@ -74,10 +72,7 @@ def _simulate(runtime: Runtime, app: object, clock: SimulatedClock, seed: int,
                   + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
 
 
-def _report(runtime: Runtime, app: object, console: Console) -> None:
-    from domain.service import StudyApplication
-
-    assert isinstance(app, StudyApplication)
+def _report(app: StudyApplication, console: Console) -> None:
     counts = enrollment_counts(app)
     diseases = sorted({d for _, d in counts})
     arms = sorted({a for a, _ in counts})

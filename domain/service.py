@@ -6,7 +6,7 @@ signing mapper is handed in by whoever composes the application.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -155,18 +155,6 @@ class StudyApplication(Application[UUID]):
         """Refuse visit codes the study does not define."""
         if visit is not None:
             self.definition().visit(visit)
-
-    def iter_subject_ids(self) -> Iterator[UUID]:
-        """Ids of every subject ever consented (from the event log, in commit order)."""
-        topic = f"{Subject.Consented.__module__}:{Subject.Consented.__qualname__}"
-        start = 1
-        while True:
-            batch = self.recorder.select_notifications(start, 1000, topics=[topic])
-            if not batch:
-                return
-            for notification in batch:
-                yield UUID(str(notification.originator_id))
-            start = batch[-1].id + 1
 
     # --- signing keys ------------------------------------------------------------------
 

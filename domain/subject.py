@@ -526,13 +526,6 @@ class Subject(Aggregate):
                 latest = record
         return None if latest is None else float(latest.derived["bsa"]["value"])
 
-    def age_at(self, when: date) -> int:
-        """Completed years of age on ``when``."""
-        years = when.year - self.date_of_birth.year
-        if (when.month, when.day) < (self.date_of_birth.month, self.date_of_birth.day):
-            years -= 1
-        return years
-
     # --- internals -------------------------------------------------------------------
 
     def _require_status(self, *statuses: str) -> None:

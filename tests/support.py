@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope, Reason
 from domain.service import StudyApplication
 from domain.studies import nct04397107
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 SITE = "JLU1"
 COORDINATOR = Actor("u-coord", "Li Wei", "coordinator", SITE)
@@ -44,3 +47,18 @@ def enroll(app: StudyApplication, code: str = "001", *, dob: date = date(2010, 5
 def simulated_clock(start: datetime = T0) -> SimulatedClock:
     """A clock the test moves."""
     return SimulatedClock(start)
+
+
+def study_with_a_corrected_lab(runtime: Runtime) -> None:
+    """NCT04397107 with child 001 whose C3 of 0.8 g/L (entered T0 + 1 day) was corrected to
+    0.6 g/L on T0 + 9 days."""
+    clock = simulated_clock()
+    app = runtime.study(nct04397107.STUDY_ID, clock=clock)
+    register(app)
+    enroll(app, "001")
+    clock.set(T0 + timedelta(days=1))
+    app.on_subject("001", lambda s, t: s.record_lab_result(
+        "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
+    clock.set(T0 + timedelta(days=9))
+    app.on_subject("001", lambda s, t: s.correct("LB1", "value", 0.6, correction(), t))
+    app.close()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.runtime import Runtime
-from tests.support import T0, correction, enroll, envelope, register, simulated_clock
+from tests.support import T0, study_with_a_corrected_lab
 
 
 def _free_port() -> int:
@@ -26,16 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(runtime: Runtime, db_url: str, tmp_path: Path) -> Iterator[str]:
-    clock = simulated_clock()
-    app = runtime.study("NCT04397107", clock=clock)
-    register(app)
-    enroll(app, "001")
-    clock.set(T0 + timedelta(days=1))
-    app.on_subject("001", lambda s, t: s.record_lab_result(
-        "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
-    clock.set(T0 + timedelta(days=9))
-    app.on_subject("001", lambda s, t: s.correct("LB1", "value", 0.6, correction(), t))
-    app.close()
+    study_with_a_corrected_lab(runtime)
     port = _free_port()
     env = {**os.environ, "TRIALLEDGER_HOME": str(runtime.settings.home)}
     process = subprocess.Popen(

@@ -8,19 +8,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.runtime import Runtime
-from tests.support import T0, correction, enroll, envelope, register, simulated_clock
+from tests.support import T0, enroll, register, simulated_clock, study_with_a_corrected_lab
 
 
 def test_casebook_now_and_as_of(runtime: Runtime) -> None:
-    clock = simulated_clock()
-    app = runtime.study("NCT04397107", clock=clock)
-    register(app)
-    enroll(app, "001")
-    clock.set(T0 + timedelta(days=1))
-    app.on_subject("001", lambda s, t: s.record_lab_result(
-        "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
-    clock.set(T0 + timedelta(days=20))
-    app.on_subject("001", lambda s, t: s.correct("LB1", "value", 0.6, correction(), t))
+    study_with_a_corrected_lab(runtime)
     client = TestClient(create_app(runtime))
 
     assert client.get("/healthz").json() == {"status": "ok"}
