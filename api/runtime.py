@@ -10,6 +10,8 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.utils import Environment
 
 from domain.clock import Clock
 from domain.envelope import Actor, Envelope
@@ -21,6 +23,8 @@ from infra.mapper import SigningMapper
 from infra.postgres import connect, database, eventsourcing_env, schema_for_study
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
+from projections.history_view import HistoryView
+from projections.projector import HistoryProjector
 
 
 def system_envelope() -> Envelope:
@@ -96,6 +100,21 @@ class Runtime:
             return SigningMapper(transcoder, signer)
 
         return factory
+
+    def history_view(self, study_id: str) -> HistoryView:
+        """The study's history and audit tables (created if missing)."""
+        env = Environment("History", eventsourcing_env(
+            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned))
+        view: HistoryView = PostgresFactory(env).tracking_recorder(HistoryView)
+        return view
+
+    def project(self, study_id: str) -> int:
+        """Bring the study's history and audit tables up to date; return events projected."""
+        view = self.history_view(study_id)
+        try:
+            return HistoryProjector(self.study(study_id), view).catch_up()
+        finally:
+            view.datastore.close()
 
     def close(self) -> None:
         """Close every application's connection pool."""

@@ -1,30 +1,20 @@
-"""A subject's casebook as JSON: every current record with its values and derivations."""
+"""A subject's casebook as JSON: the subject's header and every current record.
+
+The same two renderings feed the HTTP answer (from a fold of the events) and the history
+tables (one rendering per version), so both answer in the same shape.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from domain.records import Record
 from domain.subject import Subject
 
 
-def casebook(subject: Subject, as_of: datetime | None = None) -> dict[str, Any]:
-    """The casebook of ``subject`` (already folded to the wanted time) as a JSON-native dict."""
-    records: dict[str, list[dict[str, Any]]] = {}
-    for record in sorted(subject.records.values(), key=lambda r: (r.observed_at, r.record_id)):
-        if record.removed:
-            continue
-        records.setdefault(record.kind, []).append(
-            {
-                "record_id": record.record_id,
-                "observed_at": record.observed_at.isoformat(),
-                "visit": record.visit,
-                "fields": record.fields,
-                "derived": record.derived,
-                "entered_at": record.entered_at.isoformat(),
-                "changes": len(record.history),
-            }
-        )
+def subject_header(subject: Subject) -> dict[str, Any]:
+    """The subject-level part of the casebook (without version and records)."""
     return {
         "study_id": subject.study_id,
         "subject": subject.subject_code,
@@ -37,7 +27,33 @@ def casebook(subject: Subject, as_of: datetime | None = None) -> dict[str, Any]:
         "consent_date": subject.consent_date.isoformat(),
         "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on else None,
         "locked": subject.locked,
-        "version": subject.version,
-        "as_of": as_of.isoformat() if as_of else None,
-        "records": records,
     }
+
+
+def record_view(record: Record) -> dict[str, Any]:
+    """One record as the casebook shows it."""
+    return {
+        "record_id": record.record_id,
+        "observed_at": record.observed_at.isoformat(),
+        "visit": record.visit,
+        "fields": record.fields,
+        "derived": record.derived,
+        "entered_at": record.entered_at.isoformat(),
+        "changes": len(record.history),
+    }
+
+
+def assemble(header: dict[str, Any], version: int, records: list[tuple[str, dict[str, Any]]],
+             as_of: datetime | None) -> dict[str, Any]:
+    """A casebook from its header, version and (kind, record view) pairs."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for kind, view in sorted(records, key=lambda kv: (kv[1]["observed_at"], kv[1]["record_id"])):
+        by_kind.setdefault(kind, []).append(view)
+    return {**header, "version": version, "as_of": as_of.isoformat() if as_of else None,
+            "records": by_kind}
+
+
+def casebook(subject: Subject, as_of: datetime | None = None) -> dict[str, Any]:
+    """The casebook of ``subject`` (already folded to the wanted time) as a JSON-native dict."""
+    records = [(r.kind, record_view(r)) for r in subject.records.values() if not r.removed]
+    return assemble(subject_header(subject), subject.version, records, as_of)

@@ -1,0 +1,127 @@
+"""The casebook history and audit-trail tables, and their tracking position, in one view.
+
+``casebook_versions`` holds every version of every subject header and record, each with the
+recorded-time interval during which the system showed it ([recorded_from, recorded_to); open
+while current). ``audit_trail`` holds one row per field-level change with its whole envelope.
+Rows and the tracking position commit in the same transaction: exactly once, resumable.
+The tables are disposable: ``trialledger rebuild`` drops and replays them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.sql import SQL, Composed, Identifier
+
+VERSIONS = "casebook_versions"
+AUDIT = "audit_trail"
+PROJECTION_VERSION = 1  # bump when the tables' shape or content changes: forces a rebuild
+
+AUDIT_COLUMNS = (
+    "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "record_id",
+    "record_kind", "field", "old_value", "new_value", "observed_at", "user_id", "printed_name",
+    "role", "actor_site", "client", "source", "request_id", "edit_point", "reason_code",
+    "reason_text",
+)
+
+
+@dataclass
+class Version:
+    """One version of a subject header (record_id '') or of a record."""
+
+    subject_id: str
+    record_id: str
+    kind: str
+    # The rendering as JSON text, taken when the event was projected: the aggregate it was
+    # rendered from keeps changing (None: the record was removed).
+    data: str | None
+    version: int
+    position: int
+    recorded_from: datetime
+    recorded_to: datetime | None = None
+
+
+class HistoryView(PostgresTrackingRecorder):
+    """Tracking recorder plus the history and audit tables."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        s = Identifier(datastore.schema)
+        self.sql_create_statements.extend(self._tables(s))
+
+    @staticmethod
+    def _tables(s: Identifier) -> list[Composed]:
+        versions = Identifier(VERSIONS)
+        audit = Identifier(AUDIT)
+        return [
+            SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+                " subject_id uuid NOT NULL, record_id text NOT NULL, kind text NOT NULL,"
+                " data jsonb, version bigint NOT NULL, position bigint NOT NULL,"
+                " recorded_from timestamptz NOT NULL, recorded_to timestamptz,"
+                " PRIMARY KEY (subject_id, record_id, position))").format(s, versions),
+            SQL("CREATE INDEX IF NOT EXISTS casebook_versions_current ON {}.{} "
+                "(subject_id, record_id) WHERE recorded_to IS NULL").format(s, versions),
+            SQL("CREATE INDEX IF NOT EXISTS casebook_versions_time ON {}.{} "
+                "(recorded_from)").format(s, versions),
+            SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+                " id bigserial PRIMARY KEY, position bigint NOT NULL,"
+                " recorded_at timestamptz NOT NULL, event_type text NOT NULL,"
+                " subject_id uuid, subject_code text, site text, record_id text,"
+                " record_kind text, field text NOT NULL, old_value jsonb, new_value jsonb,"
+                " observed_at timestamptz, user_id text, printed_name text, role text,"
+                " actor_site text, client text, source text, request_id text, edit_point text,"
+                " reason_code text, reason_text text)").format(s, audit),
+            *[SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}, id)").format(
+                Identifier(f"audit_trail_{column}"), s, audit, Identifier(column))
+              for column in ("subject_code", "site", "record_id", "field", "user_id",
+                             "event_type", "recorded_at")],
+        ]
+
+    def record_batch(self, versions: list[Version], audit: list[tuple[Any, ...]],
+                     tracking: Tracking) -> None:
+        """Write one batch of versions and audit rows, and the tracking position, atomically."""
+        schema = Identifier(self.datastore.schema)
+        # Versions superseded inside the batch are closed before they are written; the first
+        # version of each entity in the batch closes the one already open in the table.
+        latest: dict[tuple[str, str], Version] = {}
+        first: dict[tuple[str, str], Version] = {}
+        for version in versions:
+            key = (version.subject_id, version.record_id)
+            if key in latest:
+                latest[key].recorded_to = version.recorded_from
+            else:
+                first[key] = version
+            latest[key] = version
+        with self.datastore.transaction(commit=True) as curs:
+            if first:
+                curs.execute(
+                    SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
+                        "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
+                        "WHERE v.subject_id = c.sid AND v.record_id = c.rid "
+                        "AND v.recorded_to IS NULL").format(schema, Identifier(VERSIONS)),
+                    ([k[0] for k in first], [k[1] for k in first],
+                     [v.recorded_from for v in first.values()]),
+                )
+            with curs.copy(SQL("COPY {}.{} (subject_id, record_id, kind, data, version, "
+                               "position, recorded_from, recorded_to) FROM STDIN").format(
+                               schema, Identifier(VERSIONS))) as copy:
+                for v in versions:
+                    copy.write_row((v.subject_id, v.record_id, v.kind, v.data, v.version,
+                                    v.position, v.recorded_from, v.recorded_to))
+            with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
+                    schema, Identifier(AUDIT),
+                    SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS))) as copy:
+                for row in audit:
+                    copy.write_row(row)
+            self._insert_tracking(curs, tracking)
+
+    def drop(self) -> None:
+        """Drop the tables and the tracking position (before a rebuild)."""
+        schema = Identifier(self.datastore.schema)
+        with self.datastore.transaction(commit=True) as curs:
+            for table in (VERSIONS, AUDIT, self.tracking_table_name):
+                curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))

@@ -1,0 +1,138 @@
+"""From events to history versions and audit rows, by folding each subject as the domain does.
+
+The fold is the domain's own (``event.mutate``), so the tables show exactly what the
+aggregate would; what the tables add is time: every version with its recorded interval.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification, Tracking
+
+from domain.envelope import Envelope
+from domain.keyring import Keyring
+from domain.service import StudyApplication
+from domain.study import Study
+from domain.subject import Subject
+from projections.casebook import record_view, subject_header
+from projections.history_view import HistoryView, Version
+
+HEADER = ""  # record_id of a subject's header rows
+
+
+class HistoryProjector:
+    """Folds events per subject (with a bounded cache) and writes their history."""
+
+    def __init__(self, app: StudyApplication, view: HistoryView, cache_size: int = 5000) -> None:
+        self.app = app
+        self.view = view
+        self.cache_size = cache_size
+        self._subjects: OrderedDict[UUID, Subject] = OrderedDict()
+
+    def catch_up(self, batch_size: int = 1000, limit: int | None = None) -> int:
+        """Project every event after the tracked position; return how many were projected."""
+        done = 0
+        while limit is None or done < limit:
+            start = (self.view.max_tracking_id(self.app.name) or 0) + 1
+            wanted = batch_size if limit is None else min(batch_size, limit - done)
+            batch = self.app.recorder.select_notifications(start, wanted)
+            if not batch:
+                break
+            self.project(batch)
+            done += len(batch)
+        return done
+
+    def project(self, notifications: Sequence[Notification]) -> None:
+        """Project one batch in one transaction."""
+        versions: list[Version] = []
+        audit: list[tuple[Any, ...]] = []
+        for notification in notifications:
+            event = self.app.mapper.to_domain_event(notification)
+            if isinstance(event, Subject.Event):
+                self._subject_event(notification.id, event, versions, audit)
+            elif isinstance(event, Study.Event | Keyring.Event):
+                audit.append(_audit_row(notification.id, event, None, None, "", "", None,
+                                        None, _summary(event)))
+        self.view.record_batch(versions, audit, Tracking(self.app.name, notifications[-1].id))
+
+    def _subject(self, event: Subject.Event) -> Subject | None:
+        subject = self._subjects.pop(event.originator_id, None)
+        if subject is None and event.originator_version > 1:
+            subject = self.app.repository.get(event.originator_id,
+                                              version=event.originator_version - 1)
+        return subject
+
+    def _subject_event(self, position: int, event: Subject.Event, versions: list[Version],
+                       audit: list[tuple[Any, ...]]) -> None:
+        before = self._subject(event)
+        subject: Subject = event.mutate(before)  # type: ignore[assignment]
+        self._subjects[subject.id] = subject
+        while len(self._subjects) > self.cache_size:
+            self._subjects.popitem(last=False)
+        record_id = getattr(event, "record_id", None)
+        sid = str(subject.id)
+        if record_id is None:
+            header = subject_header(subject)
+            versions.append(Version(sid, HEADER, "subject", json.dumps(header),
+                                    subject.version, position, event.timestamp))
+            old = subject_header(before) if before is not None else {}
+            changes = {k: (old.get(k), v) for k, v in header.items() if old.get(k) != v}
+            if isinstance(event, Subject.Screened):
+                changes["eligibility"] = (None, event.criteria)
+        else:
+            entry = subject.records[record_id]
+            view = None if entry.removed else json.dumps(record_view(entry))
+            versions.append(Version(sid, record_id, entry.kind, view, subject.version, position,
+                                    event.timestamp))
+            changes = _record_changes(event)
+        record = subject.records[record_id] if record_id else None
+        observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
+        for field, (old_value, new_value) in changes.items():
+            audit.append(_audit_row(position, event, subject, record_id, field,
+                                    record.kind if record else "", observed, old_value,
+                                    new_value))
+
+
+def _record_changes(event: Subject.Event) -> dict[str, tuple[Any, Any]]:
+    if isinstance(event, Subject.RecordEntered):
+        return {name: (None, value) for name, value in event.fields.items()}
+    if isinstance(event, Subject.RecordChanged):
+        return {name: (c["old"], c["new"]) for name, c in event.changes.items()}
+    if isinstance(event, Subject.RecordRemoved):
+        return {name: (value, None) for name, value in event.removed_fields.items()}
+    return {}
+
+
+def _summary(event: Study.Event | Keyring.Event) -> Any:
+    if isinstance(event, Study.Registered):
+        return {"study_id": event.definition.get("study_id")}
+    return {k: v for k, v in vars(event).items()
+            if k in ("key_id", "effective_at", "revocation_reason")} or None
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _audit_row(position: int, event: Any, subject: Subject | None, record_id: str | None,
+               field: str, kind: str, observed: datetime | None, old: Any,
+               new: Any) -> tuple[Any, ...]:
+    envelope: Envelope = event.envelope
+    reason = envelope.reason
+    event_type = type(event).__name__
+    return (
+        position, event.timestamp, event_type,
+        str(subject.id) if subject else None,
+        subject.subject_code if subject else None,
+        subject.site if subject else None,
+        record_id, kind or None, field or event_type, _json(old), _json(new), observed,
+        envelope.actor.user_id, envelope.actor.printed_name, envelope.actor.role,
+        envelope.actor.site, envelope.client, envelope.source, envelope.request_id,
+        envelope.edit_point, reason.code if reason else None, reason.text if reason else None,
+    )

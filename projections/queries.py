@@ -1,0 +1,111 @@
+"""Questions answered from the history tables: casebooks as of a recorded time, the audit trail.
+
+Naive timestamps are refused: every time carries an explicit offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.sql import SQL, Composable, Identifier
+
+from domain.clock import require_aware
+from domain.errors import InvalidInput, NotFound
+from domain.subject import subject_uuid
+from projections.casebook import assemble
+from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.projector import HEADER
+
+
+def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
+                   subject_code: str, as_of: datetime | None = None) -> dict[str, Any]:
+    """The casebook as the system showed it at ``as_of`` (now when None)."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    sid = subject_uuid(study_id, subject_code)
+    valid = (SQL("recorded_to IS NULL") if when is None else
+             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
+    rows = conn.execute(
+        SQL("SELECT record_id, kind, data FROM {}.{} WHERE subject_id = %(sid)s AND {}")
+        .format(Identifier(schema), Identifier(VERSIONS), valid), {"sid": sid, "t": when},
+    ).fetchall()
+    header = next((data for record_id, _, data in rows if record_id == HEADER), None)
+    if header is None:
+        raise NotFound(f"no subject {subject_code} in study {study_id}"
+                       + (f" as of {when.isoformat()}" if when else ""))
+    seen = SQL("") if when is None else SQL(" AND recorded_from <= %(t)s")
+    version_row = conn.execute(
+        SQL("SELECT max(version) FROM {}.{} WHERE subject_id = %(sid)s{}").format(
+            Identifier(schema), Identifier(VERSIONS), seen), {"sid": sid, "t": when},
+    ).fetchone()
+    records = [(kind, data) for record_id, kind, data in rows
+               if record_id != HEADER and data is not None]
+    return assemble(header, int(version_row[0]) if version_row else 0, records, when)
+
+
+AUDIT_FILTERS = ("site", "subject_code", "record_id", "field", "user_id", "event_type")
+
+
+@dataclass
+class AuditQuery:
+    """Filters of the audit trail; each is optional. Times need an explicit offset."""
+
+    filters: dict[str, str] = field(default_factory=dict)
+    recorded_from: datetime | None = None
+    recorded_to: datetime | None = None
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return int(data["after"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidInput("cursor", "is not a cursor this server gave out") from e
+
+
+def audit_page(conn: psycopg.Connection[Any], schema: str, query: AuditQuery,
+               cursor: str | None = None, limit: int = 100) -> dict[str, Any]:
+    """One page of the audit trail in commit order, and the cursor of the next page."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit", "must be between 1 and 1000")
+    unknown = sorted(set(query.filters) - set(AUDIT_FILTERS))
+    if unknown:
+        raise InvalidInput(unknown[0], "is not a filter of the audit trail")
+    conditions: list[Composable] = []
+    params: dict[str, Any] = {"limit": limit + 1,
+                              "after": _decode_cursor(cursor) if cursor else 0}
+    for name, value in sorted(query.filters.items()):
+        conditions.append(SQL("{} = %({})s").format(Identifier(name), SQL(name)))
+        params[name] = value
+    if query.recorded_from is not None:
+        conditions.append(SQL("recorded_at >= %(t_from)s"))
+        params["t_from"] = require_aware("recorded_from", query.recorded_from)
+    if query.recorded_to is not None:
+        conditions.append(SQL("recorded_at < %(t_to)s"))
+        params["t_to"] = require_aware("recorded_to", query.recorded_to)
+    where = SQL(" AND ").join([SQL("id > %(after)s"), *conditions])
+    rows = conn.execute(
+        SQL("SELECT id, {} FROM {}.{} WHERE {} ORDER BY id LIMIT %(limit)s").format(
+            SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), Identifier(schema),
+            Identifier(AUDIT), where), params,
+    ).fetchall()
+    entries = [_entry(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last_id = rows[limit - 1][0]
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+    return {"entries": entries, "next_cursor": next_cursor}
+
+
+def _entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    entry = dict(zip(AUDIT_COLUMNS, row[1:], strict=True))
+    for key in ("recorded_at", "observed_at"):
+        if entry[key] is not None:
+            entry[key] = entry[key].isoformat()
+    if entry["subject_id"] is not None:
+        entry["subject_id"] = str(entry["subject_id"])
+    return entry
