@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -207,6 +208,35 @@ def seal(
                           f"{result.tree_size}; checkpoint {result.checkpoint_size or '-'}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(
+    database_url: DatabaseUrl = None,
+    study: Annotated[str | None, typer.Option(help="Only this study.")] = None,
+) -> None:
+    """Drop each study's read tables and replay them from the events, with a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from api.runtime import open_runtime
+
+    with open_runtime(_settings(database_url)) as runtime:
+        for study_id, _ in runtime.studies():
+            if study is not None and study_id != study:
+                continue
+            total = runtime.study(study_id).recorder.max_notification_id() or 0
+            with Progress(TextColumn(f"Rebuilding {study_id}"), BarColumn(),
+                          MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+                task = bar.add_task(study_id, total=total)
+                count = runtime.project(study_id, rebuild=True,
+                                        on_batch=partial(bar.advance, task))
+            console.print(f"{study_id}: replayed {count} events into the read tables")
 
 
 @app.command()

@@ -37,6 +37,7 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
             result = runtime.seal(study_id, force_checkpoint=True)
             console.print(f"Ledger sealed: {result.tree_size} leaves, "
                           f"latest checkpoint at size {result.checkpoint_size}")
+            console.print(f"Read tables built: {runtime.project(study_id)} events projected")
         _report(app, console)
         return _verify(runtime, study_id, console)
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -108,11 +108,19 @@ class Runtime:
         view: HistoryView = PostgresFactory(env).tracking_recorder(HistoryView)
         return view
 
-    def project(self, study_id: str) -> int:
-        """Bring the study's history and audit tables up to date; return events projected."""
+    def project(self, study_id: str, *, rebuild: bool = False,
+                on_batch: Callable[[int], object] | None = None) -> int:
+        """Bring the study's history and audit tables up to date; return events projected.
+
+        ``rebuild`` drops the tables first and replays the whole log into them.
+        """
+        if rebuild:
+            view = self.history_view(study_id)
+            view.drop()
+            view.datastore.close()
         view = self.history_view(study_id)
         try:
-            return HistoryProjector(self.study(study_id), view).catch_up()
+            return HistoryProjector(self.study(study_id), view).catch_up(on_batch=on_batch)
         finally:
             view.datastore.close()
 

@@ -1,5 +1,6 @@
-"""The background sealer a server runs: seals every study every few seconds, and checkpoints
-every N events or T seconds, whichever comes first."""
+"""The background work a server runs every few seconds for every study: seal new events
+(checkpoint every N events or T seconds, whichever comes first), then project them into the
+read tables."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class BackgroundSealer(threading.Thread):
             if result.sealed:
                 log.info("ledger.sealed", study=study_id, sealed=result.sealed,
                          tree_size=result.tree_size, checkpoint=result.checkpoint_size)
+            projected = self.runtime.project(study_id)
+            if projected:
+                log.info("projection.caught_up", study=study_id, events=projected)
 
     def stop(self) -> None:
         """Stop after the current round."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -35,8 +35,12 @@ class HistoryProjector:
         self.cache_size = cache_size
         self._subjects: OrderedDict[UUID, Subject] = OrderedDict()
 
-    def catch_up(self, batch_size: int = 1000, limit: int | None = None) -> int:
-        """Project every event after the tracked position; return how many were projected."""
+    def catch_up(self, batch_size: int = 1000, limit: int | None = None,
+                 on_batch: Callable[[int], object] | None = None) -> int:
+        """Project every event after the tracked position; return how many were projected.
+
+        ``on_batch`` hears the size of each committed batch (for a progress bar).
+        """
         done = 0
         while limit is None or done < limit:
             start = (self.view.max_tracking_id(self.app.name) or 0) + 1
@@ -46,6 +50,8 @@ class HistoryProjector:
                 break
             self.project(batch)
             done += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
         return done
 
     def project(self, notifications: Sequence[Notification]) -> None:

@@ -144,3 +144,16 @@ def test_naive_as_of_is_refused(demo: Runtime) -> None:
 
     with psycopg.connect(demo.url) as conn, pytest.raises(InvalidInput, match="naive"):
         casebook_as_of(conn, SCHEMA, STUDY, "001", datetime(2021, 3, 1))
+
+
+def test_rebuild_from_scratch_gives_the_same_tables(demo: Runtime) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+
+    before = dump(demo.url)
+    result = CliRunner().invoke(cli, ["rebuild", "--database-url", demo.url],
+                                env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+    assert result.exit_code == 0, result.output
+    assert "replayed" in result.output
+    assert dump(demo.url) == before
