@@ -34,7 +34,21 @@ class Record:
     derived: dict[str, Any]
     entered_at: datetime
     removed: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
+    revisions: int = 0
+    # Valid-time history: what the fields were from each clinical time on. The first entry is
+    # the first entry; each dated clinical change (taper step, AE update) adds one; a
+    # correction rewrites the value where it had been entered.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def in_force(self, name: str, when: datetime) -> Any:
+        """The value of field ``name`` in force at clinical time ``when`` (None before)."""
+        value = None
+        for entry in self.timeline:
+            if datetime.fromisoformat(entry["observed_at"]) > when:
+                break
+            if name in entry["fields"]:
+                value = entry["fields"][name]
+        return value
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,8 @@ class Subject(Aggregate):
                 fields=copy.deepcopy(self.fields),
                 derived=copy.deepcopy(self.derived),
                 entered_at=self.timestamp,
+                timeline=[{"observed_at": self.observed_at.isoformat(),
+                           "fields": copy.deepcopy(self.fields)}],
             )
 
     class VitalSignsRecorded(RecordEntered):
@@ -130,10 +132,20 @@ class Subject(Aggregate):
 
         def apply(self, subject: Subject) -> None:
             record = subject.records[self.record_id]
+            observed: datetime | None = getattr(self, "observed_at", None)
+            if observed is not None:
+                record.timeline.append({"observed_at": observed.isoformat(), "fields": {}})
             for name, change in self.changes.items():
                 _set_field(record.fields, name, copy.deepcopy(change["new"]))
+                head = name.partition(".")[0]
+                entry = record.timeline[-1] if observed is not None else next(
+                    e for e in reversed(record.timeline) if head in e["fields"])
+                if head not in entry["fields"]:
+                    entry["fields"][head] = copy.deepcopy(record.fields[head])
+                else:
+                    _set_field(entry["fields"], name, copy.deepcopy(change["new"]))
             record.derived = copy.deepcopy(self.derived)
-            record.history.append({"event": type(self).__name__, "at": self.timestamp})
+            record.revisions += 1
 
     class TherapyChanged(RecordChanged):
         """A therapy's daily dose changed from ``observed_at`` on (a new clinical fact)."""

@@ -39,7 +39,8 @@ def record_view(record: Record) -> dict[str, Any]:
         "fields": record.fields,
         "derived": record.derived,
         "entered_at": record.entered_at.isoformat(),
-        "changes": len(record.history),
+        "changes": record.revisions,
+        "timeline": record.timeline,
     }
 
 

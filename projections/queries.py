@@ -47,6 +47,31 @@ def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
     return assemble(header, int(version_row[0]) if version_row else 0, records, when)
 
 
+def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
+                    as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Every subject's casebook as the system showed it at ``as_of``, by subject code."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    valid = (SQL("recorded_to IS NULL") if when is None else
+             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
+    seen = SQL("TRUE") if when is None else SQL("recorded_from <= %(t)s")
+    versions = dict(conn.execute(
+        SQL("SELECT subject_id, max(version) FROM {}.{} WHERE {} GROUP BY subject_id").format(
+            Identifier(schema), Identifier(VERSIONS), seen), {"t": when}).fetchall())
+    headers: dict[Any, dict[str, Any]] = {}
+    records: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+    rows = conn.execute(
+        SQL("SELECT subject_id, record_id, kind, data FROM {}.{} WHERE {}").format(
+            Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
+    for subject_id, record_id, kind, data in rows:
+        if record_id == HEADER:
+            headers[subject_id] = data
+        elif data is not None:
+            records.setdefault(subject_id, []).append((kind, data))
+    books = [assemble(header, int(versions[sid]), records.get(sid, []), when)
+             for sid, header in headers.items()]
+    return sorted(books, key=lambda book: str(book["subject"]))
+
+
 AUDIT_FILTERS = ("site", "subject_code", "record_id", "field", "user_id", "event_type")
 
 

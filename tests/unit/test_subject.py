@@ -210,3 +210,22 @@ def test_sledai_and_essdai_totals_are_derived_and_rederived_on_correction() -> N
     # 5 x 3 + 6 x 2 = 27 -> high
     assert subject.records["QS2"].derived["total"]["value"] == 27
     assert subject.records["QS2"].derived["activity"] == "high"
+
+
+def test_the_dose_in_force_follows_clinical_time_and_corrections_fix_it_where_entered() -> None:
+    subject = enrolled()
+    start = datetime(2021, 1, 11, tzinfo=UTC)
+    subject.start_therapy("CM1", start, "prednisone", "glucocorticoid", 40.0, "PO",
+                          envelope(), NOW)
+    subject.change_therapy("CM1", start + 10 * DAY, 30.0, envelope(), NOW)
+    subject.change_therapy("CM1", start + 20 * DAY, 20.0, envelope(), NOW)
+    record = subject.records["CM1"]
+    assert record.in_force("dose_mg_per_day", start - DAY) is None
+    assert record.in_force("dose_mg_per_day", start + 5 * DAY) == 40.0
+    assert record.in_force("dose_mg_per_day", start + 15 * DAY) == 30.0
+    assert record.in_force("dose_mg_per_day", start + 25 * DAY) == 20.0
+    # The latest step was mistyped: 25 mg, not 20. The correction fixes that step only.
+    subject.correct("CM1", "dose_mg_per_day", 25.0, correction(), NOW)
+    assert record.in_force("dose_mg_per_day", start + 15 * DAY) == 30.0
+    assert record.in_force("dose_mg_per_day", start + 25 * DAY) == 25.0
+    assert record.revisions == 3
