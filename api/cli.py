@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -240,6 +241,49 @@ def rebuild(
 
 
 @app.command()
+def outcomes(
+    study: Annotated[str, typer.Option(help="The study.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The protocol's outcome tables by arm, as the database stood at --as-of (default now)."""
+    from api.runtime import open_runtime
+    from projections.outcome_render import to_csv, to_rich
+    from projections.outcomes import to_json
+
+    if output_format not in ("table", "csv", "json"):
+        err_console.print("[red]--format must be table, csv or json.[/red]")
+        raise typer.Exit(2)
+    when = _parse_time("--as-of", as_of) if as_of else None
+    with open_runtime(_settings(database_url)) as runtime:
+        if study not in {s for s, _ in runtime.studies()}:
+            err_console.print(f"[red]No study {study} in this database.[/red]")
+            raise typer.Exit(2)
+        tables = runtime.outcomes(study, when)
+    if output_format == "json":
+        sys.stdout.write(to_json(tables))
+    elif output_format == "csv":
+        sys.stdout.write(to_csv(tables))
+    else:
+        for table in to_rich(tables):
+            console.print(table)
+
+
+def _parse_time(option: str, text: str) -> datetime:
+    from domain.clock import require_aware
+    from domain.errors import DomainError
+
+    try:
+        return require_aware(option, datetime.fromisoformat(text))
+    except (ValueError, DomainError) as e:
+        err_console.print(f"[red]{e if isinstance(e, DomainError) else f'{option}: {e}'}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def export(
     study: Annotated[str, typer.Option(help="The study to export.")],
     export_format: Annotated[str, typer.Option("--format", help="bundle")],
@@ -300,17 +344,10 @@ def keys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key: nothing it signed at or after --effective-at is valid any more."""
-    from datetime import datetime
-
     from api.runtime import open_runtime
-    from domain.clock import require_aware
     from domain.errors import DomainError
 
-    try:
-        when = require_aware("effective_at", datetime.fromisoformat(effective_at))
-    except (ValueError, DomainError) as e:
-        err_console.print(f"[red]--effective-at: {e}[/red]")
-        raise typer.Exit(2) from None
+    when = _parse_time("--effective-at", effective_at)
     with open_runtime(_settings(database_url)) as runtime:
         for study_id, _ in runtime.studies():
             try:

@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,7 +26,9 @@ from infra.postgres import connect, database, eventsourcing_env, schema_for_stud
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from projections.history_view import HistoryView
+from projections.outcomes import outcome_tables
 from projections.projector import HistoryProjector
+from projections.queries import casebooks_as_of
 
 
 def system_envelope() -> Envelope:
@@ -123,6 +127,13 @@ class Runtime:
             return HistoryProjector(self.study(study_id), view).catch_up(on_batch=on_batch)
         finally:
             view.datastore.close()
+
+    def outcomes(self, study_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+        """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
+        self.project(study_id)
+        with connect(self.url) as conn:
+            books = casebooks_as_of(conn, schema_for_study(study_id), as_of)
+        return outcome_tables(books, study_id, as_of)
 
     def close(self) -> None:
         """Close every application's connection pool."""

@@ -157,3 +157,62 @@ def test_rebuild_from_scratch_gives_the_same_tables(demo: Runtime) -> None:
     assert result.exit_code == 0, result.output
     assert "replayed" in result.output
     assert dump(demo.url) == before
+
+
+def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Runtime) -> None:
+    from projections.oracle import oracle_casebooks
+    from projections.outcomes import outcome_tables
+    from projections.queries import casebooks_as_of
+
+    rng = random.Random(9)
+    app = demo.study(STUDY)
+    start = nct04397107.REGISTERED_AT
+    times = [start + timedelta(days=700) * rng.random() for _ in range(10)]
+    with psycopg.connect(demo.url) as conn:
+        for when in times:
+            books = casebooks_as_of(conn, SCHEMA, when)
+            assert books == oracle_casebooks(app, when)
+            assert outcome_tables(books, STUDY, when) == outcome_tables(
+                oracle_casebooks(app, when), STUDY, when)
+
+
+def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
+    demo: Runtime,
+) -> None:
+    from datetime import UTC, datetime
+
+    from projections.oracle import oracle_casebooks
+    from projections.outcomes import outcome_tables
+
+    march = datetime(2021, 3, 1, tzinfo=UTC)
+    then = demo.outcomes(STUDY, march)
+    now = demo.outcomes(STUDY)
+    assert then != now
+    assert sum(then["enrolled"].values()) < sum(now["enrolled"].values()) == 46
+    assert then == outcome_tables(oracle_casebooks(demo.study(STUDY), march), STUDY, march)
+    steroid = now["primary"]["steroid_prednisone_equivalent_mg_per_day"]
+    assert steroid["IL2"]["one_year"]["n"] > 0
+    # The simulated taper is steeper with IL-2, as the study hoped.
+    assert steroid["IL2"]["change"]["mean"] < steroid["STD"]["change"]["mean"] < 0
+
+
+def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtime) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, [*args, "--database-url", demo.url],
+                                    env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    before = run("outcomes", "--study", STUDY, "--format", "json",
+                 "--as-of", "2021-12-01T00:00:00+00:00")
+    run("rebuild", "--study", STUDY)
+    after = run("outcomes", "--study", STUDY, "--format", "json",
+                "--as-of", "2021-12-01T00:00:00+00:00")
+    assert before == after
+    assert '"as_of": "2021-12-01T00:00:00+00:00"' in before
+    assert "C3" in run("outcomes", "--study", STUDY, "--format", "csv")
+    assert "Adverse events" in run("outcomes", "--study", STUDY)
