@@ -18,6 +18,7 @@ from infra import keys
 from infra.postgres import connect
 from infra.verify import verify_study
 from projections.enrollment import enrollment_counts
+from projections.outcome_render import to_rich
 
 SETUP_ACTOR = Actor("u-admin-01", "Study Administrator", "admin", "JLU1")
 
@@ -39,6 +40,8 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
                           f"latest checkpoint at size {result.checkpoint_size}")
             console.print(f"Read tables built: {runtime.project(study_id)} events projected")
         _report(app, console)
+        for table in to_rich(runtime.outcomes(study_id)):
+            console.print(table)
         return _verify(runtime, study_id, console)
     finally:
         app.close()

@@ -267,9 +267,12 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         lab_id = rid("LB")
         lab_env = plan.envelope(COORDINATOR)
         lab_time = entered + timedelta(minutes=5)
+        # About one result in sixteen is mistyped at entry and corrected at monitoring.
+        mistyped = rng.random() < 0.06
+        entered_value = round(value * rng.choice([0.1, 10.0, 0.9, 1.1]), 2) if mistyped else value
         plan.on_subject(lab_time, child.code, "lab", _lab_result(
-            lab_id, observed, code, value, unit, lab_env, low, high, visit))
-        if rng.random() < 0.06:
+            lab_id, observed, code, entered_value, unit, lab_env, low, high, visit))
+        if mistyped and entered_value != value:
             _plan_lab_correction(plan, child, lab_id, value, lab_time)
     score_env = plan.envelope(INVESTIGATOR)
     score_id = rid("QS")
@@ -306,10 +309,9 @@ def _dose(record_id: str, when: datetime, dose: float, env: Envelope) -> Subject
     return command
 
 
-def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, value: float,
+def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float,
                          entered: datetime) -> None:
     rng = plan.rng
-    corrected = round(value * rng.choice([0.1, 10.0, 0.9, 1.1]), 2)
     when = entered + timedelta(days=rng.randint(14, 45), hours=rng.randint(1, 6))
     reason = Reason("transcription_error",
                     "value re-checked against the laboratory report during monitoring")

@@ -9,6 +9,10 @@ from typing import Any
 from rich.table import Table
 
 STAT_KEYS = ("n", "mean", "sd", "median", "q1", "q3")
+LABELS = {
+    "steroid_prednisone_equivalent_mg_per_day": "steroid, prednisone-eq mg/day",
+    "immunosuppressant_mg_per_m2_per_day": "immunosuppressant mg/m²/day",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -66,7 +70,8 @@ def to_rich(tables: dict[str, Any]) -> list[Table]:
                            else "right")
     for section, measure, point, arm, stat in stat_rows(tables):
         if stat["n"]:
-            summary.add_row(measure if section != "labs" else f"lab {measure}", point, arm,
+            summary.add_row(LABELS.get(measure, f"lab {measure}" if section == "labs" else measure),
+                            point, arm,
                             *(_fmt(stat[k]) for k in STAT_KEYS))
     events = Table(title="Adverse events by category and arm")
     for column in ("category", "arm", "subjects", "%", "events", "serious"):
