@@ -25,7 +25,7 @@ from infra.mapper import SigningMapper
 from infra.postgres import connect, database, eventsourcing_env, schema_for_study
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
-from projections.history_view import HistoryView
+from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes import outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import casebooks_as_of
@@ -116,14 +116,17 @@ class Runtime:
                 on_batch: Callable[[int], object] | None = None) -> int:
         """Bring the study's history and audit tables up to date; return events projected.
 
-        ``rebuild`` drops the tables first and replays the whole log into them.
+        ``rebuild`` drops the tables first and replays the whole log into them; so does a
+        change of the projection's version (the tables' shape is the code's, not a migration's).
         """
-        if rebuild:
-            view = self.history_view(study_id)
+        view = self.history_view(study_id)
+        if rebuild or view.shape_version() not in (None, PROJECTION_VERSION):
             view.drop()
             view.datastore.close()
-        view = self.history_view(study_id)
+            view = self.history_view(study_id)
         try:
+            if view.shape_version() is None:
+                view.stamp_shape_version(PROJECTION_VERSION)
             return HistoryProjector(self.study(study_id), view).catch_up(on_batch=on_batch)
         finally:
             view.datastore.close()

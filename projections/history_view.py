@@ -19,6 +19,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 VERSIONS = "casebook_versions"
 AUDIT = "audit_trail"
+SHAPE = "history_projection_version"
 PROJECTION_VERSION = 1  # bump when the tables' shape or content changes: forces a rebuild
 
 AUDIT_COLUMNS = (
@@ -75,6 +76,8 @@ class HistoryView(PostgresTrackingRecorder):
                 " observed_at timestamptz, user_id text, printed_name text, role text,"
                 " actor_site text, client text, source text, request_id text, edit_point text,"
                 " reason_code text, reason_text text)").format(s, audit),
+            SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
+                s, Identifier(SHAPE)),
             *[SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}, id)").format(
                 Identifier(f"audit_trail_{column}"), s, audit, Identifier(column))
               for column in ("subject_code", "site", "record_id", "field", "user_id",
@@ -119,9 +122,23 @@ class HistoryView(PostgresTrackingRecorder):
                     copy.write_row(row)
             self._insert_tracking(curs, tracking)
 
+    def shape_version(self) -> int | None:
+        """The projection version the tables were built by (None: never stamped)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT max(version) AS v FROM {}.{}").format(
+                Identifier(self.datastore.schema), Identifier(SHAPE)))
+            row = curs.fetchone()
+        return None if row is None else row["v"]
+
+    def stamp_shape_version(self, version: int = PROJECTION_VERSION) -> None:
+        """Record which projection version built the tables."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("INSERT INTO {}.{} (version) VALUES (%s)").format(
+                Identifier(self.datastore.schema), Identifier(SHAPE)), (version,))
+
     def drop(self) -> None:
         """Drop the tables and the tracking position (before a rebuild)."""
         schema = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
-            for table in (VERSIONS, AUDIT, self.tracking_table_name):
+            for table in (VERSIONS, AUDIT, SHAPE, self.tracking_table_name):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.projection import Projection
 
 from domain.envelope import Envelope
 from domain.keyring import Keyring
@@ -26,14 +27,25 @@ from projections.history_view import HistoryView, Version
 HEADER = ""  # record_id of a subject's header rows
 
 
-class HistoryProjector:
-    """Folds events per subject (with a bounded cache) and writes their history."""
+class HistoryProjector(Projection[HistoryView]):
+    """Folds events per subject (with a bounded cache) and writes their history.
+
+    An eventsourcing ``Projection``: ``process_event`` takes one event and its tracking
+    record. ``catch_up`` does the same for batches of events in one transaction each, which
+    is what makes a rebuild fast; both commit rows and tracking position together.
+    """
+
+    name = "History"
 
     def __init__(self, app: StudyApplication, view: HistoryView, cache_size: int = 5000) -> None:
+        super().__init__(view)
         self.app = app
-        self.view = view
         self.cache_size = cache_size
         self._subjects: OrderedDict[UUID, Subject] = OrderedDict()
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Project one event (at log position ``tracking.notification_id``)."""
+        self.project_events([(tracking.notification_id, domain_event)], tracking)
 
     def catch_up(self, batch_size: int = 1000, limit: int | None = None,
                  on_batch: Callable[[int], object] | None = None) -> int:
@@ -55,17 +67,21 @@ class HistoryProjector:
         return done
 
     def project(self, notifications: Sequence[Notification]) -> None:
-        """Project one batch in one transaction."""
+        """Project one batch of notifications in one transaction."""
+        events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+        self.project_events(events, Tracking(self.app.name, notifications[-1].id))
+
+    def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
+        """Project (position, event) pairs, then record ``tracking``, in one transaction."""
         versions: list[Version] = []
         audit: list[tuple[Any, ...]] = []
-        for notification in notifications:
-            event = self.app.mapper.to_domain_event(notification)
+        for position, event in events:
             if isinstance(event, Subject.Event):
-                self._subject_event(notification.id, event, versions, audit)
+                self._subject_event(position, event, versions, audit)
             elif isinstance(event, Study.Event | Keyring.Event):
-                audit.append(_audit_row(notification.id, event, None, None, "", "", None,
+                audit.append(_audit_row(position, event, None, None, "", "", None,
                                         None, _summary(event)))
-        self.view.record_batch(versions, audit, Tracking(self.app.name, notifications[-1].id))
+        self.view.record_batch(versions, audit, tracking)
 
     def _subject(self, event: Subject.Event) -> Subject | None:
         subject = self._subjects.pop(event.originator_id, None)

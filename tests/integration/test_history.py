@@ -216,3 +216,14 @@ def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtim
     assert '"as_of": "2021-12-01T00:00:00+00:00"' in before
     assert "C3" in run("outcomes", "--study", STUDY, "--format", "csv")
     assert "Adverse events" in run("outcomes", "--study", STUDY)
+
+
+def test_a_new_projection_version_rebuilds_by_itself(demo: Runtime,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.runtime
+
+    before = dump(demo.url)
+    monkeypatch.setattr(api.runtime, "PROJECTION_VERSION", 999)
+    assert demo.project(STUDY) > 2000  # replayed everything
+    assert dump(demo.url) == before
+    assert demo.project(STUDY) == 0  # and stamped: no second rebuild
