@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from domain.records import Record
+from domain.records import Context, Record, validate
 from domain.subject import Subject
 
 
@@ -58,3 +58,43 @@ def casebook(subject: Subject, as_of: datetime | None = None) -> dict[str, Any]:
     """The casebook of ``subject`` (already folded to the wanted time) as a JSON-native dict."""
     records = [(r.kind, record_view(r)) for r in subject.records.values() if not r.removed]
     return assemble(subject_header(subject), subject.version, records, as_of)
+
+
+def in_force(timeline: list[dict[str, Any]], name: str, when: datetime) -> Any:
+    """A field's value in force at clinical time ``when`` from a record's timeline (JSON)."""
+    value = None
+    for entry in timeline:
+        if datetime.fromisoformat(entry["observed_at"]) > when:
+            break
+        if name in entry["fields"]:
+            value = entry["fields"][name]
+    return value
+
+
+def at_valid_time(book: dict[str, Any], valid_at: datetime) -> dict[str, Any]:
+    """What the casebook says held at clinical time ``valid_at``: records begun by then, each
+    field as it stood then (a later taper step or AE update not yet in force), derived values
+    recomputed from those fields."""
+    records: list[tuple[str, dict[str, Any]]] = []
+    for kind, views in book["records"].items():
+        for view in views:
+            if datetime.fromisoformat(view["observed_at"]) > valid_at:
+                continue
+            fields = {name: in_force(view["timeline"], name, valid_at) for name in view["fields"]}
+            records.append((kind, {**view, "fields": fields}))
+    bsa = _bsa_in_force(records, valid_at)
+    rederived = [(kind, {**view, "derived": validate(kind, view["fields"], Context(bsa))[1]})
+                 for kind, view in records]
+    out = assemble({k: v for k, v in book.items() if k not in ("records", "version", "as_of")},
+                   book["version"], rederived, None)
+    return {**out, "as_of": book["as_of"], "valid_at": valid_at.isoformat()}
+
+
+def _bsa_in_force(records: list[tuple[str, dict[str, Any]]], when: datetime) -> float | None:
+    vitals = [v for kind, v in records if kind == "vitals" and "HEIGHT" in v["fields"]
+              and "WEIGHT" in v["fields"] and datetime.fromisoformat(v["observed_at"]) <= when]
+    if not vitals:
+        return None
+    latest = max(vitals, key=lambda v: v["observed_at"])
+    bsa = validate("vitals", latest["fields"], Context(None))[1].get("bsa")
+    return float(bsa["value"]) if bsa else None

@@ -17,14 +17,19 @@ from psycopg.sql import SQL, Composable, Identifier
 from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
 from domain.subject import subject_uuid
-from projections.casebook import assemble
+from projections.casebook import assemble, at_valid_time
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.projector import HEADER
 
 
 def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
-                   subject_code: str, as_of: datetime | None = None) -> dict[str, Any]:
-    """The casebook as the system showed it at ``as_of`` (now when None)."""
+                   subject_code: str, as_of: datetime | None = None,
+                   valid_at: datetime | None = None) -> dict[str, Any]:
+    """The casebook as the system showed it at ``as_of`` (now when None), and, with
+    ``valid_at``, as it said things stood at that clinical time."""
+    if valid_at is not None:
+        book = casebook_as_of(conn, schema, study_id, subject_code, as_of)
+        return at_valid_time(book, require_aware("valid_at", valid_at))
     when = require_aware("as_of", as_of) if as_of is not None else None
     sid = subject_uuid(study_id, subject_code)
     valid = (SQL("recorded_to IS NULL") if when is None else
@@ -70,6 +75,32 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
     books = [assemble(header, int(versions[sid]), records.get(sid, []), when)
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def diff(conn: psycopg.Connection[Any], schema: str, since: datetime,
+         until: datetime) -> list[dict[str, Any]]:
+    """What changed between two recorded times: each subject header or record whose rendering
+    at ``until`` differs from that at ``since`` (None: did not exist, or removed)."""
+    t1 = require_aware("from", since)
+    t2 = require_aware("to", until)
+    if t2 < t1:
+        raise InvalidInput("to", "is before from")
+    rows = conn.execute(
+        SQL("WITH changed AS (SELECT DISTINCT subject_id, record_id FROM {s}.{v} "
+            "WHERE recorded_from > %(t1)s AND recorded_from <= %(t2)s) "
+            "SELECT c.subject_id, c.record_id, b.data, a.data, h.data->>'subject' "
+            "FROM changed c "
+            "LEFT JOIN {s}.{v} b ON b.subject_id = c.subject_id AND b.record_id = c.record_id "
+            " AND b.recorded_from <= %(t1)s AND (b.recorded_to IS NULL OR b.recorded_to > %(t1)s) "
+            "LEFT JOIN {s}.{v} a ON a.subject_id = c.subject_id AND a.record_id = c.record_id "
+            " AND a.recorded_from <= %(t2)s AND (a.recorded_to IS NULL OR a.recorded_to > %(t2)s) "
+            "JOIN {s}.{v} h ON h.subject_id = c.subject_id AND h.record_id = '' "
+            " AND h.recorded_to IS NULL").format(s=Identifier(schema), v=Identifier(VERSIONS)),
+        {"t1": t1, "t2": t2},
+    ).fetchall()
+    changes = [{"subject": code, "record_id": record_id, "before": before, "after": after}
+               for _, record_id, before, after, code in rows if before != after]
+    return sorted(changes, key=lambda c: (c["subject"], c["record_id"]))
 
 
 AUDIT_FILTERS = ("site", "subject_code", "record_id", "field", "user_id", "event_type")
