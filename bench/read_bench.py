@@ -1,0 +1,210 @@
+"""Read-side benchmark on a generated store of --events signed events (default 1,000,000).
+
+    python bench/read_bench.py [--events 1000000] [--database-url URL]
+
+The generator writes subjects with visits, therapy tapers, lab panels and corrections through
+the application service, recorded over two simulated years. Then, next to an in-memory replay
+(all events loaded once, folded per question) answering the same questions in the same run:
+  - a subject's casebook as of a random recorded time: p50 / p95   (target p95 <= 20 ms)
+  - the study's outcome tables as of a random time                 (target <= 1 s)
+  - one page of the audit trail, filtered by subject               (target <= 50 ms)
+  - rebuild rate of the read tables                                (target >= 15k events/s)
+Runs in a temporary database (dropped afterwards) on the given or an embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from api.runtime import Runtime
+from domain.clock import SimulatedClock
+from domain.envelope import Actor, Envelope, Reason
+from domain.errors import NotFound
+from domain.studies import nct04397107
+from domain.subject import Subject, subject_uuid
+from infra.postgres import database, schema_for_study, temporary_database
+from infra.settings import Settings
+from projections.casebook import casebook
+from projections.outcomes import outcome_tables
+from projections.queries import AuditQuery, audit_page, casebook_as_of, casebooks_as_of
+
+STUDY = nct04397107.STUDY_ID
+SCHEMA = schema_for_study(STUDY)
+START = datetime(2020, 8, 15, 8, 0, tzinfo=UTC)
+COORD = Envelope(Actor("u-c", "Bench Coordinator", "coordinator", "JLU1"), "bench", "system", "b")
+FIX = Envelope(Actor("u-dm", "Bench Data Manager", "data_manager", "JLU1"), "bench", "system",
+               "b", "data_management", Reason("transcription_error", "checked at monitoring"))
+LABS = [("C3", "g/L"), ("C4", "g/L"), ("ANTIDSDNA", "IU/mL"), ("TREG", "% of CD4+"),
+        ("IL6", "pg/mL")]
+
+
+def generate(runtime: Runtime, events: int, rng: random.Random) -> int:
+    """Write about ``events`` events; return how many subjects."""
+    clock = SimulatedClock(START - timedelta(days=1))
+    app = runtime.study(STUDY, clock=clock)
+    app.register_study(nct04397107.definition(), COORD)
+    per_subject = 500
+    subjects = max(1, events // per_subject)
+    span = timedelta(days=700)
+    for n in range(subjects):
+        code = f"{n:05d}"
+        enrolled = START + span * (n / subjects) * 0.4
+        clock.set(enrolled)
+        app.enroll_subject(code, "JLU1", date(2010, 5, 1), "F", "SLE", enrolled.date(),
+                           nct04397107.ELIGIBLE_SCREENING_ANSWERS,
+                           "IL2" if n % 2 else "STD", enrolled.date(), COORD)
+        written = 3
+        visits = [("BASELINE", 0), ("M1", 30), ("M3", 91), ("M6", 182), ("M12", 365)]
+
+        def visit_batch(subject: Subject, at: datetime, day: int, visit: str, k: int,
+                        enrolled: datetime = enrolled) -> None:
+            when = enrolled + timedelta(days=day)
+            subject.record_vital_signs(f"VS{k}", when, {"HEIGHT": (140.0, "cm"),
+                                                        "WEIGHT": (35.0 + k, "kg")}, COORD, at,
+                                       visit=visit)
+            if day == 0:
+                subject.start_therapy("CM1", when, "prednisone", "glucocorticoid", 40.0, "PO",
+                                      COORD, at)
+            else:
+                subject.change_therapy("CM1", when, max(5.0, 40.0 - 7 * k), COORD, at)
+            for j in range(95):
+                code_, unit = LABS[j % len(LABS)]
+                subject.record_lab_result(f"LB{k}-{j}", when, code_, rng.uniform(0.1, 2.0),
+                                          unit, COORD, at, visit=visit)
+
+        for k, (visit, day) in enumerate(visits):
+            clock.set(enrolled + timedelta(days=day, hours=3))
+            app.on_subject(code, lambda s, t, d=day, v=visit, i=k: visit_batch(s, t, d, v, i))
+            written += 97
+            if rng.random() < 0.5:
+                clock.set(enrolled + timedelta(days=day + 20))
+                app.on_subject(code, lambda s, t, i=k: s.correct(
+                    f"LB{i}-{rng.randrange(95)}", "value", 1.0, FIX, t))
+                written += 1
+    app.close()
+    return subjects
+
+
+def load_in_memory(runtime: Runtime) -> tuple[dict[Any, list[Any]], float]:
+    """Every subject event, loaded once and decoded, by subject: the replay baseline."""
+    app = runtime.study(STUDY)
+    by_subject: dict[Any, list[Any]] = defaultdict(list)
+    started = time.perf_counter()
+    start = 1
+    while batch := app.recorder.select_notifications(start, 5000):
+        for notification in batch:
+            event = app.mapper.to_domain_event(notification)
+            if isinstance(event, Subject.Event):
+                by_subject[event.originator_id].append(event)
+        start = batch[-1].id + 1
+    return by_subject, time.perf_counter() - started
+
+
+def fold(events: list[Any], as_of: datetime) -> Subject | None:
+    subject = None
+    for event in events:
+        if event.timestamp > as_of:
+            break
+        subject = event.mutate(subject)
+    return subject
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    """Generate, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    rng = random.Random(1)
+    settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
+                        home=Path(tempfile.mkdtemp(prefix="tl-bench-")))
+    with database(settings.database_url, settings.pgdata) as server, \
+            temporary_database(server, "tl_bench") as url:
+        runtime = Runtime(settings, url)
+        started = time.perf_counter()
+        subjects = generate(runtime, args.events, rng)
+        generate_s = time.perf_counter() - started
+        total = runtime.study(STUDY).recorder.max_notification_id() or 0
+
+        started = time.perf_counter()
+        runtime.project(STUDY, rebuild=True)
+        rebuild_rate = total / (time.perf_counter() - started)
+
+        memory, load_s = load_in_memory(runtime)
+        started = time.perf_counter()
+        for events in memory.values():
+            fold(events, datetime.max.replace(tzinfo=UTC))
+        fold_rate = sum(len(e) for e in memory.values()) / (time.perf_counter() - started)
+
+        end = START + timedelta(days=800)
+        codes = [f"{n:05d}" for n in range(subjects)]
+        sql_ms, mem_ms = [], []
+        with psycopg.connect(url) as conn:
+            for _ in range(args.samples):
+                code = rng.choice(codes)
+                when = START + (end - START) * rng.random()
+                t0 = time.perf_counter()
+                with contextlib.suppress(NotFound):  # asked before the subject existed
+                    casebook_as_of(conn, SCHEMA, STUDY, code, when)
+                sql_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                subject = fold(memory[subject_uuid(STUDY, code)], when)
+                if subject is not None:
+                    casebook(subject, as_of=when)
+                mem_ms.append((time.perf_counter() - t0) * 1000)
+
+            when = START + timedelta(days=400)
+            t0 = time.perf_counter()
+            outcome_tables(casebooks_as_of(conn, SCHEMA, when), STUDY, when)
+            outcomes_sql = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            books = [casebook(s, as_of=when) for e in memory.values()
+                     if (s := fold(e, when)) is not None]
+            outcome_tables(sorted(books, key=lambda b: str(b["subject"])), STUDY, when)
+            outcomes_mem = time.perf_counter() - t0
+
+            audit_ms, audit_mem_ms = [], []
+            for _ in range(50):
+                code = rng.choice(codes)
+                t0 = time.perf_counter()
+                audit_page(conn, SCHEMA, AuditQuery({"subject_code": code}), limit=100)
+                audit_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                events = memory[subject_uuid(STUDY, code)][:100]
+                _ = [(e.timestamp, e.envelope.actor.user_id) for e in events]
+                audit_mem_ms.append((time.perf_counter() - t0) * 1000)
+        runtime.close()
+
+    print(f"read benchmark: {total} events, {subjects} subjects "
+          f"(generated in {generate_s:.0f} s)")
+    print(f"  subject as-of (SQL)          p50 {pct(sql_ms, 50):7.1f} ms  "
+          f"p95 {pct(sql_ms, 95):7.1f} ms   (target p95 <= 20 ms)")
+    print(f"  subject as-of (in-memory)    p50 {pct(mem_ms, 50):7.1f} ms  "
+          f"p95 {pct(mem_ms, 95):7.1f} ms   (after loading every event: {load_s:.0f} s)")
+    print(f"  outcome tables as of T       SQL {outcomes_sql:7.2f} s   "
+          f"in-memory {outcomes_mem:7.2f} s   (target <= 1 s)")
+    print(f"  audit page, 100 rows         p50 {statistics.median(audit_ms):7.1f} ms  "
+          f"p95 {pct(audit_ms, 95):7.1f} ms   in-memory p50 "
+          f"{statistics.median(audit_mem_ms):.2f} ms   (target <= 50 ms)")
+    print(f"  rebuild                      {rebuild_rate:7.0f} events/s   "
+          f"in-memory fold {fold_rate:7.0f} events/s   (target >= 15k events/s)")
+
+
+if __name__ == "__main__":
+    main()
