@@ -46,6 +46,7 @@ class Runtime:
     signed: bool = True
     _apps: dict[str, StudyApplication] = field(default_factory=dict)
     _key: Ed25519PrivateKey | None = None
+    _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
@@ -119,17 +120,23 @@ class Runtime:
         ``rebuild`` drops the tables first and replays the whole log into them; so does a
         change of the projection's version (the tables' shape is the code's, not a migration's).
         """
-        view = self.history_view(study_id)
-        if rebuild or view.shape_version() not in (None, PROJECTION_VERSION):
-            view.drop()
-            view.datastore.close()
-            view = self.history_view(study_id)
-        try:
-            if view.shape_version() is None:
-                view.stamp_shape_version(PROJECTION_VERSION)
-            return HistoryProjector(self.study(study_id), view).catch_up(on_batch=on_batch)
-        finally:
-            view.datastore.close()
+        projector = self._projector(study_id)
+        if rebuild or projector.view.shape_version() not in (None, PROJECTION_VERSION):
+            projector.view.drop()
+            projector = self._projector(study_id, fresh=True)
+        if projector.view.shape_version() is None:
+            projector.view.stamp_shape_version(PROJECTION_VERSION)
+        return projector.catch_up(on_batch=on_batch)
+
+    def _projector(self, study_id: str, *, fresh: bool = False) -> HistoryProjector:
+        """The study's projector, kept between calls (its pool and its cache of subjects)."""
+        projector = self._projectors.get(study_id)
+        if projector is None or fresh:
+            if projector is not None:
+                projector.view.datastore.close()
+            projector = HistoryProjector(self.study(study_id), self.history_view(study_id))
+            self._projectors[study_id] = projector
+        return projector
 
     def outcomes(self, study_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
@@ -139,7 +146,10 @@ class Runtime:
         return outcome_tables(books, study_id, as_of)
 
     def close(self) -> None:
-        """Close every application's connection pool."""
+        """Close every application's and projector's connection pool."""
+        for projector in self._projectors.values():
+            projector.view.datastore.close()
+        self._projectors.clear()
         for app in self._apps.values():
             app.close()
         self._apps.clear()

@@ -85,6 +85,8 @@ class HistoryProjector(Projection[HistoryView]):
 
     def _subject(self, event: Subject.Event) -> Subject | None:
         subject = self._subjects.pop(event.originator_id, None)
+        if subject is not None and subject.version != event.originator_version - 1:
+            subject = None  # the tables were rebuilt under us: fold afresh
         if subject is None and event.originator_version > 1:
             subject = self.app.repository.get(event.originator_id,
                                               version=event.originator_version - 1)
