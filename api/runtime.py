@@ -124,6 +124,13 @@ class Runtime:
         if rebuild or projector.view.shape_version() not in (None, PROJECTION_VERSION):
             projector.view.drop()
             projector = self._projector(study_id, fresh=True)
+            # A bulk load: build the readers' indexes once at the end, not row by row.
+            projector.view.drop_lookup_indexes()
+            try:
+                projector.view.stamp_shape_version(PROJECTION_VERSION)
+                return projector.catch_up(batch_size=5000, on_batch=on_batch)
+            finally:
+                projector.view.create_lookup_indexes()
         if projector.view.shape_version() is None:
             projector.view.stamp_shape_version(PROJECTION_VERSION)
         return projector.catch_up(on_batch=on_batch)

@@ -6,7 +6,6 @@ and new value, and the reason; a removal is an event too, and the removed value 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -98,11 +97,11 @@ class Subject(Aggregate):
                 kind=self.kind,
                 observed_at=self.observed_at,
                 visit=self.visit,
-                fields=copy.deepcopy(self.fields),
-                derived=copy.deepcopy(self.derived),
+                fields=_copy(self.fields),
+                derived=_copy(self.derived),
                 entered_at=self.timestamp,
                 timeline=[{"observed_at": self.observed_at.isoformat(),
-                           "fields": copy.deepcopy(self.fields)}],
+                           "fields": _copy(self.fields)}],
             )
 
     class VitalSignsRecorded(RecordEntered):
@@ -136,15 +135,15 @@ class Subject(Aggregate):
             if observed is not None:
                 record.timeline.append({"observed_at": observed.isoformat(), "fields": {}})
             for name, change in self.changes.items():
-                _set_field(record.fields, name, copy.deepcopy(change["new"]))
+                _set_field(record.fields, name, _copy(change["new"]))
                 head = name.partition(".")[0]
                 entry = record.timeline[-1] if observed is not None else next(
                     e for e in reversed(record.timeline) if head in e["fields"])
                 if head not in entry["fields"]:
-                    entry["fields"][head] = copy.deepcopy(record.fields[head])
+                    entry["fields"][head] = _copy(record.fields[head])
                 else:
-                    _set_field(entry["fields"], name, copy.deepcopy(change["new"]))
-            record.derived = copy.deepcopy(self.derived)
+                    _set_field(entry["fields"], name, _copy(change["new"]))
+            record.derived = _copy(self.derived)
             record.revisions += 1
 
     class TherapyChanged(RecordChanged):
@@ -486,7 +485,7 @@ class Subject(Aggregate):
             timestamp=require_aware("recorded_at", at),
             envelope=envelope,
             record_id=record_id,
-            removed_fields=copy.deepcopy(record.fields),
+            removed_fields=_copy(record.fields),
         )
 
     # --- end of participation, locks -----------------------------------------------
@@ -615,7 +614,7 @@ class Subject(Aggregate):
         if "observed_at" in extra:
             extra["observed_at"] = self._valid_time(extra["observed_at"], at,
                                                     not_before=record.observed_at)
-        merged = copy.deepcopy(record.fields)
+        merged = _copy(record.fields)
         changes: dict[str, dict[str, Any]] = {}
         for name, value in new_values.items():
             old = _get_field(record.fields, name)
@@ -637,6 +636,19 @@ class Subject(Aggregate):
             derived=derived,
             **extra,
         )
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a JSON-native value (what fields and derived values are made of).
+
+    Several times faster than ``copy.deepcopy``, which matters when a rebuild folds millions
+    of events.
+    """
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _get_field(fields: Mapping[str, Any], path: str) -> Any:

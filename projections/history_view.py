@@ -22,6 +22,8 @@ AUDIT = "audit_trail"
 SHAPE = "history_projection_version"
 PROJECTION_VERSION = 1  # bump when the tables' shape or content changes: forces a rebuild
 
+AUDIT_INDEXED = ("subject_code", "site", "record_id", "field", "user_id", "event_type",
+                 "recorded_at")
 AUDIT_COLUMNS = (
     "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "record_id",
     "record_kind", "field", "old_value", "new_value", "observed_at", "user_id", "printed_name",
@@ -66,8 +68,6 @@ class HistoryView(PostgresTrackingRecorder):
                 " PRIMARY KEY (subject_id, record_id, position))").format(s, versions),
             SQL("CREATE INDEX IF NOT EXISTS casebook_versions_current ON {}.{} "
                 "(subject_id, record_id) WHERE recorded_to IS NULL").format(s, versions),
-            SQL("CREATE INDEX IF NOT EXISTS casebook_versions_time ON {}.{} "
-                "(recorded_from)").format(s, versions),
             SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
                 " id bigserial PRIMARY KEY, position bigint NOT NULL,"
                 " recorded_at timestamptz NOT NULL, event_type text NOT NULL,"
@@ -78,11 +78,33 @@ class HistoryView(PostgresTrackingRecorder):
                 " reason_code text, reason_text text)").format(s, audit),
             SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
                 s, Identifier(SHAPE)),
-            *[SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}, id)").format(
-                Identifier(f"audit_trail_{column}"), s, audit, Identifier(column))
-              for column in ("subject_code", "site", "record_id", "field", "user_id",
-                             "event_type", "recorded_at")],
+            *HistoryView._lookup_indexes(s),
         ]
+
+    @staticmethod
+    def _lookup_indexes(s: Identifier) -> list[Composed]:
+        """Indexes only readers need: a bulk rebuild builds them once, at the end."""
+        return [
+            SQL("CREATE INDEX IF NOT EXISTS casebook_versions_time ON {}.{} "
+                "(recorded_from)").format(s, Identifier(VERSIONS)),
+            *[SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}, id)").format(
+                Identifier(f"audit_trail_{column}"), s, Identifier(AUDIT), Identifier(column))
+              for column in AUDIT_INDEXED],
+        ]
+
+    def drop_lookup_indexes(self) -> None:
+        """Drop the readers' indexes (before a bulk rebuild)."""
+        s = Identifier(self.datastore.schema)
+        names = ["casebook_versions_time", *(f"audit_trail_{c}" for c in AUDIT_INDEXED)]
+        with self.datastore.transaction(commit=True) as curs:
+            for name in names:
+                curs.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(s, Identifier(name)))
+
+    def create_lookup_indexes(self) -> None:
+        """(Re)create the readers' indexes."""
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self._lookup_indexes(Identifier(self.datastore.schema)):
+                curs.execute(statement)
 
     def record_batch(self, versions: list[Version], audit: list[tuple[Any, ...]],
                      tracking: Tracking) -> None:
