@@ -6,13 +6,13 @@ aggregate would; what the tables add is time: every version with its recorded in
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.projection import Projection
 
@@ -103,7 +103,7 @@ class HistoryProjector(Projection[HistoryView]):
         sid = str(subject.id)
         if record_id is None:
             header = subject_header(subject)
-            versions.append(Version(sid, HEADER, "subject", json.dumps(header),
+            versions.append(Version(sid, HEADER, "subject", _json(header),
                                     subject.version, position, event.timestamp))
             old = subject_header(before) if before is not None else {}
             changes = {k: (old.get(k), v) for k, v in header.items() if old.get(k) != v}
@@ -111,7 +111,7 @@ class HistoryProjector(Projection[HistoryView]):
                 changes["eligibility"] = (None, event.criteria)
         else:
             entry = subject.records[record_id]
-            view = None if entry.removed else json.dumps(record_view(entry))
+            view = None if entry.removed else _json(record_view(entry))
             versions.append(Version(sid, record_id, entry.kind, view, subject.version, position,
                                     event.timestamp))
             changes = _record_changes(event)
@@ -141,7 +141,7 @@ def _summary(event: Study.Event | Keyring.Event) -> Any:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _audit_row(position: int, event: Any, subject: Subject | None, record_id: str | None,
