@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from domain.rules.steroids import prednisone_equivalent
+from projections.casebook import in_force
 
 METHOD = "outcomes/1"
 WINDOW_DAYS = 28
@@ -57,20 +58,10 @@ def _at(day: date) -> datetime:
     return datetime.combine(day, time(23, 59, 59), UTC)
 
 
-def _in_force(record: dict[str, Any], name: str, when: datetime) -> Any:
-    value = None
-    for entry in record["timeline"]:
-        if datetime.fromisoformat(entry["observed_at"]) > when:
-            break
-        if name in entry["fields"]:
-            value = entry["fields"][name]
-    return value
-
-
 def _running(record: dict[str, Any], when: datetime) -> bool:
     if datetime.fromisoformat(record["observed_at"]) > when:
         return False
-    stopped = _in_force(record, "stopped_at", when)
+    stopped = in_force(record["timeline"], "stopped_at", when)
     return not stopped or datetime.fromisoformat(stopped) > when
 
 
@@ -88,7 +79,7 @@ def _daily_doses(book: dict[str, Any], day: date) -> tuple[float, float | None]:
     for record in book["records"].get("therapies", []):
         if not _running(record, when):
             continue
-        dose = float(_in_force(record, "dose_mg_per_day", when) or 0.0)
+        dose = float(in_force(record["timeline"], "dose_mg_per_day", when) or 0.0)
         if record["fields"]["category"] == "glucocorticoid":
             steroid += prednisone_equivalent(record["fields"]["drug"], dose).value
         else:
