@@ -409,6 +409,7 @@ def db_grant(
         try:
             for study_id in study:
                 runtime.study(study_id)
+                runtime.history_view(study_id).datastore.close()  # creates the read tables
         finally:
             runtime.close()
         with connect(url) as conn:

@@ -131,6 +131,7 @@ class Runtime:
                 return projector.catch_up(batch_size=5000, on_batch=on_batch)
             finally:
                 projector.view.create_lookup_indexes()
+                projector.view.cluster()
         if projector.view.shape_version() is None:
             projector.view.stamp_shape_version(PROJECTION_VERSION)
         return projector.catch_up(on_batch=on_batch)

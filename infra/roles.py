@@ -16,6 +16,9 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
 
+READ_TABLES = ("casebook_versions", "audit_trail", "history_tracking",
+               "history_projection_version")
+
 
 def create_login_role(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:
     """Create ``role`` (LOGIN, no superuser, no CREATEDB/CREATEROLE) if it does not exist."""
@@ -47,3 +50,11 @@ def grant_app_role(conn: psycopg.Connection[Any], role: str, schema: str) -> Non
                 Identifier(schema), Identifier(EVENTS_TABLE), Identifier(role)
             )
         )
+        # The read tables are disposable projections, not records: the projector updates
+        # their rows (closing a version, moving its tracking position).
+        for table in READ_TABLES:
+            conn.execute(
+                SQL("GRANT UPDATE, DELETE ON {}.{} TO {}").format(
+                    Identifier(schema), Identifier(table), Identifier(role)
+                )
+            )

@@ -57,6 +57,7 @@ def test_the_application_role_owns_nothing_and_can_only_read_and_append(
     stored: Runtime, db_url: str, settings: Settings
 ) -> None:
     role = f"tl_app_{uuid.uuid4().hex[:8]}"
+    stored.history_view(STUDY).datastore.close()  # the owner creates the read tables too
     with psycopg.connect(db_url, autocommit=True) as conn:
         create_login_role(conn, role, None)
         grant_app_role(conn, role, schema_for_study(STUDY))
@@ -67,6 +68,10 @@ def test_the_application_role_owns_nothing_and_can_only_read_and_append(
         app = app_runtime.study(STUDY, clock=simulated_clock())
         enroll(app, "002")
         app.close()
+        # ...seals them and keeps the read tables current...
+        assert app_runtime.seal(STUDY, force_checkpoint=True).tree_size == 9
+        assert app_runtime.project(STUDY) == 9
+        app_runtime.close()
         with psycopg.connect(app_url, autocommit=True) as conn:
             assert conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] > 3
             owner = conn.execute(
