@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
 from domain.service import StudyApplication
 from domain.subject import Subject
 
@@ -13,7 +15,7 @@ def enrollment_counts(app: StudyApplication) -> Counter[tuple[str, str]]:
     """Number of enrolled subjects per (arm, disease)."""
     disease: dict[UUID, str] = {}
     arm: dict[UUID, str] = {}
-    topics = [_topic(Subject.Consented), _topic(Subject.Enrolled)]
+    topics = [get_topic(Subject.Consented), get_topic(Subject.Enrolled)]
     start = 1
     while batch := app.recorder.select_notifications(start, 1000, topics=topics):
         for notification in batch:
@@ -24,7 +26,3 @@ def enrollment_counts(app: StudyApplication) -> Counter[tuple[str, str]]:
                 arm[event.originator_id] = event.arm
         start = batch[-1].id + 1
     return Counter((arm[sid], disease[sid]) for sid in arm)
-
-
-def _topic(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
