@@ -150,7 +150,7 @@ class Runtime:
         """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
         self.project(study_id)
         with connect(self.url) as conn:
-            books = casebooks_as_of(conn, schema_for_study(study_id), as_of)
+            books = casebooks_as_of(conn, schema_for_study(study_id), as_of, slim_labs=True)
         return outcome_tables(books, study_id, as_of)
 
     def close(self) -> None:

@@ -161,7 +161,7 @@ def main() -> None:
                     casebook_as_of(conn, SCHEMA, STUDY, code, asked)
                 sql_ms.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            outcome_tables(casebooks_as_of(conn, SCHEMA, when), STUDY, when)
+            outcome_tables(casebooks_as_of(conn, SCHEMA, when, slim_labs=True), STUDY, when)
             outcomes_sql = time.perf_counter() - t0
             for code in audit_codes:
                 t0 = time.perf_counter()
