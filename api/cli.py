@@ -137,15 +137,20 @@ def verify(
     with database(settings.database_url, settings.pgdata) as url, connect(url) as conn:
         studies = list_studies(conn)
         if study is not None:
+            _require_study(studies, study)
             studies = [(s, schema) for s, schema in studies if s == study]
-            if not studies:
-                err_console.print(f"[red]No study {study} in this database.[/red]")
-                raise typer.Exit(2)
         workers = workers or os.cpu_count() or 1
         results = [verify_study(conn, s, schema, public_keys, trusted, workers=workers)
                    for s, schema in studies]
     if not print_verification(results):
         raise typer.Exit(1)
+
+
+def _require_study(studies: list[tuple[str, str]], study: str) -> None:
+    """Exit 2 with a clear message unless ``study`` is one of ``studies``."""
+    if study not in {s for s, _ in studies}:
+        err_console.print(f"[red]No study {study} in this database.[/red]")
+        raise typer.Exit(2)
 
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
@@ -259,9 +264,7 @@ def outcomes(
         raise typer.Exit(2)
     when = _parse_time("--as-of", as_of) if as_of else None
     with open_runtime(_settings(database_url)) as runtime:
-        if study not in {s for s, _ in runtime.studies()}:
-            err_console.print(f"[red]No study {study} in this database.[/red]")
-            raise typer.Exit(2)
+        _require_study(runtime.studies(), study)
         tables = runtime.outcomes(study, when)
     if output_format == "json":
         sys.stdout.write(to_json(tables))
@@ -300,9 +303,7 @@ def export(
         err_console.print(f"[red]--format {export_format}: only 'bundle' is implemented.[/red]")
         raise typer.Exit(2)
     with open_runtime(_settings(database_url)) as runtime:
-        if study not in {s for s, _ in runtime.studies()}:
-            err_console.print(f"[red]No study {study} in this database.[/red]")
-            raise typer.Exit(2)
+        _require_study(runtime.studies(), study)
         try:
             runtime.seal(study, force_checkpoint=True)
         except SealingRefused as e:

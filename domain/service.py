@@ -151,11 +151,6 @@ class StudyApplication(Application[UUID]):
         self._save(subject)
         return subject.version
 
-    def check_visit(self, visit: str | None) -> None:
-        """Refuse visit codes the study does not define."""
-        if visit is not None:
-            self.definition().visit(visit)
-
     # --- signing keys ------------------------------------------------------------------
 
     def keyring(self) -> Keyring | None:

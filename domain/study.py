@@ -34,10 +34,6 @@ class Visit:
     day: int
     window_days: int
 
-    def contains(self, baseline: date, when: date) -> bool:
-        """True when ``when`` falls inside this visit's window."""
-        return abs((when - baseline).days - self.day) <= self.window_days
-
 
 @dataclass(frozen=True)
 class StudyDefinition:
@@ -85,14 +81,6 @@ class StudyDefinition:
         if definition.end_date < definition.start_date:
             raise InvalidInput("end_date", "is before start_date")
         return definition
-
-    def visit(self, code: str) -> Visit:
-        """The visit with this code; refuse unknown codes."""
-        for visit in self.visits:
-            if visit.code == code:
-                return visit
-        raise InvalidInput("visit", f"unknown visit {code!r}; expected one of "
-                           + ", ".join(v.code for v in self.visits))
 
 
 class Study(Aggregate):
