@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,10 @@ keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(no_args_is_help=True, help="Database set-up, run as the table owner.")
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(no_args_is_help=True, help="People and their roles.")
+app.add_typer(users_app, name="users")
+clients_app = typer.Typer(no_args_is_help=True, help="API clients (e.g. the data-entry app).")
+app.add_typer(clients_app, name="clients")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,6 +47,19 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+
+
+@contextmanager
+def _runtime(settings: Settings) -> Iterator[Runtime]:
+    """The deployment for one command; a key that may not sign ends it with a message."""
+    from api.runtime import open_runtime
+
+    try:
+        with open_runtime(settings) as runtime:
+            yield runtime
+    except keys.SigningKeyError as e:
+        err_console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -58,10 +77,9 @@ def demo(
 ) -> None:
     """Simulate NCT04397107's 46 children, verify every signature, then serve the API."""
     from api.demo import run_demo
-    from api.runtime import open_runtime
 
     settings = _settings(database_url)
-    with open_runtime(settings) as runtime:
+    with _runtime(settings) as runtime:
         ok = run_demo(runtime, seed, console)
         if not ok:
             raise typer.Exit(1)
@@ -76,9 +94,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
 ) -> None:
     """Serve the HTTP API."""
-    from api.runtime import open_runtime
 
-    with open_runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url)) as runtime:
         _serve(runtime, host, port)
 
 
@@ -196,10 +213,9 @@ def seal(
     checkpoint: Annotated[bool, typer.Option(help="Write a checkpoint now.")] = True,
 ) -> None:
     """Seal new events into each study's Merkle ledger and write signed checkpoints."""
-    from api.runtime import open_runtime
     from infra.ledger.sealer import SealingRefused
 
-    with open_runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url)) as runtime:
         failed = False
         for study_id, _ in runtime.studies():
             if study is not None and study_id != study:
@@ -230,9 +246,8 @@ def rebuild(
         TimeRemainingColumn,
     )
 
-    from api.runtime import open_runtime
 
-    with open_runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url)) as runtime:
         for study_id, _ in runtime.studies():
             if study is not None and study_id != study:
                 continue
@@ -255,7 +270,6 @@ def outcomes(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The protocol's outcome tables by arm, as the database stood at --as-of (default now)."""
-    from api.runtime import open_runtime
     from projections.outcome_render import to_csv, to_rich
     from projections.outcomes import to_json
 
@@ -263,7 +277,7 @@ def outcomes(
         err_console.print("[red]--format must be table, csv or json.[/red]")
         raise typer.Exit(2)
     when = _parse_time("--as-of", as_of) if as_of else None
-    with open_runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
         tables = runtime.outcomes(study, when)
     if output_format == "json":
@@ -289,40 +303,58 @@ def _parse_time(option: str, text: str) -> datetime:
 @app.command()
 def export(
     study: Annotated[str, typer.Option(help="The study to export.")],
-    export_format: Annotated[str, typer.Option("--format", help="bundle")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
+    export_format: Annotated[
+        str, typer.Option("--format", help="odm-snapshot, odm-archive, csv or bundle")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="File to write (a directory for csv).")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset "
+                                 "(odm-snapshot, odm-archive, csv; default now).")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Export a study (this version: the ledger bundle a regulator verifies offline)."""
-    from api.runtime import open_runtime
-    from infra.ledger.bundle import write_bundle
-    from infra.ledger.sealer import SealingRefused
-    from infra.postgres import schema_for_study
+    """Export a study: ODM 1.3.2 Snapshot as of --as-of, the ODM Transactional archive of
+    every change, SDTM-named CSV files with the audit trail, or the ledger bundle a regulator
+    verifies offline."""
+    from api.exports import (
+        FORMATS,
+        record_export,
+        write_bundle_file,
+        write_csv_dir,
+        write_rendering,
+    )
 
-    if export_format != "bundle":
-        err_console.print(f"[red]--format {export_format}: only 'bundle' is implemented.[/red]")
+    if export_format not in FORMATS:
+        err_console.print(f"[red]--format must be one of {', '.join(FORMATS)}.[/red]")
         raise typer.Exit(2)
-    with open_runtime(_settings(database_url)) as runtime:
+    if export_format == "bundle" and as_of is not None:
+        err_console.print("[red]--as-of does not apply to the bundle (it holds the whole log)."
+                          "[/red]")
+        raise typer.Exit(2)
+    when = _parse_time("--as-of", as_of) if as_of else None
+    with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
-        try:
-            runtime.seal(study, force_checkpoint=True)
-        except SealingRefused as e:
-            # Export what is there all the same: the verifier will name the bad event.
-            err_console.print(f"[yellow]Warning: {e}[/yellow]")
-        with connect(runtime.url) as conn:
-            manifest = write_bundle(conn, study, schema_for_study(study), output,
-                                    keys.load_public_keys(runtime.settings),
-                                    runtime.signing_key(), runtime.settings.key_name)
-    console.print(f"Wrote {output}: {len(manifest['files'])} files, signed manifest")
+        record_export(runtime, study, export_format, when, _cli_envelope())
+        if export_format == "bundle":
+            manifest = write_bundle_file(runtime, study, output)
+            console.print(f"Wrote {output}: {len(manifest['files'])} files, signed manifest")
+        elif export_format == "csv":
+            counts = write_csv_dir(runtime, study, output, when)
+            console.print(f"Wrote {len(counts)} files to {output}: " + ", ".join(
+                f"{name} {rows} rows" for name, rows in counts.items()))
+        else:
+            with output.open("wb") as out:
+                count = write_rendering(runtime, study, export_format, out, when)
+            what = "subjects" if export_format == "odm-snapshot" else "events"
+            console.print(f"Wrote {output}: ODM 1.3.2 {export_format}, {count} {what}")
 
 
 @keys_app.command("rotate")
 def keys_rotate(database_url: DatabaseUrl = None) -> None:
     """Create a new signing key, registered in every study by an event the old key signs."""
-    from api.runtime import open_runtime
 
     settings = _settings(database_url)
-    with open_runtime(settings) as runtime:
+    with _runtime(settings) as runtime:
         studies = [s for s, _ in runtime.studies()]
         old_id = _current_key_id(runtime)
 
@@ -345,11 +377,10 @@ def keys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key: nothing it signed at or after --effective-at is valid any more."""
-    from api.runtime import open_runtime
     from domain.errors import DomainError
 
     when = _parse_time("--effective-at", effective_at)
-    with open_runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url)) as runtime:
         for study_id, _ in runtime.studies():
             try:
                 runtime.study(study_id).revoke_key(key_id, when, reason, _system())
@@ -400,7 +431,7 @@ def db_grant(
     """As the owner: create studies' schemas and tables, and grant ROLE least privilege."""
     from api.runtime import Runtime
     from infra.postgres import database, schema_for_study
-    from infra.roles import create_login_role, grant_app_role
+    from infra.roles import create_login_role, grant_app_role, grant_directory
 
     settings = _settings(database_url)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
@@ -411,13 +442,100 @@ def db_grant(
             for study_id in study:
                 runtime.study(study_id)
                 runtime.history_view(study_id).datastore.close()  # creates the read tables
+            runtime.directory()  # people, and (below) sessions and idempotency keys
+            runtime.pool()
         finally:
             runtime.close()
         with connect(url) as conn:
             create_login_role(conn, role, password)
+            grant_directory(conn, role)
             for study_id in study:
                 grant_app_role(conn, role, schema_for_study(study_id))
     console.print(f"Role {role} may now read and append to: {', '.join(study)}")
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Option(help="Sign-in name (never reused).")],
+    role: Annotated[str, typer.Option(help="investigator, coordinator, monitor, data_manager, "
+                                           "regulator or admin.")],
+    study: Annotated[str, typer.Option(help="Study id, or * for every study.")],
+    full_name: Annotated[str | None, typer.Option(
+        help="Printed name (shown on signatures); required for a new user.")] = None,
+    site: Annotated[str, typer.Option(help="Site code, or * for every site.")] = "*",
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read a new user's password from stdin.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a person (the first admin included) with a role, or grant an existing one
+    another role. Recorded as events by the system, on behalf of whoever runs the command."""
+    from domain.directory import DirectoryApplication
+    from domain.errors import DomainError, NotFound
+    from infra.passwords import WeakPassword, hash_password
+
+    envelope = _cli_envelope()
+    with _runtime(_settings(database_url)) as runtime:
+        directory: DirectoryApplication = runtime.directory()
+        try:
+            try:
+                directory.user(username)
+            except NotFound:
+                if not full_name:
+                    err_console.print("[red]--full-name is required for a new user.[/red]")
+                    raise typer.Exit(2) from None
+                if not password_stdin:
+                    err_console.print("[red]--password-stdin is required for a new user."
+                                      "[/red]")
+                    raise typer.Exit(2) from None
+                password = sys.stdin.readline().rstrip("\n")
+                try:
+                    password_hash = hash_password(password)
+                except WeakPassword as e:
+                    err_console.print(f"[red]password: {e}[/red]")
+                    raise typer.Exit(2) from None
+                directory.register_user(username, full_name, password_hash, envelope,
+                                        lambda u, t: u.grant(role, study, site, envelope, t))
+                console.print(f"Registered {username} ({full_name}) as {role} at "
+                              f"{study}/{site}.")
+                return
+            directory.on_user(username, lambda u: u.grant(role, study, site, envelope,
+                                                          directory.clock.now()))
+        except DomainError as e:
+            err_console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"Granted {username} {role} at {study}/{site}.")
+
+
+@clients_app.command("add")
+def clients_add(
+    client_id: Annotated[str, typer.Option("--client-id", help="The client's id.")],
+    name: Annotated[str, typer.Option(help="What the client is.")] = "",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register an API client and print its secret (shown once, stored only as a hash)."""
+    from domain.errors import DomainError
+    from infra.passwords import hash_secret, new_secret
+
+    secret = new_secret()
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            runtime.directory().register_client(client_id, name, hash_secret(secret),
+                                                _cli_envelope())
+        except DomainError as e:
+            err_console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"Registered client {client_id}. Its secret (shown once): {secret}")
+
+
+def _cli_envelope() -> Envelope:
+    """The envelope of a set-up command: the system, on behalf of the operating-system user."""
+    import getpass
+
+    from domain.envelope import Actor
+
+    operator = getpass.getuser()
+    return Envelope(Actor(f"os:{operator}", operator, "system", "*"), "trialledger-cli",
+                    "system", f"cli-{os.getpid()}")
 
 
 def main() -> None:

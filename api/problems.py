@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.auth import Forbidden, Unauthenticated
 from domain.errors import (
     AlreadyExists,
     Conflict,
@@ -17,15 +20,21 @@ from domain.errors import (
     InvalidState,
     Locked,
     NotFound,
+    StaleVersion,
 )
+from infra.logging import get_logger
+
+_log = get_logger("trialledger.api")
 
 PROBLEM_JSON = "application/problem+json"
+_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed"}
 
 _STATUS: dict[type[DomainError], tuple[int, str]] = {
     InvalidInput: (422, "Invalid input"),
     EligibilityRefused: (422, "Not eligible"),
     NotFound: (404, "Not found"),
     AlreadyExists: (409, "Already exists"),
+    StaleVersion: (412, "Precondition failed"),
     Conflict: (409, "Conflict"),
     Locked: (423, "Locked"),
     InvalidState: (409, "Not allowed in the current state"),
@@ -55,6 +64,44 @@ def install(app: FastAPI) -> None:
             ]
         return problem(status, title, str(exc), **extra)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (an unparseable body, an unknown route or method).
+        extra: dict[str, Any] = {}
+        if exc.status_code == 400:
+            extra["errors"] = [{"field": "body", "message": "is not valid JSON in UTF-8"}]
+        response = problem(exc.status_code, _TITLES.get(exc.status_code, "Refused"),
+                           str(exc.detail), **extra)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
+        response = problem(401, "Unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, "Forbidden", str(exc))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: psycopg.OperationalError
+                                   ) -> JSONResponse:
+        _log.error("database unavailable", request_id=_request_id(request), error=str(exc))
+        response = problem(503, "Service unavailable", "the database is not reachable; "
+                           "nothing was stored, retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unexpected error", request_id=_request_id(request))
+        return problem(500, "Internal error", "the request failed on the server; see the "
+                       "server log under this request id",
+                       request_id=_request_id(request))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -62,4 +109,10 @@ def install(app: FastAPI) -> None:
              "message": e["msg"]}
             for e in exc.errors()
         ]
+        if not errors:
+            errors = [{"field": "body", "message": "is not valid JSON"}]
         return problem(422, "Invalid input", "the request is invalid", errors=errors)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "unknown"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,21 +15,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
+from psycopg_pool import ConnectionPool
 
 from domain.clock import Clock
+from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
 from domain.service import MapperFactory, StudyApplication
 from infra import catalog, keys
+from infra.idempotency import IdempotencyStore
 from infra.keys import SigningKeyError
 from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper
 from infra.postgres import connect, database, eventsourcing_env, schema_for_study
+from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes import outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import casebooks_as_of
+
+# What the directory's events are signed under (a study's id is in the signed message of its
+# events; the directory is no study, so it has a name of its own that no study id can take).
+DIRECTORY_DOMAIN = "(directory)"
 
 
 def system_envelope() -> Envelope:
@@ -47,11 +56,27 @@ class Runtime:
     _apps: dict[str, StudyApplication] = field(default_factory=dict)
     _key: Ed25519PrivateKey | None = None
     _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
+    _directory: DirectoryApplication | None = None
+    _pool: ConnectionPool | None = None
+    _sessions: SessionStore | None = None
+    _idempotency: IdempotencyStore | None = None
+    _project_lock: threading.Lock = field(default_factory=threading.Lock)
+    _known_studies: set[str] = field(default_factory=set)
+    # Serves threads of the HTTP server: what is opened lazily is opened once (concurrent
+    # CREATE ... IF NOT EXISTS statements collide in PostgreSQL's catalogue).
+    _init_lock: threading.RLock = field(default_factory=threading.RLock)
+    _group_commit: bool = False
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
         if clock is None and study_id in self._apps:
             return self._apps[study_id]
+        with self._init_lock:
+            if clock is None and study_id in self._apps:
+                return self._apps[study_id]
+            return self._open_study(study_id, clock)
+
+    def _open_study(self, study_id: str, clock: Clock | None) -> StudyApplication:
         schema = schema_for_study(study_id)
         if not self.settings.provisioned:
             with connect(self.url) as conn:
@@ -65,8 +90,59 @@ class Runtime:
         if self.signed:
             self._register_signing_key(app)
         if clock is None:
+            if self._group_commit:
+                app.commit_in_groups()
             self._apps[study_id] = app
         return app
+
+    def commit_in_groups(self) -> None:
+        """Serve concurrent requests: their events share transactions (group commit)."""
+        with self._init_lock:
+            self._group_commit = True
+            for app in self._apps.values():
+                app.commit_in_groups()
+
+    def directory(self) -> DirectoryApplication:
+        """The deployment's people and API clients (created on first use)."""
+        if self._directory is None:
+            with self._init_lock:
+                if self._directory is None:
+                    if not self.settings.provisioned:
+                        with connect(self.url) as conn:
+                            catalog.ensure_catalog(conn)
+                    self._directory = DirectoryApplication(
+                        env=eventsourcing_env(self.url, catalog.CATALOG_SCHEMA,
+                                              create_table=not self.settings.provisioned),
+                        mapper_factory=(self._mapper_factory(DIRECTORY_DOMAIN)
+                                        if self.signed else None),
+                    )
+        return self._directory
+
+    def pool(self) -> ConnectionPool:
+        """A small pool of autocommit connections for the API's own tables."""
+        if self._pool is None:
+            with self._init_lock:
+                if self._pool is None:
+                    pool = ConnectionPool(self.url, min_size=1, max_size=16,
+                                          kwargs={"autocommit": True}, open=True)
+                    if not self.settings.provisioned:
+                        with pool.connection() as conn:
+                            self.sessions().create_table(conn)
+                            self.idempotency().create_table(conn)
+                    self._pool = pool
+        return self._pool
+
+    def sessions(self) -> SessionStore:
+        """Bearer tokens."""
+        if self._sessions is None:
+            self._sessions = SessionStore(self.url)
+        return self._sessions
+
+    def idempotency(self) -> IdempotencyStore:
+        """Idempotency keys of retried POSTs."""
+        if self._idempotency is None:
+            self._idempotency = IdempotencyStore()
+        return self._idempotency
 
     def _register_signing_key(self, app: StudyApplication) -> None:
         """Make sure the study's keyring knows the key about to sign its events."""
@@ -92,6 +168,13 @@ class Runtime:
             return seal(conn, study_id, schema_for_study(study_id),
                         keys.load_public_keys(self.settings), self.signing_key(),
                         self.settings.key_name, force_checkpoint=force_checkpoint)
+
+    def has_study(self, study_id: str) -> bool:
+        """True if the deployment holds ``study_id`` (studies are never removed, so a yes is
+        remembered; a no is asked again, another process may have added it)."""
+        if study_id not in self._known_studies:
+            self._known_studies.update(s for s, _ in self.studies())
+        return study_id in self._known_studies
 
     def studies(self) -> list[tuple[str, str]]:
         """Every (study id, schema) of this deployment."""
@@ -120,6 +203,11 @@ class Runtime:
         ``rebuild`` drops the tables first and replays the whole log into them; so does a
         change of the projection's version (the tables' shape is the code's, not a migration's).
         """
+        with self._project_lock:
+            return self._project(study_id, rebuild=rebuild, on_batch=on_batch)
+
+    def _project(self, study_id: str, *, rebuild: bool,
+                 on_batch: Callable[[int], object] | None) -> int:
         projector = self._projector(study_id)
         if rebuild or projector.view.shape_version() not in (None, PROJECTION_VERSION):
             projector.view.drop()
@@ -161,6 +249,12 @@ class Runtime:
         for app in self._apps.values():
             app.close()
         self._apps.clear()
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 @contextmanager

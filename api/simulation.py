@@ -28,6 +28,8 @@ CLIENT = "trialledger-demo-simulator"
 COORDINATOR = Actor("u-coord-01", "Li Wei", "coordinator", SITE)
 INVESTIGATOR = Actor("u-inv-01", "Sirui Yang", "investigator", SITE)
 DATA_MANAGER = Actor("u-dm-01", "Zhang Min", "data_manager", SITE)
+MONITOR = Actor("u-mon-01", "Chen Mei", "monitor", SITE)
+MEANINGS = {m["code"]: m["text"] for m in nct04397107.definition()["signature_meanings"]}
 
 VISIT_DAYS = {"BASELINE": 0, "M1": 30, "M3": 91, "M6": 182, "M12": 365}
 
@@ -205,6 +207,11 @@ def _plan_child(plan: Plan, child: Child) -> None:
     else:
         plan.on_subject(finished_at, child.code, "complete",
                         lambda s, t: s.complete(end, env, t))
+    # The investigator signs each casebook once its data are final, before the lock.
+    sign_env = plan.envelope(INVESTIGATOR)
+    plan.on_subject(LOCK_AT - timedelta(hours=12), child.code, "signature",
+                    lambda s, t: s.sign(f"SIG-{child.code}", "responsibility", MEANINGS,
+                                        INVESTIGATOR, sign_env, t))
     lock_env = plan.envelope(DATA_MANAGER, Reason("database_lock", "final database lock"),
                              edit_point="data_management")
     plan.on_subject(LOCK_AT, child.code, "lock", lambda s, t: s.lock(lock_env, t))
@@ -311,13 +318,28 @@ def _dose(record_id: str, when: datetime, dose: float, env: Envelope) -> Subject
 
 def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float,
                          entered: datetime) -> None:
+    """At monitoring the monitor queries the value against source; the coordinator corrects
+    it in answer (the correction linked to the query); the monitor closes the query."""
     rng = plan.rng
-    when = entered + timedelta(days=rng.randint(14, 45), hours=rng.randint(1, 6))
+    queried = min(entered + timedelta(days=rng.randint(14, 45), hours=rng.randint(1, 6)),
+                  LOCK_AT - timedelta(days=4))
+    answered = min(queried + timedelta(days=rng.randint(1, 5), hours=rng.randint(1, 6)),
+                   LOCK_AT - timedelta(days=2))
+    closed = answered + timedelta(days=1)
+    query_id = f"Q-{lab_id}"
+    ask = plan.envelope(MONITOR, edit_point="monitoring")
+    plan.on_subject(queried, child.code, "query", lambda s, t: s.open_query(
+        query_id, lab_id, "value", "Value does not match the laboratory report", ask, t))
     reason = Reason("transcription_error",
                     "value re-checked against the laboratory report during monitoring")
-    env = plan.envelope(DATA_MANAGER, reason, edit_point="data_management")
-    plan.on_subject(min(when, LOCK_AT - timedelta(days=1)), child.code, "correction",
-                    lambda s, t: s.correct(lab_id, "value", corrected, env, t))
+    fix = plan.envelope(COORDINATOR, reason)
+    plan.on_subject(answered, child.code, "correction", lambda s, t: s.correct_in_answer(
+        query_id, lab_id, "value", corrected, fix, t))
+    close = plan.envelope(MONITOR, edit_point="monitoring")
+    plan.on_subject(closed, child.code, "query", lambda s, t: s.close_query(
+        query_id, "Corrected value verified against source", close, t))
+    plan.on_subject(closed + timedelta(minutes=5), child.code, "sdv",
+                    lambda s, t: s.verify_source(lab_id, close, t))
 
 
 def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,

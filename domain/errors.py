@@ -58,3 +58,7 @@ class InvalidState(DomainError):
 
 class Conflict(DomainError):
     """The write was based on a stale version of the subject (or raced another write)."""
+
+
+class StaleVersion(Conflict):
+    """The client wrote on a version it read earlier, and the subject has moved on since."""

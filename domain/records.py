@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,11 @@ class Record:
     # the first entry; each dated clinical change (taper step, AE update) adds one; a
     # correction rewrites the value where it had been entered.
     timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def copy(self) -> Record:
+        """A copy sharing nothing mutable with this record."""
+        return replace(self, fields=copy_json(self.fields), derived=copy_json(self.derived),
+                       timeline=copy_json(self.timeline))
 
     def in_force(self, name: str, when: datetime) -> Any:
         """The value of field ``name`` in force at clinical time ``when`` (None before)."""
@@ -284,3 +289,16 @@ def validate(kind: str, fields: Mapping[str, Any], context: Context) -> Validate
     if validator is None:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
     return validator(fields, context)
+
+
+def copy_json(value: Any) -> Any:
+    """A copy of a JSON-native value (what fields and derived values are made of).
+
+    Several times faster than ``copy.deepcopy``, which matters when a rebuild folds millions
+    of events.
+    """
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value

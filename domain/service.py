@@ -6,7 +6,7 @@ signing mapper is handed in by whoever composes the application.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -17,7 +17,8 @@ from eventsourcing.utils import EnvType
 
 from domain.clock import Clock, SystemClock, require_aware
 from domain.envelope import Envelope
-from domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
+from domain.group_commit import GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject, subject_uuid
@@ -42,6 +43,7 @@ class StudyApplication(Application[UUID]):
         self.clock: Clock = clock or SystemClock()
         self._mapper_factory = mapper_factory
         self._definition: StudyDefinition | None = None
+        self._committer: GroupCommitter | None = None
         super().__init__(env)
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -75,12 +77,31 @@ class StudyApplication(Application[UUID]):
     def definition(self) -> StudyDefinition:
         """The study's definition."""
         if self._definition is None:
-            try:
-                study: Study = self.repository.get(study_uuid(self.study_id))
-            except AggregateNotFoundError:
-                raise NotFound(f"study {self.study_id} is not registered") from None
-            self._definition = study.definition
+            self._definition = self.study().definition
         return self._definition
+
+    def study(self, *, to_change: bool = False) -> Study:
+        """The study aggregate as it stands now (definition, lock, audit review).
+
+        Unless ``to_change``, the cached instance itself is returned: read it, never mutate
+        it; and while another thread is bringing the cached study up to date, its state is
+        taken as it is rather than queued behind that thread (every command reads the
+        study's lock, so waiting there would put all of them in single file).
+        """
+        try:
+            study: Study = self.repository.get(study_uuid(self.study_id),
+                                               deepcopy_from_cache=to_change,
+                                               fastforward_skipping=not to_change)
+        except AggregateNotFoundError:
+            raise NotFound(f"study {self.study_id} is not registered") from None
+        return study
+
+    def on_study(self, command: Callable[[Study, datetime], None]) -> int:
+        """Load the study, run one command at the clock's time, save; return the new version."""
+        study = self.study(to_change=True)
+        command(study, self.clock.now())
+        self._save(study)
+        return study.version
 
     # --- subjects ----------------------------------------------------------------------
 
@@ -109,10 +130,15 @@ class StudyApplication(Application[UUID]):
         self._save(subject)
         return subject.id
 
-    def subject(self, subject_code: str) -> Subject:
-        """A subject's casebook as it stands now."""
+    def subject(self, subject_code: str, *, to_change: bool = False) -> Subject:
+        """A subject's casebook as it stands now.
+
+        Unless ``to_change``, the cached instance itself is returned: read it, never mutate it
+        (copying a long casebook costs more than the rest of a request).
+        """
         try:
-            subject: Subject = self.repository.get(subject_uuid(self.study_id, subject_code))
+            subject: Subject = self.repository.get(subject_uuid(self.study_id, subject_code),
+                                                   deepcopy_from_cache=to_change)
         except AggregateNotFoundError:
             raise NotFound(f"no subject {subject_code} in study {self.study_id}") from None
         return subject
@@ -136,20 +162,27 @@ class StudyApplication(Application[UUID]):
         command: Callable[[Subject, datetime], None],
         *,
         expected_version: int | None = None,
-    ) -> int:
-        """Load the subject, run one command at the clock's time, save; return the new version.
+        may_act: Callable[[Subject], object] | None = None,
+    ) -> Subject:
+        """Load the subject, run one command at the clock's time, save; return the subject.
 
-        ``expected_version`` (the version the client read) turns a stale write into Conflict.
+        ``may_act`` (e.g. the caller's role at the subject's site) runs first and refuses by
+        raising. ``expected_version`` (the version the client read) turns a stale write into
+        a refusal. While the study is locked, every command on its subjects is refused.
         """
-        subject = self.subject(subject_code)
+        subject = self.subject(subject_code, to_change=True)
+        if may_act is not None:
+            may_act(subject)
+        if self.study().locked:
+            raise Locked(f"study {self.study_id} is locked")
         if expected_version is not None and subject.version != expected_version:
-            raise Conflict(
+            raise StaleVersion(
                 f"subject {subject_code} is at version {subject.version}, "
                 f"not {expected_version}"
             )
         command(subject, self.clock.now())
         self._save(subject)
-        return subject.version
+        return subject
 
     # --- signing keys ------------------------------------------------------------------
 
@@ -189,8 +222,32 @@ class StudyApplication(Application[UUID]):
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, lte=1))
 
+    def commit_in_groups(self) -> None:
+        """From now on, store concurrent commands' events in shared transactions (a server
+        turns this on; see :mod:`domain.group_commit`)."""
+        if self._committer is None:
+            self._committer = GroupCommitter(self._save_events)
+
+    def _save_events(self, events: Sequence[Any]) -> None:
+        self.save(*events)
+
+    def close(self) -> None:
+        """Stop the group committer (after what is queued), then close the store."""
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        super().close()
+
     def _save(self, *aggregates: Study | Subject | Keyring) -> None:
         try:
-            self.save(*aggregates)
+            if self._committer is not None:
+                self._committer.commit([e for a in aggregates for e in a.collect_events()])
+            else:
+                self.save(*aggregates)
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
+        if self.repository.cache is not None:
+            # What was just committed is the aggregate at its latest version: cache it, so the
+            # next command does not read back and re-verify the events it wrote itself.
+            for aggregate in aggregates:
+                self.repository.cache.put(aggregate.id, aggregate)

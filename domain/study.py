@@ -13,8 +13,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.clock import require_aware
 from domain.envelope import Envelope
-from domain.errors import InvalidInput, Problem
+from domain.errors import InvalidInput, InvalidState, Problem
 from domain.rules.eligibility import Criterion
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/")
@@ -96,9 +97,42 @@ class Study(Aggregate):
 
         definition: dict[str, Any]
 
+    class StudyLocked(Event):
+        """The whole study was locked (e.g. database lock): every casebook edit is refused."""
+
+        def apply(self, study: Study) -> None:
+            study.locked = True
+
+    class StudyUnlocked(Event):
+        """The study was unlocked (with a reason)."""
+
+        def apply(self, study: Study) -> None:
+            study.locked = False
+
+    class AuditTrailReviewed(Event):
+        """A reviewer signed off the audit trail through log position ``through_position``."""
+
+        through_position: int
+        comment: str
+
+        def apply(self, study: Study) -> None:
+            study.reviewed_through = max(study.reviewed_through, self.through_position)
+
+    class ExportRecorded(Event):
+        """Data left the system: what, as of when, and its SHA-256 when known."""
+
+        export_format: str
+        as_of: datetime | None
+
+        def apply(self, study: Study) -> None:
+            study.exports += 1
+
     def __init__(self, definition: dict[str, Any], envelope: Envelope) -> None:
         self.definition_data = definition
         self.definition = StudyDefinition.from_dict(definition)
+        self.locked = False
+        self.reviewed_through = 0
+        self.exports = 0
 
     @classmethod
     def register(cls, definition: dict[str, Any], envelope: Envelope, at: datetime) -> Study:
@@ -112,3 +146,37 @@ class Study(Aggregate):
             envelope=envelope,
         )
         return study
+
+    def lock(self, envelope: Envelope, at: datetime) -> None:
+        """Lock the study (reason required)."""
+        envelope.require_reason()
+        if self.locked:
+            raise InvalidState("the study is already locked")
+        self.trigger_event(self.StudyLocked, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope)
+
+    def unlock(self, envelope: Envelope, at: datetime) -> None:
+        """Unlock the study (reason required)."""
+        envelope.require_reason()
+        if not self.locked:
+            raise InvalidState("the study is not locked")
+        self.trigger_event(self.StudyUnlocked, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope)
+
+    def review_audit_trail(self, through_position: int, comment: str, envelope: Envelope,
+                           at: datetime) -> None:
+        """Sign off the audit trail as reviewed through ``through_position``."""
+        if through_position < 1:
+            raise InvalidInput("through_position", "must be a log position (1 or more)")
+        if through_position <= self.reviewed_through:
+            raise InvalidInput("through_position",
+                               f"already reviewed through {self.reviewed_through}")
+        self.trigger_event(self.AuditTrailReviewed, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, through_position=through_position,
+                           comment=comment)
+
+    def record_export(self, export_format: str, as_of: datetime | None, envelope: Envelope,
+                      at: datetime) -> None:
+        """Record that an export was made."""
+        self.trigger_event(self.ExportRecorded, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, export_format=export_format, as_of=as_of)

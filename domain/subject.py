@@ -6,6 +6,8 @@ and new value, and the reason; a removal is an event too, and the removed value 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -14,7 +16,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.clock import require_aware
-from domain.envelope import Envelope
+from domain.envelope import Actor, Envelope
 from domain.errors import (
     EligibilityRefused,
     InvalidInput,
@@ -23,7 +25,7 @@ from domain.errors import (
     NotFound,
     Problem,
 )
-from domain.records import Context, Record, validate, vitals_from_measurements
+from domain.records import Context, Record, copy_json, validate, vitals_from_measurements
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
 from domain.study import StudyDefinition, study_uuid
@@ -97,12 +99,13 @@ class Subject(Aggregate):
                 kind=self.kind,
                 observed_at=self.observed_at,
                 visit=self.visit,
-                fields=_copy(self.fields),
-                derived=_copy(self.derived),
+                fields=copy_json(self.fields),
+                derived=copy_json(self.derived),
                 entered_at=self.timestamp,
                 timeline=[{"observed_at": self.observed_at.isoformat(),
-                           "fields": _copy(self.fields)}],
+                           "fields": copy_json(self.fields)}],
             )
+            subject.data_changed(self)
 
     class VitalSignsRecorded(RecordEntered):
         """Vital signs were measured (BSA derived when height and weight are present)."""
@@ -130,21 +133,23 @@ class Subject(Aggregate):
         derived: dict[str, Any]
 
         def apply(self, subject: Subject) -> None:
-            record = subject.records[self.record_id]
+            # Copy on write: copies of the subject share unchanged records (see __deepcopy__).
+            record = subject.records[self.record_id] = subject.records[self.record_id].copy()
             observed: datetime | None = getattr(self, "observed_at", None)
             if observed is not None:
                 record.timeline.append({"observed_at": observed.isoformat(), "fields": {}})
             for name, change in self.changes.items():
-                _set_field(record.fields, name, _copy(change["new"]))
+                _set_field(record.fields, name, copy_json(change["new"]))
                 head = name.partition(".")[0]
                 entry = record.timeline[-1] if observed is not None else next(
                     e for e in reversed(record.timeline) if head in e["fields"])
                 if head not in entry["fields"]:
-                    entry["fields"][head] = _copy(record.fields[head])
+                    entry["fields"][head] = copy_json(record.fields[head])
                 else:
-                    _set_field(entry["fields"], name, _copy(change["new"]))
-            record.derived = _copy(self.derived)
+                    _set_field(entry["fields"], name, copy_json(change["new"]))
+            record.derived = copy_json(self.derived)
             record.revisions += 1
+            subject.data_changed(self)
 
     class TherapyChanged(RecordChanged):
         """A therapy's daily dose changed from ``observed_at`` on (a new clinical fact)."""
@@ -176,7 +181,9 @@ class Subject(Aggregate):
         removed_fields: dict[str, Any]
 
         def apply(self, subject: Subject) -> None:
-            subject.records[self.record_id].removed = True
+            record = subject.records[self.record_id] = subject.records[self.record_id].copy()
+            record.removed = True
+            subject.data_changed(self)
 
     class Withdrawn(Event):
         """The subject left the study early."""
@@ -186,6 +193,7 @@ class Subject(Aggregate):
 
         def apply(self, subject: Subject) -> None:
             subject.status = "withdrawn"
+            subject.data_changed(self)
 
     class Completed(Event):
         """The subject completed the study."""
@@ -194,18 +202,106 @@ class Subject(Aggregate):
 
         def apply(self, subject: Subject) -> None:
             subject.status = "completed"
+            subject.data_changed(self)
 
     class SubjectLocked(Event):
         """The casebook was locked: edits are refused until unlocked."""
 
         def apply(self, subject: Subject) -> None:
             subject.locked = True
+            subject.was_locked = True
 
     class SubjectUnlocked(Event):
         """The casebook was unlocked (with a reason); later edits are post-lock edits."""
 
         def apply(self, subject: Subject) -> None:
             subject.locked = False
+
+
+    class Signed(Event):
+        """A Part 11 e-signature on the casebook as it stood at ``signed_version``.
+
+        The signer re-authenticated to sign; the signature is bound to a SHA-256 of the
+        signed content. A later change to that content invalidates it (the history keeps both).
+        """
+
+        signature_id: str
+        meaning: str
+        meaning_text: str
+        signer: Actor
+        signed_version: int
+        content_sha256: str
+
+        def apply(self, subject: Subject) -> None:
+            subject.signatures[self.signature_id] = {
+                "signature_id": self.signature_id,
+                "meaning": self.meaning,
+                "meaning_text": self.meaning_text,
+                "user_id": self.signer.user_id,
+                "printed_name": self.signer.printed_name,
+                "role": self.signer.role,
+                "signed_at": self.timestamp.isoformat(),
+                "signed_version": self.signed_version,
+                "content_sha256": self.content_sha256,
+                "status": "valid",
+                "invalidated_at": None,
+                "invalidated_by_version": None,
+            }
+
+    class QueryOpened(Event):
+        """A monitor or data manager questioned one field of one record."""
+
+        query_id: str
+        on_record: str
+        on_field: str
+        text: str
+
+        def apply(self, subject: Subject) -> None:
+            subject.queries[self.query_id] = {
+                "query_id": self.query_id, "record_id": self.on_record, "field": self.on_field,
+                "text": self.text, "status": "open", "opened_at": self.timestamp.isoformat(),
+                "opened_by": self.envelope.actor.printed_name, "answers": [],
+                "closed_at": None, "closed_by": None, "closing_text": None,
+            }
+
+    class QueryAnswered(Event):
+        """The site answered a query (``correction_version``: the correction made in answer)."""
+
+        query_id: str
+        text: str
+        correction_version: int | None
+
+        def apply(self, subject: Subject) -> None:
+            query = subject.queries[self.query_id]
+            query["status"] = "answered"
+            query["answers"].append({
+                "text": self.text, "answered_at": self.timestamp.isoformat(),
+                "answered_by": self.envelope.actor.printed_name,
+                "correction_version": self.correction_version,
+            })
+
+    class QueryClosed(Event):
+        """Whoever may raise queries closed it."""
+
+        query_id: str
+        text: str
+
+        def apply(self, subject: Subject) -> None:
+            query = subject.queries[self.query_id]
+            query.update(status="closed", closed_at=self.timestamp.isoformat(),
+                         closed_by=self.envelope.actor.printed_name, closing_text=self.text)
+
+    class SourceVerified(Event):
+        """A monitor verified the record against source documents, at ``record_revision``."""
+
+        on_record: str
+        record_revision: int
+
+        def apply(self, subject: Subject) -> None:
+            subject.sdv[self.on_record] = {
+                "revision": self.record_revision, "verified_at": self.timestamp.isoformat(),
+                "verified_by": self.envelope.actor.printed_name,
+            }
 
     def __init__(
         self,
@@ -231,6 +327,29 @@ class Subject(Aggregate):
         self.enrolled_on: date | None = None
         self.records: dict[str, Record] = {}
         self.locked = False
+        self.was_locked = False  # once locked, every later edit is a post-lock edit
+        self.signatures: dict[str, dict[str, Any]] = {}
+        self.queries: dict[str, dict[str, Any]] = {}
+        self.sdv: dict[str, dict[str, Any]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Subject:
+        """A copy for a command to change (the aggregate cache hands out copies).
+
+        Field by field, far cheaper than ``copy.deepcopy`` on a long casebook: scalars, dates
+        and strings are shared, being immutable, and so are the records, which events never
+        change in place (copy on write). A new mutable attribute must be copied here too (a
+        test checks this).
+        """
+        clone: Subject = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone._pending_events = list(self._pending_events)
+        clone.screening_facts = copy_json(self.screening_facts)
+        # Records are shared: every event that changes one replaces it with a copy first.
+        clone.records = dict(self.records)
+        clone.signatures = copy_json(self.signatures)
+        clone.queries = copy_json(self.queries)
+        clone.sdv = copy_json(self.sdv)
+        return clone
 
     # --- consent, screening, enrollment -------------------------------------------------
 
@@ -478,22 +597,125 @@ class Subject(Aggregate):
     def remove(self, record_id: str, envelope: Envelope, at: datetime) -> None:
         """Remove a record; the reason is mandatory and its values stay in history."""
         envelope.require_reason()
-        self._check_editable()
+        self._check_editable(envelope)
         record = self._record(record_id)
         self.trigger_event(
             self.RecordRemoved,
             timestamp=require_aware("recorded_at", at),
             envelope=envelope,
             record_id=record_id,
-            removed_fields=_copy(record.fields),
+            removed_fields=copy_json(record.fields),
         )
+
+
+    # --- signatures, queries, source-data verification ---------------------------------
+
+    def sign(self, signature_id: str, meaning: str, meanings: Mapping[str, str],
+             signer: Actor, envelope: Envelope, at: datetime) -> None:
+        """Apply an e-signature with ``meaning`` (one of the study's ``meanings``).
+
+        The caller has re-authenticated ``signer`` with username and password.
+        """
+        if meaning not in meanings:
+            raise InvalidInput("meaning", f"must be one of {', '.join(meanings)}")
+        if not signature_id.strip():
+            raise InvalidInput("signature_id", "is required")
+        if signature_id in self.signatures:
+            raise InvalidInput("signature_id", f"signature {signature_id!r} already exists")
+        if self.status in ("consented", "screened"):
+            raise InvalidState(f"subject is {self.status}: nothing to sign yet")
+        self.trigger_event(self.Signed, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, signature_id=signature_id, meaning=meaning,
+                           meaning_text=meanings[meaning], signer=signer,
+                           signed_version=self.version, content_sha256=self.content_digest())
+
+    def open_query(self, query_id: str, record_id: str, field: str, text: str,
+                   envelope: Envelope, at: datetime) -> None:
+        """Question one field of one record."""
+        self._check_editable(envelope)
+        record = self._record(record_id)
+        if field not in record.fields and field.partition(".")[0] not in record.fields:
+            raise InvalidInput("field", f"record {record_id} has no field {field!r}")
+        if not query_id.strip():
+            raise InvalidInput("query_id", "is required")
+        if query_id in self.queries:
+            raise InvalidInput("query_id", f"query {query_id!r} already exists")
+        if not text.strip():
+            raise InvalidInput("text", "the question is required")
+        self.trigger_event(self.QueryOpened, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, query_id=query_id, on_record=record_id,
+                           on_field=field, text=text)
+
+    def answer_query(self, query_id: str, text: str, envelope: Envelope, at: datetime,
+                     correction_version: int | None = None) -> None:
+        """Answer an open query (optionally naming the correction made in answer)."""
+        self._check_editable(envelope)
+        query = self._query(query_id)
+        if query["status"] == "closed":
+            raise InvalidState(f"query {query_id} is closed")
+        if not text.strip():
+            raise InvalidInput("text", "the answer is required")
+        self.trigger_event(self.QueryAnswered, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, query_id=query_id, text=text,
+                           correction_version=correction_version)
+
+    def correct_in_answer(self, query_id: str, record_id: str, field: str, new_value: Any,
+                          envelope: Envelope, at: datetime) -> None:
+        """Correct a field in answer to a query: the correction and the answer are linked."""
+        query = self._query(query_id)
+        if query["status"] == "closed":
+            raise InvalidState(f"query {query_id} is closed")
+        self.correct(record_id, field, new_value, envelope, at)
+        self.answer_query(query_id, envelope.require_reason().text, envelope, at,
+                          correction_version=self.version)
+
+    def close_query(self, query_id: str, text: str, envelope: Envelope, at: datetime) -> None:
+        """Close a query."""
+        self._check_editable(envelope)
+        query = self._query(query_id)
+        if query["status"] == "closed":
+            raise InvalidState(f"query {query_id} is already closed")
+        self.trigger_event(self.QueryClosed, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, query_id=query_id, text=text)
+
+    def verify_source(self, record_id: str, envelope: Envelope, at: datetime) -> None:
+        """Mark the record, as it stands now, verified against source documents."""
+        self._check_editable(envelope)
+        record = self._record(record_id)
+        done = self.sdv.get(record_id)
+        if done is not None and done["revision"] == record.revisions:
+            raise InvalidState(f"record {record_id} is already verified at this revision")
+        self.trigger_event(self.SourceVerified, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, on_record=record_id,
+                           record_revision=record.revisions)
+
+    def data_changed(self, event: Subject.Event) -> None:
+        """Clinical content changed: every valid signature on the old content is invalidated."""
+        for signature in self.signatures.values():
+            if signature["status"] == "valid":
+                signature.update(status="invalidated",
+                                 invalidated_at=event.timestamp.isoformat(),
+                                 invalidated_by_version=event.originator_version)
+
+    def content_digest(self) -> str:
+        """SHA-256 of the casebook's clinical content (header and every record, as folded)."""
+        content = {
+            "study_id": self.study_id, "subject": self.subject_code, "site": self.site,
+            "date_of_birth": self.date_of_birth, "sex": self.sex, "disease": self.disease,
+            "consent_date": self.consent_date, "status": self.status, "arm": self.arm,
+            "enrolled_on": self.enrolled_on,
+            "records": {rid: [r.kind, r.observed_at, r.visit, r.fields, r.derived, r.removed]
+                        for rid, r in self.records.items()},
+        }
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     # --- end of participation, locks -----------------------------------------------
 
     def withdraw(self, observed_at: datetime, reason: str, envelope: Envelope,
                  at: datetime) -> None:
         """The subject withdrew (or was withdrawn) at ``observed_at``."""
-        self._check_editable()
+        self._check_editable(envelope)
         self._require_status("enrolled")
         if not reason.strip():
             raise InvalidInput("withdrawal_reason", "is required")
@@ -503,7 +725,7 @@ class Subject(Aggregate):
 
     def complete(self, observed_at: datetime, envelope: Envelope, at: datetime) -> None:
         """The subject completed the study at ``observed_at``."""
-        self._check_editable()
+        self._check_editable(envelope)
         self._require_status("enrolled")
         observed = self._valid_time(observed_at, at)
         self.trigger_event(self.Completed, timestamp=require_aware("recorded_at", at),
@@ -543,9 +765,18 @@ class Subject(Aggregate):
         if self.status not in statuses:
             raise InvalidState(f"subject is {self.status}; expected {' or '.join(statuses)}")
 
-    def _check_editable(self) -> None:
+    def _check_editable(self, envelope: Envelope) -> None:
         if self.locked:
             raise Locked(f"subject {self.subject_code} is locked")
+        if self.was_locked and envelope.edit_point != "post_lock":
+            raise InvalidInput("edit_point", "the casebook was locked before: edits since its "
+                                             "unlock are post_lock edits")
+
+    def _query(self, query_id: str) -> dict[str, Any]:
+        query = self.queries.get(query_id)
+        if query is None:
+            raise NotFound(f"no query {query_id!r} for subject {self.subject_code}")
+        return query
 
     def _record(self, record_id: str, kind: str | None = None) -> Record:
         record = self.records.get(record_id)
@@ -580,7 +811,7 @@ class Subject(Aggregate):
         envelope: Envelope,
         at: datetime,
     ) -> None:
-        self._check_editable()
+        self._check_editable(envelope)
         if self.status != "enrolled":
             raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
         if not record_id or not record_id.strip():
@@ -610,11 +841,11 @@ class Subject(Aggregate):
         at: datetime,
         **extra: Any,
     ) -> None:
-        self._check_editable()
+        self._check_editable(envelope)
         if "observed_at" in extra:
             extra["observed_at"] = self._valid_time(extra["observed_at"], at,
                                                     not_before=record.observed_at)
-        merged = _copy(record.fields)
+        merged = copy_json(record.fields)
         changes: dict[str, dict[str, Any]] = {}
         for name, value in new_values.items():
             old = _get_field(record.fields, name)
@@ -636,19 +867,6 @@ class Subject(Aggregate):
             derived=derived,
             **extra,
         )
-
-
-def _copy(value: Any) -> Any:
-    """A copy of a JSON-native value (what fields and derived values are made of).
-
-    Several times faster than ``copy.deepcopy``, which matters when a rebuild folds millions
-    of events.
-    """
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _get_field(fields: Mapping[str, Any], path: str) -> Any:

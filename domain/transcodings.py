@@ -7,7 +7,7 @@ from typing import Any
 
 from eventsourcing.persistence import Transcoding
 
-from domain.envelope import Envelope
+from domain.envelope import Actor, Envelope
 
 
 class DateAsISO(Transcoding):
@@ -40,4 +40,20 @@ class EnvelopeAsDict(Transcoding):
         return Envelope.from_dict(data)
 
 
-TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), EnvelopeAsDict())
+class ActorAsDict(Transcoding):
+    """:class:`Actor` (e.g. the signer of an e-signature) as a JSON object."""
+
+    type = Actor
+    name = "actor"
+
+    def encode(self, obj: Actor) -> dict[str, str]:
+        """Encode."""
+        return {"user_id": obj.user_id, "printed_name": obj.printed_name, "role": obj.role,
+                "site": obj.site}
+
+    def decode(self, data: dict[str, str]) -> Actor:
+        """Decode."""
+        return Actor(**data)
+
+
+TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), EnvelopeAsDict(), ActorAsDict())

@@ -110,8 +110,9 @@ def eventsourcing_env(url: str, schema: str, *, create_table: bool = True) -> di
         # Off on purpose: in eventsourcing 9.5.6 the DB-function insert path skips the
         # table lock that keeps notification ids gap-free and in commit order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # A server's request threads read concurrently; connections open only when needed.
         "POSTGRES_POOL_SIZE": "4",
-        "POSTGRES_MAX_OVERFLOW": "8",
+        "POSTGRES_MAX_OVERFLOW": "12",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "y" if create_table else "n",
         # Cached aggregates are fast-forwarded from the store on every get, so a cache hit

@@ -58,3 +58,22 @@ def grant_app_role(conn: psycopg.Connection[Any], role: str, schema: str) -> Non
                     Identifier(schema), Identifier(table), Identifier(role)
                 )
             )
+
+
+def grant_directory(conn: psycopg.Connection[Any], role: str) -> None:
+    """Let ``role`` use the deployment's people (append-only events, like a study's), its
+    sign-in sessions and its idempotency keys (operational state it updates)."""
+    catalog = Identifier(CATALOG_SCHEMA)
+    with conn.transaction():
+        conn.execute(SQL("GRANT USAGE ON SCHEMA {} TO {}").format(catalog, Identifier(role)))
+        conn.execute(SQL("GRANT SELECT, INSERT ON {}.directory_events TO {}").format(
+            catalog, Identifier(role)))
+        # The events table's LOCK TABLE needs UPDATE; its trigger refuses every UPDATE.
+        conn.execute(SQL("GRANT UPDATE ON {}.directory_events TO {}").format(
+            catalog, Identifier(role)))
+        conn.execute(SQL("GRANT SELECT, INSERT, UPDATE ON {}.sessions TO {}").format(
+            catalog, Identifier(role)))
+        conn.execute(SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}.idempotency TO {}").format(
+            catalog, Identifier(role)))
+        conn.execute(SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            catalog, Identifier(role)))

@@ -12,9 +12,17 @@ from typing import Any
 from domain.records import Context, Record, validate
 from domain.subject import Subject
 
+# Header keys that hold the monitoring workflow rather than clinical data; their changes
+# reach the audit trail as rows of their own (signature, query, sdv), not as a header diff.
+WORKFLOW_KEYS = ("signatures", "queries", "sdv")
+
 
 def subject_header(subject: Subject) -> dict[str, Any]:
-    """The subject-level part of the casebook (without version and records)."""
+    """The subject-level part of the casebook (without version and records).
+
+    Signatures show their manifestation (printed name, UTC time, meaning) and whether a later
+    change invalidated them; queries and source-data verification marks sit beside them.
+    """
     return {
         "study_id": subject.study_id,
         "subject": subject.subject_code,
@@ -27,6 +35,10 @@ def subject_header(subject: Subject) -> dict[str, Any]:
         "consent_date": subject.consent_date.isoformat(),
         "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on else None,
         "locked": subject.locked,
+        "signatures": {k: dict(v) for k, v in subject.signatures.items()},
+        "queries": {k: {**v, "answers": [dict(a) for a in v["answers"]]}
+                    for k, v in subject.queries.items()},
+        "sdv": {k: dict(v) for k, v in subject.sdv.items()},
     }
 
 

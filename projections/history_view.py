@@ -20,7 +20,7 @@ from psycopg.sql import SQL, Composed, Identifier
 VERSIONS = "casebook_versions"
 AUDIT = "audit_trail"
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 1  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 2  # bump when the tables' shape or content changes: forces a rebuild
 
 AUDIT_INDEXED = ("subject_code", "site", "record_id", "field", "user_id", "event_type",
                  "recorded_at")

@@ -21,7 +21,7 @@ from domain.keyring import Keyring
 from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
-from projections.casebook import record_view, subject_header
+from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
 from projections.history_view import HistoryView, Version
 
 HEADER = ""  # record_id of a subject's header rows
@@ -95,32 +95,67 @@ class HistoryProjector(Projection[HistoryView]):
     def _subject_event(self, position: int, event: Subject.Event, versions: list[Version],
                        audit: list[tuple[Any, ...]]) -> None:
         before = self._subject(event)
+        record_id = getattr(event, "record_id", None)
+        # Folding mutates the aggregate in place: take what the audit compares against first.
+        signed = _valid_signatures(before)
+        old_header = (subject_header(before) if before is not None and
+                      (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
         self._subjects[subject.id] = subject
         while len(self._subjects) > self.cache_size:
             self._subjects.popitem(last=False)
-        record_id = getattr(event, "record_id", None)
         sid = str(subject.id)
-        if record_id is None:
+        changes: dict[str, tuple[Any, Any]] = {}
+        if record_id is None or signed:
             header = subject_header(subject)
             versions.append(Version(sid, HEADER, "subject", _json(header),
                                     subject.version, position, event.timestamp))
-            old = subject_header(before) if before is not None else {}
-            changes = {k: (old.get(k), v) for k, v in header.items() if old.get(k) != v}
+            changes = {k: (old_header.get(k), v) for k, v in header.items()
+                       if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
-        else:
-            entry = subject.records[record_id]
-            view = None if entry.removed else _json(record_view(entry))
-            versions.append(Version(sid, record_id, entry.kind, view, subject.version, position,
-                                    event.timestamp))
-            changes = _record_changes(event)
         record = subject.records[record_id] if record_id else None
+        if record is not None:
+            view = None if record.removed else _json(record_view(record))
+            versions.append(Version(sid, record_id or "", record.kind, view, subject.version,
+                                    position, event.timestamp))
+            changes = _record_changes(event)
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
         for field, (old_value, new_value) in changes.items():
             audit.append(_audit_row(position, event, subject, record_id, field,
                                     record.kind if record else "", observed, old_value,
                                     new_value))
+        for signature_id in signed:
+            audit.append(_audit_row(position, event, subject, record_id, "signature",
+                                    record.kind if record else "", observed,
+                                    old_header["signatures"][signature_id],
+                                    subject.signatures[signature_id]))
+        self._workflow_rows(position, event, subject, audit)
+
+    @staticmethod
+    def _workflow_rows(position: int, event: Subject.Event, subject: Subject,
+                       audit: list[tuple[Any, ...]]) -> None:
+        """Audit rows of signatures, queries and source-data verification."""
+        if isinstance(event, Subject.Signed):
+            audit.append(_audit_row(position, event, subject, None, "signature", "", None, None,
+                                    subject.signatures[event.signature_id]))
+            return
+        if isinstance(event, Subject.QueryOpened | Subject.QueryAnswered | Subject.QueryClosed):
+            query = subject.queries[event.query_id]
+            rid, field, new = query["record_id"], "query", query
+        elif isinstance(event, Subject.SourceVerified):
+            rid, field, new = event.on_record, "sdv", subject.sdv[event.on_record]
+        else:
+            return
+        record = subject.records[rid]
+        audit.append(_audit_row(position, event, subject, rid, field, record.kind,
+                                record.observed_at, None, new))
+
+
+def _valid_signatures(subject: Subject | None) -> list[str]:
+    if subject is None:
+        return []
+    return [sid for sid, s in subject.signatures.items() if s["status"] == "valid"]
 
 
 def _record_changes(event: Subject.Event) -> dict[str, tuple[Any, Any]]:
@@ -137,7 +172,8 @@ def _summary(event: Study.Event | Keyring.Event) -> Any:
     if isinstance(event, Study.Registered):
         return {"study_id": event.definition.get("study_id")}
     return {k: v for k, v in vars(event).items()
-            if k in ("key_id", "effective_at", "revocation_reason")} or None
+            if k in ("key_id", "effective_at", "revocation_reason", "through_position",
+                     "comment", "export_format", "as_of")} or None
 
 
 def _json(value: Any) -> str | None:

@@ -91,6 +91,22 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
     return sorted(books, key=lambda book: str(book["subject"]))
 
 
+def subject_list(conn: psycopg.Connection[Any], schema: str,
+                 sites: set[str] | None) -> list[dict[str, Any]]:
+    """Every subject as it stands (code, site, status, arm, lock, version), at ``sites``
+    (None: every site), by subject code."""
+    rows = conn.execute(
+        SQL("SELECT h.data, (SELECT max(v.version) FROM {s}.{v} v"
+            " WHERE v.subject_id = h.subject_id) FROM {s}.{v} h"
+            " WHERE h.record_id = '' AND h.recorded_to IS NULL").format(
+            s=Identifier(schema), v=Identifier(VERSIONS))).fetchall()
+    listed = [{"subject": h["subject"], "site": h["site"], "status": h["status"],
+               "arm": h["arm"], "disease": h["disease"], "locked": h["locked"],
+               "version": int(version)}
+              for h, version in rows if sites is None or h["site"] in sites]
+    return sorted(listed, key=lambda s: str(s["subject"]))
+
+
 def diff(conn: psycopg.Connection[Any], schema: str, since: datetime,
          until: datetime) -> list[dict[str, Any]]:
     """What changed between two recorded times: each subject header or record whose rendering

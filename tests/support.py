@@ -11,6 +11,8 @@ from domain.service import StudyApplication
 from domain.studies import nct04397107
 
 if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
     from api.runtime import Runtime
 
 SITE = "JLU1"
@@ -62,3 +64,32 @@ def study_with_a_corrected_lab(runtime: Runtime) -> None:
     clock.set(T0 + timedelta(days=9))
     app.on_subject("001", lambda s, t: s.correct("LB1", "value", 0.6, correction(), t))
     app.close()
+
+
+def add_person(runtime: Runtime, username: str, role: str, *, study: str = "NCT04397107",
+               site: str = "*", full_name: str | None = None) -> str:
+    """Register ``username`` (password ``<username>-password``) holding ``role``; return the
+    password."""
+    from infra.passwords import hash_password
+
+    password = f"{username}-password"
+    runtime.directory().register_user(
+        username, full_name or username.title(), hash_password(password), envelope(),
+        lambda user, at: user.grant(role, study, site, envelope(), at))
+    return password
+
+
+def api_client(runtime: Runtime, role: str = "regulator", *, site: str = "*",
+               username: str | None = None) -> TestClient:
+    """An in-process HTTP client signed in as a new person holding ``role`` at ``site``."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    name = username or f"{role}-{site}".replace("*", "all")
+    password = add_person(runtime, name, role, site=site)
+    client = TestClient(create_app(runtime))
+    token = client.post("/v1/auth/token", json={"username": name, "password": password})
+    assert token.status_code == 200, token.text
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client

@@ -13,9 +13,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from api.runtime import Runtime
 from infra.catalog import EVENTS_TABLE
 from infra.postgres import schema_for_study
-from infra.roles import create_login_role, grant_app_role
+from infra.roles import create_login_role, grant_app_role, grant_directory
 from infra.settings import Settings
-from tests.support import enroll, register, simulated_clock
+from tests.support import api_client, enroll, register, simulated_clock
 
 STUDY = "NCT04397107"
 TABLE = f'"{schema_for_study(STUDY)}"."{EVENTS_TABLE}"'
@@ -90,6 +90,36 @@ def test_the_application_role_owns_nothing_and_can_only_read_and_append(
                 with pytest.raises(error):
                     conn.execute(statement)
     finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_application_role_serves_the_api_with_people_sessions_and_retries(
+    stored: Runtime, db_url: str, settings: Settings
+) -> None:
+    role = f"tl_app_{uuid.uuid4().hex[:8]}"
+    stored.history_view(STUDY).datastore.close()
+    stored.directory()
+    stored.pool()  # the owner creates the people, sessions and idempotency tables
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_login_role(conn, role, None)
+        grant_directory(conn, role)
+        grant_app_role(conn, role, schema_for_study(STUDY))
+    app_runtime = Runtime(replace(settings, provisioned=True), _as_role(db_url, role))
+    try:
+        client = api_client(app_runtime, "coordinator", site="JLU1")
+        lab = {"observed_at": "2021-01-11T08:00:00+00:00", "code": "C3", "value": 0.8,
+               "unit": "g/L"}
+        first = client.post(f"/v1/studies/{STUDY}/subjects/001/labs", json=lab,
+                            headers={"Idempotency-Key": "k1"})
+        again = client.post(f"/v1/studies/{STUDY}/subjects/001/labs", json=lab,
+                            headers={"Idempotency-Key": "k1"})
+        assert first.status_code == 201, first.text
+        assert again.json() == first.json()
+        assert client.delete("/v1/auth/token").status_code == 204
+    finally:
+        app_runtime.close()
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')

@@ -90,9 +90,24 @@ def test_the_audit_trail_names_who_what_old_new_and_why(demo: Runtime) -> None:
         assert entry["field"] == "value"
         assert entry["old_value"] != entry["new_value"]
         assert entry["reason_code"] == "transcription_error"
-        assert entry["printed_name"] == "Zhang Min" and entry["role"] == "data_manager"
-        assert entry["edit_point"] == "data_management"
+        # Corrected by the site in answer to the monitor's query.
+        assert entry["printed_name"] == "Li Wei" and entry["role"] == "coordinator"
+        assert entry["edit_point"] == "site"
     assert page["next_cursor"]
+
+
+def test_status_changes_reach_the_audit_trail_with_old_and_new(demo: Runtime) -> None:
+    with psycopg.connect(demo.url) as conn:
+        enrolled = audit_page(conn, SCHEMA, AuditQuery({"event_type": "Enrolled"}), limit=500)
+        withdrawn = audit_page(conn, SCHEMA, AuditQuery({"event_type": "Withdrawn"}), limit=500)
+    status = [e for e in enrolled["entries"] if e["field"] == "status"]
+    arms = [e for e in enrolled["entries"] if e["field"] == "arm"]
+    assert status and len(status) == len(arms)
+    assert all(e["old_value"] == "screened" and e["new_value"] == "enrolled" for e in status)
+    assert all(e["new_value"] in ("IL2", "STD") for e in arms)
+    assert withdrawn["entries"]
+    assert all(e["new_value"] == "withdrawn" for e in withdrawn["entries"]
+               if e["field"] == "status")
 
 
 def test_audit_pages_cover_everything_once(demo: Runtime) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi.testclient import TestClient
-
-from api.app import create_app
 from api.runtime import Runtime
-from tests.support import T0, enroll, register, simulated_clock, study_with_a_corrected_lab
+from tests.support import (
+    T0,
+    api_client,
+    enroll,
+    register,
+    simulated_clock,
+    study_with_a_corrected_lab,
+)
 
 
 def test_casebook_now_and_as_of(runtime: Runtime) -> None:
     study_with_a_corrected_lab(runtime)
-    client = TestClient(create_app(runtime))
+    client = api_client(runtime)
 
     assert client.get("/healthz").json() == {"status": "ok"}
     now = client.get("/v1/studies/NCT04397107/subjects/001").json()
@@ -27,7 +31,7 @@ def test_errors_are_problem_json_naming_the_field(runtime: Runtime) -> None:
     app = runtime.study("NCT04397107", clock=simulated_clock())
     register(app)
     enroll(app, "001")
-    client = TestClient(create_app(runtime))
+    client = api_client(runtime)
     naive = client.get("/v1/studies/NCT04397107/subjects/001",
                        params={"as_of": "2021-02-01T00:00:00"})
     assert naive.status_code == 422

@@ -8,12 +8,11 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.runtime import Runtime
 from infra import keys
 from infra.ledger.merkle import verify_consistency, verify_inclusion
 from infra.ledger.note import Checkpoint, open_note
-from tests.support import T0, enroll, register, simulated_clock
+from tests.support import T0, api_client, enroll, register, simulated_clock
 
 BASE = "/v1/studies/NCT04397107/ledger"
 
@@ -28,7 +27,7 @@ def client(runtime: Runtime) -> TestClient:
     clock.set(T0 + timedelta(hours=1))
     enroll(app, "002")
     runtime.seal("NCT04397107", force_checkpoint=True)  # size 9
-    return TestClient(create_app(runtime))
+    return api_client(runtime)
 
 
 def b64(text: str) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli
+from api.exports import write_bundle_file
 from api.runtime import Runtime
 from infra import keys
 from infra.ledger.checker import KEY_REGISTERED, KEY_RETIRED
@@ -69,7 +70,10 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
     assert code == 0, output
     trusted = load_public_keys((tmp_path / "first.pem").read_text())
     assert list(trusted) == [old_id]
-    assert verify_bundle(tmp_path / "b.zip", trusted).events == 11
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(f"SELECT count(*) FROM {EVENTS}").fetchone()
+    # Every event, the export's own record included.
+    assert stored is not None and verify_bundle(tmp_path / "b.zip", trusted).events == stored[0]
 
     # The retired key signing anything afterwards is caught.
     with psycopg.connect(db_url) as conn:
@@ -84,7 +88,7 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
                      "VALUES (%s, %s, %s, %s)", (oid, version + 1, topic, forged.pack()))
     code, output = run(["verify", "--database-url", db_url], settings)
     assert code == 1
-    assert "after its retirement" in output
+    assert "after its retirement" in " ".join(output.split())
 
 
 def test_revocation_needs_an_explicit_offset(runtime: Runtime, settings: Settings,
@@ -114,8 +118,13 @@ def test_an_offline_bundle_from_a_revoked_key_fails(runtime: Runtime, settings: 
                         (T0 + timedelta(hours=1)).isoformat(), "--reason", "compromised",
                         "--database-url", db_url], settings)
     assert code == 0, output
-    # Exporting signs the manifest with the revoked key too; the bundle must not verify.
-    run(["export", "--study", STUDY, "--format", "bundle", "-o", str(tmp_path / "b.zip"),
-         "--database-url", db_url], settings)
+    # The export is itself an event, which the revoked key may not sign: refused, no file.
+    code, output = run(["export", "--study", STUDY, "--format", "bundle", "-o",
+                        str(tmp_path / "b.zip"), "--database-url", db_url], settings)
+    assert code == 1 and "revoked" in output
+    assert not (tmp_path / "b.zip").exists()
+    # A bundle written all the same has its manifest signed by the revoked key: it must not
+    # verify.
+    write_bundle_file(runtime, STUDY, tmp_path / "b.zip")
     with pytest.raises(BundleInvalid, match="after its revocation"):
         verify_bundle(tmp_path / "b.zip", load_public_keys((tmp_path / "k.pem").read_text()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -163,7 +164,11 @@ def test_a_locked_subject_refuses_edits_until_unlocked() -> None:
     with pytest.raises(Locked):
         subject.correct("VS1", "WEIGHT", 40.0, correction(), NOW)
     subject.unlock(correction("query on week 12 labs"), NOW)
-    subject.record_lab_result("LB1", NOW - DAY, "C3", 0.8, "g/L", envelope(), NOW)
+    with pytest.raises(InvalidInput) as refused:
+        subject.record_lab_result("LB1", NOW - DAY, "C3", 0.8, "g/L", envelope(), NOW)
+    assert refused.value.problems[0].field == "edit_point"
+    post_lock = dataclasses.replace(envelope(), edit_point="post_lock")
+    subject.record_lab_result("LB1", NOW - DAY, "C3", 0.8, "g/L", post_lock, NOW)
     assert "LB1" in subject.records
 
 
@@ -226,6 +231,8 @@ def test_the_dose_in_force_follows_clinical_time_and_corrections_fix_it_where_en
     assert record.in_force("dose_mg_per_day", start + 25 * DAY) == 20.0
     # The latest step was mistyped: 25 mg, not 20. The correction fixes that step only.
     subject.correct("CM1", "dose_mg_per_day", 25.0, correction(), NOW)
+    assert record.in_force("dose_mg_per_day", start + 25 * DAY) == 20.0  # a snapshot: unchanged
+    record = subject.records["CM1"]
     assert record.in_force("dose_mg_per_day", start + 15 * DAY) == 30.0
     assert record.in_force("dose_mg_per_day", start + 25 * DAY) == 25.0
     assert record.revisions == 3

@@ -1,0 +1,227 @@
+"""What wraps every request: a size limit, idempotent retries, the access log and metrics.
+
+Pure ASGI middleware (no BaseHTTPMiddleware): each sees the raw request once and costs
+nothing on the hot path beyond what it does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import PROBLEM_JSON
+from infra.idempotency import MAX_KEY_LENGTH, request_digest
+from infra.logging import get_logger
+
+MAX_BODY_BYTES = 1024 * 1024  # no clinical record comes near; a bigger body is refused (413)
+
+_log = get_logger("trialledger.access")
+
+
+def _problem(status: int, title: str, detail: str, **extra: Any) -> tuple[int, bytes]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return status, orjson.dumps(body)
+
+
+async def _send_body(send: Send, status: int, body: bytes, content_type: str = PROBLEM_JSON,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so two apps in a process don't mix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("trialledger_http_requests_total", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("trialledger_http_request_seconds", "HTTP request latency",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+
+
+class AccessLog:
+    """Gives every request an id and logs request id, person, client, route, status, latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        state["request_id"] = given if 0 < len(given) <= 200 else str(uuid.uuid4())
+        started = time.perf_counter()
+        status = 500
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", state["request_id"].encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            _log.info("request", request_id=state["request_id"], person=state.get("person"),
+                      client=state.get("client"), method=scope["method"], route=path,
+                      status=status, latency_ms=round(elapsed * 1000, 2))
+
+
+class BodyLimit:
+    """Refuses a body over :data:`MAX_BODY_BYTES` (413) before the app reads any of it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _send_body(send, *_problem(413, "Payload too large",
+                                             f"a request body may have at most {self.limit} "
+                                             "bytes", errors=[{"field": "body",
+                                                               "message": "too large"}]))
+            return
+        # Chunked bodies declare no length: buffer them up to the limit.
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await _send_body(send, *_problem(413, "Payload too large",
+                                                 f"a request body may have at most "
+                                                 f"{self.limit} bytes",
+                                                 errors=[{"field": "body",
+                                                          "message": "too large"}]))
+                return
+        scope.setdefault("state", {})["body"] = bytes(body)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Idempotency:
+    """A POST with ``Idempotency-Key`` runs once per person and key; retries get its answer.
+
+    Runs inside :class:`BodyLimit` (which buffered the body) and resolves the bearer token
+    itself, so the key is scoped to the person even before the route's dependencies run.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: Any) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        key = headers.get(b"idempotency-key", b"").decode("latin-1")
+        username = await run_in_threadpool(self._username, headers)
+        if not key or username is None:
+            await self.app(scope, receive, send)
+            return
+        if len(key) > MAX_KEY_LENGTH:
+            await _send_body(send, *_problem(422, "Invalid input", "Idempotency-Key is too long",
+                                             errors=[{"field": "Idempotency-Key",
+                                                      "message": f"at most {MAX_KEY_LENGTH}"}]))
+            return
+        digest = request_digest("POST", scope["path"], scope["state"].get("body", b""))
+        replay = await run_in_threadpool(self._claim, username, key, digest)
+        if replay is not None:
+            if replay.request_sha256 != digest:
+                await _send_body(send, *_problem(
+                    422, "Invalid input", "this Idempotency-Key was used for another request",
+                    errors=[{"field": "Idempotency-Key", "message": "reused for another "
+                                                                    "request"}]))
+            elif replay.status is None:
+                await _send_body(send, *_problem(
+                    409, "Conflict", "a request with this Idempotency-Key is in flight or was "
+                    "cut off; read the resource to see whether it was written"))
+            else:
+                await _send_body(send, replay.status, orjson.dumps(replay.body["content"]),
+                                 replay.body["content_type"],
+                                 [(b"idempotent-replayed", b"true"),
+                                  *[(k.encode(), v.encode())
+                                    for k, v in replay.body["headers"]]])
+            return
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": bytearray()}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"].extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        await run_in_threadpool(self._complete, username, key, captured)
+
+    def _username(self, headers: dict[bytes, bytes]) -> str | None:
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        with self.runtime.pool().connection() as conn:
+            session = self.runtime.sessions().resolve(conn, token.strip())
+        return None if session is None else str(session.username)
+
+    def _claim(self, username: str, key: str, digest: str) -> Any:
+        with self.runtime.pool().connection() as conn:
+            return self.runtime.idempotency().claim(conn, username, key, digest)
+
+    def _complete(self, username: str, key: str, captured: dict[str, Any]) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in captured["headers"]
+                   if k.lower() in (b"etag", b"location")]
+        content_type = next((v.decode("latin-1") for k, v in captured["headers"]
+                             if k.lower() == b"content-type"), "application/json")
+        try:
+            content = orjson.loads(bytes(captured["body"])) if captured["body"] else None
+        except orjson.JSONDecodeError:
+            content = None
+        with self.runtime.pool().connection() as conn:
+            if captured["status"] >= 500:
+                # A server error promises nothing: free the key so a retry runs again (a
+                # record entered under the client's own record_id is then refused as a
+                # duplicate if the first attempt did commit).
+                self.runtime.idempotency().release(conn, username, key)
+            else:
+                self.runtime.idempotency().complete(
+                    conn, username, key, captured["status"],
+                    {"content": content, "content_type": content_type, "headers": headers})

@@ -1,0 +1,40 @@
+"""Streamed exports: ODM 1.3.2 snapshot and archive, SDTM CSV (zip), the regulator's bundle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.auth import CurrentPrincipal
+from api.exports import FILE_NAMES, MEDIA_TYPES, record_export, stream
+from api.schemas import PROBLEM_RESPONSES
+from api.writes import runtime_of, study_app
+from domain.clock import require_aware
+from domain.permissions import Action
+
+router = APIRouter(tags=["exports"], responses=PROBLEM_RESPONSES)
+
+Format = Literal["odm-snapshot", "odm-archive", "csv", "bundle"]
+
+
+@router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,
+            responses={200: {"description": "The file, streamed", "content": {
+                "application/xml": {}, "application/zip": {}}}})
+def export(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
+           as_of: Annotated[datetime | None, Query(
+               description="Recorded time (ISO 8601 with offset); not for the bundle")] = None,
+           ) -> StreamingResponse:
+    """Stream an export as of ``as_of`` (default now). The export is recorded (who, what,
+    as of when) before its first byte leaves."""
+    study_app(request, study)
+    grant = principal.grant_for(Action.EXPORT, study, None)
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    runtime = runtime_of(request)
+    record_export(runtime, study, export_format, when, principal.envelope(grant))
+    return StreamingResponse(
+        stream(runtime, study, export_format, when), media_type=MEDIA_TYPES[export_format],
+        headers={"Content-Disposition":
+                 f'attachment; filename="{study}-{FILE_NAMES[export_format]}"'})

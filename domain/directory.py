@@ -1,0 +1,156 @@
+"""The deployment's directory of people and API clients: one eventsourcing Application.
+
+Users span studies (a monitor may hold roles at several), so they live beside the studies'
+applications rather than inside one. Password checking is handed in (``PasswordCheck``): the
+domain keeps hashes but does not hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    Notification,
+    Transcoder,
+)
+from eventsourcing.utils import EnvType
+
+from domain.clock import Clock, SystemClock
+from domain.envelope import Envelope
+from domain.errors import AlreadyExists, Conflict, NotFound
+from domain.transcodings import TRANSCODINGS
+from domain.user import ApiClient, User, client_uuid, user_uuid
+
+PasswordCheck = Callable[[str, str], bool]  # (stored hash, offered password) -> matches
+
+
+class SignInRefused(Exception):
+    """Wrong username or password, or an account that may not sign in (never says which)."""
+
+
+class DirectoryApplication(Application[UUID]):
+    """People and clients: registration, roles, passwords, sign-ins and lock-outs."""
+
+    name = "Directory"
+
+    def __init__(self, env: EnvType | None = None, clock: Clock | None = None,
+                 mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._mapper_factory = mapper_factory
+        super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The mapper handed in (the signing one in production), else eventsourcing's."""
+        if self._mapper_factory is not None:
+            return self._mapper_factory(self.construct_transcoder())
+        return super().construct_mapper()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        """eventsourcing's transcodings plus the domain's value types."""
+        super().register_transcodings(transcoder)
+        for transcoding in TRANSCODINGS:
+            transcoder.register(transcoding)
+
+    def register_user(self, username: str, full_name: str, password_hash: str,
+                      envelope: Envelope,
+                      then: Callable[[User, datetime], None] | None = None) -> User:
+        """Register a person (and run ``then``: first roles...), all in one transaction.
+
+        A username once used is refused forever.
+        """
+        if self._exists(user_uuid(username)):
+            raise AlreadyExists(f"username {username!r} is taken (usernames are never reused)")
+        now = self.clock.now()
+        user = User.register(username, full_name, password_hash, envelope, now)
+        if then is not None:
+            then(user, now)
+        self._save(user)
+        return user
+
+    def user(self, username: str, *, to_change: bool = False) -> User:
+        """A person by username.
+
+        Unless ``to_change``, the cached instance itself is returned (read it, never mutate
+        it), and while another thread is bringing it up to date it is taken as it is rather
+        than queued behind that thread: every request reads its person.
+        """
+        try:
+            user: User = self.repository.get(user_uuid(username),
+                                             deepcopy_from_cache=to_change,
+                                             fastforward_skipping=not to_change)
+        except AggregateNotFoundError:
+            raise NotFound(f"no user {username!r}") from None
+        return user
+
+    def users(self) -> list[User]:
+        """Every registered person (active or not), by username."""
+        ids = {UUID(str(n.originator_id)) for n in self._registrations(User.Registered)}
+        return sorted((self.repository.get(i) for i in ids), key=lambda u: u.username)
+
+    def on_user(self, username: str, command: Callable[[User], None]) -> User:
+        """Load a person, run one command on them, save."""
+        user = self.user(username, to_change=True)
+        command(user)
+        self._save(user)
+        return user
+
+    def sign_in(self, username: str, password: str, client: str, purpose: str,
+                check: PasswordCheck, envelope_for: Callable[[User], Envelope]) -> User:
+        """Check a password; record the success or the failure (and a lock-out) either way.
+
+        Raises :class:`SignInRefused` without saying whether the name, the password or the
+        account's state was at fault.
+        """
+        try:
+            user = self.user(username, to_change=True)
+        except NotFound:
+            raise SignInRefused() from None
+        envelope = envelope_for(user)
+        now = self.clock.now()
+        if not user.can_sign_in():
+            user.login_failed(client, purpose, envelope, now)
+            self._save(user)
+            raise SignInRefused()
+        if not check(user.password_hash, password):
+            user.login_failed(client, purpose, envelope, now)
+            self._save(user)
+            raise SignInRefused()
+        user.logged_in(client, purpose, envelope, now)
+        self._save(user)
+        return user
+
+    def register_client(self, client_id: str, name: str, secret_hash: str,
+                        envelope: Envelope) -> ApiClient:
+        """Register an API client."""
+        if self._exists(client_uuid(client_id)):
+            raise AlreadyExists(f"client {client_id!r} exists")
+        client = ApiClient.register(client_id, name, secret_hash, envelope, self.clock.now())
+        self._save(client)
+        return client
+
+    def client(self, client_id: str) -> ApiClient:
+        """An API client by id."""
+        try:
+            client: ApiClient = self.repository.get(client_uuid(client_id))
+        except AggregateNotFoundError:
+            raise NotFound(f"no client {client_id!r}") from None
+        return client
+
+    def _registrations(self, event_class: type) -> list[Notification]:
+        topic = f"{event_class.__module__}:{event_class.__qualname__}"
+        return list(self.recorder.select_notifications(1, 1_000_000, topics=[topic]))
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, lte=1))
+
+    def _save(self, *aggregates: User | ApiClient) -> None:
+        try:
+            self.save(*aggregates)
+        except IntegrityError as e:
+            raise Conflict(f"concurrent write, please retry: {e}") from e

@@ -1,0 +1,293 @@
+"""CSV export as of a recorded time: one file per SDTM domain, plus the full audit trail.
+
+``DM``, ``DS``, ``AE``, ``EX``, ``CM``, ``LB`` and ``VS`` use SDTM variable names and
+controlled terms where SDTM has them; what SDTM has no variable for keeps the casebook's
+name (``DISEASE``, ``STATUS``, ``LOCKED``). ``--DTC`` values are ISO 8601 in UTC, written
+without an offset as SDTM writes them. ``audit_trail.csv`` and ``audit_trail.jsonl`` hold
+every audit row recorded by then with its whole envelope, times in UTC with their offset.
+
+Every file is written as the rows stream from the server, in one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.sql import SQL, Composed, Identifier
+
+from domain.rules.units import LAB_TESTS, VITAL_SIGNS
+from domain.study import StudyDefinition
+from domain.subject import Subject
+from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.streaming import aware, consistent_read, in_force, stream, utc_text
+
+Row = dict[str, Any]
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "DM": ("STUDYID", "DOMAIN", "USUBJID", "SUBJID", "RFSTDTC", "RFICDTC", "SITEID",
+           "BRTHDTC", "AGE", "AGEU", "SEX", "ARMCD", "ARM", "ACTARMCD", "ACTARM", "COUNTRY",
+           "DISEASE", "STATUS", "LOCKED"),
+    "DS": ("STUDYID", "DOMAIN", "USUBJID", "DSSEQ", "DSTERM", "DSDECOD", "DSCAT", "DSSTDTC"),
+    "AE": ("STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AESPID", "AETERM", "AELLT", "AEDECOD",
+           "AECAT", "AESER", "AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE",
+           "AEREL", "AEACN", "AEOUT", "AETOXGR", "AESTDTC", "AEENDTC"),
+    "EX": ("STUDYID", "DOMAIN", "USUBJID", "EXSEQ", "EXSPID", "EXTRT", "EXDOSE", "EXDOSU",
+           "EXROUTE", "VISITNUM", "VISIT", "EXSTDTC", "EXENDTC"),
+    "CM": ("STUDYID", "DOMAIN", "USUBJID", "CMSEQ", "CMSPID", "CMTRT", "CMCAT", "CMDOSE",
+           "CMDOSU", "CMDOSFRQ", "CMROUTE", "CMSTDTC", "CMENDTC"),
+    "LB": ("STUDYID", "DOMAIN", "USUBJID", "LBSEQ", "LBSPID", "LBTESTCD", "LBTEST", "LBCAT",
+           "LBORRES", "LBORRESU", "LBORNRLO", "LBORNRHI", "LBNRIND", "VISITNUM", "VISIT",
+           "LBDTC"),
+    "VS": ("STUDYID", "DOMAIN", "USUBJID", "VSSEQ", "VSSPID", "VSTESTCD", "VSTEST", "VSORRES",
+           "VSORRESU", "VSDRVFL", "VISITNUM", "VISIT", "VSDTC"),
+}
+# The record kind each record-level domain is drawn from.
+KIND_OF = {"AE": "adverse-events", "EX": "doses", "CM": "therapies", "LB": "labs",
+           "VS": "vitals"}
+
+# CDISC controlled terms for the casebook's vocabularies.
+ROUTES = {"SC": "SUBCUTANEOUS", "PO": "ORAL", "IV": "INTRAVENOUS", "IM": "INTRAMUSCULAR"}
+RELATIONSHIPS = {"not_related": "NOT RELATED", "unlikely": "UNLIKELY RELATED",
+                 "possible": "POSSIBLY RELATED", "probable": "PROBABLY RELATED",
+                 "definite": "RELATED"}
+ACTIONS = {"none": "DOSE NOT CHANGED", "dose_reduced": "DOSE REDUCED",
+           "drug_interrupted": "DRUG INTERRUPTED", "drug_withdrawn": "DRUG WITHDRAWN",
+           "not_applicable": "NOT APPLICABLE"}
+OUTCOMES = {"recovered": "RECOVERED/RESOLVED", "recovering": "RECOVERING/RESOLVING",
+            "not_recovered": "NOT RECOVERED/NOT RESOLVED",
+            "recovered_with_sequelae": "RECOVERED/RESOLVED WITH SEQUELAE", "fatal": "FATAL",
+            "unknown": "UNKNOWN"}
+SERIOUSNESS = {"death": "AESDTH", "life_threatening": "AESLIFE", "hospitalisation": "AESHOSP",
+               "disability": "AESDISAB", "congenital_anomaly": "AESCONG",
+               "medically_important": "AESMIE"}
+LAB_FLAGS = {"L": "LOW", "N": "NORMAL", "H": "HIGH"}
+# The end of participation, as the subject's events name it.
+ENDINGS = {Subject.Completed.__name__: "COMPLETED", Subject.Withdrawn.__name__: "WITHDRAWN"}
+
+
+def dtc(value: str | None) -> str:
+    """An SDTM --DTC: ISO 8601 in UTC, without offset; a date stays a date."""
+    if not value:
+        return ""
+    if "T" not in value:
+        return value
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def yes_no(value: Any) -> str:
+    """SDTM's Y/N."""
+    return "Y" if value else "N"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def write_csv(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
+              directory: Path, as_of: datetime | None = None) -> dict[str, int]:
+    """Write the CSV files of the study as of ``as_of`` (now when None) into ``directory``.
+
+    ``conn`` must not be inside a transaction. Returns the number of rows of each file.
+    """
+    when = aware("as_of", as_of)
+    directory.mkdir(parents=True, exist_ok=True)
+    export = _Export(conn, schema, definition, when)
+    counts: dict[str, int] = {}
+    with consistent_read(conn):
+        for domain, rows in (("DM", export.dm()), ("DS", export.ds()),
+                             *((d, export.records(d)) for d in KIND_OF)):
+            counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", COLUMNS[domain], rows)
+        counts.update(export.audit_trail(directory))
+    return counts
+
+
+def _write(path: Path, columns: tuple[str, ...], rows: Iterable[Row]) -> int:
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+class _Export:
+    """The queries and row builders of one CSV export."""
+
+    def __init__(self, conn: psycopg.Connection[Any], schema: str,
+                 definition: StudyDefinition, when: datetime | None) -> None:
+        self.conn = conn
+        self.s = Identifier(schema)
+        self.definition = definition
+        self.when = when
+        self.visit_numbers = {v.code: n for n, v in enumerate(definition.visits, 1)}
+
+    def _key(self, code: str, domain: str) -> Row:
+        study = self.definition.study_id
+        return {"STUDYID": study, "DOMAIN": domain, "USUBJID": f"{study}-{code}"}
+
+    def _stream(self, query: Composed, name: str, **params: Any) -> Iterator[tuple[Any, ...]]:
+        return stream(self.conn, query, {"t": self.when, **params}, name)
+
+    def _headers(self) -> Composed:
+        return SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
+                   "ORDER BY h.data->>'subject'").format(
+                       self.s, Identifier(VERSIONS), in_force(self.when, "h"))
+
+    def dm(self) -> Iterator[Row]:
+        """One row per subject the system showed as of the export's time."""
+        for (header,) in self._stream(self._headers(), "csv_dm"):
+            site = self.definition.sites.get(header["site"], {})
+            arm = header["arm"]
+            arm_name = self.definition.arms.get(arm, "") if arm else ""
+            yield {**self._key(header["subject"], "DM"), "SUBJID": header["subject"],
+                   "RFSTDTC": _text(header["enrolled_on"]),
+                   "RFICDTC": header["consent_date"], "SITEID": header["site"],
+                   "BRTHDTC": header["date_of_birth"],
+                   "AGE": _age(header["date_of_birth"], header["consent_date"]),
+                   "AGEU": "YEARS", "SEX": header["sex"], "ARMCD": _text(arm),
+                   "ARM": arm_name, "ACTARMCD": _text(arm), "ACTARM": arm_name,
+                   "COUNTRY": site.get("country", ""), "DISEASE": header["disease"],
+                   "STATUS": header["status"], "LOCKED": yes_no(header["locked"])}
+
+    def ds(self) -> Iterator[Row]:
+        """Consent, enrollment, and completion or withdrawal as recorded by then."""
+        ending = SQL("AND a.recorded_at <= %(t)s") if self.when else SQL("")
+        query = SQL(
+            "SELECT h.data, e.event_type, e.observed_at FROM {s}.{v} h "
+            "LEFT JOIN LATERAL (SELECT a.event_type, a.observed_at FROM {s}.{a} a "
+            " WHERE a.subject_code = h.data->>'subject' AND a.event_type = ANY(%(endings)s) "
+            " {ending} ORDER BY a.id DESC LIMIT 1) e ON TRUE "
+            "WHERE h.record_id = '' AND {in_force} ORDER BY h.data->>'subject'").format(
+                s=self.s, v=Identifier(VERSIONS), a=Identifier(AUDIT), ending=ending,
+                in_force=in_force(self.when, "h"))
+        for header, ended, ended_at in self._stream(query, "csv_ds", endings=list(ENDINGS)):
+            key = self._key(header["subject"], "DS")
+            events = [("INFORMED CONSENT OBTAINED", "PROTOCOL MILESTONE", header["consent_date"])]
+            if header["enrolled_on"]:
+                events.append(("RANDOMIZED", "PROTOCOL MILESTONE", header["enrolled_on"]))
+            if ended in ENDINGS:
+                events.append((ENDINGS[ended], "DISPOSITION EVENT",
+                               dtc(utc_text(ended_at)) if ended_at else ""))
+            for seq, (term, category, start) in enumerate(events, 1):
+                yield {**key, "DSSEQ": seq, "DSTERM": term, "DSDECOD": term,
+                       "DSCAT": category, "DSSTDTC": start}
+
+    def records(self, domain: str) -> Iterator[Row]:
+        """The rows of a record-level domain, numbered per subject in clinical-time order."""
+        query = SQL(
+            "SELECT h.data->>'subject', r.record_id, r.data->>'visit', r.data->>'observed_at', "
+            " r.data->'fields', r.data->'derived', "
+            " CASE WHEN r.kind = 'therapies' THEN r.data->'timeline' END "
+            "FROM {s}.{v} h JOIN {s}.{v} r ON r.subject_id = h.subject_id "
+            "WHERE h.record_id = '' AND {h_in_force} AND r.kind = %(kind)s "
+            " AND r.data IS NOT NULL AND {r_in_force} "
+            "ORDER BY h.data->>'subject', r.data->>'observed_at', r.record_id").format(
+                s=self.s, v=Identifier(VERSIONS), h_in_force=in_force(self.when, "h"),
+                r_in_force=in_force(self.when, "r"))
+        build = self._builders()[domain]
+        subject, seq = None, 0
+        for code, record_id, visit, observed, fields, derived, timeline in self._stream(
+                query, f"csv_{domain.lower()}", kind=KIND_OF[domain]):
+            if code != subject:
+                subject, seq = code, 0
+            for row in build(fields, derived or {}, observed, timeline or []):
+                seq += 1
+                row = {**self._key(code, domain), f"{domain}SEQ": seq,
+                       f"{domain}SPID": record_id, **row}
+                if "VISIT" in COLUMNS[domain]:
+                    row["VISIT"] = _text(visit)
+                    row["VISITNUM"] = _text(self.visit_numbers.get(visit or ""))
+                yield row
+
+    def _builders(self) -> dict[str, Callable[[Row, Row, str, list[Row]], Iterator[Row]]]:
+        return {"AE": _ae, "EX": self._ex, "CM": _cm, "LB": _lb, "VS": _vs}
+
+    def _ex(self, fields: Row, derived: Row, observed: str, timeline: list[Row]
+            ) -> Iterator[Row]:
+        product = self.definition.products.get(fields["drug"], {})
+        yield {"EXTRT": product.get("name", fields["drug"]), "EXDOSE": fields["dose"],
+               "EXDOSU": fields["unit"], "EXROUTE": ROUTES.get(fields["route"], fields["route"]),
+               "EXSTDTC": dtc(observed), "EXENDTC": dtc(observed)}
+
+    def audit_trail(self, directory: Path) -> dict[str, int]:
+        """audit_trail.csv and audit_trail.jsonl, written side by side in one pass."""
+        until = SQL(" WHERE recorded_at <= %(t)s") if self.when else SQL("")
+        query = SQL("SELECT {} FROM {}.{}{} ORDER BY id").format(
+            SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), self.s, Identifier(AUDIT),
+            until)
+        count = 0
+        with (directory / "audit_trail.csv").open("w", newline="", encoding="utf-8") as f, \
+                (directory / "audit_trail.jsonl").open("wb") as lines:
+            writer = csv.writer(f)
+            writer.writerow(AUDIT_COLUMNS)
+            for row in self._stream(query, "csv_audit"):
+                entry = dict(zip(AUDIT_COLUMNS, row, strict=True))
+                for name in ("recorded_at", "observed_at"):
+                    if entry[name] is not None:
+                        entry[name] = utc_text(entry[name])
+                if entry["subject_id"] is not None:
+                    entry["subject_id"] = str(entry["subject_id"])
+                lines.write(orjson.dumps(entry) + b"\n")
+                # In CSV, the old and new values are JSON text (a number, a string, a list).
+                writer.writerow([orjson.dumps(v).decode() if name in ("old_value", "new_value")
+                                 else _text(v) for name, v in entry.items()])
+                count += 1
+        return {"audit_trail.csv": count, "audit_trail.jsonl": count}
+
+
+def _age(born: str, on: str) -> int:
+    birth, day = date.fromisoformat(born), date.fromisoformat(on)
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def _ae(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
+    criteria = fields.get("seriousness_criteria") or []
+    yield {"AETERM": fields["term"], "AELLT": _text(fields.get("meddra_llt")),
+           "AEDECOD": _text(fields.get("meddra_pt")), "AECAT": fields["category"].upper(),
+           "AESER": yes_no(fields["serious"]),
+           **{variable: yes_no(c in criteria) for c, variable in SERIOUSNESS.items()},
+           "AEREL": RELATIONSHIPS.get(fields["relationship"], fields["relationship"]),
+           "AEACN": ACTIONS.get(fields["action_taken"], fields["action_taken"]),
+           "AEOUT": OUTCOMES.get(fields["outcome"], fields["outcome"]),
+           "AETOXGR": fields["grade"], "AESTDTC": dtc(observed),
+           "AEENDTC": dtc(fields.get("ended_at"))}
+
+
+def _cm(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
+    """One row per daily dose in force: a taper step starts a new row and ends the last."""
+    steps = [(entry["observed_at"], entry["fields"]["dose_mg_per_day"]) for entry in timeline
+             if "dose_mg_per_day" in entry["fields"]]
+    for n, (start, dose) in enumerate(steps):
+        end = steps[n + 1][0] if n + 1 < len(steps) else fields.get("stopped_at")
+        yield {"CMTRT": fields["drug"], "CMCAT": fields["category"].upper(), "CMDOSE": dose,
+               "CMDOSU": "mg", "CMDOSFRQ": "QD",
+               "CMROUTE": ROUTES.get(fields["route"], fields["route"]),
+               "CMSTDTC": dtc(start), "CMENDTC": dtc(end)}
+
+
+def _lb(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
+    test = LAB_TESTS.get(fields["code"])
+    yield {"LBTESTCD": fields["code"], "LBTEST": test.name if test else "",
+           "LBCAT": test.category.upper() if test else "", "LBORRES": fields["value"],
+           "LBORRESU": fields["unit"], "LBORNRLO": _text(fields.get("reference_low")),
+           "LBORNRHI": _text(fields.get("reference_high")),
+           "LBNRIND": LAB_FLAGS.get(derived.get("flag", ""), ""), "LBDTC": dtc(observed)}
+
+
+def _vs(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
+    for code, value in fields.items():
+        sign = VITAL_SIGNS[code]
+        yield {"VSTESTCD": code, "VSTEST": sign.name, "VSORRES": value,
+               "VSORRESU": sign.unit, "VSDRVFL": "", "VSDTC": dtc(observed)}
+    if "bsa" in derived:
+        yield {"VSTESTCD": "BSA", "VSTEST": "Body Surface Area",
+               "VSORRES": derived["bsa"]["value"], "VSORRESU": "m2", "VSDRVFL": "Y",
+               "VSDTC": dtc(observed)}
