@@ -6,10 +6,11 @@ clinical record) and every timestamp must carry its UTC offset.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from domain.envelope import REASON_CODES
 from domain.user import PERSON_ROLES
@@ -57,10 +58,34 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Control characters (tab and line breaks aside) and lone surrogates: no clinical text needs
+# them, and XML (the ODM exports) cannot carry them.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _refuse_control_characters(value: object) -> None:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters (tab and line breaks aside)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_control_characters(key)
+            _refuse_control_characters(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_control_characters(item)
+
+
 class Body(BaseModel):
-    """Base of request bodies: unknown fields are refused."""
+    """Base of request bodies: unknown fields and control characters in text are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        _refuse_control_characters(value)
+        return value
 
 
 class ReasonIn(Body):

@@ -12,6 +12,7 @@ every element written).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -43,12 +44,24 @@ def _source_version() -> str:
         return "unknown"
 
 
+# Characters XML 1.0 cannot carry, even as character references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: str) -> str:
+    """``value`` with each character XML cannot hold written as a visible ``\\uXXXX`` escape:
+    stored data is never rewritten, so an export must carry whatever was accepted."""
+    if _NOT_XML.search(value) is None:
+        return value
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+
+
 def element(tag: str, attrib: dict[str, str] | None = None, text: str | None = None,
             children: Iterable[etree._Element] = ()) -> etree._Element:
     """An element in the document's default (ODM) namespace; see the module's docstring."""
-    node = etree.Element(tag, attrib or {})
+    node = etree.Element(tag, {k: xml_text(v) for k, v in attrib.items()} if attrib else {})
     if text is not None:
-        node.text = text
+        node.text = xml_text(text)
     node.extend(children)
     return node
 

@@ -406,3 +406,21 @@ def test_signatures_queries_and_sdv_are_in_both_odm_files(study: Study) -> None:
             for s in signed.iter(f"{ODM}Signature")] == ["SD.approval"]
     # The correction invalidated the signature: today's snapshot shows none.
     assert list(valid(render(study, write_snapshot)).iter(f"{ODM}Signature")) == []
+
+
+def test_text_xml_cannot_hold_is_escaped_visibly_in_both_odm_files(runtime: Runtime) -> None:
+    # The HTTP API refuses control characters, but events stored by other paths (imports,
+    # older versions) are never rewritten: the export must still be valid ODM and show them.
+    clock = simulated_clock()
+    app = runtime.study(STUDY, clock=clock)
+    register(app)
+    enroll(app, "001")
+    clock.set(T0 + timedelta(hours=1))
+    app.on_subject("001", lambda s, t: s.report_adverse_event(
+        "AE1", T0, {**AE, "term": "Rash\x07 left arm"}, envelope(COORDINATOR), t))
+    runtime.project(STUDY)
+    exported = Study(runtime, runtime.settings, app.definition())
+    for writer in (write_snapshot, write_archive):
+        root = valid(render(exported, writer))
+        texts = [value for element in root.iter() for value in element.attrib.values()]
+        assert "Rash\\u0007 left arm" in texts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,8 @@ def _stored(runtime: Runtime) -> int:
 
 
 LAB = {"observed_at": DRAWN, "code": "C3", "value": 0.8, "unit": "g/L"}
+AE = {"observed_at": DRAWN, "term": "Fever", "category": "fever", "grade": 1, "serious": False,
+      "relationship": "possible", "action_taken": "none", "outcome": "recovering"}
 DOSE = {"observed_at": DRAWN, "drug": "IL2", "dose": 600000.0, "unit": "IU", "route": "SC"}
 
 
@@ -53,12 +56,17 @@ DOSE = {"observed_at": DRAWN, "drug": "IL2", "dose": 600000.0, "unit": "IU", "ro
     ("adverse-events", {"observed_at": DRAWN, "term": "Fever", "category": "fever",
                         "grade": 7, "serious": False, "relationship": "possible",
                         "action_taken": "none", "outcome": "recovering"}, "grade"),
+    # Control characters and lone surrogates: no clinical text holds them, no export can.
+    ("adverse-events", {**AE, "term": "Fever\u0000"}, "term"),
+    ("adverse-events", {**AE, "term": "Fever\ud800"}, "term"),
 ])
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(
         runtime: Runtime, coordinator: TestClient, kind: str, body: dict[str, Any],
         field: str) -> None:
     before = _stored(runtime)
-    response = coordinator.post(f"{SUBJECT}/{kind}", json=body)
+    # Encoded here, ASCII-only, so a lone surrogate reaches the server as JSON's \\ud800.
+    response = coordinator.post(f"{SUBJECT}/{kind}", content=json.dumps(body),
+                                headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert field in [e["field"] for e in response.json()["errors"]]
