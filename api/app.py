@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
 
 from api import problems
 from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics
 from api.routes import exports, ledger, monitoring, operations, people, records, studies
 from api.runtime import Runtime
+from infra.logging import configure_logging
+from infra.settings import Settings
+
+# Where `trialledger serve --workers N` hands its worker processes the database URL.
+SERVE_URL = "TRIALLEDGER_SERVE_DATABASE_URL"
 
 DESCRIPTION = """Event-sourced, tamper-evident audit trail for clinical-trial data.
 
@@ -17,10 +27,24 @@ Writes answer only after the commit; send `Idempotency-Key` to make a retried PO
 `application/problem+json` naming each bad field."""
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_worker_app() -> FastAPI:
+    """The application of one worker process of ``trialledger serve --workers N``: a runtime
+    of its own, closed when the worker stops."""
+    configure_logging()
+    runtime = Runtime(Settings.from_env(), os.environ[SERVE_URL])
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    return create_app(runtime, lifespan=lifespan)
+
+
+def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     """The FastAPI application serving one deployment."""
     app = FastAPI(title="TrialLedger", version="0.1.0", openapi_url="/openapi.json",
-                  description=DESCRIPTION)
+                  description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     runtime.commit_in_groups()
     app.state.metrics = Metrics()

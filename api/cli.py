@@ -92,24 +92,34 @@ def serve(
     database_url: DatabaseUrl = None,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes; more than one moves sealing and projecting out of the "
+                    "processes that answer requests.")] = 1,
 ) -> None:
     """Serve the HTTP API."""
-
     with _runtime(_settings(database_url)) as runtime:
-        _serve(runtime, host, port)
+        _serve(runtime, host, port, workers)
 
 
-def _serve(runtime: Runtime, host: str, port: int) -> None:
+def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import SERVE_URL, create_app
     from api.sealing import BackgroundSealer
 
     sealer = BackgroundSealer(runtime)
     sealer.start()
-    console.print(f"Serving the API on http://{host}:{port} (Ctrl-C to stop)")
+    console.print(f"Serving the API on http://{host}:{port} with {workers} process"
+                  f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")
     try:
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+        if workers == 1:
+            uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+        else:
+            # Each worker opens its own runtime on the database this process resolved (the
+            # embedded server included); this process keeps sealing and projecting.
+            os.environ[SERVE_URL] = runtime.url
+            uvicorn.run("api.app:create_worker_app", factory=True, workers=workers,
+                        host=host, port=port, log_level="warning")
     finally:
         sealer.stop()
 

@@ -203,8 +203,15 @@ class Runtime:
         ``rebuild`` drops the tables first and replays the whole log into them; so does a
         change of the projection's version (the tables' shape is the code's, not a migration's).
         """
-        with self._project_lock:
-            return self._project(study_id, rebuild=rebuild, on_batch=on_batch)
+        # One projector per study at a time across processes too (server workers, a rebuild
+        # from the CLI): two would insert the same tracking positions and one would fail.
+        with self._project_lock, self.pool().connection() as conn:
+            key = f"project:{schema_for_study(study_id)}"
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                return self._project(study_id, rebuild=rebuild, on_batch=on_batch)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
     def _project(self, study_id: str, *, rebuild: bool,
                  on_batch: Callable[[int], object] | None) -> int:

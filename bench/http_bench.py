@@ -1,6 +1,6 @@
 """HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
 
-    python bench/http_bench.py [--clients 32] [--seconds 20] [--database-url URL]
+    python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1] [--database-url URL]
 
 A bounded (closed-loop) load generator on loopback: each client keeps one keep-alive
 connection and sends its next POST only when the last one was answered, each to its own
@@ -136,7 +136,7 @@ def pgbench_rate(url: str, clients: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def run(server_url: str, clients: int, seconds: int) -> None:
+def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
     """Set up, serve, load, count, compare."""
     with temporary_database(server_url, "tl_httpbench") as url, \
             tempfile.TemporaryDirectory() as home:
@@ -153,7 +153,7 @@ def run(server_url: str, clients: int, seconds: int) -> None:
         with log.open("w") as out:
             server = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "serve", "--database-url", url,
-                 "--port", str(port)], env={**os.environ, "TRIALLEDGER_HOME": home},
+                 "--port", str(port), "--workers", str(workers)], env={**os.environ, "TRIALLEDGER_HOME": home},
                 stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_ready(port)
@@ -177,8 +177,8 @@ def run(server_url: str, clients: int, seconds: int) -> None:
     rate = committed / elapsed
     ordered = sorted(latencies)
     p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
-    print(f"HTTP writes, {clients} clients, {elapsed:.1f} s (after {warm - events_before} "
-          "warm-up events):")
+    print(f"HTTP writes, {clients} clients, {workers} server process(es), {elapsed:.1f} s "
+          f"(after {warm - events_before} warm-up events):")
     print(f"  answers: {dict(sorted(statuses.items()))}; 201s {ok}, events committed {committed}"
           f" ({'match' if ok == committed else 'MISMATCH'})")
     print(f"  committed signed events/s: {rate:,.0f}   (target >= 1,000)")
@@ -211,11 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="`trialledger serve --workers` (processes answering requests)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as pgdata, \
             database(args.database_url, Path(pgdata) / "pgdata") as server_url:
-        run(server_url, args.clients, args.seconds)
+        run(server_url, args.clients, args.seconds, args.workers)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,13 @@ class SessionStore:
     """Tokens in ``trialledger.sessions``, with a short in-process cache.
 
     The cache keeps a hot request path to no database round trip; ``touch_every`` bounds how
-    stale ``last_used_at`` may be, which is far below any sensible idle timeout.
+    stale ``last_used_at`` may be, which is far below any sensible idle timeout, and how long
+    a sign-out made by another process (a server worker, the CLI) goes unseen here.
     """
 
     def __init__(self, url: str, *, lifetime: timedelta = timedelta(hours=8),
                  idle_timeout: timedelta = timedelta(minutes=15),
-                 touch_every: timedelta = timedelta(seconds=30)) -> None:
+                 touch_every: timedelta = timedelta(seconds=1)) -> None:
         self.url = url
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout

@@ -57,8 +57,10 @@ class Server:
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-@pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+# One process, and two workers (sealing and projecting in the parent; the workers' reads
+# catch the read tables up under a lock shared across processes).
+@pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
+def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     home = tmp_path / "home"
     bootstrap = _cli("users", "add", "--username", "ada", "--full-name", "Ada Admin",
                      "--role", "admin", "--study", "*", "--password-stdin",
@@ -70,7 +72,8 @@ def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--database-url", db_url,
-             "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--port", str(port), "--workers", str(request.param)], env=env, stdout=out,
+            stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -83,6 +86,7 @@ def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
         else:
             process.kill()
             pytest.fail(f"server did not start: {log.read_text()}")
+        assert f"with {request.param} process" in log.read_text()
         yield Server(base, log)
     finally:
         process.terminate()

@@ -4,6 +4,7 @@ trail has one row per field change with its envelope; projection resumes exactly
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -153,6 +154,24 @@ def test_a_projection_killed_mid_stream_resumes_exactly_once(demo: Runtime) -> N
 
     # A new runner resumes from the committed position: same tables as one clean run.
     assert demo.project(STUDY) > 0
+    assert dump(demo.url) == full
+
+
+def test_projectors_of_two_processes_take_turns(demo: Runtime) -> None:
+    # Server workers and a CLI rebuild each have a runtime of their own; projecting at once,
+    # neither may fail on the other's tracking positions nor write a row twice.
+    full = dump(demo.url)
+    view = demo.history_view(STUDY)
+    view.drop()
+    view.datastore.close()
+    others = [Runtime(demo.settings, demo.url) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            projected = list(pool.map(lambda r: r.project(STUDY), others))
+    finally:
+        for runtime in others:
+            runtime.close()
+    assert sorted(projected)[0] == 0 < sorted(projected)[1]
     assert dump(demo.url) == full
 
 
