@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import problems
-from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics
+from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
 from api.routes import exports, ledger, monitoring, operations, people, records, studies
 from api.runtime import Runtime
 from infra.logging import configure_logging
@@ -54,6 +54,7 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     # Outermost last: the access log sees every answer, the limit applies before anything
     # reads a body, and idempotency sees the buffered body.
     app.add_middleware(Idempotency, runtime=runtime)
+    app.add_middleware(UrlText)
     app.add_middleware(BodyLimit)
     app.add_middleware(AccessLog, metrics=app.state.metrics)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_JSON
+from api.schemas import CONTROL_CHARACTERS
 from infra.idempotency import MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 
@@ -133,6 +135,30 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class UrlText:
+    """Refuses a path or query parameter holding control characters (422 naming it): no
+    identifier or filter holds them, and PostgreSQL text cannot hold NUL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            # Undecodable bytes become lone surrogates, which the pattern refuses as well.
+            pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+            bad = [name for name, value in [("path", scope["path"]), *pairs]
+                   if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value)]
+            if bad:
+                await _send_body(send, *_problem(
+                    422, "Invalid input", "control characters in the URL",
+                    errors=[{"field": CONTROL_CHARACTERS.sub("?", name),
+                             "message": "must not contain control characters"}
+                            for name in bad]))
+                return
+        await self.app(scope, receive, send)
 
 
 class Idempotency:

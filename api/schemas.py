@@ -60,12 +60,12 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # Control characters (tab and line breaks aside) and lone surrogates: no clinical text needs
 # them, and XML (the ODM exports) cannot carry them.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def _refuse_control_characters(value: object) -> None:
     if isinstance(value, str):
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             raise ValueError("must not contain control characters (tab and line breaks aside)")
     elif isinstance(value, dict):
         for key, item in value.items():

@@ -96,6 +96,19 @@ def test_invalid_utf8_and_broken_json_are_refused(runtime: Runtime,
     assert _stored(runtime) == before
 
 
+@pytest.mark.parametrize(("url", "field"), [
+    (f"/v1/studies/{nct04397107.STUDY_ID}/audit?user=a%00b", "user"),
+    (f"/v1/studies/{nct04397107.STUDY_ID}/audit?field=%ff", "field"),
+    (f"{SUBJECT}%01/history", "path"),
+])
+def test_control_characters_in_the_url_are_refused_naming_the_parameter(
+        coordinator: TestClient, url: str, field: str) -> None:
+    response = coordinator.get(url)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
 def test_a_correction_without_a_reason_is_refused(runtime: Runtime,
                                                   coordinator: TestClient) -> None:
     coordinator.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "LB1"})
