@@ -10,13 +10,13 @@ change invalidated them; queries with their answers.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
@@ -85,7 +85,8 @@ def text(value: Any) -> str:
         return value
     if isinstance(value, int | float):
         return repr(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    # Spaces after separators let long lists (eligibility answers) wrap in a table cell.
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
 
 
 def _words(name: str) -> str:

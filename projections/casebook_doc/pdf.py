@@ -59,6 +59,8 @@ def write_pdf(document: CasebookDocument, path: Path, created_at: datetime) -> N
     pdf.multi_cell(0, 7, document.title, new_x="LMARGIN", new_y="NEXT")
     _facts(pdf, document.facts)
     for section in document.sections:
+        if pdf.will_page_break(30):
+            pdf.add_page()  # no section title alone at the foot of a page
         pdf.ln(2)
         pdf.set_font(FAMILY, "B", 11)
         pdf.multi_cell(0, 6, section.title, new_x="LMARGIN", new_y="NEXT")
@@ -85,7 +87,7 @@ def _table(pdf: FPDF, table: Table) -> None:
         pdf.multi_cell(0, LINE, "none", new_x="LMARGIN", new_y="NEXT")
         return
     with pdf.table(col_widths=table.widths, line_height=LINE - 0.8, text_align="LEFT",
-                   headings_style=FontFace(emphasis="BOLD", fill_color=235),
+                   v_align="TOP", headings_style=FontFace(emphasis="BOLD", fill_color=235),
                    padding=0.8) as grid:
         for row in (table.columns, *table.rows):
             cells = grid.row()
