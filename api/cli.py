@@ -194,7 +194,9 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/green] {bundle}: study {report.study}, {report.events} events, "
                   f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "
-                  "every signature, key, leaf and root verifies")
+                  "every signature, key, leaf and root verifies; "
+                  f"{report.files} files match the signed manifest (as of {report.as_of}, "
+                  f"made {report.created_at} by {report.software_version})")
 
 
 def print_verification(results: list[StudyVerification]) -> bool:
@@ -314,22 +316,28 @@ def _parse_time(option: str, text: str) -> datetime:
 def export(
     study: Annotated[str, typer.Option(help="The study to export.")],
     export_format: Annotated[
-        str, typer.Option("--format", help="odm-snapshot, odm-archive, csv or bundle")],
+        str, typer.Option("--format",
+                          help="odm-snapshot, odm-archive, csv, casebook or bundle")],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="File to write (a directory for csv).")],
+        Path, typer.Option("-o", "--output",
+                           help="File to write (a directory for csv; a zip for casebook "
+                                "and bundle).")],
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset "
-                                 "(odm-snapshot, odm-archive, csv; default now).")
+                                 "(default now; for the bundle, the time of its renderings: "
+                                 "its ledger always holds the whole log).")
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Export a study: ODM 1.3.2 Snapshot as of --as-of, the ODM Transactional archive of
-    every change, SDTM-named CSV files with the audit trail, or the ledger bundle a regulator
-    verifies offline."""
+    every change, SDTM-named CSV files with the audit trail, each subject's casebook (HTML and
+    PDF, in a zip), or the regulator's bundle (all of these plus the ledger, with a signed
+    manifest) that a regulator verifies offline."""
     from api.exports import (
         FORMATS,
         record_export,
         write_bundle_file,
+        write_casebook_zip,
         write_csv_dir,
         write_rendering,
     )
@@ -337,17 +345,17 @@ def export(
     if export_format not in FORMATS:
         err_console.print(f"[red]--format must be one of {', '.join(FORMATS)}.[/red]")
         raise typer.Exit(2)
-    if export_format == "bundle" and as_of is not None:
-        err_console.print("[red]--as-of does not apply to the bundle (it holds the whole log)."
-                          "[/red]")
-        raise typer.Exit(2)
     when = _parse_time("--as-of", as_of) if as_of else None
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
         record_export(runtime, study, export_format, when, _cli_envelope())
         if export_format == "bundle":
-            manifest = write_bundle_file(runtime, study, output)
-            console.print(f"Wrote {output}: {len(manifest['files'])} files, signed manifest")
+            manifest = write_bundle_file(runtime, study, output, when)
+            console.print(f"Wrote {output}: {len(manifest['files'])} files as of "
+                          f"{manifest['as_of']}, signed manifest")
+        elif export_format == "casebook":
+            count = write_casebook_zip(runtime, study, output, when)
+            console.print(f"Wrote {output}: casebooks of {count} subjects (HTML and PDF)")
         elif export_format == "csv":
             counts = write_csv_dir(runtime, study, output, when)
             console.print(f"Wrote {len(counts)} files to {output}: " + ", ".join(

@@ -1,4 +1,5 @@
-"""Streamed exports: ODM 1.3.2 snapshot and archive, SDTM CSV (zip), the regulator's bundle."""
+"""Streamed exports: ODM 1.3.2 snapshot and archive, SDTM CSV (zip), casebooks (zip of HTML
+and PDF per subject), the regulator's bundle."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from domain.permissions import Action
 
 router = APIRouter(tags=["exports"], responses=PROBLEM_RESPONSES)
 
-Format = Literal["odm-snapshot", "odm-archive", "csv", "bundle"]
+Format = Literal["odm-snapshot", "odm-archive", "csv", "casebook", "bundle"]
 
 
 @router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,
@@ -25,7 +26,8 @@ Format = Literal["odm-snapshot", "odm-archive", "csv", "bundle"]
                 "application/xml": {}, "application/zip": {}}}})
 def export(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
            as_of: Annotated[datetime | None, Query(
-               description="Recorded time (ISO 8601 with offset); not for the bundle")] = None,
+               description="Recorded time (ISO 8601 with offset); for the bundle, the time of its "
+                           "renderings (its ledger holds the whole log)")] = None,
            ) -> StreamingResponse:
     """Stream an export as of ``as_of`` (default now). The export is recorded (who, what,
     as of when) before its first byte leaves."""

@@ -1,5 +1,7 @@
-"""The regulator's ledger bundle: events as stored, leaves, checkpoints, public keys, and a
-manifest (SHA-256 of every file) signed as a C2SP note.
+"""The regulator's bundle: the ledger (events as stored, leaves, checkpoints, public keys),
+any other files the caller adds (renderings: ODM, CSV, casebooks), and a manifest (SHA-256 of
+every file, software version, creation and as-of times, the checkpoint it was built with)
+signed as a C2SP note.
 
 The zip is canonical — stored (not compressed), fixed timestamps, fixed order — so the offline
 verifier can rebuild it byte for byte and so notice a change to any byte, headers included.
@@ -12,7 +14,7 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -27,9 +29,10 @@ from infra.ledger import store
 from infra.ledger.note import sign_note, verifier_key
 from infra.ledger.sealer import origin
 
-FORMAT = "trialledger-bundle/1"
-MEMBERS = ("events.jsonl", "leaves.jsonl", "checkpoints.jsonl", "public_keys.pem",
-           "manifest.json", "manifest.sig")
+FORMAT = "trialledger-bundle/2"
+# Member order: the ledger, then the added files by name, then the manifest and its signature.
+LEDGER = ("events.jsonl", "leaves.jsonl", "checkpoints.jsonl", "public_keys.pem")
+MANIFEST = ("manifest.json", "manifest.sig")
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -81,6 +84,24 @@ def _leaves(conn: psycopg.Connection[Any], schema: str) -> Iterator[dict[str, An
             yield {"leaf_index": index, "position": position, "leaf_hash": bytes(h).hex()}
 
 
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def _check_names(files: Sequence[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The added files sorted by name; refuses names that clash or could escape a folder."""
+    seen: set[str] = set()
+    for name, _ in files:
+        parts = name.split("/")
+        if (name in LEDGER or name in MANIFEST or name in seen or name.startswith("/")
+                or "\\" in name or any(p in ("", ".", "..") for p in parts)):
+            raise ValueError(f"bundle member name {name!r} is not allowed")
+        seen.add(name)
+    return sorted(files)
+
+
 def write_bundle(
     conn: psycopg.Connection[Any],
     study: str,
@@ -89,8 +110,19 @@ def write_bundle(
     public_keys: dict[str, Ed25519PublicKey],
     private_key: Ed25519PrivateKey,
     key_name: str,
+    *,
+    files: Sequence[tuple[str, Path]] = (),
+    as_of: datetime | None = None,
+    created_at: datetime | None = None,
+    software_version: str | None = None,
 ) -> dict[str, Any]:
-    """Write the bundle of ``study`` to ``path``; return its manifest."""
+    """Write the bundle of ``study`` to ``path``; return its manifest.
+
+    ``files`` (bundle name, file on disk) are added after the ledger, each hashed into the
+    manifest; ``as_of`` is the recorded time they show (the ledger always holds the whole log).
+    """
+    extra = _check_names(files)
+    created = created_at or datetime.now(UTC)
     hashes: dict[str, str] = {}
     points = store.checkpoints(conn, schema)
     with conn.transaction(), zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as bundle:
@@ -102,6 +134,7 @@ def write_bundle(
             ("checkpoints.jsonl", _lines(iter(
                 [{"tree_size": size, "note": note} for size, _, note in points]))),
             ("public_keys.pem", iter([_keys_pem(public_keys)])),
+            *((name, _file_chunks(source)) for name, source in extra),
         ]
         for name, chunks in sources:
             with bundle.open(canonical_info(name), "w", force_zip64=True) as member:
@@ -109,12 +142,17 @@ def write_bundle(
                 for chunk in chunks:
                     out.write(chunk)
             hashes[name] = out.sha256.hexdigest()
+        latest = points[-1] if points else None
         manifest = {
             "format": FORMAT,
             "study": study,
             "origin": origin(study),
-            "created_at": datetime.now(UTC).isoformat(),
-            "checkpoint": points[-1][2] if points else None,
+            "software_version": software_version,
+            "created_at": created.astimezone(UTC).isoformat(),
+            "as_of": as_of.astimezone(UTC).isoformat() if as_of else None,
+            "checkpoint": {"tree_size": latest[0],
+                           "root": base64.b64encode(latest[1]).decode(),
+                           "note": latest[2]} if latest else None,
             "files": hashes,
         }
         manifest_text = json.dumps(manifest, sort_keys=True, indent=1) + "\n"

@@ -5,9 +5,12 @@ and re-implements the few formats it checks, so a regulator's engineer can read 
 afternoon and trust it without trusting the code that wrote the log.
 
 What it checks, in order, stopping at the first failure:
-1. the zip is the canonical one (rebuilt byte for byte from its members);
-2. every file's SHA-256 matches manifest.json (and, once the keys are known from the log,
-   manifest.sig is a C2SP signed note of manifest.json by a key still valid at its end);
+1. the members are exactly the files manifest.json lists (the ledger's four among them) plus
+   the manifest and its signature — none unlisted, none missing — in canonical order, and the
+   zip is the canonical one (rebuilt byte for byte from its members);
+2. every listed file's SHA-256 (the ledger's and the renderings': ODM, CSV, casebooks)
+   matches manifest.json (and, once the keys are known from the log, manifest.sig is a C2SP
+   signed note of manifest.json by a key still valid at its end);
 3. every event: its aggregate's version chain, its Ed25519 signature over
    (study, aggregate id, version, topic, payload, recorded_at, key id), and that its key was
    valid then — a trusted key, or one registered by an earlier valid event; not used after
@@ -15,7 +18,8 @@ What it checks, in order, stopping at the first failure:
 4. every leaf is SHA-256(0x00 ‖ the stored event), in order, one per event;
 5. every checkpoint is signed by a valid key and its root is the RFC 9162 root recomputed
    from the events;
-6. optionally, a checkpoint the caller already holds: same root at its size, not rolled back.
+6. the checkpoint the manifest names is the latest one verified in step 5;
+7. optionally, a checkpoint the caller already holds: same root at its size, not rolled back.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-MEMBERS = ("events.jsonl", "leaves.jsonl", "checkpoints.jsonl", "public_keys.pem",
-           "manifest.json", "manifest.sig")
+LEDGER = ("events.jsonl", "leaves.jsonl", "checkpoints.jsonl", "public_keys.pem")
+MANIFEST = ("manifest.json", "manifest.sig")
+FORMATS = ("trialledger-bundle/1", "trialledger-bundle/2")
 KEYRING = "domain.keyring:Keyring."
 
 
@@ -53,6 +58,10 @@ class BundleReport:
     events: int
     checkpoints: int
     latest_size: int
+    files: int = len(LEDGER)
+    as_of: str | None = None
+    created_at: str | None = None
+    software_version: str | None = None
 
 
 # --- formats ------------------------------------------------------------------------
@@ -164,13 +173,35 @@ def load_public_keys(pem_text: str,
     return keys
 
 
-def _check_canonical(path: Path, bundle: zipfile.ZipFile) -> None:
+def _members(bundle: zipfile.ZipFile) -> tuple[str, dict[str, Any], list[str]]:
+    """manifest.json (text and parsed) and the member names it implies, in canonical order;
+    refuses a file present but not listed, or listed but absent."""
     names = [info.filename for info in bundle.infolist()]
-    if names != list(MEMBERS):
-        raise BundleInvalid(f"bundle members are {names}, expected {list(MEMBERS)}")
+    if "manifest.json" not in names:
+        raise BundleInvalid("the bundle has no manifest.json")
+    manifest_text = bundle.read("manifest.json").decode()
+    manifest = json.loads(manifest_text)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("format") not in FORMATS:
+        raise BundleInvalid("manifest.json is not a TrialLedger bundle manifest")
+    expected = [*LEDGER, *sorted(n for n in files if n not in LEDGER), *MANIFEST]
+    for name in expected[:-len(MANIFEST)]:
+        if name not in files:
+            raise BundleInvalid(f"{name} is not listed in the manifest")
+        if name not in names:
+            raise BundleInvalid(f"{name} is listed in the manifest but absent from the bundle")
+    for name in names:
+        if name not in expected:
+            raise BundleInvalid(f"{name} is in the bundle but not listed in the manifest")
+    if names != expected:
+        raise BundleInvalid(f"bundle members are {names}, expected {expected}")
+    return manifest_text, manifest, expected
+
+
+def _check_canonical(path: Path, bundle: zipfile.ZipFile, members: list[str]) -> None:
     with tempfile.TemporaryFile() as rebuilt:
         with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_STORED) as copy:
-            for name in MEMBERS:
+            for name in members:
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = 0o644 << 16
                 info.create_system = 3
@@ -193,18 +224,24 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
     """Verify the bundle at ``path``; raise :class:`BundleInvalid` naming the first failure."""
     try:
         with zipfile.ZipFile(path) as bundle:
-            _check_canonical(path, bundle)
-            return _verify_members(bundle, trusted_keys, held_checkpoint)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+            manifest_text, manifest, members = _members(bundle)
+            _check_canonical(path, bundle, members)
+            return _verify_members(bundle, manifest_text, manifest, trusted_keys,
+                                   held_checkpoint)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:
+        # RuntimeError (NotImplementedError among them): zipfile's answer to a changed header
+        # that claims encryption, another compression method or a newer zip version.
         raise BundleInvalid(f"not a readable bundle: {e}") from e
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as e:
+        # Bytes changed inside a file so that it no longer parses (bad JSON, UTF-8, base64).
+        raise BundleInvalid(f"malformed bundle content: {e!r}") from e
 
 
-def _verify_members(bundle: zipfile.ZipFile, trusted: dict[str, Ed25519PublicKey],
+def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[str, Any],
+                    trusted: dict[str, Ed25519PublicKey],
                     held_checkpoint: str | None) -> BundleReport:
-    manifest_text = bundle.read("manifest.json").decode()
     # Hashes first, so a damaged file is named; the manifest's signature is checked at the
     # end, with the keys the log itself shows valid by then (it may be signed by a new key).
-    manifest: dict[str, Any] = json.loads(manifest_text)
     for name, expected in manifest["files"].items():
         digest = hashlib.sha256()
         with bundle.open(name) as member:
@@ -278,6 +315,7 @@ def _verify_members(bundle: zipfile.ZipFile, trusted: dict[str, Ed25519PublicKey
         if base64.b64decode(body[2]) != roots[size]:
             raise BundleInvalid(f"checkpoint of size {size}: root does not match the events")
         latest = max(latest, size)
+    _check_named_checkpoint(manifest, points, latest)
     current = {k: v for k, v in keys.items() if k not in retired and k not in revoked}
     if _open_note(bundle.read("manifest.sig").decode(), current) != manifest_text:
         raise BundleInvalid("manifest.sig does not sign manifest.json")
@@ -291,7 +329,28 @@ def _verify_members(bundle: zipfile.ZipFile, trusted: dict[str, Ed25519PublicKey
         if roots.get(held_size) != held_root:
             raise BundleInvalid(f"the log is not consistent with the held checkpoint of size "
                                 f"{held_size}")
-    return BundleReport(study, count, len(points), latest)
+    return BundleReport(study, count, len(points), latest, len(manifest["files"]),
+                        manifest.get("as_of"), manifest.get("created_at"),
+                        manifest.get("software_version"))
+
+
+def _check_named_checkpoint(manifest: dict[str, Any], points: list[dict[str, Any]],
+                            latest: int) -> None:
+    """The checkpoint the manifest says it was built with is the latest verified one."""
+    named = manifest.get("checkpoint")
+    if named is None:
+        if points:
+            raise BundleInvalid("the manifest names no checkpoint, the bundle holds some")
+        return
+    # Format 1 named the note alone; format 2 adds its size and root.
+    note = named if isinstance(named, str) else named["note"]
+    newest = next((p["note"] for p in points if p["tree_size"] == latest), None)
+    if note != newest:
+        raise BundleInvalid("the manifest names a checkpoint other than the bundle's latest")
+    if isinstance(named, dict):
+        body = note.split("\n")
+        if (named["tree_size"], named["root"]) != (int(body[1]), body[2]):
+            raise BundleInvalid("the manifest's checkpoint size or root differs from its note")
 
 
 def _check_event(study: str, event: dict[str, Any], keys: dict[str, Ed25519PublicKey],

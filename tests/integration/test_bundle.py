@@ -1,9 +1,13 @@
-"""Offline verification of an exported bundle, with only a trusted public key."""
+"""The regulator's bundle: offline verification with only a trusted public key; the ledger
+beside ODM, CSV and casebooks as of a time, every file under the signed manifest."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
-from datetime import timedelta
+import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -11,17 +15,23 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 from typer.testing import CliRunner
 
 from api.cli import app as cli
 from api.runtime import Runtime
 from infra.keys import public_pem
+from infra.ledger.bundle import canonical_info
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from tests.support import T0, enroll, envelope, register, simulated_clock
 
 STUDY = "NCT04397107"
+XSD = (Path(__file__).resolve().parents[2] / ".." / "shared" / "standards" / "odm-1.3.2"
+       / "ODM1-3-2.xsd")
+# Between the two enrollments: the bundle as of then shows child 001 only.
+BETWEEN = T0 + timedelta(minutes=30)
 
 
 def run(args: list[str], settings: Settings) -> tuple[int, str]:
@@ -33,7 +43,8 @@ def run(args: list[str], settings: Settings) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, server_url: str) -> tuple[Path, Path, int]:
     """A small study, exported through the CLI; returns (bundle, trusted key file, events
-    stored, the export's own record included)."""
+    stored, the exports' own records included). A second bundle, as of ``BETWEEN``, is
+    written beside the first as ``bundle-between.zip``."""
     from infra.postgres import temporary_database
 
     home = tmp_path_factory.mktemp("bundle-home")
@@ -54,6 +65,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, server_url: str) -> tuple
         code, output = run(["keys", "export-public", "-o", str(out / "trusted.pem")], settings)
         assert code == 0, output
         code, output = run(["export", "--study", STUDY, "--format", "bundle", "-o",
+                            str(out / "bundle-between.zip"), "--as-of", BETWEEN.isoformat(),
+                            "--database-url", url], settings)
+        assert code == 0, output
+        code, output = run(["export", "--study", STUDY, "--format", "bundle", "-o",
                             str(out / "bundle.zip"), "--database-url", url], settings)
         assert code == 0, output
         with psycopg.connect(url) as conn:
@@ -61,6 +76,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory, server_url: str) -> tuple
                                   "trialledger_events").fetchone()
     assert stored is not None
     return out / "bundle.zip", out / "trusted.pem", stored[0]
+
+
+def members(bundle: Path) -> dict[str, bytes]:
+    """Every member's bytes, in the bundle's order."""
+    with zipfile.ZipFile(bundle) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def rebuilt(files: dict[str, bytes], path: Path) -> Path:
+    """A canonical zip of ``files`` (as the exporter writes one) at ``path``: a tampering
+    that leaves every zip header and CRC right, so only the manifest can catch it."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in files.items():
+            with z.open(canonical_info(name), "w", force_zip64=True) as member:
+                member.write(data)
+    return path
 
 
 def test_the_bundle_verifies_offline_with_the_right_key(exported: tuple[Path, Path, int]) -> None:
@@ -92,21 +123,139 @@ def test_another_key_fails(exported: tuple[Path, Path, int], tmp_path: Path) -> 
     assert code == 1 and "BUNDLE INVALID" in output
 
 
-@settings(max_examples=60, deadline=None,
+def _regions(bundle: Path) -> dict[str, tuple[int, int]]:
+    """The byte range of each member (local header and data) and of the central directory."""
+    with zipfile.ZipFile(bundle) as z:
+        infos = sorted(z.infolist(), key=lambda i: i.header_offset)
+        ends = [i.header_offset for i in infos[1:]] + [z.start_dir]
+        regions = {i.filename: (i.header_offset, end) for i, end in zip(infos, ends, strict=True)}
+    regions["(central directory)"] = (ends[-1], bundle.stat().st_size)
+    return regions
+
+
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_any_changed_byte_fails(exported: tuple[Path, Path, int],
                                 tmp_path_factory: pytest.TempPathFactory,
                                 data: st.DataObject) -> None:
+    """A byte of any member (its header or its content: ledger, ODM, CSV, casebook,
+    manifest) or of the central directory, flipped in place."""
     bundle, trusted, _ = exported
+    regions = _regions(bundle)
+    start, end = regions[data.draw(st.sampled_from(sorted(regions)), label="member")]
     copy = tmp_path_factory.mktemp("tampered") / "bundle.zip"
     shutil.copy(bundle, copy)
     raw = bytearray(copy.read_bytes())
-    index = data.draw(st.integers(0, len(raw) - 1))
+    index = data.draw(st.integers(start, end - 1), label="byte")
     raw[index] ^= data.draw(st.integers(1, 255))
     copy.write_bytes(bytes(raw))
     with pytest.raises(BundleInvalid):
         verify_bundle(copy, load_public_keys(trusted.read_text()))
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_changed_byte_fails_even_in_a_well_formed_zip(
+        exported: tuple[Path, Path, int], tmp_path_factory: pytest.TempPathFactory,
+        data: st.DataObject) -> None:
+    """A byte of any member's content changed and the zip written anew, CRCs and all: the
+    zip itself is sound, the manifest's hashes and signature must catch it."""
+    bundle, trusted, _ = exported
+    files = members(bundle)
+    name = data.draw(st.sampled_from(sorted(files)), label="member")
+    content = bytearray(files[name])
+    content[data.draw(st.integers(0, len(content) - 1), label="byte")] ^= data.draw(
+        st.integers(1, 255))
+    files[name] = bytes(content)
+    copy = rebuilt(files, tmp_path_factory.mktemp("tampered") / "bundle.zip")
+    with pytest.raises(BundleInvalid):
+        verify_bundle(copy, load_public_keys(trusted.read_text()))
+
+
+def test_an_untouched_rebuild_verifies(exported: tuple[Path, Path, int],
+                                       tmp_path: Path) -> None:
+    """The rebuilding above is faithful: the failures it provokes are the tampering's."""
+    bundle, trusted, _ = exported
+    copy = rebuilt(members(bundle), tmp_path / "bundle.zip")
+    assert copy.read_bytes() == bundle.read_bytes()
+    verify_bundle(copy, load_public_keys(trusted.read_text()))
+
+
+def test_a_changed_casebook_is_named(exported: tuple[Path, Path, int], tmp_path: Path) -> None:
+    bundle, trusted, _ = exported
+    files = members(bundle)
+    files["casebooks/001.html"] = files["casebooks/001.html"].replace(b"0.8", b"0.9")
+    with pytest.raises(BundleInvalid, match=r"casebooks/001\.html does not match its SHA-256"):
+        verify_bundle(rebuilt(files, tmp_path / "b.zip"), load_public_keys(trusted.read_text()))
+
+
+def test_files_present_but_unlisted_or_listed_but_absent_fail(
+        exported: tuple[Path, Path, int], tmp_path: Path) -> None:
+    bundle, trusted, _ = exported
+    keys = load_public_keys(trusted.read_text())
+    files = members(bundle)
+    extra = {**{k: v for k, v in files.items() if not k.startswith("manifest")},
+             "casebooks/003.html": b"<p>a subject nobody enrolled</p>",
+             **{k: v for k, v in files.items() if k.startswith("manifest")}}
+    with pytest.raises(BundleInvalid, match=r"casebooks/003\.html is in the bundle but not "
+                                            "listed"):
+        verify_bundle(rebuilt(extra, tmp_path / "extra.zip"), keys)
+    missing = {k: v for k, v in files.items() if k != "csv/LB.csv"}
+    with pytest.raises(BundleInvalid, match=r"csv/LB\.csv is listed in the manifest but "
+                                            "absent"):
+        verify_bundle(rebuilt(missing, tmp_path / "missing.zip"), keys)
+
+
+def test_the_bundle_holds_renderings_the_ledger_and_a_full_manifest(
+        exported: tuple[Path, Path, int]) -> None:
+    bundle, trusted, events = exported
+    files = members(bundle)
+    manifest = json.loads(files["manifest.json"])
+    assert list(files) == ["events.jsonl", "leaves.jsonl", "checkpoints.jsonl",
+                           "public_keys.pem", *sorted(manifest["files"].keys() - {
+                               "events.jsonl", "leaves.jsonl", "checkpoints.jsonl",
+                               "public_keys.pem"}), "manifest.json", "manifest.sig"]
+    assert {"odm/snapshot.xml", "odm/archive.xml", "csv/DM.csv", "csv/LB.csv",
+            "csv/audit_trail.csv", "csv/audit_trail.jsonl", "casebooks/001.html",
+            "casebooks/001.pdf", "casebooks/002.html", "casebooks/002.pdf"} <= set(files)
+    assert manifest["software_version"].startswith("trialledger ")
+    created = datetime.fromisoformat(manifest["created_at"])
+    assert datetime.fromisoformat(manifest["as_of"]) == created  # default: as of now
+    note = manifest["checkpoint"]["note"].split("\n")
+    assert manifest["checkpoint"]["tree_size"] == int(note[1]) == events
+    assert manifest["checkpoint"]["root"] == note[2]
+    report = verify_bundle(bundle, load_public_keys(trusted.read_text()))
+    assert (report.files, report.as_of) == (len(manifest["files"]), manifest["as_of"])
+
+
+def test_odm_files_in_the_bundle_validate_against_the_xsd(
+        exported: tuple[Path, Path, int]) -> None:
+    bundle, _, _ = exported
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    for name in ("odm/snapshot.xml", "odm/archive.xml"):
+        root = etree.fromstring(members(bundle)[name])
+        assert schema.validate(root), (name, schema.error_log)
+
+
+def test_as_of_shapes_the_renderings_not_the_ledger(exported: tuple[Path, Path, int]) -> None:
+    bundle, trusted, _ = exported
+    between = bundle.with_name("bundle-between.zip")
+    files = members(between)
+    manifest = json.loads(files["manifest.json"])
+    assert datetime.fromisoformat(manifest["as_of"]) == BETWEEN
+    assert [n for n in files if n.startswith("casebooks/")] == [
+        "casebooks/001.html", "casebooks/001.pdf"]
+    snapshot = etree.fromstring(files["odm/snapshot.xml"])
+    assert datetime.fromisoformat(snapshot.get("AsOfDateTime", "")) == BETWEEN
+    dm = files["csv/DM.csv"].decode().splitlines()
+    assert len(dm) == 2 and ",001," in dm[1]
+    # The ledger holds the whole log as it stood at export: 002's enrollment included.
+    events = [json.loads(line) for line in io.BytesIO(files["events.jsonl"])]
+    assert len({e["originator_id"] for e in events}) >= 4  # study, keyring, two subjects
+    report = verify_bundle(between, load_public_keys(trusted.read_text()))
+    assert report.as_of == manifest["as_of"]
 
 
 def test_a_held_newer_checkpoint_exposes_an_older_bundle(exported: tuple[Path, Path, int]) -> None:

@@ -54,6 +54,17 @@ def test_the_bundle_over_http_verifies_offline(runtime: Runtime, tmp_path: Path)
     bundle.write_bytes(response.content)
     report = verify_bundle(bundle, keys.load_public_keys(runtime.settings))
     assert report.study == STUDY and report.events > 0
+    # As of before the correction (T0 + 9 days): the bundle's casebook shows the C3 entered.
+    as_of = "2021-01-12T00:00:00+00:00"
+    earlier = regulator.get(f"/v1/studies/{STUDY}/exports/bundle", params={"as_of": as_of})
+    assert earlier.status_code == 200
+    (tmp_path / "earlier.zip").write_bytes(earlier.content)
+    report = verify_bundle(tmp_path / "earlier.zip", keys.load_public_keys(runtime.settings))
+    assert report.as_of == as_of
+    with zipfile.ZipFile(tmp_path / "earlier.zip") as z:
+        page = z.read("casebooks/001.html").decode()
+        assert "<td>value</td><td>0.8</td>" in page and "<td>0.6</td>" not in page
+        assert "casebooks/001.pdf" in z.namelist()
 
 
 def test_exports_are_refused_to_the_site_and_with_a_naive_time(runtime: Runtime) -> None:

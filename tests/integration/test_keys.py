@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.exports import write_bundle_file
 from api.runtime import Runtime
 from infra import keys
+from infra.ledger.bundle import write_bundle
 from infra.ledger.checker import KEY_REGISTERED, KEY_RETIRED
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
@@ -123,8 +123,11 @@ def test_an_offline_bundle_from_a_revoked_key_fails(runtime: Runtime, settings: 
                         str(tmp_path / "b.zip"), "--database-url", db_url], settings)
     assert code == 1 and "revoked" in output
     assert not (tmp_path / "b.zip").exists()
-    # A bundle written all the same has its manifest signed by the revoked key: it must not
-    # verify.
-    write_bundle_file(runtime, STUDY, tmp_path / "b.zip")
+    # A ledger bundle written all the same has its manifest signed by the revoked key: it must
+    # not verify. (Written by the ledger's writer: the export path also renders, and a study
+    # whose key is revoked refuses to be opened for that.)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        write_bundle(conn, STUDY, schema_for_study(STUDY), tmp_path / "b.zip",
+                     keys.load_public_keys(settings), runtime.signing_key(), settings.key_name)
     with pytest.raises(BundleInvalid, match="after its revocation"):
         verify_bundle(tmp_path / "b.zip", load_public_keys((tmp_path / "k.pem").read_text()))

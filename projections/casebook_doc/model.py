@@ -1,0 +1,235 @@
+"""A subject's casebook as a document: sections of facts and tables, all text.
+
+The HTML and the PDF are drawn from the same document, so they cannot disagree. It is built
+from the read tables as the system showed them at a recorded time: the subject's header and
+records in force then (``casebook_versions``) and every audit row recorded by then
+(``audit_trail``), so each value is shown with its whole history, who changed it, when and
+why; signatures with their manifestation (printed name, UTC time, meaning) and whether a later
+change invalidated them; queries with their answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from domain.study import StudyDefinition
+from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.streaming import in_force, stream
+
+# Audit rows of the monitoring workflow: shown in their own sections, not as value history.
+WORKFLOW_FIELDS = ("signature", "query", "sdv")
+KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
+               "labs": "Lab result", "assessments": "Assessment",
+               "adverse-events": "Adverse event"}
+INVALIDATED = "INVALIDATED"
+# Changes that rewrite what was entered rather than start a new clinical fact: no valid time.
+UNDATED = ("RecordCorrected", "RecordRemoved")
+HISTORY_COLUMNS = ("Recorded (UTC)", "Change", "Field", "Old value", "New value",
+                   "Valid from (UTC)", "By", "Reason")
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of text under column headings; ``widths`` are relative (the PDF uses them)."""
+
+    columns: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+    widths: tuple[int, ...]
+
+
+@dataclass
+class Section:
+    """A titled part of the casebook: key/value facts, then captioned tables."""
+
+    title: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+
+
+@dataclass
+class CasebookDocument:
+    """One subject's casebook, ready to render."""
+
+    subject: str
+    title: str
+    facts: list[tuple[str, str]]
+    sections: list[Section]
+
+
+def utc(value: datetime | str | None) -> str:
+    """A recorded or clinical time as ``YYYY-MM-DD HH:MM:SS UTC`` (a date stays a date)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        if "T" not in value:
+            return value
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def text(value: Any) -> str:
+    """A stored value as the casebook prints it: JSON for lists and objects."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value)
+    # Spaces after separators let long lists (eligibility answers) wrap in a table cell.
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _words(name: str) -> str:
+    """``RecordCorrected`` -> ``Record corrected``."""
+    return re.sub(r"(?<!^)([A-Z])", lambda m: " " + m.group(1).lower(), name)
+
+
+def casebooks(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
+              as_of: datetime, created_at: datetime) -> Iterator[CasebookDocument]:
+    """Every subject's casebook as of ``as_of``, one at a time, in subject order.
+
+    Call inside one consistent read (:func:`projections.streaming.consistent_read`); only one
+    subject's rows are held at a time.
+    """
+    s = Identifier(schema)
+    heads = SQL("SELECT h.subject_id, h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
+                "ORDER BY h.data->>'subject'").format(s, Identifier(VERSIONS),
+                                                      in_force(as_of, "h"))
+    for subject_id, header in stream(conn, heads, {"t": as_of}, "casebook_heads"):
+        records = conn.execute(
+            SQL("SELECT r.kind, r.data FROM {}.{} r WHERE r.subject_id = %(sid)s "
+                "AND r.record_id <> '' AND r.data IS NOT NULL AND {} "
+                "ORDER BY r.data->>'observed_at', r.record_id").format(
+                    s, Identifier(VERSIONS), in_force(as_of, "r")),
+            {"sid": subject_id, "t": as_of}).fetchall()
+        audit = conn.execute(
+            SQL("SELECT {} FROM {}.{} WHERE subject_code = %(code)s AND subject_id = %(sid)s "
+                "AND recorded_at <= %(t)s ORDER BY id").format(
+                    SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), s, Identifier(AUDIT)),
+            {"code": header["subject"], "sid": subject_id, "t": as_of}).fetchall()
+        yield build(definition, header, [(kind, data) for kind, data in records],
+                    [dict(zip(AUDIT_COLUMNS, row, strict=True)) for row in audit],
+                    as_of, created_at)
+
+
+def build(definition: StudyDefinition, header: dict[str, Any],
+          records: list[tuple[str, dict[str, Any]]], audit: list[dict[str, Any]],
+          as_of: datetime, created_at: datetime) -> CasebookDocument:
+    """The casebook document of one subject from its header, records and audit rows."""
+    code = header["subject"]
+    arm = header["arm"]
+    facts = [("Study", definition.study_id), ("Subject", code), ("Site", header["site"]),
+             ("As of (recorded time)", utc(as_of)), ("Generated", utc(created_at))]
+    subject = Section("Subject", facts=[
+        ("Status", header["status"]),
+        ("Arm", f"{arm} — {definition.arms.get(arm, '')}" if arm else "not assigned"),
+        ("Disease", header["disease"]), ("Sex", header["sex"]),
+        ("Date of birth", header["date_of_birth"]), ("Consent date", header["consent_date"]),
+        ("Enrolled on", header["enrolled_on"] or ""),
+        ("Locked", "yes" if header["locked"] else "no")])
+    subject_rows = [row for row in audit if row["record_id"] is None
+                    and row["field"] not in WORKFLOW_FIELDS]
+    subject.tables.append(("Subject history", _history(subject_rows)))
+    sections = [subject, _signatures(header), _queries(header)]
+    history: dict[str, list[dict[str, Any]]] = {}
+    for row in audit:
+        if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
+            history.setdefault(row["record_id"], []).append(row)
+    shown = set()
+    for kind, view in records:
+        shown.add(view["record_id"])
+        sections.append(_record(kind, view, header, history.get(view["record_id"], [])))
+    for record_id, rows in history.items():
+        if record_id not in shown:
+            kind = rows[0]["record_kind"] or ""
+            sections.append(Section(
+                f"{KIND_TITLES.get(kind, kind)} {record_id} (removed)",
+                facts=[("Removed", utc(rows[-1]["recorded_at"]))],
+                tables=[("History", _history(rows))]))
+    return CasebookDocument(code, f"Casebook of subject {code}, study {definition.study_id}",
+                            facts, sections)
+
+
+def _signatures(header: dict[str, Any]) -> Section:
+    rows = []
+    for sig in sorted(header["signatures"].values(), key=lambda s: s["signed_at"]):
+        status = INVALIDATED if sig["status"] == "invalidated" else sig["status"].upper()
+        invalidated = (f"{utc(sig['invalidated_at'])} (casebook version "
+                       f"{sig['invalidated_by_version']})" if sig["invalidated_at"] else "")
+        rows.append((sig["printed_name"], sig["role"], utc(sig["signed_at"]),
+                     f"{sig['meaning_text']} ({sig['meaning']})",
+                     f"version {sig['signed_version']}", status, invalidated))
+    table = Table(("Printed name", "Role", "Signed (UTC)", "Meaning", "Signed content",
+                   "Status", "Invalidated (UTC)"), rows, (3, 2, 3, 4, 2, 2, 3))
+    return Section("Signatures", facts=[] if rows else [("Signatures", "none")],
+                   tables=[("Electronic signatures", table)] if rows else [])
+
+
+def _queries(header: dict[str, Any]) -> Section:
+    rows = []
+    for query in sorted(header["queries"].values(), key=lambda q: q["opened_at"]):
+        answers = "\n".join(f"{a['answered_by']}, {utc(a['answered_at'])}: {a['text']}"
+                            for a in query["answers"])
+        closed = (f"{query['closed_by']}, {utc(query['closed_at'])}: {query['closing_text']}"
+                  if query["closed_at"] else "")
+        rows.append((query["query_id"], f"{query['record_id']} / {query['field']}",
+                     query["text"], f"{query['opened_by']}, {utc(query['opened_at'])}",
+                     answers, query["status"], closed))
+    table = Table(("Query", "Record / field", "Text", "Opened", "Answers", "Status",
+                   "Closed"), rows, (2, 2, 4, 3, 4, 2, 3))
+    return Section("Queries", facts=[] if rows else [("Queries", "none")],
+                   tables=[("Data queries", table)] if rows else [])
+
+
+def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
+            rows: list[dict[str, Any]]) -> Section:
+    record_id = view["record_id"]
+    facts = [("Observed (valid time)", utc(view["observed_at"])),
+             ("Visit", view["visit"] or ""), ("First entered", utc(view["entered_at"])),
+             ("Changes since entry", str(view["changes"]))]
+    sdv = header["sdv"].get(record_id)
+    if sdv is not None:
+        current = sdv["revision"] == view["changes"]
+        facts.append(("Source verified", f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
+                      + ("" if current else " (the record changed since)")))
+    values = Table(("Field", "Value"), [(name, text(value))
+                                        for name, value in sorted(view["fields"].items())],
+                   (1, 3))
+    section = Section(f"{KIND_TITLES.get(kind, kind)} {record_id}", facts=facts,
+                      tables=[("Values", values)])
+    if view["derived"]:
+        section.tables.append(("Derived values", Table(
+            ("Name", "Value", "Unit", "Method", "Inputs"),
+            [_derived(name, d) for name, d in sorted(view["derived"].items())],
+            (2, 2, 1, 3, 4))))
+    section.tables.append(("History", _history(rows)))
+    return section
+
+
+def _derived(name: str, value: Any) -> tuple[str, ...]:
+    # A computed value carries its unit, method and inputs; a flag (lab L/N/H) is bare.
+    if isinstance(value, dict) and "value" in value:
+        return (name, text(value["value"]), text(value.get("unit")),
+                text(value.get("method")), text(value.get("inputs")))
+    return (name, text(value), "", "", "")
+
+
+def _history(rows: list[dict[str, Any]]) -> Table:
+    out = []
+    for row in rows:
+        reason = ": ".join(p for p in (row["reason_code"], row["reason_text"]) if p)
+        who = f"{row['printed_name']} ({row['role']}, {row['actor_site'] or 'all sites'})"
+        observed = "" if row["event_type"] in UNDATED else utc(row["observed_at"])
+        out.append((utc(row["recorded_at"]), _words(row["event_type"]), row["field"],
+                    text(row["old_value"]), text(row["new_value"]), observed, who, reason))
+    return Table(HISTORY_COLUMNS, out, (3, 3, 2, 3, 3, 3, 4, 4))
