@@ -26,9 +26,9 @@ from domain.errors import (
     Problem,
 )
 from domain.records import Context, Record, copy_json, validate, vitals_from_measurements
-from domain.sdtm import is_sdtm_kind
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
+from domain.sdtm import is_sdtm_kind
 from domain.study import StudyDefinition, study_uuid
 
 SEXES = ("F", "M", "U")
@@ -146,6 +146,19 @@ class Subject(Aggregate):
     class RowImported(RecordEntered):
         """A row of an SDTM data set was loaded as a record (its kind is the SDTM domain);
         where it came from travels in the envelope's provenance."""
+
+        def apply(self, subject: Subject) -> None:
+            # As RecordEntered, with one copy of the fields shared by the record and its
+            # first timeline entry: an import makes a hundred thousand of these, and every
+            # change copies the record before touching either.
+            fields = copy_json(self.fields)
+            subject.records[self.record_id] = Record(
+                record_id=self.record_id, kind=self.kind, observed_at=self.observed_at,
+                visit=self.visit, fields=fields, derived=copy_json(self.derived),
+                entered_at=self.timestamp,
+                timeline=[{"observed_at": self.observed_at.isoformat(), "fields": fields}],
+            )
+            subject.data_changed(self)
 
     class RecordChanged(Event):
         """Base of changes to an existing record: each names the fields, old and new."""
@@ -921,7 +934,9 @@ class Subject(Aggregate):
         if record_id in self.records:
             raise InvalidInput("record_id", f"record {record_id!r} already exists")
         observed = self._valid_time(observed_at, at)
-        clean, derived = validate(kind, fields, Context(self.bsa_at(observed), sdtm))
+        # An SDTM row derives nothing from the BSA in force (and looking it up is a scan).
+        bsa = None if is_sdtm_kind(kind) else self.bsa_at(observed)
+        clean, derived = validate(kind, fields, Context(bsa, sdtm))
         self.trigger_event(
             event_class,
             timestamp=require_aware("recorded_at", at),
