@@ -31,12 +31,13 @@ from domain.sdtm import KEYS, TOPICS, dtc_date, record_id, valid_time, validate_
 from domain.service import StudyApplication
 from domain.subject import SCREEN_FAILURE_ARM, Subject
 from infra.sdtm_files import SdtmFileError, Table, read_directory
+from projections.csv_export import STUDY_FILE
 
 # What DM must hold for a subject to be loaded at all.
 DM_REQUIRED = ("USUBJID", "SITEID", "SEX", "ARMCD", "ACTARMCD")
 # Trial-design domains (they describe the study, not a subject) and what is not loaded.
 DESIGN = ("TS", "TA", "TE", "TV", "TI")
-DEFINITION_FILE = "study.json"  # the study's definition, as a CSV export writes it
+DEFINITION_FILE = STUDY_FILE  # the study's definition, as a CSV export writes it
 # Subjects stored per transaction. Much larger batches gain little, and a very large one can
 # stall psycopg's pipeline mode (the client and the server each waiting on the other).
 SUBJECTS_PER_TRANSACTION = 5
