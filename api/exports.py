@@ -62,9 +62,11 @@ def write_csv_dir(runtime: Runtime, study: str, directory: Path,
                   as_of: datetime | None) -> dict[str, int]:
     """Write the CSV files into ``directory``; rows per file."""
     runtime.project(study)
-    definition = runtime.study(study).definition()
+    app = runtime.study(study)
+    definition = app.definition()
     with connect(runtime.url) as conn:
-        return write_csv(conn, schema_for_study(study), definition, directory, as_of)
+        return write_csv(conn, schema_for_study(study), definition, directory, as_of,
+                         definition_data=app.study().definition_data)
 
 
 def write_casebook_dir(runtime: Runtime, study: str, directory: Path, as_of: datetime | None,

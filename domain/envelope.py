@@ -65,6 +65,9 @@ class Envelope:
     request_id: str
     edit_point: str = "site"
     reason: Reason | None = None
+    # Where imported data came from (file, row, the row's values as given); None otherwise,
+    # and then absent from the stored form, so events written before it existed are unchanged.
+    provenance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -106,6 +109,7 @@ class Envelope:
             "reason": None
             if self.reason is None
             else {"code": self.reason.code, "text": self.reason.text},
+            **({} if self.provenance is None else {"provenance": self.provenance}),
         }
 
     @classmethod
@@ -119,4 +123,5 @@ class Envelope:
             request_id=data["request_id"],
             edit_point=data["edit_point"],
             reason=None if reason is None else Reason(**reason),
+            provenance=data.get("provenance"),
         )

@@ -15,6 +15,7 @@ from typing import Any
 from domain.errors import InvalidInput, Problem
 from domain.rules import bsa, ctcae, dosing, essdai, sledai, steroids, units
 from domain.rules.derivation import RuleError
+from domain.sdtm import is_sdtm_kind, validate_row
 
 KINDS = ("vitals", "doses", "therapies", "labs", "assessments", "adverse-events")
 
@@ -61,6 +62,9 @@ class Context:
     """What a validator may need beyond the fields: the body-surface area in force."""
 
     bsa_m2: float | None
+    # A study's SDTM declaration (variables, vocabularies) for imported records; None checks
+    # only their structure (as when the read side re-derives a record).
+    sdtm: Mapping[str, Any] | None = None
 
 
 Validated = tuple[dict[str, Any], dict[str, Any]]
@@ -285,6 +289,8 @@ VALIDATORS: dict[str, Callable[[Mapping[str, Any], Context], Validated]] = {
 
 def validate(kind: str, fields: Mapping[str, Any], context: Context) -> Validated:
     """Validate a record of ``kind``; return its clean fields and derived values."""
+    if is_sdtm_kind(kind):
+        return validate_row(kind, fields, context.sdtm)
     validator = VALIDATORS.get(kind)
     if validator is None:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")

@@ -130,6 +130,16 @@ class StudyApplication(Application[UUID]):
         self._save(subject)
         return subject.id
 
+    def is_subject(self, subject_code: str) -> bool:
+        """True if subject ``subject_code`` exists in this study."""
+        return self._exists(subject_uuid(self.study_id, subject_code))
+
+    def save_imported(self, subjects: Sequence[Subject]) -> None:
+        """Store the new events of many subjects in one transaction (a bulk load, e.g. an
+        SDTM import): one commit for thousands of events instead of one per command. The
+        subjects' commands have already run; all of it is stored, or nothing."""
+        self._save(*subjects)
+
     def subject(self, subject_code: str, *, to_change: bool = False) -> Subject:
         """A subject's casebook as it stands now.
 

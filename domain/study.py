@@ -6,7 +6,7 @@ study is another definition run beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -51,6 +51,9 @@ class StudyDefinition:
     products: dict[str, dict[str, Any]]
     start_date: date
     end_date: date
+    # A study loaded from SDTM: each domain's variables and types, and the study's own
+    # vocabularies (test codes and units), which its imported records are checked against.
+    sdtm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -76,6 +79,7 @@ class StudyDefinition:
                 products={p["code"]: p for p in data.get("products", [])},
                 start_date=date.fromisoformat(data["start_date"]),
                 end_date=date.fromisoformat(data["end_date"]),
+                sdtm=dict(data.get("sdtm") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e

@@ -28,9 +28,11 @@ from domain.errors import (
 from domain.records import Context, Record, copy_json, validate, vitals_from_measurements
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
+from domain.sdtm import is_sdtm_kind
 from domain.study import StudyDefinition, study_uuid
 
 SEXES = ("F", "M", "U")
+SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
 def subject_uuid(study_id: str, subject_code: str) -> UUID:
@@ -61,6 +63,22 @@ class Subject(Aggregate):
         sex: str
         disease: str
         consent_date: date
+
+    class Imported(Event, Aggregate.Created):
+        """The subject was loaded from an SDTM data set (its DM row); the subject exists from
+        here on. ``demographics`` holds the DM variables as given; ``arm`` and ``actual_arm``
+        are ARMCD and ACTARMCD (both kept: they differ when a subject received another arm
+        than planned); a screen failure is kept, with that status."""
+
+        study_id: str
+        subject_code: str
+        site: str
+        sex: str
+        demographics: dict[str, Any]
+        arm: str | None
+        actual_arm: str | None
+        status: str
+        enrolled_on: date | None
 
     class Screened(Event):
         """Every eligibility criterion was evaluated against the screening facts, and met."""
@@ -124,6 +142,23 @@ class Subject(Aggregate):
 
     class AdverseEventReported(RecordEntered):
         """An adverse event was reported."""
+
+    class RowImported(RecordEntered):
+        """A row of an SDTM data set was loaded as a record (its kind is the SDTM domain);
+        where it came from travels in the envelope's provenance."""
+
+        def apply(self, subject: Subject) -> None:
+            # As RecordEntered, with one copy of the fields shared by the record and its
+            # first timeline entry: an import makes a hundred thousand of these, and every
+            # change copies the record before touching either.
+            fields = copy_json(self.fields)
+            subject.records[self.record_id] = Record(
+                record_id=self.record_id, kind=self.kind, observed_at=self.observed_at,
+                visit=self.visit, fields=fields, derived=copy_json(self.derived),
+                entered_at=self.timestamp,
+                timeline=[{"observed_at": self.observed_at.isoformat(), "fields": fields}],
+            )
+            subject.data_changed(self)
 
     class RecordChanged(Event):
         """Base of changes to an existing record: each names the fields, old and new."""
@@ -308,12 +343,19 @@ class Subject(Aggregate):
         study_id: str,
         subject_code: str,
         site: str,
-        date_of_birth: date,
         sex: str,
-        disease: str,
-        consent_date: date,
         envelope: Envelope,
+        date_of_birth: date | None = None,
+        disease: str = "",
+        consent_date: date | None = None,
+        demographics: dict[str, Any] | None = None,
+        arm: str | None = None,
+        actual_arm: str | None = None,
+        status: str = "consented",
+        enrolled_on: date | None = None,
     ) -> None:
+        # Consented gives date of birth, disease and consent date; Imported gives what an
+        # SDTM DM row holds (no date of birth or consent date in CDISCPILOT01) and the arms.
         self.study_id = study_id
         self.subject_code = subject_code
         self.site = site
@@ -321,10 +363,12 @@ class Subject(Aggregate):
         self.sex = sex
         self.disease = disease
         self.consent_date = consent_date
-        self.status = "consented"
+        self.status = status
         self.screening_facts: dict[str, Any] = {}
-        self.arm: str | None = None
-        self.enrolled_on: date | None = None
+        self.arm = arm
+        self.actual_arm = actual_arm
+        self.demographics = demographics
+        self.enrolled_on = enrolled_on
         self.records: dict[str, Record] = {}
         self.locked = False
         self.was_locked = False  # once locked, every later edit is a post-lock edit
@@ -344,6 +388,7 @@ class Subject(Aggregate):
         clone.__dict__.update(self.__dict__)
         clone._pending_events = list(self._pending_events)
         clone.screening_facts = copy_json(self.screening_facts)
+        clone.demographics = copy_json(self.demographics)
         # Records are shared: every event that changes one replaces it with a copy first.
         clone.records = dict(self.records)
         clone.signatures = copy_json(self.signatures)
@@ -400,6 +445,67 @@ class Subject(Aggregate):
         )
         return subject
 
+    @classmethod
+    def import_from_sdtm(
+        cls,
+        study: StudyDefinition,
+        subject_code: str,
+        site: str,
+        sex: str,
+        demographics: Mapping[str, Any],
+        arm: str | None,
+        actual_arm: str | None,
+        enrolled_on: date | None,
+        envelope: Envelope,
+        at: datetime,
+    ) -> Subject:
+        """Load a subject from its SDTM DM row. A screen failure (ARMCD ``Scrnfail``, or no
+        reference start) is kept as a subject with status ``screen_failure``."""
+        at = require_aware("recorded_at", at)
+        problems = []
+        if envelope.source != "import":
+            problems.append(Problem("source", "an SDTM load is recorded with source 'import'"))
+        if not subject_code or not subject_code.strip():
+            problems.append(Problem("USUBJID", "is required"))
+        if site not in study.sites:
+            problems.append(Problem("SITEID", f"unknown site {site!r}"))
+        if sex not in SEXES:
+            problems.append(Problem("SEX", f"must be one of {', '.join(SEXES)}"))
+        for name, value in (("ARMCD", arm), ("ACTARMCD", actual_arm)):
+            if value and value not in study.arms:
+                problems.append(Problem(name, f"unknown arm {value!r}"))
+        if problems:
+            raise InvalidInput(problems=problems)
+        screen_failure = arm == SCREEN_FAILURE_ARM or enrolled_on is None
+        subject: Subject = cls._create(
+            cls.Imported,
+            id=subject_uuid(study.study_id, subject_code),
+            timestamp=at,
+            envelope=envelope,
+            study_id=study.study_id,
+            subject_code=subject_code.strip(),
+            site=site,
+            sex=sex,
+            demographics=copy_json(dict(demographics)),
+            arm=arm or None,
+            actual_arm=actual_arm or None,
+            status="screen_failure" if screen_failure else "enrolled",
+            enrolled_on=enrolled_on,
+        )
+        return subject
+
+    def import_record(self, study: StudyDefinition, kind: str, record_id: str,
+                      observed_at: datetime, visit: str | None, fields: dict[str, Any],
+                      envelope: Envelope, at: datetime) -> None:
+        """Load one SDTM row as a record of ``kind`` (its domain), checked against the
+        study's own SDTM vocabulary. A screen failure's rows are loaded too."""
+        if not is_sdtm_kind(kind):
+            raise InvalidInput("kind", f"{kind!r} is no SDTM domain the import loads")
+        if envelope.source != "import":
+            raise InvalidInput("source", "an SDTM load is recorded with source 'import'")
+        self._enter(self.RowImported, kind, record_id, observed_at, visit, fields, envelope,
+                    at, sdtm=study.sdtm)
+
     def screen(
         self,
         criteria: tuple[Criterion, ...],
@@ -409,8 +515,9 @@ class Subject(Aggregate):
     ) -> None:
         """Evaluate every criterion; refuse (naming each failed one) unless all are met."""
         self._require_status("consented")
+        born, consented = self._consent_dates()
         try:
-            facts = derive_screening_facts(self.date_of_birth, self.consent_date, answers)
+            facts = derive_screening_facts(born, consented, answers)
         except RuleError as e:
             raise InvalidInput(e.field, e.message) from e
         failures = evaluate_eligibility(criteria, facts)
@@ -435,7 +542,7 @@ class Subject(Aggregate):
         at = require_aware("recorded_at", at)
         if arm not in study.arms:
             raise InvalidInput("arm", f"must be one of {', '.join(study.arms)}")
-        if enrolled_on < self.consent_date:
+        if enrolled_on < self._consent_dates()[1]:
             raise InvalidInput("enrolled_on", "is before consent")
         if enrolled_on > at.date():
             raise InvalidInput("enrolled_on", "is in the future")
@@ -761,6 +868,13 @@ class Subject(Aggregate):
 
     # --- internals -------------------------------------------------------------------
 
+    def _consent_dates(self) -> tuple[date, date]:
+        """Date of birth and consent date, which a consented subject has (an imported one
+        may not, and is never screened or enrolled by command)."""
+        if self.date_of_birth is None or self.consent_date is None:
+            raise InvalidState(f"subject {self.subject_code} has no consent on record")
+        return self.date_of_birth, self.consent_date
+
     def _require_status(self, *statuses: str) -> None:
         if self.status not in statuses:
             raise InvalidState(f"subject is {self.status}; expected {' or '.join(statuses)}")
@@ -792,9 +906,9 @@ class Subject(Aggregate):
         recorded = require_aware("recorded_at", at)
         if observed > recorded:
             raise InvalidInput("observed_at", "is after the time it is recorded (in the future)")
-        if observed.date() < self.date_of_birth:
+        if self.date_of_birth is not None and observed.date() < self.date_of_birth:
             raise InvalidInput("observed_at", "is before the subject's date of birth")
-        if observed.date() < self.consent_date:
+        if self.consent_date is not None and observed.date() < self.consent_date:
             raise InvalidInput("observed_at", "is before informed consent")
         if not_before is not None and observed < not_before:
             raise InvalidInput("observed_at", "is before the record it changes began")
@@ -810,16 +924,19 @@ class Subject(Aggregate):
         fields: dict[str, Any],
         envelope: Envelope,
         at: datetime,
+        sdtm: Mapping[str, Any] | None = None,
     ) -> None:
         self._check_editable(envelope)
-        if self.status != "enrolled":
+        if self.status != "enrolled" and not is_sdtm_kind(kind):
             raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
         if not record_id or not record_id.strip():
             raise InvalidInput("record_id", "is required")
         if record_id in self.records:
             raise InvalidInput("record_id", f"record {record_id!r} already exists")
         observed = self._valid_time(observed_at, at)
-        clean, derived = validate(kind, fields, Context(self.bsa_at(observed)))
+        # An SDTM row derives nothing from the BSA in force (and looking it up is a scan).
+        bsa = None if is_sdtm_kind(kind) else self.bsa_at(observed)
+        clean, derived = validate(kind, fields, Context(bsa, sdtm))
         self.trigger_event(
             event_class,
             timestamp=require_aware("recorded_at", at),

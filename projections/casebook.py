@@ -6,7 +6,7 @@ tables (one rendering per version), so both answer in the same shape.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from domain.records import Context, Record, validate
@@ -23,7 +23,7 @@ def subject_header(subject: Subject) -> dict[str, Any]:
     Signatures show their manifestation (printed name, UTC time, meaning) and whether a later
     change invalidated them; queries and source-data verification marks sit beside them.
     """
-    return {
+    header = {
         "study_id": subject.study_id,
         "subject": subject.subject_code,
         "site": subject.site,
@@ -31,8 +31,8 @@ def subject_header(subject: Subject) -> dict[str, Any]:
         "arm": subject.arm,
         "disease": subject.disease,
         "sex": subject.sex,
-        "date_of_birth": subject.date_of_birth.isoformat(),
-        "consent_date": subject.consent_date.isoformat(),
+        "date_of_birth": _iso(subject.date_of_birth),
+        "consent_date": _iso(subject.consent_date),
         "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on else None,
         "locked": subject.locked,
         "signatures": {k: dict(v) for k, v in subject.signatures.items()},
@@ -40,6 +40,15 @@ def subject_header(subject: Subject) -> dict[str, Any]:
                     for k, v in subject.queries.items()},
         "sdv": {k: dict(v) for k, v in subject.sdv.items()},
     }
+    if subject.demographics is not None:
+        # Only an imported subject has these: a native casebook keeps its shape.
+        header["actual_arm"] = subject.actual_arm
+        header["demographics"] = dict(subject.demographics)
+    return header
+
+
+def _iso(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def record_view(record: Record) -> dict[str, Any]:

@@ -66,6 +66,7 @@ OUTCOMES = {"recovered": "RECOVERED/RESOLVED", "recovering": "RECOVERING/RESOLVI
 SERIOUSNESS = {"death": "AESDTH", "life_threatening": "AESLIFE", "hospitalisation": "AESHOSP",
                "disability": "AESDISAB", "congenital_anomaly": "AESCONG",
                "medically_important": "AESMIE"}
+STUDY_FILE = "study.json"  # an SDTM-loaded study's definition, beside its CSV files
 LAB_FLAGS = {"L": "LOW", "N": "NORMAL", "H": "HIGH"}
 # The end of participation, as the subject's events name it.
 ENDINGS = {Subject.Completed.__name__: "COMPLETED", Subject.Withdrawn.__name__: "WITHDRAWN"}
@@ -90,8 +91,14 @@ def _text(value: Any) -> str:
 
 
 def write_csv(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
-              directory: Path, as_of: datetime | None = None) -> dict[str, int]:
+              directory: Path, as_of: datetime | None = None,
+              definition_data: dict[str, Any] | None = None) -> dict[str, int]:
     """Write the CSV files of the study as of ``as_of`` (now when None) into ``directory``.
+
+    A study loaded from SDTM is written back as it was loaded: one file per SDTM domain
+    (``DM``, ``LB``, ``SUPPAE``...) with the variables it declared, each row's values as
+    stored, and ``study.json`` (its registered definition, ``definition_data``), so that
+    ``import-sdtm`` reads the directory back into an equal study.
 
     ``conn`` must not be inside a transaction. Returns the number of rows of each file.
     """
@@ -100,9 +107,17 @@ def write_csv(conn: psycopg.Connection[Any], schema: str, definition: StudyDefin
     export = _Export(conn, schema, definition, when)
     counts: dict[str, int] = {}
     with consistent_read(conn):
-        for domain, rows in (("DM", export.dm()), ("DS", export.ds()),
-                             *((d, export.records(d)) for d in KIND_OF)):
-            counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", COLUMNS[domain], rows)
+        if definition.sdtm:
+            counts.update(export.sdtm(directory))
+            if definition_data is not None:
+                (directory / STUDY_FILE).write_bytes(
+                    orjson.dumps(definition_data, option=orjson.OPT_INDENT_2))
+                counts[STUDY_FILE] = 1
+        else:
+            for domain, rows in (("DM", export.dm()), ("DS", export.ds()),
+                                 *((d, export.records(d)) for d in KIND_OF)):
+                counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", COLUMNS[domain],
+                                                 rows)
         counts.update(export.audit_trail(directory))
     return counts
 
@@ -206,6 +221,38 @@ class _Export:
                     row["VISIT"] = _text(visit)
                     row["VISITNUM"] = _text(self.visit_numbers.get(visit or ""))
                 yield row
+
+    def sdtm(self, directory: Path) -> dict[str, int]:
+        """An SDTM-loaded study's domains, each row its variables as stored."""
+        declared: dict[str, dict[str, str]] = self.definition.sdtm.get("variables", {})
+        counts: dict[str, int] = {}
+        for domain, variables in declared.items():
+            key = ("STUDYID", "RDOMAIN" if domain.startswith("SUPP") else "DOMAIN", "USUBJID")
+            columns = (*key, *(v for v in variables if v not in key))
+            rows = self._sdtm_rows(domain, key)
+            counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", columns, rows)
+        return counts
+
+    def _sdtm_rows(self, domain: str, key: tuple[str, ...]) -> Iterator[Row]:
+        study = self.definition.study_id
+        if domain == "DM":
+            for (header,) in self._stream(self._headers(), "csv_sdtm_dm"):
+                yield {"STUDYID": study, "DOMAIN": "DM", "USUBJID": header["subject"],
+                       **(header.get("demographics") or {})}
+            return
+        # Rows in record-id order: a repeated key's "#2" comes after the first, so that
+        # reading the file back gives each row the id it has here.
+        query = SQL(
+            "SELECT h.data->>'subject', r.data->'fields' "
+            "FROM {s}.{v} h JOIN {s}.{v} r ON r.subject_id = h.subject_id "
+            "WHERE h.record_id = '' AND {h_in_force} AND r.kind = %(kind)s "
+            " AND r.data IS NOT NULL AND {r_in_force} "
+            "ORDER BY h.data->>'subject', r.record_id").format(
+                s=self.s, v=Identifier(VERSIONS), h_in_force=in_force(self.when, "h"),
+                r_in_force=in_force(self.when, "r"))
+        parent = domain[4:] if domain.startswith("SUPP") else domain
+        for code, fields in self._stream(query, f"csv_sdtm_{domain.lower()}", kind=domain):
+            yield {"STUDYID": study, key[1]: parent, "USUBJID": code, **fields}
 
     def _builders(self) -> dict[str, Callable[[Row, Row, str, list[Row]], Iterator[Row]]]:
         return {"AE": _ae, "EX": self._ex, "CM": _cm, "LB": _lb, "VS": _vs}

@@ -1,0 +1,394 @@
+"""``trialledger import-sdtm``: an SDTM data set loaded as signed events with ``source=import``.
+
+Every DM row becomes a subject (screen failures kept; ARMCD and ACTARMCD both kept); every
+row of DS, SV, EX, CM, LB (split or whole), VS, AE and SUPPxx becomes one record of that
+subject, its fields the row's variables as given, its valid time from the row's --DTC
+(partial dates kept as given, see :func:`domain.sdtm.parse_dtc`). Each event's envelope
+carries the row's provenance: file, row number, and the row's values as read.
+
+A study not yet registered is registered first, from TS/TA/TV/TI and the data's own
+vocabularies (or from the ``study.json`` a CSV export writes next to its CSV files).
+
+The load is idempotent and resumable: subjects and record ids are derived from the data
+(USUBJID, domain, --SEQ), so a second run finds what is stored and adds only what is not.
+Subjects are written many per transaction, which is what makes a large load fast; each event
+is still signed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from domain.envelope import Envelope
+from domain.errors import DomainError, InvalidInput
+from domain.sdtm import KEYS, TOPICS, dtc_date, record_id, valid_time, validate_row
+from domain.service import StudyApplication
+from domain.subject import SCREEN_FAILURE_ARM, Subject
+from infra.sdtm_files import SdtmFileError, Table, read_directory
+from projections.csv_export import STUDY_FILE
+
+# What DM must hold for a subject to be loaded at all.
+DM_REQUIRED = ("USUBJID", "SITEID", "SEX", "ARMCD", "ACTARMCD")
+# Trial-design domains (they describe the study, not a subject) and what is not loaded.
+DESIGN = ("TS", "TA", "TE", "TV", "TI")
+DEFINITION_FILE = STUDY_FILE  # the study's definition, as a CSV export writes it
+# Subjects stored per transaction. Much larger batches gain little, and a very large one can
+# stall psycopg's pipeline mode (the client and the server each waiting on the other).
+SUBJECTS_PER_TRANSACTION = 5
+SIGNATURE_MEANINGS = [
+    {"code": "authorship", "text": "I am the author of these data"},
+    {"code": "review", "text": "I have reviewed these data"},
+    {"code": "approval", "text": "I approve these data"},
+    {"code": "responsibility", "text": "I take responsibility for the data in this casebook"},
+]
+
+
+class ImportRefused(Exception):
+    """The data set cannot be loaded as it is; nothing was stored."""
+
+
+@dataclass
+class Row:
+    """One row to load: its table, its 1-based row number in its file, its values."""
+
+    table: Table
+    number: int
+    values: dict[str, Any]
+
+
+@dataclass
+class SubjectRows:
+    """A subject's DM row and every other row naming its USUBJID, in file order."""
+
+    dm: Row
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class ImportResult:
+    """What a run did."""
+
+    subjects_added: int = 0
+    records_added: int = 0
+    events_added: int = 0
+    registered: bool = False
+    already_present: int = 0
+    skipped_tables: list[str] = field(default_factory=list)
+    by_domain: Counter[str] = field(default_factory=Counter)
+
+
+class DataSet:
+    """An SDTM data set read from a directory, checked before anything is stored."""
+
+    def __init__(self, directory: Path, variable_types: dict[str, dict[str, str]] | None = None
+                 ) -> None:
+        definition_file = directory / DEFINITION_FILE
+        self.definition: dict[str, Any] | None = None
+        if definition_file.is_file():
+            try:
+                self.definition = json.loads(definition_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ImportRefused(f"{DEFINITION_FILE}: {e}") from None
+            variable_types = self.definition.get("sdtm", {}).get("variables", variable_types)
+        try:
+            self.tables = read_directory(directory, variable_types)
+        except SdtmFileError as e:
+            raise ImportRefused(str(e)) from None
+        self.by_name: dict[str, list[Table]] = defaultdict(list)
+        for table in self.tables:
+            self.by_name[table.name].append(table)
+        self._check()
+
+    def _check(self) -> None:
+        if "DM" not in self.by_name:
+            raise ImportRefused("no DM file: subjects come from DM")
+        for table in self.tables:
+            required: tuple[str, ...] = ()
+            if table.name == "DM":
+                required = DM_REQUIRED
+            elif table.name in TOPICS:
+                required = ("USUBJID", TOPICS[table.name])
+            missing = [v for v in required if v not in table.variables]
+            if missing:
+                raise ImportRefused(f"{table.file}: missing required variable"
+                                    f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+
+    def loaded_tables(self) -> list[Table]:
+        """The subject-level tables the import loads (DM, then the record domains)."""
+        return [t for t in self.tables if t.name == "DM" or t.name in TOPICS]
+
+    def skipped_tables(self) -> list[str]:
+        """Files present but not loaded (trial design is read into the definition)."""
+        return [t.file for t in self.tables if t.name != "DM" and t.name not in TOPICS
+                and t.name not in DESIGN]
+
+    def subjects(self) -> dict[str, SubjectRows]:
+        """Every subject's rows, by USUBJID; a row naming no DM subject refuses the load."""
+        subjects: dict[str, SubjectRows] = {}
+        for table in self.by_name["DM"]:
+            for number, values in enumerate(table.rows, 1):
+                code = _text(values.get("USUBJID"))
+                if not code:
+                    raise ImportRefused(f"{table.file} row {number}: USUBJID is empty")
+                if code in subjects:
+                    raise ImportRefused(f"{table.file} row {number}: USUBJID {code} twice in DM")
+                subjects[code] = SubjectRows(Row(table, number, values))
+        for table in self.tables:
+            if table.name not in TOPICS:
+                continue
+            for number, values in enumerate(table.rows, 1):
+                code = _text(values.get("USUBJID"))
+                if code not in subjects:
+                    raise ImportRefused(f"{table.file} row {number}: USUBJID {code!r} is not "
+                                        "in DM")
+                subjects[code].rows.append(Row(table, number, values))
+        return subjects
+
+    def study_definition(self, study_id: str) -> dict[str, Any]:
+        """The definition to register the study with (see the module's docstring)."""
+        if self.definition is not None:
+            return {**self.definition, "study_id": study_id}
+        return _definition_from_design(study_id, self)
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _design_rows(data: DataSet, name: str) -> list[dict[str, Any]]:
+    return [row for table in data.by_name.get(name, []) for row in table.rows]
+
+
+def _definition_from_design(study_id: str, data: DataSet) -> dict[str, Any]:
+    ts = {_text(r.get("TSPARMCD")): _text(r.get("TSVAL")) for r in _design_rows(data, "TS")}
+    dm = _design_rows(data, "DM")
+    arms: dict[str, str] = {}
+    for row in (*_design_rows(data, "TA"), *dm):
+        if _text(row.get("ARMCD")):
+            arms.setdefault(_text(row["ARMCD"]), _text(row.get("ARM")) or _text(row["ARMCD"]))
+    for row in dm:
+        if _text(row.get("ACTARMCD")):
+            arms.setdefault(_text(row["ACTARMCD"]), _text(row.get("ACTARM")))
+    sites = {_text(r["SITEID"]): _text(r.get("COUNTRY")) for r in dm if _text(r.get("SITEID"))}
+    visits: dict[str, dict[str, Any]] = {}
+    for row in sorted(_design_rows(data, "TV") or _design_rows(data, "SV"),
+                      key=lambda r: r.get("VISITNUM") or 0):
+        name = _text(row.get("VISIT"))
+        if name and name not in visits:
+            day = row.get("VISITDY")
+            # A visit with no planned study day (e.g. AE follow-up) is placed at day 0.
+            visits[name] = {"code": name, "name": name,
+                            "day": int(day) if isinstance(day, float) else 0, "window_days": 0}
+    criteria = [{"id": _text(r["IETESTCD"]),
+                 "kind": "exclusion" if _text(r.get("IECAT")) == "EXCLUSION" else "inclusion",
+                 "text": _text(r.get("IETEST")), "fact": _text(r["IETESTCD"]), "op": "is_true"}
+                for r in _design_rows(data, "TI") if _text(r.get("IETESTCD"))]
+    dates = sorted(d for r in dm for v in ("RFSTDTC", "RFPENDTC", "DMDTC")
+                   if (d := dtc_date(_text(r.get(v)))) is not None)
+    products = {_text(r.get("EXTRT")) for r in _design_rows(data, "EX") if _text(r.get("EXTRT"))}
+    return {
+        "study_id": study_id,
+        "title": ts.get("TITLE") or f"SDTM study {study_id}",
+        "start_date": (dates[0] if dates else date.today()).isoformat(),
+        "end_date": (dates[-1] if dates else date.today()).isoformat(),
+        "arms": [{"code": code, "name": name} for code, name in arms.items()],
+        "sites": [{"code": code, "name": f"Site {code}", "country": country}
+                  for code, country in sorted(sites.items())],
+        "visits": list(visits.values()),
+        "eligibility": criteria or [{"id": "SCREENED", "kind": "inclusion",
+                                     "text": "eligible as screened by the sponsor (no TI)",
+                                     "fact": "screened", "op": "is_true"}],
+        "signature_meanings": SIGNATURE_MEANINGS,
+        "products": [{"code": p, "name": p} for p in sorted(products)],
+        "sdtm": {"variables": _variables(data), "vocabulary": _vocabulary(data)},
+    }
+
+
+def _variables(data: DataSet) -> dict[str, dict[str, str]]:
+    variables: dict[str, dict[str, str]] = {}
+    for table in data.loaded_tables():
+        declared = variables.setdefault(table.name, {})
+        for name, kind in table.variables.items():
+            declared.setdefault(name, kind)
+    return variables
+
+
+def _vocabulary(data: DataSet) -> dict[str, Any]:
+    """The study's own vocabularies, from its data: tests with their units, coded values."""
+    vocabulary: dict[str, Any] = {}
+    for domain, (code_var, unit_var) in (("LB", ("LBTESTCD", "LBSTRESU")),
+                                         ("VS", ("VSTESTCD", "VSSTRESU"))):
+        tests: dict[str, dict[str, Any]] = {}
+        for row in _design_rows(data, domain):
+            code = row.get(code_var)
+            if isinstance(code, str) and code:
+                test = tests.setdefault(code, {"name": row.get(f"{domain}TEST") or code,
+                                               "units": []})
+                unit = row.get(unit_var) or ""
+                if unit not in test["units"]:
+                    test["units"].append(unit)
+        if tests:
+            vocabulary[code_var] = tests
+    for name in ("AESEV", "AESER", "AEREL", "AEOUT", "DSDECOD", "DSCAT"):
+        values = sorted({v for r in _design_rows(data, name[:2]) if isinstance(v := r.get(name),
+                                                                             str) and v})
+        if values:
+            vocabulary[name] = values
+    return vocabulary
+
+
+class Importer:
+    """Loads one data set into one study application."""
+
+    def __init__(self, app: StudyApplication, data: DataSet, envelope: Envelope,
+                 on_progress: Callable[[int], object] | None = None,
+                 subjects_per_transaction: int = SUBJECTS_PER_TRANSACTION) -> None:
+        self.app = app
+        self.data = data
+        self.envelope = envelope
+        self.on_progress = on_progress
+        self.batch = subjects_per_transaction
+
+    def run(self) -> ImportResult:
+        """Register the study if needed, then load every subject not yet fully loaded."""
+        result = ImportResult(skipped_tables=self.data.skipped_tables())
+        subjects = self.data.subjects()
+        definition = self.data.study_definition(self.app.study_id)
+        study = self.app.definition() if self.app.is_registered() else None
+        plans = [self._plan(code, rows, (study.sdtm if study else definition["sdtm"]))
+                 for code, rows in subjects.items()]  # checks every row before storing any
+        if study is None:
+            try:
+                self.app.register_study(definition, self._envelope(None))
+            except DomainError as e:
+                raise ImportRefused(f"study definition: {e}") from None
+            result.registered = True
+        study = self.app.definition()
+        pending: list[tuple[Subject, int]] = []
+        for plan in plans:
+            subject = self._load(plan, result)
+            if subject is not None:
+                pending.append((subject, len(plan.records) + 1))
+            elif self.on_progress is not None:
+                self.on_progress(len(plan.records) + 1)
+            if len(pending) >= self.batch:
+                self._save(pending, result)
+        self._save(pending, result)
+        return result
+
+    def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
+        """The subject's records, with ids, valid times and fields, each row checked."""
+        dm = rows.dm.values
+        fallback = _fallback_time(dm)
+        records: list[PlannedRecord] = []
+        seen: Counter[str] = Counter()
+        for row in rows.rows:
+            kind = row.table.name
+            fields = {k: v for k, v in row.values.items() if k not in KEYS}
+            base = record_id(kind, fields)
+            seen[base] += 1
+            # An exact duplicate (same key twice, e.g. a repeated AE row) is loaded too, as
+            # the key's second occurrence: stable as long as the file is the same.
+            rid = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            try:
+                validate_row(kind, fields, sdtm)
+            except InvalidInput as e:
+                raise ImportRefused(f"{row.table.file} row {row.number}: {e}") from None
+            visit = row.values.get("VISIT")
+            records.append(PlannedRecord(row, kind, rid, valid_time(kind, fields, fallback),
+                                         visit if isinstance(visit, str) and visit else None,
+                                         fields))
+        return SubjectPlan(code, rows.dm, records)
+
+    def _load(self, plan: SubjectPlan, result: ImportResult) -> Subject | None:
+        """The subject with every record not yet stored added (None when nothing is new)."""
+        study = self.app.definition()
+        at = self.app.clock.now()
+        dm = plan.dm.values
+        try:
+            if self.app.is_subject(plan.code):
+                subject = self.app.subject(plan.code, to_change=True)
+            else:
+                arm = _text(dm.get("ARMCD")) or None
+                subject = Subject.import_from_sdtm(
+                    study, plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
+                    {k: v for k, v in dm.items() if k not in KEYS}, arm,
+                    _text(dm.get("ACTARMCD")) or None,
+                    None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
+                    self._envelope(plan.dm), at)
+                result.subjects_added += 1
+            for record in plan.records:
+                if record.record_id in subject.records:
+                    result.already_present += 1
+                    continue
+                subject.import_record(study, record.kind, record.record_id, record.observed_at,
+                                      record.visit, record.fields,
+                                      self._envelope(record.row), at)
+                result.records_added += 1
+                result.by_domain[record.kind] += 1
+        except DomainError as e:
+            raise ImportRefused(f"subject {plan.code}: {e}") from None
+        return subject if subject.pending_events else None
+
+    def _save(self, pending: list[tuple[Subject, int]], result: ImportResult) -> None:
+        if not pending:
+            return
+        subjects = [subject for subject, _ in pending]
+        events = sum(len(s.pending_events) for s in subjects)
+        self.app.save_imported(subjects)
+        result.events_added += events
+        if self.on_progress is not None:
+            self.on_progress(sum(rows for _, rows in pending))
+        pending.clear()
+
+    def _envelope(self, row: Row | None) -> Envelope:
+        # The record's fields are the row's other values, unchanged: provenance adds the keys
+        # they leave out, so fields and provenance together are the row exactly as read.
+        provenance = None if row is None else {
+            "file": row.table.file, "row": row.number,
+            "values": {k: v for k, v in row.values.items() if k in KEYS}}
+        actor = self.envelope.actor
+        return Envelope(actor, self.envelope.client, "import", self.envelope.request_id,
+                        provenance=provenance)
+
+
+@dataclass
+class PlannedRecord:
+    """One row, ready to load."""
+
+    row: Row
+    kind: str
+    record_id: str
+    observed_at: datetime
+    visit: str | None
+    fields: dict[str, Any]
+
+
+@dataclass
+class SubjectPlan:
+    """A subject's DM row and its planned records."""
+
+    code: str
+    dm: Row
+    records: list[PlannedRecord]
+
+
+def _fallback_time(dm: dict[str, Any]) -> datetime:
+    """The valid time of a row with no usable --DTC: the subject's reference start, else the
+    DM collection date, else the first day of the Unix era (never in the future)."""
+    for name in ("RFSTDTC", "DMDTC"):
+        day = dtc_date(_text(dm.get(name)))
+        if day is not None:
+            return datetime.combine(day, time(), UTC)
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def count_rows(data: DataSet) -> int:
+    """Rows the import loads (DM and record domains): the progress bar's total."""
+    return sum(len(t.rows) for t in data.loaded_tables())

@@ -1,0 +1,158 @@
+"""SDTM data as casebook records: which rows become which records, their ids, their valid time.
+
+An imported record keeps its row's variables as given (its ``fields``), under the SDTM domain
+as its kind (``LB``, ``VS``, ``AE``...), so nothing is renamed or lost. What the study's
+definition declares about its SDTM data (each domain's variables and the study's own
+vocabularies, e.g. lab test codes and their units) is what an imported record is checked
+against, not NCT04397107's catalogues.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from domain.errors import InvalidInput, Problem
+
+# Record-level domains and the variable naming what each row is about (its topic).
+TOPICS: Mapping[str, str] = {
+    "AE": "AETERM", "CM": "CMTRT", "EX": "EXTRT", "LB": "LBTESTCD", "VS": "VSTESTCD",
+    "DS": "DSDECOD", "SV": "VISITNUM", "SUPPAE": "QNAM", "SUPPDM": "QNAM", "SUPPDS": "QNAM",
+}
+# The --DTC variable giving each domain's valid time (SUPPxx rows have none: see valid_time).
+VALID_TIME: Mapping[str, str] = {
+    "AE": "AESTDTC", "CM": "CMSTDTC", "EX": "EXSTDTC", "LB": "LBDTC", "VS": "VSDTC",
+    "DS": "DSSTDTC", "SV": "SVSTDTC",
+}
+# Per domain, the coded variables whose values must come from the study's vocabulary, and the
+# (test code, unit) pairs checked against the study's list of tests.
+CODED: Mapping[str, tuple[str, ...]] = {"AE": ("AESEV", "AESER", "AEREL", "AEOUT"),
+                                        "DS": ("DSDECOD", "DSCAT")}
+TESTS: Mapping[str, tuple[str, str]] = {"LB": ("LBTESTCD", "LBSTRESU"),
+                                        "VS": ("VSTESTCD", "VSSTRESU")}
+# Keys of a row, held by the subject and the record id rather than in the record's fields.
+KEYS = frozenset({"STUDYID", "DOMAIN", "RDOMAIN", "USUBJID"})
+
+_DTC = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2}))?)?)?)?)?$")
+
+Value = str | float | int | None
+
+
+def is_sdtm_kind(kind: str) -> bool:
+    """True for the kinds of imported SDTM records."""
+    return kind in TOPICS
+
+
+def record_id(domain: str, fields: Mapping[str, Value]) -> str:
+    """The record id of a row: its domain and sequence number (``LB-12``).
+
+    SV rows are keyed by VISITNUM and SUPPxx rows by the parent row and qualifier name. The
+    id is stable across runs, which is what makes a re-import find what it stored before;
+    a second row with the same key gets ``#2`` (and so on) from the importer.
+    """
+    if domain == "SV":
+        return f"SV-{_key_text(fields.get('VISITNUM'))}"
+    if domain.startswith("SUPP"):
+        return (f"{domain}-{_key_text(fields.get('IDVAR'))}-{_key_text(fields.get('IDVARVAL'))}"
+                f"-{_key_text(fields.get('QNAM'))}")
+    return f"{domain}-{_key_text(fields.get(f'{domain}SEQ'))}"
+
+
+def _key_text(value: Value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value).strip()
+
+
+def parse_dtc(text: str) -> datetime | None:
+    """The valid time of an ISO 8601 --DTC value, or None when it is empty or not ISO 8601.
+
+    The rule for partial values: the first instant of the period they name ("2013" is
+    2013-01-01T00:00, "2013-05" is 2013-05-01T00:00, a date is its midnight). SDTM times have
+    no offset; they are taken as UTC, as the CSV export writes them. The string as given
+    stays in the record's fields, so the partial date is kept exactly.
+    """
+    match = _DTC.match(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) if g else None for g in match.groups())
+    assert year is not None
+    try:
+        return datetime(year, month or 1, day or 1, hour or 0, minute or 0, second or 0,
+                        tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def dtc_date(text: str) -> date | None:
+    """The date of a --DTC value (first day of a partial one), or None."""
+    when = parse_dtc(text)
+    return None if when is None else when.date()
+
+
+def valid_time(domain: str, fields: Mapping[str, Value], fallback: datetime) -> datetime:
+    """A record's valid time: its --DTC by :func:`parse_dtc`, else ``fallback``.
+
+    ``fallback`` is the subject's reference start (or the DM collection date): a row with
+    an empty or unusable --DTC, and every SUPPxx row, still gets a usable valid time.
+    """
+    variable = VALID_TIME.get(domain)
+    value = fields.get(variable) if variable else None
+    parsed = parse_dtc(value) if isinstance(value, str) else None
+    return parsed or fallback
+
+
+def validate_row(kind: str, fields: Mapping[str, Any],
+                 sdtm: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check an imported record's fields; return them (and no derived values).
+
+    Always: the topic variable is present, and every value is text, a finite number or
+    missing. With the study's SDTM declaration (``sdtm``, from its definition): only the
+    domain's declared variables, coded values from the study's vocabulary, and each test
+    code with one of the units the study gives it.
+    """
+    problems: list[Problem] = []
+    topic = TOPICS[kind]
+    if fields.get(topic) in (None, ""):
+        problems.append(Problem(topic, "is required"))
+    for name, value in fields.items():
+        kind_of = type(value)
+        if kind_of is str or value is None:
+            continue
+        if kind_of is not int and kind_of is not float:
+            problems.append(Problem(name, "must be text, a number or missing"))
+        elif not math.isfinite(value):
+            problems.append(Problem(name, "must be finite"))
+    if sdtm:
+        problems.extend(_against_definition(kind, fields, sdtm))
+    if problems:
+        raise InvalidInput(problems=problems)
+    return dict(fields), {}
+
+
+def _against_definition(kind: str, fields: Mapping[str, Any],
+                        sdtm: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    declared = sdtm.get("variables", {}).get(kind)
+    if declared is not None:
+        problems.extend(Problem(name, f"is no variable of {kind} in this study")
+                        for name in fields if name not in declared)
+    vocabulary = sdtm.get("vocabulary", {})
+    for name in CODED.get(kind, ()):
+        allowed = vocabulary.get(name)
+        value = fields.get(name)
+        if allowed is not None and value not in (None, "") and value not in allowed:
+            problems.append(Problem(name, f"{value!r} is not in the study's codelist"))
+    if kind in TESTS:
+        code_var, unit_var = TESTS[kind]
+        tests = vocabulary.get(code_var, {})
+        code, unit = fields.get(code_var), fields.get(unit_var) or ""
+        if code not in tests:
+            problems.append(Problem(code_var, f"unknown test {code!r} in this study"))
+        elif unit not in tests[code]["units"]:
+            problems.append(Problem(unit_var, f"unit {unit!r} is not one of the study's "
+                                              f"units for {code}"))
+    return problems

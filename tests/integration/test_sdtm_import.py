@@ -1,0 +1,240 @@
+"""import-sdtm on the real CDISCPILOT01 data set: every figure checked here is computed from
+the XPT files themselves (read with pyreadstat), never typed in."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyreadstat
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app as cli
+from api.runtime import Runtime
+from api.sdtm_import import DataSet, Importer, ImportRefused
+from domain.envelope import Actor, Envelope
+from domain.sdtm import parse_dtc
+from domain.subject import Subject
+from infra.postgres import connect, temporary_database
+from infra.settings import Settings
+from projections.casebook import casebook
+
+SDTM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot01" / "sdtm"
+STUDY = "CDISCPILOT01"
+RECORD_FILES = {"AE": ["ae"], "CM": ["cm"], "EX": ["ex"], "DS": ["ds"], "SV": ["sv"],
+                "LB": ["lbch", "lbhe", "lbur"], "VS": ["vs"], "SUPPAE": ["suppae"],
+                "SUPPDM": ["suppdm"], "SUPPDS": ["suppds"]}
+OPERATOR = Envelope(Actor("os:tester", "tester", "system", "*"), "trialledger-cli", "import",
+                    "test-import")
+
+pytestmark = pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine")
+
+
+def xpt(name: str) -> dict[str, list[Any]]:
+    """One XPT file's columns, read independently of the importer."""
+    data, _ = pyreadstat.read_xport(str(SDTM / f"{name}.xpt"), output_format="dict")
+    assert isinstance(data, dict)
+    return data
+
+
+class Loaded:
+    """CDISCPILOT01 loaded once into its own database (the load is the slow part)."""
+
+    def __init__(self, runtime: Runtime, events_after_load: int, loaded_at: datetime) -> None:
+        self.runtime = runtime
+        self.events_after_load = events_after_load
+        self.loaded_at = loaded_at
+
+
+@pytest.fixture(scope="module")
+def loaded(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    """A deployment with CDISCPILOT01 imported from its XPT files."""
+    with temporary_database(server_url, "tl_sdtm") as url:
+        runtime = Runtime(Settings(database_url=url, home=tmp_path_factory.mktemp("home")), url)
+        try:
+            app = runtime.study(STUDY)
+            Importer(app, DataSet(SDTM), OPERATOR).run()
+            loaded_at = datetime.now(UTC)
+            yield Loaded(runtime, app.recorder.max_notification_id() or 0, loaded_at)
+        finally:
+            runtime.close()
+
+
+def test_every_subject_is_loaded_with_both_arms_and_screen_failures_kept(
+        loaded: Loaded) -> None:
+    dm = xpt("dm")
+    app = loaded.runtime.study(STUDY)
+    subjects = {code: app.subject(code) for code in dm["USUBJID"]}
+    assert len(subjects) == len(dm["USUBJID"])
+    for i, code in enumerate(dm["USUBJID"]):
+        subject = subjects[code]
+        assert (subject.arm, subject.actual_arm) == (dm["ARMCD"][i], dm["ACTARMCD"][i])
+        assert subject.site == dm["SITEID"][i] and subject.sex == dm["SEX"][i]
+    screen_failures = {c for c, arm in zip(dm["USUBJID"], dm["ARM"], strict=True)
+                       if arm == "Screen Failure"}
+    assert screen_failures
+    assert {c for c, s in subjects.items() if s.status == "screen_failure"} == screen_failures
+    differing = sum(a != b for a, b in zip(dm["ARM"], dm["ACTARM"], strict=True))
+    assert differing > 0
+    assert sum(s.arm != s.actual_arm for s in subjects.values()) == differing
+
+
+def test_every_row_of_every_domain_is_one_record(loaded: Loaded) -> None:
+    app = loaded.runtime.study(STUDY)
+    expected: Counter[tuple[str, str]] = Counter()
+    for kind, files in RECORD_FILES.items():
+        for name in files:
+            for code in xpt(name)["USUBJID"]:
+                expected[(code, kind)] += 1
+    found: Counter[tuple[str, str]] = Counter()
+    for code in set(xpt("dm")["USUBJID"]):
+        for record in app.subject(code).records.values():
+            found[(code, record.kind)] += 1
+    assert found == expected
+    keyring = app.keyring()
+    registration = 1 + (keyring.version if keyring else 0)  # the study, and its signing keys
+    assert loaded.events_after_load == len(xpt("dm")["USUBJID"]) + sum(expected.values()) + \
+        registration
+
+
+def test_values_partial_dates_and_provenance_are_kept_as_given(loaded: Loaded) -> None:
+    cm = xpt("cm")
+    app = loaded.runtime.study(STUDY)
+    partial = next(i for i, v in enumerate(cm["CMSTDTC"]) if len(v) == 4)
+    subject = app.subject(cm["USUBJID"][partial])
+    record = subject.records[f"CM-{int(cm['CMSEQ'][partial])}"]
+    for variable in ("CMTRT", "CMSTDTC", "CMDOSU", "CMROUTE"):
+        assert record.fields[variable] == cm[variable][partial]
+    assert record.observed_at == parse_dtc(cm["CMSTDTC"][partial])
+    assert record.observed_at == datetime(int(cm["CMSTDTC"][partial]), 1, 1, tzinfo=UTC)
+    event = next(e for e in app.events.get(subject.id)
+                 if getattr(e, "record_id", None) == record.record_id)
+    assert isinstance(event, Subject.RowImported)
+    assert event.envelope.source == "import"
+    assert event.envelope.provenance == {
+        "file": "cm.xpt", "row": partial + 1,
+        "values": {"STUDYID": cm["STUDYID"][partial], "DOMAIN": "CM",
+                   "USUBJID": cm["USUBJID"][partial]}}
+
+
+def test_a_second_import_adds_nothing(loaded: Loaded) -> None:
+    app = loaded.runtime.study(STUDY)
+    result = Importer(app, DataSet(SDTM), OPERATOR).run()
+    assert (result.events_added, result.subjects_added, result.records_added) == (0, 0, 0)
+    assert app.recorder.max_notification_id() == loaded.events_after_load
+
+
+def test_the_study_is_registered_with_its_own_vocabulary(loaded: Loaded) -> None:
+    definition = loaded.runtime.study(STUDY).definition()
+    lab_units: dict[str, set[str]] = {}
+    for name in RECORD_FILES["LB"]:
+        lb = xpt(name)
+        for code, unit in zip(lb["LBTESTCD"], lb["LBSTRESU"], strict=True):
+            lab_units.setdefault(code, set()).add(unit)
+    tests = definition.sdtm["vocabulary"]["LBTESTCD"]
+    assert {code: set(t["units"]) for code, t in tests.items()} == lab_units
+    ta = xpt("ta")
+    assert set(ta["ARMCD"]) <= set(definition.arms)
+    assert set(xpt("dm")["SITEID"]) == set(definition.sites)
+
+
+def _casebook_content(book: dict[str, Any]) -> dict[str, Any]:
+    """A casebook without what differs between two loads of the same data: the study it is
+    in, when each record was entered, and the time it was read as of."""
+    records = {kind: [{k: v for k, v in r.items() if k != "entered_at"} for r in views]
+               for kind, views in book["records"].items()}
+    return {**{k: v for k, v in book.items() if k not in ("study_id", "as_of", "records")},
+            "records": records}
+
+
+def test_round_trip_export_as_of_then_reimport_gives_the_same_casebooks(
+        loaded: Loaded, tmp_path: Path) -> None:
+    runtime = loaded.runtime
+    export_dir = tmp_path / "export"
+    result = CliRunner().invoke(cli, [
+        "export", "--study", STUDY, "--format", "csv", "-o", str(export_dir),
+        "--as-of", loaded.loaded_at.isoformat(), "--database-url", runtime.url],
+        env={"TRIALLEDGER_HOME": str(runtime.settings.home)})
+    assert result.exit_code == 0, result.output
+    dm = xpt("dm")
+    # A handful of subjects keeps the re-import quick: a screen failure, one given another
+    # arm than planned, and the subjects with the most AE, CM and SV rows.
+    chosen = {next(c for c, a in zip(dm["USUBJID"], dm["ARMCD"], strict=True)
+                   if a == "Scrnfail"),
+              next(c for c, a, b in zip(dm["USUBJID"], dm["ARM"], dm["ACTARM"], strict=True)
+                   if a != b)}
+    for name in ("ae", "cm", "sv"):
+        chosen.add(Counter(xpt(name)["USUBJID"]).most_common(1)[0][0])
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    shutil.copy(export_dir / "study.json", subset / "study.json")
+    for path in export_dir.glob("*.csv"):
+        if path.stem.startswith("audit_trail"):
+            continue
+        with path.open(newline="") as f, (subset / path.name).open("w", newline="") as out:
+            reader = csv.DictReader(f)
+            writer = csv.DictWriter(out, fieldnames=reader.fieldnames or [])
+            writer.writeheader()
+            writer.writerows(r for r in reader if r["USUBJID"] in chosen)
+    copy = runtime.study("CDISCPILOT01-COPY")
+    added = Importer(copy, DataSet(subset), OPERATOR).run()
+    assert added.subjects_added == len(chosen)
+    original = runtime.study(STUDY)
+    for code in sorted(chosen):
+        before = casebook(original.subject_as_of(code, loaded.loaded_at))
+        after = casebook(copy.subject(code))
+        assert _casebook_content(after) == _casebook_content(before), code
+
+
+def _invoke(args: list[str], settings: Settings) -> tuple[int, str]:
+    """Exit code and output (its line breaks, which depend on the terminal, undone)."""
+    result = CliRunner().invoke(cli, [*args, "--database-url", str(settings.database_url)],
+                                env={"TRIALLEDGER_HOME": str(settings.home)})
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _stored_studies(url: str) -> int:
+    with connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'study_%'"
+                           ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_bad_input_is_refused_with_a_message_and_nothing_stored(
+        settings: Settings, db_url: str, tmp_path: Path) -> None:
+    code, output = _invoke(["import-sdtm", "--study", "X1", str(tmp_path / "nowhere")], settings)
+    assert code == 2 and "no such directory" in output
+    not_xpt = tmp_path / "not_xpt"
+    not_xpt.mkdir()
+    (not_xpt / "dm.xpt").write_text("STUDYID,USUBJID\nX,1\n")
+    code, output = _invoke(["import-sdtm", "--study", "X1", str(not_xpt)], settings)
+    assert code == 2 and "not a SAS XPORT file" in output
+    no_sex = tmp_path / "no_sex"
+    no_sex.mkdir()
+    (no_sex / "DM.csv").write_text("STUDYID,DOMAIN,USUBJID,SITEID,ARMCD,ACTARMCD\n"
+                                   "X,DM,X-1,701,A,A\n")
+    code, output = _invoke(["import-sdtm", "--study", "X1", str(no_sex)], settings)
+    assert code == 2 and "missing required variable SEX" in output
+    assert _stored_studies(db_url) == 0
+
+
+def test_a_row_the_study_vocabulary_refuses_stores_nothing(
+        runtime: Runtime, tmp_path: Path) -> None:
+    (tmp_path / "DM.csv").write_text("STUDYID,DOMAIN,USUBJID,SITEID,SEX,ARMCD,ARM,ACTARMCD,"
+                                     "ACTARM,RFSTDTC\nX,DM,X-1,701,F,A,Arm A,A,Arm A,2013-01-02\n")
+    (tmp_path / "LB.csv").write_text("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESU,LBDTC\n"
+                                     "X,LB,X-1,1,ALB,g/L,2013-01-02\n"
+                                     "X,LB,X-1,2,,g/L,2013-01-03\n")
+    app = runtime.study("X2")
+    with pytest.raises(ImportRefused, match=r"LB\.csv row 2: LBTESTCD: is required"):
+        Importer(app, DataSet(tmp_path), OPERATOR).run()
+    assert not app.is_registered()
+    keyring = app.keyring()  # opening a study registers the signing key, nothing else
+    assert (app.recorder.max_notification_id() or 0) == (keyring.version if keyring else 0)
