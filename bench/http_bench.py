@@ -153,7 +153,8 @@ def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
         with log.open("w") as out:
             server = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "serve", "--database-url", url,
-                 "--port", str(port), "--workers", str(workers)], env={**os.environ, "TRIALLEDGER_HOME": home},
+                 "--port", str(port), "--workers", str(workers)],
+                env={**os.environ, "TRIALLEDGER_HOME": home},
                 stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_ready(port)
