@@ -9,6 +9,7 @@ The tables are disposable: ``trialledger rebuild`` drops and replays them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,9 @@ class Version:
     version: int
     position: int
     recorded_from: datetime
+    # An earlier version of the same header or record exists (in the table or the batch),
+    # still open until this one closes it.
+    supersedes: bool
     recorded_to: datetime | None = None
 
 
@@ -119,42 +123,47 @@ class HistoryView(PostgresTrackingRecorder):
             for statement in self._lookup_indexes(Identifier(self.datastore.schema)):
                 curs.execute(statement)
 
-    def record_batch(self, versions: list[Version], audit: list[tuple[Any, ...]],
+    def record_batch(self, versions: list[Version], audit: list[str],
                      tracking: Tracking) -> None:
-        """Write one batch of versions and audit rows, and the tracking position, atomically."""
+        """Write one batch of versions and audit rows, and the tracking position, atomically.
+
+        ``audit`` holds the rows as lines of COPY text (see :func:`copy_text`): the projector
+        formats each event's shared columns once for all of its rows.
+        """
         schema = Identifier(self.datastore.schema)
         # Versions superseded inside the batch are closed before they are written; the first
-        # version of each entity in the batch closes the one already open in the table.
+        # version of each entity in the batch closes the one already open in the table, if
+        # the projector saw one there (a new record has none: no look-up for it).
         latest: dict[tuple[str, str], Version] = {}
-        first: dict[tuple[str, str], Version] = {}
+        closing: list[Version] = []
         for version in versions:
             key = (version.subject_id, version.record_id)
             if key in latest:
                 latest[key].recorded_to = version.recorded_from
-            else:
-                first[key] = version
+            elif version.supersedes:
+                closing.append(version)
             latest[key] = version
+        lines = [_version_line(v) for v in versions]
         with self.datastore.transaction(commit=True) as curs:
-            if first:
+            if closing:
                 curs.execute(
                     SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
                         "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
                         "WHERE v.subject_id = c.sid AND v.record_id = c.rid "
                         "AND v.recorded_to IS NULL").format(schema, Identifier(VERSIONS)),
-                    ([k[0] for k in first], [k[1] for k in first],
-                     [v.recorded_from for v in first.values()]),
+                    ([v.subject_id for v in closing], [v.record_id for v in closing],
+                     [v.recorded_from for v in closing]),
                 )
-            with curs.copy(SQL("COPY {}.{} (subject_id, record_id, kind, data, version, "
-                               "position, recorded_from, recorded_to) FROM STDIN").format(
-                               schema, Identifier(VERSIONS))) as copy:
-                for v in versions:
-                    copy.write_row((v.subject_id, v.record_id, v.kind, v.data, v.version,
-                                    v.position, v.recorded_from, v.recorded_to))
-            with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
-                    schema, Identifier(AUDIT),
-                    SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS))) as copy:
-                for row in audit:
-                    copy.write_row(row)
+            if lines:
+                with curs.copy(SQL("COPY {}.{} (subject_id, record_id, kind, data, version, "
+                                   "position, recorded_from, recorded_to) FROM STDIN").format(
+                                   schema, Identifier(VERSIONS))) as copy:
+                    copy.write("".join(lines).encode())
+            if audit:
+                with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
+                        schema, Identifier(AUDIT),
+                        SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS))) as copy:
+                    copy.write("".join(audit).encode())
             self._insert_tracking(curs, tracking)
 
     def shape_version(self) -> int | None:
@@ -177,3 +186,28 @@ class HistoryView(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             for table in (VERSIONS, AUDIT, SHAPE, self.tracking_table_name):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))
+
+
+_COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+NULL = "\\N"  # NULL in COPY text
+
+
+def copy_text(value: str | None) -> str:
+    """One column of a COPY text row: NULL, or ``value`` with its special characters escaped."""
+    if value is None:
+        return NULL
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return value.translate(_COPY_ESCAPES)
+
+
+def copy_time(value: datetime | None) -> str:
+    """A timestamptz column of a COPY text row (always aware: naive times are refused)."""
+    return NULL if value is None else value.isoformat()
+
+
+def _version_line(v: Version) -> str:
+    return (f"{v.subject_id}\t{copy_text(v.record_id)}\t{copy_text(v.kind)}\t"
+            f"{copy_text(v.data)}\t{v.version}\t{v.position}\t{v.recorded_from.isoformat()}\t"
+            f"{copy_time(v.recorded_to)}\n")
