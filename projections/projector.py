@@ -53,15 +53,40 @@ class HistoryProjector(Projection[HistoryView]):
         """Project every event after the tracked position; return how many were projected.
 
         ``on_batch`` hears the size of each committed batch (for a progress bar).
+        """
+        start = (self.view.max_tracking_id(self.app.name) or 0) + 1
+        done, _ = self._replay(start, batch_size, limit, self.view.record_batch, on_batch)
+        return done
 
-        Two stages overlap: while one batch is written (its rows and tracking position in one
-        transaction, on a thread that mostly waits for PostgreSQL), the next one is read and
-        folded. Batches commit one at a time and in log order, so the tracked position always
-        matches the rows. Notification ids commit in id order (the recorder's table lock),
-        so reading on from the last id read misses nothing written meanwhile.
+    def rebuild(self, version: int, batch_size: int = 5000,
+                on_batch: Callable[[int], object] | None = None) -> int:
+        """Replay the whole log into new tables, then put them in place of the old ones with
+        their tracking position and projection ``version``; return how many events.
+
+        Readers keep the old tables until then; an interrupted rebuild leaves them as they
+        were (a new rebuild starts afresh). Events written meanwhile are the next catch-up's.
+        """
+        self._subjects.clear()
+        self.view.begin_rebuild()
+        done, last = self._replay(1, batch_size, None,
+                                  lambda versions, audit, _: self.view.stage_batch(
+                                      versions, audit), on_batch)
+        self.view.finish_rebuild(self.app.name, last, version)
+        return done
+
+    def _replay(self, start: int, batch_size: int, limit: int | None,
+                write: Callable[[list[Version], list[str], Tracking], None],
+                on_batch: Callable[[int], object] | None) -> tuple[int, Tracking | None]:
+        """Fold and ``write`` the events from ``start`` on, batch by batch; return how many,
+        and the tracking position of the last.
+
+        Two stages overlap: while one batch is written (on a thread that mostly waits for
+        PostgreSQL), the next one is read and folded. Batches are written one at a time and
+        in log order. Notification ids commit in id order (the recorder's table lock), so
+        reading on from the last id read misses nothing written meanwhile.
         """
         done = 0
-        start = (self.view.max_tracking_id(self.app.name) or 0) + 1
+        tracking: Tracking | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
             writing: Future[int] | None = None
             while limit is None or done < limit:
@@ -69,29 +94,17 @@ class HistoryProjector(Projection[HistoryView]):
                 batch = self.app.recorder.select_notifications(start, wanted)
                 if not batch:
                     break
-                rows = self.rows([(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
+                versions, audit = self.rows(
+                    [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
                 tracking = Tracking(self.app.name, batch[-1].id)
                 # A failed write raises here; the folded subjects ahead of the tables are
                 # refolded on the next run (see _subject).
-                self._committed(writing, on_batch)
-                writing = writer.submit(self._write, rows, tracking, len(batch))
+                _committed(writing, on_batch)
+                writing = writer.submit(_write, write, versions, audit, tracking, len(batch))
                 done += len(batch)
                 start = batch[-1].id + 1
-            self._committed(writing, on_batch)
-        return done
-
-    def _write(self, rows: tuple[list[Version], list[str]], tracking: Tracking,
-               size: int) -> int:
-        self.view.record_batch(*rows, tracking)
-        return size
-
-    @staticmethod
-    def _committed(writing: Future[int] | None,
-                   on_batch: Callable[[int], object] | None) -> None:
-        if writing is not None:
-            size = writing.result()
-            if on_batch is not None:
-                on_batch(size)
+            _committed(writing, on_batch)
+        return done, tracking
 
     def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
         """Project (position, event) pairs, then record ``tracking``, in one transaction."""
@@ -177,6 +190,19 @@ class HistoryProjector(Projection[HistoryView]):
             return
         record = subject.records[rid]
         audit.append(rows.row(rid, field, record.kind, record.observed_at, None, new))
+
+
+def _write(write: Callable[[list[Version], list[str], Tracking], None], versions: list[Version],
+           audit: list[str], tracking: Tracking, size: int) -> int:
+    write(versions, audit, tracking)
+    return size
+
+
+def _committed(writing: Future[int] | None, on_batch: Callable[[int], object] | None) -> None:
+    if writing is not None:
+        size = writing.result()
+        if on_batch is not None:
+            on_batch(size)
 
 
 def _valid_signatures(subject: Subject | None) -> list[str]:
