@@ -6,10 +6,12 @@ aggregate would; what the tables add is time: every version with its recorded in
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -89,21 +91,29 @@ class HistoryProjector(Projection[HistoryView]):
         tracking: Tracking | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
             writing: Future[int] | None = None
-            while limit is None or done < limit:
-                wanted = batch_size if limit is None else min(batch_size, limit - done)
-                batch = self.app.recorder.select_notifications(start, wanted)
-                if not batch:
-                    break
-                versions, audit = self.rows(
-                    [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
-                tracking = Tracking(self.app.name, batch[-1].id)
-                # A failed write raises here; the folded subjects ahead of the tables are
-                # refolded on the next run (see _subject).
+            try:
+                while limit is None or done < limit:
+                    wanted = batch_size if limit is None else min(batch_size, limit - done)
+                    batch = self.app.recorder.select_notifications(start, wanted)
+                    if not batch:
+                        break
+                    versions, audit = self.rows(
+                        [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
+                    tracking = Tracking(self.app.name, batch[-1].id)
+                    # The cached subjects only grow, and the cycle collector would walk
+                    # them all again and again (a quarter of a rebuild's time): it is told
+                    # to leave alone what exists now (until unfreeze, below).
+                    gc.freeze()
+                    # A failed write raises here; the folded subjects ahead of the tables
+                    # are refolded on the next run (see _subject).
+                    _committed(writing, on_batch)
+                    writing = writer.submit(_write, write, versions, audit, tracking,
+                                            len(batch))
+                    done += len(batch)
+                    start = batch[-1].id + 1
                 _committed(writing, on_batch)
-                writing = writer.submit(_write, write, versions, audit, tracking, len(batch))
-                done += len(batch)
-                start = batch[-1].id + 1
-            _committed(writing, on_batch)
+            finally:
+                gc.unfreeze()
         return done, tracking
 
     def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
@@ -118,7 +128,7 @@ class HistoryProjector(Projection[HistoryView]):
             if isinstance(event, Subject.Event):
                 self._subject_event(position, event, versions, audit)
             elif isinstance(event, Study.Event | Keyring.Event):
-                audit.append(_AuditRows(position, event, None).row(
+                audit.append(_AuditRows(position, event, None, None).row(
                     None, "", "", None, None, _summary(event)))
         return versions, audit
 
@@ -163,7 +173,7 @@ class HistoryProjector(Projection[HistoryView]):
                                     position, event.timestamp, had_record))
             changes = _record_changes(event)
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
-        rows = _AuditRows(position, event, subject)
+        rows = _AuditRows(position, event, subject, sid)
         kind = record.kind if record else ""
         for field, (old_value, new_value) in changes.items():
             audit.append(rows.row(record_id, field, kind, observed, old_value, new_value))
@@ -240,26 +250,44 @@ class _AuditRows:
     those are formatted once per event, not once per changed field.
     """
 
-    def __init__(self, position: int, event: Any, subject: Subject | None) -> None:
-        envelope: Envelope = event.envelope
-        reason = envelope.reason
-        actor = envelope.actor
+    def __init__(self, position: int, event: Any, subject: Subject | None,
+                 subject_id: str | None) -> None:
         self.event_type = type(event).__name__
         self.head = "\t".join([
             str(position), event.timestamp.isoformat(), copy_text(self.event_type),
-            str(subject.id) if subject else NULL,
-            copy_text(subject.subject_code if subject else None),
-            copy_text(subject.site if subject else None),
-        ])
-        self.tail = "\t".join([copy_text(v) for v in (
-            actor.user_id, actor.printed_name, actor.role, actor.site, envelope.client,
-            envelope.source, envelope.request_id, envelope.edit_point,
-            reason.code if reason else None, reason.text if reason else None)]) + "\n"
+            subject_id or NULL, copy_text(subject.subject_code if subject else None),
+            copy_text(subject.site if subject else None)])
+        self.tail = _envelope_columns(event.envelope)
+        self._shared: tuple[str | None, str, datetime | None] | None = None
+        self._before = self._after = ""
 
     def row(self, record_id: str | None, field: str, kind: str, observed: datetime | None,
             old: Any, new: Any) -> str:
         """One row: the change of ``field`` (the event's type when empty) from old to new."""
-        return "\t".join([
-            self.head, copy_text(record_id), copy_text(kind or None),
-            copy_text(field or self.event_type), copy_text(_json(old)), copy_text(_json(new)),
-            copy_time(observed), self.tail])
+        shared = (record_id, kind, observed)
+        if shared != self._shared:  # most rows of an event share these too
+            self._shared = shared
+            self._before = f"{self.head}\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
+            self._after = f"\t{copy_time(observed)}\t{self.tail}"
+        return (f"{self._before}{copy_text(field or self.event_type)}\t{_json_column(old)}\t"
+                f"{_json_column(new)}{self._after}")
+
+
+@lru_cache(maxsize=4096)
+def _envelope_columns(envelope: Envelope) -> str:
+    """The envelope's columns of an audit row (events of one request share the envelope)."""
+    reason = envelope.reason
+    actor = envelope.actor
+    return "\t".join([copy_text(v) for v in (
+        actor.user_id, actor.printed_name, actor.role, actor.site, envelope.client,
+        envelope.source, envelope.request_id, envelope.edit_point,
+        reason.code if reason else None, reason.text if reason else None)]) + "\n"
+
+
+def _json_column(value: Any) -> str:
+    """A jsonb column of COPY text (None: NULL). JSON text holds no raw tab, newline or
+    carriage return, only backslashes to double."""
+    if value is None:
+        return NULL
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return text.replace("\\", "\\\\") if "\\" in text else text
