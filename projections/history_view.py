@@ -52,7 +52,7 @@ AUDIT_COLUMNS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Version:
     """One version of a subject header (record_id '') or of a record."""
 
@@ -260,6 +260,14 @@ def copy_text(value: str | None) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
+def copy_json_text(text: str | None) -> str:
+    """A jsonb column of a COPY text row from JSON text, which holds no raw tab, newline or
+    carriage return (JSON escapes them): only its backslashes need escaping."""
+    if text is None:
+        return NULL
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
 def copy_time(value: datetime | None) -> str:
     """A timestamptz column of a COPY text row (always aware: naive times are refused)."""
     return NULL if value is None else value.isoformat()
@@ -267,7 +275,7 @@ def copy_time(value: datetime | None) -> str:
 
 def _version_line(v: Version) -> str:
     return (f"{v.subject_id}\t{copy_text(v.record_id)}\t{copy_text(v.kind)}\t"
-            f"{copy_text(v.data)}\t{v.version}\t{v.position}\t{v.recorded_from.isoformat()}\t"
+            f"{copy_json_text(v.data)}\t{v.version}\t{v.position}\t{v.recorded_from.isoformat()}\t"
             f"{copy_time(v.recorded_to)}\n")
 
 

@@ -25,7 +25,14 @@ from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
 from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
-from projections.history_view import NULL, HistoryView, Version, copy_text, copy_time
+from projections.history_view import (
+    NULL,
+    HistoryView,
+    Version,
+    copy_json_text,
+    copy_text,
+    copy_time,
+)
 
 HEADER = ""  # record_id of a subject's header rows
 
@@ -269,8 +276,8 @@ class _AuditRows:
             self._shared = shared
             self._before = f"{self.head}\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
             self._after = f"\t{copy_time(observed)}\t{self.tail}"
-        return (f"{self._before}{copy_text(field or self.event_type)}\t{_json_column(old)}\t"
-                f"{_json_column(new)}{self._after}")
+        return (f"{self._before}{copy_text(field or self.event_type)}\t"
+                f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
 
 
 @lru_cache(maxsize=4096)
@@ -282,12 +289,3 @@ def _envelope_columns(envelope: Envelope) -> str:
         actor.user_id, actor.printed_name, actor.role, actor.site, envelope.client,
         envelope.source, envelope.request_id, envelope.edit_point,
         reason.code if reason else None, reason.text if reason else None)]) + "\n"
-
-
-def _json_column(value: Any) -> str:
-    """A jsonb column of COPY text (None: NULL). JSON text holds no raw tab, newline or
-    carriage return, only backslashes to double."""
-    if value is None:
-        return NULL
-    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    return text.replace("\\", "\\\\") if "\\" in text else text
