@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -32,14 +33,14 @@ class EnvelopeAsDict(Transcoding):
     type = Envelope
     name = "envelope"
 
-    def encode(self, obj: Envelope) -> dict[str, Any]:
-        """Encode."""
-        return obj.to_dict()
-
     def __init__(self) -> None:
         # Events of one request share their envelope, and a replay decodes millions of them:
         # equal stored envelopes decode to one (immutable) Envelope, validated once.
         self._decoded: dict[tuple[Any, ...], Envelope] = {}
+
+    def encode(self, obj: Envelope) -> dict[str, Any]:
+        """Encode."""
+        return obj.to_dict()
 
     def decode(self, data: dict[str, Any]) -> Envelope:
         """Decode."""
@@ -78,19 +79,25 @@ class ActorAsDict(Transcoding):
 TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), EnvelopeAsDict(), ActorAsDict())
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 class FastJSONTranscoder(JSONTranscoder):
     """eventsourcing's JSON transcoder, decoding with orjson: the same values, sooner.
 
-    What orjson refuses (integers beyond 64 bits, NaN) is decoded as before.
+    What orjson refuses (NaN, infinities) or would read differently (it reads integers beyond
+    64 bits as floats, so any run of 19 digits) is decoded as before.
     """
 
     def decode(self, data: bytes) -> Any:
         """Decode."""
+        if _LONG_DIGITS.search(data) is not None:
+            return super().decode(data)
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
             return super().decode(data)
-        return self._revive(value)
+        return self._revive(value) if type(value) is dict or type(value) is list else value
 
     def _revive(self, value: Any) -> Any:
         """Decode the transcoded objects in a parsed value, innermost first (as the standard
