@@ -200,8 +200,9 @@ class Runtime:
                 on_batch: Callable[[int], object] | None = None) -> int:
         """Bring the study's history and audit tables up to date; return events projected.
 
-        ``rebuild`` drops the tables first and replays the whole log into them; so does a
-        change of the projection's version (the tables' shape is the code's, not a migration's).
+        ``rebuild`` replays the whole log into new tables, which then replace the old ones; so
+        does a change of the projection's version (the tables' shape is the code's, not a
+        migration's).
         """
         # One projector per study at a time across processes too (server workers, a rebuild
         # from the CLI): two would insert the same tracking positions and one would fail.
@@ -217,26 +218,16 @@ class Runtime:
                  on_batch: Callable[[int], object] | None) -> int:
         projector = self._projector(study_id)
         if rebuild or projector.view.shape_version() not in (None, PROJECTION_VERSION):
-            projector.view.drop()
-            projector = self._projector(study_id, fresh=True)
-            # A bulk load: build the readers' indexes once at the end, not row by row.
-            projector.view.drop_lookup_indexes()
-            try:
-                projector.view.stamp_shape_version(PROJECTION_VERSION)
-                return projector.catch_up(batch_size=5000, on_batch=on_batch)
-            finally:
-                projector.view.create_lookup_indexes()
-                projector.view.cluster()
+            replayed = projector.rebuild(PROJECTION_VERSION, on_batch=on_batch)
+            return replayed + projector.catch_up(on_batch=on_batch)
         if projector.view.shape_version() is None:
             projector.view.stamp_shape_version(PROJECTION_VERSION)
         return projector.catch_up(on_batch=on_batch)
 
-    def _projector(self, study_id: str, *, fresh: bool = False) -> HistoryProjector:
+    def _projector(self, study_id: str) -> HistoryProjector:
         """The study's projector, kept between calls (its pool and its cache of subjects)."""
         projector = self._projectors.get(study_id)
-        if projector is None or fresh:
-            if projector is not None:
-                projector.view.datastore.close()
+        if projector is None:
             projector = HistoryProjector(self.study(study_id), self.history_view(study_id))
             self._projectors[study_id] = projector
         return projector

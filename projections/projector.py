@@ -6,14 +6,17 @@ aggregate would; what the tables add is time: every version with its recorded in
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from domain.envelope import Envelope
@@ -22,7 +25,14 @@ from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
 from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
-from projections.history_view import HistoryView, Version
+from projections.history_view import (
+    NULL,
+    HistoryView,
+    Version,
+    copy_json_text,
+    copy_text,
+    copy_time,
+)
 
 HEADER = ""  # record_id of a subject's header rows
 
@@ -53,35 +63,81 @@ class HistoryProjector(Projection[HistoryView]):
 
         ``on_batch`` hears the size of each committed batch (for a progress bar).
         """
-        done = 0
-        while limit is None or done < limit:
-            start = (self.view.max_tracking_id(self.app.name) or 0) + 1
-            wanted = batch_size if limit is None else min(batch_size, limit - done)
-            batch = self.app.recorder.select_notifications(start, wanted)
-            if not batch:
-                break
-            self.project(batch)
-            done += len(batch)
-            if on_batch is not None:
-                on_batch(len(batch))
+        start = (self.view.max_tracking_id(self.app.name) or 0) + 1
+        done, _ = self._replay(start, batch_size, limit, self.view.record_batch, on_batch)
         return done
 
-    def project(self, notifications: Sequence[Notification]) -> None:
-        """Project one batch of notifications in one transaction."""
-        events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
-        self.project_events(events, Tracking(self.app.name, notifications[-1].id))
+    def rebuild(self, version: int, batch_size: int = 5000,
+                on_batch: Callable[[int], object] | None = None) -> int:
+        """Replay the whole log into new tables, then put them in place of the old ones with
+        their tracking position and projection ``version``; return how many events.
+
+        Readers keep the old tables until then; an interrupted rebuild leaves them as they
+        were (a new rebuild starts afresh). Events written meanwhile are the next catch-up's.
+        """
+        self._subjects.clear()
+        self.view.begin_rebuild()
+        done, last = self._replay(1, batch_size, None,
+                                  lambda versions, audit, _: self.view.stage_batch(
+                                      versions, audit), on_batch)
+        self.view.finish_rebuild(self.app.name, last, version)
+        return done
+
+    def _replay(self, start: int, batch_size: int, limit: int | None,
+                write: Callable[[list[Version], list[str], Tracking], None],
+                on_batch: Callable[[int], object] | None) -> tuple[int, Tracking | None]:
+        """Fold and ``write`` the events from ``start`` on, batch by batch; return how many,
+        and the tracking position of the last.
+
+        Two stages overlap: while one batch is written (on a thread that mostly waits for
+        PostgreSQL), the next one is read and folded. Batches are written one at a time and
+        in log order. Notification ids commit in id order (the recorder's table lock), so
+        reading on from the last id read misses nothing written meanwhile.
+        """
+        done = 0
+        tracking: Tracking | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
+            writing: Future[int] | None = None
+            try:
+                while limit is None or done < limit:
+                    wanted = batch_size if limit is None else min(batch_size, limit - done)
+                    batch = self.app.recorder.select_notifications(start, wanted)
+                    if not batch:
+                        break
+                    versions, audit = self.rows(
+                        [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
+                    tracking = Tracking(self.app.name, batch[-1].id)
+                    # The cached subjects only grow, and the cycle collector would walk
+                    # them all again and again (a quarter of a rebuild's time): it is told
+                    # to leave alone what exists now (until unfreeze, below).
+                    gc.freeze()
+                    # A failed write raises here; the folded subjects ahead of the tables
+                    # are refolded on the next run (see _subject).
+                    _committed(writing, on_batch)
+                    writing = writer.submit(_write, write, versions, audit, tracking,
+                                            len(batch))
+                    done += len(batch)
+                    start = batch[-1].id + 1
+                _committed(writing, on_batch)
+            finally:
+                gc.unfreeze()
+        return done, tracking
 
     def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
         """Project (position, event) pairs, then record ``tracking``, in one transaction."""
+        self.view.record_batch(*self.rows(events), tracking)
+
+    def rows(self, events: Sequence[tuple[int, Any]]) -> tuple[list[Version], list[str]]:
+        """Fold (position, event) pairs into their versions and audit rows (COPY text)."""
         versions: list[Version] = []
-        audit: list[tuple[Any, ...]] = []
+        audit: list[str] = []
         for position, event in events:
             if isinstance(event, Subject.Event):
                 self._subject_event(position, event, versions, audit)
             elif isinstance(event, Study.Event | Keyring.Event):
-                audit.append(_audit_row(position, event, None, None, "", "", None,
-                                        None, _summary(event)))
-        self.view.record_batch(versions, audit, tracking)
+                audit.append(_AuditRows(position, event, None, None).row(
+                    None, "", "", None, None, _summary(event)))
+        return versions, audit
 
     def _subject(self, event: Subject.Event) -> Subject | None:
         subject = self._subjects.pop(event.originator_id, None)
@@ -93,9 +149,12 @@ class HistoryProjector(Projection[HistoryView]):
         return subject
 
     def _subject_event(self, position: int, event: Subject.Event, versions: list[Version],
-                       audit: list[tuple[Any, ...]]) -> None:
+                       audit: list[str]) -> None:
         before = self._subject(event)
         record_id = getattr(event, "record_id", None)
+        # What already has an open version (the tables hold what the fold held before).
+        had_header = before is not None
+        had_record = before is not None and record_id is not None and record_id in before.records
         # Folding mutates the aggregate in place: take what the audit compares against first.
         signed = _valid_signatures(before)
         old_header = (subject_header(before) if before is not None and
@@ -109,7 +168,7 @@ class HistoryProjector(Projection[HistoryView]):
         if record_id is None or signed:
             header = subject_header(subject)
             versions.append(Version(sid, HEADER, "subject", _json(header),
-                                    subject.version, position, event.timestamp))
+                                    subject.version, position, event.timestamp, had_header))
             changes = {k: (old_header.get(k), v) for k, v in header.items()
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
@@ -118,27 +177,26 @@ class HistoryProjector(Projection[HistoryView]):
         if record is not None:
             view = None if record.removed else _json(record_view(record))
             versions.append(Version(sid, record_id or "", record.kind, view, subject.version,
-                                    position, event.timestamp))
+                                    position, event.timestamp, had_record))
             changes = _record_changes(event)
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
+        rows = _AuditRows(position, event, subject, sid)
+        kind = record.kind if record else ""
         for field, (old_value, new_value) in changes.items():
-            audit.append(_audit_row(position, event, subject, record_id, field,
-                                    record.kind if record else "", observed, old_value,
-                                    new_value))
+            audit.append(rows.row(record_id, field, kind, observed, old_value, new_value))
         for signature_id in signed:
-            audit.append(_audit_row(position, event, subject, record_id, "signature",
-                                    record.kind if record else "", observed,
-                                    old_header["signatures"][signature_id],
-                                    subject.signatures[signature_id]))
-        self._workflow_rows(position, event, subject, audit)
+            audit.append(rows.row(record_id, "signature", kind, observed,
+                                  old_header["signatures"][signature_id],
+                                  subject.signatures[signature_id]))
+        self._workflow_rows(rows, event, subject, audit)
 
     @staticmethod
-    def _workflow_rows(position: int, event: Subject.Event, subject: Subject,
-                       audit: list[tuple[Any, ...]]) -> None:
+    def _workflow_rows(rows: _AuditRows, event: Subject.Event, subject: Subject,
+                       audit: list[str]) -> None:
         """Audit rows of signatures, queries and source-data verification."""
         if isinstance(event, Subject.Signed):
-            audit.append(_audit_row(position, event, subject, None, "signature", "", None, None,
-                                    subject.signatures[event.signature_id]))
+            audit.append(rows.row(None, "signature", "", None, None,
+                                  subject.signatures[event.signature_id]))
             return
         if isinstance(event, Subject.QueryOpened | Subject.QueryAnswered | Subject.QueryClosed):
             query = subject.queries[event.query_id]
@@ -148,8 +206,20 @@ class HistoryProjector(Projection[HistoryView]):
         else:
             return
         record = subject.records[rid]
-        audit.append(_audit_row(position, event, subject, rid, field, record.kind,
-                                record.observed_at, None, new))
+        audit.append(rows.row(rid, field, record.kind, record.observed_at, None, new))
+
+
+def _write(write: Callable[[list[Version], list[str], Tracking], None], versions: list[Version],
+           audit: list[str], tracking: Tracking, size: int) -> int:
+    write(versions, audit, tracking)
+    return size
+
+
+def _committed(writing: Future[int] | None, on_batch: Callable[[int], object] | None) -> None:
+    if writing is not None:
+        size = writing.result()
+        if on_batch is not None:
+            on_batch(size)
 
 
 def _valid_signatures(subject: Subject | None) -> list[str]:
@@ -180,19 +250,42 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _audit_row(position: int, event: Any, subject: Subject | None, record_id: str | None,
-               field: str, kind: str, observed: datetime | None, old: Any,
-               new: Any) -> tuple[Any, ...]:
-    envelope: Envelope = event.envelope
+class _AuditRows:
+    """The audit rows of one event, as lines of COPY text.
+
+    An event's rows share all but a few columns (its position, time, subject and envelope):
+    those are formatted once per event, not once per changed field.
+    """
+
+    def __init__(self, position: int, event: Any, subject: Subject | None,
+                 subject_id: str | None) -> None:
+        self.event_type = type(event).__name__
+        self.head = "\t".join([
+            str(position), event.timestamp.isoformat(), copy_text(self.event_type),
+            subject_id or NULL, copy_text(subject.subject_code if subject else None),
+            copy_text(subject.site if subject else None)])
+        self.tail = _envelope_columns(event.envelope)
+        self._shared: tuple[str | None, str, datetime | None] | None = None
+        self._before = self._after = ""
+
+    def row(self, record_id: str | None, field: str, kind: str, observed: datetime | None,
+            old: Any, new: Any) -> str:
+        """One row: the change of ``field`` (the event's type when empty) from old to new."""
+        shared = (record_id, kind, observed)
+        if shared != self._shared:  # most rows of an event share these too
+            self._shared = shared
+            self._before = f"{self.head}\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
+            self._after = f"\t{copy_time(observed)}\t{self.tail}"
+        return (f"{self._before}{copy_text(field or self.event_type)}\t"
+                f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
+
+
+@lru_cache(maxsize=4096)
+def _envelope_columns(envelope: Envelope) -> str:
+    """The envelope's columns of an audit row (events of one request share the envelope)."""
     reason = envelope.reason
-    event_type = type(event).__name__
-    return (
-        position, event.timestamp, event_type,
-        str(subject.id) if subject else None,
-        subject.subject_code if subject else None,
-        subject.site if subject else None,
-        record_id, kind or None, field or event_type, _json(old), _json(new), observed,
-        envelope.actor.user_id, envelope.actor.printed_name, envelope.actor.role,
-        envelope.actor.site, envelope.client, envelope.source, envelope.request_id,
-        envelope.edit_point, reason.code if reason else None, reason.text if reason else None,
-    )
+    actor = envelope.actor
+    return "\t".join([copy_text(v) for v in (
+        actor.user_id, actor.printed_name, actor.role, actor.site, envelope.client,
+        envelope.source, envelope.request_id, envelope.edit_point,
+        reason.code if reason else None, reason.text if reason else None)]) + "\n"

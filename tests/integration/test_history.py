@@ -266,3 +266,55 @@ def test_a_new_projection_version_rebuilds_by_itself(demo: Runtime,
     assert demo.project(STUDY) > 2000  # replayed everything
     assert dump(demo.url) == before
     assert demo.project(STUDY) == 0  # and stamped: no second rebuild
+
+
+def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) -> None:
+    from projections.history_view import PROJECTION_VERSION
+
+    demo.project(STUDY)  # at this version (a test above stamped another)
+    before = dump(demo.url)
+    view = demo.history_view(STUDY)
+    original = view.stage_batch
+    calls = {"n": 0}
+
+    def dying(versions: Any, audit: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        original(versions, audit)
+
+    view.stage_batch = dying  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="killed"):
+        HistoryProjector(demo.study(STUDY), view).rebuild(PROJECTION_VERSION, batch_size=300)
+    view.datastore.close()
+    # Readers keep the old tables, at their tracking position.
+    assert dump(demo.url) == before
+    assert demo.project(STUDY) == 0
+    # The next rebuild starts afresh.
+    assert demo.project(STUDY, rebuild=True) > 2000
+    assert dump(demo.url) == before
+
+
+def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from api.runtime import system_envelope
+    from infra.signing import key_id_for, public_key_b64
+
+    app = demo.study(STUDY)
+    written: list[int] = []
+
+    def write_during(_: int) -> None:
+        if not written:  # once, when the rebuild has read the log but not yet swapped
+            key = Ed25519PrivateKey.generate().public_key()
+            app.register_key(key_id_for("extra", key), public_key_b64(key), system_envelope())
+            written.append(app.recorder.max_notification_id() or 0)
+
+    demo.project(STUDY, rebuild=True, on_batch=write_during)
+    with psycopg.connect(demo.url) as conn:
+        rows = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".{AUDIT} WHERE position = %s',
+                            written).fetchone()
+    assert rows == (1,)
+    after = dump(demo.url)
+    demo.project(STUDY, rebuild=True)
+    assert dump(demo.url) == after

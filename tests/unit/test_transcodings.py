@@ -1,0 +1,71 @@
+"""The transcoder decodes stored events to exactly what eventsourcing's own would."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.envelope import Actor, Envelope, Reason
+from domain.transcodings import TRANSCODINGS, FastJSONTranscoder
+
+ENVELOPE = Envelope(Actor("u-1", "Li Wei", "coordinator", "JLU1"), "web", "api", "r-1",
+                    "site", Reason("transcription_error", "checked\tagainst\\source"))
+
+
+def _transcoder(cls: type[JSONTranscoder]) -> JSONTranscoder:
+    transcoder = cls()
+    Application.register_transcodings(Application(), transcoder)
+    for transcoding in TRANSCODINGS:
+        transcoder.register(transcoding)
+    return transcoder
+
+
+STANDARD = _transcoder(JSONTranscoder)
+FAST = _transcoder(FastJSONTranscoder)
+
+
+def _same(value: Any) -> None:
+    data = STANDARD.encode(value)
+    expected, decoded = STANDARD.decode(data), FAST.decode(data)
+    assert decoded == expected
+    assert repr(decoded) == repr(expected)  # same types too (1 is not 1.0, a date no string)
+
+
+def test_transcoded_values_nested_in_objects_and_lists_decode_alike() -> None:
+    _same({"timestamp": datetime(2021, 3, 15, 8, tzinfo=UTC), "envelope": ENVELOPE,
+           "id": uuid4(), "amount": Decimal("1.10"), "born": date(2010, 5, 1),
+           "fields": {"value": 1.0, "n": 1, "items": [{"at": date(2021, 1, 1)}, [ENVELOPE]],
+                      "_type_": "not a transcoding: three keys", "_data_": 1},
+           "signer": Actor("u-2", "Ana", "investigator", "JLU1")})
+
+
+@pytest.mark.parametrize("value", [2**70, float("nan"), {"x": [float("inf")]}])
+def test_what_orjson_refuses_decodes_as_before(value: Any) -> None:
+    data = STANDARD.encode(value)
+    assert repr(FAST.decode(data)) == repr(STANDARD.decode(data))
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.dates(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20))
+def test_any_json_value_decodes_alike(value: Any) -> None:
+    _same(value)
+
+
+def test_equal_envelopes_decode_to_one_object_and_unequal_ones_do_not() -> None:
+    first = FAST.decode(FAST.encode(ENVELOPE))
+    assert first == ENVELOPE
+    assert FAST.decode(FAST.encode(ENVELOPE)) is first
+    other = Envelope(ENVELOPE.actor, "web", "api", "r-2", "site", ENVELOPE.reason)
+    assert FAST.decode(FAST.encode(other)) == other
