@@ -44,8 +44,11 @@ class EnvelopeAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> Envelope:
         """Decode."""
+        if data.get("provenance") is not None:
+            # An imported row's own file, row and values: never shared, so never cached.
+            return Envelope.from_dict(data)
         reason = data.get("reason")
-        # Exactly what from_dict reads.
+        # Exactly what from_dict reads of an envelope without provenance.
         key = (tuple(data["actor"].items()), data["client"], data["source"], data["request_id"],
                data["edit_point"], None if reason is None else tuple(reason.items()))
         try:

@@ -280,12 +280,17 @@ class _AuditRows:
                 f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
 
 
-@lru_cache(maxsize=4096)
 def _envelope_columns(envelope: Envelope) -> str:
     """The envelope's columns of an audit row (events of one request share the envelope)."""
     reason = envelope.reason
     actor = envelope.actor
-    return "\t".join([copy_text(v) for v in (
+    return _copy_columns((
         actor.user_id, actor.printed_name, actor.role, actor.site, envelope.client,
         envelope.source, envelope.request_id, envelope.edit_point,
-        reason.code if reason else None, reason.text if reason else None)]) + "\n"
+        reason.code if reason else None, reason.text if reason else None))
+
+
+# Keyed on the columns, not the envelope: an imported envelope's provenance is a dict.
+@lru_cache(maxsize=4096)
+def _copy_columns(values: tuple[str | None, ...]) -> str:
+    return "\t".join([copy_text(v) for v in values]) + "\n"
