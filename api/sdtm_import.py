@@ -11,7 +11,7 @@ vocabularies (or from the ``study.json`` a CSV export writes next to its CSV fil
 
 The load is idempotent and resumable: subjects and record ids are derived from the data
 (USUBJID, domain, --SEQ), so a second run finds what is stored and adds only what is not.
-Subjects are written many per transaction, which is what makes a large load fast; each event
+Events are written a few hundred per transaction, which is what makes a large load fast; each event
 is still signed on its own.
 """
 
@@ -38,9 +38,11 @@ DM_REQUIRED = ("USUBJID", "SITEID", "SEX", "ARMCD", "ACTARMCD")
 # Trial-design domains (they describe the study, not a subject) and what is not loaded.
 DESIGN = ("TS", "TA", "TE", "TV", "TI")
 DEFINITION_FILE = STUDY_FILE  # the study's definition, as a CSV export writes it
-# Subjects stored per transaction. Much larger batches gain little, and a very large one can
-# stall psycopg's pipeline mode (the client and the server each waiting on the other).
-SUBJECTS_PER_TRANSACTION = 5
+# Events stored per transaction. Larger batches gain little, and a large one stalls
+# psycopg's pipeline mode, which eventsourcing inserts with: the server blocks writing the
+# returned ids while the client is still sending (psycopg issue #685; seen here at ~1,700
+# events on a Unix socket).
+EVENTS_PER_TRANSACTION = 200
 SIGNATURE_MEANINGS = [
     {"code": "authorship", "text": "I am the author of these data"},
     {"code": "review", "text": "I have reviewed these data"},
@@ -248,12 +250,12 @@ class Importer:
 
     def __init__(self, app: StudyApplication, data: DataSet, envelope: Envelope,
                  on_progress: Callable[[int], object] | None = None,
-                 subjects_per_transaction: int = SUBJECTS_PER_TRANSACTION) -> None:
+                 events_per_transaction: int = EVENTS_PER_TRANSACTION) -> None:
         self.app = app
         self.data = data
         self.envelope = envelope
         self.on_progress = on_progress
-        self.batch = subjects_per_transaction
+        self.batch = events_per_transaction
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
@@ -277,7 +279,7 @@ class Importer:
                 pending.append((subject, len(plan.records) + 1))
             elif self.on_progress is not None:
                 self.on_progress(len(plan.records) + 1)
-            if len(pending) >= self.batch:
+            if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
         return result
@@ -332,6 +334,8 @@ class Importer:
                                       self._envelope(record.row), at)
                 result.records_added += 1
                 result.by_domain[record.kind] += 1
+                if len(subject.pending_events) >= self.batch:  # a long casebook: store a part
+                    self._store([subject], result)
         except DomainError as e:
             raise ImportRefused(f"subject {plan.code}: {e}") from None
         return subject if subject.pending_events else None
@@ -339,13 +343,15 @@ class Importer:
     def _save(self, pending: list[tuple[Subject, int]], result: ImportResult) -> None:
         if not pending:
             return
-        subjects = [subject for subject, _ in pending]
-        events = sum(len(s.pending_events) for s in subjects)
-        self.app.save_imported(subjects)
-        result.events_added += events
+        self._store([subject for subject, _ in pending], result)
         if self.on_progress is not None:
             self.on_progress(sum(rows for _, rows in pending))
         pending.clear()
+
+    def _store(self, subjects: list[Subject], result: ImportResult) -> None:
+        events = sum(len(s.pending_events) for s in subjects)
+        self.app.save_imported(subjects)
+        result.events_added += events
 
     def _envelope(self, row: Row | None) -> Envelope:
         # The record's fields are the row's other values, unchanged: provenance adds the keys
