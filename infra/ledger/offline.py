@@ -229,8 +229,9 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
             return _verify_members(bundle, manifest_text, manifest, trusted_keys,
                                    held_checkpoint)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:
-        # RuntimeError (NotImplementedError among them): zipfile's answer to a changed header
-        # that claims encryption, another compression method or a newer zip version.
+        # RuntimeError and its subclass for unsupported features: zipfile's answer to a
+        # changed header that claims encryption, another compression method or a newer zip
+        # version.
         raise BundleInvalid(f"not a readable bundle: {e}") from e
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as e:
         # Bytes changed inside a file so that it no longer parses (bad JSON, UTF-8, base64).

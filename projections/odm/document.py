@@ -49,8 +49,9 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def xml_text(value: str) -> str:
-    """``value`` with each character XML cannot hold written as a visible ``\\uXXXX`` escape:
-    stored data is never rewritten, so an export must carry whatever was accepted."""
+    """``value`` with each character XML cannot hold written as a visible ``\\u`` escape with
+    four hex digits: stored data is never rewritten, so an export must carry whatever was
+    accepted."""
     if _NOT_XML.search(value) is None:
         return value
     return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
