@@ -20,7 +20,8 @@ from psycopg_pool import ConnectionPool
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
-from domain.service import MapperFactory, StudyApplication
+from domain.service import StudyApplication
+from domain.signed_application import MapperFactory
 from infra import catalog, keys
 from infra.idempotency import IdempotencyStore
 from infra.keys import SigningKeyError

@@ -11,20 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import (
     IntegrityError,
-    JSONTranscoder,
-    Mapper,
     Notification,
-    Transcoder,
 )
-from eventsourcing.utils import EnvType
 
-from domain.clock import Clock, SystemClock
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, NotFound
-from domain.transcodings import TRANSCODINGS
+from domain.signed_application import SignedApplication
 from domain.user import ApiClient, User, client_uuid, user_uuid
 
 PasswordCheck = Callable[[str, str], bool]  # (stored hash, offered password) -> matches
@@ -34,28 +29,10 @@ class SignInRefused(Exception):
     """Wrong username or password, or an account that may not sign in (never says which)."""
 
 
-class DirectoryApplication(Application[UUID]):
+class DirectoryApplication(SignedApplication):
     """People and clients: registration, roles, passwords, sign-ins and lock-outs."""
 
     name = "Directory"
-
-    def __init__(self, env: EnvType | None = None, clock: Clock | None = None,
-                 mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None) -> None:
-        self.clock: Clock = clock or SystemClock()
-        self._mapper_factory = mapper_factory
-        super().__init__(env)
-
-    def construct_mapper(self) -> Mapper[UUID]:
-        """The mapper handed in (the signing one in production), else eventsourcing's."""
-        if self._mapper_factory is not None:
-            return self._mapper_factory(self.construct_transcoder())
-        return super().construct_mapper()
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        """eventsourcing's transcodings plus the domain's value types."""
-        super().register_transcodings(transcoder)
-        for transcoding in TRANSCODINGS:
-            transcoder.register(transcoding)
 
     def register_user(self, username: str, full_name: str, password_hash: str,
                       envelope: Envelope,

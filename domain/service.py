@@ -11,23 +11,22 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Mapper, Transcoder
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, Transcoder
 from eventsourcing.utils import EnvType
 
-from domain.clock import Clock, SystemClock, require_aware
+from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
 from domain.group_commit import GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
+from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject, subject_uuid
-from domain.transcodings import TRANSCODINGS, FastJSONTranscoder
-
-MapperFactory = Callable[[Transcoder], Mapper[UUID]]
+from domain.transcodings import FastJSONTranscoder
 
 
-class StudyApplication(Application[UUID]):
+class StudyApplication(SignedApplication):
     """All commands of one study. Each call is one transaction: it commits or stores nothing."""
 
     name = "TrialLedger"
@@ -40,29 +39,15 @@ class StudyApplication(Application[UUID]):
         mapper_factory: MapperFactory | None = None,
     ) -> None:
         self.study_id = study_id
-        self.clock: Clock = clock or SystemClock()
-        self._mapper_factory = mapper_factory
         self._definition: StudyDefinition | None = None
         self._committer: GroupCommitter | None = None
-        super().__init__(env)
-
-    def construct_mapper(self) -> Mapper[UUID]:
-        """The mapper handed in (the signing one in production), else eventsourcing's."""
-        if self._mapper_factory is not None:
-            return self._mapper_factory(self.construct_transcoder())
-        return super().construct_mapper()
+        super().__init__(env, clock, mapper_factory)
 
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON transcoding, decoded faster (replays decode every event)."""
         transcoder = FastJSONTranscoder()
         self.register_transcodings(transcoder)
         return transcoder
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        """eventsourcing's transcodings plus the domain's value types."""
-        super().register_transcodings(transcoder)
-        for transcoding in TRANSCODINGS:
-            transcoder.register(transcoding)
 
     # --- the study ---------------------------------------------------------------------
 
