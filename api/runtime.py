@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
 from eventsourcing.postgres import PostgresFactory
@@ -20,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
+from domain.errors import Conflict, InvalidState
 from domain.service import StudyApplication
 from domain.signed_application import MapperFactory
 from infra import catalog, keys
@@ -79,17 +81,18 @@ class Runtime:
 
     def _open_study(self, study_id: str, clock: Clock | None) -> StudyApplication:
         schema = schema_for_study(study_id)
-        if not self.settings.provisioned:
-            with connect(self.url) as conn:
+        with self._setting_up() as conn:
+            if conn is not None:
                 catalog.add_study(conn, study_id, schema)
-        app = StudyApplication(
-            study_id,
-            env=eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned),
-            clock=clock,
-            mapper_factory=self._mapper_factory(study_id) if self.signed else None,
-        )
-        if self.signed:
-            self._register_signing_key(app)
+            app = StudyApplication(
+                study_id,
+                env=eventsourcing_env(self.url, schema,
+                                      create_table=not self.settings.provisioned),
+                clock=clock,
+                mapper_factory=self._mapper_factory(study_id) if self.signed else None,
+            )
+            if self.signed:
+                self._register_signing_key(app)
         if clock is None:
             if self._group_commit:
                 app.commit_in_groups()
@@ -108,16 +111,27 @@ class Runtime:
         if self._directory is None:
             with self._init_lock:
                 if self._directory is None:
-                    if not self.settings.provisioned:
-                        with connect(self.url) as conn:
+                    with self._setting_up() as conn:
+                        if conn is not None:
                             catalog.ensure_catalog(conn)
-                    self._directory = DirectoryApplication(
-                        env=eventsourcing_env(self.url, catalog.CATALOG_SCHEMA,
-                                              create_table=not self.settings.provisioned),
-                        mapper_factory=(self._mapper_factory(DIRECTORY_DOMAIN)
-                                        if self.signed else None),
-                    )
+                        self._directory = DirectoryApplication(
+                            env=eventsourcing_env(self.url, catalog.CATALOG_SCHEMA,
+                                                  create_table=not self.settings.provisioned),
+                            mapper_factory=(self._mapper_factory(DIRECTORY_DOMAIN)
+                                            if self.signed else None),
+                        )
         return self._directory
+
+    @contextmanager
+    def _setting_up(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """A connection holding the set-up lock while tables are created (None when the
+        deployment is provisioned: its tables exist and the application role may not
+        create any)."""
+        if self.settings.provisioned:
+            yield None
+            return
+        with connect(self.url) as conn, catalog.setting_up(conn):
+            yield conn
 
     def pool(self) -> ConnectionPool:
         """A small pool of autocommit connections for the API's own tables."""
@@ -127,7 +141,7 @@ class Runtime:
                     pool = ConnectionPool(self.url, min_size=1, max_size=16,
                                           kwargs={"autocommit": True}, open=True)
                     if not self.settings.provisioned:
-                        with pool.connection() as conn:
+                        with pool.connection() as conn, catalog.setting_up(conn):
                             self.sessions().create_table(conn)
                             self.idempotency().create_table(conn)
                     self._pool = pool
@@ -152,7 +166,13 @@ class Runtime:
         keyring = app.keyring()
         state = keyring.keys.get(key_id) if keyring else None
         if state is None:
-            app.register_key(key_id, public_key_b64(key.public_key()), system_envelope())
+            try:
+                app.register_key(key_id, public_key_b64(key.public_key()), system_envelope())
+            except (Conflict, InvalidState):
+                # Another process starting at the same moment registered it first.
+                keyring = app.keyring()
+                if keyring is None or keyring.keys.get(key_id) != "active":
+                    raise
         elif state != "active":
             raise SigningKeyError(f"the signing key {key_id} is {state} for study "
                                   f"{app.study_id}; it must not sign again")

@@ -22,6 +22,14 @@ TOPICS: Mapping[str, str] = {
     "AE": "AETERM", "CM": "CMTRT", "EX": "EXTRT", "LB": "LBTESTCD", "VS": "VSTESTCD",
     "DS": "DSDECOD", "SV": "VISITNUM", "SUPPAE": "QNAM", "SUPPDM": "QNAM", "SUPPDS": "QNAM",
 }
+# What each domain is called (the ODM exports name an imported record's form with it).
+DOMAIN_NAMES: Mapping[str, str] = {
+    "AE": "Adverse Events", "CM": "Concomitant Medications", "EX": "Exposure",
+    "LB": "Laboratory Test Results", "VS": "Vital Signs", "DS": "Disposition",
+    "SV": "Subject Visits", "SUPPAE": "Supplemental Qualifiers for AE",
+    "SUPPDM": "Supplemental Qualifiers for DM", "SUPPDS": "Supplemental Qualifiers for DS",
+}
+assert set(DOMAIN_NAMES) == set(TOPICS), "every loaded domain needs a name"
 # The --DTC variable giving each domain's valid time (SUPPxx rows have none: see valid_time).
 VALID_TIME: Mapping[str, str] = {
     "AE": "AESTDTC", "CM": "CMSTDTC", "EX": "EXSTDTC", "LB": "LBDTC", "VS": "VSDTC",

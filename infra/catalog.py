@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -13,9 +15,32 @@ CATALOG_SCHEMA = "trialledger"
 EVENTS_TABLE = "trialledger_events"
 
 
+# Two processes starting at once (e.g. the workers of one server) would otherwise create the
+# same tables and triggers side by side, and PostgreSQL refuses one ("tuple concurrently
+# updated", or a duplicate type name). A session holding the lock may take it again.
+_SET_UP_LOCK = "hashtext('trialledger:set-up')"
+
+
+def _serialise(conn: psycopg.Connection[Any]) -> None:
+    """Hold the set-up lock until the transaction ends."""
+    conn.execute(f"SELECT pg_advisory_xact_lock({_SET_UP_LOCK})")
+
+
+@contextmanager
+def setting_up(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Hold the set-up lock on ``conn`` (autocommit) while tables are created through other
+    connections, e.g. by the event store's recorder."""
+    conn.execute(f"SELECT pg_advisory_lock({_SET_UP_LOCK})")
+    try:
+        yield
+    finally:
+        conn.execute(f"SELECT pg_advisory_unlock({_SET_UP_LOCK})")
+
+
 def ensure_catalog(conn: psycopg.Connection[Any]) -> None:
     """Create the catalogue schema and its (append-only) studies table if missing."""
     with conn.transaction():
+        _serialise(conn)
         conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(CATALOG_SCHEMA)))
         conn.execute(
             SQL(
@@ -35,6 +60,7 @@ def add_study(conn: psycopg.Connection[Any], study_id: str, schema: str) -> None
 
     ensure_catalog(conn)
     with conn.transaction():
+        _serialise(conn)
         conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
         create_ledger_tables(conn, schema)
         conn.execute(

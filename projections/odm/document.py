@@ -13,7 +13,7 @@ every element written).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,7 +60,9 @@ def xml_text(value: str) -> str:
 def element(tag: str, attrib: dict[str, str] | None = None, text: str | None = None,
             children: Iterable[etree._Element] = ()) -> etree._Element:
     """An element in the document's default (ODM) namespace; see the module's docstring."""
-    node = etree.Element(tag, {k: xml_text(v) for k, v in attrib.items()} if attrib else {})
+    if attrib and _NOT_XML.search(" ".join(attrib.values())) is not None:
+        attrib = {k: xml_text(v) for k, v in attrib.items()}  # rare: one search for all
+    node = etree.Element(tag, attrib or {})
     if text is not None:
         node.text = xml_text(text)
     node.extend(children)
@@ -135,7 +137,8 @@ def _metadata_version(definition: StudyDefinition, cat: Catalogue) -> etree._Ele
         children=[element("ItemRef", {"ItemOID": item.oid, "OrderNumber": str(n),
                                       "Mandatory": "No"})
                   for n, item in enumerate(f.items, 1)]) for f in cat.forms.values()]
-    item_defs = [_item_def(item) for f in cat.forms.values() for item in f.items]
+    codelists = {c.oid for c in cat.codelists}
+    item_defs = [_item_def(item, codelists) for f in cat.forms.values() for item in f.items]
     return element(
         "MetaDataVersion", {"OID": MDV_OID, "Name": f"{definition.study_id} as registered",
                             "Description": definition.title},
@@ -143,7 +146,7 @@ def _metadata_version(definition: StudyDefinition, cat: Catalogue) -> etree._Ele
                   *(_codelist(c) for c in cat.codelists)])
 
 
-def _item_def(item: Item) -> etree._Element:
+def _item_def(item: Item, codelists: Container[str]) -> etree._Element:
     attrib = {"OID": item.oid, "Name": item.name, "DataType": item.data_type}
     if item.sdtm:
         attrib["SDSVarName"] = item.sdtm
@@ -153,7 +156,7 @@ def _item_def(item: Item) -> etree._Element:
     children = [_translated("Question", item.question or item.name)]
     if item.unit:
         children.append(element("MeasurementUnitRef", {"MeasurementUnitOID": item.unit}))
-    if item.codelist:
+    if item.codelist is not None and item.codelist in codelists:
         children.append(element("CodeListRef", {"CodeListOID": item.codelist}))
     return element("ItemDef", attrib, children=children)
 

@@ -3,7 +3,10 @@ items, code lists and units, and how a casebook's JSON values become ODM item va
 
 Items come from the domain's own catalogues (vital signs, lab tests, SLEDAI descriptors,
 ESSDAI domains, AE vocabularies) and from the study's definition (visits, arms, diseases,
-eligibility criteria), so a new catalogue entry or a second study needs no change here.
+eligibility criteria), so a new catalogue entry or a second study needs no change here. A
+study loaded from SDTM declares its domains' variables in its definition: each loaded domain
+becomes a form with one item per variable (named as in SDTM), and the subject form carries
+the DM row's variables as given.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from domain.rules import bsa, ctcae, dosing, essdai, sledai, steroids
 from domain.rules.essdai import ESSDAI_WEIGHTS
 from domain.rules.sledai import SLEDAI_DESCRIPTORS
 from domain.rules.units import LAB_TESTS, VITAL_SIGNS
+from domain.sdtm import DOMAIN_NAMES, KEYS, VALID_TIME, is_sdtm_kind
 from domain.study import StudyDefinition
 
 SUBJECT = "subject"  # the form of a subject's own data (its casebook header)
@@ -27,6 +31,10 @@ HEADER_KEYS = frozenset({"study_id", "subject", "site"})
 # The monitoring workflow in a header (signatures, queries, SDV marks) is no clinical item:
 # the exports write it as ODM Signature elements and annotations.
 WORKFLOW_FIELDS = frozenset({"signatures", "queries", "sdv", "signature", "query"})
+# An imported subject's header field holding its DM row's variables as given.
+DEMOGRAPHICS = "demographics"
+# ODM data types of SDTM variable types (XPT knows numbers and characters).
+SDTM_DATA_TYPES = {"num": "float", "char": "text"}
 
 
 class UnmappedField(KeyError):
@@ -130,7 +138,7 @@ def _codelist(name: str, values: Mapping[str, str] | tuple[str, ...],
                     tuple((str(code), str(decode)) for code, decode in pairs))
 
 
-def _observed(key: str, sdtm: str) -> Item:
+def _observed(key: str, sdtm: str | None) -> Item:
     return Item(item_oid(key, "observed_at"), "Observed at (clinical time)", "datetime", sdtm)
 
 
@@ -230,7 +238,43 @@ def _subject_form(definition: StudyDefinition) -> Form:
         Item(item_oid(SUBJECT, "enrolled_on"), "Enrolled on", "date", "RFSTDTC"),
         Item(item_oid(SUBJECT, "locked"), "Casebook locked", "boolean"),
         *eligibility,
+        *_demographics(definition),
     ), repeating=False)
+
+
+def _declared(definition: StudyDefinition) -> dict[str, dict[str, str]]:
+    """The SDTM variables (name -> ``num`` or ``char``) the definition declares, by domain."""
+    variables = definition.sdtm.get("variables") or {}
+    return {domain: dict(names) for domain, names in variables.items()}
+
+
+def _sdtm_item(key: str, name: str, variable: str, kind: str) -> Item:
+    return Item(item_oid(key, name), variable, SDTM_DATA_TYPES.get(kind, "text"), variable)
+
+
+def _sdtm_forms(definition: StudyDefinition) -> list[Form]:
+    """One form per SDTM domain the study loads records of, one item per declared variable
+    (the keys a record id and subject stand for are not repeated)."""
+    return [Form(domain, DOMAIN_NAMES[domain], domain, (
+        _observed(domain, VALID_TIME.get(domain)),
+        *(_sdtm_item(domain, name, name, kind) for name, kind in variables.items()
+          if name not in KEYS)))
+        for domain, variables in _declared(definition).items() if is_sdtm_kind(domain)]
+
+
+def _demographics(definition: StudyDefinition) -> list[Item]:
+    """The subject form's items of an imported subject: actual arm and the DM variables."""
+    dm = _declared(definition).get("DM")
+    if dm is None:
+        return []
+    return [Item(item_oid(SUBJECT, "actual_arm"), "Actual arm", "text", "ACTARMCD",
+                 codelist="CL.ARM"),
+            *(_sdtm_item(SUBJECT, _dm_item(name), name, kind) for name, kind in dm.items()
+              if name not in KEYS)]
+
+
+def _dm_item(variable: str) -> str:
+    return f"DM.{variable}"
 
 
 def catalogue(definition: StudyDefinition, visits_in_use: Iterable[str] = ()) -> Catalogue:
@@ -239,9 +283,10 @@ def catalogue(definition: StudyDefinition, visits_in_use: Iterable[str] = ()) ->
     ``visits_in_use`` are the visit codes records carry: one the protocol does not schedule
     becomes an unscheduled study event, so no record loses its visit.
     """
-    forms = {form.key: form for form in (_subject_form(definition), *_record_forms())}
-    assert set(forms) == {SUBJECT, *KINDS}, "every record kind needs a form"
-    codelists = (
+    forms = {form.key: form for form in (_subject_form(definition), *_record_forms(),
+                                         *_sdtm_forms(definition))}
+    assert set(forms) >= {SUBJECT, *KINDS}, "every record kind needs a form"
+    codelists: tuple[CodeList, ...] = (
         _codelist("Arm", definition.arms),
         _codelist("Disease", {c: d.get("name", c) for c, d in definition.diseases.items()}),
         _codelist("Sex", {"F": "Female", "M": "Male", "U": "Unknown"}),
@@ -256,6 +301,8 @@ def catalogue(definition: StudyDefinition, visits_in_use: Iterable[str] = ()) ->
         _codelist("AE action", ctcae.ACTIONS_TAKEN),
         _codelist("AE outcome", ctcae.OUTCOMES),
     )
+    # ODM has no empty code list (a study of no named disease, e.g. one loaded from SDTM).
+    codelists = tuple(c for c in codelists if c.items)
     units = {unit_oid(s): s for s in sorted(
         {sign.unit for sign in VITAL_SIGNS.values()} | {"m2", "mg/day"})}
     scheduled = [StudyEvent(event_oid(v.code), v.name, "Scheduled", v.code)
@@ -274,7 +321,10 @@ def text(item: Item, value: Any) -> str:
     if item.data_type == "boolean":
         return "true" if value else "false"
     if item.data_type == "float":
-        return repr(float(value))
+        number = float(value)
+        # A whole number reads as one ("63", not "63.0"), as long as it is exact as a float.
+        return str(int(number)) if number.is_integer() and abs(number) < 2**53 \
+            else repr(number)
     if item.data_type == "integer":
         return str(int(value))
     return str(value)
@@ -307,8 +357,18 @@ def flatten(cat: Catalogue, key: str, name: str, value: Any) -> Iterator[tuple[I
     elif name == "eligibility" and key == SUBJECT:
         for criterion in value or []:
             yield _item(items, key, f"ie_{criterion['id']}", name), criterion["met"]
+    elif name == DEMOGRAPHICS and key == SUBJECT:
+        for variable, given in (value or {}).items():
+            yield _item(items, key, _dm_item(variable), name), _sdtm_value(given)
+    elif is_sdtm_kind(key):
+        yield _item(items, key, name, name), _sdtm_value(value)
     else:
         yield _item(items, key, name, name), _scalar(value)
+
+
+def _sdtm_value(value: Any) -> Any:
+    """An SDTM value: an empty text is SDTM's missing value, as a number's NaN would be."""
+    return None if value == "" else value
 
 
 def _item(items: Mapping[str, Item], key: str, name: str, field_name: str) -> Item:
@@ -320,9 +380,10 @@ def _item(items: Mapping[str, Item], key: str, name: str, field_name: str) -> It
 
 def record_values(cat: Catalogue, key: str, values: Mapping[str, Any]
                   ) -> Iterator[tuple[Item, str]]:
-    """Every (item, text) of a record's (or header's) current values, skipping empty ones,
-    in the form's order of items."""
+    """Every (item, text) of a record's (or header's) current values, skipping empty ones
+    (no value, or an empty text), in the form's order of items."""
     order = cat.items_by_form[key]
     found = {item.oid: (item, text(item, scalar)) for name, value in values.items()
-             for item, scalar in flatten(cat, key, name, value) if scalar is not None}
+             for item, scalar in flatten(cat, key, name, value)
+             if scalar is not None and scalar != ""}
     return (found[oid] for oid in order if oid in found)

@@ -4,6 +4,7 @@ the XPT files themselves (read with pyreadstat), never typed in."""
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pyreadstat
 import pytest
+from lxml import etree
 from typer.testing import CliRunner
 
 from api.cli import app as cli
@@ -25,7 +27,10 @@ from infra.postgres import connect, temporary_database
 from infra.settings import Settings
 from projections.casebook import casebook
 
-SDTM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot01" / "sdtm"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+SDTM = SHARED / "data" / "cdiscpilot01" / "sdtm"
+XSD = SHARED / "standards" / "odm-1.3.2" / "ODM1-3-2.xsd"
+ODM = "{http://www.cdisc.org/ns/odm/v1.3}"
 STUDY = "CDISCPILOT01"
 RECORD_FILES = {"AE": ["ae"], "CM": ["cm"], "EX": ["ex"], "DS": ["ds"], "SV": ["sv"],
                 "LB": ["lbch", "lbhe", "lbur"], "VS": ["vs"], "SUPPAE": ["suppae"],
@@ -190,6 +195,117 @@ def test_round_trip_export_as_of_then_reimport_gives_the_same_casebooks(
         before = casebook(original.subject_as_of(code, loaded.loaded_at))
         after = casebook(copy.subject(code))
         assert _casebook_content(after) == _casebook_content(before), code
+
+
+def _export(loaded: Loaded, fmt: str, path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "export", "--study", STUDY, "--format", fmt, "-o", str(path),
+        "--as-of", loaded.loaded_at.isoformat(), "--database-url", loaded.runtime.url],
+        env={"TRIALLEDGER_HOME": str(loaded.runtime.settings.home)})
+    assert result.exit_code == 0, result.output
+
+
+def _validated_subjects(path: Path) -> Iterator[etree._Element]:
+    """Each SubjectData of an ODM file, read while the XSD validates the whole file (an
+    invalid file raises); each is dropped once seen, so memory stays flat."""
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    for _, element in etree.iterparse(str(path), tag=f"{ODM}SubjectData", schema=schema,
+                                      huge_tree=True):
+        yield element
+        element.clear()
+        while element.getprevious() is not None:
+            del element.getparent()[0]
+
+
+def _xpt_rows(kind: str, subject: str) -> Counter[frozenset[tuple[str, Any]]]:
+    """A subject's rows of one domain as the XPT files hold them: variable -> value, keys
+    and missing values left out."""
+    rows: Counter[frozenset[tuple[str, Any]]] = Counter()
+    for name in RECORD_FILES[kind]:
+        data = xpt(name)
+        for i, code in enumerate(data["USUBJID"]):
+            if code == subject:
+                rows[frozenset((var, column[i]) for var, column in data.items()
+                               if var not in ("STUDYID", "DOMAIN", "RDOMAIN", "USUBJID")
+                               and not _missing(column[i]))] += 1
+    return rows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _odm_rows(groups: list[etree._Element], numeric: set[str]
+              ) -> Counter[frozenset[tuple[str, Any]]]:
+    """The same rows as the snapshot's item groups hold them."""
+    rows: Counter[frozenset[tuple[str, Any]]] = Counter()
+    for group in groups:
+        values = {}
+        for item in group.iter(f"{ODM}ItemData"):
+            variable = item.get("ItemOID", "").split(".", 2)[2]
+            if variable != "OBSERVED_AT":
+                value = item.get("Value", "")
+                values[variable] = float(value) if variable in numeric else value
+        rows[frozenset(values.items())] += 1
+    return rows
+
+
+def test_odm_snapshot_of_the_loaded_study_validates_and_holds_every_row(
+        loaded: Loaded, tmp_path: Path) -> None:
+    _export(loaded, "odm-snapshot", tmp_path / "snapshot.xml")
+    dm = xpt("dm")
+    expected_groups: Counter[str] = Counter()
+    for kind, files in RECORD_FILES.items():
+        expected_groups[f"F.{kind}"] = sum(len(xpt(name)["USUBJID"]) for name in files)
+    chosen = Counter(xpt("ae")["USUBJID"]).most_common(1)[0][0]
+    groups: Counter[str] = Counter()
+    subjects: list[str] = []
+    chosen_groups: dict[str, list[etree._Element]] = {}
+    for subject in _validated_subjects(tmp_path / "snapshot.xml"):
+        code = subject.get("SubjectKey", "")
+        subjects.append(code)
+        for form in subject.iter(f"{ODM}FormData"):
+            found = list(form.iter(f"{ODM}ItemGroupData"))
+            groups[form.get("FormOID", "")] += len(found)
+            if code == chosen:
+                chosen_groups.setdefault(form.get("FormOID", ""), []).extend(found)
+    assert sorted(subjects) == sorted(dm["USUBJID"])
+    assert groups == {**expected_groups, "F.SUBJECT": len(dm["USUBJID"])}
+    # Every value of the chosen subject's rows, as the XPT files hold them.
+    for kind, files in RECORD_FILES.items():
+        numeric = {var for name in files for var, column in xpt(name).items()
+                   if any(isinstance(v, float) for v in column)}
+        assert _odm_rows(chosen_groups.get(f"F.{kind}", []), numeric) == \
+            _xpt_rows(kind, chosen), kind
+    (header,) = chosen_groups["F.SUBJECT"]
+    row = dm["USUBJID"].index(chosen)
+    items = {i.get("ItemOID"): i.get("Value") for i in header.iter(f"{ODM}ItemData")}
+    assert items["IT.SUBJECT.ACTUAL_ARM"] == dm["ACTARMCD"][row]
+    assert items["IT.SUBJECT.DM_RACE"] == dm["RACE"][row]
+    assert float(items["IT.SUBJECT.DM_AGE"] or "nan") == dm["AGE"][row]
+
+
+def test_odm_archive_of_the_loaded_study_validates_with_an_audit_record_per_item(
+        loaded: Loaded, tmp_path: Path) -> None:
+    _export(loaded, "odm-archive", tmp_path / "archive.xml")
+    records = sum(len(xpt(name)["USUBJID"]) for files in RECORD_FILES.values()
+                  for name in files)
+    subjects: Counter[str] = Counter()
+    inserted: Counter[str] = Counter()
+    positions: set[int] = set()
+    for transaction in _validated_subjects(tmp_path / "archive.xml"):
+        subjects[transaction.get("TransactionType", "")] += 1
+        for group in transaction.iter(f"{ODM}ItemGroupData"):
+            inserted[group.get("TransactionType", "")] += 1
+            for item in group.iter(f"{ODM}ItemData"):
+                (audit,) = item.iter(f"{ODM}AuditRecord")
+                user = audit.find(f"{ODM}UserRef")
+                assert user is not None and user.get("UserOID") == OPERATOR.actor.user_id
+                positions.add(int(audit.findtext(f"{ODM}SourceID") or "0"))
+    dm_rows = len(xpt("dm")["USUBJID"])
+    assert subjects == {"Insert": dm_rows, "Context": records}
+    assert inserted == {"Insert": dm_rows + records}
+    assert len(positions) == dm_rows + records  # one event each, named by its position
 
 
 def _invoke(args: list[str], settings: Settings) -> tuple[int, str]:

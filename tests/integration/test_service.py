@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -10,6 +12,9 @@ from eventsourcing.postgres import PostgresDatastore
 from api.runtime import Runtime
 from domain.errors import AlreadyExists, Conflict, EligibilityRefused, InvalidInput
 from domain.service import StudyApplication
+from infra.catalog import list_studies
+from infra.postgres import connect
+from infra.settings import Settings
 from tests.support import T0, correction, enroll, envelope, register, simulated_clock
 
 STUDY = "NCT04397107"
@@ -97,3 +102,25 @@ def test_db_functions_are_off(app: StudyApplication) -> None:
     assert isinstance(datastore, PostgresDatastore)
     assert datastore.enable_db_functions is False
     assert datastore.schema == "study_nct04397107"
+
+
+def test_processes_opening_a_new_deployment_at_once_all_succeed(
+        settings: Settings, db_url: str) -> None:
+    """Server workers start together: each creates the catalogue and the study's tables if
+    missing, and none may fail because another is doing the same."""
+    barrier = threading.Barrier(4)
+
+    def open_study(_: int) -> str:
+        barrier.wait()
+        runtime = Runtime(settings, db_url)
+        try:
+            runtime.directory()
+            runtime.pool()  # the API's own tables (sessions, idempotency keys)
+            return runtime.study("S-RACE").study_id
+        finally:
+            runtime.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_study, range(4))) == ["S-RACE"] * 4
+    with connect(db_url) as conn:
+        assert [s for s, _ in list_studies(conn)] == ["S-RACE"]
