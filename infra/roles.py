@@ -16,7 +16,7 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
 
-READ_TABLES = ("casebook_versions", "audit_trail", "history_tracking",
+READ_TABLES = ("casebook_versions", "audit_events", "audit_changes", "history_tracking",
                "history_projection_version")
 
 

@@ -18,7 +18,13 @@ from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
 from domain.subject import subject_uuid
 from projections.casebook import assemble, at_valid_time
-from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.history_view import (
+    AUDIT_CHANGES,
+    AUDIT_COLUMNS,
+    AUDIT_EVENTS,
+    VERSIONS,
+    audit_column,
+)
 from projections.projector import HEADER
 
 
@@ -145,10 +151,11 @@ class AuditQuery:
     recorded_to: datetime | None = None
 
 
-def _decode_cursor(cursor: str) -> int:
+def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(data["after"])
+        position, seq = data["after"]
+        return int(position), int(seq)
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInput("cursor", "is not a cursor this server gave out") from e
 
@@ -161,29 +168,35 @@ def audit_page(conn: psycopg.Connection[Any], schema: str, query: AuditQuery,
     unknown = sorted(set(query.filters) - set(AUDIT_FILTERS))
     if unknown:
         raise InvalidInput(unknown[0], "is not a filter of the audit trail")
-    conditions: list[Composable] = []
-    params: dict[str, Any] = {"limit": limit + 1,
-                              "after": _decode_cursor(cursor) if cursor else 0}
+    position, seq = _decode_cursor(cursor) if cursor else (0, -1)
+    # The bound on each table's position lets an index of either (the one of the filter the
+    # planner picks) start where the page does.
+    conditions: list[Composable] = [
+        SQL("e.position >= %(position)s AND c.position >= %(position)s"
+            " AND (c.position, c.seq) > (%(position)s, %(seq)s)")]
+    params: dict[str, Any] = {"limit": limit + 1, "position": position, "seq": seq}
     for name, value in sorted(query.filters.items()):
-        conditions.append(SQL("{} = %({})s").format(Identifier(name), SQL(name)))
+        conditions.append(SQL("{} = %({})s").format(audit_column(name), SQL(name)))
         params[name] = value
     if query.recorded_from is not None:
-        conditions.append(SQL("recorded_at >= %(t_from)s"))
+        conditions.append(SQL("e.recorded_at >= %(t_from)s"))
         params["t_from"] = require_aware("recorded_from", query.recorded_from)
     if query.recorded_to is not None:
-        conditions.append(SQL("recorded_at < %(t_to)s"))
+        conditions.append(SQL("e.recorded_at < %(t_to)s"))
         params["t_to"] = require_aware("recorded_to", query.recorded_to)
-    where = SQL(" AND ").join([SQL("id > %(after)s"), *conditions])
     rows = conn.execute(
-        SQL("SELECT id, {} FROM {}.{} WHERE {} ORDER BY id LIMIT %(limit)s").format(
-            SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), Identifier(schema),
-            Identifier(AUDIT), where), params,
+        SQL("SELECT c.seq, {} FROM {s}.{e} e JOIN {s}.{c} c ON c.position = e.position "
+            "WHERE {} ORDER BY c.position, c.seq LIMIT %(limit)s").format(
+            SQL(", ").join(audit_column(c) for c in AUDIT_COLUMNS), SQL(" AND ").join(conditions),
+            s=Identifier(schema), e=Identifier(AUDIT_EVENTS), c=Identifier(AUDIT_CHANGES)),
+        params,
     ).fetchall()
     entries = [_entry(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        last_id = rows[limit - 1][0]
-        next_cursor = base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+        last = rows[limit - 1]
+        after = [last[1], last[0]]  # position, seq
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
     return {"entries": entries, "next_cursor": next_cursor}
 
 

@@ -60,7 +60,7 @@ def dump(url: str) -> list[Any]:
         ).fetchall()
         audit = conn.execute(
             f'SELECT position, field, old_value, new_value, user_id, reason_code '
-            f'FROM "{SCHEMA}".{AUDIT} ORDER BY id').fetchall()
+            f'FROM "{SCHEMA}".{AUDIT} ORDER BY position, seq').fetchall()
     return [versions, audit]
 
 
@@ -277,11 +277,11 @@ def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) ->
     original = view.stage_batch
     calls = {"n": 0}
 
-    def dying(versions: Any, audit: Any) -> None:
+    def dying(rows: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        original(versions, audit)
+        original(rows)
 
     view.stage_batch = dying  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="killed"):
