@@ -28,7 +28,8 @@ AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered with
 SHAPE = "history_projection_version"
 PROJECTION_VERSION = 3  # bump when the tables' shape or content changes: forces a rebuild
 
-STAGED = "casebook_versions_staged"  # a rebuild's versions, as they come
+OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
+STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
 REBUILT = "_rebuild"  # suffix of the tables a rebuild fills, until they replace the old ones
 
 VERSIONS_DDL = SQL(
@@ -36,6 +37,16 @@ VERSIONS_DDL = SQL(
     " version bigint NOT NULL, position bigint NOT NULL, recorded_from timestamptz NOT NULL,"
     " recorded_to timestamptz")
 VERSIONS_KEY = SQL("subject_id, record_id, position")
+VERSION_COLUMNS = ("subject_id", "record_id", "kind", "data", "version", "position",
+                   "recorded_from", "recorded_to")
+# Versions of a subject's outcome facts (see projections.outcome_state), keyed by ``fact``.
+FACTS_DDL = SQL(
+    "subject_id uuid NOT NULL, fact text NOT NULL, kind text NOT NULL, data jsonb,"
+    " version bigint NOT NULL, position bigint NOT NULL, recorded_from timestamptz NOT NULL,"
+    " recorded_to timestamptz")
+FACTS_KEY = SQL("subject_id, fact, position")
+FACT_COLUMNS = ("subject_id", "fact", "kind", "data", "version", "position", "recorded_from",
+                "recorded_to")
 # An event's columns are kept once, not once per changed field (a lab result changes five).
 EVENTS_DDL = SQL(
     "position bigint NOT NULL, recorded_at timestamptz NOT NULL, event_type text NOT NULL,"
@@ -102,6 +113,8 @@ class Rows:
     """
 
     versions: list[Version] = field(default_factory=list)
+    # The outcome facts an event changed, as versions (``record_id``: the fact's key).
+    facts: list[Version] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
 
@@ -114,6 +127,7 @@ class _Table:
     ddl: Composable
     key: Composable
     indexes: tuple[tuple[str, Composable, Composable | None], ...]
+    columns: tuple[str, ...]
 
     def index_names(self, suffix: str) -> list[tuple[str, str]]:
         """(name with ``suffix``, name without) of the key and each index."""
@@ -136,14 +150,16 @@ class _Table:
 
 VERSIONS_TABLE = _Table(VERSIONS, VERSIONS_DDL, VERSIONS_KEY, (
     ("current", SQL("subject_id, record_id"), SQL("recorded_to IS NULL")),
-    ("time", SQL("recorded_from"), None)))
+    ("time", SQL("recorded_from"), None)), VERSION_COLUMNS)
+FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (), FACT_COLUMNS)
 EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
     (column, SQL("{}, position").format(Identifier(column)), None)
-    for column in EVENTS_INDEXED))
+    for column in EVENTS_INDEXED), EVENT_COLUMNS)
 CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, tuple(
     (column, SQL("{}, position, seq").format(Identifier(column)), None)
-    for column in CHANGES_INDEXED))
-TABLES = (VERSIONS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
+    for column in CHANGES_INDEXED), CHANGE_COLUMNS)
+TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
+VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
 
 
 class HistoryView(PostgresTrackingRecorder):
@@ -174,17 +190,21 @@ class HistoryView(PostgresTrackingRecorder):
     def begin_rebuild(self) -> None:
         """Make empty tables to rebuild into, beside the ones readers keep using meanwhile.
 
-        Versions land in an unlogged heap without keys (the cheapest load there is); the audit
+        Versions land in unlogged heaps without keys (the cheapest load there is); the audit
         rows in the new audit tables, their keys and indexes built once at the end. What an
         interrupted rebuild left behind is dropped first.
         """
         s = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
-            # (audit_trail_rebuild: what an interrupted rebuild of version 2 left.)
-            for name in (STAGED, AUDIT + REBUILT, *(t.name + REBUILT for t in TABLES)):
+            # (casebook_versions_staged and audit_trail_rebuild: what an interrupted rebuild
+            # of version 2 left.)
+            for name in (VERSIONS + "_staged", AUDIT + REBUILT,
+                         *(t.name + STAGED for t in VERSIONED),
+                         *(t.name + REBUILT for t in TABLES)):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(name)))
-            curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({})").format(
-                s, Identifier(STAGED), VERSIONS_DDL))
+            for table in VERSIONED:
+                curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({})").format(
+                    s, Identifier(table.name + STAGED), table.ddl))
             for table in (EVENTS_TABLE, CHANGES_TABLE):
                 curs.execute(SQL("CREATE TABLE {}.{} ({})").format(
                     s, Identifier(table.name + REBUILT), table.ddl))
@@ -204,20 +224,11 @@ class HistoryView(PostgresTrackingRecorder):
         its header or record.
         """
         s = Identifier(self.datastore.schema)
-        versions, staged = Identifier(VERSIONS + REBUILT), Identifier(STAGED)
         # The longest first: each step is one scan of its table, two connections keep two
         # going, and the small ones fill in at the end.
         steps = [
             [CHANGES_TABLE.add_key(s, REBUILT)],
-            [SQL("CREATE TABLE {}.{} ({})").format(s, versions, VERSIONS_DDL),
-             SQL("INSERT INTO {0}.{1} SELECT subject_id, record_id, kind, data, version, "
-                 "position, recorded_from, lead(recorded_from) OVER (PARTITION BY subject_id, "
-                 "record_id ORDER BY position) FROM {0}.{2} "
-                 "ORDER BY subject_id, record_id, position").format(s, versions, staged),
-             SQL("DROP TABLE {}.{}").format(s, staged),
-             VERSIONS_TABLE.add_key(s, REBUILT),
-             *VERSIONS_TABLE.create_indexes(s, REBUILT),
-             SQL("ANALYZE {}.{}").format(s, versions)],
+            *[_closed_in_order(s, table) for table in VERSIONED],
             *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
             [EVENTS_TABLE.add_key(s, REBUILT)],
             *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
@@ -252,50 +263,40 @@ class HistoryView(PostgresTrackingRecorder):
             for statement in statements:
                 curs.execute(statement)
 
-    def _copy(self, curs: Cursor[Any], rows: Rows, versions_table: str, suffix: str) -> None:
+    def _copy(self, curs: Cursor[Any], rows: Rows, versioned_suffix: str, suffix: str) -> None:
         s = Identifier(self.datastore.schema)
-        for table, columns, lines in (
-                (versions_table, _VERSION_COLUMNS, None),
-                (AUDIT_EVENTS + suffix, EVENT_COLUMNS, rows.events),
-                (AUDIT_CHANGES + suffix, CHANGE_COLUMNS, rows.changes)):
-            if lines is None:
-                if not rows.versions:
-                    continue
-                data = "".join([_version_line(v) for v in rows.versions])
-            elif lines:
-                data = "".join(lines)
-            else:
-                continue
-            with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
-                    s, Identifier(table), SQL(", ").join(Identifier(c) for c in columns))) as copy:
-                copy.write(data.encode())
+        for table, name, lines in (
+                (VERSIONS_TABLE, VERSIONS + versioned_suffix, [_version_line(v)
+                                                              for v in rows.versions]),
+                (FACTS_TABLE, OUTCOME_FACTS + versioned_suffix, [_version_line(v)
+                                                                for v in rows.facts]),
+                (EVENTS_TABLE, AUDIT_EVENTS + suffix, rows.events),
+                (CHANGES_TABLE, AUDIT_CHANGES + suffix, rows.changes)):
+            if lines:
+                with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
+                        s, Identifier(name),
+                        SQL(", ").join(Identifier(c) for c in table.columns))) as copy:
+                    copy.write("".join(lines).encode())
 
     def record_batch(self, rows: Rows, tracking: Tracking) -> None:
         """Write one batch of versions and audit rows, and the tracking position, atomically."""
         schema = Identifier(self.datastore.schema)
-        # Versions superseded inside the batch are closed before they are written; the first
-        # version of each entity in the batch closes the one already open in the table, if
-        # the projector saw one there (a new record has none: no look-up for it).
-        latest: dict[tuple[str, str], Version] = {}
-        closing: list[Version] = []
-        for version in rows.versions:
-            key = (version.subject_id, version.record_id)
-            if key in latest:
-                latest[key].recorded_to = version.recorded_from
-            elif version.supersedes:
-                closing.append(version)
-            latest[key] = version
         with self.datastore.transaction(commit=True) as curs:
-            if closing:
-                curs.execute(
-                    SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
-                        "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
-                        "WHERE v.subject_id = c.sid AND v.record_id = c.rid "
-                        "AND v.recorded_to IS NULL").format(schema, Identifier(VERSIONS)),
-                    ([v.subject_id for v in closing], [v.record_id for v in closing],
-                     [v.recorded_from for v in closing]),
-                )
-            self._copy(curs, rows, VERSIONS, "")
+            for table, versions in ((VERSIONS_TABLE, rows.versions),
+                                    (FACTS_TABLE, rows.facts)):
+                closing = _closing(versions)
+                if closing:
+                    key = Identifier(table.columns[1])
+                    curs.execute(
+                        SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
+                            "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
+                            "WHERE v.subject_id = c.sid AND v.{} = c.rid "
+                            "AND v.recorded_to IS NULL").format(schema, Identifier(table.name),
+                                                                key),
+                        ([v.subject_id for v in closing], [v.record_id for v in closing],
+                         [v.recorded_from for v in closing]),
+                    )
+            self._copy(curs, rows, "", "")
             self._insert_tracking(curs, tracking)
 
     def shape_version(self) -> int | None:
@@ -319,6 +320,40 @@ class HistoryView(PostgresTrackingRecorder):
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
             for table in (*(t.name for t in TABLES), SHAPE, self.tracking_table_name):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))
+
+
+def _closing(versions: list[Version]) -> list[Version]:
+    """Close the versions superseded inside the batch (before they are written); return the
+    first version of each entity that closes the one already open in the table, if the
+    projector saw one there (a new record has none: no look-up for it)."""
+    latest: dict[tuple[str, str], Version] = {}
+    closing: list[Version] = []
+    for version in versions:
+        key = (version.subject_id, version.record_id)
+        if key in latest:
+            latest[key].recorded_to = version.recorded_from
+        elif version.supersedes:
+            closing.append(version)
+        latest[key] = version
+    return closing
+
+
+def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:
+    """Fill the rebuilt ``table`` from its staged versions in subject order, each closed by
+    the next version of its key; then its key, indexes and statistics."""
+    new, staged, key = (Identifier(table.name + REBUILT), Identifier(table.name + STAGED),
+                        Identifier(table.columns[1]))
+    return [
+        SQL("CREATE TABLE {}.{} ({})").format(s, new, table.ddl),
+        SQL("INSERT INTO {s}.{new} SELECT subject_id, {key}, kind, data, version, position, "
+            "recorded_from, lead(recorded_from) OVER (PARTITION BY subject_id, {key} "
+            "ORDER BY position) FROM {s}.{staged} ORDER BY subject_id, {key}, position").format(
+                s=s, new=new, staged=staged, key=key),
+        SQL("DROP TABLE {}.{}").format(s, staged),
+        table.add_key(s, REBUILT),
+        *table.create_indexes(s, REBUILT),
+        SQL("ANALYZE {}.{}").format(s, new),
+    ]
 
 
 def _create_audit_view(s: Identifier) -> Composed:
@@ -371,10 +406,6 @@ def copy_json_text(text: str | None) -> str:
 def copy_time(value: datetime | None) -> str:
     """A timestamptz column of a COPY text row (always aware: naive times are refused)."""
     return NULL if value is None else value.isoformat()
-
-
-_VERSION_COLUMNS = ("subject_id", "record_id", "kind", "data", "version", "position",
-                    "recorded_from", "recorded_to")
 
 
 def _version_line(v: Version) -> str:

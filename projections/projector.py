@@ -34,6 +34,7 @@ from projections.history_view import (
     copy_text,
     copy_time,
 )
+from projections.outcome_state import OutcomeState
 
 HEADER = ""  # record_id of a subject's header rows
 
@@ -52,7 +53,7 @@ class HistoryProjector(Projection[HistoryView]):
         super().__init__(view)
         self.app = app
         self.cache_size = cache_size
-        self._subjects: OrderedDict[UUID, Subject] = OrderedDict()
+        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState]] = OrderedDict()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Project one event (at log position ``tracking.notification_id``)."""
@@ -137,18 +138,22 @@ class HistoryProjector(Projection[HistoryView]):
                 audit.row(None, "", "", None, None, _summary(event))
         return rows
 
-    def _subject(self, event: Subject.Event) -> Subject | None:
-        subject = self._subjects.pop(event.originator_id, None)
-        if subject is not None and subject.version != event.originator_version - 1:
-            subject = None  # the tables were rebuilt under us: fold afresh
-        if subject is None and event.originator_version > 1:
+    def _subject(self, event: Subject.Event) -> tuple[Subject | None, OutcomeState]:
+        """The subject before ``event``, and the state of its outcome facts."""
+        cached = self._subjects.pop(event.originator_id, None)
+        if cached is not None and cached[0].version == event.originator_version - 1:
+            return cached
+        # Not seen yet, or the tables were rebuilt under us: fold afresh.
+        subject: Subject | None = None
+        if event.originator_version > 1:
             subject = self.app.repository.get(event.originator_id,
                                               version=event.originator_version - 1)
-        return subject
+        return subject, OutcomeState.of(subject)
 
     def _subject_event(self, position: int, event: Subject.Event, rows: Rows) -> None:
-        before = self._subject(event)
+        before, outcomes = self._subject(event)
         record_id = getattr(event, "record_id", None)
+        old_record = before.records.get(record_id) if before and record_id else None
         # What already has an open version (the tables hold what the fold held before).
         had_header = before is not None
         had_record = before is not None and record_id is not None and record_id in before.records
@@ -157,7 +162,7 @@ class HistoryProjector(Projection[HistoryView]):
         old_header = (subject_header(before) if before is not None and
                       (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
-        self._subjects[subject.id] = subject
+        self._subjects[subject.id] = (subject, outcomes)
         while len(self._subjects) > self.cache_size:
             self._subjects.popitem(last=False)
         sid = str(subject.id)
@@ -165,17 +170,26 @@ class HistoryProjector(Projection[HistoryView]):
         if record_id is None or signed:
             header = subject_header(subject)
             rows.versions.append(Version(sid, HEADER, "subject", _json(header),
-                                    subject.version, position, event.timestamp, had_header))
+                                         subject.version, position, event.timestamp, had_header))
             changes = {k: (old_header.get(k), v) for k, v in header.items()
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
         record = subject.records[record_id] if record_id else None
+        view = view_text = None
         if record is not None:
-            view = None if record.removed else _json(record_view(record))
-            rows.versions.append(Version(sid, record_id or "", record.kind, view, subject.version,
-                                    position, event.timestamp, had_record))
+            if not record.removed:
+                view = record_view(record)
+                view_text = _json(view)
+            rows.versions.append(Version(sid, record_id or "", record.kind, view_text,
+                                         subject.version, position, event.timestamp, had_record))
             changes = _record_changes(event)
+        # A fact's earlier version may be open though this state no longer holds it (a lab
+        # result's group emptied before the subject was folded afresh): each closes any.
+        rows.facts.extend(
+            Version(sid, key, kind, text, subject.version, position, event.timestamp, True)
+            for key, kind, text in outcomes.changes(subject, old_record, record, view,
+                                                    view_text))
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
         audit = _AuditRows(position, event, subject, sid, rows)
         kind = record.kind if record else ""

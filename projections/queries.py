@@ -22,9 +22,12 @@ from projections.history_view import (
     AUDIT_CHANGES,
     AUDIT_COLUMNS,
     AUDIT_EVENTS,
+    OUTCOME_FACTS,
     VERSIONS,
     audit_column,
 )
+from projections.outcome_state import HEADER_KIND, VISIT_KIND
+from projections.outcomes import facts
 from projections.projector import HEADER
 
 
@@ -58,22 +61,9 @@ def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
     return assemble(header, int(version_row[0]) if version_row else 0, records, when)
 
 
-# What the outcome tables read of a lab result: fetching only this (instead of whole records
-# with their timelines) halves the JSON a study-wide question decodes.
-SLIM_LAB = SQL(
-    "CASE WHEN kind = 'labs' AND data IS NOT NULL THEN jsonb_build_object("
-    "'record_id', data->'record_id', 'observed_at', data->'observed_at', "
-    "'visit', data->'visit', 'fields', jsonb_build_object('code', data->'fields'->'code', "
-    "'value', data->'fields'->'value', 'unit', data->'fields'->'unit')) ELSE data END")
-
-
 def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
-                    as_of: datetime | None = None, *,
-                    slim_labs: bool = False) -> list[dict[str, Any]]:
-    """Every subject's casebook as the system showed it at ``as_of``, by subject code.
-
-    ``slim_labs`` keeps of each lab result only its id, times, visit, code, value and unit.
-    """
+                    as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Every subject's casebook as the system showed it at ``as_of``, by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = (SQL("recorded_to IS NULL") if when is None else
              SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
@@ -83,16 +73,40 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
             Identifier(schema), Identifier(VERSIONS), seen), {"t": when}).fetchall())
     headers: dict[Any, dict[str, Any]] = {}
     records: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
-    data = SLIM_LAB if slim_labs else SQL("data")
     rows = conn.execute(
-        SQL("SELECT subject_id, record_id, kind, {} FROM {}.{} WHERE {}").format(
-            data, Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
+        SQL("SELECT subject_id, record_id, kind, data FROM {}.{} WHERE {}").format(
+            Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
     for subject_id, record_id, kind, rendering in rows:
         if record_id == HEADER:
             headers[subject_id] = rendering
         elif rendering is not None:
             records.setdefault(subject_id, []).append((kind, rendering))
     books = [assemble(header, int(versions[sid]), records.get(sid, []), when)
+             for sid, header in headers.items()]
+    return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
+                        as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Every subject's outcome facts (see :func:`projections.outcomes.outcome_facts`) as the
+    system showed them at ``as_of`` (now when None), by subject code."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    valid = (SQL("recorded_to IS NULL") if when is None else
+             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
+    headers: dict[Any, dict[str, Any]] = {}
+    visits: dict[Any, list[str]] = {}
+    records: dict[Any, dict[str, list[dict[str, Any]]]] = {}
+    rows = conn.execute(
+        SQL("SELECT subject_id, kind, data FROM {}.{} WHERE {} AND data IS NOT NULL").format(
+            Identifier(schema), Identifier(OUTCOME_FACTS), valid), {"t": when})
+    for subject_id, kind, data in rows:
+        if kind == HEADER_KIND:
+            headers[subject_id] = data
+        elif kind == VISIT_KIND:
+            visits.setdefault(subject_id, []).append(data["visit"])
+        else:
+            records.setdefault(subject_id, {}).setdefault(kind, []).append(data)
+    books = [facts(header, visits.get(sid, []), records.get(sid, {}))
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
 
