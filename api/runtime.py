@@ -36,7 +36,7 @@ from infra.signing import EventSigner, key_id_for, public_key_b64
 from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes import outcome_tables
 from projections.projector import HistoryProjector
-from projections.queries import casebooks_as_of
+from projections.queries import outcome_facts_as_of
 
 # What the directory's events are signed under (a study's id is in the signed message of its
 # events; the directory is no study, so it has a name of its own that no study id can take).
@@ -257,7 +257,7 @@ class Runtime:
         """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
         self.project(study_id)
         with connect(self.url) as conn:
-            books = casebooks_as_of(conn, schema_for_study(study_id), as_of, slim_labs=True)
+            books = outcome_facts_as_of(conn, schema_for_study(study_id), as_of)
         return outcome_tables(books, study_id, as_of)
 
     def close(self) -> None:

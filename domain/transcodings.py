@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
@@ -82,7 +81,11 @@ class ActorAsDict(Transcoding):
 TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), EnvelopeAsDict(), ActorAsDict())
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Every digit read as "0": a run of 19 zeros then marks a run of 19 digits. Translating and
+# searching is linear and in C; the regular expression [0-9]{19} backtracks on every digit of
+# every number (a third of the decoding time of a lab result).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_RUN = b"0" * 19
 
 
 class FastJSONTranscoder(JSONTranscoder):
@@ -94,7 +97,7 @@ class FastJSONTranscoder(JSONTranscoder):
 
     def decode(self, data: bytes) -> Any:
         """Decode."""
-        if _LONG_DIGITS.search(data) is not None:
+        if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
             return super().decode(data)
         try:
             value = orjson.loads(data)

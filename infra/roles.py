@@ -16,8 +16,8 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
 
-READ_TABLES = ("casebook_versions", "audit_trail", "history_tracking",
-               "history_projection_version")
+READ_TABLES = ("casebook_versions", "outcome_facts", "audit_events", "audit_changes",
+               "history_tracking", "history_projection_version")
 
 
 def create_login_role(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:

@@ -179,7 +179,7 @@ class _Export:
             "SELECT h.data, e.event_type, e.observed_at FROM {s}.{v} h "
             "LEFT JOIN LATERAL (SELECT a.event_type, a.observed_at FROM {s}.{a} a "
             " WHERE a.subject_code = h.data->>'subject' AND a.event_type = ANY(%(endings)s) "
-            " {ending} ORDER BY a.id DESC LIMIT 1) e ON TRUE "
+            " {ending} ORDER BY a.position DESC, a.seq DESC LIMIT 1) e ON TRUE "
             "WHERE h.record_id = '' AND {in_force} ORDER BY h.data->>'subject'").format(
                 s=self.s, v=Identifier(VERSIONS), a=Identifier(AUDIT), ending=ending,
                 in_force=in_force(self.when, "h"))
@@ -267,7 +267,7 @@ class _Export:
     def audit_trail(self, directory: Path) -> dict[str, int]:
         """audit_trail.csv and audit_trail.jsonl, written side by side in one pass."""
         until = SQL(" WHERE recorded_at <= %(t)s") if self.when else SQL("")
-        query = SQL("SELECT {} FROM {}.{}{} ORDER BY id").format(
+        query = SQL("SELECT {} FROM {}.{}{} ORDER BY position, seq").format(
             SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), self.s, Identifier(AUDIT),
             until)
         count = 0

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 VERSIONS = "casebook_versions"
-AUDIT = "audit_trail"
+AUDIT = "audit_trail"  # a view: each change with the columns of its event
+AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
+AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 2  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 3  # bump when the tables' shape or content changes: forces a rebuild
 
-STAGED = "casebook_versions_staged"  # a rebuild's versions, as they come
+OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
+STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
 REBUILT = "_rebuild"  # suffix of the tables a rebuild fills, until they replace the old ones
 
 VERSIONS_DDL = SQL(
@@ -34,22 +37,52 @@ VERSIONS_DDL = SQL(
     " version bigint NOT NULL, position bigint NOT NULL, recorded_from timestamptz NOT NULL,"
     " recorded_to timestamptz")
 VERSIONS_KEY = SQL("subject_id, record_id, position")
-AUDIT_DDL = SQL(
-    "id bigserial, position bigint NOT NULL, recorded_at timestamptz NOT NULL,"
-    " event_type text NOT NULL, subject_id uuid, subject_code text, site text, record_id text,"
-    " record_kind text, field text NOT NULL, old_value jsonb, new_value jsonb,"
-    " observed_at timestamptz, user_id text, printed_name text, role text, actor_site text,"
-    " client text, source text, request_id text, edit_point text, reason_code text,"
-    " reason_text text")
+VERSION_COLUMNS = ("subject_id", "record_id", "kind", "data", "version", "position",
+                   "recorded_from", "recorded_to")
+# Versions of a subject's outcome facts (see projections.outcome_state), keyed by ``fact``.
+FACTS_DDL = SQL(
+    "subject_id uuid NOT NULL, fact text NOT NULL, kind text NOT NULL, data jsonb,"
+    " version bigint NOT NULL, position bigint NOT NULL, recorded_from timestamptz NOT NULL,"
+    " recorded_to timestamptz")
+FACTS_KEY = SQL("subject_id, fact, position")
+FACT_COLUMNS = ("subject_id", "fact", "kind", "data", "version", "position", "recorded_from",
+                "recorded_to")
+# An event's columns are kept once, not once per changed field (a lab result changes five).
+EVENTS_DDL = SQL(
+    "position bigint NOT NULL, recorded_at timestamptz NOT NULL, event_type text NOT NULL,"
+    " subject_id uuid, subject_code text, site text, user_id text, printed_name text,"
+    " role text, actor_site text, client text, source text, request_id text, edit_point text,"
+    " reason_code text, reason_text text")
+EVENTS_KEY = SQL("position")
+CHANGES_DDL = SQL(
+    "position bigint NOT NULL, seq integer NOT NULL, record_id text, record_kind text,"
+    " field text NOT NULL, old_value jsonb, new_value jsonb, observed_at timestamptz")
+CHANGES_KEY = SQL("position, seq")
 
-AUDIT_INDEXED = ("subject_code", "site", "record_id", "field", "user_id", "event_type",
-                 "recorded_at")
+EVENT_COLUMNS = (
+    "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "user_id",
+    "printed_name", "role", "actor_site", "client", "source", "request_id", "edit_point",
+    "reason_code", "reason_text",
+)
+CHANGE_COLUMNS = ("position", "seq", "record_id", "record_kind", "field", "old_value",
+                  "new_value", "observed_at")
+# Each filter of the audit trail has an index on the table holding its column, in commit
+# order after it: a filtered page is one ordered index range, however rare the value.
+EVENTS_INDEXED = ("subject_code", "site", "user_id", "event_type", "recorded_at")
+CHANGES_INDEXED = ("record_id", "field")
 AUDIT_COLUMNS = (
     "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "record_id",
     "record_kind", "field", "old_value", "new_value", "observed_at", "user_id", "printed_name",
     "role", "actor_site", "client", "source", "request_id", "edit_point", "reason_code",
     "reason_text",
 )
+
+
+def audit_column(name: str, events: str = "e", changes: str = "c") -> Composed:
+    """``name`` of the audit trail, qualified by the alias of the table that holds it
+    (``position`` from the changes, whose key orders the trail)."""
+    table = events if name in EVENT_COLUMNS and name != "position" else changes
+    return SQL("{}.{}").format(Identifier(table), Identifier(name))
 
 
 @dataclass(slots=True)
@@ -71,54 +104,115 @@ class Version:
     recorded_to: datetime | None = None
 
 
+@dataclass(slots=True)
+class Rows:
+    """What a batch of events adds to the tables.
+
+    ``events`` and ``changes`` hold audit rows as lines of COPY text (see :func:`copy_text`):
+    the projector formats each event's columns once for all of its changes.
+    """
+
+    versions: list[Version] = field(default_factory=list)
+    # The outcome facts an event changed, as versions (``record_id``: the fact's key).
+    facts: list[Version] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A read table: its columns, key and look-up indexes (name, columns, condition)."""
+
+    name: str
+    ddl: Composable
+    key: Composable
+    indexes: tuple[tuple[str, Composable, Composable | None], ...]
+    columns: tuple[str, ...]
+
+    def index_names(self, suffix: str) -> list[tuple[str, str]]:
+        """(name with ``suffix``, name without) of the key and each index."""
+        names = [(f"{self.name}{suffix}_pkey", f"{self.name}_pkey")]
+        return names + [(f"{self.name}{suffix}_{index}", f"{self.name}_{index}")
+                        for index, _, _ in self.indexes]
+
+    def create_indexes(self, s: Identifier, suffix: str) -> list[Composed]:
+        """CREATE INDEX statements of the table named with ``suffix``."""
+        return [SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}){}").format(
+            Identifier(f"{self.name}{suffix}_{index}"), s, Identifier(self.name + suffix),
+            columns, SQL("") if where is None else SQL(" WHERE ") + where)
+            for index, columns, where in self.indexes]
+
+    def add_key(self, s: Identifier, suffix: str) -> Composed:
+        """The statement giving the table named with ``suffix`` its primary key."""
+        return SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+            s, Identifier(self.name + suffix), Identifier(f"{self.name}{suffix}_pkey"), self.key)
+
+
+VERSIONS_TABLE = _Table(VERSIONS, VERSIONS_DDL, VERSIONS_KEY, (
+    ("current", SQL("subject_id, record_id"), SQL("recorded_to IS NULL")),
+    ("time", SQL("recorded_from"), None)), VERSION_COLUMNS)
+FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (), FACT_COLUMNS)
+EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
+    (column, SQL("{}, position").format(Identifier(column)), None)
+    for column in EVENTS_INDEXED), EVENT_COLUMNS)
+CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, tuple(
+    (column, SQL("{}, position, seq").format(Identifier(column)), None)
+    for column in CHANGES_INDEXED), CHANGE_COLUMNS)
+TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
+VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
+
+
 class HistoryView(PostgresTrackingRecorder):
     """Tracking recorder plus the history and audit tables."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
-        s = Identifier(datastore.schema)
-        self.sql_create_statements.extend(self._tables(s))
+        # Processes that open the view at once take turns (concurrent CREATE ... IF NOT
+        # EXISTS collide in the catalogue); the lock ends with the creating transaction.
+        self.sql_create_statements.insert(0, SQL(
+            "SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                Literal(f"create:{datastore.schema}")))
+        self.sql_create_statements.extend(self._tables(datastore.schema))
 
     @staticmethod
-    def _tables(s: Identifier) -> list[Composed]:
-        return [
-            SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, PRIMARY KEY ({}))").format(
-                s, Identifier(VERSIONS), VERSIONS_DDL, VERSIONS_KEY),
-            SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, PRIMARY KEY (id))").format(
-                s, Identifier(AUDIT), AUDIT_DDL),
-            SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
-                s, Identifier(SHAPE)),
-            *HistoryView._indexes(s, ""),
-        ]
-
-    @staticmethod
-    def _indexes(s: Identifier, suffix: str) -> list[Composed]:
-        """The indexes (besides the keys) of the tables named with ``suffix``."""
-        return [statement for _, statement in (*_version_indexes(s, suffix),
-                                               *_audit_indexes(s, suffix))]
+    def _tables(schema: str) -> list[Composed]:
+        s = Identifier(schema)
+        statements = [_drop_audit(schema, tables_only=True)]
+        for table in TABLES:
+            statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, PRIMARY KEY ({}))")
+                              .format(s, Identifier(table.name), table.ddl, table.key))
+            statements.extend(table.create_indexes(s, ""))
+        statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
+            s, Identifier(SHAPE)))
+        statements.append(_create_audit_view(s))
+        return statements
 
     def begin_rebuild(self) -> None:
         """Make empty tables to rebuild into, beside the ones readers keep using meanwhile.
 
-        Versions land in an unlogged heap without keys (the cheapest load there is); the audit
-        rows in the new audit table, its keys and indexes built once at the end. What an
+        Versions land in unlogged heaps without keys (the cheapest load there is); the audit
+        rows in the new audit tables, their keys and indexes built once at the end. What an
         interrupted rebuild left behind is dropped first.
         """
         s = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
-            for table in (STAGED, VERSIONS + REBUILT, AUDIT + REBUILT):
-                curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table)))
-            curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({})").format(
-                s, Identifier(STAGED), VERSIONS_DDL))
-            curs.execute(SQL("CREATE TABLE {}.{} ({})").format(
-                s, Identifier(AUDIT + REBUILT), AUDIT_DDL))
+            # (casebook_versions_staged and audit_trail_rebuild: what an interrupted rebuild
+            # of version 2 left.)
+            for name in (VERSIONS + "_staged", AUDIT + REBUILT,
+                         *(t.name + STAGED for t in VERSIONED),
+                         *(t.name + REBUILT for t in TABLES)):
+                curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(name)))
+            for table in VERSIONED:
+                curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({})").format(
+                    s, Identifier(table.name + STAGED), table.ddl))
+            for table in (EVENTS_TABLE, CHANGES_TABLE):
+                curs.execute(SQL("CREATE TABLE {}.{} ({})").format(
+                    s, Identifier(table.name + REBUILT), table.ddl))
 
-    def stage_batch(self, versions: list[Version], audit: list[str]) -> None:
+    def stage_batch(self, rows: Rows) -> None:
         """Load one batch of a rebuild (no tracking: a rebuild becomes visible all at once)."""
-        s = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
-            self._copy(curs, SQL("{}.{}").format(s, Identifier(STAGED)), versions, audit,
-                       SQL("{}.{}").format(s, Identifier(AUDIT + REBUILT)))
+            self._copy(curs, rows, STAGED, REBUILT)
 
     def finish_rebuild(self, application_name: str, tracking: Tracking | None,
                        version: int) -> None:
@@ -130,39 +224,31 @@ class HistoryView(PostgresTrackingRecorder):
         its header or record.
         """
         s = Identifier(self.datastore.schema)
-        versions, audit, staged = (Identifier(VERSIONS + REBUILT), Identifier(AUDIT + REBUILT),
-                                   Identifier(STAGED))
+        # The longest first: each step is one scan of its table, two connections keep two
+        # going, and the small ones fill in at the end.
         steps = [
-            [SQL("CREATE TABLE {}.{} ({})").format(s, versions, VERSIONS_DDL),
-             SQL("INSERT INTO {0}.{1} SELECT subject_id, record_id, kind, data, version, "
-                 "position, recorded_from, lead(recorded_from) OVER (PARTITION BY subject_id, "
-                 "record_id ORDER BY position) FROM {0}.{2} "
-                 "ORDER BY subject_id, record_id, position").format(s, versions, staged),
-             SQL("DROP TABLE {}.{}").format(s, staged),
-             SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-                 s, versions, Identifier(f"{VERSIONS}{REBUILT}_pkey"), VERSIONS_KEY),
-             *[statement for _, statement in _version_indexes(s, REBUILT)],
-             SQL("ANALYZE {}.{}").format(s, versions)],
-            [SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} PRIMARY KEY (id)").format(
-                s, audit, Identifier(f"{AUDIT}{REBUILT}_pkey"))],
-            *[[statement] for _, statement in _audit_indexes(s, REBUILT)],
+            [CHANGES_TABLE.add_key(s, REBUILT)],
+            *[_closed_in_order(s, table) for table in VERSIONED],
+            *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
+            [EVENTS_TABLE.add_key(s, REBUILT)],
+            *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
+            # The planner's statistics, for its choice among the filters' indexes.
+            *[[SQL("ANALYZE {}.{}").format(s, Identifier(t.name + REBUILT))]
+              for t in (EVENTS_TABLE, CHANGES_TABLE)],
         ]
-        # Each index is built in one scan of its table; two connections keep two going.
         with ThreadPoolExecutor(2, thread_name_prefix="rebuild-index") as pool:
             for done in [pool.submit(self._execute, step) for step in steps]:
                 done.result()
-        renames = [("TABLE", t + REBUILT, t) for t in (VERSIONS, AUDIT)]
-        renames += [("INDEX", f"{t}{REBUILT}_pkey", f"{t}_pkey") for t in (VERSIONS, AUDIT)]
-        renames.append(("SEQUENCE", f"{AUDIT}{REBUILT}_id_seq", f"{AUDIT}_id_seq"))
-        renames += [("INDEX", new, old) for (new, _), (old, _) in zip(
-            [*_version_indexes(s, REBUILT), *_audit_indexes(s, REBUILT)],
-            [*_version_indexes(s, ""), *_audit_indexes(s, "")], strict=True)]
         with self.datastore.transaction(commit=True) as curs:
-            for table in (VERSIONS, AUDIT):
-                curs.execute(SQL("DROP TABLE {}.{}").format(s, Identifier(table)))
-            for kind, new, old in renames:
-                curs.execute(SQL("ALTER {} {}.{} RENAME TO {}").format(
-                    SQL(kind), s, Identifier(new), Identifier(old)))
+            curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
+            for table in TABLES:
+                curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table.name)))
+                curs.execute(SQL("ALTER TABLE {}.{} RENAME TO {}").format(
+                    s, Identifier(table.name + REBUILT), Identifier(table.name)))
+                for new, old in table.index_names(REBUILT):
+                    curs.execute(SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                        s, Identifier(new), Identifier(old)))
+            curs.execute(_create_audit_view(s))
             # Only this projection's position: the table's other row marks its own format.
             curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
                 s, Identifier(self.tracking_table_name)), (application_name,))
@@ -177,51 +263,40 @@ class HistoryView(PostgresTrackingRecorder):
             for statement in statements:
                 curs.execute(statement)
 
-    @staticmethod
-    def _copy(curs: Cursor[Any], versions_table: Composed, versions: list[Version],
-              audit: list[str], audit_table: Composed) -> None:
-        if versions:
-            with curs.copy(SQL("COPY {} (subject_id, record_id, kind, data, version, "
-                               "position, recorded_from, recorded_to) FROM STDIN").format(
-                               versions_table)) as copy:
-                copy.write("".join([_version_line(v) for v in versions]).encode())
-        if audit:
-            with curs.copy(SQL("COPY {} ({}) FROM STDIN").format(
-                    audit_table, SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS))) as copy:
-                copy.write("".join(audit).encode())
+    def _copy(self, curs: Cursor[Any], rows: Rows, versioned_suffix: str, suffix: str) -> None:
+        s = Identifier(self.datastore.schema)
+        for table, name, lines in (
+                (VERSIONS_TABLE, VERSIONS + versioned_suffix, [_version_line(v)
+                                                              for v in rows.versions]),
+                (FACTS_TABLE, OUTCOME_FACTS + versioned_suffix, [_version_line(v)
+                                                                for v in rows.facts]),
+                (EVENTS_TABLE, AUDIT_EVENTS + suffix, rows.events),
+                (CHANGES_TABLE, AUDIT_CHANGES + suffix, rows.changes)):
+            if lines:
+                with curs.copy(SQL("COPY {}.{} ({}) FROM STDIN").format(
+                        s, Identifier(name),
+                        SQL(", ").join(Identifier(c) for c in table.columns))) as copy:
+                    copy.write("".join(lines).encode())
 
-    def record_batch(self, versions: list[Version], audit: list[str],
-                     tracking: Tracking) -> None:
-        """Write one batch of versions and audit rows, and the tracking position, atomically.
-
-        ``audit`` holds the rows as lines of COPY text (see :func:`copy_text`): the projector
-        formats each event's shared columns once for all of its rows.
-        """
+    def record_batch(self, rows: Rows, tracking: Tracking) -> None:
+        """Write one batch of versions and audit rows, and the tracking position, atomically."""
         schema = Identifier(self.datastore.schema)
-        # Versions superseded inside the batch are closed before they are written; the first
-        # version of each entity in the batch closes the one already open in the table, if
-        # the projector saw one there (a new record has none: no look-up for it).
-        latest: dict[tuple[str, str], Version] = {}
-        closing: list[Version] = []
-        for version in versions:
-            key = (version.subject_id, version.record_id)
-            if key in latest:
-                latest[key].recorded_to = version.recorded_from
-            elif version.supersedes:
-                closing.append(version)
-            latest[key] = version
         with self.datastore.transaction(commit=True) as curs:
-            if closing:
-                curs.execute(
-                    SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
-                        "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
-                        "WHERE v.subject_id = c.sid AND v.record_id = c.rid "
-                        "AND v.recorded_to IS NULL").format(schema, Identifier(VERSIONS)),
-                    ([v.subject_id for v in closing], [v.record_id for v in closing],
-                     [v.recorded_from for v in closing]),
-                )
-            self._copy(curs, SQL("{}.{}").format(schema, Identifier(VERSIONS)), versions, audit,
-                       SQL("{}.{}").format(schema, Identifier(AUDIT)))
+            for table, versions in ((VERSIONS_TABLE, rows.versions),
+                                    (FACTS_TABLE, rows.facts)):
+                closing = _closing(versions)
+                if closing:
+                    key = Identifier(table.columns[1])
+                    curs.execute(
+                        SQL("UPDATE {}.{} AS v SET recorded_to = c.closed FROM unnest("
+                            "%s::uuid[], %s::text[], %s::timestamptz[]) AS c(sid, rid, closed) "
+                            "WHERE v.subject_id = c.sid AND v.{} = c.rid "
+                            "AND v.recorded_to IS NULL").format(schema, Identifier(table.name),
+                                                                key),
+                        ([v.subject_id for v in closing], [v.record_id for v in closing],
+                         [v.recorded_from for v in closing]),
+                    )
+            self._copy(curs, rows, "", "")
             self._insert_tracking(curs, tracking)
 
     def shape_version(self) -> int | None:
@@ -242,8 +317,68 @@ class HistoryView(PostgresTrackingRecorder):
         """Drop the tables and the tracking position (before a rebuild)."""
         schema = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
-            for table in (VERSIONS, AUDIT, SHAPE, self.tracking_table_name):
+            curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
+            for table in (*(t.name for t in TABLES), SHAPE, self.tracking_table_name):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))
+
+
+def _closing(versions: list[Version]) -> list[Version]:
+    """Close the versions superseded inside the batch (before they are written); return the
+    first version of each entity that closes the one already open in the table, if the
+    projector saw one there (a new record has none: no look-up for it)."""
+    latest: dict[tuple[str, str], Version] = {}
+    closing: list[Version] = []
+    for version in versions:
+        key = (version.subject_id, version.record_id)
+        if key in latest:
+            latest[key].recorded_to = version.recorded_from
+        elif version.supersedes:
+            closing.append(version)
+        latest[key] = version
+    return closing
+
+
+def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:
+    """Fill the rebuilt ``table`` from its staged versions in subject order, each closed by
+    the next version of its key; then its key, indexes and statistics."""
+    new, staged, key = (Identifier(table.name + REBUILT), Identifier(table.name + STAGED),
+                        Identifier(table.columns[1]))
+    return [
+        SQL("CREATE TABLE {}.{} ({})").format(s, new, table.ddl),
+        SQL("INSERT INTO {s}.{new} SELECT subject_id, {key}, kind, data, version, position, "
+            "recorded_from, lead(recorded_from) OVER (PARTITION BY subject_id, {key} "
+            "ORDER BY position) FROM {s}.{staged} ORDER BY subject_id, {key}, position").format(
+                s=s, new=new, staged=staged, key=key),
+        SQL("DROP TABLE {}.{}").format(s, staged),
+        table.add_key(s, REBUILT),
+        *table.create_indexes(s, REBUILT),
+        SQL("ANALYZE {}.{}").format(s, new),
+    ]
+
+
+def _create_audit_view(s: Identifier) -> Composed:
+    """The audit trail as one relation: each change with the columns of its event."""
+    columns = [audit_column(name) for name in AUDIT_COLUMNS]
+    columns.insert(1, SQL("{}.{}").format(Identifier("c"), Identifier("seq")))
+    return SQL("CREATE OR REPLACE VIEW {s}.{view} AS SELECT {columns} FROM {s}.{changes} c "
+               "JOIN {s}.{events} e ON e.position = c.position").format(
+                   s=s, view=Identifier(AUDIT), columns=SQL(", ").join(columns),
+                   changes=Identifier(AUDIT_CHANGES), events=Identifier(AUDIT_EVENTS))
+
+
+def _drop_audit(schema: str, *, tables_only: bool) -> Composed:
+    """Drop ``audit_trail`` if it is a table (as projection version 2 made it), or, unless
+    ``tables_only``, a view."""
+    s = Identifier(schema)
+    drop_view = SQL("") if tables_only else SQL("ELSIF kind = 'v' THEN EXECUTE {}; ").format(
+        Literal(SQL("DROP VIEW {}.{}").format(s, Identifier(AUDIT)).as_string()))
+    return SQL(
+        "DO $$ DECLARE kind text; BEGIN "
+        "SELECT c.relkind::text INTO kind FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = {schema} AND c.relname = {name}; "
+        "IF kind = 'r' THEN EXECUTE {drop_table}; {drop_view}END IF; END $$"
+    ).format(schema=Literal(schema), name=Literal(AUDIT), drop_view=drop_view,
+             drop_table=Literal(SQL("DROP TABLE {}.{}").format(s, Identifier(AUDIT)).as_string()))
 
 
 _COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
@@ -277,23 +412,3 @@ def _version_line(v: Version) -> str:
     return (f"{v.subject_id}\t{copy_text(v.record_id)}\t{copy_text(v.kind)}\t"
             f"{copy_json_text(v.data)}\t{v.version}\t{v.position}\t{v.recorded_from.isoformat()}\t"
             f"{copy_time(v.recorded_to)}\n")
-
-
-def _version_indexes(s: Identifier, suffix: str) -> list[tuple[str, Composed]]:
-    """(name, statement) of the versions table's indexes besides its key."""
-    table = Identifier(VERSIONS + suffix)
-    current, time = f"{VERSIONS}{suffix}_current", f"{VERSIONS}{suffix}_time"
-    return [
-        (current, SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (subject_id, record_id) "
-                      "WHERE recorded_to IS NULL").format(Identifier(current), s, table)),
-        (time, SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (recorded_from)").format(
-            Identifier(time), s, table)),
-    ]
-
-
-def _audit_indexes(s: Identifier, suffix: str) -> list[tuple[str, Composed]]:
-    """(name, statement) of the audit table's look-up indexes."""
-    table = Identifier(AUDIT + suffix)
-    names = [(f"{AUDIT}{suffix}_{column}", column) for column in AUDIT_INDEXED]
-    return [(name, SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({}, id)").format(
-        Identifier(name), s, table, Identifier(column))) for name, column in names]

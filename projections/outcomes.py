@@ -17,6 +17,11 @@ casebooks come from. Definitions (method version ``outcomes/1``):
   ESSDAI: activity levels per visit (pSS subjects).
 - Adverse events by category and arm: subjects with at least one, and events.
 Statistics: n, mean, SD (n - 1), median, Q1 and Q3 (inclusive quantiles), 4 decimals.
+
+The tables read little of a casebook: its arm and enrollment, the records of a few kinds, the
+latest result of each lab test at each visit, and which visits have records. That much is
+its *outcome facts* (:func:`outcome_facts`); the read side keeps them as of every recorded
+time, so that the tables as of T read a few rows per subject, not every lab result.
 """
 
 from __future__ import annotations
@@ -101,13 +106,58 @@ def _visit_records(book: dict[str, Any], kind: str, visit: str) -> list[dict[str
                   key=lambda r: r["observed_at"])
 
 
+# The record kinds the tables read whole; of the labs they read the latest of each visit and
+# test, and of every other kind only which visits have records.
+RECORD_KINDS = ("therapies", "vitals", "assessments", "adverse-events")
+
+
+def slim_lab(view: dict[str, Any]) -> dict[str, Any]:
+    """What the tables read of a lab result (its view as the casebook shows it)."""
+    fields = view["fields"]
+    return {"record_id": view["record_id"], "observed_at": view["observed_at"],
+            "visit": view["visit"], "fields": {"code": fields.get("code"),
+                                               "value": fields.get("value"),
+                                               "unit": fields.get("unit")}}
+
+
+def by_clinical_time(views: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record views in the casebook's order: observed time, then record id."""
+    return sorted(views, key=lambda view: (view["observed_at"], view["record_id"]))
+
+
+def facts(header: dict[str, Any], visits: Iterable[str],
+          records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Outcome facts from their parts: ``header`` with the subject, arm and enrollment date,
+    the visits that have records, and the records of :data:`RECORD_KINDS` and slim latest
+    lab results, by kind."""
+    return {"subject": header["subject"], "arm": header["arm"],
+            "enrolled_on": header["enrolled_on"], "visits": sorted(visits),
+            "records": {kind: by_clinical_time(views) for kind, views in sorted(records.items())
+                        if views}}
+
+
+def outcome_facts(book: dict[str, Any]) -> dict[str, Any]:
+    """What the outcome tables read of a casebook (the tables of the facts are the tables of
+    the casebook)."""
+    records: dict[str, list[dict[str, Any]]] = {
+        kind: list(views) for kind, views in book["records"].items() if kind in RECORD_KINDS}
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for view in book["records"].get("labs", []):  # in clinical-time order: the last wins
+        latest[(view["visit"], repr(view["fields"].get("code")))] = slim_lab(view)
+    records["labs"] = list(latest.values())
+    visits = {view["visit"] for views in book["records"].values() for view in views
+              if view.get("visit") is not None}
+    return facts(book, visits, records)
+
+
 def _has_visit(book: dict[str, Any], visit: str) -> bool:
-    return any(r.get("visit") == visit for records in book["records"].values() for r in records)
+    return visit in book["visits"]
 
 
 def outcome_tables(casebooks: list[dict[str, Any]], study_id: str,
                    as_of: datetime | None) -> dict[str, Any]:
-    """The outcome tables of the given casebooks."""
+    """The outcome tables of the given casebooks, or of their outcome facts."""
+    casebooks = [book if "visits" in book else outcome_facts(book) for book in casebooks]
     enrolled = [b for b in casebooks if b["arm"] is not None and b["enrolled_on"]]
     arms = sorted({b["arm"] for b in enrolled})
     by_arm = {arm: [b for b in enrolled if b["arm"] == arm] for arm in arms}

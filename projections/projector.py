@@ -28,11 +28,13 @@ from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
 from projections.history_view import (
     NULL,
     HistoryView,
+    Rows,
     Version,
     copy_json_text,
     copy_text,
     copy_time,
 )
+from projections.outcome_state import OutcomeState
 
 HEADER = ""  # record_id of a subject's header rows
 
@@ -51,7 +53,7 @@ class HistoryProjector(Projection[HistoryView]):
         super().__init__(view)
         self.app = app
         self.cache_size = cache_size
-        self._subjects: OrderedDict[UUID, Subject] = OrderedDict()
+        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState]] = OrderedDict()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Project one event (at log position ``tracking.notification_id``)."""
@@ -78,13 +80,12 @@ class HistoryProjector(Projection[HistoryView]):
         self._subjects.clear()
         self.view.begin_rebuild()
         done, last = self._replay(1, batch_size, None,
-                                  lambda versions, audit, _: self.view.stage_batch(
-                                      versions, audit), on_batch)
+                                  lambda rows, _: self.view.stage_batch(rows), on_batch)
         self.view.finish_rebuild(self.app.name, last, version)
         return done
 
     def _replay(self, start: int, batch_size: int, limit: int | None,
-                write: Callable[[list[Version], list[str], Tracking], None],
+                write: Callable[[Rows, Tracking], None],
                 on_batch: Callable[[int], object] | None) -> tuple[int, Tracking | None]:
         """Fold and ``write`` the events from ``start`` on, batch by batch; return how many,
         and the tracking position of the last.
@@ -104,7 +105,7 @@ class HistoryProjector(Projection[HistoryView]):
                     batch = self.app.recorder.select_notifications(start, wanted)
                     if not batch:
                         break
-                    versions, audit = self.rows(
+                    rows = self.rows(
                         [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
                     tracking = Tracking(self.app.name, batch[-1].id)
                     # The cached subjects only grow, and the cycle collector would walk
@@ -114,8 +115,7 @@ class HistoryProjector(Projection[HistoryView]):
                     # A failed write raises here; the folded subjects ahead of the tables
                     # are refolded on the next run (see _subject).
                     _committed(writing, on_batch)
-                    writing = writer.submit(_write, write, versions, audit, tracking,
-                                            len(batch))
+                    writing = writer.submit(_write, write, rows, tracking, len(batch))
                     done += len(batch)
                     start = batch[-1].id + 1
                 _committed(writing, on_batch)
@@ -125,33 +125,35 @@ class HistoryProjector(Projection[HistoryView]):
 
     def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
         """Project (position, event) pairs, then record ``tracking``, in one transaction."""
-        self.view.record_batch(*self.rows(events), tracking)
+        self.view.record_batch(self.rows(events), tracking)
 
-    def rows(self, events: Sequence[tuple[int, Any]]) -> tuple[list[Version], list[str]]:
+    def rows(self, events: Sequence[tuple[int, Any]]) -> Rows:
         """Fold (position, event) pairs into their versions and audit rows (COPY text)."""
-        versions: list[Version] = []
-        audit: list[str] = []
+        rows = Rows()
         for position, event in events:
             if isinstance(event, Subject.Event):
-                self._subject_event(position, event, versions, audit)
+                self._subject_event(position, event, rows)
             elif isinstance(event, Study.Event | Keyring.Event):
-                audit.append(_AuditRows(position, event, None, None).row(
-                    None, "", "", None, None, _summary(event)))
-        return versions, audit
+                audit = _AuditRows(position, event, None, None, rows)
+                audit.row(None, "", "", None, None, _summary(event))
+        return rows
 
-    def _subject(self, event: Subject.Event) -> Subject | None:
-        subject = self._subjects.pop(event.originator_id, None)
-        if subject is not None and subject.version != event.originator_version - 1:
-            subject = None  # the tables were rebuilt under us: fold afresh
-        if subject is None and event.originator_version > 1:
+    def _subject(self, event: Subject.Event) -> tuple[Subject | None, OutcomeState]:
+        """The subject before ``event``, and the state of its outcome facts."""
+        cached = self._subjects.pop(event.originator_id, None)
+        if cached is not None and cached[0].version == event.originator_version - 1:
+            return cached
+        # Not seen yet, or the tables were rebuilt under us: fold afresh.
+        subject: Subject | None = None
+        if event.originator_version > 1:
             subject = self.app.repository.get(event.originator_id,
                                               version=event.originator_version - 1)
-        return subject
+        return subject, OutcomeState.of(subject)
 
-    def _subject_event(self, position: int, event: Subject.Event, versions: list[Version],
-                       audit: list[str]) -> None:
-        before = self._subject(event)
+    def _subject_event(self, position: int, event: Subject.Event, rows: Rows) -> None:
+        before, outcomes = self._subject(event)
         record_id = getattr(event, "record_id", None)
+        old_record = before.records.get(record_id) if before and record_id else None
         # What already has an open version (the tables hold what the fold held before).
         had_header = before is not None
         had_record = before is not None and record_id is not None and record_id in before.records
@@ -160,43 +162,49 @@ class HistoryProjector(Projection[HistoryView]):
         old_header = (subject_header(before) if before is not None and
                       (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
-        self._subjects[subject.id] = subject
+        self._subjects[subject.id] = (subject, outcomes)
         while len(self._subjects) > self.cache_size:
             self._subjects.popitem(last=False)
         sid = str(subject.id)
         changes: dict[str, tuple[Any, Any]] = {}
         if record_id is None or signed:
             header = subject_header(subject)
-            versions.append(Version(sid, HEADER, "subject", _json(header),
-                                    subject.version, position, event.timestamp, had_header))
+            rows.versions.append(Version(sid, HEADER, "subject", _json(header),
+                                         subject.version, position, event.timestamp, had_header))
             changes = {k: (old_header.get(k), v) for k, v in header.items()
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
         record = subject.records[record_id] if record_id else None
+        view = view_text = None
         if record is not None:
-            view = None if record.removed else _json(record_view(record))
-            versions.append(Version(sid, record_id or "", record.kind, view, subject.version,
-                                    position, event.timestamp, had_record))
+            if not record.removed:
+                view = record_view(record)
+                view_text = _json(view)
+            rows.versions.append(Version(sid, record_id or "", record.kind, view_text,
+                                         subject.version, position, event.timestamp, had_record))
             changes = _record_changes(event)
+        # A fact's earlier version may be open though this state no longer holds it (a lab
+        # result's group emptied before the subject was folded afresh): each closes any.
+        rows.facts.extend(
+            Version(sid, key, kind, text, subject.version, position, event.timestamp, True)
+            for key, kind, text in outcomes.changes(subject, old_record, record, view,
+                                                    view_text))
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
-        rows = _AuditRows(position, event, subject, sid)
+        audit = _AuditRows(position, event, subject, sid, rows)
         kind = record.kind if record else ""
         for field, (old_value, new_value) in changes.items():
-            audit.append(rows.row(record_id, field, kind, observed, old_value, new_value))
+            audit.row(record_id, field, kind, observed, old_value, new_value)
         for signature_id in signed:
-            audit.append(rows.row(record_id, "signature", kind, observed,
-                                  old_header["signatures"][signature_id],
-                                  subject.signatures[signature_id]))
-        self._workflow_rows(rows, event, subject, audit)
+            audit.row(record_id, "signature", kind, observed,
+                      old_header["signatures"][signature_id], subject.signatures[signature_id])
+        self._workflow_rows(audit, event, subject)
 
     @staticmethod
-    def _workflow_rows(rows: _AuditRows, event: Subject.Event, subject: Subject,
-                       audit: list[str]) -> None:
+    def _workflow_rows(audit: _AuditRows, event: Subject.Event, subject: Subject) -> None:
         """Audit rows of signatures, queries and source-data verification."""
         if isinstance(event, Subject.Signed):
-            audit.append(rows.row(None, "signature", "", None, None,
-                                  subject.signatures[event.signature_id]))
+            audit.row(None, "signature", "", None, None, subject.signatures[event.signature_id])
             return
         if isinstance(event, Subject.QueryOpened | Subject.QueryAnswered | Subject.QueryClosed):
             query = subject.queries[event.query_id]
@@ -206,12 +214,12 @@ class HistoryProjector(Projection[HistoryView]):
         else:
             return
         record = subject.records[rid]
-        audit.append(rows.row(rid, field, record.kind, record.observed_at, None, new))
+        audit.row(rid, field, record.kind, record.observed_at, None, new)
 
 
-def _write(write: Callable[[list[Version], list[str], Tracking], None], versions: list[Version],
-           audit: list[str], tracking: Tracking, size: int) -> int:
-    write(versions, audit, tracking)
+def _write(write: Callable[[Rows, Tracking], None], rows: Rows, tracking: Tracking,
+           size: int) -> int:
+    write(rows, tracking)
     return size
 
 
@@ -251,33 +259,46 @@ def _json(value: Any) -> str | None:
 
 
 class _AuditRows:
-    """The audit rows of one event, as lines of COPY text.
+    """The audit rows of one event: its line of ``audit_events`` (written with its first
+    change) and its lines of ``audit_changes``, as COPY text.
 
-    An event's rows share all but a few columns (its position, time, subject and envelope):
-    those are formatted once per event, not once per changed field.
+    An event's columns (its position, time, subject and envelope) are formatted once, not
+    once per changed field; most changes of an event share their record and times too.
     """
 
     def __init__(self, position: int, event: Any, subject: Subject | None,
-                 subject_id: str | None) -> None:
-        self.event_type = type(event).__name__
-        self.head = "\t".join([
-            str(position), event.timestamp.isoformat(), copy_text(self.event_type),
-            subject_id or NULL, copy_text(subject.subject_code if subject else None),
-            copy_text(subject.site if subject else None)])
-        self.tail = _envelope_columns(event.envelope)
+                 subject_id: str | None, rows: Rows) -> None:
+        self.position = position
+        self.event = event
+        self.subject = subject
+        self.subject_id = subject_id
+        self.rows = rows
+        self.seq = 0
         self._shared: tuple[str | None, str, datetime | None] | None = None
         self._before = self._after = ""
 
     def row(self, record_id: str | None, field: str, kind: str, observed: datetime | None,
-            old: Any, new: Any) -> str:
-        """One row: the change of ``field`` (the event's type when empty) from old to new."""
+            old: Any, new: Any) -> None:
+        """Add the change of ``field`` (the event's type when empty) from old to new."""
+        if self.seq == 0:
+            self.rows.events.append(self._event_line())
         shared = (record_id, kind, observed)
-        if shared != self._shared:  # most rows of an event share these too
+        if shared != self._shared:
             self._shared = shared
-            self._before = f"{self.head}\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
-            self._after = f"\t{copy_time(observed)}\t{self.tail}"
-        return (f"{self._before}{copy_text(field or self.event_type)}\t"
-                f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
+            self._before = f"\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
+            self._after = f"\t{copy_time(observed)}\n"
+        self.rows.changes.append(
+            f"{self.position}\t{self.seq}{self._before}"
+            f"{copy_text(field or type(self.event).__name__)}\t"
+            f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
+        self.seq += 1
+
+    def _event_line(self) -> str:
+        event, subject = self.event, self.subject
+        return "\t".join([
+            str(self.position), event.timestamp.isoformat(), copy_text(type(event).__name__),
+            self.subject_id or NULL, copy_text(subject.subject_code if subject else None),
+            copy_text(subject.site if subject else None), _envelope_columns(event.envelope)])
 
 
 def _envelope_columns(envelope: Envelope) -> str:

@@ -18,7 +18,16 @@ from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
 from domain.subject import subject_uuid
 from projections.casebook import assemble, at_valid_time
-from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.history_view import (
+    AUDIT_CHANGES,
+    AUDIT_COLUMNS,
+    AUDIT_EVENTS,
+    OUTCOME_FACTS,
+    VERSIONS,
+    audit_column,
+)
+from projections.outcome_state import HEADER_KIND, VISIT_KIND
+from projections.outcomes import facts
 from projections.projector import HEADER
 
 
@@ -52,22 +61,9 @@ def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
     return assemble(header, int(version_row[0]) if version_row else 0, records, when)
 
 
-# What the outcome tables read of a lab result: fetching only this (instead of whole records
-# with their timelines) halves the JSON a study-wide question decodes.
-SLIM_LAB = SQL(
-    "CASE WHEN kind = 'labs' AND data IS NOT NULL THEN jsonb_build_object("
-    "'record_id', data->'record_id', 'observed_at', data->'observed_at', "
-    "'visit', data->'visit', 'fields', jsonb_build_object('code', data->'fields'->'code', "
-    "'value', data->'fields'->'value', 'unit', data->'fields'->'unit')) ELSE data END")
-
-
 def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
-                    as_of: datetime | None = None, *,
-                    slim_labs: bool = False) -> list[dict[str, Any]]:
-    """Every subject's casebook as the system showed it at ``as_of``, by subject code.
-
-    ``slim_labs`` keeps of each lab result only its id, times, visit, code, value and unit.
-    """
+                    as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Every subject's casebook as the system showed it at ``as_of``, by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = (SQL("recorded_to IS NULL") if when is None else
              SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
@@ -77,16 +73,40 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
             Identifier(schema), Identifier(VERSIONS), seen), {"t": when}).fetchall())
     headers: dict[Any, dict[str, Any]] = {}
     records: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
-    data = SLIM_LAB if slim_labs else SQL("data")
     rows = conn.execute(
-        SQL("SELECT subject_id, record_id, kind, {} FROM {}.{} WHERE {}").format(
-            data, Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
+        SQL("SELECT subject_id, record_id, kind, data FROM {}.{} WHERE {}").format(
+            Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
     for subject_id, record_id, kind, rendering in rows:
         if record_id == HEADER:
             headers[subject_id] = rendering
         elif rendering is not None:
             records.setdefault(subject_id, []).append((kind, rendering))
     books = [assemble(header, int(versions[sid]), records.get(sid, []), when)
+             for sid, header in headers.items()]
+    return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
+                        as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Every subject's outcome facts (see :func:`projections.outcomes.outcome_facts`) as the
+    system showed them at ``as_of`` (now when None), by subject code."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    valid = (SQL("recorded_to IS NULL") if when is None else
+             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
+    headers: dict[Any, dict[str, Any]] = {}
+    visits: dict[Any, list[str]] = {}
+    records: dict[Any, dict[str, list[dict[str, Any]]]] = {}
+    rows = conn.execute(
+        SQL("SELECT subject_id, kind, data FROM {}.{} WHERE {} AND data IS NOT NULL").format(
+            Identifier(schema), Identifier(OUTCOME_FACTS), valid), {"t": when})
+    for subject_id, kind, data in rows:
+        if kind == HEADER_KIND:
+            headers[subject_id] = data
+        elif kind == VISIT_KIND:
+            visits.setdefault(subject_id, []).append(data["visit"])
+        else:
+            records.setdefault(subject_id, {}).setdefault(kind, []).append(data)
+    books = [facts(header, visits.get(sid, []), records.get(sid, {}))
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
 
@@ -145,10 +165,11 @@ class AuditQuery:
     recorded_to: datetime | None = None
 
 
-def _decode_cursor(cursor: str) -> int:
+def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(data["after"])
+        position, seq = data["after"]
+        return int(position), int(seq)
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInput("cursor", "is not a cursor this server gave out") from e
 
@@ -161,29 +182,35 @@ def audit_page(conn: psycopg.Connection[Any], schema: str, query: AuditQuery,
     unknown = sorted(set(query.filters) - set(AUDIT_FILTERS))
     if unknown:
         raise InvalidInput(unknown[0], "is not a filter of the audit trail")
-    conditions: list[Composable] = []
-    params: dict[str, Any] = {"limit": limit + 1,
-                              "after": _decode_cursor(cursor) if cursor else 0}
+    position, seq = _decode_cursor(cursor) if cursor else (0, -1)
+    # The bound on each table's position lets an index of either (the one of the filter the
+    # planner picks) start where the page does.
+    conditions: list[Composable] = [
+        SQL("e.position >= %(position)s AND c.position >= %(position)s"
+            " AND (c.position, c.seq) > (%(position)s, %(seq)s)")]
+    params: dict[str, Any] = {"limit": limit + 1, "position": position, "seq": seq}
     for name, value in sorted(query.filters.items()):
-        conditions.append(SQL("{} = %({})s").format(Identifier(name), SQL(name)))
+        conditions.append(SQL("{} = %({})s").format(audit_column(name), SQL(name)))
         params[name] = value
     if query.recorded_from is not None:
-        conditions.append(SQL("recorded_at >= %(t_from)s"))
+        conditions.append(SQL("e.recorded_at >= %(t_from)s"))
         params["t_from"] = require_aware("recorded_from", query.recorded_from)
     if query.recorded_to is not None:
-        conditions.append(SQL("recorded_at < %(t_to)s"))
+        conditions.append(SQL("e.recorded_at < %(t_to)s"))
         params["t_to"] = require_aware("recorded_to", query.recorded_to)
-    where = SQL(" AND ").join([SQL("id > %(after)s"), *conditions])
     rows = conn.execute(
-        SQL("SELECT id, {} FROM {}.{} WHERE {} ORDER BY id LIMIT %(limit)s").format(
-            SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), Identifier(schema),
-            Identifier(AUDIT), where), params,
+        SQL("SELECT c.seq, {} FROM {s}.{e} e JOIN {s}.{c} c ON c.position = e.position "
+            "WHERE {} ORDER BY c.position, c.seq LIMIT %(limit)s").format(
+            SQL(", ").join(audit_column(c) for c in AUDIT_COLUMNS), SQL(" AND ").join(conditions),
+            s=Identifier(schema), e=Identifier(AUDIT_EVENTS), c=Identifier(AUDIT_CHANGES)),
+        params,
     ).fetchall()
     entries = [_entry(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        last_id = rows[limit - 1][0]
-        next_cursor = base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+        last = rows[limit - 1]
+        after = [last[1], last[0]]  # position, seq
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
     return {"entries": entries, "next_cursor": next_cursor}
 
 

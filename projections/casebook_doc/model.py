@@ -114,7 +114,7 @@ def casebooks(conn: psycopg.Connection[Any], schema: str, definition: StudyDefin
             {"sid": subject_id, "t": as_of}).fetchall()
         audit = conn.execute(
             SQL("SELECT {} FROM {}.{} WHERE subject_code = %(code)s AND subject_id = %(sid)s "
-                "AND recorded_at <= %(t)s ORDER BY id").format(
+                "AND recorded_at <= %(t)s ORDER BY position, seq").format(
                     SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), s, Identifier(AUDIT)),
             {"code": header["subject"], "sid": subject_id, "t": as_of}).fetchall()
         yield build(definition, header, [(kind, data) for kind, data in records],

@@ -117,7 +117,7 @@ def change_rows(schema: str, as_of: datetime | None) -> Composed:
         " END "
         "FROM {s}.{a} a LEFT JOIN {s}.{v} v ON v.subject_id = a.subject_id "
         " AND v.record_id = a.record_id AND v.position = a.position "
-        "WHERE a.subject_id IS NOT NULL{until} ORDER BY a.id").format(
+        "WHERE a.subject_id IS NOT NULL{until} ORDER BY a.position, a.seq").format(
             cols=SQL(", ").join(SQL("a.{}").format(Identifier(c)) for c in _COLUMNS),
             s=Identifier(schema), a=Identifier(AUDIT), v=Identifier(VERSIONS), until=until)
 
@@ -129,7 +129,8 @@ def actors(conn: psycopg.Connection[Any], schema: str, as_of: datetime | None) -
     s, a = Identifier(schema), Identifier(AUDIT)
     latest = conn.execute(SQL(
         "SELECT DISTINCT ON (user_id) user_id, printed_name, role FROM {}.{} "
-        "WHERE subject_id IS NOT NULL{} ORDER BY user_id, id DESC").format(s, a, until),
+        "WHERE subject_id IS NOT NULL{} ORDER BY user_id, position DESC, seq DESC").format(
+            s, a, until),
         {"t": as_of}).fetchall()
     sites: dict[str, list[str]] = {}
     for user_id, site in conn.execute(SQL(

@@ -19,7 +19,7 @@ from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study
 from projections.casebook import casebook
-from projections.history_view import AUDIT, VERSIONS
+from projections.history_view import AUDIT, OUTCOME_FACTS, VERSIONS
 from projections.projector import HistoryProjector
 from projections.queries import AuditQuery, audit_page, casebook_as_of
 
@@ -60,8 +60,12 @@ def dump(url: str) -> list[Any]:
         ).fetchall()
         audit = conn.execute(
             f'SELECT position, field, old_value, new_value, user_id, reason_code '
-            f'FROM "{SCHEMA}".{AUDIT} ORDER BY id').fetchall()
-    return [versions, audit]
+            f'FROM "{SCHEMA}".{AUDIT} ORDER BY position, seq').fetchall()
+        facts = conn.execute(
+            f'SELECT subject_id, fact, kind, data, version, position, recorded_from, '
+            f'recorded_to FROM "{SCHEMA}".{OUTCOME_FACTS} ORDER BY subject_id, fact, position'
+        ).fetchall()
+    return [versions, audit, facts]
 
 
 def test_casebooks_from_sql_equal_the_fold_at_ten_random_times(demo: Runtime) -> None:
@@ -199,20 +203,20 @@ def test_rebuild_from_scratch_gives_the_same_tables(demo: Runtime) -> None:
 
 def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Runtime) -> None:
     from projections.oracle import oracle_casebooks
-    from projections.outcomes import outcome_tables
-    from projections.queries import casebooks_as_of
+    from projections.outcomes import outcome_facts, outcome_tables
+    from projections.queries import casebooks_as_of, outcome_facts_as_of
 
     rng = random.Random(9)
     app = demo.study(STUDY)
     start = nct04397107.REGISTERED_AT
     times = [start + timedelta(days=700) * rng.random() for _ in range(10)]
     with psycopg.connect(demo.url) as conn:
-        for when in times:
-            books = casebooks_as_of(conn, SCHEMA, when)
-            assert books == oracle_casebooks(app, when)
-            slim = casebooks_as_of(conn, SCHEMA, when, slim_labs=True)
-            assert outcome_tables(slim, STUDY, when) == outcome_tables(
-                oracle_casebooks(app, when), STUDY, when)
+        for when in [*times, None]:
+            oracle = oracle_casebooks(app, when)
+            assert casebooks_as_of(conn, SCHEMA, when) == oracle
+            facts = outcome_facts_as_of(conn, SCHEMA, when)
+            assert facts == [outcome_facts(book) for book in oracle]
+            assert outcome_tables(facts, STUDY, when) == outcome_tables(oracle, STUDY, when)
 
 
 def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
@@ -277,11 +281,11 @@ def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) ->
     original = view.stage_batch
     calls = {"n": 0}
 
-    def dying(versions: Any, audit: Any) -> None:
+    def dying(rows: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        original(versions, audit)
+        original(rows)
 
     view.stage_batch = dying  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="killed"):

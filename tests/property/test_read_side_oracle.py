@@ -23,7 +23,8 @@ from domain.studies import nct04397107
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from projections.oracle import oracle_casebook, oracle_casebooks, oracle_diff
-from projections.queries import casebook_as_of, casebooks_as_of, diff
+from projections.outcomes import outcome_facts
+from projections.queries import casebook_as_of, casebooks_as_of, diff, outcome_facts_as_of
 from tests.support import COORDINATOR, DATA_MANAGER, envelope
 
 START = datetime(2021, 1, 1, 8, 0, tzinfo=UTC)
@@ -121,6 +122,8 @@ def _compare(runtime: Runtime, steps: list[tuple[Any, ...]], fractions: list[flo
     with psycopg.connect(runtime.url) as conn:
         for when in (t1, t2, None):
             assert casebooks_as_of(conn, schema, when) == oracle_casebooks(app, when)
+            assert outcome_facts_as_of(conn, schema, when) == [
+                outcome_facts(book) for book in oracle_casebooks(app, when)]
             for book in oracle_casebooks(app, when):
                 for valid in (v1, v2):
                     assert casebook_as_of(conn, schema, study_id, book["subject"], when,
