@@ -11,8 +11,9 @@ vocabularies (or from the ``study.json`` a CSV export writes next to its CSV fil
 
 The load is idempotent and resumable: subjects and record ids are derived from the data
 (USUBJID, domain, --SEQ), so a second run finds what is stored and adds only what is not.
-Events are written a few hundred per transaction, which is what makes a large load fast; each event
-is still signed on its own.
+Events are written a few thousand per transaction (whole subjects, a long casebook in parts),
+each transaction stored while the next subjects are built (:class:`infra.bulk.BulkWriter`);
+each event is still signed on its own, exactly as the application signs it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from domain.errors import DomainError, InvalidInput
 from domain.sdtm import KEYS, TOPICS, dtc_date, record_id, valid_time, validate_row
 from domain.service import StudyApplication
 from domain.subject import SCREEN_FAILURE_ARM, Subject
+from infra.bulk import BulkWriter
 from infra.sdtm_files import SdtmFileError, Table, read_directory
 from projections.csv_export import STUDY_FILE
 
@@ -38,11 +41,13 @@ DM_REQUIRED = ("USUBJID", "SITEID", "SEX", "ARMCD", "ACTARMCD")
 # Trial-design domains (they describe the study, not a subject) and what is not loaded.
 DESIGN = ("TS", "TA", "TE", "TV", "TI")
 DEFINITION_FILE = STUDY_FILE  # the study's definition, as a CSV export writes it
-# Events stored per transaction. Larger batches gain little, and a large one stalls
-# psycopg's pipeline mode, which eventsourcing inserts with: the server blocks writing the
-# returned ids while the client is still sending (psycopg issue #685; seen here at ~1,700
-# events on a Unix socket).
-EVENTS_PER_TRANSACTION = 200
+# Events stored per transaction by the bulk writer (COPY): fewer commits, and a long
+# casebook is rarely split.
+EVENTS_PER_TRANSACTION = 2000
+# ... and by the application's own save (bulk=False), which inserts in psycopg's pipeline
+# mode: a large batch stalls it, the server blocking on writing the returned ids while the
+# client is still sending (psycopg issue #685; seen here at ~1,700 events on a Unix socket).
+EVENTS_PER_SAVE = 200
 SIGNATURE_MEANINGS = [
     {"code": "authorship", "text": "I am the author of these data"},
     {"code": "review", "text": "I have reviewed these data"},
@@ -246,16 +251,24 @@ def _vocabulary(data: DataSet) -> dict[str, Any]:
 
 
 class Importer:
-    """Loads one data set into one study application."""
+    """Loads one data set into one study application.
+
+    With ``bulk`` (the default), batches are stored by a :class:`infra.bulk.BulkWriter` while
+    the next subjects are built; ``on_progress`` is then called from its thread, once a batch
+    is committed. Without, each batch is saved by the application itself, in turn.
+    """
 
     def __init__(self, app: StudyApplication, data: DataSet, envelope: Envelope,
                  on_progress: Callable[[int], object] | None = None,
-                 events_per_transaction: int = EVENTS_PER_TRANSACTION) -> None:
+                 events_per_transaction: int | None = None, *, bulk: bool = True) -> None:
         self.app = app
         self.data = data
         self.envelope = envelope
         self.on_progress = on_progress
-        self.batch = events_per_transaction
+        self.bulk = bulk
+        self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
+                                                else EVENTS_PER_SAVE)
+        self._writer: BulkWriter | None = None
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
@@ -272,6 +285,16 @@ class Importer:
                 raise ImportRefused(f"study definition: {e}") from None
             result.registered = True
         study = self.app.definition()
+        if not self.bulk:
+            self._load_all(plans, result)
+            return result
+        # Left by an error, the writer stores nothing more than the batch it is storing.
+        with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+            self._load_all(plans, result)
+        self._writer = None
+        return result
+
+    def _load_all(self, plans: list[SubjectPlan], result: ImportResult) -> None:
         pending: list[tuple[Subject, int]] = []
         for plan in plans:
             subject = self._load(plan, result)
@@ -282,7 +305,6 @@ class Importer:
             if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
-        return result
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -343,15 +365,25 @@ class Importer:
     def _save(self, pending: list[tuple[Subject, int]], result: ImportResult) -> None:
         if not pending:
             return
-        self._store([subject for subject, _ in pending], result)
-        if self.on_progress is not None:
-            self.on_progress(sum(rows for _, rows in pending))
+        self._store([subject for subject, _ in pending], result,
+                    sum(rows for _, rows in pending))
         pending.clear()
 
-    def _store(self, subjects: list[Subject], result: ImportResult) -> None:
-        events = sum(len(s.pending_events) for s in subjects)
-        self.app.save_imported(subjects)
-        result.events_added += events
+    def _store(self, subjects: list[Subject], result: ImportResult, rows: int = 0) -> None:
+        """Store the subjects' new events in one transaction; then count them, and ``rows``
+        as done."""
+        def stored(events: int) -> None:
+            result.events_added += events
+            if rows and self.on_progress is not None:
+                self.on_progress(rows)
+
+        if self._writer is not None:
+            events = [event for subject in subjects for event in subject.collect_events()]
+            self._writer.submit(events, partial(stored, len(events)))
+        else:
+            count = sum(len(s.pending_events) for s in subjects)
+            self.app.save_imported(subjects)
+            stored(count)
 
     def _envelope(self, row: Row | None) -> Envelope:
         # The record's fields are the row's other values, unchanged: provenance adds the keys

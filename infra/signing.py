@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from infra.ledger.note import key_hash
+from infra.signing_process import SigningProcess
 
 MAGIC = b"TLS1"
 SIGNATURE_LABEL = b"trialledger/event-signature/v1"
@@ -133,6 +134,23 @@ class EventSigner:
         self.public_key = private_key.public_key()
         self.key_id = key_id_for(key_name, self.public_key)
 
+    def message(
+        self,
+        originator_id: str,
+        originator_version: int,
+        topic: str,
+        payload: bytes,
+        recorded_at: str,
+    ) -> bytes:
+        """The bytes this signer's signature of the event covers (see :func:`signing_message`)."""
+        return signing_message(
+            self.study, originator_id, originator_version, topic, payload, recorded_at, self.key_id
+        )
+
+    def signature(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message`` (deterministic: the same bytes every time)."""
+        return self._private_key.sign(message)
+
     def sign(
         self,
         originator_id: str,
@@ -142,10 +160,13 @@ class EventSigner:
         recorded_at: str,
     ) -> SignedState:
         """Sign one event and return its envelope."""
-        message = signing_message(
-            self.study, originator_id, originator_version, topic, payload, recorded_at, self.key_id
-        )
-        return SignedState(self.key_id, recorded_at, self._private_key.sign(message), payload)
+        message = self.message(originator_id, originator_version, topic, payload, recorded_at)
+        return SignedState(self.key_id, recorded_at, self.signature(message), payload)
+
+    def signing_process(self) -> SigningProcess:
+        """A process of its own that signs with this signer's key (see :class:`SigningProcess`).
+        """
+        return SigningProcess(self._private_key)
 
 
 def check_signature(
