@@ -18,6 +18,7 @@ each event is still signed on its own, exactly as the application signs it.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from typing import Any
 
 from domain.envelope import Envelope
 from domain.errors import DomainError, InvalidInput
-from domain.sdtm import KEYS, TOPICS, dtc_date, record_id, valid_time, validate_row
+from domain.sdtm import KEYS, TOPICS, CheckedRow, check_row, dtc_date, record_id, valid_time
 from domain.service import StudyApplication
+from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
 from infra.bulk import BulkWriter
 from infra.sdtm_files import SdtmFileError, Table, read_directory
@@ -269,35 +271,48 @@ class Importer:
         self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
                                                 else EVENTS_PER_SAVE)
         self._writer: BulkWriter | None = None
+        # Every event of the load carries this envelope, with its own row's provenance.
+        self._base_envelope = Envelope(envelope.actor, envelope.client, "import",
+                                       envelope.request_id)
+        self._keys_by_file: dict[str, list[str]] = {}
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
         result = ImportResult(skipped_tables=self.data.skipped_tables())
         subjects = self.data.subjects()
         definition = self.data.study_definition(self.app.study_id)
-        study = self.app.definition() if self.app.is_registered() else None
-        plans = [self._plan(code, rows, (study.sdtm if study else definition["sdtm"]))
-                 for code, rows in subjects.items()]  # checks every row before storing any
-        if study is None:
+        registered = self.app.is_registered()
+        try:
+            # A new study: loaded with the definition it is about to be registered with.
+            study = (self.app.definition() if registered
+                     else StudyDefinition.from_dict(definition))
+        except DomainError as e:
+            raise ImportRefused(f"study definition: {e}") from None
+        # Every row is checked, against the study's declaration, before any is stored.
+        plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
+        if not registered:
             try:
                 self.app.register_study(definition, self._envelope(None))
             except DomainError as e:
                 raise ImportRefused(f"study definition: {e}") from None
             result.registered = True
-        study = self.app.definition()
         if not self.bulk:
-            self._load_all(plans, result)
+            self._load_all(study, plans, result)
             return result
-        # Left by an error, the writer stores nothing more than the batch it is storing.
-        with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
-            self._load_all(plans, result)
-        self._writer = None
+        try:
+            # Left by an error, the writer stores nothing more than the batch it is storing.
+            with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+                self._load_all(study, plans, result)
+        finally:
+            self._writer = None
+            gc.unfreeze()
         return result
 
-    def _load_all(self, plans: list[SubjectPlan], result: ImportResult) -> None:
+    def _load_all(self, study: StudyDefinition, plans: list[SubjectPlan],
+                  result: ImportResult) -> None:
         pending: list[tuple[Subject, int]] = []
         for plan in plans:
-            subject = self._load(plan, result)
+            subject = self._load(study, plan, result)
             if subject is not None:
                 pending.append((subject, len(plan.records) + 1))
             elif self.on_progress is not None:
@@ -321,18 +336,18 @@ class Importer:
             # the key's second occurrence: stable as long as the file is the same.
             rid = base if seen[base] == 1 else f"{base}#{seen[base]}"
             try:
-                validate_row(kind, fields, sdtm)
+                checked = check_row(kind, fields, sdtm)
             except InvalidInput as e:
                 raise ImportRefused(f"{row.table.file} row {row.number}: {e}") from None
             visit = row.values.get("VISIT")
-            records.append(PlannedRecord(row, kind, rid, valid_time(kind, fields, fallback),
+            records.append(PlannedRecord(row, rid, valid_time(kind, fields, fallback),
                                          visit if isinstance(visit, str) and visit else None,
-                                         fields))
+                                         checked))
         return SubjectPlan(code, rows.dm, records)
 
-    def _load(self, plan: SubjectPlan, result: ImportResult) -> Subject | None:
+    def _load(self, study: StudyDefinition, plan: SubjectPlan,
+              result: ImportResult) -> Subject | None:
         """The subject with every record not yet stored added (None when nothing is new)."""
-        study = self.app.definition()
         at = self.app.clock.now()
         dm = plan.dm.values
         try:
@@ -351,8 +366,8 @@ class Importer:
                 if record.record_id in subject.records:
                     result.already_present += 1
                     continue
-                subject.import_record(study, record.kind, record.record_id, record.observed_at,
-                                      record.visit, record.fields,
+                subject.import_record(study, record.record_id, record.checked,
+                                      record.observed_at, record.visit,
                                       self._envelope(record.row), at)
                 result.records_added += 1
                 result.by_domain[record.kind] += 1
@@ -379,6 +394,11 @@ class Importer:
 
         if self._writer is not None:
             events = [event for subject in subjects for event in subject.collect_events()]
+            # The data set, the plans and the batches waiting to be stored are millions of
+            # objects, and the cycle collector would walk them all again and again (a third
+            # of the building time): it is told to leave alone what exists now (until the
+            # unfreeze in run).
+            gc.freeze()
             self._writer.submit(events, partial(stored, len(events)))
         else:
             count = sum(len(s.pending_events) for s in subjects)
@@ -388,24 +408,32 @@ class Importer:
     def _envelope(self, row: Row | None) -> Envelope:
         # The record's fields are the row's other values, unchanged: provenance adds the keys
         # they leave out, so fields and provenance together are the row exactly as read.
-        provenance = None if row is None else {
+        if row is None:
+            return self._base_envelope
+        keys = self._keys_by_file.get(row.table.file)
+        if keys is None:  # the file's key variables, in file order
+            keys = self._keys_by_file[row.table.file] = [
+                k for k in row.table.variables if k in KEYS]
+        values = row.values
+        return self._base_envelope.with_provenance({
             "file": row.table.file, "row": row.number,
-            "values": {k: v for k, v in row.values.items() if k in KEYS}}
-        actor = self.envelope.actor
-        return Envelope(actor, self.envelope.client, "import", self.envelope.request_id,
-                        provenance=provenance)
+            "values": {k: values[k] for k in keys if k in values}})
 
 
 @dataclass
 class PlannedRecord:
-    """One row, ready to load."""
+    """One row, checked and ready to load."""
 
     row: Row
-    kind: str
     record_id: str
     observed_at: datetime
     visit: str | None
-    fields: dict[str, Any]
+    checked: CheckedRow
+
+    @property
+    def kind(self) -> str:
+        """The row's SDTM domain."""
+        return self.checked.kind
 
 
 @dataclass

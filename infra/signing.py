@@ -133,6 +133,9 @@ class EventSigner:
         self._private_key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id_for(key_name, self.public_key)
+        # What every message of this signer starts and ends with (see signing_message).
+        self._head = _length_prefixed([SIGNATURE_LABEL, study.encode()])
+        self._tail = _length_prefixed([self.key_id.encode()])
 
     def message(
         self,
@@ -142,10 +145,12 @@ class EventSigner:
         payload: bytes,
         recorded_at: str,
     ) -> bytes:
-        """The bytes this signer's signature of the event covers (see :func:`signing_message`)."""
-        return signing_message(
-            self.study, originator_id, originator_version, topic, payload, recorded_at, self.key_id
-        )
+        """The bytes this signer's signature of the event covers: :func:`signing_message`'s,
+        built with less work (a bulk load builds a hundred thousand)."""
+        parts = (originator_id.encode(), str(originator_version).encode(), topic.encode(),
+                 payload, recorded_at.encode())
+        return b"".join((self._head, *(len(p).to_bytes(4, "big") + p for p in parts),
+                         self._tail))
 
     def signature(self, message: bytes) -> bytes:
         """The Ed25519 signature of ``message`` (deterministic: the same bytes every time)."""

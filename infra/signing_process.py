@@ -59,7 +59,10 @@ class SigningProcess:
     def receive(self) -> list[bytes]:
         """The signatures of the oldest request not yet received."""
         expected = self._pending.pop(0)
-        answer = _read_frame(self._from)
+        try:
+            answer = _read_frame(self._from)
+        except (OSError, ValueError):  # ValueError: the pipe was closed here
+            answer = None
         if answer is None or len(answer) != expected * SIGNATURE_SIZE:
             raise SigningProcessError(
                 "the signing process stopped" if answer is None else
@@ -86,7 +89,7 @@ class SigningProcess:
         try:
             self._to.write(data)
             self._to.flush()
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: the pipe was closed here
             raise SigningProcessError(f"the signing process stopped: {e}") from None
 
 
