@@ -11,25 +11,30 @@ vocabularies (or from the ``study.json`` a CSV export writes next to its CSV fil
 
 The load is idempotent and resumable: subjects and record ids are derived from the data
 (USUBJID, domain, --SEQ), so a second run finds what is stored and adds only what is not.
-Events are written a few hundred per transaction, which is what makes a large load fast; each event
-is still signed on its own.
+Events are written a few thousand per transaction (whole subjects, a long casebook in parts),
+each transaction stored while the next subjects are built (:class:`infra.bulk.BulkWriter`);
+each event is still signed on its own, exactly as the application signs it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from domain.envelope import Envelope
 from domain.errors import DomainError, InvalidInput
-from domain.sdtm import KEYS, TOPICS, dtc_date, record_id, valid_time, validate_row
+from domain.sdtm import KEYS, TOPICS, CheckedRow, check_row, dtc_date, record_id, valid_time
 from domain.service import StudyApplication
+from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
+from infra.bulk import BulkWriter
 from infra.sdtm_files import SdtmFileError, Table, read_directory
 from projections.csv_export import STUDY_FILE
 
@@ -38,11 +43,13 @@ DM_REQUIRED = ("USUBJID", "SITEID", "SEX", "ARMCD", "ACTARMCD")
 # Trial-design domains (they describe the study, not a subject) and what is not loaded.
 DESIGN = ("TS", "TA", "TE", "TV", "TI")
 DEFINITION_FILE = STUDY_FILE  # the study's definition, as a CSV export writes it
-# Events stored per transaction. Larger batches gain little, and a large one stalls
-# psycopg's pipeline mode, which eventsourcing inserts with: the server blocks writing the
-# returned ids while the client is still sending (psycopg issue #685; seen here at ~1,700
-# events on a Unix socket).
-EVENTS_PER_TRANSACTION = 200
+# Events stored per transaction by the bulk writer (COPY): fewer commits, and a long
+# casebook is rarely split.
+EVENTS_PER_TRANSACTION = 2000
+# ... and by the application's own save (bulk=False), which inserts in psycopg's pipeline
+# mode: a large batch stalls it, the server blocking on writing the returned ids while the
+# client is still sending (psycopg issue #685; seen here at ~1,700 events on a Unix socket).
+EVENTS_PER_SAVE = 200
 SIGNATURE_MEANINGS = [
     {"code": "authorship", "text": "I am the author of these data"},
     {"code": "review", "text": "I have reviewed these data"},
@@ -246,35 +253,66 @@ def _vocabulary(data: DataSet) -> dict[str, Any]:
 
 
 class Importer:
-    """Loads one data set into one study application."""
+    """Loads one data set into one study application.
+
+    With ``bulk`` (the default), batches are stored by a :class:`infra.bulk.BulkWriter` while
+    the next subjects are built; ``on_progress`` is then called from its thread, once a batch
+    is committed. Without, each batch is saved by the application itself, in turn.
+    """
 
     def __init__(self, app: StudyApplication, data: DataSet, envelope: Envelope,
                  on_progress: Callable[[int], object] | None = None,
-                 events_per_transaction: int = EVENTS_PER_TRANSACTION) -> None:
+                 events_per_transaction: int | None = None, *, bulk: bool = True) -> None:
         self.app = app
         self.data = data
         self.envelope = envelope
         self.on_progress = on_progress
-        self.batch = events_per_transaction
+        self.bulk = bulk
+        self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
+                                                else EVENTS_PER_SAVE)
+        self._writer: BulkWriter | None = None
+        # Every event of the load carries this envelope, with its own row's provenance.
+        self._base_envelope = Envelope(envelope.actor, envelope.client, "import",
+                                       envelope.request_id)
+        self._keys_by_file: dict[str, list[str]] = {}
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
         result = ImportResult(skipped_tables=self.data.skipped_tables())
         subjects = self.data.subjects()
         definition = self.data.study_definition(self.app.study_id)
-        study = self.app.definition() if self.app.is_registered() else None
-        plans = [self._plan(code, rows, (study.sdtm if study else definition["sdtm"]))
-                 for code, rows in subjects.items()]  # checks every row before storing any
-        if study is None:
+        registered = self.app.is_registered()
+        try:
+            # A new study: loaded with the definition it is about to be registered with.
+            study = (self.app.definition() if registered
+                     else StudyDefinition.from_dict(definition))
+        except DomainError as e:
+            raise ImportRefused(f"study definition: {e}") from None
+        # Every row is checked, against the study's declaration, before any is stored.
+        plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
+        if not registered:
             try:
                 self.app.register_study(definition, self._envelope(None))
             except DomainError as e:
                 raise ImportRefused(f"study definition: {e}") from None
             result.registered = True
-        study = self.app.definition()
+        if not self.bulk:
+            self._load_all(study, plans, result)
+            return result
+        try:
+            # Left by an error, the writer stores nothing more than the batch it is storing.
+            with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+                self._load_all(study, plans, result)
+        finally:
+            self._writer = None
+            gc.unfreeze()
+        return result
+
+    def _load_all(self, study: StudyDefinition, plans: list[SubjectPlan],
+                  result: ImportResult) -> None:
         pending: list[tuple[Subject, int]] = []
         for plan in plans:
-            subject = self._load(plan, result)
+            subject = self._load(study, plan, result)
             if subject is not None:
                 pending.append((subject, len(plan.records) + 1))
             elif self.on_progress is not None:
@@ -282,7 +320,6 @@ class Importer:
             if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
-        return result
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -299,18 +336,18 @@ class Importer:
             # the key's second occurrence: stable as long as the file is the same.
             rid = base if seen[base] == 1 else f"{base}#{seen[base]}"
             try:
-                validate_row(kind, fields, sdtm)
+                checked = check_row(kind, fields, sdtm)
             except InvalidInput as e:
                 raise ImportRefused(f"{row.table.file} row {row.number}: {e}") from None
             visit = row.values.get("VISIT")
-            records.append(PlannedRecord(row, kind, rid, valid_time(kind, fields, fallback),
+            records.append(PlannedRecord(row, rid, valid_time(kind, fields, fallback),
                                          visit if isinstance(visit, str) and visit else None,
-                                         fields))
+                                         checked))
         return SubjectPlan(code, rows.dm, records)
 
-    def _load(self, plan: SubjectPlan, result: ImportResult) -> Subject | None:
+    def _load(self, study: StudyDefinition, plan: SubjectPlan,
+              result: ImportResult) -> Subject | None:
         """The subject with every record not yet stored added (None when nothing is new)."""
-        study = self.app.definition()
         at = self.app.clock.now()
         dm = plan.dm.values
         try:
@@ -329,8 +366,8 @@ class Importer:
                 if record.record_id in subject.records:
                     result.already_present += 1
                     continue
-                subject.import_record(study, record.kind, record.record_id, record.observed_at,
-                                      record.visit, record.fields,
+                subject.import_record(study, record.record_id, record.checked,
+                                      record.observed_at, record.visit,
                                       self._envelope(record.row), at)
                 result.records_added += 1
                 result.by_domain[record.kind] += 1
@@ -343,37 +380,60 @@ class Importer:
     def _save(self, pending: list[tuple[Subject, int]], result: ImportResult) -> None:
         if not pending:
             return
-        self._store([subject for subject, _ in pending], result)
-        if self.on_progress is not None:
-            self.on_progress(sum(rows for _, rows in pending))
+        self._store([subject for subject, _ in pending], result,
+                    sum(rows for _, rows in pending))
         pending.clear()
 
-    def _store(self, subjects: list[Subject], result: ImportResult) -> None:
-        events = sum(len(s.pending_events) for s in subjects)
-        self.app.save_imported(subjects)
-        result.events_added += events
+    def _store(self, subjects: list[Subject], result: ImportResult, rows: int = 0) -> None:
+        """Store the subjects' new events in one transaction; then count them, and ``rows``
+        as done."""
+        def stored(events: int) -> None:
+            result.events_added += events
+            if rows and self.on_progress is not None:
+                self.on_progress(rows)
+
+        if self._writer is not None:
+            events = [event for subject in subjects for event in subject.collect_events()]
+            # The data set, the plans and the batches waiting to be stored are millions of
+            # objects, and the cycle collector would walk them all again and again (a third
+            # of the building time): it is told to leave alone what exists now (until the
+            # unfreeze in run).
+            gc.freeze()
+            self._writer.submit(events, partial(stored, len(events)))
+        else:
+            count = sum(len(s.pending_events) for s in subjects)
+            self.app.save_imported(subjects)
+            stored(count)
 
     def _envelope(self, row: Row | None) -> Envelope:
         # The record's fields are the row's other values, unchanged: provenance adds the keys
         # they leave out, so fields and provenance together are the row exactly as read.
-        provenance = None if row is None else {
+        if row is None:
+            return self._base_envelope
+        keys = self._keys_by_file.get(row.table.file)
+        if keys is None:  # the file's key variables, in file order
+            keys = self._keys_by_file[row.table.file] = [
+                k for k in row.table.variables if k in KEYS]
+        values = row.values
+        return self._base_envelope.with_provenance({
             "file": row.table.file, "row": row.number,
-            "values": {k: v for k, v in row.values.items() if k in KEYS}}
-        actor = self.envelope.actor
-        return Envelope(actor, self.envelope.client, "import", self.envelope.request_id,
-                        provenance=provenance)
+            "values": {k: values[k] for k in keys if k in values}})
 
 
 @dataclass
 class PlannedRecord:
-    """One row, ready to load."""
+    """One row, checked and ready to load."""
 
     row: Row
-    kind: str
     record_id: str
     observed_at: datetime
     visit: str | None
-    fields: dict[str, Any]
+    checked: CheckedRow
+
+    @property
+    def kind(self) -> str:
+        """The row's SDTM domain."""
+        return self.checked.kind
 
 
 @dataclass

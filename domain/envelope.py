@@ -87,6 +87,14 @@ class Envelope:
         if problems:
             raise InvalidInput(problems=problems)
 
+    def with_provenance(self, provenance: dict[str, Any] | None) -> Envelope:
+        """This envelope with ``provenance`` instead of its own: an import gives each row's
+        events their own, and the rest was checked when this envelope was made."""
+        envelope = object.__new__(type(self))
+        # As the dataclass's own __init__ sets a frozen instance's fields.
+        envelope.__dict__.update(self.__dict__, provenance=provenance)
+        return envelope
+
     def require_reason(self) -> Reason:
         """The reason, which every change or removal after first entry must carry."""
         if self.reason is None:

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.errors import InvalidInput, Problem
 
@@ -113,6 +113,25 @@ def valid_time(domain: str, fields: Mapping[str, Value], fallback: datetime) -> 
     return parsed or fallback
 
 
+class CheckedRow(NamedTuple):
+    """An SDTM row's fields as :func:`check_row` accepted them, and the declaration they were
+    checked against. :meth:`domain.subject.Subject.import_record` takes one, so a row checked
+    up front (an import checks every row before it stores any) is not checked twice."""
+
+    kind: str
+    fields: dict[str, Any]  # a copy of the row's fields, owned by this row
+    declaration: Mapping[str, Any] | None
+
+
+def check_row(kind: str, fields: Mapping[str, Any],
+              sdtm: Mapping[str, Any] | None) -> CheckedRow:
+    """Check a row to import as a record of ``kind`` (see :func:`validate_row`)."""
+    if not is_sdtm_kind(kind):
+        raise InvalidInput("kind", f"{kind!r} is no SDTM domain the import loads")
+    clean, _ = validate_row(kind, fields, sdtm)
+    return CheckedRow(kind, clean, sdtm)
+
+
 def validate_row(kind: str, fields: Mapping[str, Any],
                  sdtm: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check an imported record's fields; return them (and no derived values).
@@ -145,7 +164,7 @@ def _against_definition(kind: str, fields: Mapping[str, Any],
                         sdtm: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     declared = sdtm.get("variables", {}).get(kind)
-    if declared is not None:
+    if declared is not None and not fields.keys() <= declared.keys():
         problems.extend(Problem(name, f"is no variable of {kind} in this study")
                         for name in fields if name not in declared)
     vocabulary = sdtm.get("vocabulary", {})

@@ -28,7 +28,7 @@ from domain.errors import (
 from domain.records import Context, Record, copy_json, validate, vitals_from_measurements
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
-from domain.sdtm import is_sdtm_kind
+from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
 from domain.study import StudyDefinition, study_uuid
 
 SEXES = ("F", "M", "U")
@@ -150,8 +150,9 @@ class Subject(Aggregate):
         def apply(self, subject: Subject) -> None:
             # As RecordEntered, with one copy of the fields shared by the record and its
             # first timeline entry: an import makes a hundred thousand of these, and every
-            # change copies the record before touching either.
-            fields = copy_json(self.fields)
+            # change copies the record before touching either. A row's values are text,
+            # numbers or None (check_row), so a shallow copy is a whole one.
+            fields = dict(self.fields)
             subject.records[self.record_id] = Record(
                 record_id=self.record_id, kind=self.kind, observed_at=self.observed_at,
                 visit=self.visit, fields=fields, derived=copy_json(self.derived),
@@ -494,17 +495,25 @@ class Subject(Aggregate):
         )
         return subject
 
-    def import_record(self, study: StudyDefinition, kind: str, record_id: str,
-                      observed_at: datetime, visit: str | None, fields: dict[str, Any],
-                      envelope: Envelope, at: datetime) -> None:
-        """Load one SDTM row as a record of ``kind`` (its domain), checked against the
-        study's own SDTM vocabulary. A screen failure's rows are loaded too."""
-        if not is_sdtm_kind(kind):
-            raise InvalidInput("kind", f"{kind!r} is no SDTM domain the import loads")
+    def import_record(self, study: StudyDefinition, record_id: str, row: CheckedRow,
+                      observed_at: datetime, visit: str | None, envelope: Envelope,
+                      at: datetime) -> None:
+        """Load one SDTM row as a record of its domain. The row was checked by
+        :func:`domain.sdtm.check_row`; against another declaration than the study's own
+        SDTM vocabulary, it is checked again. A screen failure's rows are loaded too."""
         if envelope.source != "import":
             raise InvalidInput("source", "an SDTM load is recorded with source 'import'")
-        self._enter(self.RowImported, kind, record_id, observed_at, visit, fields, envelope,
-                    at, sdtm=study.sdtm)
+        if row.declaration is not study.sdtm:
+            row = check_row(row.kind, row.fields, study.sdtm)
+        self._check_editable(envelope)
+        if not record_id or not record_id.strip():
+            raise InvalidInput("record_id", "is required")
+        if record_id in self.records:
+            raise InvalidInput("record_id", f"record {record_id!r} already exists")
+        observed = self._valid_time(observed_at, at)
+        self.trigger_event(self.RowImported, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, record_id=record_id, kind=row.kind,
+                           observed_at=observed, visit=visit, fields=row.fields, derived={})
 
     def screen(
         self,

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from infra.ledger.note import key_hash
+from infra.signing_process import SigningProcess
 
 MAGIC = b"TLS1"
 SIGNATURE_LABEL = b"trialledger/event-signature/v1"
@@ -132,6 +133,28 @@ class EventSigner:
         self._private_key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id_for(key_name, self.public_key)
+        # What every message of this signer starts and ends with (see signing_message).
+        self._head = _length_prefixed([SIGNATURE_LABEL, study.encode()])
+        self._tail = _length_prefixed([self.key_id.encode()])
+
+    def message(
+        self,
+        originator_id: str,
+        originator_version: int,
+        topic: str,
+        payload: bytes,
+        recorded_at: str,
+    ) -> bytes:
+        """The bytes this signer's signature of the event covers: :func:`signing_message`'s,
+        built with less work (a bulk load builds a hundred thousand)."""
+        parts = (originator_id.encode(), str(originator_version).encode(), topic.encode(),
+                 payload, recorded_at.encode())
+        return b"".join((self._head, *(len(p).to_bytes(4, "big") + p for p in parts),
+                         self._tail))
+
+    def signature(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message`` (deterministic: the same bytes every time)."""
+        return self._private_key.sign(message)
 
     def sign(
         self,
@@ -142,10 +165,13 @@ class EventSigner:
         recorded_at: str,
     ) -> SignedState:
         """Sign one event and return its envelope."""
-        message = signing_message(
-            self.study, originator_id, originator_version, topic, payload, recorded_at, self.key_id
-        )
-        return SignedState(self.key_id, recorded_at, self._private_key.sign(message), payload)
+        message = self.message(originator_id, originator_version, topic, payload, recorded_at)
+        return SignedState(self.key_id, recorded_at, self.signature(message), payload)
+
+    def signing_process(self) -> SigningProcess:
+        """A process of its own that signs with this signer's key (see :class:`SigningProcess`).
+        """
+        return SigningProcess(self._private_key)
 
 
 def check_signature(

@@ -9,7 +9,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.signing import EventSigner, SignedState, SignedStateError, check_signature, key_id_for
+from infra.signing import (
+    EventSigner,
+    SignedState,
+    SignedStateError,
+    check_signature,
+    key_id_for,
+    signing_message,
+)
+from infra.signing_process import SigningProcessError
 
 KEY = Ed25519PrivateKey.generate()
 SIGNER = EventSigner("NCT04397107", KEY, "trialledger")
@@ -79,3 +87,32 @@ def test_key_id_is_name_plus_c2sp_key_hash() -> None:
 def test_unsigned_state_is_refused() -> None:
     with pytest.raises(SignedStateError):
         SignedState.unpack(b'{"plain": "json"}')
+
+
+@given(st.text(), st.integers(0, 2**63 - 1), st.text(), st.binary(), st.text())
+def test_a_signers_message_is_exactly_the_message_its_signatures_are_checked_against(
+        oid: str, version: int, topic: str, payload: bytes, recorded_at: str) -> None:
+    assert SIGNER.message(oid, version, topic, payload, recorded_at) == signing_message(
+        "NCT04397107", oid, version, topic, payload, recorded_at, SIGNER.key_id)
+
+
+def test_the_signing_process_makes_the_very_signatures_made_in_process() -> None:
+    messages = [SIGNER.message(*ARGS[:3], bytes([n % 256]) * n, ARGS[4]) for n in range(300)]
+    process = SIGNER.signing_process()
+    try:
+        process.send(messages[:100])
+        process.send(messages[100:])  # two requests in flight, answered in order
+        signatures = process.receive() + process.receive()
+        assert process.signatures([b""]) == [SIGNER.signature(b"")]
+    finally:
+        process.close()
+    assert signatures == [SIGNER.signature(m) for m in messages]
+    assert all(_check(SignedState(SIGNER.key_id, ARGS[4], s, bytes([n % 256]) * n))
+               for n, s in enumerate(signatures))
+
+
+def test_a_stopped_signing_process_is_an_error_not_a_wrong_signature() -> None:
+    process = SIGNER.signing_process()
+    process.close()
+    with pytest.raises(SigningProcessError):
+        process.signatures([b"x"])

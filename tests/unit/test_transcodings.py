@@ -1,4 +1,5 @@
-"""The transcoder decodes stored events to exactly what eventsourcing's own would."""
+"""The transcoder writes the bytes eventsourcing's own writes, and decodes stored events to exactly
+what it would."""
 
 from __future__ import annotations
 
@@ -69,3 +70,41 @@ def test_equal_envelopes_decode_to_one_object_and_unequal_ones_do_not() -> None:
     assert FAST.decode(FAST.encode(ENVELOPE)) is first
     other = Envelope(ENVELOPE.actor, "web", "api", "r-2", "site", ENVELOPE.reason)
     assert FAST.decode(FAST.encode(other)) == other
+
+
+def _encodes_alike(value: Any) -> None:
+    try:
+        expected = STANDARD.encode(value)
+    except (TypeError, ValueError) as e:
+        with pytest.raises(type(e)):
+            FAST.encode(value)
+        return
+    assert FAST.encode(value) == expected
+
+
+SCALARS = (st.none() | st.booleans() | st.integers() | st.text() | st.floats()
+           | st.floats(min_value=-1e-3, max_value=1e-3) | st.sampled_from([1e16, 1e-4, 9.5e15])
+           | st.dates() | st.datetimes(timezones=st.just(UTC)) | st.uuids()
+           | st.decimals(allow_nan=False) | st.just(ENVELOPE))
+
+
+@given(st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    | st.dictionaries(st.integers() | st.none() | st.booleans(), children, max_size=2)
+    | st.builds(lambda v: Envelope(ENVELOPE.actor, "import-cli", "import", "r-1",
+                                   provenance={"file": "lb.xpt", "row": 1, "values": v}),
+                st.dictionaries(st.text(max_size=8), children, max_size=3)),
+    max_leaves=20))
+def test_any_value_encodes_to_the_same_bytes_as_the_standard_encoder(value: Any) -> None:
+    _encodes_alike(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"small": 1.5e-05}, {"x": [float("nan"), float("-inf")]}, uuid4(), {"n": 2**64},
+    {1: "int key"}, Envelope(ENVELOPE.actor, "c", "import", "r", provenance={"v": 1e-9}),
+    {"s": "\u2028\x00\x1f\x7f\"\\é😀"}, {"big": 1e16, "edge": 1e-4, "zero": -0.0}])
+def test_values_orjson_would_write_otherwise_are_written_by_the_standard_encoder(
+        value: Any) -> None:
+    _encodes_alike(value)

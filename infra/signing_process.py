@@ -1,0 +1,127 @@
+"""Ed25519 signing in a process of its own, for bulk loads.
+
+Signing an event takes tens of microseconds and holds the GIL, so a thread cannot overlap it
+with building the next events; a second process can, on the machine's other core. Ed25519
+signatures are deterministic (RFC 8032), so a signature made here is byte for byte the one
+:meth:`infra.signing.EventSigner.signature` makes.
+
+The child is a fresh interpreter running this module (not a fork: the parent runs
+connection-pool threads whose locks a fork would copy; nor multiprocessing's spawn, which
+re-runs the parent's main script). It reads the raw private key from its stdin, never from
+its arguments or environment, then answers requests until its stdin closes, so a parent that
+dies takes it along.
+
+The protocol, on the child's stdin and stdout: the 32-byte key; then requests, each a 4-byte
+big-endian length and that many bytes of messages, each message preceded by its own 4-byte
+length; each answered with a 4-byte length and the 64-byte signatures, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import IO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+SIGNATURE_SIZE = 64
+_LENGTH = 4
+
+
+class SigningProcessError(RuntimeError):
+    """The signing process stopped or answered out of protocol."""
+
+
+class SigningProcess:
+    """A child process that signs batches of messages with one key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        # The child imports this module as the parent does (the parent's own path first).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env)
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._to: IO[bytes] = self._process.stdin
+        self._from: IO[bytes] = self._process.stdout
+        self._pending: list[int] = []  # sizes of the requests sent and not yet answered
+        self._write(private_key.private_bytes_raw())
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Ask for the signatures of ``messages``; :meth:`receive` returns them, in order."""
+        request = b"".join(len(m).to_bytes(_LENGTH, "big") + m for m in messages)
+        self._write(len(request).to_bytes(_LENGTH, "big") + request)
+        self._pending.append(len(messages))
+
+    def receive(self) -> list[bytes]:
+        """The signatures of the oldest request not yet received."""
+        expected = self._pending.pop(0)
+        try:
+            answer = _read_frame(self._from)
+        except (OSError, ValueError):  # ValueError: the pipe was closed here
+            answer = None
+        if answer is None or len(answer) != expected * SIGNATURE_SIZE:
+            raise SigningProcessError(
+                "the signing process stopped" if answer is None else
+                f"the signing process answered {len(answer)} bytes for {expected} messages")
+        return [answer[i:i + SIGNATURE_SIZE] for i in range(0, len(answer), SIGNATURE_SIZE)]
+
+    def signatures(self, messages: Sequence[bytes]) -> list[bytes]:
+        """The signatures of ``messages``, in order."""
+        self.send(messages)
+        return self.receive()
+
+    def close(self) -> None:
+        """Stop the process (closing its stdin ends it)."""
+        for stream in (self._to, self._from):
+            with contextlib.suppress(OSError):  # the child is already gone
+                stream.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._to.write(data)
+            self._to.flush()
+        except (OSError, ValueError) as e:  # ValueError: the pipe was closed here
+            raise SigningProcessError(f"the signing process stopped: {e}") from None
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    """One length-prefixed frame, or None at the end of the stream."""
+    head = stream.read(_LENGTH)
+    if len(head) < _LENGTH:
+        return None
+    size = int.from_bytes(head, "big")
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+    """The child's loop: the key, then requests until the end of ``requests``."""
+    key = requests.read(32)
+    if len(key) < 32:
+        return
+    sign = Ed25519PrivateKey.from_private_bytes(key).sign
+    while (request := _read_frame(requests)) is not None:
+        view = memoryview(request)
+        signatures = []
+        offset = 0
+        while offset < len(request):
+            size = int.from_bytes(view[offset:offset + _LENGTH], "big")
+            offset += _LENGTH
+            signatures.append(sign(view[offset:offset + size]))
+            offset += size
+        answer = b"".join(signatures)
+        answers.write(len(answer).to_bytes(_LENGTH, "big") + answer)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
