@@ -6,7 +6,9 @@ signing mapper is handed in by whoever composes the application.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +20,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
-from domain.group_commit import GroupCommitter
+from domain.group_commit import Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
@@ -41,6 +43,7 @@ class StudyApplication(SignedApplication):
         self.study_id = study_id
         self._definition: StudyDefinition | None = None
         self._committer: GroupCommitter | None = None
+        self._cache_lock = threading.Lock()
         super().__init__(env, clock, mapper_factory)
 
     def construct_transcoder(self) -> Transcoder:
@@ -170,20 +173,75 @@ class StudyApplication(SignedApplication):
         ``may_act`` (e.g. the caller's role at the subject's site) runs first and refuses by
         raising. ``expected_version`` (the version the client read) turns a stale write into
         a refusal. While the study is locked, every command on its subjects is refused.
+
+        The command first runs on the cached subject and study as they are, without asking
+        the store whether they moved on (another process may have written since). That is
+        settled afterwards: the store refuses the new events if the subject's version is
+        taken or the study's version changed, and a refusal of the command is only given if
+        the store holds nothing newer. Either way the command runs once more on the latest
+        state, which is then the answer.
         """
-        subject = self.subject(subject_code, to_change=True)
-        if may_act is not None:
-            may_act(subject)
-        if self.study().locked:
-            raise Locked(f"study {self.study_id} is locked")
-        if expected_version is not None and subject.version != expected_version:
-            raise StaleVersion(
-                f"subject {subject_code} is at version {subject.version}, "
-                f"not {expected_version}"
-            )
-        command(subject, self.clock.now())
-        self._save(subject)
-        return subject
+        subject_id = subject_uuid(self.study_id, subject_code)
+        study_id = study_uuid(self.study_id)
+        missing = f"no subject {subject_code} in study {self.study_id}"
+        latest = self.repository.cache is None
+        while True:
+            subject: Subject = self._to_change(subject_id, latest, missing)
+            study: Study = self._to_read(study_id, latest)
+            read_as = subject.version, study.version
+            try:
+                if may_act is not None:
+                    may_act(subject)
+                if study.locked:
+                    raise Locked(f"study {self.study_id} is locked")
+                if expected_version is not None and subject.version != expected_version:
+                    raise StaleVersion(
+                        f"subject {subject_code} is at version {subject.version}, "
+                        f"not {expected_version}"
+                    )
+                command(subject, self.clock.now())
+            except Exception:
+                if latest:
+                    raise
+                latest = True
+                if (self._to_read(subject_id, True, missing).version,
+                        self._to_read(study_id, True).version) == read_as:
+                    raise  # refused on the latest state
+                continue
+            try:
+                self._save(subject, relied_on=[(study_id, study.version)])
+            except Conflict:
+                if latest:
+                    raise
+                latest = True
+                continue
+            return subject
+
+    def _to_change(self, aggregate_id: UUID, latest: bool, missing: str) -> Any:
+        """A copy of the aggregate for a command: the cached one as it is unless ``latest``
+        (then brought up to date from the store first)."""
+        if not latest and self.repository.cache is not None:
+            try:
+                return deepcopy(self.repository.cache.get(aggregate_id))
+            except KeyError:
+                pass
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(missing) from None
+
+    def _to_read(self, aggregate_id: UUID, latest: bool, missing: str = "") -> Any:
+        """The cached aggregate itself (read it, never mutate it), brought up to date from
+        the store only if ``latest`` or not cached yet."""
+        if not latest and self.repository.cache is not None:
+            try:
+                return self.repository.cache.get(aggregate_id)
+            except KeyError:
+                pass
+        try:
+            return self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            raise NotFound(missing or f"study {self.study_id} is not registered") from None
 
     # --- signing keys ------------------------------------------------------------------
 
@@ -229,8 +287,8 @@ class StudyApplication(SignedApplication):
         if self._committer is None:
             self._committer = GroupCommitter(self._save_events)
 
-    def _save_events(self, events: Sequence[Any]) -> None:
-        self.save(*events)
+    def _save_events(self, events: Sequence[Any], relied_on: Expected) -> None:
+        self.save(*events, expected_versions=relied_on)
 
     def close(self) -> None:
         """Stop the group committer (after what is queued), then close the store."""
@@ -239,16 +297,31 @@ class StudyApplication(SignedApplication):
             self._committer = None
         super().close()
 
-    def _save(self, *aggregates: Study | Subject | Keyring) -> None:
+    def _save(self, *aggregates: Study | Subject | Keyring, relied_on: Expected = ()) -> None:
+        """Store the aggregates' new events in one transaction, provided the aggregates in
+        ``relied_on`` are still at the versions given."""
         try:
             if self._committer is not None:
-                self._committer.commit([e for a in aggregates for e in a.collect_events()])
+                self._committer.commit([e for a in aggregates for e in a.collect_events()],
+                                       relied_on)
             else:
-                self.save(*aggregates)
+                self.save(*aggregates, expected_versions=relied_on)
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
-        if self.repository.cache is not None:
-            # What was just committed is the aggregate at its latest version: cache it, so the
-            # next command does not read back and re-verify the events it wrote itself.
-            for aggregate in aggregates:
-                self.repository.cache.put(aggregate.id, aggregate)
+        for aggregate in aggregates:
+            self._remember(aggregate)
+
+    def _remember(self, aggregate: Study | Subject | Keyring) -> None:
+        """Cache what was just committed, the aggregate at its latest version, so the next
+        command does not read back and re-verify the events it wrote itself; unless a
+        concurrent command of this process cached a later version already."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with self._cache_lock:
+            try:
+                cached = cache.get(aggregate.id)
+            except KeyError:
+                cached = None
+            if cached is None or cached.version < aggregate.version:
+                cache.put(aggregate.id, aggregate)

@@ -2,17 +2,28 @@
 
 The triggers belong to the table owner. The application connects as a role that owns none of
 the tables (see ``infra/roles.py``), so it can neither disable them nor drop the tables.
+
+The application recorder also takes ``expected_versions``: aggregates a write relied on
+without writing to them (a subject's command reads the study's lock). They are checked under
+the table lock every insert takes, so no event of theirs can commit between the check and
+the write; if one has moved on, or the batch itself writes to one, nothing is inserted and
+:class:`~eventsourcing.persistence.IntegrityError` is raised, as for a version clash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresProcessRecorder,
 )
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 REFUSE_FUNCTION = "trialledger_refuse_change"
@@ -56,6 +67,38 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             append_only_statements(datastore.schema, self.events_table_name)
         )
+        self._versions_statement = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table}"
+            " WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(datastore.schema), table=Identifier(self.events_table_name))
+
+    def _insert_stored_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
+        if not expected:
+            super()._insert_stored_events(curs, stored_events, **kwargs)
+            return
+        written = {e.originator_id for e in stored_events}
+        clash = sorted(str(i) for i, _ in expected if i in written)
+        if clash:
+            raise IntegrityError(f"the batch writes to {', '.join(clash)}, which it relies on")
+        self._lock_table(curs)
+        # Under the lock: nothing can commit to these aggregates before this batch does.
+        curs.execute(self._versions_statement, ([i for i, _ in expected],), prepare=True)
+        current = {UUID(str(row["originator_id"])): int(row["version"])
+                   for row in curs.fetchall()}
+        moved = sorted(str(i) for i, version in expected if current.get(i, 0) != version)
+        if moved:
+            # Nothing was inserted: the commit that follows is an empty one.
+            raise IntegrityError(f"{', '.join(moved)} moved on since it was read")
+        self._notify_channel(curs)
+        # The table is locked already (a second LOCK in one transaction is a no-op, skipped).
+        super(PostgresApplicationRecorder, self)._insert_stored_events(
+            curs, stored_events, **kwargs)
 
 
 class AppendOnlyProcessRecorder(PostgresProcessRecorder):
