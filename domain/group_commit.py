@@ -43,9 +43,14 @@ class GroupCommitter:
     def commit(self, events: list[Any], expected: Expected = ()) -> None:
         """Store ``events`` (with whatever else is queued) provided the ``expected`` versions
         still hold; return once they are committed."""
+        self.submit(events, expected).result()
+
+    def submit(self, events: list[Any], expected: Expected = ()) -> Future[None]:
+        """Queue ``events`` for :meth:`commit`; the future is done once they are committed
+        (or holds why they were not)."""
         done: Future[None] = Future()
         self._queue.put((events, expected, done))
-        done.result()
+        return done
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
