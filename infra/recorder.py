@@ -68,16 +68,21 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             append_only_statements(datastore.schema, self.events_table_name)
         )
-        self._insert_columns_statement = SQL(
+        names = {"schema": Identifier(datastore.schema),
+                 "table": Identifier(self.events_table_name),
+                 "id_type": Identifier(datastore.originator_id_type)}
+        insert = (
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
             " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
-            " RETURNING notification_id"
-        ).format(schema=Identifier(datastore.schema), table=Identifier(self.events_table_name),
-                 id_type=Identifier(datastore.originator_id_type))
-        self._versions_statement = SQL(
-            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table}"
-            " WHERE originator_id = ANY(%s) GROUP BY originator_id"
-        ).format(schema=Identifier(datastore.schema), table=Identifier(self.events_table_name))
+        )
+        self._insert_columns_statement = SQL(insert + " RETURNING notification_id").format(
+            **names)
+        # Inserts nothing if an aggregate relied on is no longer at the version given.
+        self._insert_if_unmoved_statement = SQL(
+            insert + " WHERE NOT EXISTS (SELECT FROM unnest(%s::{id_type}[], %s::bigint[])"
+            " AS relied(id, version) WHERE relied.version <> coalesce((SELECT"
+            " max(originator_version) FROM {schema}.{table} WHERE originator_id = relied.id),"
+            " 0)) RETURNING notification_id").format(**names)
 
     def _insert_stored_events(
         self,
@@ -85,37 +90,46 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         **kwargs: Any,
     ) -> None:
-        self._lock_table(curs)
-        expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
-        if expected:
-            self._check_versions(curs, stored_events, expected)
-        self._notify_channel(curs)
         # One array per column, sent in binary: eventsourcing's array of composite values is
         # rendered as text by Python code, escaping every byte of every event, which cost
         # more than the signing. RETURNING gives the notification ids in insertion order.
-        curs.execute(self._insert_columns_statement, (
+        columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
-        ), binary=True, prepare=True)
+        )
+        expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
+        if expected:
+            written = {e.originator_id for e in stored_events}
+            clash = sorted(str(i) for i, _ in expected if i in written)
+            if clash:
+                raise IntegrityError(
+                    f"the batch writes to {', '.join(clash)}, which it relies on")
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        if expected:
+            # Checked by the insert itself, under the table lock taken above: nothing can
+            # commit to these aggregates before this batch does.
+            curs.execute(self._insert_if_unmoved_statement, (
+                *columns, [i for i, _ in expected], [v for _, v in expected],
+            ), binary=True, prepare=True)
+        else:
+            curs.execute(self._insert_columns_statement, columns, binary=True, prepare=True)
 
-    def _check_versions(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                        expected: Sequence[tuple[UUID, int]]) -> None:
-        """Refuse the batch (nothing inserted yet) unless every aggregate it relies on is
-        still at the version given. Runs under the table lock: nothing can commit to these
-        aggregates before this batch does."""
-        written = {e.originator_id for e in stored_events}
-        clash = sorted(str(i) for i, _ in expected if i in written)
-        if clash:
-            raise IntegrityError(f"the batch writes to {', '.join(clash)}, which it relies on")
-        curs.execute(self._versions_statement, ([i for i, _ in expected],), prepare=True)
-        current = {UUID(str(row["originator_id"])): int(row["version"])
-                   for row in curs.fetchall()}
-        moved = sorted(str(i) for i, version in expected if current.get(i, 0) != version)
-        if moved:
-            # The commit that follows is an empty one.
-            raise IntegrityError(f"{', '.join(moved)} moved on since it was read")
+    def _fetch_ids_after_insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if len(ids or ()) != len(stored_events):
+            # The insert found a relied-on aggregate moved on and stored nothing; the commit
+            # that follows is an empty one.
+            moved = ", ".join(str(i) for i, _ in kwargs.get("expected_versions") or ())
+            raise IntegrityError(f"{moved}: moved on since it was read")
+        return ids
 
 
 class AppendOnlyProcessRecorder(PostgresProcessRecorder):
