@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from domain.envelope import Actor, Envelope, Reason
 from domain.errors import NotFound
 from domain.permissions import EDIT_POINTS, Action, permitting_grant
 from domain.user import Grant, User
+from infra.sessions import Session
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
 
 DIRECT = "direct"  # the client of a person calling the API without an API client credential
 
@@ -71,29 +76,56 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The person behind the request's bearer token (401 without a live one)."""
-    from api.runtime import Runtime
+    """The person behind the request's bearer token (401 without a live one).
 
+    A token and person this process checked within the sessions' ``touch_every`` are taken
+    as they are, on the event loop; otherwise both are read again, in a worker thread.
+    """
     runtime: Runtime = request.app.state.runtime
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required (POST /v1/auth/token)")
-    with runtime.pool().connection() as conn:
-        session = runtime.sessions().resolve(conn, credentials.credentials)
-    if session is None:
-        raise Unauthenticated("the token is unknown, expired, idle too long or signed out")
-    try:
-        user = runtime.directory().user(session.username)
-    except NotFound:
-        raise Unauthenticated("the token's user no longer exists") from None
+    signed_in = _recently_signed_in(runtime, credentials.credentials)
+    if signed_in is None:
+        signed_in = await run_in_threadpool(_signed_in, runtime, credentials.credentials)
+    session, user = signed_in
     if not user.can_sign_in():
         raise Unauthenticated(f"{user.username} may not sign in")
     request.state.person = user.username
     request.state.client = session.client
     return Principal(user, session.client, request_id(request))
+
+
+def _recently_signed_in(runtime: Runtime, token: str) -> tuple[Session, User] | None:
+    """The session of ``token`` and its person as this process checked them within the
+    sessions' ``touch_every``, else None."""
+    sessions = runtime.sessions()
+    session = sessions.cached(token)
+    if session is None:
+        return None
+    user = runtime.directory().recent_user(session.username,
+                                           sessions.touch_every.total_seconds())
+    return None if user is None else (session, user)
+
+
+def _signed_in(runtime: Runtime, token: str) -> tuple[Session, User]:
+    """The live session of ``token`` and its person, read from the database."""
+    sessions = runtime.sessions()
+    with runtime.pool().connection() as conn:
+        session = sessions.resolve(conn, token)
+    if session is None:
+        raise Unauthenticated("the token is unknown, expired, idle too long or signed out")
+    try:
+        # Read again as often as the session is: a change made by another process (a role
+        # revoked, an account locked) applies within the same bound as a sign-out there.
+        user = runtime.directory().user(session.username,
+                                        max_age=sessions.touch_every.total_seconds())
+    except NotFound:
+        raise Unauthenticated("the token's user no longer exists") from None
+    return session, user
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

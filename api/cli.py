@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -112,14 +112,16 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
     console.print(f"Serving the API on http://{host}:{port} with {workers} process"
                   f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")
     try:
+        # The access log is the app's own (structlog); uvicorn's would repeat it.
+        options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
+                                   "access_log": False, "http": "httptools", "loop": "uvloop"}
         if workers == 1:
-            uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+            uvicorn.run(create_app(runtime), **options)
         else:
             # Each worker opens its own runtime on the database this process resolved (the
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
-            uvicorn.run("api.app:create_worker_app", factory=True, workers=workers,
-                        host=host, port=port, log_level="warning")
+            uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
         sealer.stop()
 

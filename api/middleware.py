@@ -178,8 +178,8 @@ class Idempotency:
             return
         headers = dict(scope["headers"])
         key = headers.get(b"idempotency-key", b"").decode("latin-1")
-        username = await run_in_threadpool(self._username, headers)
-        if not key or username is None:
+        username = await run_in_threadpool(self._username, headers) if key else None
+        if username is None:
             await self.app(scope, receive, send)
             return
         if len(key) > MAX_KEY_LENGTH:

@@ -99,6 +99,11 @@ class Runtime:
             self._apps[study_id] = app
         return app
 
+    def opened_study(self, study_id: str) -> StudyApplication | None:
+        """The application of ``study_id`` if this runtime has opened it already (getting it
+        needs no database), else None."""
+        return self._apps.get(study_id) if study_id in self._known_studies else None
+
     def commit_in_groups(self) -> None:
         """Serve concurrent requests: their events share transactions (group commit)."""
         with self._init_lock:

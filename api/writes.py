@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
 from api.schemas import ReasonIn, WrittenOut
@@ -18,6 +19,7 @@ from domain.envelope import Envelope, Reason
 from domain.errors import InvalidInput, NotFound
 from domain.permissions import Action
 from domain.service import StudyApplication
+from domain.study import study_uuid
 from domain.subject import Subject
 from domain.user import Grant
 
@@ -38,6 +40,21 @@ def study_app(request: Request, study: str) -> StudyApplication:
         raise NotFound(f"no study {study}")
     app: StudyApplication = runtime.study(study)
     return app
+
+
+async def study_app_async(request: Request, study: str) -> StudyApplication:
+    """:func:`study_app` for an event loop: at once if the study is open and cached here,
+    otherwise from a worker thread (opening it reads the database)."""
+    app: StudyApplication | None = runtime_of(request).opened_study(study)
+    if app is not None and app.is_cached(study_uuid(study)):
+        return app
+
+    def ready() -> StudyApplication:
+        opened = study_app(request, study)
+        opened.definition()  # caches the study
+        return opened
+
+    return await run_in_threadpool(ready)
 
 
 def expected_version(request: Request) -> int | None:
@@ -61,6 +78,30 @@ def write_subject(request: Request, principal: Principal, study: str, subject_co
                   record_id: str | None = None, status: int = 200) -> JSONResponse:
     """Run one command on a subject on behalf of ``principal``; answer after the commit."""
     app = study_app(request, study)
+    may_act, run = _as_principal(principal, study, action, command, reason)
+    subject = app.on_subject(subject_code, run, expected_version=expected_version(request),
+                             may_act=may_act)
+    return written(subject, record_id, status)
+
+
+async def write_subject_async(request: Request, principal: Principal, study: str,
+                              subject_code: str, action: Action, command: SubjectCommand, *,
+                              reason: ReasonIn | None = None, record_id: str | None = None,
+                              status: int = 200) -> JSONResponse:
+    """:func:`write_subject` for an event loop (see
+    :meth:`~domain.service.StudyApplication.on_subject_async`)."""
+    app = await study_app_async(request, study)
+    may_act, run = _as_principal(principal, study, action, command, reason)
+    subject = await app.on_subject_async(subject_code, run,
+                                         expected_version=expected_version(request),
+                                         may_act=may_act)
+    return written(subject, record_id, status)
+
+
+def _as_principal(principal: Principal, study: str, action: Action, command: SubjectCommand,
+                  reason: ReasonIn | None) -> tuple[Callable[[Subject], Grant],
+                                                    Callable[[Subject, datetime], None]]:
+    """The role check and the command of a write by ``principal``."""
     domain_reason = reason_of(reason)
 
     def may_act(subject: Subject) -> Grant:
@@ -72,9 +113,7 @@ def write_subject(request: Request, principal: Principal, study: str, subject_co
         edit_point = "post_lock" if subject.was_locked else None
         command(subject, principal.envelope(grant, domain_reason, edit_point), at)
 
-    subject = app.on_subject(subject_code, run, expected_version=expected_version(request),
-                             may_act=may_act)
-    return written(subject, record_id, status)
+    return may_act, run
 
 
 def written(subject: Subject, record_id: str | None, status: int) -> JSONResponse:

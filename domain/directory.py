@@ -7,6 +7,8 @@ domain keeps hashes but does not hash.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
@@ -16,10 +18,12 @@ from eventsourcing.persistence import (
     IntegrityError,
     Notification,
 )
+from eventsourcing.utils import EnvType
 
+from domain.clock import Clock
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, NotFound
-from domain.signed_application import SignedApplication
+from domain.signed_application import MapperFactory, SignedApplication
 from domain.user import ApiClient, User, client_uuid, user_uuid
 
 PasswordCheck = Callable[[str, str], bool]  # (stored hash, offered password) -> matches
@@ -33,6 +37,13 @@ class DirectoryApplication(SignedApplication):
     """People and clients: registration, roles, passwords, sign-ins and lock-outs."""
 
     name = "Directory"
+
+    def __init__(self, env: EnvType | None = None, clock: Clock | None = None,
+                 mapper_factory: MapperFactory | None = None) -> None:
+        # People as last read, with when (monotonic): see ``user(max_age=...)``.
+        self._recent: dict[str, tuple[User, float]] = {}
+        self._recent_lock = threading.Lock()
+        super().__init__(env, clock, mapper_factory)
 
     def register_user(self, username: str, full_name: str, password_hash: str,
                       envelope: Envelope,
@@ -50,20 +61,39 @@ class DirectoryApplication(SignedApplication):
         self._save(user)
         return user
 
-    def user(self, username: str, *, to_change: bool = False) -> User:
+    def user(self, username: str, *, to_change: bool = False,
+             max_age: float | None = None) -> User:
         """A person by username.
 
         Unless ``to_change``, the cached instance itself is returned (read it, never mutate
         it), and while another thread is bringing it up to date it is taken as it is rather
-        than queued behind that thread: every request reads its person.
+        than queued behind that thread: every request reads its person. With ``max_age``
+        (seconds), the person as this process last read or wrote them is good enough if
+        that was no longer ago; what this process changes applies at once.
         """
+        if max_age is not None and not to_change:
+            recent = self.recent_user(username, max_age)
+            if recent is not None:
+                return recent
         try:
             user: User = self.repository.get(user_uuid(username),
                                              deepcopy_from_cache=to_change,
                                              fastforward_skipping=not to_change)
         except AggregateNotFoundError:
             raise NotFound(f"no user {username!r}") from None
+        if not to_change:
+            with self._recent_lock:
+                self._recent[username.casefold()] = (user, time.monotonic())
         return user
+
+    def recent_user(self, username: str, max_age: float) -> User | None:
+        """The person as this process read or wrote them at most ``max_age`` seconds ago
+        (without asking the store), else None. Read it, never mutate it."""
+        with self._recent_lock:
+            recent = self._recent.get(username.casefold())
+        if recent is not None and time.monotonic() - recent[1] < max_age:
+            return recent[0]
+        return None
 
     def users(self) -> list[User]:
         """Every registered person (active or not), by username."""
@@ -131,3 +161,8 @@ class DirectoryApplication(SignedApplication):
             self.save(*aggregates)
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please retry: {e}") from e
+        finally:
+            with self._recent_lock:
+                for aggregate in aggregates:
+                    if isinstance(aggregate, User):
+                        self._recent.pop(aggregate.username.casefold(), None)

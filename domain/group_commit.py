@@ -7,6 +7,10 @@ Here concurrent commands queue their events; one committer thread stores everyth
 in one transaction (one lock, one flush) and then wakes each caller. A caller returns only
 after its own events are committed, and a batch that fails (e.g. two commands raced on one
 subject) is retried one command at a time, so each caller gets its own outcome.
+
+A caller may also name the versions of aggregates its command read but did not change
+(``expected``: the study whose lock it checked); the store refuses the batch if one of them
+has moved on by the time the batch is written.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
+from uuid import UUID
 
 MAX_BATCH = 500
 
-Store = Callable[[Sequence[Any]], None]  # stores events in one transaction, or raises
+Expected = Sequence[tuple[UUID, int]]  # (aggregate id, version) a command relied on
+# Stores events in one transaction if every expected version still holds, or raises.
+Store = Callable[[Sequence[Any], Expected], None]
+Item = tuple[list[Any], Expected, Future[None]]
 
 
 class GroupCommitter:
@@ -28,15 +36,21 @@ class GroupCommitter:
     def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._queue: queue.Queue[tuple[list[Any], Future[None]] | None] = queue.Queue()
+        self._queue: queue.Queue[Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def commit(self, events: list[Any]) -> None:
-        """Store ``events`` (with whatever else is queued); return once they are committed."""
+    def commit(self, events: list[Any], expected: Expected = ()) -> None:
+        """Store ``events`` (with whatever else is queued) provided the ``expected`` versions
+        still hold; return once they are committed."""
+        self.submit(events, expected).result()
+
+    def submit(self, events: list[Any], expected: Expected = ()) -> Future[None]:
+        """Queue ``events`` for :meth:`commit`; the future is done once they are committed
+        (or holds why they were not)."""
         done: Future[None] = Future()
-        self._queue.put((events, done))
-        done.result()
+        self._queue.put((events, expected, done))
+        return done
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -63,24 +77,25 @@ class GroupCommitter:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[list[Any], Future[None]]]) -> None:
+    def _commit(self, batch: list[Item]) -> None:
         try:
-            self._store([event for events, _ in batch for event in events])
+            self._store([event for events, _, _ in batch for event in events],
+                        sorted({pair for _, expected, _ in batch for pair in expected}))
         except BaseException as e:  # the caller re-raises it in its own thread
             if len(batch) == 1:
-                batch[0][1].set_exception(e)
+                batch[0][2].set_exception(e)
                 return
             for item in batch:
                 self._settle(item)
             return
-        for _, done in batch:
+        for _, _, done in batch:
             done.set_result(None)
 
-    def _settle(self, item: tuple[list[Any], Future[None]]) -> None:
+    def _settle(self, item: Item) -> None:
         """Store one caller's events alone, handing it its own result or error."""
-        events, done = item
+        events, expected, done = item
         try:
-            self._store(events)
+            self._store(events, expected)
         except BaseException as e:  # the caller re-raises it in its own thread
             done.set_exception(e)
         else:

@@ -6,7 +6,10 @@ signing mapper is handed in by whoever composes the application.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +21,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
-from domain.group_commit import GroupCommitter
+from domain.group_commit import Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
@@ -41,6 +44,7 @@ class StudyApplication(SignedApplication):
         self.study_id = study_id
         self._definition: StudyDefinition | None = None
         self._committer: GroupCommitter | None = None
+        self._cache_lock = threading.Lock()
         super().__init__(env, clock, mapper_factory)
 
     def construct_transcoder(self) -> Transcoder:
@@ -66,9 +70,10 @@ class StudyApplication(SignedApplication):
         return self._exists(study_uuid(self.study_id))
 
     def definition(self) -> StudyDefinition:
-        """The study's definition."""
+        """The study's definition (fixed at registration: the cached study will do)."""
         if self._definition is None:
-            self._definition = self.study().definition
+            study: Study = self.aggregate_to_read(study_uuid(self.study_id), False)
+            self._definition = study.definition
         return self._definition
 
     def study(self, *, to_change: bool = False) -> Study:
@@ -170,20 +175,91 @@ class StudyApplication(SignedApplication):
         ``may_act`` (e.g. the caller's role at the subject's site) runs first and refuses by
         raising. ``expected_version`` (the version the client read) turns a stale write into
         a refusal. While the study is locked, every command on its subjects is refused.
+
+        The command first runs on the cached subject and study as they are, without asking
+        the store whether they moved on (another process may have written since). That is
+        settled afterwards: the store refuses the new events if the subject's version is
+        taken or the study's version changed, and a refusal of the command is only given if
+        the store holds nothing newer. Either way the command runs once more on the latest
+        state, which is then the answer.
         """
-        subject = self.subject(subject_code, to_change=True)
-        if may_act is not None:
-            may_act(subject)
-        if self.study().locked:
-            raise Locked(f"study {self.study_id} is locked")
-        if expected_version is not None and subject.version != expected_version:
-            raise StaleVersion(
-                f"subject {subject_code} is at version {subject.version}, "
-                f"not {expected_version}"
-            )
-        command(subject, self.clock.now())
-        self._save(subject)
-        return subject
+        write = SubjectWrite(self, subject_code, command, expected_version, may_act)
+        while True:
+            try:
+                subject = write.attempt()
+            except Exception:
+                if write.refusal_stands():
+                    raise
+                continue
+            try:
+                self._save(subject, relied_on=write.relied_on)
+            except Conflict:
+                if write.on_latest:
+                    raise
+                write.on_latest = True
+                continue
+            return subject
+
+    async def on_subject_async(
+        self,
+        subject_code: str,
+        command: Callable[[Subject, datetime], None],
+        *,
+        expected_version: int | None = None,
+        may_act: Callable[[Subject], object] | None = None,
+    ) -> Subject:
+        """:meth:`on_subject` for an event loop: the command runs on the loop when the
+        subject and study are cached, and the loop serves other requests while the commit
+        is under way; what has to read the store runs in a worker thread."""
+        write = SubjectWrite(self, subject_code, command, expected_version, may_act)
+        while True:
+            try:
+                subject = (write.attempt() if write.cached()
+                           else await asyncio.to_thread(write.attempt))
+            except Exception:
+                if await asyncio.to_thread(write.refusal_stands):
+                    raise
+                continue
+            try:
+                await self._save_async(subject, relied_on=write.relied_on)
+            except Conflict:
+                if write.on_latest:
+                    raise
+                write.on_latest = True
+                continue
+            return subject
+
+    def aggregate_to_change(self, aggregate_id: UUID, latest: bool, missing: str) -> Any:
+        """A copy of the aggregate for a command: the cached one as it is unless ``latest``
+        (then brought up to date from the store first)."""
+        if not latest and self.repository.cache is not None:
+            try:
+                return deepcopy(self.repository.cache.get(aggregate_id))
+            except KeyError:
+                pass
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(missing) from None
+
+    def aggregate_to_read(self, aggregate_id: UUID, latest: bool, missing: str = "") -> Any:
+        """The cached aggregate itself (read it, never mutate it), brought up to date from
+        the store only if ``latest`` or not cached yet."""
+        if not latest and self.repository.cache is not None:
+            try:
+                return self.repository.cache.get(aggregate_id)
+            except KeyError:
+                pass
+        try:
+            return self.repository.get(aggregate_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            raise NotFound(missing or f"study {self.study_id} is not registered") from None
+
+    def is_cached(self, aggregate_id: UUID) -> bool:
+        """True if the aggregate is in this process's cache (it can be had without the
+        store, as it was last seen here)."""
+        cache = self.repository.cache
+        return cache is not None and aggregate_id in cache.cache
 
     # --- signing keys ------------------------------------------------------------------
 
@@ -229,8 +305,8 @@ class StudyApplication(SignedApplication):
         if self._committer is None:
             self._committer = GroupCommitter(self._save_events)
 
-    def _save_events(self, events: Sequence[Any]) -> None:
-        self.save(*events)
+    def _save_events(self, events: Sequence[Any], relied_on: Expected) -> None:
+        self.save(*events, expected_versions=relied_on)
 
     def close(self) -> None:
         """Stop the group committer (after what is queued), then close the store."""
@@ -239,16 +315,100 @@ class StudyApplication(SignedApplication):
             self._committer = None
         super().close()
 
-    def _save(self, *aggregates: Study | Subject | Keyring) -> None:
+    def _save(self, *aggregates: Study | Subject | Keyring, relied_on: Expected = ()) -> None:
+        """Store the aggregates' new events in one transaction, provided the aggregates in
+        ``relied_on`` are still at the versions given."""
         try:
             if self._committer is not None:
-                self._committer.commit([e for a in aggregates for e in a.collect_events()])
+                self._committer.commit([e for a in aggregates for e in a.collect_events()],
+                                       relied_on)
             else:
-                self.save(*aggregates)
+                self.save(*aggregates, expected_versions=relied_on)
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
-        if self.repository.cache is not None:
-            # What was just committed is the aggregate at its latest version: cache it, so the
-            # next command does not read back and re-verify the events it wrote itself.
-            for aggregate in aggregates:
-                self.repository.cache.put(aggregate.id, aggregate)
+        for aggregate in aggregates:
+            self._remember(aggregate)
+
+    async def _save_async(self, aggregate: Subject, relied_on: Expected) -> None:
+        """:meth:`_save` awaiting the group commit rather than blocking on it."""
+        if self._committer is None:
+            await asyncio.to_thread(self._save, aggregate, relied_on=relied_on)
+            return
+        try:
+            await asyncio.wrap_future(self._committer.submit(list(aggregate.collect_events()),
+                                                             relied_on))
+        except IntegrityError as e:
+            raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
+        self._remember(aggregate)
+
+    def _remember(self, aggregate: Study | Subject | Keyring) -> None:
+        """Cache what was just committed, the aggregate at its latest version, so the next
+        command does not read back and re-verify the events it wrote itself; unless a
+        concurrent command of this process cached a later version already."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with self._cache_lock:
+            try:
+                cached = cache.get(aggregate.id)
+            except KeyError:
+                cached = None
+            if cached is None or cached.version < aggregate.version:
+                cache.put(aggregate.id, aggregate)
+
+
+class SubjectWrite:
+    """One command on a subject, tried on the cached state first (see
+    :meth:`StudyApplication.on_subject`)."""
+
+    def __init__(self, app: StudyApplication, subject_code: str,
+                 command: Callable[[Subject, datetime], None], expected_version: int | None,
+                 may_act: Callable[[Subject], object] | None) -> None:
+        self.app = app
+        self.subject_code = subject_code
+        self.command = command
+        self.expected_version = expected_version
+        self.may_act = may_act
+        self.subject_id = subject_uuid(app.study_id, subject_code)
+        self.study_id = study_uuid(app.study_id)
+        self.missing = f"no subject {subject_code} in study {app.study_id}"
+        # Without a cache there is nothing to trust: every attempt reads the latest state.
+        self.on_latest = app.repository.cache is None
+        self.relied_on: Expected = ()
+        self._read_as = (0, 0)
+
+    def cached(self) -> bool:
+        """True if an attempt now needs nothing from the store."""
+        return not self.on_latest and self.app.is_cached(self.subject_id) \
+            and self.app.is_cached(self.study_id)
+
+    def attempt(self) -> Subject:
+        """Run the command on a copy of the subject (cached or latest); return the copy with
+        its new events pending, or raise the command's refusal."""
+        subject: Subject = self.app.aggregate_to_change(self.subject_id, self.on_latest,
+                                                        self.missing)
+        study: Study = self.app.aggregate_to_read(self.study_id, self.on_latest)
+        self._read_as = subject.version, study.version
+        self.relied_on = [(self.study_id, study.version)]
+        if self.may_act is not None:
+            self.may_act(subject)
+        if study.locked:
+            raise Locked(f"study {self.app.study_id} is locked")
+        if self.expected_version is not None and subject.version != self.expected_version:
+            raise StaleVersion(
+                f"subject {self.subject_code} is at version {subject.version}, "
+                f"not {self.expected_version}"
+            )
+        self.command(subject, self.app.clock.now())
+        return subject
+
+    def refusal_stands(self) -> bool:
+        """After an attempt was refused: True if it ran on the latest state; otherwise bring
+        the cache up to date and say whether the store held anything newer (if not, the
+        refusal stands as well)."""
+        if self.on_latest:
+            return True
+        self.on_latest = True
+        latest = (self.app.aggregate_to_read(self.subject_id, True, self.missing).version,
+                  self.app.aggregate_to_read(self.study_id, True).version)
+        return latest == self._read_as

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -21,6 +22,7 @@ from domain.rules.eligibility import Criterion
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/")
 
 
+@lru_cache(maxsize=1024)  # every command asks; a SHA-1 each time is not nothing
 def study_uuid(study_id: str) -> UUID:
     """The aggregate id of a study: stable, derived from its registry id."""
     return uuid5(_NAMESPACE, f"study/{study_id}")

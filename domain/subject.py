@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -35,6 +36,7 @@ SEXES = ("F", "M", "U")
 SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
+@lru_cache(maxsize=65536)  # every command asks; a SHA-1 each time is not nothing
 def subject_uuid(study_id: str, subject_code: str) -> UUID:
     """The aggregate id of a subject: stable, derived from the study and subject code."""
     return uuid5(study_uuid(study_id), f"subject/{subject_code}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 _configured = False
@@ -15,16 +16,22 @@ def configure_logging(level: int = logging.INFO) -> None:
     global _configured
     if _configured:
         return
+    # orjson when stderr takes bytes: every request writes an access-log line, and orjson
+    # renders it several times faster than the standard library.
+    binary = getattr(sys.stderr, "buffer", None)
+    renderer = (structlog.processors.JSONRenderer(serializer=orjson.dumps) if binary is not None
+                else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=(structlog.BytesLoggerFactory(file=binary) if binary is not None
+                        else structlog.PrintLoggerFactory(file=sys.stderr)),
         cache_logger_on_first_use=True,
     )
     # Libraries that log through the standard library stay quiet unless something is wrong.

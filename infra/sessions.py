@@ -72,16 +72,26 @@ class SessionStore:
             self._table), (_digest(token), username, client, now, session.expires_at, now))
         return token, session
 
+    def cached(self, token: str) -> Session | None:
+        """The live session of ``token`` if this process checked it within ``touch_every``
+        (no database round trip), else None: then ask :meth:`resolve`."""
+        with self._lock:
+            cached = self._cache.get(_digest(token))
+        if cached is None or time.monotonic() - cached[1] >= self.touch_every.total_seconds():
+            return None
+        session = cached[0]
+        now = datetime.now(UTC)
+        if now < session.expires_at and now - session.last_used_at < self.idle_timeout:
+            return session
+        return None
+
     def resolve(self, conn: psycopg.Connection[Any], token: str) -> Session | None:
         """The live session of ``token`` (touched), or None if unknown, ended, expired or idle."""
+        session = self.cached(token)
+        if session is not None:
+            return session
         key = _digest(token)
         now = datetime.now(UTC)
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached[1] < self.touch_every.total_seconds():
-            session = cached[0]
-            if now < session.expires_at and now - session.last_used_at < self.idle_timeout:
-                return session
         row = conn.execute(SQL(
             "UPDATE {} SET last_used_at = %s WHERE token_sha256 = %s AND ended_at IS NULL"
             " AND expires_at > %s AND last_used_at > %s"

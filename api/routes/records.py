@@ -27,7 +27,13 @@ from api.schemas import (
     WithdrawalIn,
     WrittenOut,
 )
-from api.writes import SubjectCommand, study_app, write_subject
+from api.writes import (
+    SubjectCommand,
+    study_app,
+    study_app_async,
+    write_subject,
+    write_subject_async,
+)
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, NotFound
 from domain.permissions import CODING_FIELDS, Action, permitting_grant
@@ -40,85 +46,87 @@ Kind = Literal["vitals", "doses", "therapies", "labs", "assessments", "adverse-e
 WRITTEN = {"model": WrittenOut, "description": "Committed; the ETag is the new version"}
 
 
-def _enter(request: Request, principal: Principal, study: str, subject: str,
-           record_id: str, visit: str | None, command: SubjectCommand) -> JSONResponse:
+# First entries are what data-entry clients send most: their endpoints run on the event loop
+# (see write_subject_async), the others in worker threads.
+async def _enter(request: Request, principal: Principal, study: str, subject: str,
+                 record_id: str, visit: str | None, command: SubjectCommand) -> JSONResponse:
     """Enter a new record (after checking its visit against the study's schedule)."""
     if visit is not None:
-        visits = [v.code for v in study_app(request, study).definition().visits]
+        visits = [v.code for v in (await study_app_async(request, study)).definition().visits]
         if visit not in visits:
             raise InvalidInput("visit", f"must be one of {', '.join(visits)}")
-    return write_subject(request, principal, study, subject, Action.ENTER, command,
-                         record_id=record_id, status=201)
+    return await write_subject_async(request, principal, study, subject, Action.ENTER,
+                                     command, record_id=record_id, status=201)
 
 
 @router.post(SUBJECT + "/vitals", status_code=201, responses={201: WRITTEN})
-def record_vital_signs(request: Request, principal: CurrentPrincipal, study: str,
+async def record_vital_signs(request: Request, principal: CurrentPrincipal, study: str,
                        subject: str, body: VitalsIn) -> JSONResponse:
     """Record vital signs; BSA is derived from height and weight."""
     rid = body.record_id or str(uuid.uuid4())
     measurements = {code: (m.value, m.unit) for code, m in body.measurements.items()}
-    return _enter(request, principal, study, subject, rid, body.visit,
+    return await _enter(request, principal, study, subject, rid, body.visit,
                   lambda s, env, t: s.record_vital_signs(rid, body.observed_at, measurements,
                                                          env, t, body.visit))
 
 
 @router.post(SUBJECT + "/doses", status_code=201, responses={201: WRITTEN})
-def administer_dose(request: Request, principal: CurrentPrincipal, study: str, subject: str,
+async def administer_dose(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                     body: DoseIn) -> JSONResponse:
     """Record a dose of the investigational product; IU/m² from the BSA in force."""
     rid = body.record_id or str(uuid.uuid4())
-    return _enter(request, principal, study, subject, rid, body.visit,
+    return await _enter(request, principal, study, subject, rid, body.visit,
                   lambda s, env, t: s.administer_dose(rid, body.observed_at, body.drug,
                                                       body.dose, body.unit, body.route, env, t,
                                                       body.visit))
 
 
 @router.post(SUBJECT + "/therapies", status_code=201, responses={201: WRITTEN})
-def start_therapy(request: Request, principal: CurrentPrincipal, study: str, subject: str,
+async def start_therapy(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                   body: TherapyIn) -> JSONResponse:
     """Start a glucocorticoid or immunosuppressant course."""
     rid = body.record_id or str(uuid.uuid4())
-    return _enter(request, principal, study, subject, rid, None,
+    return await _enter(request, principal, study, subject, rid, None,
                   lambda s, env, t: s.start_therapy(rid, body.observed_at, body.drug,
                                                     body.category, body.dose_mg_per_day,
                                                     body.route, env, t))
 
 
 @router.post(SUBJECT + "/labs", status_code=201, responses={201: WRITTEN})
-def record_lab_result(request: Request, principal: CurrentPrincipal, study: str, subject: str,
+async def record_lab_result(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                       body: LabIn) -> JSONResponse:
     """Record a lab result (``observed_at``: when the sample was drawn)."""
     rid = body.record_id or str(uuid.uuid4())
-    return _enter(request, principal, study, subject, rid, body.visit,
+    return await _enter(request, principal, study, subject, rid, body.visit,
                   lambda s, env, t: s.record_lab_result(
                       rid, body.observed_at, body.code, body.value, body.unit, env, t,
                       body.reference_low, body.reference_high, body.visit))
 
 
 @router.post(SUBJECT + "/assessments", status_code=201, responses={201: WRITTEN})
-def record_assessment(request: Request, principal: CurrentPrincipal, study: str, subject: str,
+async def record_assessment(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                       body: AssessmentIn) -> JSONResponse:
     """Record a SELENA-SLEDAI or ESSDAI assessment; its total is derived."""
     rid = body.record_id or str(uuid.uuid4())
 
     if body.instrument == "SLEDAI":
         items = {k: bool(v) for k, v in body.items.items()}
-        return _enter(request, principal, study, subject, rid, body.visit,
+        return await _enter(request, principal, study, subject, rid, body.visit,
                       lambda s, env, t: s.record_sledai(rid, body.observed_at, items, env, t,
                                                         body.visit))
     levels = {k: int(v) for k, v in body.items.items()}
-    return _enter(request, principal, study, subject, rid, body.visit,
+    return await _enter(request, principal, study, subject, rid, body.visit,
                   lambda s, env, t: s.record_essdai(rid, body.observed_at, levels, env, t,
                                                     body.visit))
 
 
 @router.post(SUBJECT + "/adverse-events", status_code=201, responses={201: WRITTEN})
-def report_adverse_event(request: Request, principal: CurrentPrincipal, study: str,
+async def report_adverse_event(request: Request, principal: CurrentPrincipal, study: str,
                          subject: str, body: AdverseEventIn) -> JSONResponse:
     """Report an adverse event (``observed_at``: onset)."""
     rid = body.record_id or str(uuid.uuid4())
     details = body.model_dump(exclude={"record_id", "observed_at"})
-    return _enter(request, principal, study, subject, rid, None,
+    return await _enter(request, principal, study, subject, rid, None,
                   lambda s, env, t: s.report_adverse_event(rid, body.observed_at, details,
                                                            env, t))
 
