@@ -287,6 +287,9 @@ class Importer:
             study = (self.app.definition() if registered
                      else StudyDefinition.from_dict(definition))
         except DomainError as e:
+            # A bad row is named before the definition it would have been checked against.
+            for code, rows in subjects.items():
+                self._plan(code, rows, definition.get("sdtm") or {})
             raise ImportRefused(f"study definition: {e}") from None
         # Every row is checked, against the study's declaration, before any is stored.
         plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
