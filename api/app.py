@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import problems
+from api.collector import CollectorPauses
 from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
 from api.routes import exports, ledger, monitoring, operations, people, records, studies
 from api.runtime import Runtime
@@ -38,7 +39,9 @@ def create_worker_app() -> FastAPI:
         yield
         runtime.close()
 
-    return create_app(runtime, lifespan=lifespan)
+    app = create_app(runtime, lifespan=lifespan)
+    CollectorPauses().install()
+    return app
 
 
 def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:

@@ -105,6 +105,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from api.app import SERVE_URL, create_app
+    from api.collector import CollectorPauses
     from api.sealing import BackgroundSealer
 
     sealer = BackgroundSealer(runtime)
@@ -116,7 +117,9 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
                                    "access_log": False, "http": "httptools", "loop": "uvloop"}
         if workers == 1:
-            uvicorn.run(create_app(runtime), **options)
+            served = create_app(runtime)
+            CollectorPauses().install()
+            uvicorn.run(served, **options)
         else:
             # Each worker opens its own runtime on the database this process resolved (the
             # embedded server included); this process keeps sealing and projecting.
