@@ -39,7 +39,8 @@ def _rate(events: int, seconds: float) -> str:
 
 
 def _build_only(app: StudyApplication, data: DataSet) -> tuple[int, float]:
-    """Run the import with saving replaced by mapping (transcode + sign) in memory."""
+    """Run the import with saving replaced by mapping (transcode + sign) in memory (on the
+    application's own save path, which ``save_imported`` is; the bulk path signs elsewhere)."""
     events = 0
 
     def map_only(subjects: Sequence[Subject]) -> None:
@@ -51,7 +52,7 @@ def _build_only(app: StudyApplication, data: DataSet) -> tuple[int, float]:
 
     app.save_imported = map_only  # type: ignore[method-assign]
     start = time.perf_counter()
-    Importer(app, data, OPERATOR).run()
+    Importer(app, data, OPERATOR, bulk=False).run()
     return events, time.perf_counter() - start
 
 
@@ -72,7 +73,7 @@ def _per_event(app: StudyApplication, data: DataSet, limit: int) -> tuple[int, f
                     events += 1
 
     app.save_imported = one_by_one  # type: ignore[method-assign]
-    Importer(app, data, OPERATOR).run()
+    Importer(app, data, OPERATOR, bulk=False).run()
     return events, storing
 
 
