@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.projection import Projection
 
 from domain.envelope import Envelope
@@ -90,21 +90,27 @@ class HistoryProjector(Projection[HistoryView]):
         """Fold and ``write`` the events from ``start`` on, batch by batch; return how many,
         and the tracking position of the last.
 
-        Two stages overlap: while one batch is written (on a thread that mostly waits for
-        PostgreSQL), the next one is read and folded. Batches are written one at a time and
-        in log order. Notification ids commit in id order (the recorder's table lock), so
-        reading on from the last id read misses nothing written meanwhile.
+        Three stages overlap: while one batch is written (on a thread that mostly waits for
+        PostgreSQL), the next one is folded, and the one after is read (on another). Batches
+        are read and written one at a time and in log order. Notification ids commit in id
+        order (the recorder's table lock), so reading on from the last id read misses nothing
+        written meanwhile.
         """
         done = 0
         tracking: Tracking | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
+
+        def read(start: int, done: int) -> Sequence[Notification]:
+            wanted = batch_size if limit is None else min(batch_size, limit - done)
+            return self.app.recorder.select_notifications(start, wanted) if wanted else []
+
+        with ThreadPoolExecutor(1, thread_name_prefix="projection-reader") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
+            reading = reader.submit(read, start, done)
             writing: Future[int] | None = None
             try:
-                while limit is None or done < limit:
-                    wanted = batch_size if limit is None else min(batch_size, limit - done)
-                    batch = self.app.recorder.select_notifications(start, wanted)
-                    if not batch:
-                        break
+                while batch := reading.result():
+                    done += len(batch)
+                    reading = reader.submit(read, batch[-1].id + 1, done)
                     rows = self.rows(
                         [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
                     tracking = Tracking(self.app.name, batch[-1].id)
@@ -116,8 +122,6 @@ class HistoryProjector(Projection[HistoryView]):
                     # are refolded on the next run (see _subject).
                     _committed(writing, on_batch)
                     writing = writer.submit(_write, write, rows, tracking, len(batch))
-                    done += len(batch)
-                    start = batch[-1].id + 1
                 _committed(writing, on_batch)
             finally:
                 gc.unfreeze()
