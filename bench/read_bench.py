@@ -60,8 +60,8 @@ def generate(runtime: Runtime, events: int, rng: random.Random) -> int:
     clock = SimulatedClock(START - timedelta(days=1))
     app = runtime.study(STUDY, clock=clock)
     app.register_study(nct04397107.definition(), COORD)
-    per_subject = 500
-    subjects = max(1, events // per_subject)
+    per_subject = 490  # 3 to enroll, then 5 visits of 97 and half as many corrections
+    subjects = max(1, -(-events // per_subject))
     span = timedelta(days=700)
     for n in range(subjects):
         code = f"{n:05d}"
