@@ -240,6 +240,9 @@ class HistoryView(PostgresTrackingRecorder):
             for done in [pool.submit(self._execute, step) for step in steps]:
                 done.result()
         with self.datastore.transaction(commit=True) as curs:
+            # The application's role (``trialledger db grant``) keeps its rights on the
+            # tables and the view that replace those it was granted them on.
+            grants = _grants(curs, self.datastore.schema, [t.name for t in TABLES] + [AUDIT])
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
             for table in TABLES:
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table.name)))
@@ -249,6 +252,10 @@ class HistoryView(PostgresTrackingRecorder):
                     curs.execute(SQL("ALTER INDEX {}.{} RENAME TO {}").format(
                         s, Identifier(new), Identifier(old)))
             curs.execute(_create_audit_view(s))
+            for relation, grantee, privilege in grants:
+                curs.execute(SQL("GRANT {} ON {}.{} TO {}").format(
+                    SQL(privilege), s, Identifier(relation),
+                    SQL("PUBLIC") if grantee == "PUBLIC" else Identifier(grantee)))
             # Only this projection's position: the table's other row marks its own format.
             curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
                 s, Identifier(self.tracking_table_name)), (application_name,))
@@ -336,6 +343,21 @@ def _closing(versions: list[Version]) -> list[Version]:
             closing.append(version)
         latest[key] = version
     return closing
+
+
+_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES",
+                         "TRIGGER"})
+
+
+def _grants(curs: Cursor[Any], schema: str, relations: list[str]) -> list[tuple[str, str, str]]:
+    """(relation, grantee, privilege) of what others than their owner were granted on
+    ``relations``."""
+    curs.execute(
+        "SELECT table_name, grantee, privilege_type FROM information_schema.table_privileges"
+        " WHERE table_schema = %s AND table_name = ANY(%s) AND grantee <> current_user"
+        " ORDER BY 1, 2, 3", (schema, relations))
+    return [(row["table_name"], row["grantee"], row["privilege_type"])
+            for row in curs.fetchall() if row["privilege_type"] in _PRIVILEGES]
 
 
 def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:

@@ -123,3 +123,34 @@ def test_the_application_role_serves_the_api_with_people_sessions_and_retries(
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_application_role_keeps_its_rights_on_read_tables_the_owner_rebuilt(
+    stored: Runtime, db_url: str, settings: Settings
+) -> None:
+    role = f"tl_app_{uuid.uuid4().hex[:8]}"
+    stored.project(STUDY)  # the owner creates the read tables
+    schema = schema_for_study(STUDY)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_login_role(conn, role, None)
+        grant_app_role(conn, role, schema)
+    app_url = _as_role(db_url, role)
+    try:
+        stored.project(STUDY, rebuild=True)  # e.g. after an upgrade: new tables, the owner's
+        app_runtime = Runtime(replace(settings, provisioned=True), app_url)
+        app = app_runtime.study(STUDY, clock=simulated_clock())
+        enroll(app, "002")
+        app.close()
+        assert app_runtime.project(STUDY) > 0  # versions closed, rows added, position moved
+        app_runtime.close()
+        with psycopg.connect(app_url, autocommit=True) as conn:
+            for relation in ("casebook_versions", "outcome_facts", "audit_trail"):
+                count = conn.execute(f'SELECT count(*) FROM "{schema}"."{relation}"').fetchone()
+                assert count is not None and count[0] > 0, relation
+            # Rights carried over, not widened: the rebuilt tables are still not the role's.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f'DROP TABLE "{schema}"."casebook_versions" CASCADE')
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
