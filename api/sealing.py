@@ -33,22 +33,28 @@ class SealingRounds:
     def seal_all(self) -> None:
         """One round over every study."""
         for study_id, _ in self.runtime.studies():
-            now = time.monotonic()
-            due = now - self._last_checkpoint.get(study_id, 0.0) >= self.checkpoint_after
             try:
-                result = self.runtime.seal(study_id, force_checkpoint=due)
+                self._seal_and_project(study_id)
             except SealingRefused as e:
                 # Never seal past a bad event; say so loudly, keep serving reads.
                 log.error("ledger.sealing_refused", study=study_id, reason=str(e))
-                continue
-            if result.checkpoint_size is not None or due:
-                self._last_checkpoint[study_id] = now
-            if result.sealed:
-                log.info("ledger.sealed", study=study_id, sealed=result.sealed,
-                         tree_size=result.tree_size, checkpoint=result.checkpoint_size)
-            projected = self.runtime.project(study_id)
-            if projected:
-                log.info("projection.caught_up", study=study_id, events=projected)
+            except Exception:
+                # One study's failure (the database restarting, read tables the role may not
+                # rebuild) must not end the rounds: the next round tries again.
+                log.exception("ledger.round_failed", study=study_id)
+
+    def _seal_and_project(self, study_id: str) -> None:
+        now = time.monotonic()
+        due = now - self._last_checkpoint.get(study_id, 0.0) >= self.checkpoint_after
+        result = self.runtime.seal(study_id, force_checkpoint=due)
+        if result.checkpoint_size is not None or due:
+            self._last_checkpoint[study_id] = now
+        if result.sealed:
+            log.info("ledger.sealed", study=study_id, sealed=result.sealed,
+                     tree_size=result.tree_size, checkpoint=result.checkpoint_size)
+        projected = self.runtime.project(study_id)
+        if projected:
+            log.info("projection.caught_up", study=study_id, events=projected)
 
 
 def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval: float,
@@ -58,7 +64,10 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
     try:
         rounds = SealingRounds(runtime, checkpoint_after)
         while not stopping.wait(interval):
-            rounds.seal_all()
+            try:
+                rounds.seal_all()
+            except Exception:  # e.g. the list of studies unreadable: the next round tries again
+                log.exception("ledger.round_failed")
     finally:
         runtime.close()
 
