@@ -63,7 +63,9 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
     runtime = Runtime(settings, url)
     try:
         rounds = SealingRounds(runtime, checkpoint_after)
-        while not stopping.wait(interval):
+        server = multiprocessing.parent_process()
+        # Ends with the server, even one killed before it could say stop.
+        while not stopping.wait(interval) and (server is None or server.is_alive()):
             try:
                 rounds.seal_all()
             except Exception:  # e.g. the list of studies unreadable: the next round tries again
@@ -86,6 +88,11 @@ class BackgroundSealer:
     def start(self) -> None:
         """Start the child process."""
         self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None until started)."""
+        return self._process.pid
 
     def stop(self) -> None:
         """Stop after the current round (or, past 30 s, at once)."""

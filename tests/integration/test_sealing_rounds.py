@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,3 +43,51 @@ def test_a_study_whose_round_fails_does_not_stop_the_next(
     assert runtime.seal(SECOND).sealed == 0
     assert project(SECOND) == 0  # projected in the same round
     assert project(FIRST) > 0  # left for the next round
+
+
+SERVER = """
+import sys, time
+from pathlib import Path
+from api.runtime import Runtime
+from api.sealing import BackgroundSealer
+from infra.settings import Settings
+
+url, home = sys.argv[1], Path(sys.argv[2])
+sealer = BackgroundSealer(Runtime(Settings(database_url=url, home=home), url), interval=0.2)
+sealer.start()
+print(sealer.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_sealer_process_ends_with_a_server_killed_outright(
+        db_url: str, tmp_path: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(tmp_path / "home")],
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                              text=True)
+    assert server.stdout is not None
+    sealer = int(server.stdout.readline())
+    try:
+        assert _alive(sealer)
+        server.send_signal(signal.SIGKILL)  # no chance to stop its child
+        server.wait()
+        deadline = time.monotonic() + 20
+        while _alive(sealer) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(sealer)
+    finally:
+        server.kill()
+        server.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sealer, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # An exited child of a dead parent is reaped by init; until then it is a zombie.
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
