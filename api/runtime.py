@@ -18,6 +18,7 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
+from api.rebuild_parts import PartsReplay, parts_for
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
@@ -223,12 +224,14 @@ class Runtime:
         return view
 
     def project(self, study_id: str, *, rebuild: bool = False,
-                on_batch: Callable[[int], object] | None = None) -> int:
+                on_batch: Callable[[int], object] | None = None,
+                parts: int | None = None) -> int:
         """Bring the study's history and audit tables up to date; return events projected.
 
         ``rebuild`` replays the whole log into new tables, which then replace the old ones; so
         does a change of the projection's version (the tables' shape is the code's, not a
-        migration's).
+        migration's). A rebuild replays in ``parts`` processes (default: one per core for a
+        long log, see :func:`api.rebuild_parts.parts_for`).
         """
         # One projector per study at a time across processes too (server workers, a rebuild
         # from the CLI): two would insert the same tracking positions and one would fail.
@@ -236,15 +239,19 @@ class Runtime:
             key = f"project:{schema_for_study(study_id)}"
             conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             try:
-                return self._project(study_id, rebuild=rebuild, on_batch=on_batch)
+                return self._project(study_id, rebuild=rebuild, on_batch=on_batch, parts=parts)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
     def _project(self, study_id: str, *, rebuild: bool,
-                 on_batch: Callable[[int], object] | None) -> int:
+                 on_batch: Callable[[int], object] | None, parts: int | None) -> int:
         projector = self._projector(study_id)
         if rebuild or projector.view.shape_version() not in (None, PROJECTION_VERSION):
-            replayed = projector.rebuild(PROJECTION_VERSION, on_batch=on_batch)
+            if parts is None:
+                parts = parts_for(projector.app.recorder.max_notification_id() or 0)
+            replay = None if parts == 1 else PartsReplay(
+                self.settings, self.url, study_id, parts, signed=self.signed, on_batch=on_batch)
+            replayed = projector.rebuild(PROJECTION_VERSION, on_batch=on_batch, replay=replay)
             return replayed + projector.catch_up(on_batch=on_batch)
         if projector.view.shape_version() is None:
             projector.view.stamp_shape_version(PROJECTION_VERSION)

@@ -25,6 +25,7 @@ from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
 from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
+from projections.event_log import Batches, log_batches, part_batches
 from projections.history_view import (
     NULL,
     HistoryView,
@@ -66,51 +67,60 @@ class HistoryProjector(Projection[HistoryView]):
         ``on_batch`` hears the size of each committed batch (for a progress bar).
         """
         start = (self.view.max_tracking_id(self.app.name) or 0) + 1
-        done, _ = self._replay(start, batch_size, limit, self.view.record_batch, on_batch)
+        batches = log_batches(self.app.recorder, start, batch_size, limit)
+        done, _ = self._replay(batches, self.view.record_batch, on_batch)
         return done
 
     def rebuild(self, version: int, batch_size: int = 5000,
-                on_batch: Callable[[int], object] | None = None) -> int:
-        """Replay the whole log into new tables, then put them in place of the old ones with
-        their tracking position and projection ``version``; return how many events.
+                on_batch: Callable[[int], object] | None = None,
+                replay: Callable[[int], int] | None = None) -> int:
+        """Replay the log as it is now into new tables, then put them in place of the old
+        ones with their tracking position and projection ``version``; return how many events.
 
-        Readers keep the old tables until then; an interrupted rebuild leaves them as they
-        were (a new rebuild starts afresh). Events written meanwhile are the next catch-up's.
+        ``replay(through)`` stages the events up to position ``through`` and says how many
+        (by default :meth:`replay_part` of the whole log, in this process). Readers keep the
+        old tables until the swap; an interrupted rebuild leaves them as they were (a new
+        rebuild starts afresh). Events written meanwhile are the next catch-up's.
         """
         self._subjects.clear()
         self.view.begin_rebuild()
-        done, last = self._replay(1, batch_size, None,
-                                  lambda rows, _: self.view.stage_batch(rows), on_batch)
-        self.view.finish_rebuild(self.app.name, last, version)
+        through = self.app.recorder.max_notification_id() or 0
+        done = (replay(through) if replay is not None
+                else self.replay_part(0, 1, through, batch_size, on_batch))
+        self.view.finish_rebuild(self.app.name,
+                                 Tracking(self.app.name, through) if through else None, version)
         return done
 
-    def _replay(self, start: int, batch_size: int, limit: int | None,
-                write: Callable[[Rows, Tracking], None],
+    def replay_part(self, part: int, parts: int, through: int, batch_size: int = 5000,
+                    on_batch: Callable[[int], object] | None = None) -> int:
+        """Fold the events up to position ``through`` of the subjects in part ``part`` of
+        ``parts`` (see :func:`projections.event_log.part_batches`) into a rebuild's tables;
+        return how many. The parts of one rebuild may run in processes of their own."""
+        batches = (log_batches(self.app.recorder, 1, batch_size, through=through)
+                   if parts == 1 else
+                   part_batches(self.app.recorder, part, parts, through, batch_size))
+        done, _ = self._replay(batches, lambda rows, _: self.view.stage_batch(rows), on_batch)
+        return done
+
+    def _replay(self, batches: Batches, write: Callable[[Rows, Tracking], None],
                 on_batch: Callable[[int], object] | None) -> tuple[int, Tracking | None]:
-        """Fold and ``write`` the events from ``start`` on, batch by batch; return how many,
-        and the tracking position of the last.
+        """Fold and ``write`` the ``batches`` of events; return how many, and the tracking
+        position of the last.
 
         Three stages overlap: while one batch is written (on a thread that mostly waits for
         PostgreSQL), the next one is folded, and the one after is read (on another). Batches
-        are read and written one at a time and in log order. Notification ids commit in id
-        order (the recorder's table lock), so reading on from the last id read misses nothing
-        written meanwhile.
+        are read and written one at a time and in log order.
         """
         done = 0
         tracking: Tracking | None = None
-
-        def read(start: int, done: int) -> Sequence[Notification]:
-            wanted = batch_size if limit is None else min(batch_size, limit - done)
-            return self.app.recorder.select_notifications(start, wanted) if wanted else []
-
         with ThreadPoolExecutor(1, thread_name_prefix="projection-reader") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
-            reading = reader.submit(read, start, done)
+            reading: Future[list[Notification]] = reader.submit(next, batches, [])
             writing: Future[int] | None = None
             try:
                 while batch := reading.result():
                     done += len(batch)
-                    reading = reader.submit(read, batch[-1].id + 1, done)
+                    reading = reader.submit(next, batches, [])
                     rows = self.rows(
                         [(n.id, self.app.mapper.to_domain_event(n)) for n in batch])
                     tracking = Tracking(self.app.name, batch[-1].id)

@@ -322,3 +322,80 @@ def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime) -> No
     after = dump(demo.url)
     demo.project(STUDY, rebuild=True)
     assert dump(demo.url) == after
+
+
+def test_a_rebuild_in_parts_gives_the_same_tables(demo: Runtime) -> None:
+    # Each part is a process of its own folding some of the subjects; together, exactly the
+    # tables one process builds.
+    demo.project(STUDY)
+    before = dump(demo.url)
+    batches: list[int] = []
+    total = demo.study(STUDY).recorder.max_notification_id()
+    assert demo.project(STUDY, rebuild=True, parts=3, on_batch=batches.append) == total
+    assert sum(batches) == total and len(batches) >= 3  # each part reported
+    assert dump(demo.url) == before
+
+
+def test_the_parts_of_the_log_hold_each_event_once_and_each_subject_whole(
+    demo: Runtime,
+) -> None:
+    from projections.event_log import part_batches
+
+    recorder = demo.study(STUDY).recorder
+    through = recorder.max_notification_id() or 0
+    everything = list(recorder.select_notifications(1, through + 1))
+    for parts in (2, 5):
+        seen: list[int] = []
+        owner: dict[Any, int] = {}
+        for part in range(parts):
+            ids = [n.id for batch in part_batches(recorder, part, parts, through, 97)
+                   for n in batch]
+            assert ids == sorted(ids) and ids  # in log order, and none empty
+            seen += ids
+            for n in everything:
+                if n.id in set(ids):
+                    assert owner.setdefault(n.originator_id, part) == part
+        assert sorted(seen) == [n.id for n in everything]
+
+
+def test_a_part_that_fails_fails_the_rebuild_and_leaves_the_tables(demo: Runtime) -> None:
+    import os
+    import signal
+
+    from api.rebuild_parts import PartsReplay, RebuildFailed
+    from projections.history_view import PROJECTION_VERSION
+
+    demo.project(STUDY)
+    before = dump(demo.url)
+    projector = HistoryProjector(demo.study(STUDY), demo.history_view(STUDY))
+    try:
+        # A part that cannot read the signed events says why.
+        unsigned = PartsReplay(demo.settings, demo.url, STUDY, 2, signed=False)
+        with pytest.raises(RebuildFailed, match=r"part [01] of 2"):
+            projector.rebuild(PROJECTION_VERSION, replay=unsigned)
+        assert dump(demo.url) == before
+
+        # A part killed outright says nothing: its exit code is enough.
+        def kill_the_parts(_: int) -> None:
+            for process in killing.processes:
+                if process.pid is not None and process.is_alive():
+                    os.kill(process.pid, signal.SIGKILL)
+
+        killing = PartsReplay(demo.settings, demo.url, STUDY, 2, batch_size=20,
+                              on_batch=kill_the_parts)
+        with pytest.raises(RebuildFailed, match="exit code -9"):
+            projector.rebuild(PROJECTION_VERSION, replay=killing)
+        assert all(not p.is_alive() for p in killing.processes)
+        assert dump(demo.url) == before
+        assert demo.project(STUDY) == 0
+    finally:
+        projector.view.datastore.close()
+
+
+def test_only_a_long_log_is_replayed_in_parts() -> None:
+    import os
+
+    from api.rebuild_parts import MAX_PARTS, PARTS_FROM, parts_for
+
+    assert parts_for(PARTS_FROM - 1) == 1
+    assert parts_for(10 * PARTS_FROM) == min(os.cpu_count() or 1, MAX_PARTS)
