@@ -44,6 +44,7 @@ def part_batches(recorder: ApplicationRecorder, part: int, parts: int, through: 
     or random UUIDs, whose last byte is evenly spread. The log is read in windows of
     positions: a window is one index range, where "the next ``batch_size`` of the part"
     would have PostgreSQL sort what is left of the whole log (0.3 s a batch at 1M events).
+    Rows come in binary: the events' bytes as they are, not hex-encoded and decoded again.
     """
     if not 0 <= part < parts <= 256:
         raise ValueError(f"part {part} of {parts}: need 0 <= part < parts <= 256")
@@ -58,7 +59,7 @@ def part_batches(recorder: ApplicationRecorder, part: int, parts: int, through: 
     while start <= through:
         end = min(start + batch_size * parts, through + 1)
         with recorder.datastore.get_connection() as conn, \
-                conn.cursor(row_factory=tuple_row) as curs:
+                conn.cursor(row_factory=tuple_row, binary=True) as curs:
             curs.execute(statement, (start, end, parts, part), prepare=True)
             batch = [Notification(id=row[0], originator_id=row[1], originator_version=row[2],
                                   topic=row[3], state=bytes(row[4]))
