@@ -31,8 +31,14 @@ class RebuildFailed(RuntimeError):
 
 
 def parts_for(events: int) -> int:
-    """How many processes to replay a log of ``events`` in: one per core, for a long log."""
-    return 1 if events < PARTS_FROM else max(1, min(os.cpu_count() or 1, MAX_PARTS))
+    """How many processes to replay a log of ``events`` in: one per core, for a long log.
+
+    One in a daemonic process (a server's sealer, which rebuilds after an upgrade changed the
+    projection version): it may not start processes of its own.
+    """
+    if events < PARTS_FROM or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_PARTS))
 
 
 class PartsReplay:

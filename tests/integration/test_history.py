@@ -392,10 +392,24 @@ def test_a_part_that_fails_fails_the_rebuild_and_leaves_the_tables(demo: Runtime
         projector.view.datastore.close()
 
 
-def test_only_a_long_log_is_replayed_in_parts() -> None:
+def _parts_in_a_daemon(answers: Any) -> None:
+    from api.rebuild_parts import PARTS_FROM, parts_for
+
+    answers.put(parts_for(10 * PARTS_FROM))
+
+
+def test_only_a_long_log_is_replayed_in_parts_and_not_by_a_daemon() -> None:
+    import multiprocessing
     import os
 
     from api.rebuild_parts import MAX_PARTS, PARTS_FROM, parts_for
 
     assert parts_for(PARTS_FROM - 1) == 1
     assert parts_for(10 * PARTS_FROM) == min(os.cpu_count() or 1, MAX_PARTS)
+    # A server's sealer is daemonic: children of its own would fail its rebuild.
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    daemon = context.Process(target=_parts_in_a_daemon, args=(answers,), daemon=True)
+    daemon.start()
+    assert answers.get(timeout=60) == 1
+    daemon.join()
