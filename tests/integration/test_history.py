@@ -299,7 +299,8 @@ def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) ->
     assert dump(demo.url) == before
 
 
-def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime) -> None:
+@pytest.mark.parametrize("parts", [1, 2])
+def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime, parts: int) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from api.runtime import system_envelope
@@ -314,7 +315,7 @@ def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime) -> No
             app.register_key(key_id_for("extra", key), public_key_b64(key), system_envelope())
             written.append(app.recorder.max_notification_id() or 0)
 
-    demo.project(STUDY, rebuild=True, on_batch=write_during)
+    demo.project(STUDY, rebuild=True, on_batch=write_during, parts=parts)
     with psycopg.connect(demo.url) as conn:
         rows = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".{AUDIT} WHERE position = %s',
                             written).fetchone()
