@@ -380,7 +380,7 @@ def import_sdtm(
                                                    "CSV files `export --format csv` writes.")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Load an SDTM data set (DM, DS, SV, EX, CM, LB, VS, AE, SUPPxx) as events with
+    """Load an SDTM data set (DM, DS, SV, SE, EX, CM, LB, VS, AE, SUPPxx) as events with
     source=import and each row's provenance. Idempotent: a re-run adds only what is missing."""
     from rich.progress import (
         BarColumn,

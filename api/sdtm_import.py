@@ -1,7 +1,7 @@
 """``trialledger import-sdtm``: an SDTM data set loaded as signed events with ``source=import``.
 
 Every DM row becomes a subject (screen failures kept; ARMCD and ACTARMCD both kept); every
-row of DS, SV, EX, CM, LB (split or whole), VS, AE and SUPPxx becomes one record of that
+row of DS, SV, SE, EX, CM, LB (split or whole), VS, AE and SUPPxx becomes one record of that
 subject, its fields the row's variables as given, its valid time from the row's --DTC
 (partial dates kept as given, see :func:`domain.sdtm.parse_dtc`). Each event's envelope
 carries the row's provenance: file, row number, and the row's values as read.

@@ -20,20 +20,22 @@ from domain.errors import InvalidInput, Problem
 # Record-level domains and the variable naming what each row is about (its topic).
 TOPICS: Mapping[str, str] = {
     "AE": "AETERM", "CM": "CMTRT", "EX": "EXTRT", "LB": "LBTESTCD", "VS": "VSTESTCD",
-    "DS": "DSDECOD", "SV": "VISITNUM", "SUPPAE": "QNAM", "SUPPDM": "QNAM", "SUPPDS": "QNAM",
+    "DS": "DSDECOD", "SV": "VISITNUM", "SE": "ETCD", "SUPPAE": "QNAM", "SUPPDM": "QNAM",
+    "SUPPDS": "QNAM",
 }
 # What each domain is called (the ODM exports name an imported record's form with it).
 DOMAIN_NAMES: Mapping[str, str] = {
     "AE": "Adverse Events", "CM": "Concomitant Medications", "EX": "Exposure",
     "LB": "Laboratory Test Results", "VS": "Vital Signs", "DS": "Disposition",
-    "SV": "Subject Visits", "SUPPAE": "Supplemental Qualifiers for AE",
+    "SV": "Subject Visits", "SE": "Subject Elements",
+    "SUPPAE": "Supplemental Qualifiers for AE",
     "SUPPDM": "Supplemental Qualifiers for DM", "SUPPDS": "Supplemental Qualifiers for DS",
 }
 assert set(DOMAIN_NAMES) == set(TOPICS), "every loaded domain needs a name"
 # The --DTC variable giving each domain's valid time (SUPPxx rows have none: see valid_time).
 VALID_TIME: Mapping[str, str] = {
     "AE": "AESTDTC", "CM": "CMSTDTC", "EX": "EXSTDTC", "LB": "LBDTC", "VS": "VSDTC",
-    "DS": "DSSTDTC", "SV": "SVSTDTC",
+    "DS": "DSSTDTC", "SV": "SVSTDTC", "SE": "SESTDTC",
 }
 # Per domain, the coded variables whose values must come from the study's vocabulary, and the
 # (test code, unit) pairs checked against the study's list of tests.
