@@ -68,8 +68,7 @@ class HistoryProjector(Projection[HistoryView]):
         """
         start = (self.view.max_tracking_id(self.app.name) or 0) + 1
         batches = log_batches(self.app.recorder, start, batch_size, limit)
-        done, _ = self._replay(batches, self.view.record_batch, on_batch)
-        return done
+        return self._replay(batches, self.view.record_batch, on_batch)
 
     def rebuild(self, version: int, batch_size: int = 5000,
                 on_batch: Callable[[int], object] | None = None,
@@ -99,20 +98,18 @@ class HistoryProjector(Projection[HistoryView]):
         batches = (log_batches(self.app.recorder, 1, batch_size, through=through)
                    if parts == 1 else
                    part_batches(self.app.recorder, part, parts, through, batch_size))
-        done, _ = self._replay(batches, lambda rows, _: self.view.stage_batch(rows), on_batch)
-        return done
+        return self._replay(batches, lambda rows, _: self.view.stage_batch(rows), on_batch)
 
     def _replay(self, batches: Batches, write: Callable[[Rows, Tracking], None],
-                on_batch: Callable[[int], object] | None) -> tuple[int, Tracking | None]:
-        """Fold and ``write`` the ``batches`` of events; return how many, and the tracking
-        position of the last.
+                on_batch: Callable[[int], object] | None) -> int:
+        """Fold and ``write`` the ``batches`` of events (each with the tracking position of its
+        last); return how many.
 
         Three stages overlap: while one batch is written (on a thread that mostly waits for
         PostgreSQL), the next one is folded, and the one after is read (on another). Batches
         are read and written one at a time and in log order.
         """
         done = 0
-        tracking: Tracking | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="projection-reader") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="projection-writer") as writer:
             reading: Future[list[Notification]] = reader.submit(next, batches, [])
@@ -135,7 +132,7 @@ class HistoryProjector(Projection[HistoryView]):
                 _committed(writing, on_batch)
             finally:
                 gc.unfreeze()
-        return done, tracking
+        return done
 
     def project_events(self, events: Sequence[tuple[int, Any]], tracking: Tracking) -> None:
         """Project (position, event) pairs, then record ``tracking``, in one transaction."""
