@@ -17,8 +17,8 @@ Batches = Iterator[list[Notification]]
 
 
 def log_batches(recorder: ApplicationRecorder, start: int, batch_size: int,
-                limit: int | None = None, through: int | None = None) -> Batches:
-    """The events from position ``start`` on (``through`` at most, ``limit`` of them at most).
+                limit: int | None = None) -> Batches:
+    """The events from position ``start`` on (``limit`` of them at most).
 
     Each batch is read after the previous one was taken: positions commit in order (the
     recorder's table lock), so reading on from the last position misses nothing written
@@ -27,7 +27,7 @@ def log_batches(recorder: ApplicationRecorder, start: int, batch_size: int,
     done = 0
     while limit is None or done < limit:
         wanted = batch_size if limit is None else min(batch_size, limit - done)
-        batch = list(recorder.select_notifications(start, wanted, stop=through))
+        batch = list(recorder.select_notifications(start, wanted))
         if not batch:
             return
         yield batch
@@ -40,10 +40,11 @@ def part_batches(recorder: ApplicationRecorder, part: int, parts: int, through: 
     """The events up to position ``through`` of the aggregates in part ``part`` (from 0) of
     ``parts``, about ``batch_size`` at a time.
 
-    An aggregate's part is the last byte of its id modulo ``parts``: the ids are name-based
-    or random UUIDs, whose last byte is evenly spread. The log is read in windows of
-    positions: a window is one index range, where "the next ``batch_size`` of the part"
-    would have PostgreSQL sort what is left of the whole log (0.3 s a batch at 1M events).
+    An aggregate's part is the last byte of its id modulo ``parts`` (one part: the whole
+    log): the ids are name-based or random UUIDs, whose last byte is evenly spread. The log
+    is read in windows of positions: a window is one index range, where "the next
+    ``batch_size`` of the part" would have PostgreSQL sort what is left of the whole log
+    (0.3 s a batch at 1M events).
     Rows come in binary: the events' bytes as they are, not hex-encoded and decoded again.
     """
     if not 0 <= part < parts <= 256:

@@ -95,9 +95,7 @@ class HistoryProjector(Projection[HistoryView]):
         """Fold the events up to position ``through`` of the subjects in part ``part`` of
         ``parts`` (see :func:`projections.event_log.part_batches`) into a rebuild's tables;
         return how many. The parts of one rebuild may run in processes of their own."""
-        batches = (log_batches(self.app.recorder, 1, batch_size, through=through)
-                   if parts == 1 else
-                   part_batches(self.app.recorder, part, parts, through, batch_size))
+        batches = part_batches(self.app.recorder, part, parts, through, batch_size)
         return self._replay(batches, lambda rows, _: self.view.stage_batch(rows), on_batch)
 
     def _replay(self, batches: Batches, write: Callable[[Rows, Tracking], None],
