@@ -92,31 +92,42 @@ class StudyDefinition:
 
 class Study(Aggregate):
     """A registered study."""
+    TOPIC = "Study.v1"
 
     class Event(Aggregate.Event):
         """Base of study events: each carries the envelope."""
 
         envelope: Envelope
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "Study.Created.v1"
+
     class Registered(Event, Aggregate.Created):
         """The study was registered with its definition."""
+        TOPIC = "Study.Registered.v1"
 
         definition: dict[str, Any]
 
     class StudyLocked(Event):
         """The whole study was locked (e.g. database lock): every casebook edit is refused."""
+        TOPIC = "Study.StudyLocked.v1"
 
         def apply(self, study: Study) -> None:
             study.locked = True
 
     class StudyUnlocked(Event):
         """The study was unlocked (with a reason)."""
+        TOPIC = "Study.StudyUnlocked.v1"
 
         def apply(self, study: Study) -> None:
             study.locked = False
 
     class AuditTrailReviewed(Event):
         """A reviewer signed off the audit trail through log position ``through_position``."""
+        TOPIC = "Study.AuditTrailReviewed.v1"
 
         through_position: int
         comment: str
@@ -126,6 +137,7 @@ class Study(Aggregate):
 
     class ExportRecorded(Event):
         """Data left the system: what, as of when, and its SHA-256 when known."""
+        TOPIC = "Study.ExportRecorded.v1"
 
         export_format: str
         as_of: datetime | None

@@ -44,6 +44,7 @@ def subject_uuid(study_id: str, subject_code: str) -> UUID:
 
 class Subject(Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
+    TOPIC = "Subject.v1"
 
     class Event(Aggregate.Event):
         """Base of subject events: each carries the envelope; its timestamp is recorded_at."""
@@ -55,8 +56,15 @@ class Subject(Aggregate):
             """When the system recorded the event (server clock, UTC)."""
             return self.timestamp
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "Subject.Created.v1"
+
     class Consented(Event, Aggregate.Created):
         """Informed consent was given; the subject exists from here on."""
+        TOPIC = "Subject.Consented.v1"
 
         study_id: str
         subject_code: str
@@ -71,6 +79,7 @@ class Subject(Aggregate):
         here on. ``demographics`` holds the DM variables as given; ``arm`` and ``actual_arm``
         are ARMCD and ACTARMCD (both kept: they differ when a subject received another arm
         than planned); a screen failure is kept, with that status."""
+        TOPIC = "Subject.Imported.v1"
 
         study_id: str
         subject_code: str
@@ -84,6 +93,7 @@ class Subject(Aggregate):
 
     class Screened(Event):
         """Every eligibility criterion was evaluated against the screening facts, and met."""
+        TOPIC = "Subject.Screened.v1"
 
         facts: dict[str, Any]
         criteria: list[dict[str, Any]]
@@ -94,6 +104,7 @@ class Subject(Aggregate):
 
     class Enrolled(Event):
         """The subject was enrolled into an arm."""
+        TOPIC = "Subject.Enrolled.v1"
 
         arm: str
         enrolled_on: date
@@ -105,6 +116,7 @@ class Subject(Aggregate):
 
     class RecordEntered(Event):
         """Base of first entries of a record."""
+        TOPIC = "Subject.RecordEntered.v1"
 
         record_id: str
         kind: str
@@ -129,25 +141,32 @@ class Subject(Aggregate):
 
     class VitalSignsRecorded(RecordEntered):
         """Vital signs were measured (BSA derived when height and weight are present)."""
+        TOPIC = "Subject.VitalSignsRecorded.v1"
 
     class DoseAdministered(RecordEntered):
         """A dose of the investigational product was given (IU and IU/m²)."""
+        TOPIC = "Subject.DoseAdministered.v1"
 
     class TherapyStarted(RecordEntered):
         """A steroid or immunosuppressant course started (mg/day; prednisone-equivalent)."""
+        TOPIC = "Subject.TherapyStarted.v1"
 
     class LabResultRecorded(RecordEntered):
         """A lab result (code, value, unit, reference range, collected at)."""
+        TOPIC = "Subject.LabResultRecorded.v1"
 
     class AssessmentRecorded(RecordEntered):
         """A disease-activity assessment (SELENA-SLEDAI or ESSDAI) with its derived total."""
+        TOPIC = "Subject.AssessmentRecorded.v1"
 
     class AdverseEventReported(RecordEntered):
         """An adverse event was reported."""
+        TOPIC = "Subject.AdverseEventReported.v1"
 
     class RowImported(RecordEntered):
         """A row of an SDTM data set was loaded as a record (its kind is the SDTM domain);
         where it came from travels in the envelope's provenance."""
+        TOPIC = "Subject.RowImported.v1"
 
         def apply(self, subject: Subject) -> None:
             # As RecordEntered, with one copy of the fields shared by the record and its
@@ -165,6 +184,7 @@ class Subject(Aggregate):
 
     class RecordChanged(Event):
         """Base of changes to an existing record: each names the fields, old and new."""
+        TOPIC = "Subject.RecordChanged.v1"
 
         record_id: str
         changes: dict[str, dict[str, Any]]
@@ -191,29 +211,35 @@ class Subject(Aggregate):
 
     class TherapyChanged(RecordChanged):
         """A therapy's daily dose changed from ``observed_at`` on (a new clinical fact)."""
+        TOPIC = "Subject.TherapyChanged.v1"
 
         observed_at: datetime
 
     class TherapyStopped(RecordChanged):
         """A therapy course ended at ``observed_at``."""
+        TOPIC = "Subject.TherapyStopped.v1"
 
         observed_at: datetime
 
     class AdverseEventUpdated(RecordChanged):
         """An adverse event evolved (grade, seriousness, action...) as of ``observed_at``."""
+        TOPIC = "Subject.AdverseEventUpdated.v1"
 
         observed_at: datetime
 
     class AdverseEventResolved(RecordChanged):
         """An adverse event ended at ``observed_at`` with its outcome."""
+        TOPIC = "Subject.AdverseEventResolved.v1"
 
         observed_at: datetime
 
     class RecordCorrected(RecordChanged):
         """What was entered was wrong: one field, old -> new, with the envelope's reason."""
+        TOPIC = "Subject.RecordCorrected.v1"
 
     class RecordRemoved(Event):
         """A record was removed (entered in error, duplicate...); its values stay in history."""
+        TOPIC = "Subject.RecordRemoved.v1"
 
         record_id: str
         removed_fields: dict[str, Any]
@@ -225,6 +251,7 @@ class Subject(Aggregate):
 
     class Withdrawn(Event):
         """The subject left the study early."""
+        TOPIC = "Subject.Withdrawn.v1"
 
         observed_at: datetime
         withdrawal_reason: str
@@ -235,6 +262,7 @@ class Subject(Aggregate):
 
     class Completed(Event):
         """The subject completed the study."""
+        TOPIC = "Subject.Completed.v1"
 
         observed_at: datetime
 
@@ -244,6 +272,7 @@ class Subject(Aggregate):
 
     class SubjectLocked(Event):
         """The casebook was locked: edits are refused until unlocked."""
+        TOPIC = "Subject.SubjectLocked.v1"
 
         def apply(self, subject: Subject) -> None:
             subject.locked = True
@@ -251,6 +280,7 @@ class Subject(Aggregate):
 
     class SubjectUnlocked(Event):
         """The casebook was unlocked (with a reason); later edits are post-lock edits."""
+        TOPIC = "Subject.SubjectUnlocked.v1"
 
         def apply(self, subject: Subject) -> None:
             subject.locked = False
@@ -262,6 +292,7 @@ class Subject(Aggregate):
         The signer re-authenticated to sign; the signature is bound to a SHA-256 of the
         signed content. A later change to that content invalidates it (the history keeps both).
         """
+        TOPIC = "Subject.Signed.v1"
 
         signature_id: str
         meaning: str
@@ -288,6 +319,7 @@ class Subject(Aggregate):
 
     class QueryOpened(Event):
         """A monitor or data manager questioned one field of one record."""
+        TOPIC = "Subject.QueryOpened.v1"
 
         query_id: str
         on_record: str
@@ -304,6 +336,7 @@ class Subject(Aggregate):
 
     class QueryAnswered(Event):
         """The site answered a query (``correction_version``: the correction made in answer)."""
+        TOPIC = "Subject.QueryAnswered.v1"
 
         query_id: str
         text: str
@@ -320,6 +353,7 @@ class Subject(Aggregate):
 
     class QueryClosed(Event):
         """Whoever may raise queries closed it."""
+        TOPIC = "Subject.QueryClosed.v1"
 
         query_id: str
         text: str
@@ -331,6 +365,7 @@ class Subject(Aggregate):
 
     class SourceVerified(Event):
         """A monitor verified the record against source documents, at ``record_revision``."""
+        TOPIC = "Subject.SourceVerified.v1"
 
         on_record: str
         record_revision: int
