@@ -14,6 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
@@ -184,6 +185,7 @@ class Study(Aggregate):
     def review_audit_trail(self, through_position: int, comment: str, envelope: Envelope,
                            at: datetime) -> None:
         """Sign off the audit trail as reviewed through ``through_position``."""
+        limits.check_text("comment", comment, limits.TEXT)
         if through_position < 1:
             raise InvalidInput("through_position", "must be a log position (1 or more)")
         if through_position <= self.reviewed_through:

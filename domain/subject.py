@@ -16,6 +16,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Actor, Envelope
 from domain.errors import (
@@ -33,6 +34,11 @@ from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
 from domain.study import StudyDefinition, study_uuid
 
 SEXES = ("F", "M", "U")
+# What an adverse event is, as opposed to how it evolves: an update changing one of these
+# needs a reason (grade and action taken are dated clinical facts and need none).
+AE_FIELDS_NEEDING_REASON = frozenset({
+    "term", "category", "relationship", "serious", "seriousness_criteria", "outcome",
+    "meddra_pt", "meddra_llt"})
 SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
@@ -451,6 +457,8 @@ class Subject(Aggregate):
     ) -> Subject:
         """Record informed consent: the subject's casebook starts here."""
         at = require_aware("recorded_at", at)
+        limits.check_texts(("subject_code", subject_code, limits.ID), ("site", site, limits.ID),
+                           ("disease", disease, limits.ID))
         problems = []
         if not subject_code or not subject_code.strip():
             problems.append(("subject_code", "is required"))
@@ -561,6 +569,7 @@ class Subject(Aggregate):
     ) -> None:
         """Evaluate every criterion; refuse (naming each failed one) unless all are met."""
         self._require_status("consented")
+        limits.check_screening(answers)
         born, consented = self._consent_dates()
         try:
             facts = derive_screening_facts(born, consented, answers)
@@ -586,6 +595,7 @@ class Subject(Aggregate):
         """Enroll the screened subject into an arm."""
         self._require_status("screened")
         at = require_aware("recorded_at", at)
+        limits.check_text("arm", arm, limits.ID)
         if arm not in study.arms:
             raise InvalidInput("arm", f"must be one of {', '.join(study.arms)}")
         if enrolled_on < self._consent_dates()[1]:
@@ -719,10 +729,21 @@ class Subject(Aggregate):
         self, record_id: str, observed_at: datetime, changes: Mapping[str, Any],
         envelope: Envelope, at: datetime,
     ) -> None:
-        """The adverse event evolved as of ``observed_at`` (e.g. worsened, became serious)."""
+        """The adverse event evolved as of ``observed_at`` (e.g. worsened, a dose withdrawn).
+
+        A change of what the event is (:data:`AE_FIELDS_NEEDING_REASON`: its term, coding,
+        category, relationship, seriousness or outcome) is a judgement revised, not a dated
+        clinical fact, and needs the envelope's reason; a new grade or action taken does not.
+        """
         record = self._record(record_id, "adverse-events")
         if "ended_at" in changes:
             raise InvalidInput("ended_at", "use resolve_adverse_event to end an event")
+        judged = sorted(AE_FIELDS_NEEDING_REASON.intersection(changes))
+        if envelope.reason is not None:
+            envelope.require_reason()  # a reason given is held to every reason's limits
+        elif judged:
+            raise InvalidInput("reason", f"changing {', '.join(judged)} of an adverse event "
+                                         "needs a reason")
         self._change(self.AdverseEventUpdated, record, changes, envelope, at,
                      observed_at=observed_at)
 
@@ -769,6 +790,8 @@ class Subject(Aggregate):
 
         The caller has re-authenticated ``signer`` with username and password.
         """
+        limits.check_texts(("meaning", meaning, limits.ID),
+                           ("signature_id", signature_id, limits.ID))
         if meaning not in meanings:
             raise InvalidInput("meaning", f"must be one of {', '.join(meanings)}")
         if not signature_id.strip():
@@ -785,6 +808,8 @@ class Subject(Aggregate):
     def open_query(self, query_id: str, record_id: str, field: str, text: str,
                    envelope: Envelope, at: datetime) -> None:
         """Question one field of one record."""
+        limits.check_texts(("query_id", query_id, limits.ID), ("record_id", record_id, limits.ID),
+                           ("field", field, limits.ID), ("text", text, limits.TEXT))
         self._check_editable(envelope)
         record = self._record(record_id)
         if field not in record.fields and field.partition(".")[0] not in record.fields:
@@ -802,6 +827,7 @@ class Subject(Aggregate):
     def answer_query(self, query_id: str, text: str, envelope: Envelope, at: datetime,
                      correction_version: int | None = None) -> None:
         """Answer an open query (optionally naming the correction made in answer)."""
+        limits.check_text("text", text, limits.TEXT)
         self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
@@ -824,6 +850,7 @@ class Subject(Aggregate):
 
     def close_query(self, query_id: str, text: str, envelope: Envelope, at: datetime) -> None:
         """Close a query."""
+        limits.check_text("text", text, limits.TEXT)
         self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
@@ -872,6 +899,7 @@ class Subject(Aggregate):
         self._require_status("enrolled")
         if not reason.strip():
             raise InvalidInput("withdrawal_reason", "is required")
+        limits.check_text("withdrawal_reason", reason, limits.WITHDRAWAL_REASON)
         observed = self._valid_time(observed_at, at)
         self.trigger_event(self.Withdrawn, timestamp=require_aware("recorded_at", at),
                            envelope=envelope, observed_at=observed, withdrawal_reason=reason)
@@ -977,6 +1005,9 @@ class Subject(Aggregate):
             raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
         if not record_id or not record_id.strip():
             raise InvalidInput("record_id", "is required")
+        limits.check_texts(("record_id", record_id, limits.ID), ("visit", visit, limits.ID))
+        if not is_sdtm_kind(kind):
+            limits.check_record_values(kind, fields)
         if record_id in self.records:
             raise InvalidInput("record_id", f"record {record_id!r} already exists")
         observed = self._valid_time(observed_at, at)
@@ -1005,6 +1036,10 @@ class Subject(Aggregate):
         **extra: Any,
     ) -> None:
         self._check_editable(envelope)
+        if not is_sdtm_kind(record.kind):
+            # The same limits as the record's first entry: a change may not write what an
+            # entry could not.
+            limits.check_record_values(record.kind, new_values)
         if "observed_at" in extra:
             extra["observed_at"] = self._valid_time(extra["observed_at"], at,
                                                     not_before=record.observed_at)
