@@ -68,7 +68,11 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
 
 def _settings(database_url: str | None) -> Settings:
     configure_logging()
-    return Settings.from_env(database_url)
+    try:
+        return Settings.from_env(database_url)
+    except ValueError as e:  # a malformed TRIALLEDGER_* variable
+        err_console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command()
