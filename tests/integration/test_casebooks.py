@@ -239,7 +239,7 @@ def _words_in_order(tag: str, text: str) -> list[str]:
 def test_long_texts_wrap_and_continue_across_pages(runtime: Runtime, tmp_path: Path) -> None:
     """2,000-character reasons, query texts and answers (the contract's limits) and a
     500-character AE term render in HTML and PDF, the PDF running on over more pages."""
-    from api.exports import write_casebook_dir
+    from api.exports import write_casebook_zip
 
     reason, query, answer = _prose("rsn", 2000), _prose("qry", 2000), _prose("ans", 2000)
     term, new_term = _prose("trm", 500), _prose("ntm", 500)
@@ -266,10 +266,11 @@ def test_long_texts_wrap_and_continue_across_pages(runtime: Runtime, tmp_path: P
                                                  t))
     app.close()
 
-    assert write_casebook_dir(runtime, STUDY, tmp_path, None) == 2
-    long_html = html_text((tmp_path / "001.html").read_bytes())
-    long_pdf = pypdf.PdfReader(tmp_path / "001.pdf")
-    short_pdf = pypdf.PdfReader(tmp_path / "002.pdf")
+    assert write_casebook_zip(runtime, STUDY, tmp_path / "casebooks.zip", None) == 2
+    files = _members(tmp_path / "casebooks.zip")
+    long_html = html_text(files["001.html"])
+    long_pdf = pypdf.PdfReader(io.BytesIO(files["001.pdf"]))
+    short_pdf = pypdf.PdfReader(io.BytesIO(files["002.pdf"]))
     assert len(long_pdf.pages) > len(short_pdf.pages)
     pdf = " ".join(" ".join(page.extract_text() for page in long_pdf.pages).split())
     for text in (long_html, pdf):
