@@ -240,7 +240,8 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
         trusted = load_public_keys(public_key.read_text())
         report = verify_bundle(bundle, trusted, held)
     except (BundleInvalid, OSError, ValueError) as e:
-        console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}")
+        # One line whatever the terminal's width, for people and scripts alike.
+        console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/green] {bundle}: study {report.study}, {report.events} events, "
                   f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "

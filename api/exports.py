@@ -9,7 +9,7 @@ import queue
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -19,11 +19,12 @@ from api.runtime import Runtime
 from domain.envelope import Envelope
 from domain.errors import InvalidInput
 from infra import keys
-from infra.ledger.bundle import write_bundle
+from infra.ledger.bundle import bundle_chunks
 from infra.ledger.sealer import SealingRefused
 from infra.logging import get_logger
 from infra.postgres import connect, schema_for_study
-from projections.casebook_doc import write_casebooks
+from infra.zip_stream import ZipStream, write_file
+from projections.casebook_doc import casebook_files
 from projections.csv_export import write_csv
 from projections.odm import write_archive, write_snapshot
 
@@ -69,36 +70,48 @@ def write_csv_dir(runtime: Runtime, study: str, directory: Path,
                          definition_data=app.study().definition_data)
 
 
-def write_casebook_dir(runtime: Runtime, study: str, directory: Path, as_of: datetime | None,
-                       created_at: datetime | None = None) -> int:
-    """Write each subject's casebook (HTML and PDF) into ``directory``; subjects written."""
+def casebook_zip(runtime: Runtime, study: str,
+                 as_of: datetime | None) -> Generator[bytes, None, int]:
+    """The casebooks as a zip, ``<subject>.html`` and ``<subject>.pdf`` each, yielded subject
+    by subject as they are rendered; returns the number of subjects."""
     runtime.project(study)
     definition = runtime.study(study).definition()
-    with connect(runtime.url) as conn:
-        return write_casebooks(conn, schema_for_study(study), definition, directory, as_of,
-                               created_at)
+    archive = ZipStream(zipfile.ZIP_DEFLATED)
+    subjects = 0
+    with (tempfile.TemporaryDirectory(prefix="trialledger-casebooks-") as tmp,
+          connect(runtime.url) as conn):
+        for name, path in casebook_files(conn, schema_for_study(study), definition, Path(tmp),
+                                         as_of):
+            archive.add_file(path, name)
+            subjects += name.endswith(".html")
+            yield from archive.drain()
+    yield from archive.finish()
+    return subjects
 
 
 def write_casebook_zip(runtime: Runtime, study: str, path: Path,
                        as_of: datetime | None) -> int:
-    """The casebooks as a zip at ``path``: ``<subject>.html`` and ``<subject>.pdf`` each."""
-    with tempfile.TemporaryDirectory(prefix="trialledger-casebooks-") as tmp:
-        count = write_casebook_dir(runtime, study, Path(tmp), as_of)
-        _zip_directory(Path(tmp), path)
-    return count
+    """The casebooks as a zip at ``path`` (the bytes :func:`casebook_zip` yields); subjects
+    written."""
+    subjects: int = write_file(casebook_zip(runtime, study, as_of), path)
+    return subjects
 
 
-def _zip_directory(directory: Path, path: Path) -> None:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(directory.iterdir()):
-            archive.write(file, file.name)
+def _csv_zip(runtime: Runtime, study: str, as_of: datetime | None) -> Iterator[bytes]:
+    archive = ZipStream(zipfile.ZIP_DEFLATED)
+    with tempfile.TemporaryDirectory(prefix="trialledger-csv-") as tmp:
+        write_csv_dir(runtime, study, Path(tmp), as_of)
+        for file in sorted(Path(tmp).iterdir()):
+            archive.add_file(file, file.name)
+            yield from archive.drain()
+    yield from archive.finish()
 
 
-def write_bundle_file(runtime: Runtime, study: str, path: Path,
-                      as_of: datetime | None = None) -> dict[str, Any]:
-    """Seal (with a fresh checkpoint), then write the bundle: the whole ledger, and the ODM
-    snapshot and archive, the CSV files and the casebooks as of ``as_of`` (default: now);
-    return its manifest."""
+def bundle(runtime: Runtime, study: str,
+           as_of: datetime | None = None) -> Generator[bytes, None, dict[str, Any]]:
+    """Seal (with a fresh checkpoint), then the bundle, yielded member by member: the whole
+    ledger, then the casebooks (subject by subject), the CSV files and the ODM snapshot and
+    archive as of ``as_of`` (default: now), then the signed manifest, which it returns."""
     try:
         runtime.seal(study, force_checkpoint=True)
     except SealingRefused as e:
@@ -107,54 +120,75 @@ def write_bundle_file(runtime: Runtime, study: str, path: Path,
     created = datetime.now(UTC)
     # One as-of time for every rendering, so they agree with one another and the manifest.
     when = (as_of or created).astimezone(UTC)
-    with tempfile.TemporaryDirectory(prefix="trialledger-bundle-") as tmp:
-        files = _renderings(runtime, study, Path(tmp), when, created)
-        with connect(runtime.url) as conn:
-            manifest: dict[str, Any] = write_bundle(
-                conn, study, schema_for_study(study), path,
-                keys.load_public_keys(runtime.settings), runtime.signing_key(),
-                runtime.settings.key_name, files=files, as_of=when, created_at=created,
-                software_version=f"trialledger {version('trialledger')}")
+    with (tempfile.TemporaryDirectory(prefix="trialledger-bundle-") as tmp,
+          connect(runtime.url) as conn):
+        manifest: dict[str, Any] = yield from bundle_chunks(
+            conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),
+            runtime.signing_key(), runtime.settings.key_name,
+            files=_renderings(runtime, study, Path(tmp), when, created), as_of=when,
+            created_at=created, software_version=f"trialledger {version('trialledger')}")
+    return manifest
+
+
+def write_bundle_file(runtime: Runtime, study: str, path: Path,
+                      as_of: datetime | None = None) -> dict[str, Any]:
+    """Write the bundle (the bytes :func:`bundle` yields) to ``path``; return its manifest.
+    The file appears whole or not at all."""
+    manifest: dict[str, Any] = write_file(bundle(runtime, study, as_of), path)
     return manifest
 
 
 def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
-                created: datetime) -> list[tuple[str, Path]]:
-    """Render the bundle's ODM, CSV and casebook files into ``directory``; (name, path)."""
+                created: datetime) -> Iterator[tuple[str, Path]]:
+    """The bundle's renderings as (bundle name, file), sorted by name, each rendered into
+    ``directory`` when it is asked for: casebooks/ subject by subject, csv/, odm/."""
+    runtime.project(study)
+    definition = runtime.study(study).definition()
+    with connect(runtime.url) as conn:
+        for name, path in casebook_files(conn, schema_for_study(study), definition,
+                                         directory / BUNDLE_CASEBOOKS, as_of, created):
+            yield f"{BUNDLE_CASEBOOKS}/{name}", path
+    csv = directory / BUNDLE_CSV
+    write_csv_dir(runtime, study, csv, as_of)
+    for file in sorted(f for f in csv.rglob("*") if f.is_file()):
+        yield f"{BUNDLE_CSV}/{file.relative_to(csv).as_posix()}", file
     odm = directory / BUNDLE_ODM
     odm.mkdir()
-    for export_format in ("odm-snapshot", "odm-archive"):
-        with (odm / FILE_NAMES[export_format]).open("wb") as out:
+    for export_format in sorted(("odm-snapshot", "odm-archive"), key=FILE_NAMES.__getitem__):
+        path = odm / FILE_NAMES[export_format]
+        with path.open("wb") as out:
             write_rendering(runtime, study, export_format, out, as_of, created)
-    write_csv_dir(runtime, study, directory / BUNDLE_CSV, as_of)
-    write_casebook_dir(runtime, study, directory / BUNDLE_CASEBOOKS, as_of, created)
-    return [(file.relative_to(directory).as_posix(), file)
-            for file in sorted(directory.rglob("*")) if file.is_file()]
+        yield f"{BUNDLE_ODM}/{path.name}", path
 
 
 def stream(runtime: Runtime, study: str, export_format: str,
            as_of: datetime | None) -> Iterator[bytes]:
-    """The export's bytes as they are produced (ODM), or from a temporary file (zips)."""
+    """The export's bytes as they are produced. The first chunk is made before this returns,
+    so a failure up to then raises here, to a proper error answer; a failure after it is
+    logged and cuts the stream off (a zip then lacks its end record)."""
+    chunks: Iterator[bytes]
     if export_format in ("odm-snapshot", "odm-archive"):
-        return _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of))
-    return _from_temporary_file(runtime, study, export_format, as_of)
+        chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of))
+    elif export_format == "bundle":
+        chunks = bundle(runtime, study, as_of)
+    elif export_format == "casebook":
+        chunks = casebook_zip(runtime, study, as_of)
+    else:
+        chunks = _csv_zip(runtime, study, as_of)
+    first = next(chunks, b"")
+    return _watched(first, chunks, study, export_format)
 
 
-def _from_temporary_file(runtime: Runtime, study: str, export_format: str,
-                         as_of: datetime | None) -> Iterator[bytes]:
-    with tempfile.TemporaryDirectory(prefix="trialledger-export-") as tmp:
-        path = Path(tmp) / FILE_NAMES[export_format]
-        if export_format == "bundle":
-            write_bundle_file(runtime, study, path, as_of)
-        elif export_format == "casebook":
-            write_casebook_zip(runtime, study, path, as_of)
-        else:
-            files = Path(tmp) / "csv"
-            write_csv_dir(runtime, study, files, as_of)
-            _zip_directory(files, path)
-        with path.open("rb") as f:
-            while chunk := f.read(256 * 1024):
-                yield chunk
+def _watched(first: bytes, chunks: Iterator[bytes], study: str,
+             export_format: str) -> Iterator[bytes]:
+    yield first
+    try:
+        yield from chunks
+    except Exception as e:
+        # The answer's status is already out: the log, and the cut-off itself, tell.
+        _log.error("export failed after its first byte; the download is cut off",
+                   study=study, format=export_format, error=repr(e))
+        raise
 
 
 class _Pipe(io.RawIOBase):

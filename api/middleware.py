@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_JSON
@@ -66,26 +67,41 @@ class AccessLog:
         state["request_id"] = given if 0 < len(given) <= 200 else str(uuid.uuid4())
         started = time.perf_counter()
         status = 500
+        sent: int | None = None  # the status line that went out, if any
+        ended = False
 
         async def send_logged(message: Message) -> None:
-            nonlocal status
+            nonlocal sent, ended
             if message["type"] == "http.response.start":
-                status = message["status"]
+                sent = message["status"]
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", state["request_id"].encode())]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                ended = True
             await send(message)
 
+        aborted = False
         try:
             await self.app(scope, receive, send_logged)
+        except BaseException as e:
+            # The status went out but the body never ended (a stream that failed part-way, or
+            # a client that left): not the success the status line claimed.
+            aborted = sent is not None and not ended
+            if aborted:
+                status = 499 if isinstance(e, ClientDisconnect) else 500
+            raise
         finally:
+            if sent is not None and not aborted:
+                status = sent
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
             self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
                       client=state.get("client"), method=scope["method"], route=path,
-                      status=status, latency_ms=round(elapsed * 1000, 2))
+                      status=status, latency_ms=round(elapsed * 1000, 2), **extra)
 
 
 class BodyLimit:

@@ -5,7 +5,10 @@ signed as a C2SP note.
 
 The zip is canonical — stored (not compressed), fixed timestamps, fixed order — so the offline
 verifier can rebuild it byte for byte and so notice a change to any byte, headers included.
-Entries are written streaming: memory stays flat whatever the size of the log.
+It is produced as a stream (:func:`bundle_chunks`): each member's bytes leave as soon as the
+member is complete, the manifest and its signature last, so a download starts at once and a
+cut-off one has no end record; a file on disk (:func:`write_bundle`) holds the same bytes.
+Memory stays flat whatever the size of the log.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,6 +31,7 @@ from infra.keys import public_pem
 from infra.ledger import store
 from infra.ledger.note import sign_note, verifier_key
 from infra.ledger.sealer import origin
+from infra.zip_stream import ZipStream, write_file
 
 FORMAT = "trialledger-bundle/2"
 # Member order: the ledger, then the added files by name, then the manifest and its signature.
@@ -45,16 +49,10 @@ def canonical_info(name: str) -> zipfile.ZipInfo:
     return info
 
 
-class _Hashing:
-    """Writes to a zip member and hashes what it writes."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.sha256 = hashlib.sha256()
-
-    def write(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.out.write(data)
+def _hashed(chunks: Iterable[bytes], sha256: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        sha256.update(chunk)
+        yield chunk
 
 
 def _lines(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -90,16 +88,85 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _check_names(files: Sequence[tuple[str, Path]]) -> list[tuple[str, Path]]:
-    """The added files sorted by name; refuses names that clash or could escape a folder."""
-    seen: set[str] = set()
-    for name, _ in files:
-        parts = name.split("/")
-        if (name in LEDGER or name in MANIFEST or name in seen or name.startswith("/")
-                or "\\" in name or any(p in ("", ".", "..") for p in parts)):
-            raise ValueError(f"bundle member name {name!r} is not allowed")
-        seen.add(name)
-    return sorted(files)
+def _check_name(name: str, previous: str | None) -> None:
+    """Refuses a name that clashes, could escape a folder, or comes out of order (the added
+    files follow the ledger sorted by name, as the verifier expects them)."""
+    parts = name.split("/")
+    if (name in LEDGER or name in MANIFEST or name.startswith("/") or "\\" in name
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"bundle member name {name!r} is not allowed")
+    if previous is not None and name <= previous:
+        raise ValueError(f"bundle member {name!r} comes after {previous!r}: the added files "
+                         "must come sorted by name, each once")
+
+
+def bundle_chunks(
+    conn: psycopg.Connection[Any],
+    study: str,
+    schema: str,
+    public_keys: dict[str, Ed25519PublicKey],
+    private_key: Ed25519PrivateKey,
+    key_name: str,
+    *,
+    files: Iterable[tuple[str, Path]] = (),
+    as_of: datetime | None = None,
+    created_at: datetime | None = None,
+    software_version: str | None = None,
+) -> Generator[bytes, None, dict[str, Any]]:
+    """The bundle of ``study``, yielded member by member as each is complete; returns its
+    manifest.
+
+    ``files`` (bundle name, file on disk), sorted by name, are added after the ledger, each
+    hashed into the manifest; they may be produced lazily: the next is asked for once the
+    previous one is in. ``as_of`` is the recorded time they show (the ledger always holds
+    the whole log). An error part-way raises before the zip's end record is written.
+    """
+    created = created_at or datetime.now(UTC)
+    hashes: dict[str, str] = {}
+    points = store.checkpoints(conn, schema)
+    archive = ZipStream()
+    with conn.transaction():
+        # One snapshot: events, leaves and checkpoints are read in the same transaction.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        ledger: list[tuple[str, Iterable[bytes]]] = [
+            ("events.jsonl", _lines(_events(conn, schema))),
+            ("leaves.jsonl", _lines(_leaves(conn, schema))),
+            ("checkpoints.jsonl", _lines(iter(
+                [{"tree_size": size, "note": note} for size, _, note in points]))),
+            ("public_keys.pem", [_keys_pem(public_keys)]),
+        ]
+        for name, chunks in ledger:
+            sha256 = hashlib.sha256()
+            archive.member(canonical_info(name), _hashed(chunks, sha256))
+            hashes[name] = sha256.hexdigest()
+            yield from archive.drain()
+    previous = None
+    for name, source in files:
+        _check_name(name, previous)
+        previous = name
+        sha256 = hashlib.sha256()
+        archive.member(canonical_info(name), _hashed(_file_chunks(source), sha256))
+        hashes[name] = sha256.hexdigest()
+        yield from archive.drain()
+    latest = points[-1] if points else None
+    manifest = {
+        "format": FORMAT,
+        "study": study,
+        "origin": origin(study),
+        "software_version": software_version,
+        "created_at": created.astimezone(UTC).isoformat(),
+        "as_of": as_of.astimezone(UTC).isoformat() if as_of else None,
+        "checkpoint": {"tree_size": latest[0],
+                       "root": base64.b64encode(latest[1]).decode(),
+                       "note": latest[2]} if latest else None,
+        "files": hashes,
+    }
+    manifest_text = json.dumps(manifest, sort_keys=True, indent=1) + "\n"
+    for name, text in (("manifest.json", manifest_text),
+                       ("manifest.sig", sign_note(manifest_text, key_name, private_key))):
+        archive.member(canonical_info(name), [text.encode()])
+    yield from archive.finish()
+    return manifest
 
 
 def write_bundle(
@@ -111,55 +178,17 @@ def write_bundle(
     private_key: Ed25519PrivateKey,
     key_name: str,
     *,
-    files: Sequence[tuple[str, Path]] = (),
+    files: Iterable[tuple[str, Path]] = (),
     as_of: datetime | None = None,
     created_at: datetime | None = None,
     software_version: str | None = None,
 ) -> dict[str, Any]:
-    """Write the bundle of ``study`` to ``path``; return its manifest.
-
-    ``files`` (bundle name, file on disk) are added after the ledger, each hashed into the
-    manifest; ``as_of`` is the recorded time they show (the ledger always holds the whole log).
-    """
-    extra = _check_names(files)
-    created = created_at or datetime.now(UTC)
-    hashes: dict[str, str] = {}
-    points = store.checkpoints(conn, schema)
-    with conn.transaction(), zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as bundle:
-        # One snapshot: events, leaves and checkpoints are read in the same transaction.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        sources: list[tuple[str, Iterator[bytes]]] = [
-            ("events.jsonl", _lines(_events(conn, schema))),
-            ("leaves.jsonl", _lines(_leaves(conn, schema))),
-            ("checkpoints.jsonl", _lines(iter(
-                [{"tree_size": size, "note": note} for size, _, note in points]))),
-            ("public_keys.pem", iter([_keys_pem(public_keys)])),
-            *((name, _file_chunks(source)) for name, source in extra),
-        ]
-        for name, chunks in sources:
-            with bundle.open(canonical_info(name), "w", force_zip64=True) as member:
-                out = _Hashing(member)
-                for chunk in chunks:
-                    out.write(chunk)
-            hashes[name] = out.sha256.hexdigest()
-        latest = points[-1] if points else None
-        manifest = {
-            "format": FORMAT,
-            "study": study,
-            "origin": origin(study),
-            "software_version": software_version,
-            "created_at": created.astimezone(UTC).isoformat(),
-            "as_of": as_of.astimezone(UTC).isoformat() if as_of else None,
-            "checkpoint": {"tree_size": latest[0],
-                           "root": base64.b64encode(latest[1]).decode(),
-                           "note": latest[2]} if latest else None,
-            "files": hashes,
-        }
-        manifest_text = json.dumps(manifest, sort_keys=True, indent=1) + "\n"
-        for name, text in (("manifest.json", manifest_text),
-                           ("manifest.sig", sign_note(manifest_text, key_name, private_key))):
-            with bundle.open(canonical_info(name), "w", force_zip64=True) as member:
-                member.write(text.encode())
+    """Write the bundle of ``study`` to ``path`` — the bytes :func:`bundle_chunks` yields —
+    and return its manifest; the file appears whole or not at all."""
+    manifest: dict[str, Any] = write_file(
+        bundle_chunks(conn, study, schema, public_keys, private_key, key_name, files=files,
+                      as_of=as_of, created_at=created_at, software_version=software_version),
+        path)
     return manifest
 
 

@@ -226,7 +226,13 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
                   held_checkpoint: str | None = None) -> BundleReport:
     """Verify the bundle at ``path``; raise :class:`BundleInvalid` naming the first failure."""
     try:
-        with zipfile.ZipFile(path) as bundle:
+        opened = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise BundleInvalid(_not_a_zip(path)) from e
+    except OSError as e:
+        raise BundleInvalid(f"not a readable bundle: {e}") from e
+    try:
+        with opened as bundle:
             manifest_text, manifest, members = _members(bundle)
             _check_canonical(path, bundle, members)
             return _verify_members(bundle, manifest_text, manifest, trusted_keys,
@@ -239,6 +245,19 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as e:
         # Bytes changed inside a file so that it no longer parses (bad JSON, UTF-8, base64).
         raise BundleInvalid(f"malformed bundle content: {e!r}") from e
+
+
+def _not_a_zip(path: Path) -> str:
+    """Why a file zipfile cannot open is no bundle: most often a download cut off part-way
+    (the bundle is streamed, its end record last)."""
+    with path.open("rb") as f:
+        start = f.read(4)
+    if not start:
+        return "the file is empty"
+    if start == b"PK\x03\x04":
+        return ("the file is cut off: it begins as a zip but has no end record (an interrupted "
+                "download or copy?); export the bundle again")
+    return "not a zip file"
 
 
 def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[str, Any],

@@ -16,10 +16,10 @@ h1 { font-size: 15pt; } h2 { font-size: 12pt; margin-top: 1.6em; border-bottom: 
 h3 { font-size: 10pt; margin: 0.8em 0 0.3em; }
 table { border-collapse: collapse; margin-bottom: 0.6em; }
 th, td { border: 1px solid #aaa; padding: 2px 5px; vertical-align: top; text-align: left;
-         white-space: pre-wrap; }
+         white-space: pre-wrap; overflow-wrap: anywhere; }
 th { background: #eee; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 1px 1em; margin: 0.4em 0; }
-dt { font-weight: bold; } dd { margin: 0; white-space: pre-wrap; }
+dt { font-weight: bold; } dd { margin: 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 .invalidated { color: #a00; font-weight: bold; }
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +22,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.study import StudyDefinition
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
-from projections.streaming import in_force, stream
+from projections.streaming import in_force
 
 # Audit rows of the monitoring workflow: shown in their own sections, not as value history.
 WORKFLOW_FIELDS = ("signature", "query", "sdv")
@@ -94,32 +94,43 @@ def _words(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", lambda m: " " + m.group(1).lower(), name)
 
 
-def casebooks(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
-              as_of: datetime, created_at: datetime) -> Iterator[CasebookDocument]:
-    """Every subject's casebook as of ``as_of``, one at a time, in subject order.
+def subjects(conn: psycopg.Connection[Any], schema: str,
+             as_of: datetime) -> list[tuple[Any, str]]:
+    """(subject id, subject code) of every subject the system showed at ``as_of``, by code."""
+    heads = SQL("SELECT h.subject_id, h.data->>'subject' FROM {}.{} h WHERE h.record_id = '' "
+                "AND {} ORDER BY h.data->>'subject'").format(
+                    Identifier(schema), Identifier(VERSIONS), in_force(as_of, "h"))
+    return [(subject_id, code) for subject_id, code in conn.execute(heads, {"t": as_of})]
 
-    Call inside one consistent read (:func:`projections.streaming.consistent_read`); only one
-    subject's rows are held at a time.
+
+def casebook(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
+             subject_id: Any, as_of: datetime, created_at: datetime) -> CasebookDocument:
+    """The casebook of one subject (an id from :func:`subjects`) as of ``as_of``.
+
+    Call inside the consistent read (:func:`projections.streaming.consistent_read`) that
+    listed the subjects, so that every casebook shows the same moment.
     """
     s = Identifier(schema)
-    heads = SQL("SELECT h.subject_id, h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
-                "ORDER BY h.data->>'subject'").format(s, Identifier(VERSIONS),
-                                                      in_force(as_of, "h"))
-    for subject_id, header in stream(conn, heads, {"t": as_of}, "casebook_heads"):
-        records = conn.execute(
-            SQL("SELECT r.kind, r.data FROM {}.{} r WHERE r.subject_id = %(sid)s "
-                "AND r.record_id <> '' AND r.data IS NOT NULL AND {} "
-                "ORDER BY r.data->>'observed_at', r.record_id").format(
-                    s, Identifier(VERSIONS), in_force(as_of, "r")),
-            {"sid": subject_id, "t": as_of}).fetchall()
-        audit = conn.execute(
-            SQL("SELECT {} FROM {}.{} WHERE subject_code = %(code)s AND subject_id = %(sid)s "
-                "AND recorded_at <= %(t)s ORDER BY position, seq").format(
-                    SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), s, Identifier(AUDIT)),
-            {"code": header["subject"], "sid": subject_id, "t": as_of}).fetchall()
-        yield build(definition, header, [(kind, data) for kind, data in records],
-                    [dict(zip(AUDIT_COLUMNS, row, strict=True)) for row in audit],
-                    as_of, created_at)
+    header = conn.execute(
+        SQL("SELECT h.data FROM {}.{} h WHERE h.subject_id = %(sid)s AND h.record_id = '' "
+            "AND {}").format(s, Identifier(VERSIONS), in_force(as_of, "h")),
+        {"sid": subject_id, "t": as_of}).fetchone()
+    if header is None:
+        raise LookupError(f"subject {subject_id} is not shown as of {as_of.isoformat()}")
+    records = conn.execute(
+        SQL("SELECT r.kind, r.data FROM {}.{} r WHERE r.subject_id = %(sid)s "
+            "AND r.record_id <> '' AND r.data IS NOT NULL AND {} "
+            "ORDER BY r.data->>'observed_at', r.record_id").format(
+                s, Identifier(VERSIONS), in_force(as_of, "r")),
+        {"sid": subject_id, "t": as_of}).fetchall()
+    audit = conn.execute(
+        SQL("SELECT {} FROM {}.{} WHERE subject_code = %(code)s AND subject_id = %(sid)s "
+            "AND recorded_at <= %(t)s ORDER BY position, seq").format(
+                SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), s, Identifier(AUDIT)),
+        {"code": header[0]["subject"], "sid": subject_id, "t": as_of}).fetchall()
+    return build(definition, header[0], [(kind, data) for kind, data in records],
+                 [dict(zip(AUDIT_COLUMNS, row, strict=True)) for row in audit],
+                 as_of, created_at)
 
 
 def build(definition: StudyDefinition, header: dict[str, Any],

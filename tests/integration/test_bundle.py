@@ -183,6 +183,31 @@ def test_an_untouched_rebuild_verifies(exported: tuple[Path, Path, int],
     verify_bundle(copy, load_public_keys(trusted.read_text()))
 
 
+def test_a_cut_off_bundle_is_refused_and_said_to_be_cut_off(exported: tuple[Path, Path, int],
+                                                            tmp_path: Path) -> None:
+    """A download that stopped part-way (at any member, inside the central directory or its
+    end record) is refused, as cut off, in one line from the CLI and without a traceback."""
+    bundle, trusted, _ = exported
+    raw = bundle.read_bytes()
+    regions = _regions(bundle)
+    cuts = sorted({start + (end - start) // 2 for start, end in regions.values()}
+                  | {regions["(central directory)"][0], len(raw) - 10, len(raw) - 1})
+    keys = load_public_keys(trusted.read_text())
+    settings = Settings(database_url=None, home=tmp_path / "nowhere")
+    for cut in cuts:
+        partial = tmp_path / f"cut-{cut}.zip"
+        partial.write_bytes(raw[:cut])
+        with pytest.raises(BundleInvalid, match="the file is cut off"):
+            verify_bundle(partial, keys)
+        code, output = run(["verify", "--bundle", str(partial), "--public-key", str(trusted)],
+                           settings)
+        assert code == 1 and "cut off" in output and len(output.strip().splitlines()) == 1, (
+            output)
+    (tmp_path / "empty.zip").write_bytes(b"")
+    with pytest.raises(BundleInvalid, match="the file is empty"):
+        verify_bundle(tmp_path / "empty.zip", keys)
+
+
 def test_a_changed_casebook_is_named(exported: tuple[Path, Path, int], tmp_path: Path) -> None:
     bundle, trusted, _ = exported
     files = members(bundle)

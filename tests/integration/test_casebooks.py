@@ -223,3 +223,65 @@ def test_other_subject_codes_cannot_escape_the_folder_or_clash() -> None:
     assert len(names) == 5
     assert all("/" not in n and "\\" not in n and not n.startswith(".") for n in names)
 
+
+
+def _prose(tag: str, length: int) -> str:
+    """Text of exactly ``length`` characters made of numbered words (``tag0001`` ...), so a
+    test can check every word arrived, in order, however the renderer wrapped it."""
+    words = " ".join(f"{tag}{n:04d}" for n in range(1, length))
+    return words[:length].rstrip()
+
+
+def _words_in_order(tag: str, text: str) -> list[str]:
+    return re.findall(rf"\b{tag}\d{{4}}\b", text)
+
+
+def test_long_texts_wrap_and_continue_across_pages(runtime: Runtime, tmp_path: Path) -> None:
+    """2,000-character reasons, query texts and answers (the contract's limits) and a
+    500-character AE term render in HTML and PDF, the PDF running on over more pages."""
+    from api.exports import write_casebook_zip
+
+    reason, query, answer = _prose("rsn", 2000), _prose("qry", 2000), _prose("ans", 2000)
+    term, new_term = _prose("trm", 500), _prose("ntm", 500)
+    # One unbroken 2,000-character word: wrapped inside the word, never cut.
+    unbroken = "".join(f"{n:x}" for n in range(10**6))[:2000]
+    clock = simulated_clock()
+    app = runtime.study(STUDY, clock=clock)
+    register(app)
+    enroll(app, "001")
+    enroll(app, "002")
+    clock.set(ENTERED_AT)
+    ae = {"term": term, "category": "injection_site_reaction", "grade": 1, "serious": False,
+          "relationship": "possible", "action_taken": "none", "outcome": "recovering"}
+    for code in ("001", "002"):
+        app.on_subject(code, lambda s, t: s.report_adverse_event("AE1", T0, ae, envelope(), t))
+    clock.set(SIGNED_AT)
+    monitor = envelope(MONITOR)
+    app.on_subject("001", lambda s, t: s.open_query("Q1", "AE1", "term", query, monitor, t))
+    app.on_subject("001", lambda s, t: s.answer_query("Q1", answer, envelope(), t))
+    app.on_subject("001", lambda s, t: s.open_query("Q2", "AE1", "grade", "grade?", monitor, t))
+    app.on_subject("001", lambda s, t: s.close_query("Q2", unbroken, monitor, t))
+    clock.set(CORRECTED_AT)
+    app.on_subject("001", lambda s, t: s.correct("AE1", "term", new_term, correction(reason),
+                                                 t))
+    app.close()
+
+    assert write_casebook_zip(runtime, STUDY, tmp_path / "casebooks.zip", None) == 2
+    files = _members(tmp_path / "casebooks.zip")
+    long_html = html_text(files["001.html"])
+    long_pdf = pypdf.PdfReader(io.BytesIO(files["001.pdf"]))
+    short_pdf = pypdf.PdfReader(io.BytesIO(files["002.pdf"]))
+    assert len(long_pdf.pages) > len(short_pdf.pages)
+    pdf = " ".join(" ".join(page.extract_text() for page in long_pdf.pages).split())
+    for text in (long_html, pdf):
+        for tag, full in (("rsn", reason), ("qry", query), ("ans", answer), ("trm", term),
+                          ("ntm", new_term)):
+            expected = _words_in_order(tag, full)
+            # A word may appear more than once (the term is in the values and the history):
+            # every occurrence holds the whole text, in order.
+            found = _words_in_order(tag, text)
+            assert found and len(found) % len(expected) == 0, tag
+            assert found == expected * (len(found) // len(expected)), tag
+    assert unbroken in long_html
+    squeezed = "".join(pdf.split())
+    assert unbroken[:40] in squeezed and unbroken[-40:] in squeezed
