@@ -16,6 +16,7 @@ from rich.console import Console
 
 from domain.envelope import Envelope
 from infra import keys
+from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
 from infra.logging import configure_logging
 from infra.postgres import connect
 from infra.settings import Settings
@@ -47,6 +48,17 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+CheckpointInterval = Annotated[
+    float,
+    typer.Option(
+        "--checkpoint-interval",
+        envvar="TRIALLEDGER_CHECKPOINT_INTERVAL",
+        min=0.5,
+        help=f"Longest wait in seconds from a write to a signed checkpoint covering it (new "
+             f"events are sealed every {SEAL_INTERVAL:g} s; a checkpoint also comes every "
+             f"{CHECKPOINT_EVERY} events).",
+    ),
+]
 
 
 @contextmanager
@@ -74,6 +86,7 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after the run.")] = False,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
     """Simulate NCT04397107's 46 children, verify every signature, then serve the API."""
     from api.demo import run_demo
@@ -84,7 +97,7 @@ def demo(
         if not ok:
             raise typer.Exit(1)
         if not no_serve:
-            _serve(runtime, host, port)
+            _serve(runtime, host, port, checkpoint_interval=checkpoint_interval)
 
 
 @app.command()
@@ -95,20 +108,22 @@ def serve(
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes; more than one moves sealing and projecting out of the "
                     "processes that answer requests.")] = 1,
+    checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
     """Serve the HTTP API."""
     with _runtime(_settings(database_url)) as runtime:
-        _serve(runtime, host, port, workers)
+        _serve(runtime, host, port, workers, checkpoint_interval)
 
 
-def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
+def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
+           checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
     import uvicorn
 
     from api.app import SERVE_URL, create_app
     from api.collector import CollectorPauses
     from api.sealing import BackgroundSealer
 
-    sealer = BackgroundSealer(runtime)
+    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
     sealer.start()
     console.print(f"Serving the API on http://{host}:{port} with {workers} process"
                   f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")
