@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,14 @@ from rich.console import Console
 from domain.envelope import Envelope
 from infra import keys
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
-from infra.logging import configure_logging
+from infra.logging import (
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    LogSettingError,
+    configure_logging,
+    resolved_format,
+    resolved_level,
+)
 from infra.postgres import connect
 from infra.settings import Settings
 from infra.verify import StudyVerification, verify_study
@@ -74,9 +82,30 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
         raise typer.Exit(1) from e
 
 
-def _settings(database_url: str | None) -> Settings:
-    configure_logging()
+def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
+    # A one-shot command's answer is its output: it logs only warnings and errors (the
+    # embedded database's start and stop are no news). A server logs its requests.
+    configure_logging(logging.INFO if serving else logging.WARNING)
     return Settings.from_env(database_url)
+
+
+@app.callback()
+def _options(
+    log_format: Annotated[str, typer.Option(
+        "--log-format", envvar=LOG_FORMAT_ENV,
+        help="Log lines on stderr: json, console, or auto (console on a terminal, else "
+             "JSON). The level is INFO for serve and demo, else WARNING; "
+             f"{LOG_LEVEL_ENV} overrides it.")] = "auto",
+) -> None:
+    """Options of every command (given before the command's name)."""
+    try:
+        resolved_format(log_format)
+        resolved_level()
+    except LogSettingError as e:
+        err_console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    if os.environ.get(LOG_FORMAT_ENV, "auto") != log_format:
+        os.environ[LOG_FORMAT_ENV] = log_format  # the sealer and server workers inherit it
 
 
 @app.command()
@@ -88,16 +117,33 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
     checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
-    """Simulate NCT04397107's 46 children, verify every signature, then serve the API."""
-    from api.demo import run_demo
+    """Simulate NCT04397107's 46 children, verify every signature, create a demo person for
+    every role (passwords in $TRIALLEDGER_HOME/demo-credentials.json, mode 0600), print the
+    next steps, then serve the API."""
+    from api.demo import CREDENTIALS_FILE, CredentialsUnreadable, print_next_steps, run_demo
 
-    settings = _settings(database_url)
+    settings = _settings(database_url, serving=not no_serve)
     with _runtime(settings) as runtime:
-        ok = run_demo(runtime, seed, console)
+        try:
+            ok = run_demo(runtime, seed, console)
+        except CredentialsUnreadable as e:
+            err_console.print(f"[red]{e}[/red]")
+            raise typer.Exit(1) from None
         if not ok:
             raise typer.Exit(1)
+        print_next_steps(console, _base_url(host, port), settings.home / CREDENTIALS_FILE,
+                         serving=not no_serve)
         if not no_serve:
             _serve(runtime, host, port, checkpoint_interval=checkpoint_interval)
+
+
+def _base_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on ``host``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"  # every interface: this one too
+    elif ":" in host:
+        host = "[::1]" if host == "::" else f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @app.command()
@@ -111,7 +157,7 @@ def serve(
     checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
     """Serve the HTTP API."""
-    with _runtime(_settings(database_url)) as runtime:
+    with _runtime(_settings(database_url, serving=True)) as runtime:
         _serve(runtime, host, port, workers, checkpoint_interval)
 
 
