@@ -102,7 +102,7 @@ def _options(
         resolved_format(log_format)
         resolved_level()
     except LogSettingError as e:
-        err_console.print(f"[red]{e}[/red]")
+        err_console.print(f"[red]{e}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     if os.environ.get(LOG_FORMAT_ENV, "auto") != log_format:
         os.environ[LOG_FORMAT_ENV] = log_format  # the sealer and server workers inherit it
@@ -113,8 +113,10 @@ def demo(
     database_url: DatabaseUrl = None,
     seed: Annotated[int, typer.Option(help="Seed of the deterministic simulation.")] = 1,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after the run.")] = False,
-    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option(
+        help="Address to serve on (and the next steps' URLs name).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        help="Port to serve on (and the next steps' URLs name).")] = 8000,
     checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
     """Simulate NCT04397107's 46 children, verify every signature, create a demo person for

@@ -185,12 +185,14 @@ def print_people(people: DemoPeople, console: Console) -> None:
     roles = ", ".join(p.role for p in demo_people(nct04397107.definition()))
     if people.registered:
         console.print(f"Demo people registered ({roles}).")
+    # Unwrapped, so the path can be copied (the terminal folds the line, not the program).
     console.print(f"Demo people's usernames and passwords: {people.path} (mode 0600; they "
-                  "are demo accounts, keep the file private all the same).")
+                  "are demo accounts, keep the file private all the same).", soft_wrap=True)
     if people.unknown:
         console.print(f"[yellow]{', '.join(people.unknown)} exist in this database, but "
                       f"their passwords are not in {people.path}: they were written under "
-                      "the TRIALLEDGER_HOME of the first demo run on this database.[/yellow]")
+                      "the TRIALLEDGER_HOME of the first demo run on this database.[/yellow]",
+                      soft_wrap=True)
 
 
 def print_next_steps(console: Console, base_url: str, credentials: Path, *,
