@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -86,7 +90,11 @@ def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
     # A one-shot command's answer is its output: it logs only warnings and errors (the
     # embedded database's start and stop are no news). A server logs its requests.
     configure_logging(logging.INFO if serving else logging.WARNING)
-    return Settings.from_env(database_url)
+    try:
+        return Settings.from_env(database_url)
+    except ValueError as e:  # a malformed TRIALLEDGER_* variable
+        err_console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -163,6 +171,13 @@ def serve(
         _serve(runtime, host, port, workers, checkpoint_interval)
 
 
+# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, then the
+# process ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded
+# PostgreSQL is then stopped by its guardian, see infra.postgres).
+STOP_GRACE = 2
+STOP_BOUND = 8.0
+
+
 def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
            checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
     import uvicorn
@@ -171,25 +186,55 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
     from api.collector import CollectorPauses
     from api.sealing import BackgroundSealer
 
+    class BoundedStopServer(uvicorn.Server):
+        """uvicorn's server, whose stop signal also arms the bound on the stop."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            _arm_stop_bound()
+            super().handle_exit(sig, frame)
+
     sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
     sealer.start()
     console.print(f"Serving the API on http://{host}:{port} with {workers} process"
                   f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")
+    # uvicorn answers SIGTERM by re-raising it once it has shut down; with the default
+    # handler that would end the process before the sealer, the database connections and an
+    # embedded PostgreSQL are stopped below.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         # The access log is the app's own (structlog); uvicorn's would repeat it.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                                   "access_log": False, "http": "httptools", "loop": "uvloop"}
+                                   "access_log": False, "http": "httptools", "loop": "uvloop",
+                                   "timeout_graceful_shutdown": STOP_GRACE}
         if workers == 1:
             served = create_app(runtime)
             CollectorPauses().install()
-            uvicorn.run(served, **options)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped, as asked
+                BoundedStopServer(uvicorn.Config(served, **options)).run()
         else:
             # Each worker opens its own runtime on the database this process resolved (the
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
-        sealer.stop()
+        sealer.stop(wait=STOP_GRACE)
+
+
+def _stop_on_sigterm(signum: int, _: FrameType | None) -> None:
+    _arm_stop_bound()
+    raise SystemExit(128 + signum)
+
+
+_stop_armed = threading.Event()
+
+
+def _arm_stop_bound() -> None:
+    """End the process STOP_BOUND seconds from now, should the orderly stop not have."""
+    if not _stop_armed.is_set():
+        _stop_armed.set()
+        timer = threading.Timer(STOP_BOUND, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
 
 
 @app.command()

@@ -17,11 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_JSON
-from api.schemas import CONTROL_CHARACTERS
+from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from infra.idempotency import MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
-
-MAX_BODY_BYTES = 1024 * 1024  # no clinical record comes near; a bigger body is refused (413)
 
 _log = get_logger("trialledger.access")
 

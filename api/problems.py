@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +23,7 @@ from domain.errors import (
     NotFound,
     StaleVersion,
 )
+from domain.group_commit import CommitTimedOut
 from infra.logging import get_logger
 
 _log = get_logger("trialledger.api")
@@ -87,11 +89,21 @@ def install(app: FastAPI) -> None:
         return problem(403, "Forbidden", str(exc))
 
     @app.exception_handler(psycopg.OperationalError)
-    async def database_unavailable(request: Request, exc: psycopg.OperationalError
-                                   ) -> JSONResponse:
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # eventsourcing's errors too: its recorders wrap psycopg's (a lock or statement
+        # timeout of a write among them).
         _log.error("database unavailable", request_id=_request_id(request), error=str(exc))
         response = problem(503, "Service unavailable", "the database is not reachable; "
                            "nothing was stored, retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(CommitTimedOut)
+    async def commit_timed_out(request: Request, exc: CommitTimedOut) -> JSONResponse:
+        _log.error("write timed out", request_id=_request_id(request), error=str(exc))
+        response = problem(503, "Service unavailable", str(exc))
         response.headers["Retry-After"] = "5"
         return response
 

@@ -31,6 +31,7 @@ from infra.keys import SigningKeyError
 from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper
 from infra.postgres import connect, database, eventsourcing_env, schema_for_study
+from infra.recorder import AppendOnlyApplicationRecorder
 from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
@@ -87,8 +88,7 @@ class Runtime:
                 catalog.add_study(conn, study_id, schema)
             app = StudyApplication(
                 study_id,
-                env=eventsourcing_env(self.url, schema,
-                                      create_table=not self.settings.provisioned),
+                env=self._eventsourcing_env(schema),
                 clock=clock,
                 mapper_factory=self._mapper_factory(study_id) if self.signed else None,
             )
@@ -96,9 +96,20 @@ class Runtime:
                 self._register_signing_key(app)
         if clock is None:
             if self._group_commit:
-                app.commit_in_groups()
+                self._commit_in_groups(app)
             self._apps[study_id] = app
         return app
+
+    def _eventsourcing_env(self, schema: str) -> dict[str, str]:
+        return eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned,
+                                 lock_timeout=self.settings.write_lock_timeout,
+                                 statement_timeout=self.settings.write_statement_timeout)
+
+    def _commit_in_groups(self, app: StudyApplication) -> None:
+        recorder = app.recorder
+        abort = (recorder.abort_write if isinstance(recorder, AppendOnlyApplicationRecorder)
+                 else None)
+        app.commit_in_groups(self.settings.commit_timeout or None, abort)
 
     def opened_study(self, study_id: str) -> StudyApplication | None:
         """The application of ``study_id`` if this runtime has opened it already (getting it
@@ -110,7 +121,7 @@ class Runtime:
         with self._init_lock:
             self._group_commit = True
             for app in self._apps.values():
-                app.commit_in_groups()
+                self._commit_in_groups(app)
 
     def directory(self) -> DirectoryApplication:
         """The deployment's people and API clients (created on first use)."""
@@ -121,8 +132,7 @@ class Runtime:
                         if conn is not None:
                             catalog.ensure_catalog(conn)
                         self._directory = DirectoryApplication(
-                            env=eventsourcing_env(self.url, catalog.CATALOG_SCHEMA,
-                                                  create_table=not self.settings.provisioned),
+                            env=self._eventsourcing_env(catalog.CATALOG_SCHEMA),
                             mapper_factory=(self._mapper_factory(DIRECTORY_DOMAIN)
                                             if self.signed else None),
                         )

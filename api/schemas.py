@@ -1,24 +1,65 @@
 """Request and response bodies of the HTTP API (pydantic v2).
 
 Every request body forbids unknown fields (a typo must not be silently dropped from a
-clinical record) and every timestamp must carry its UTC offset.
+clinical record) and every timestamp must carry its UTC offset. Every text declares its
+longest value and every vocabulary its values, taken from the domain (``domain.limits`` and
+the clinical vocabularies), which checks them again whoever calls it; every request body
+carries an example the server accepts (a test posts each).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from domain import limits
 from domain.envelope import REASON_CODES
+from domain.records import DOSE_UNITS, INSTRUMENTS, THERAPY_CATEGORIES
+from domain.rules import ctcae, essdai, sledai, units
 from domain.user import PERSON_ROLES
 
+# The vocabularies, as enums: a client learns them from the schema, not from refusals.
 ReasonCode = Literal[REASON_CODES]  # type: ignore[valid-type]
 Role = Literal[PERSON_ROLES]  # type: ignore[valid-type]
-Name = Field(min_length=1, max_length=200)
-Code = Field(min_length=1, max_length=64)
+AeCategory = Literal[ctcae.AE_CATEGORIES]  # type: ignore[valid-type]
+Relationship = Literal[ctcae.RELATIONSHIPS]  # type: ignore[valid-type]
+ActionTaken = Literal[ctcae.ACTIONS_TAKEN]  # type: ignore[valid-type]
+AeOutcome = Literal[ctcae.OUTCOMES]  # type: ignore[valid-type]
+SeriousnessCriterion = Literal[ctcae.SERIOUSNESS_CRITERIA]  # type: ignore[valid-type]
+TherapyCategory = Literal[THERAPY_CATEGORIES]  # type: ignore[valid-type]
+Instrument = Literal[INSTRUMENTS]  # type: ignore[valid-type]
+DoseUnit = Literal[DOSE_UNITS]  # type: ignore[valid-type]
+_LAB_UNITS = tuple(sorted({u for t in units.LAB_TESTS.values() for u in t.units}))
+_VITAL_UNITS = tuple(sorted({v.unit for v in units.VITAL_SIGNS.values()}))
+_LAB_CODES = tuple(units.LAB_TESTS)
+_VITAL_SIGNS = tuple(units.VITAL_SIGNS)
+_ITEMS = (*sledai.SLEDAI_DESCRIPTORS, *essdai.ESSDAI_WEIGHTS)
+LabCode = Literal[_LAB_CODES]  # type: ignore[valid-type]
+LabUnit = Literal[_LAB_UNITS]  # type: ignore[valid-type]
+VitalSign = Literal[_VITAL_SIGNS]  # type: ignore[valid-type]
+VitalUnit = Literal[_VITAL_UNITS]  # type: ignore[valid-type]
+AssessmentItem = Literal[_ITEMS]  # type: ignore[valid-type]
+
+Name = Field(min_length=1, max_length=limits.NAME)
+Code = Field(min_length=1, max_length=limits.ID)
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=limits.ID)]
+RecordValue = Annotated[str, StringConstraints(max_length=limits.RECORD_VALUE)]
+ScreeningText = Annotated[str, StringConstraints(max_length=limits.SCREENING_TEXT)]
+
+MAX_BODY_BYTES = 256 * 1024
+"""The largest request body (413 beyond). The largest legitimate one is a study definition
+(the demo's is 4 kB); a clinical write is a few kB at most, whatever its texts hold."""
 
 
 class FieldError(BaseModel):
@@ -52,7 +93,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _problem("No such study, subject, record, query or user"),
     409: _problem("Conflicts with the current state (already exists, already locked...)"),
     412: _problem("If-Match names a version that is no longer current"),
-    413: _problem("The body is larger than 1 MiB"),
+    413: _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"),
     422: _problem("Invalid input; each bad field is named"),
     423: _problem("The casebook or study is locked"),
 }
@@ -76,6 +117,19 @@ def _refuse_control_characters(value: object) -> None:
             _refuse_control_characters(item)
 
 
+def _scalar(value: Any, limit: int) -> Any:
+    """``value`` if it is a number, true/false, null or text of at most ``limit`` characters.
+
+    Run before the union type is checked, so a refusal names the field once, not once per
+    type the union lists."""
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters (got {len(value)})")
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise ValueError("must be a number, true/false, text or null")
+    return value
+
+
 class Body(BaseModel):
     """Base of request bodies: unknown fields and control characters in text are refused."""
 
@@ -92,13 +146,21 @@ class ReasonIn(Body):
     """Why a change is made: a coded reason and free text."""
 
     code: ReasonCode = Field(examples=["transcription_error"])
-    text: str = Field(min_length=1, max_length=2000,
+    text: str = Field(min_length=1, max_length=limits.TEXT,
                       examples=["Value transcribed from the wrong line of the lab report"])
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    """A request body's configuration with a whole example of it (which the server accepts
+    as written, against the demo study)."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
 
 
 class ReasonOnly(Body):
     """A body carrying only a reason (removals, locks, unlocks)."""
 
+    model_config = _example({"reason": {"code": "entered_in_error",
+                                        "text": "Entered in the wrong casebook"}})
     reason: ReasonIn
 
 
@@ -107,6 +169,7 @@ class ReasonOnly(Body):
 class TokenRequest(Body):
     """Sign in. An API client adds its own credential; the token then names both."""
 
+    model_config = _example({"username": "lwei", "password": "correct horse battery"})
     username: str = Field(min_length=1, max_length=64, examples=["lwei"])
     password: str = Field(min_length=1, max_length=1024)
     client_id: str | None = Field(default=None, max_length=64, examples=["edc-app"])
@@ -128,6 +191,7 @@ class TokenOut(BaseModel):
 class GrantIn(Body):
     """A role at a study (``*``: every study) and site (``*``: every site)."""
 
+    model_config = _example({"role": "coordinator", "study": "NCT04397107", "site": "JLU1"})
     role: Role = Field(examples=["coordinator"])
     study: str = Field(min_length=1, max_length=64, examples=["NCT04397107"])
     site: str = Field(min_length=1, max_length=64, examples=["JLU1"])
@@ -136,8 +200,12 @@ class GrantIn(Body):
 class UserIn(Body):
     """A person to register, with the roles they start with."""
 
-    username: str = Field(min_length=1, max_length=64, examples=["lwei"])
-    full_name: str = Field(min_length=1, max_length=200, examples=["Li Wei"])
+    model_config = _example({
+        "username": "mchen", "full_name": "Chen Mei", "password": "a long pass phrase",
+        "roles": [{"role": "monitor", "study": "NCT04397107", "site": "JLU1"}],
+        "identity_verified_by": "passport checked in person by the admin"})
+    username: str = Field(min_length=1, max_length=64, examples=["mchen"])
+    full_name: str = Field(min_length=1, max_length=200, examples=["Chen Mei"])
     password: str = Field(min_length=12, max_length=1024)
     roles: list[GrantIn] = Field(default_factory=list, max_length=100)
     identity_verified_by: str | None = Field(
@@ -159,12 +227,15 @@ class UserOut(BaseModel):
 class IdentityIn(Body):
     """How a person's identity was verified."""
 
+    model_config = _example({"method": "passport checked in person by the admin"})
     method: str = Field(min_length=1, max_length=200)
 
 
 class PasswordChangeIn(Body):
     """A new password, with the current one."""
 
+    model_config = _example({"current_password": "correct horse battery",
+                             "new_password": "battery staple horse"})
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=12, max_length=1024)
 
@@ -172,6 +243,7 @@ class PasswordChangeIn(Body):
 class ClientIn(Body):
     """An API client to register."""
 
+    model_config = _example({"client_id": "edc-app", "name": "Site data-entry app"})
     client_id: str = Field(min_length=1, max_length=64, examples=["edc-app"])
     name: str = Field(min_length=1, max_length=200, examples=["Site data-entry app"])
 
@@ -215,7 +287,7 @@ class CriterionIn(Body):
 
     id: str = Code
     kind: Literal["inclusion", "exclusion"]
-    text: str = Field(min_length=1, max_length=1000)
+    text: str = Field(min_length=1, max_length=limits.TERM)
     fact: str = Code
     op: Literal["lt", "le", "gt", "ge", "eq", "is_true", "is_false"]
     value: float | int | str | bool | None = None
@@ -225,7 +297,7 @@ class MeaningIn(Body):
     """A signature meaning (Part 11 §11.50)."""
 
     code: str = Code
-    text: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=limits.TERM)
 
 
 class StudyIn(Body):
@@ -240,7 +312,7 @@ class StudyIn(Body):
                          "fact": "age_years", "op": "lt", "value": 18}],
         "signature_meanings": [{"code": "approval", "text": "I approve these data"}]}]})
     study_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    title: str = Field(min_length=1, max_length=500)
+    title: str = Field(min_length=1, max_length=limits.TERM)
     start_date: date
     end_date: date
     arms: list[ArmIn] = Field(min_length=1, max_length=50)
@@ -255,16 +327,40 @@ class StudyIn(Body):
 class EnrollmentIn(Body):
     """Consent, screening answers and the arm: all stored, or nothing."""
 
-    subject: str = Field(min_length=1, max_length=64, examples=["047"])
-    site: str = Field(min_length=1, max_length=64, examples=["JLU1"])
+    model_config = _example({
+        "subject": "047", "site": "JLU1", "date_of_birth": "2010-05-01", "sex": "F",
+        "disease": "SLE", "consent_date": "2021-01-10",
+        "screening": {"meets_classification_criteria": True, "hiv_negative": True,
+                      "hbv_negative": True, "hcv_negative": True, "nyha_class": 1,
+                      "alt_u_l": 25.0, "alt_uln_u_l": 40.0, "ast_u_l": 28.0,
+                      "ast_uln_u_l": 40.0, "creatinine_clearance_ml_min": 110.0,
+                      "severe_infection": False, "malignancy": False,
+                      "recent_steroid_pulse_or_iv": False, "biologic_agent_used": False,
+                      "compliance_interfering_condition": False,
+                      "unable_to_comply_il2": False},
+        "arm": "IL2", "enrolled_on": "2021-01-10"})
+    subject: str = Field(min_length=1, max_length=limits.ID, examples=["047"])
+    site: str = Field(min_length=1, max_length=limits.ID, examples=["JLU1"])
     date_of_birth: date
     sex: Literal["F", "M", "U"]
-    disease: str = Field(min_length=1, max_length=64, examples=["SLE"])
+    disease: str = Field(min_length=1, max_length=limits.ID, examples=["SLE"])
     consent_date: date
-    screening: dict[str, float | int | bool | str | None] = Field(
+    screening: dict[ShortText, float | int | bool | ScreeningText | None] = Field(
+        max_length=limits.SCREENING_ANSWERS,
         description="Answers to the screening questions (facts the criteria test)")
-    arm: str = Field(min_length=1, max_length=64, examples=["IL2"])
+    arm: str = Field(min_length=1, max_length=limits.ID, examples=["IL2"])
     enrolled_on: date
+
+    @field_validator("screening", mode="before")
+    @classmethod
+    def _answers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, answer in value.items():
+                try:
+                    _scalar(answer, limits.SCREENING_TEXT)
+                except ValueError as e:
+                    raise ValueError(f"{str(name)[:limits.ID]}: {e}") from None
+        return value
 
 
 class WrittenOut(BaseModel):
@@ -281,55 +377,67 @@ class WrittenOut(BaseModel):
 class RecordIn(Body):
     """Fields every new record has."""
 
-    record_id: str | None = Field(default=None, min_length=1, max_length=64,
+    record_id: str | None = Field(default=None, min_length=1, max_length=limits.ID,
                                   description="Your id for the record; made up if absent")
     observed_at: AwareDatetime = Field(
         description="Clinical (valid) time: when measured, given, drawn or begun")
 
 
 class Measurement(Body):
-    """One measured value with its unit."""
+    """One measured value with its unit (each vital sign has one unit)."""
 
     value: float
-    unit: str = Field(min_length=1, max_length=32)
+    unit: VitalUnit
 
 
 class VitalsIn(RecordIn):
     """Vital signs (HEIGHT cm, WEIGHT kg, ...); BSA is derived."""
 
-    visit: str | None = Field(default=None, max_length=64)
-    measurements: dict[str, Measurement] = Field(
-        min_length=1, max_length=20,
-        examples=[{"HEIGHT": {"value": 142.0, "unit": "cm"},
-                   "WEIGHT": {"value": 36.5, "unit": "kg"}}])
+    model_config = _example({
+        "record_id": "VS-1", "observed_at": "2021-01-11T08:00:00+08:00", "visit": "BASELINE",
+        "measurements": {"HEIGHT": {"value": 142.0, "unit": "cm"},
+                         "WEIGHT": {"value": 36.5, "unit": "kg"}}})
+    visit: str | None = Field(default=None, max_length=limits.ID)
+    measurements: dict[VitalSign, Measurement] = Field(min_length=1, max_length=20)
 
 
 class DoseIn(RecordIn):
     """A dose of the investigational product."""
 
-    visit: str | None = Field(default=None, max_length=64)
-    drug: str = Field(min_length=1, max_length=100, examples=["IL2"])
-    dose: float = Field(examples=[600000])
-    unit: str = Field(min_length=1, max_length=32, examples=["IU"])
-    route: str = Field(min_length=1, max_length=32, examples=["SC"])
+    model_config = _example({
+        "record_id": "EX-1", "observed_at": "2021-01-11T09:00:00+08:00", "visit": "BASELINE",
+        "drug": "IL2", "dose": 600000, "unit": "IU", "route": "SC"})
+    visit: str | None = Field(default=None, max_length=limits.ID)
+    drug: str = Field(min_length=1, max_length=limits.DRUG)
+    dose: float
+    unit: DoseUnit
+    route: str = Field(min_length=1, max_length=limits.UNIT)
 
 
 class TherapyIn(RecordIn):
     """A steroid or immunosuppressant course."""
 
-    drug: str = Field(min_length=1, max_length=100, examples=["prednisone"])
-    category: Literal["glucocorticoid", "immunosuppressant"]
+    model_config = _example({
+        "record_id": "CM-1", "observed_at": "2021-01-11T09:00:00+08:00",
+        "drug": "prednisone", "category": "glucocorticoid", "dose_mg_per_day": 20,
+        "route": "PO"})
+    drug: str = Field(min_length=1, max_length=limits.DRUG)
+    category: TherapyCategory
     dose_mg_per_day: float
-    route: str = Field(min_length=1, max_length=32, examples=["PO"])
+    route: str = Field(min_length=1, max_length=limits.UNIT)
 
 
 class LabIn(RecordIn):
     """A lab result (``observed_at``: when the sample was drawn)."""
 
-    visit: str | None = Field(default=None, max_length=64)
-    code: str = Field(min_length=1, max_length=32, examples=["C3"])
-    value: float = Field(examples=[0.62])
-    unit: str = Field(min_length=1, max_length=32, examples=["g/L"])
+    model_config = _example({
+        "record_id": "LB-1", "observed_at": "2021-01-11T08:30:00+08:00", "visit": "BASELINE",
+        "code": "C3", "value": 0.62, "unit": "g/L", "reference_low": 0.9,
+        "reference_high": 1.8})
+    visit: str | None = Field(default=None, max_length=limits.ID)
+    code: LabCode
+    value: float
+    unit: LabUnit
     reference_low: float | None = None
     reference_high: float | None = None
 
@@ -337,39 +445,62 @@ class LabIn(RecordIn):
 class AssessmentIn(RecordIn):
     """A SELENA-SLEDAI (items: descriptor -> present) or ESSDAI (domain -> level) assessment."""
 
-    visit: str | None = Field(default=None, max_length=64)
-    instrument: Literal["SLEDAI", "ESSDAI"]
-    items: dict[str, bool | int] = Field(max_length=30)
+    model_config = _example({
+        "record_id": "QS-1", "observed_at": "2021-01-11T10:00:00+08:00", "visit": "BASELINE",
+        "instrument": "SLEDAI", "items": {"arthritis": True, "rash": True}})
+    visit: str | None = Field(default=None, max_length=limits.ID)
+    instrument: Instrument
+    items: dict[AssessmentItem, bool | int] = Field(max_length=30)
 
 
 class AdverseEventIn(RecordIn):
     """An adverse event (``observed_at``: onset)."""
 
-    term: str = Field(min_length=1, max_length=500, examples=["Injection site reaction"])
-    category: str = Field(min_length=1, max_length=64, examples=["injection_site_reaction"])
-    grade: int = Field(examples=[1])
+    model_config = _example({
+        "record_id": "AE-1", "observed_at": "2021-01-12T20:00:00+08:00",
+        "term": "Injection site reaction", "category": "injection_site_reaction", "grade": 1,
+        "serious": False, "seriousness_criteria": [], "relationship": "probable",
+        "action_taken": "none", "outcome": "recovering"})
+    term: str = Field(min_length=1, max_length=limits.TERM)
+    category: AeCategory
+    grade: int = Field(ge=1, le=5, description="CTCAE v5 grade")
     serious: bool
-    seriousness_criteria: list[str] = Field(default_factory=list, max_length=10)
-    relationship: str = Field(min_length=1, max_length=64, examples=["related"])
-    action_taken: str = Field(min_length=1, max_length=64, examples=["none"])
-    outcome: str = Field(min_length=1, max_length=64, examples=["recovered"])
-    meddra_pt: str | None = Field(default=None, max_length=200)
-    meddra_llt: str | None = Field(default=None, max_length=200)
+    seriousness_criteria: list[SeriousnessCriterion] = Field(
+        default_factory=list, max_length=limits.SERIOUSNESS_CRITERIA)
+    relationship: Relationship = Field(description="Relationship to the study drug")
+    action_taken: ActionTaken
+    outcome: AeOutcome
+    meddra_pt: str | None = Field(default=None, max_length=limits.NAME)
+    meddra_llt: str | None = Field(default=None, max_length=limits.NAME)
 
 
 class CorrectionIn(Body):
-    """A correction of one field: the new value and the reason (and the query it answers)."""
+    """A correction of one field: the new value and the reason (and the query it answers).
 
-    field: str = Field(min_length=1, max_length=64, examples=["value"])
-    value: float | int | bool | str | None
+    The value is held to what a first entry of the record's kind may hold in that field."""
+
+    model_config = _example({
+        "field": "value", "value": 0.72,
+        "reason": {"code": "transcription_error",
+                   "text": "Value transcribed from the wrong line of the lab report"},
+        "query_id": "Q-1"})
+    field: str = Field(min_length=1, max_length=limits.ID)
+    value: float | int | bool | RecordValue | None
     reason: ReasonIn
-    query_id: str | None = Field(default=None, max_length=64,
+    query_id: str | None = Field(default=None, max_length=limits.ID,
                                  description="The query this correction answers")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, value: Any) -> Any:
+        return _scalar(value, limits.RECORD_VALUE)
 
 
 class TherapyChangeIn(Body):
     """A new daily dose from ``observed_at`` on (e.g. a taper step)."""
 
+    model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00",
+                             "dose_mg_per_day": 15})
     observed_at: AwareDatetime
     dose_mg_per_day: float
 
@@ -377,29 +508,64 @@ class TherapyChangeIn(Body):
 class EndIn(Body):
     """When something ended (a therapy stopped, the subject completed)."""
 
+    model_config = _example({"observed_at": "2021-03-11T09:00:00+08:00"})
     observed_at: AwareDatetime
+
+
+class AdverseEventChanges(Body):
+    """What changed in an adverse event (only the fields given). A change of its term,
+    coding, category, relationship, seriousness or outcome needs a reason."""
+
+    term: str | None = Field(default=None, min_length=1, max_length=limits.TERM)
+    category: AeCategory | None = None
+    grade: int | None = Field(default=None, ge=1, le=5)
+    serious: bool | None = None
+    seriousness_criteria: list[SeriousnessCriterion] | None = Field(
+        default=None, max_length=limits.SERIOUSNESS_CRITERIA)
+    relationship: Relationship | None = None
+    action_taken: ActionTaken | None = None
+    outcome: AeOutcome | None = None
+    meddra_pt: str | None = Field(default=None, max_length=limits.NAME)
+    meddra_llt: str | None = Field(default=None, max_length=limits.NAME)
+
+    @model_validator(mode="after")
+    def _something(self) -> AdverseEventChanges:
+        if not self.model_fields_set:
+            raise ValueError("name at least one field that changed")
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The fields the client gave (a null given is kept: it clears the field)."""
+        return self.model_dump(exclude_unset=True)
 
 
 class AdverseEventUpdateIn(Body):
-    """How an adverse event evolved as of ``observed_at``."""
+    """How an adverse event evolved as of ``observed_at`` (with a reason when its term,
+    coding, category, relationship, seriousness or outcome changes)."""
 
+    model_config = _example({"observed_at": "2021-01-13T08:00:00+08:00",
+                             "changes": {"grade": 2, "action_taken": "dose_reduced"}})
     observed_at: AwareDatetime
-    changes: dict[str, float | int | bool | str | list[str] | None] = Field(
-        min_length=1, max_length=20, examples=[{"grade": 2}])
+    changes: AdverseEventChanges
+    reason: ReasonIn | None = None
 
 
 class AdverseEventResolutionIn(Body):
     """The adverse event ended, with its outcome."""
 
+    model_config = _example({"observed_at": "2021-01-15T08:00:00+08:00",
+                             "outcome": "recovered"})
     observed_at: AwareDatetime
-    outcome: str = Field(min_length=1, max_length=64, examples=["recovered"])
+    outcome: AeOutcome
 
 
 class WithdrawalIn(Body):
     """The subject left the study early."""
 
+    model_config = _example({"observed_at": "2021-03-12T09:00:00+08:00",
+                             "reason": "The family moved away"})
     observed_at: AwareDatetime
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: str = Field(min_length=1, max_length=limits.WITHDRAWAL_REASON)
 
 
 # --- monitoring ----------------------------------------------------------------------------
@@ -407,35 +573,45 @@ class WithdrawalIn(Body):
 class SignatureIn(Body):
     """An e-signature: its meaning, and the signer's username and password, every time."""
 
-    meaning: str = Field(min_length=1, max_length=64, examples=["approval"])
+    model_config = _example({"meaning": "authorship", "username": "lwei",
+                             "password": "correct horse battery", "signature_id": "SIG-1"})
+    meaning: str = Field(min_length=1, max_length=limits.ID,
+                         description="One of the study's signature meanings")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
-    signature_id: str | None = Field(default=None, min_length=1, max_length=64)
+    signature_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
 
 
 class QueryIn(Body):
     """A query on one field of one record."""
 
-    record_id: str = Field(min_length=1, max_length=64)
-    field: str = Field(min_length=1, max_length=64, examples=["value"])
-    text: str = Field(min_length=1, max_length=2000)
-    query_id: str | None = Field(default=None, min_length=1, max_length=64)
+    model_config = _example({"record_id": "LB-1", "field": "value",
+                             "text": "Please check C3 against the lab report",
+                             "query_id": "Q-1"})
+    record_id: str = Field(min_length=1, max_length=limits.ID)
+    field: str = Field(min_length=1, max_length=limits.ID)
+    text: str = Field(min_length=1, max_length=limits.TEXT)
+    query_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
 
 
 class TextIn(Body):
     """A free-text answer or closing remark."""
 
-    text: str = Field(min_length=1, max_length=2000)
+    model_config = _example({"text": "Checked against the source document"})
+    text: str = Field(min_length=1, max_length=limits.TEXT)
 
 
 class SdvIn(Body):
     """Mark a record verified against source."""
 
-    record_id: str = Field(min_length=1, max_length=64)
+    model_config = _example({"record_id": "LB-1"})
+    record_id: str = Field(min_length=1, max_length=limits.ID)
 
 
 class AuditReviewIn(Body):
     """Audit-trail review sign-off."""
 
+    model_config = _example({"through_position": 1,
+                             "comment": "Reviewed: no unexplained changes"})
     through_position: int = Field(ge=1, le=2**62)
-    comment: str = Field(default="", max_length=2000)
+    comment: str = Field(default="", max_length=limits.TEXT)

@@ -103,10 +103,11 @@ class BackgroundSealer:
         """The child's process id (None until started)."""
         return self._process.pid
 
-    def stop(self) -> None:
-        """Stop after the current round (or, past 30 s, at once)."""
+    def stop(self, wait: float = 30.0) -> None:
+        """Stop after the current round (or, past ``wait`` seconds, at once: what a round
+        writes, it writes in transactions, and the next round resumes where it stopped)."""
         self._stopping.set()
-        self._process.join(timeout=30)
+        self._process.join(timeout=wait)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join()

@@ -24,6 +24,7 @@ from domain.clock import Clock
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, NotFound
 from domain.signed_application import MapperFactory, SignedApplication
+from domain.topics import stored_names
 from domain.user import ApiClient, User, client_uuid, user_uuid
 
 PasswordCheck = Callable[[str, str], bool]  # (stored hash, offered password) -> matches
@@ -150,8 +151,8 @@ class DirectoryApplication(SignedApplication):
         return client
 
     def _registrations(self, event_class: type) -> list[Notification]:
-        topic = f"{event_class.__module__}:{event_class.__qualname__}"
-        return list(self.recorder.select_notifications(1, 1_000_000, topics=[topic]))
+        return list(self.recorder.select_notifications(1, 1_000_000,
+                                                       topics=stored_names(event_class)))
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, lte=1))

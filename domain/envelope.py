@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from domain import limits
 from domain.errors import InvalidInput, Problem
 
 ROLES = ("investigator", "coordinator", "monitor", "data_manager", "regulator", "admin", "system")
@@ -99,6 +100,8 @@ class Envelope:
         """The reason, which every change or removal after first entry must carry."""
         if self.reason is None:
             raise InvalidInput("reason", "a change or removal after first entry needs a reason")
+        # Checked here, when a command uses the reason, not when a stored event is read back.
+        limits.check_text("reason.text", self.reason.text, limits.TEXT)
         return self.reason
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,34 +11,67 @@ subject) is retried one command at a time, so each caller gets its own outcome.
 A caller may also name the versions of aggregates its command read but did not change
 (``expected``: the study whose lock it checked); the store refuses the batch if one of them
 has moved on by the time the batch is written.
+
+A watchdog bounds each store call: one that has not returned after ``timeout`` seconds is
+ended through ``abort`` (its transaction rolled back, which releases the table lock every
+other write of the study waits for), and its callers get :class:`CommitTimedOut`. They get
+it only once the store call has failed: a batch that committed after all is reported
+committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import OperationalError
+
+from domain.errors import DomainError
+
 MAX_BATCH = 500
+# How long close() waits for the write in flight before ending it, and then again.
+CLOSE_WAIT = 1.5
 
 Expected = Sequence[tuple[UUID, int]]  # (aggregate id, version) a command relied on
 # Stores events in one transaction if every expected version still holds, or raises.
 Store = Callable[[Sequence[Any], Expected], None]
 Item = tuple[list[Any], Expected, Future[None]]
+# Ends the write that the thread of the given id has in flight in the store, so that the store
+# call fails (and its transaction rolls back); may be called again while it has not.
+Abort = Callable[[int], object]
+
+
+class CommitTimedOut(DomainError):
+    """The write did not finish in time and was ended; nothing of it was stored."""
 
 
 class GroupCommitter:
-    """Stores queued event lists in shared transactions, from one background thread."""
+    """Stores queued event lists in shared transactions, from one background thread; with
+    ``timeout`` and ``abort``, a watchdog ends a store call that takes longer."""
 
-    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, store: Store, max_batch: int = MAX_BATCH, *,
+                 timeout: float | None = None, abort: Abort | None = None) -> None:
         self._store = store
         self._max_batch = max_batch
         self._queue: queue.Queue[Item | None] = queue.Queue()
+        self._timeout = timeout
+        self._abort = abort
+        self._watch_lock = threading.Lock()
+        self._calls = 0  # store calls begun
+        self._running: tuple[int, float] | None = None  # (store call, when it is overdue)
+        self._aborted = 0  # the last store call ended by the watchdog or close()
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
+        if timeout and abort is not None:
+            threading.Thread(target=self._watch, args=(timeout,), name="group-commit-watchdog",
+                             daemon=True).start()
 
     def commit(self, events: list[Any], expected: Expected = ()) -> None:
         """Store ``events`` (with whatever else is queued) provided the ``expected`` versions
@@ -52,10 +85,18 @@ class GroupCommitter:
         self._queue.put((events, expected, done))
         return done
 
-    def close(self) -> None:
-        """Finish what is queued, then stop the thread."""
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Finish what is queued, then stop the thread. After ``wait`` seconds the write in
+        flight is ended (its callers get :class:`CommitTimedOut`), and after as many again
+        the thread is left behind: a process that is stopping does not hang on a stuck
+        write."""
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(wait)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):  # stopping either way
+                self._end_running(overdue_only=False)
+            self._thread.join(wait)
+        self._closed.set()
 
     def _run(self) -> None:
         while True:
@@ -79,8 +120,14 @@ class GroupCommitter:
 
     def _commit(self, batch: list[Item]) -> None:
         try:
-            self._store([event for events, _, _ in batch for event in events],
-                        sorted({pair for _, expected, _ in batch for pair in expected}))
+            self._watched_store([event for events, _, _ in batch for event in events],
+                                sorted({pair for _, expected, _ in batch for pair in expected}))
+        except (CommitTimedOut, OperationalError) as e:
+            # The database did not answer in time or at all: alone, each command would wait
+            # as long again.
+            for _, _, done in batch:
+                done.set_exception(e)
+            return
         except BaseException as e:  # the caller re-raises it in its own thread
             if len(batch) == 1:
                 batch[0][2].set_exception(e)
@@ -95,8 +142,50 @@ class GroupCommitter:
         """Store one caller's events alone, handing it its own result or error."""
         events, expected, done = item
         try:
-            self._store(events, expected)
+            self._watched_store(events, expected)
         except BaseException as e:  # the caller re-raises it in its own thread
             done.set_exception(e)
         else:
             done.set_result(None)
+
+    def _watched_store(self, events: Sequence[Any], expected: Expected) -> None:
+        """One store call, which the watchdog ends if it is overdue."""
+        with self._watch_lock:
+            self._calls += 1
+            call = self._calls
+            self._running = (call, time.monotonic() + (self._timeout or 0))
+        try:
+            self._store(events, expected)
+        except BaseException as e:
+            with self._watch_lock:
+                self._running = None
+                aborted = self._aborted == call
+            if aborted:
+                raise CommitTimedOut("the write did not finish in time and was ended; "
+                                     "nothing was stored, retry later") from e
+            raise
+        with self._watch_lock:
+            self._running = None
+
+    def _watch(self, timeout: float) -> None:
+        while not self._closed.wait(min(timeout / 4, 1.0)):
+            # An abort that fails (the database unreachable) is tried again at the next look.
+            with contextlib.suppress(Exception):
+                self._end_running(overdue_only=True)
+
+    def _end_running(self, *, overdue_only: bool) -> None:
+        """Abort the store call under way (if overdue, with ``overdue_only``). Under the
+        lock, so that the call cannot end and the next begin in between: the abort reaches
+        the call it was meant for or none."""
+        if self._abort is None or self._thread.ident is None:
+            return
+        with self._watch_lock:
+            if self._running is None:
+                return
+            call, overdue_at = self._running
+            if overdue_only and time.monotonic() < overdue_at:
+                return
+            self._aborted = call
+            # Not again before another timeout, should the call still not have returned.
+            self._running = (call, time.monotonic() + (self._timeout or 0))
+            self._abort(self._thread.ident)

@@ -21,19 +21,28 @@ def keyring_uuid(study_id: str) -> UUID:
 
 class Keyring(Aggregate):
     """Signing keys of one study's log, and what became of each."""
+    TOPIC = "Keyring.v1"
 
     class Event(Aggregate.Event):
         """Base of keyring events."""
 
         envelope: Envelope
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "Keyring.Created.v1"
+
     class Opened(Event, Aggregate.Created):
         """The keyring exists (with the study's first key, registered next)."""
+        TOPIC = "Keyring.Opened.v1"
 
         study_id: str
 
     class KeyRegistered(Event):
         """A key may sign this log from here on (the event is signed by a key already valid)."""
+        TOPIC = "Keyring.KeyRegistered.v1"
 
         key_id: str
         public_key: str  # base64 of the raw 32-byte Ed25519 key
@@ -43,6 +52,7 @@ class Keyring(Aggregate):
 
     class KeyRetired(Event):
         """A key signs nothing after this event (a planned rotation)."""
+        TOPIC = "Keyring.KeyRetired.v1"
 
         key_id: str
 
@@ -51,6 +61,7 @@ class Keyring(Aggregate):
 
     class KeyRevoked(Event):
         """A key is compromised: nothing it signed at or after ``effective_at`` is valid."""
+        TOPIC = "Keyring.KeyRevoked.v1"
 
         key_id: str
         effective_at: datetime

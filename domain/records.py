@@ -21,6 +21,7 @@ KINDS = ("vitals", "doses", "therapies", "labs", "assessments", "adverse-events"
 
 THERAPY_CATEGORIES = ("glucocorticoid", "immunosuppressant")
 INSTRUMENTS = ("SLEDAI", "ESSDAI")
+DOSE_UNITS = ("IU",)  # the investigational product is dosed in international units
 
 
 @dataclass
@@ -150,8 +151,9 @@ def validate_dose(fields: Mapping[str, Any], context: Context) -> Validated:
     drug = _text(fields, "drug")
     dose = _number(fields, "dose")
     unit = _text(fields, "unit")
-    if unit != "IU":
-        raise InvalidInput("unit", f"unknown unit {unit!r}; doses are given in IU")
+    if unit not in DOSE_UNITS:
+        raise InvalidInput("unit", f"unknown unit {unit!r}; doses are given in "
+                                   f"{', '.join(DOSE_UNITS)}")
     route = _text(fields, "route")
     if context.bsa_m2 is None:
         raise InvalidInput(

@@ -21,7 +21,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
-from domain.group_commit import Expected, GroupCommitter
+from domain.group_commit import Abort, Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
@@ -299,11 +299,14 @@ class StudyApplication(SignedApplication):
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, lte=1))
 
-    def commit_in_groups(self) -> None:
+    def commit_in_groups(self, timeout: float | None = None, abort: Abort | None = None
+                         ) -> None:
         """From now on, store concurrent commands' events in shared transactions (a server
-        turns this on; see :mod:`domain.group_commit`)."""
+        turns this on; see :mod:`domain.group_commit`); a transaction that takes longer than
+        ``timeout`` seconds is ended with ``abort`` and its commands fail with
+        :class:`~domain.group_commit.CommitTimedOut`."""
         if self._committer is None:
-            self._committer = GroupCommitter(self._save_events)
+            self._committer = GroupCommitter(self._save_events, timeout=timeout, abort=abort)
 
     def _save_events(self, events: Sequence[Any], relied_on: Expected) -> None:
         self.save(*events, expected_versions=relied_on)

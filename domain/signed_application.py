@@ -10,6 +10,9 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Mapper, Transcoder
 from eventsourcing.utils import EnvType
 
+# Imported for its registrations: a log holding module-path topics decodes whatever the code's
+# layout (see domain/topics.py).
+import domain.topics  # noqa: F401
 from domain.clock import Clock, SystemClock
 from domain.transcodings import TRANSCODINGS
 

@@ -14,6 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
@@ -92,31 +93,42 @@ class StudyDefinition:
 
 class Study(Aggregate):
     """A registered study."""
+    TOPIC = "Study.v1"
 
     class Event(Aggregate.Event):
         """Base of study events: each carries the envelope."""
 
         envelope: Envelope
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "Study.Created.v1"
+
     class Registered(Event, Aggregate.Created):
         """The study was registered with its definition."""
+        TOPIC = "Study.Registered.v1"
 
         definition: dict[str, Any]
 
     class StudyLocked(Event):
         """The whole study was locked (e.g. database lock): every casebook edit is refused."""
+        TOPIC = "Study.StudyLocked.v1"
 
         def apply(self, study: Study) -> None:
             study.locked = True
 
     class StudyUnlocked(Event):
         """The study was unlocked (with a reason)."""
+        TOPIC = "Study.StudyUnlocked.v1"
 
         def apply(self, study: Study) -> None:
             study.locked = False
 
     class AuditTrailReviewed(Event):
         """A reviewer signed off the audit trail through log position ``through_position``."""
+        TOPIC = "Study.AuditTrailReviewed.v1"
 
         through_position: int
         comment: str
@@ -126,6 +138,7 @@ class Study(Aggregate):
 
     class ExportRecorded(Event):
         """Data left the system: what, as of when, and its SHA-256 when known."""
+        TOPIC = "Study.ExportRecorded.v1"
 
         export_format: str
         as_of: datetime | None
@@ -172,6 +185,7 @@ class Study(Aggregate):
     def review_audit_trail(self, through_position: int, comment: str, envelope: Envelope,
                            at: datetime) -> None:
         """Sign off the audit trail as reviewed through ``through_position``."""
+        limits.check_text("comment", comment, limits.TEXT)
         if through_position < 1:
             raise InvalidInput("through_position", "must be a log position (1 or more)")
         if through_position <= self.reviewed_through:

@@ -16,6 +16,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Actor, Envelope
 from domain.errors import (
@@ -33,6 +34,11 @@ from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
 from domain.study import StudyDefinition, study_uuid
 
 SEXES = ("F", "M", "U")
+# What an adverse event is, as opposed to how it evolves: an update changing one of these
+# needs a reason (grade and action taken are dated clinical facts and need none).
+AE_FIELDS_NEEDING_REASON = frozenset({
+    "term", "category", "relationship", "serious", "seriousness_criteria", "outcome",
+    "meddra_pt", "meddra_llt"})
 SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
@@ -44,6 +50,7 @@ def subject_uuid(study_id: str, subject_code: str) -> UUID:
 
 class Subject(Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
+    TOPIC = "Subject.v1"
 
     class Event(Aggregate.Event):
         """Base of subject events: each carries the envelope; its timestamp is recorded_at."""
@@ -55,8 +62,15 @@ class Subject(Aggregate):
             """When the system recorded the event (server clock, UTC)."""
             return self.timestamp
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "Subject.Created.v1"
+
     class Consented(Event, Aggregate.Created):
         """Informed consent was given; the subject exists from here on."""
+        TOPIC = "Subject.Consented.v1"
 
         study_id: str
         subject_code: str
@@ -71,6 +85,7 @@ class Subject(Aggregate):
         here on. ``demographics`` holds the DM variables as given; ``arm`` and ``actual_arm``
         are ARMCD and ACTARMCD (both kept: they differ when a subject received another arm
         than planned); a screen failure is kept, with that status."""
+        TOPIC = "Subject.Imported.v1"
 
         study_id: str
         subject_code: str
@@ -84,6 +99,7 @@ class Subject(Aggregate):
 
     class Screened(Event):
         """Every eligibility criterion was evaluated against the screening facts, and met."""
+        TOPIC = "Subject.Screened.v1"
 
         facts: dict[str, Any]
         criteria: list[dict[str, Any]]
@@ -94,6 +110,7 @@ class Subject(Aggregate):
 
     class Enrolled(Event):
         """The subject was enrolled into an arm."""
+        TOPIC = "Subject.Enrolled.v1"
 
         arm: str
         enrolled_on: date
@@ -105,6 +122,7 @@ class Subject(Aggregate):
 
     class RecordEntered(Event):
         """Base of first entries of a record."""
+        TOPIC = "Subject.RecordEntered.v1"
 
         record_id: str
         kind: str
@@ -129,25 +147,32 @@ class Subject(Aggregate):
 
     class VitalSignsRecorded(RecordEntered):
         """Vital signs were measured (BSA derived when height and weight are present)."""
+        TOPIC = "Subject.VitalSignsRecorded.v1"
 
     class DoseAdministered(RecordEntered):
         """A dose of the investigational product was given (IU and IU/m²)."""
+        TOPIC = "Subject.DoseAdministered.v1"
 
     class TherapyStarted(RecordEntered):
         """A steroid or immunosuppressant course started (mg/day; prednisone-equivalent)."""
+        TOPIC = "Subject.TherapyStarted.v1"
 
     class LabResultRecorded(RecordEntered):
         """A lab result (code, value, unit, reference range, collected at)."""
+        TOPIC = "Subject.LabResultRecorded.v1"
 
     class AssessmentRecorded(RecordEntered):
         """A disease-activity assessment (SELENA-SLEDAI or ESSDAI) with its derived total."""
+        TOPIC = "Subject.AssessmentRecorded.v1"
 
     class AdverseEventReported(RecordEntered):
         """An adverse event was reported."""
+        TOPIC = "Subject.AdverseEventReported.v1"
 
     class RowImported(RecordEntered):
         """A row of an SDTM data set was loaded as a record (its kind is the SDTM domain);
         where it came from travels in the envelope's provenance."""
+        TOPIC = "Subject.RowImported.v1"
 
         def apply(self, subject: Subject) -> None:
             # As RecordEntered, with one copy of the fields shared by the record and its
@@ -165,6 +190,7 @@ class Subject(Aggregate):
 
     class RecordChanged(Event):
         """Base of changes to an existing record: each names the fields, old and new."""
+        TOPIC = "Subject.RecordChanged.v1"
 
         record_id: str
         changes: dict[str, dict[str, Any]]
@@ -191,29 +217,35 @@ class Subject(Aggregate):
 
     class TherapyChanged(RecordChanged):
         """A therapy's daily dose changed from ``observed_at`` on (a new clinical fact)."""
+        TOPIC = "Subject.TherapyChanged.v1"
 
         observed_at: datetime
 
     class TherapyStopped(RecordChanged):
         """A therapy course ended at ``observed_at``."""
+        TOPIC = "Subject.TherapyStopped.v1"
 
         observed_at: datetime
 
     class AdverseEventUpdated(RecordChanged):
         """An adverse event evolved (grade, seriousness, action...) as of ``observed_at``."""
+        TOPIC = "Subject.AdverseEventUpdated.v1"
 
         observed_at: datetime
 
     class AdverseEventResolved(RecordChanged):
         """An adverse event ended at ``observed_at`` with its outcome."""
+        TOPIC = "Subject.AdverseEventResolved.v1"
 
         observed_at: datetime
 
     class RecordCorrected(RecordChanged):
         """What was entered was wrong: one field, old -> new, with the envelope's reason."""
+        TOPIC = "Subject.RecordCorrected.v1"
 
     class RecordRemoved(Event):
         """A record was removed (entered in error, duplicate...); its values stay in history."""
+        TOPIC = "Subject.RecordRemoved.v1"
 
         record_id: str
         removed_fields: dict[str, Any]
@@ -225,6 +257,7 @@ class Subject(Aggregate):
 
     class Withdrawn(Event):
         """The subject left the study early."""
+        TOPIC = "Subject.Withdrawn.v1"
 
         observed_at: datetime
         withdrawal_reason: str
@@ -235,6 +268,7 @@ class Subject(Aggregate):
 
     class Completed(Event):
         """The subject completed the study."""
+        TOPIC = "Subject.Completed.v1"
 
         observed_at: datetime
 
@@ -244,6 +278,7 @@ class Subject(Aggregate):
 
     class SubjectLocked(Event):
         """The casebook was locked: edits are refused until unlocked."""
+        TOPIC = "Subject.SubjectLocked.v1"
 
         def apply(self, subject: Subject) -> None:
             subject.locked = True
@@ -251,6 +286,7 @@ class Subject(Aggregate):
 
     class SubjectUnlocked(Event):
         """The casebook was unlocked (with a reason); later edits are post-lock edits."""
+        TOPIC = "Subject.SubjectUnlocked.v1"
 
         def apply(self, subject: Subject) -> None:
             subject.locked = False
@@ -262,6 +298,7 @@ class Subject(Aggregate):
         The signer re-authenticated to sign; the signature is bound to a SHA-256 of the
         signed content. A later change to that content invalidates it (the history keeps both).
         """
+        TOPIC = "Subject.Signed.v1"
 
         signature_id: str
         meaning: str
@@ -288,6 +325,7 @@ class Subject(Aggregate):
 
     class QueryOpened(Event):
         """A monitor or data manager questioned one field of one record."""
+        TOPIC = "Subject.QueryOpened.v1"
 
         query_id: str
         on_record: str
@@ -304,6 +342,7 @@ class Subject(Aggregate):
 
     class QueryAnswered(Event):
         """The site answered a query (``correction_version``: the correction made in answer)."""
+        TOPIC = "Subject.QueryAnswered.v1"
 
         query_id: str
         text: str
@@ -320,6 +359,7 @@ class Subject(Aggregate):
 
     class QueryClosed(Event):
         """Whoever may raise queries closed it."""
+        TOPIC = "Subject.QueryClosed.v1"
 
         query_id: str
         text: str
@@ -331,6 +371,7 @@ class Subject(Aggregate):
 
     class SourceVerified(Event):
         """A monitor verified the record against source documents, at ``record_revision``."""
+        TOPIC = "Subject.SourceVerified.v1"
 
         on_record: str
         record_revision: int
@@ -416,6 +457,8 @@ class Subject(Aggregate):
     ) -> Subject:
         """Record informed consent: the subject's casebook starts here."""
         at = require_aware("recorded_at", at)
+        limits.check_texts(("subject_code", subject_code, limits.ID), ("site", site, limits.ID),
+                           ("disease", disease, limits.ID))
         problems = []
         if not subject_code or not subject_code.strip():
             problems.append(("subject_code", "is required"))
@@ -526,6 +569,7 @@ class Subject(Aggregate):
     ) -> None:
         """Evaluate every criterion; refuse (naming each failed one) unless all are met."""
         self._require_status("consented")
+        limits.check_screening(answers)
         born, consented = self._consent_dates()
         try:
             facts = derive_screening_facts(born, consented, answers)
@@ -551,6 +595,7 @@ class Subject(Aggregate):
         """Enroll the screened subject into an arm."""
         self._require_status("screened")
         at = require_aware("recorded_at", at)
+        limits.check_text("arm", arm, limits.ID)
         if arm not in study.arms:
             raise InvalidInput("arm", f"must be one of {', '.join(study.arms)}")
         if enrolled_on < self._consent_dates()[1]:
@@ -684,10 +729,21 @@ class Subject(Aggregate):
         self, record_id: str, observed_at: datetime, changes: Mapping[str, Any],
         envelope: Envelope, at: datetime,
     ) -> None:
-        """The adverse event evolved as of ``observed_at`` (e.g. worsened, became serious)."""
+        """The adverse event evolved as of ``observed_at`` (e.g. worsened, a dose withdrawn).
+
+        A change of what the event is (:data:`AE_FIELDS_NEEDING_REASON`: its term, coding,
+        category, relationship, seriousness or outcome) is a judgement revised, not a dated
+        clinical fact, and needs the envelope's reason; a new grade or action taken does not.
+        """
         record = self._record(record_id, "adverse-events")
         if "ended_at" in changes:
             raise InvalidInput("ended_at", "use resolve_adverse_event to end an event")
+        judged = sorted(AE_FIELDS_NEEDING_REASON.intersection(changes))
+        if envelope.reason is not None:
+            envelope.require_reason()  # a reason given is held to every reason's limits
+        elif judged:
+            raise InvalidInput("reason", f"changing {', '.join(judged)} of an adverse event "
+                                         "needs a reason")
         self._change(self.AdverseEventUpdated, record, changes, envelope, at,
                      observed_at=observed_at)
 
@@ -734,6 +790,8 @@ class Subject(Aggregate):
 
         The caller has re-authenticated ``signer`` with username and password.
         """
+        limits.check_texts(("meaning", meaning, limits.ID),
+                           ("signature_id", signature_id, limits.ID))
         if meaning not in meanings:
             raise InvalidInput("meaning", f"must be one of {', '.join(meanings)}")
         if not signature_id.strip():
@@ -750,6 +808,8 @@ class Subject(Aggregate):
     def open_query(self, query_id: str, record_id: str, field: str, text: str,
                    envelope: Envelope, at: datetime) -> None:
         """Question one field of one record."""
+        limits.check_texts(("query_id", query_id, limits.ID), ("record_id", record_id, limits.ID),
+                           ("field", field, limits.ID), ("text", text, limits.TEXT))
         self._check_editable(envelope)
         record = self._record(record_id)
         if field not in record.fields and field.partition(".")[0] not in record.fields:
@@ -767,6 +827,7 @@ class Subject(Aggregate):
     def answer_query(self, query_id: str, text: str, envelope: Envelope, at: datetime,
                      correction_version: int | None = None) -> None:
         """Answer an open query (optionally naming the correction made in answer)."""
+        limits.check_text("text", text, limits.TEXT)
         self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
@@ -789,6 +850,7 @@ class Subject(Aggregate):
 
     def close_query(self, query_id: str, text: str, envelope: Envelope, at: datetime) -> None:
         """Close a query."""
+        limits.check_text("text", text, limits.TEXT)
         self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
@@ -837,6 +899,7 @@ class Subject(Aggregate):
         self._require_status("enrolled")
         if not reason.strip():
             raise InvalidInput("withdrawal_reason", "is required")
+        limits.check_text("withdrawal_reason", reason, limits.WITHDRAWAL_REASON)
         observed = self._valid_time(observed_at, at)
         self.trigger_event(self.Withdrawn, timestamp=require_aware("recorded_at", at),
                            envelope=envelope, observed_at=observed, withdrawal_reason=reason)
@@ -942,6 +1005,9 @@ class Subject(Aggregate):
             raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
         if not record_id or not record_id.strip():
             raise InvalidInput("record_id", "is required")
+        limits.check_texts(("record_id", record_id, limits.ID), ("visit", visit, limits.ID))
+        if not is_sdtm_kind(kind):
+            limits.check_record_values(kind, fields)
         if record_id in self.records:
             raise InvalidInput("record_id", f"record {record_id!r} already exists")
         observed = self._valid_time(observed_at, at)
@@ -970,6 +1036,10 @@ class Subject(Aggregate):
         **extra: Any,
     ) -> None:
         self._check_editable(envelope)
+        if not is_sdtm_kind(record.kind):
+            # The same limits as the record's first entry: a change may not write what an
+            # entry could not.
+            limits.check_record_values(record.kind, new_values)
         if "observed_at" in extra:
             extra["observed_at"] = self._valid_time(extra["observed_at"], at,
                                                     not_before=record.observed_at)

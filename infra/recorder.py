@@ -3,7 +3,8 @@
 The triggers belong to the table owner. The application connects as a role that owns none of
 the tables (see ``infra/roles.py``), so it can neither disable them nor drop the tables.
 
-The application recorder inserts a batch as one array per column, and takes
+The application recorder inserts a batch as one array per column (a large one with COPY), in
+a transaction with its own lock and statement timeouts, and takes
 ``expected_versions``: aggregates a write relied on without writing to them (a subject's
 command reads the study's lock). They are checked under the table lock every insert takes,
 so no event of theirs can commit between the check and the write; if one has moved on, or
@@ -13,11 +14,16 @@ the batch itself writes to one, nothing is inserted and
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     InterfaceError,
     OperationalError,
@@ -26,10 +32,11 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
+    PostgresFactory,
     PostgresProcessRecorder,
 )
-from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.errors import LockNotAvailable, QueryCanceled
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
@@ -69,13 +76,41 @@ def append_only_statements(schema: str, table: str) -> list[Composed]:
 # From this many events on, insert_events stores them with COPY (see copy_events).
 COPY_FROM = 100
 
+# How long a write transaction waits for the events table's lock, and how long one of its
+# statements may run, before PostgreSQL gives up on it (seconds; 0: no limit). Set from the
+# deployment's settings through the eventsourcing environment (see TrialLedgerFactory).
+LOCK_TIMEOUT_ENV = "TRIALLEDGER_WRITE_LOCK_TIMEOUT"
+STATEMENT_TIMEOUT_ENV = "TRIALLEDGER_WRITE_STATEMENT_TIMEOUT"
+
+# Attempts at a write that lost its connection (as eventsourcing's own insert_events).
+_ATTEMPTS = 10
+_RETRY_WAIT = 0.2
+
+
+class WriteAborted(OperationalError):
+    """A write transaction was ended from outside (see
+    :meth:`AppendOnlyApplicationRecorder.abort_write`); nothing of it was stored."""
+
+
+@dataclass
+class _Write:
+    """One thread's write in flight: the backend its transaction runs in, once known."""
+
+    pid: int | None = None
+    aborted: bool = False
+
 
 class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
     """eventsourcing's application recorder whose events table refuses change.
 
-    A large batch is stored with COPY rather than eventsourcing's INSERT (an array of composite
-    values, sent in pipeline mode): the same rows under the same table lock, several times
-    faster, and with no bound on the batch (a large pipelined INSERT stalls: psycopg #685).
+    Events are written in a plain transaction, not in eventsourcing's pipeline mode: a large
+    pipelined payload stalls psycopg's pipeline sync (psycopg #685, reproduced with a 1 MB
+    event on the embedded PostgreSQL's Unix socket) while the transaction holds the table's
+    lock, and with it every write of the study. The transaction sets its own lock and
+    statement timeouts, and another thread may end it (:meth:`abort_write`).
+
+    A large batch is stored with COPY rather than an INSERT: the same rows under the same
+    table lock, several times faster, and with no bound on the batch.
     """
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
@@ -83,8 +118,13 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             append_only_statements(datastore.schema, self.events_table_name)
         )
+        self.lock_timeout = float(datastore.lock_timeout)
+        self.statement_timeout = 0.0
+        self._writes: dict[int, _Write] = {}
+        self._writes_lock = threading.Lock()
         table = SQL("{}.{}").format(Identifier(datastore.schema),
                                     Identifier(self.events_table_name))
+        self._table = table
         self._copy_statement = SQL(
             "COPY {} (originator_id, originator_version, topic, state) FROM STDIN "
             "(FORMAT BINARY)").format(table)
@@ -106,51 +146,98 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             " AS relied(id, version) WHERE relied.version <> coalesce((SELECT"
             " max(originator_version) FROM {schema}.{table} WHERE originator_id = relied.id),"
             " 0)) RETURNING notification_id").format(**names)
+        self._stored_statement = SQL(
+            "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s"
+            " AND originator_version = %s AND state = %s").format(**names)
+
+    def _prelude(self) -> Composed:
+        """What a write transaction does first, in one round trip: its timeouts, the table
+        lock (notification ids in commit order), and the notification of new events."""
+        return SQL(
+            "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}; "
+            "LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {channel}"
+        ).format(lock=Literal(f"{round(self.lock_timeout * 1000)}ms"),
+                 statement=Literal(f"{round(self.statement_timeout * 1000)}ms"),
+                 table=self._table, channel=Identifier(self.channel_name))
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
-        """Store the events in one transaction; a large batch with COPY."""
-        ids: Sequence[int] | None
-        if len(stored_events) >= COPY_FROM and not kwargs:
-            ids = self.copy_events(stored_events)
-        else:
-            ids = super().insert_events(stored_events, **kwargs)
-        return ids
+        """Store the events in one transaction (a large batch with COPY); return their
+        notification ids.
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as insert_events
-    def copy_events(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
-        """Store the events with COPY in one transaction; return their notification ids.
-
-        The transaction first takes the table lock eventsourcing's INSERT takes, so that
-        notification ids are issued in commit order (what the sealer and projections follow)
-        and those of one batch are consecutive. A duplicate (aggregate id, version) fails the
-        whole batch with :class:`eventsourcing.persistence.IntegrityError`: all of it is
-        stored, or none.
+        A write whose connection fails is retried, unless it was aborted or ran out of time;
+        one whose outcome is unknown (the connection lost at commit) is looked up first, so a
+        batch that did commit is reported stored, never written twice or refused.
         """
         if not stored_events:
             return []
-        with self.datastore.get_connection() as conn, conn.transaction(), \
-                conn.cursor() as curs:
-            self._lock_table(curs)
-            self._notify_channel(curs)
-            with curs.copy(self._copy_statement) as copy:
-                copy.set_types([self.datastore.originator_id_type, "int8", "text", "bytea"])
-                for event in stored_events:
-                    copy.write_row((event.originator_id, event.originator_version,
-                                    event.topic, event.state))
-            row = curs.execute(self._last_id_statement).fetchone()
-            assert row is not None
-        # Under the lock nothing else draws from the table's sequence: this batch's ids are
-        # the last len(stored_events) ones drawn.
-        last = int(row["last_id"])
-        return list(range(last - len(stored_events) + 1, last + 1))
+        expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
+        write = _Write()
+        thread = threading.get_ident()
+        with self._writes_lock:
+            self._writes[thread] = write
+        try:
+            for attempt in range(1, _ATTEMPTS + 1):
+                if write.aborted:
+                    raise WriteAborted("the write was aborted; nothing was stored")
+                try:
+                    return self._write(stored_events, expected, write)
+                except (InterfaceError, OperationalError) as e:
+                    ids = self._stored_ids(stored_events)
+                    if ids is not None:
+                        return ids
+                    if write.aborted:
+                        raise WriteAborted("the write was aborted; nothing was stored") from e
+                    if attempt == _ATTEMPTS or _timed_out(e):
+                        raise
+                    time.sleep(_RETRY_WAIT)
+            raise AssertionError("unreachable")  # the loop returns or raises
+        finally:
+            with self._writes_lock:
+                del self._writes[thread]
 
-    def _insert_stored_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
-    ) -> None:
+    def abort_write(self, thread: int) -> bool:
+        """End the write that ``thread`` has in flight, if any: its transaction is rolled
+        back (its backend is terminated, which releases the table lock even when client and
+        server are stuck) and it is not retried. True once its backend is known gone."""
+        with self._writes_lock:
+            write = self._writes.get(thread)
+            if write is None:
+                return False
+            write.aborted = True
+            pid = write.pid
+        if pid is None:
+            return True
+        # A connection of its own: the pool's may all be waiting for the lock.
+        params = self.datastore.pool.kwargs
+        assert isinstance(params, dict)  # as PostgresDatastore makes its pool
+        server = {k: params[k] for k in ("dbname", "host", "port", "user", "password")}
+        with psycopg.connect(**server, autocommit=True, connect_timeout=5) as conn:
+            # Waits (up to 5 s) until the backend has exited: its transaction is then over.
+            row = conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()
+        return bool(row and row[0])
+
+    def _write(self, stored_events: Sequence[StoredEvent], expected: Sequence[tuple[UUID, int]],
+               write: _Write) -> Sequence[int]:
+        if expected:
+            written = {e.originator_id for e in stored_events}
+            clash = sorted(str(i) for i, _ in expected if i in written)
+            if clash:
+                raise IntegrityError(
+                    f"the batch writes to {', '.join(clash)}, which it relies on")
+        with self.datastore.get_connection() as conn:
+            write.pid = conn.info.backend_pid
+            try:
+                with conn.transaction(), conn.cursor() as curs:
+                    curs.execute(self._prelude())
+                    if len(stored_events) >= COPY_FROM and not expected:
+                        return self._copy(curs, stored_events)
+                    return self._insert(curs, stored_events, expected)
+            finally:
+                write.pid = None
+
+    def _insert(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                expected: Sequence[tuple[UUID, int]]) -> Sequence[int]:
         # One array per column, sent in binary: eventsourcing's array of composite values is
         # rendered as text by Python code, escaping every byte of every event, which cost
         # more than the signing. RETURNING gives the notification ids in insertion order.
@@ -160,37 +247,75 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
         if expected:
-            written = {e.originator_id for e in stored_events}
-            clash = sorted(str(i) for i, _ in expected if i in written)
-            if clash:
-                raise IntegrityError(
-                    f"the batch writes to {', '.join(clash)}, which it relies on")
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        if expected:
-            # Checked by the insert itself, under the table lock taken above: nothing can
+            # Checked by the insert itself, under the table lock taken first: nothing can
             # commit to these aggregates before this batch does.
             curs.execute(self._insert_if_unmoved_statement, (
                 *columns, [i for i, _ in expected], [v for _, v in expected],
             ), binary=True, prepare=True)
         else:
             curs.execute(self._insert_columns_statement, columns, binary=True, prepare=True)
-
-    def _fetch_ids_after_insert_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
-    ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if len(ids or ()) != len(stored_events):
+        ids = [int(row["notification_id"]) for row in curs.fetchall()]
+        if len(ids) != len(stored_events):
             # The insert found a relied-on aggregate moved on and stored nothing; the commit
             # that follows is an empty one.
-            moved = ", ".join(str(i) for i, _ in kwargs.get("expected_versions") or ())
+            moved = ", ".join(str(i) for i, _ in expected)
             raise IntegrityError(f"{moved}: moved on since it was read")
         return ids
+
+    def _copy(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
+              ) -> Sequence[int]:
+        """Store the events with COPY, under the table lock the prelude took, so that
+        notification ids are issued in commit order and those of one batch are consecutive.
+        A duplicate (aggregate id, version) fails the whole batch."""
+        with curs.copy(self._copy_statement) as copy:
+            copy.set_types([self.datastore.originator_id_type, "int8", "text", "bytea"])
+            for event in stored_events:
+                copy.write_row((event.originator_id, event.originator_version,
+                                event.topic, event.state))
+        row = curs.execute(self._last_id_statement).fetchone()
+        assert row is not None
+        # Under the lock nothing else draws from the table's sequence: this batch's ids are
+        # the last len(stored_events) ones drawn.
+        last = int(row["last_id"])
+        return list(range(last - len(stored_events) + 1, last + 1))
+
+    def _stored_ids(self, stored_events: Sequence[StoredEvent]) -> Sequence[int] | None:
+        """The notification ids of the batch if it was committed after all, else None (also
+        when the database cannot be asked). A batch is stored whole or not at all, its first
+        event's state is unique (signed and timed), and under the table lock its ids were
+        drawn consecutively."""
+        first = stored_events[0]
+        try:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                row = curs.execute(self._stored_statement, (
+                    first.originator_id, first.originator_version, first.state),
+                    binary=True).fetchone()
+        except (InterfaceError, OperationalError):
+            return None
+        if row is None:
+            return None
+        start = int(row["notification_id"])
+        return list(range(start, start + len(stored_events)))
+
+
+def _timed_out(error: Exception) -> bool:
+    """True for a lock or statement timeout: retrying would only wait as long again."""
+    return isinstance(error.__cause__, (LockNotAvailable, QueryCanceled))
+
+
+class TrialLedgerFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, handing the deployment's write timeouts to the
+    application recorder."""
+
+    def application_recorder(self) -> ApplicationRecorder:
+        """The application recorder named in the environment, with its write timeouts."""
+        recorder = super().application_recorder()
+        if isinstance(recorder, AppendOnlyApplicationRecorder):
+            recorder.lock_timeout = float(self.env.get(LOCK_TIMEOUT_ENV) or
+                                          recorder.lock_timeout)
+            recorder.statement_timeout = float(self.env.get(STATEMENT_TIMEOUT_ENV) or 0)
+        return recorder
 
 
 class AppendOnlyProcessRecorder(PostgresProcessRecorder):

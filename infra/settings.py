@@ -6,6 +6,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
+
+# Longer than the write timeouts together: PostgreSQL's own timeouts end an ordinary wait
+# first; this ends what it cannot see (a client and server stuck on each other).
+COMMIT_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -17,6 +23,12 @@ class Settings:
       when neither is set, a key is created in ``home/keys`` on first use.
     - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
       the application, running as a role that owns nothing, must not try to create them.
+    - ``write_lock_timeout`` / ``write_statement_timeout``: seconds a write waits for the
+      events table's lock / one of its statements may run before PostgreSQL gives up on it
+      (0: no limit).
+    - ``commit_timeout``: seconds a server's group commit may take before its requests are
+      answered 503 and its transaction is ended (releasing the lock); see
+      :mod:`domain.group_commit`.
     """
 
     database_url: str | None
@@ -25,6 +37,9 @@ class Settings:
     signing_key_pem: str | None = None
     key_name: str = "trialledger"
     provisioned: bool = False
+    write_lock_timeout: float = WRITE_LOCK_TIMEOUT
+    write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
+    commit_timeout: float = COMMIT_TIMEOUT
 
     @property
     def keys_dir(self) -> Path:
@@ -48,4 +63,22 @@ class Settings:
             signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
             key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
             provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
+            write_lock_timeout=_seconds("TRIALLEDGER_WRITE_LOCK_TIMEOUT", WRITE_LOCK_TIMEOUT),
+            write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
+                                             WRITE_STATEMENT_TIMEOUT),
+            commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
         )
+
+
+def _seconds(name: str, default: float) -> float:
+    """A duration in seconds from the environment variable ``name``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds (0 or more), not {raw!r}")
+    return value

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from uuid import UUID
 
-from eventsourcing.utils import get_topic
-
 from domain.service import StudyApplication
 from domain.subject import Subject
+from domain.topics import stored_names
 
 
 def enrollment_counts(app: StudyApplication) -> Counter[tuple[str, str]]:
     """Number of enrolled subjects per (arm, disease)."""
     disease: dict[UUID, str] = {}
     arm: dict[UUID, str] = {}
-    topics = [get_topic(Subject.Consented), get_topic(Subject.Enrolled)]
+    topics = [*stored_names(Subject.Consented), *stored_names(Subject.Enrolled)]
     start = 1
     while batch := app.recorder.select_notifications(start, 1000, topics=topics):
         for notification in batch:

@@ -1,4 +1,5 @@
-"""House rules enforced by the suite: ruff clean everywhere, mypy --strict clean on the code."""
+"""House rules enforced by the suite: ruff clean everywhere, mypy --strict clean on the code,
+and the layer contracts of pyproject.toml kept (import-linter)."""
 
 from __future__ import annotations
 
@@ -21,4 +22,11 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_is_clean_on_domain_infra_projections_and_api() -> None:
     result = _run("mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_layer_contracts_hold() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -153,11 +153,13 @@ def stop_therapy(request: Request, principal: CurrentPrincipal, study: str, subj
 @router.post(SUBJECT + "/adverse-events/{record}/updates", responses={200: WRITTEN})
 def update_adverse_event(request: Request, principal: CurrentPrincipal, study: str,
                          subject: str, record: str, body: AdverseEventUpdateIn) -> JSONResponse:
-    """The adverse event evolved (grade, seriousness...) as of ``observed_at``."""
+    """The adverse event evolved (grade, action taken...) as of ``observed_at``. Changing
+    its term, coding, category, relationship, seriousness or outcome needs a ``reason``."""
+    changes = body.changes.given()
     return write_subject(request, principal, study, subject, Action.ENTER,
                          lambda s, env, t: s.update_adverse_event(record, body.observed_at,
-                                                                  body.changes, env, t),
-                         record_id=record)
+                                                                  changes, env, t),
+                         reason=body.reason, record_id=record)
 
 
 @router.post(SUBJECT + "/adverse-events/{record}/resolution", responses={200: WRITTEN})

@@ -12,14 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from eventsourcing.utils import get_topic
 
 from domain.keyring import Keyring
+from domain.topics import stored_names
 from infra.signing import SignedState, SignedStateError, check_signature
 
-KEY_REGISTERED = get_topic(Keyring.KeyRegistered)
-KEY_RETIRED = get_topic(Keyring.KeyRetired)
-KEY_REVOKED = get_topic(Keyring.KeyRevoked)
+# Every name each key event is stored under, in logs of any age.
+KEY_REGISTERED = stored_names(Keyring.KeyRegistered)
+KEY_RETIRED = stored_names(Keyring.KeyRetired)
+KEY_REVOKED = stored_names(Keyring.KeyRevoked)
 
 
 def revocation_from_payload(payload: bytes) -> tuple[str, datetime]:
@@ -89,9 +90,9 @@ class EventChecker:
 
     def learn(self, topic: str, payload: bytes) -> None:
         """Take in a key registration or retirement (no-op for other events)."""
-        if topic == KEY_REGISTERED:
+        if topic in KEY_REGISTERED:
             data = json.loads(payload)
             raw = base64.b64decode(data["public_key"])
             self.registered[str(data["key_id"])] = Ed25519PublicKey.from_public_bytes(raw)
-        elif topic == KEY_RETIRED:
+        elif topic in KEY_RETIRED:
             self.retired.add(str(json.loads(payload)["key_id"]))

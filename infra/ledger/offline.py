@@ -43,7 +43,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 LEDGER = ("events.jsonl", "leaves.jsonl", "checkpoints.jsonl", "public_keys.pem")
 MANIFEST = ("manifest.json", "manifest.sig")
 FORMATS = ("trialledger-bundle/1", "trialledger-bundle/2")
-KEYRING = "domain.keyring:Keyring."
+# The key events' stored names: explicit ones, and the module paths of logs written before.
+KEY_REGISTERED = frozenset({"Keyring.KeyRegistered.v1", "domain.keyring:Keyring.KeyRegistered"})
+KEY_RETIRED = frozenset({"Keyring.KeyRetired.v1", "domain.keyring:Keyring.KeyRetired"})
+KEY_REVOKED = frozenset({"Keyring.KeyRevoked.v1", "domain.keyring:Keyring.KeyRevoked"})
 
 
 class BundleInvalid(Exception):
@@ -260,7 +263,7 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
 
     revoked: dict[str, datetime] = {}
     for event in events():
-        if event["topic"] == KEYRING + "KeyRevoked":
+        if event["topic"] in KEY_REVOKED:
             data = json.loads(_unpack(base64.b64decode(event["state"]))[3])
             effective = data["effective_at"]
             revoked[data["key_id"]] = datetime.fromisoformat(
@@ -379,10 +382,10 @@ def _check_event(study: str, event: dict[str, Any], keys: dict[str, Ed25519Publi
     except InvalidSignature:
         return "signature does not match the stored event (altered or forged)"
     versions[oid] = version
-    if topic == KEYRING + "KeyRegistered":
+    if topic in KEY_REGISTERED:
         data = json.loads(payload)
         keys[data["key_id"]] = Ed25519PublicKey.from_public_bytes(
             base64.b64decode(data["public_key"]))
-    elif topic == KEYRING + "KeyRetired":
+    elif topic in KEY_RETIRED:
         retired.add(json.loads(payload)["key_id"])
     return None

@@ -59,15 +59,15 @@ def load_checker(conn: psycopg.Connection[Any], study: str, schema: str,
     rows = conn.execute(
         SQL("SELECT topic, state FROM {}.{} WHERE topic = ANY(%s) ORDER BY notification_id")
         .format(Identifier(schema), Identifier(EVENTS_TABLE)),
-        ([KEY_REGISTERED, KEY_RETIRED, KEY_REVOKED],),
+        ([*KEY_REGISTERED, *KEY_RETIRED, *KEY_REVOKED],),
     ).fetchall()
     for topic, state in rows:
         try:
             payload = SignedState.unpack(bytes(state)).payload
-            if topic == KEY_REVOKED:
+            if topic in KEY_REVOKED:
                 key_id, effective = _revocation(payload)
                 checker.revocations[key_id] = effective
-            elif topic == KEY_REGISTERED:
+            elif topic in KEY_REGISTERED:
                 data = json.loads(payload)
                 checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
         except (ValueError, KeyError):
@@ -150,7 +150,7 @@ def _replayed_checker(conn: psycopg.Connection[Any], study: str, schema: str,
             "ORDER BY e.notification_id")
         .format(Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema),
                 Identifier(store.LEAVES)),
-        ([KEY_REGISTERED, KEY_RETIRED],),
+        ([*KEY_REGISTERED, *KEY_RETIRED],),
     ).fetchall()
     for topic, state in key_rows:
         checker.learn(topic, SignedState.unpack(bytes(state)).payload)

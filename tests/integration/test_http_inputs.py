@@ -52,7 +52,7 @@ DOSE = {"observed_at": DRAWN, "drug": "IL2", "dose": 600000.0, "unit": "IU", "ro
     ("doses", {**DOSE, "dose": -600000.0}, "dose"),
     ("doses", {**DOSE, "unit": "mg"}, "unit"),
     ("vitals", {"observed_at": DRAWN, "measurements": {"WEIGHT": {"value": 36, "unit": "lb"}}},
-     "WEIGHT.unit"),
+     "measurements.WEIGHT.unit"),  # the unit is an enum of the schema
     ("adverse-events", {"observed_at": DRAWN, "term": "Fever", "category": "fever",
                         "grade": 7, "serious": False, "relationship": "possible",
                         "action_taken": "none", "outcome": "recovering"}, "grade"),

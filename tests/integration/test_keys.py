@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from api.runtime import Runtime
+from domain.keyring import Keyring
 from infra import keys
 from infra.ledger.bundle import write_bundle
-from infra.ledger.checker import KEY_REGISTERED, KEY_RETIRED
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
 from infra.settings import Settings
@@ -50,11 +50,12 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
 
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(f"SELECT topic, state FROM {EVENTS} WHERE topic = ANY(%s) "
-                            "ORDER BY notification_id", ([KEY_REGISTERED, KEY_RETIRED],)).fetchall()
+                            "ORDER BY notification_id",
+                            ([Keyring.KeyRegistered.TOPIC, Keyring.KeyRetired.TOPIC],)).fetchall()
     signed_by = [(topic, SignedState.unpack(bytes(state)).key_id) for topic, state in rows]
     # The first key registered itself; the old key registered the new one and retired itself.
-    assert signed_by == [(KEY_REGISTERED, old_id), (KEY_REGISTERED, old_id),
-                         (KEY_RETIRED, old_id)]
+    registered, retired = Keyring.KeyRegistered.TOPIC, Keyring.KeyRetired.TOPIC
+    assert signed_by == [(registered, old_id), (registered, old_id), (retired, old_id)]
 
     # Later events are signed by the new key, and everything verifies, online and offline
     # from the first key alone.

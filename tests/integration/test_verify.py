@@ -39,7 +39,7 @@ def run_verify(settings: Settings, db_url: str, *args: str) -> tuple[int, str]:
         cli, ["verify", "--database-url", db_url, *args],
         env={"TRIALLEDGER_HOME": str(settings.home)},
     )
-    return result.exit_code, result.output
+    return result.exit_code, " ".join(result.output.split())  # rich wraps at its width
 
 
 def owner_sql(db_url: str, statement: str) -> None:

@@ -192,11 +192,13 @@ def test_adverse_event_report_update_and_resolve() -> None:
     details = {"term": "Pneumonia", "category": "infection", "grade": 2, "serious": False,
                "relationship": "unlikely", "action_taken": "none", "outcome": "recovering"}
     subject.report_adverse_event("AE1", onset, details, envelope(), NOW)
-    subject.update_adverse_event("AE1", onset + DAY, {"grade": 3, "serious": True,
-                                 "seriousness_criteria": ["hospitalisation"]}, envelope(), NOW)
+    subject.update_adverse_event("AE1", onset + DAY, {"grade": 3}, envelope(), NOW)
+    subject.update_adverse_event("AE1", onset + DAY, {"serious": True,
+                                 "seriousness_criteria": ["hospitalisation"]},
+                                 correction("admitted to hospital"), NOW)
     with pytest.raises(InvalidInput, match="seriousness_criteria"):
         subject.update_adverse_event("AE1", onset + DAY, {"seriousness_criteria": []},
-                                     envelope(), NOW)
+                                     correction(), NOW)
     subject.resolve_adverse_event("AE1", onset + 5 * DAY, "recovered", envelope(), NOW)
     fields = subject.records["AE1"].fields
     assert (fields["grade"], fields["serious"], fields["outcome"]) == (3, True, "recovered")
