@@ -154,8 +154,10 @@ def _read_credentials(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         people = json.loads(path.read_text())["people"]
-        if not isinstance(people, dict):
-            raise TypeError("people is not an object")
+        if not isinstance(people, dict) or not all(
+                isinstance(p, dict) and isinstance(p.get("password"), str)
+                for p in people.values()):
+            raise TypeError("people is not an object of people with passwords")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CredentialsUnreadable(f"{path} is not a demo credentials file ({e}); move it "
                                     "away to let the demo write a new one") from None
