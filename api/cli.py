@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -20,7 +21,15 @@ from rich.console import Console
 
 from domain.envelope import Envelope
 from infra import keys
-from infra.logging import configure_logging
+from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
+from infra.logging import (
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    LogSettingError,
+    configure_logging,
+    resolved_format,
+    resolved_level,
+)
 from infra.postgres import connect
 from infra.settings import Settings
 from infra.verify import StudyVerification, verify_study
@@ -51,6 +60,17 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+CheckpointInterval = Annotated[
+    float,
+    typer.Option(
+        "--checkpoint-interval",
+        envvar="TRIALLEDGER_CHECKPOINT_INTERVAL",
+        min=0.5,
+        help=f"Longest wait in seconds from a write to a signed checkpoint covering it (new "
+             f"events are sealed every {SEAL_INTERVAL:g} s; a checkpoint also comes every "
+             f"{CHECKPOINT_EVERY} events).",
+    ),
+]
 
 
 @contextmanager
@@ -66,8 +86,10 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
         raise typer.Exit(1) from e
 
 
-def _settings(database_url: str | None) -> Settings:
-    configure_logging()
+def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
+    # A one-shot command's answer is its output: it logs only warnings and errors (the
+    # embedded database's start and stop are no news). A server logs its requests.
+    configure_logging(logging.INFO if serving else logging.WARNING)
     try:
         return Settings.from_env(database_url)
     except ValueError as e:  # a malformed TRIALLEDGER_* variable
@@ -75,24 +97,63 @@ def _settings(database_url: str | None) -> Settings:
         raise typer.Exit(2) from None
 
 
+@app.callback()
+def _options(
+    log_format: Annotated[str, typer.Option(
+        "--log-format", envvar=LOG_FORMAT_ENV,
+        help="Log lines on stderr: json, console, or auto (console on a terminal, else "
+             "JSON). The level is INFO for serve and demo, else WARNING; "
+             f"{LOG_LEVEL_ENV} overrides it.")] = "auto",
+) -> None:
+    """Options of every command (given before the command's name)."""
+    try:
+        resolved_format(log_format)
+        resolved_level()
+    except LogSettingError as e:
+        err_console.print(f"[red]{e}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if os.environ.get(LOG_FORMAT_ENV, "auto") != log_format:
+        os.environ[LOG_FORMAT_ENV] = log_format  # the sealer and server workers inherit it
+
+
 @app.command()
 def demo(
     database_url: DatabaseUrl = None,
     seed: Annotated[int, typer.Option(help="Seed of the deterministic simulation.")] = 1,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after the run.")] = False,
-    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option(
+        help="Address to serve on (and the next steps' URLs name).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        help="Port to serve on (and the next steps' URLs name).")] = 8000,
+    checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
-    """Simulate NCT04397107's 46 children, verify every signature, then serve the API."""
-    from api.demo import run_demo
+    """Simulate NCT04397107's 46 children, verify every signature, create a demo person for
+    every role (passwords in $TRIALLEDGER_HOME/demo-credentials.json, mode 0600), print the
+    next steps, then serve the API."""
+    from api.demo import CREDENTIALS_FILE, CredentialsUnreadable, print_next_steps, run_demo
 
-    settings = _settings(database_url)
+    settings = _settings(database_url, serving=not no_serve)
     with _runtime(settings) as runtime:
-        ok = run_demo(runtime, seed, console)
+        try:
+            ok = run_demo(runtime, seed, console)
+        except CredentialsUnreadable as e:
+            err_console.print(f"[red]{e}[/red]")
+            raise typer.Exit(1) from None
         if not ok:
             raise typer.Exit(1)
+        print_next_steps(console, _base_url(host, port), settings.home / CREDENTIALS_FILE,
+                         serving=not no_serve)
         if not no_serve:
-            _serve(runtime, host, port)
+            _serve(runtime, host, port, checkpoint_interval=checkpoint_interval)
+
+
+def _base_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on ``host``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"  # every interface: this one too
+    elif ":" in host:
+        host = "[::1]" if host == "::" else f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @app.command()
@@ -103,10 +164,11 @@ def serve(
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes; more than one moves sealing and projecting out of the "
                     "processes that answer requests.")] = 1,
+    checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
 ) -> None:
     """Serve the HTTP API."""
-    with _runtime(_settings(database_url)) as runtime:
-        _serve(runtime, host, port, workers)
+    with _runtime(_settings(database_url, serving=True)) as runtime:
+        _serve(runtime, host, port, workers, checkpoint_interval)
 
 
 # Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, then the
@@ -116,7 +178,8 @@ STOP_GRACE = 2
 STOP_BOUND = 8.0
 
 
-def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
+def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
+           checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
     import uvicorn
 
     from api.app import SERVE_URL, create_app
@@ -130,7 +193,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1) -> None:
             _arm_stop_bound()
             super().handle_exit(sig, frame)
 
-    sealer = BackgroundSealer(runtime)
+    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
     sealer.start()
     console.print(f"Serving the API on http://{host}:{port} with {workers} process"
                   f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")

@@ -1,8 +1,18 @@
-"""``trialledger demo``: register NCT04397107, simulate it, verify it, report."""
+"""``trialledger demo``: register NCT04397107, simulate it, verify it, report; create a demo
+person for every role, with their passwords in a private file, and say what to do next."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shlex
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,16 +21,22 @@ from rich.table import Table
 from api.runtime import Runtime
 from api.simulation import STUDY_START, plan_study
 from domain.clock import SimulatedClock
+from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
+from domain.errors import NotFound
 from domain.service import StudyApplication
 from domain.studies import nct04397107
+from domain.user import User
 from infra import keys
+from infra.passwords import hash_password
 from infra.postgres import connect
 from infra.verify import verify_study
 from projections.enrollment import enrollment_counts
 from projections.outcome_render import to_rich
 
 SETUP_ACTOR = Actor("u-admin-01", "Study Administrator", "admin", "JLU1")
+CREDENTIALS_FILE = "demo-credentials.json"
+MONITOR = "demo-monitor"
 
 
 def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
@@ -42,9 +58,170 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
         _report(app, console)
         for table in to_rich(runtime.outcomes(study_id)):
             console.print(table)
-        return _verify(runtime, study_id, console)
+        ok = _verify(runtime, study_id, console)
     finally:
         app.close()
+    people = ensure_demo_people(runtime.directory(), runtime.settings.home / CREDENTIALS_FILE)
+    print_people(people, console)
+    return ok
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    """A demo account: who, and the one role they hold."""
+
+    username: str
+    full_name: str
+    role: str
+    study: str
+    site: str
+
+
+def demo_people(definition: dict[str, Any]) -> list[DemoPerson]:
+    """One person per role of the study: an investigator per site, a coordinator at the first
+    site, and a monitor, a data manager, a regulator and an admin for every site."""
+    study = str(definition["study_id"])
+    sites = [str(site["code"]) for site in definition["sites"]]
+    people = [DemoPerson(f"demo-investigator-{site.lower()}", f"Dr Demo Investigator ({site})",
+                         "investigator", study, site) for site in sites]
+    return [*people,
+            DemoPerson("demo-coordinator", f"Demo Coordinator ({sites[0]})", "coordinator",
+                       study, sites[0]),
+            DemoPerson(MONITOR, "Demo Monitor", "monitor", study, "*"),
+            DemoPerson("demo-data-manager", "Demo Data Manager", "data_manager", study, "*"),
+            DemoPerson("demo-regulator", "Demo Regulator", "regulator", study, "*"),
+            DemoPerson("demo-admin", "Demo Administrator", "admin", study, "*")]
+
+
+class CredentialsUnreadable(RuntimeError):
+    """The credentials file exists but is not one the demo wrote."""
+
+
+@dataclass
+class DemoPeople:
+    """What :func:`ensure_demo_people` found and did."""
+
+    path: Path
+    registered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    # In the database, but their passwords are not in this file (written under another home).
+    unknown: list[str] = field(default_factory=list)
+
+
+def ensure_demo_people(directory: DirectoryApplication, path: Path) -> DemoPeople:
+    """Register the demo people missing from the directory, with the passwords in the
+    credentials file at ``path`` (generated for whoever has none, and written there first).
+
+    Idempotent: a password once written is never changed nor dropped, so a re-run (on this
+    database or a fresh one with the same home) leaves the file valid; a crash between the
+    file and the registrations is finished by the next run.
+    """
+    held = _read_credentials(path)
+    report = DemoPeople(path)
+    to_register: list[DemoPerson] = []
+    for person in demo_people(nct04397107.definition()):
+        try:
+            directory.user(person.username)
+        except NotFound:
+            to_register.append(person)
+            if person.username not in held:
+                held[person.username] = {
+                    "password": secrets.token_urlsafe(16), "full_name": person.full_name,
+                    "role": person.role, "study": person.study, "site": person.site}
+            continue
+        (report.already if person.username in held else report.unknown).append(person.username)
+    if to_register:
+        _write_credentials(path, held)
+    envelope = Envelope(SETUP_ACTOR, "trialledger-demo", "system", "demo-people")
+    for person in to_register:
+        directory.register_user(
+            person.username, person.full_name,
+            hash_password(str(held[person.username]["password"])), envelope,
+            _granting(person, envelope))
+        report.registered.append(person.username)
+    return report
+
+
+def _granting(person: DemoPerson, envelope: Envelope) -> Callable[[User, datetime], None]:
+    """The first role of ``person``, granted in the registration's transaction."""
+    def grant(user: User, at: datetime) -> None:
+        user.grant(person.role, person.study, person.site, envelope, at)
+    return grant
+
+
+def _read_credentials(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    try:
+        people = json.loads(path.read_text())["people"]
+        if not isinstance(people, dict) or not all(
+                isinstance(p, dict) and isinstance(p.get("password"), str)
+                for p in people.values()):
+            raise TypeError("people is not an object of people with passwords")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CredentialsUnreadable(f"{path} is not a demo credentials file ({e}); move it "
+                                    "away to let the demo write a new one") from None
+    return people
+
+
+def _write_credentials(path: Path, people: dict[str, dict[str, Any]]) -> None:
+    """Replace the file at once, readable by its owner only (0600) from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "about": "Demo accounts of `trialledger demo` (no real people). Passwords are shown "
+                 "nowhere else and stored in the database only as hashes.",
+        "people": dict(sorted(people.items())),
+    }
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+
+
+def print_people(people: DemoPeople, console: Console) -> None:
+    """Say which demo people exist and where their passwords are (never the passwords)."""
+    roles = ", ".join(p.role for p in demo_people(nct04397107.definition()))
+    if people.registered:
+        console.print(f"Demo people registered ({roles}).")
+    # Unwrapped, so the path can be copied (the terminal folds the line, not the program).
+    console.print(f"Demo people's usernames and passwords: {people.path} (mode 0600; they "
+                  "are demo accounts, keep the file private all the same).", soft_wrap=True)
+    if people.unknown:
+        console.print(f"[yellow]{', '.join(people.unknown)} exist in this database, but "
+                      f"their passwords are not in {people.path}: they were written under "
+                      "the TRIALLEDGER_HOME of the first demo run on this database.[/yellow]",
+                      soft_wrap=True)
+
+
+def print_next_steps(console: Console, base_url: str, credentials: Path, *,
+                     serving: bool) -> None:
+    """How to reach the API, and a copy-paste shell snippet (curl) that signs in as the
+    monitor and reads the audit trail. Printed without wrapping, so it can be pasted."""
+    study = nct04397107.STUDY_ID
+    lines = ["", "Next steps:"]
+    if not serving:
+        lines.append("  Serve the API: trialledger serve (with the same --database-url and "
+                     "TRIALLEDGER_HOME; --host and --port choose where)")
+    lines += [f"  The API: {base_url}/v1 (OpenAPI at {base_url}/openapi.json, "
+              f"browsable at {base_url}/docs)",
+              "  Sign in as the monitor and read the audit trail:"]
+    password = (f'import json,sys; print(json.load(open(sys.argv[1]))["people"]'
+                f'["{MONITOR}"]["password"])')
+    token = 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+    body = f'{{"username": "{MONITOR}", "password": "\'"$PASSWORD"\'"}}'
+    snippet = [
+        f"PASSWORD=$(python3 -c {shlex.quote(password)} {shlex.quote(str(credentials))})",
+        f"TOKEN=$(curl -sf -X POST {base_url}/v1/auth/token -H 'Content-Type: "
+        f"application/json' -d '{body}' | python3 -c {shlex.quote(token)})",
+        f"curl -sf -H \"Authorization: Bearer $TOKEN\" "
+        f"'{base_url}/v1/studies/{study}/audit?limit=5'",
+    ]
+    for line in lines + [f"    {line}" for line in snippet]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 SEAL_EVERY = 500  # actions between sealing runs, as a server's background sealer would

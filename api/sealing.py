@@ -1,6 +1,6 @@
-"""The background work a server runs every few seconds for every study: seal new events
-(checkpoint every N events or T seconds, whichever comes first), then project them into the
-read tables.
+"""The background work a server runs every few seconds for every study: seal new events,
+sign a checkpoint covering them within the checkpoint interval of their commit (and every
+1,000 events), then project them into the read tables.
 
 It runs in a process of its own: hashing, verifying and projecting thousands of events would
 otherwise hold the interpreter that answers requests (on the write path's p99, ~100 ms
@@ -14,20 +14,25 @@ import time
 from multiprocessing.synchronize import Event
 
 from api.runtime import Runtime
-from infra.ledger.sealer import SealingRefused
+from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 
 log = get_logger(__name__)
 
 
-class SealingRounds:
-    """Seals and projects every study, one round at a time; forces a checkpoint after
-    ``checkpoint_after`` seconds without one."""
 
-    def __init__(self, runtime: Runtime, checkpoint_after: float = 60.0) -> None:
+class SealingRounds:
+    """Seals and projects every study, one round at a time (every ``round_interval``
+    seconds); signs a checkpoint over new leaves so that none waits longer than
+    ``checkpoint_interval`` for one, but signs no more often than that needs."""
+
+    def __init__(self, runtime: Runtime, checkpoint_interval: float = CHECKPOINT_INTERVAL,
+                 round_interval: float = SEAL_INTERVAL) -> None:
         self.runtime = runtime
-        self.checkpoint_after = checkpoint_after
+        # An event committed just after a checkpoint is sealed by the next round; the
+        # checkpoint covering it comes with the last round that still fits in the interval.
+        self._checkpoint_after = max(0.0, checkpoint_interval - round_interval)
         self._last_checkpoint: dict[str, float] = {}
 
     def seal_all(self) -> None:
@@ -45,9 +50,11 @@ class SealingRounds:
 
     def _seal_and_project(self, study_id: str) -> None:
         now = time.monotonic()
-        due = now - self._last_checkpoint.get(study_id, 0.0) >= self.checkpoint_after
+        last = self._last_checkpoint.get(study_id)
+        # Still due when nothing was new: the next event is then signed the round it is sealed.
+        due = last is None or now - last >= self._checkpoint_after
         result = self.runtime.seal(study_id, force_checkpoint=due)
-        if result.checkpoint_size is not None or due:
+        if result.checkpoint_size is not None:
             self._last_checkpoint[study_id] = now
         if result.sealed:
             log.info("ledger.sealed", study=study_id, sealed=result.sealed,
@@ -58,11 +65,11 @@ class SealingRounds:
 
 
 def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval: float,
-                        checkpoint_after: float) -> None:
+                        checkpoint_interval: float) -> None:
     configure_logging()
     runtime = Runtime(settings, url)
     try:
-        rounds = SealingRounds(runtime, checkpoint_after)
+        rounds = SealingRounds(runtime, checkpoint_interval, interval)
         server = multiprocessing.parent_process()
         # Ends with the server, even one killed before it could say stop.
         while not stopping.wait(interval) and (server is None or server.is_alive()):
@@ -75,15 +82,17 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
 
 
 class BackgroundSealer:
-    """Seals every ``interval`` seconds, in a child process, on the runtime's database."""
+    """Seals every ``interval`` seconds (or every ``checkpoint_interval``, if shorter), in a
+    child process, on the runtime's database; see :class:`SealingRounds`."""
 
-    def __init__(self, runtime: Runtime, interval: float = 2.0,
-                 checkpoint_after: float = 60.0) -> None:
+    def __init__(self, runtime: Runtime, interval: float = SEAL_INTERVAL,
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         context = multiprocessing.get_context("spawn")
         self._stopping = context.Event()
         self._process = context.Process(
             target=_seal_until_stopped, name="trialledger-sealer", daemon=True,
-            args=(runtime.settings, runtime.url, self._stopping, interval, checkpoint_after))
+            args=(runtime.settings, runtime.url, self._stopping,
+                  min(interval, checkpoint_interval), checkpoint_interval))
 
     def start(self) -> None:
         """Start the child process."""

@@ -25,18 +25,18 @@ def _b64(data: bytes) -> str:
 
 def latest_checkpoint(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any] | None:
     """The newest signed checkpoint."""
-    points = store.checkpoints(conn, schema)
-    if not points:
+    latest = store.latest_checkpoint(conn, schema)
+    if latest is None:
         return None
-    size, root_hash, note = points[-1]
+    size, root_hash, note = latest
     return {"tree_size": size, "root": _b64(root_hash), "note": note}
 
 
 def _size(conn: psycopg.Connection[Any], schema: str, wanted: int | None, field: str) -> int:
     sealed = store.tree_size(conn, schema)
     if wanted is None:
-        points = store.checkpoints(conn, schema)
-        return points[-1][0] if points else sealed
+        latest = store.latest_checkpoint(conn, schema)
+        return latest[0] if latest else sealed
     if not 0 <= wanted <= sealed:
         raise ProofUnavailable(field, f"tree size {wanted} is beyond the sealed log ({sealed})")
     return wanted

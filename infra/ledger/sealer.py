@@ -25,6 +25,14 @@ from infra.ledger.merkle import Frontier, consistency_proof, leaf_hash, verify_c
 from infra.ledger.note import Checkpoint, sign_note
 from infra.signing import SignedState, key_id_for, leaf_data
 
+# The server's cadence (api/sealing.py), here so that the command line can show it without
+# importing the server: seconds between sealing rounds, and the default longest wait, in
+# seconds, from an event's commit to a signed checkpoint covering it (plus the time a round
+# takes). Checkpoints also come every CHECKPOINT_EVERY events.
+SEAL_INTERVAL = 2.0
+CHECKPOINT_INTERVAL = 5.0
+CHECKPOINT_EVERY = 1000
+
 
 class SealingRefused(RuntimeError):
     """An event failed its checks; nothing from it on was sealed."""
@@ -75,7 +83,7 @@ def seal(
     private_key: Ed25519PrivateKey,
     key_name: str,
     *,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     force_checkpoint: bool = False,
     batch_size: int = 5000,
 ) -> SealResult:
@@ -110,8 +118,10 @@ def seal(
                 node_rows.extend(frontier.append(h))
             _insert(conn, schema, leaves, node_rows)
             sealed += len(leaves)
-            last = store.checkpoints(conn, schema)
-            last_size = last[-1][0] if last else 0
+            # Only the newest: with a checkpoint every few seconds, reading them all each
+            # round would grow with the log's age.
+            last = store.latest_checkpoint(conn, schema)
+            last_size = last[0] if last else 0
             due = frontier.size - last_size >= checkpoint_every
             done = failure is not None or len(rows) < batch_size
             if frontier.size > last_size and (due or (force_checkpoint and done)):
@@ -167,12 +177,12 @@ def _insert(conn: psycopg.Connection[Any], schema: str, leaves: list[tuple[int, 
 
 
 def _checkpoint(conn: psycopg.Connection[Any], study: str, schema: str, frontier: Frontier,
-                previous: list[tuple[int, bytes, str]], private_key: Ed25519PrivateKey,
+                previous: tuple[int, bytes, str] | None, private_key: Ed25519PrivateKey,
                 key_name: str) -> None:
     root = frontier.root()
-    if previous:
+    if previous is not None:
         # Never sign a checkpoint inconsistent with the last one signed.
-        old_size, old_root, _ = previous[-1]
+        old_size, old_root, _ = previous
         proof = consistency_proof(store.node_source(conn, schema), old_size, frontier.size)
         if not verify_consistency(old_size, frontier.size, old_root, root, proof):
             raise SealingRefused(f"study {study}: new tree of size {frontier.size} is not "

@@ -71,6 +71,15 @@ def checkpoints(conn: psycopg.Connection[Any], schema: str) -> list[tuple[int, b
     return [(int(size), bytes(root), str(note)) for size, root, note in rows]
 
 
+def latest_checkpoint(conn: psycopg.Connection[Any],
+                      schema: str) -> tuple[int, bytes, str] | None:
+    """The newest (tree size, root, signed note), or None before the first checkpoint."""
+    row = conn.execute(SQL("SELECT tree_size, root, note FROM {}.{} ORDER BY tree_size DESC "
+                           "LIMIT 1").format(Identifier(schema), Identifier(CHECKPOINTS))
+                       ).fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+
 def leaf_index_of(conn: psycopg.Connection[Any], schema: str, position: int) -> int | None:
     """The leaf index of the event at notification id ``position``, if sealed."""
     row = conn.execute(SQL("SELECT leaf_index FROM {}.{} WHERE notification_id = %s").format(

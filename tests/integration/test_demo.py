@@ -1,16 +1,31 @@
-"""`trialledger demo --no-serve` end to end on a fresh database, and its idempotence."""
+"""`trialledger demo --no-serve` end to end on a fresh database, and its idempotence; then
+its people signing in over HTTP to a real server, as its printed next steps say."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from api.cli import app as cli
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
+from infra.postgres import temporary_database
 from infra.settings import Settings
+
+STUDY = "NCT04397107"
 
 
 def run(args: list[str], settings: Settings) -> tuple[int, str]:
@@ -19,9 +34,35 @@ def run(args: list[str], settings: Settings) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_demo_simulates_46_children_verifies_and_is_idempotent(db_url: str,
-                                                               settings: Settings) -> None:
-    code, output = run(["demo", "--no-serve", "--seed", "3", "--database-url", db_url], settings)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Demo:
+    """One demo run on a fresh database and home (the simulation takes minutes: run once)."""
+
+    settings: Settings
+    db_url: str
+    port: int
+    code: int
+    output: str
+
+
+@pytest.fixture(scope="module")
+def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with temporary_database(server_url, "tl_test") as db_url:
+        settings = Settings(database_url=db_url, home=tmp_path_factory.mktemp("demo") / "home")
+        port = _free_port()
+        code, output = run(["demo", "--no-serve", "--seed", "3", "--port", str(port),
+                            "--database-url", db_url], settings)
+        yield Demo(settings, db_url, port, code, output)
+
+
+def test_demo_simulates_46_children_verifies_and_is_idempotent(demo: Demo) -> None:
+    settings, db_url, code, output = demo.settings, demo.db_url, demo.code, demo.output
     assert code == 0, output
     total = re.search(r"│ all\s+│.*│\s+(\d+)\s+│", output)
     assert total is not None and total.group(1) == "46", output
@@ -33,10 +74,15 @@ def test_demo_simulates_46_children_verifies_and_is_idempotent(db_url: str,
     key_file = settings.keys_dir / "trialledger.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
 
+    credentials = settings.home / "demo-credentials.json"
+    handed_out = credentials.read_bytes()
     code, again = run(["demo", "--no-serve", "--database-url", db_url], settings)
     assert code == 0, again
     assert "already exists" in again
     assert f"Events written: {events}" in again
+    # The people are there already: their passwords are neither rotated nor lost.
+    assert credentials.read_bytes() == handed_out
+    assert f"passwords: {credentials}" in again
 
     code, verified = run(["verify", "--database-url", db_url], settings)
     assert code == 0, verified
@@ -71,3 +117,63 @@ def test_the_same_seed_gives_the_same_study(db_url: str, settings: Settings,
     other = [(a.recorded_at, a.kind) for a in plan_study(6)]
     assert first == second
     assert first != other
+
+
+def test_the_demo_people_sign_in_over_http_as_the_printed_next_steps_say(demo: Demo) -> None:
+    assert demo.code == 0, demo.output
+    credentials = demo.settings.home / "demo-credentials.json"
+    assert f"passwords: {credentials}" in demo.output
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    people = json.loads(credentials.read_text())["people"]
+    assert {p["role"] for p in people.values()} == {
+        "investigator", "coordinator", "monitor", "data_manager", "regulator", "admin"}
+    # The output ends with the next steps: the API's address, then a shell snippet.
+    steps = demo.output[demo.output.index("Next steps:"):]
+    base = f"http://127.0.0.1:{demo.port}"
+    assert f"The API: {base}/v1" in steps and "trialledger serve" in steps
+    snippet = textwrap.dedent(steps.split("read the audit trail:\n", 1)[1])
+    assert password_free(snippet, people)
+
+    env = {**os.environ, "TRIALLEDGER_HOME": str(demo.settings.home)}
+    log = demo.settings.home.parent / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--database-url", demo.db_url,
+             "--port", str(demo.port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_ready(base, log)
+        # The snippet, pasted into a shell as printed.
+        pasted = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", snippet],
+                                capture_output=True, text=True, timeout=60)
+        assert pasted.returncode == 0, pasted.stderr
+        entries = json.loads(pasted.stdout)["entries"]
+        assert len(entries) == 5 and all(e["event_type"] for e in entries)
+
+        # And by hand: the monitor's password from the file, the whole study's audit trail.
+        token = httpx.post(f"{base}/v1/auth/token", json={
+            "username": "demo-monitor", "password": people["demo-monitor"]["password"]})
+        assert token.status_code == 200, token.text
+        audit = httpx.get(f"{base}/v1/studies/{STUDY}/audit", headers={
+            "Authorization": f"Bearer {token.json()['access_token']}"})
+        assert audit.status_code == 200, audit.text
+        assert audit.json()["entries"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def password_free(text: str, people: dict[str, dict[str, str]]) -> bool:
+    """True if no demo password appears in ``text`` (they are in the file, not the output)."""
+    return not any(p["password"] in text for p in people.values())
+
+
+def _wait_until_ready(base: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"the server did not start: {log.read_text()}")
