@@ -13,7 +13,7 @@ from api import problems
 from api.collector import CollectorPauses
 from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
 from api.routes import exports, ledger, monitoring, operations, people, records, studies
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra.logging import configure_logging
 from infra.settings import Settings
 

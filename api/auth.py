@@ -17,7 +17,7 @@ from domain.user import Grant, User
 from infra.sessions import Session
 
 if TYPE_CHECKING:
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
 DIRECT = "direct"  # the client of a person calling the API without an API client credential
 

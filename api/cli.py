@@ -35,7 +35,7 @@ from infra.settings import Settings
 from infra.verify import StudyVerification, verify_study
 
 if TYPE_CHECKING:
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="TrialLedger: "
                   "an event-sourced, tamper-evident audit trail for clinical-trial data.")
@@ -76,7 +76,7 @@ CheckpointInterval = Annotated[
 @contextmanager
 def _runtime(settings: Settings) -> Iterator[Runtime]:
     """The deployment for one command; a key that may not sign ends it with a message."""
-    from api.runtime import open_runtime
+    from application.runtime import open_runtime
 
     try:
         with open_runtime(settings) as runtime:
@@ -130,7 +130,7 @@ def demo(
     """Simulate NCT04397107's 46 children, verify every signature, create a demo person for
     every role (passwords in $TRIALLEDGER_HOME/demo-credentials.json, mode 0600), print the
     next steps, then serve the API."""
-    from api.demo import CREDENTIALS_FILE, CredentialsUnreadable, print_next_steps, run_demo
+    from application.demo import CREDENTIALS_FILE, CredentialsUnreadable, print_next_steps, run_demo
 
     settings = _settings(database_url, serving=not no_serve)
     with _runtime(settings) as runtime:
@@ -184,7 +184,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
 
     from api.app import SERVE_URL, create_app
     from api.collector import CollectorPauses
-    from api.sealing import BackgroundSealer
+    from application.sealing import BackgroundSealer
 
     class BoundedStopServer(uvicorn.Server):
         """uvicorn's server, whose stop signal also arms the bound on the stop."""
@@ -447,7 +447,7 @@ def export(
     every change, SDTM-named CSV files with the audit trail, each subject's casebook (HTML and
     PDF, in a zip), or the regulator's bundle (all of these plus the ledger, with a signed
     manifest) that a regulator verifies offline."""
-    from api.exports import (
+    from application.exports import (
         FORMATS,
         record_export,
         write_bundle_file,
@@ -499,7 +499,7 @@ def import_sdtm(
         TimeRemainingColumn,
     )
 
-    from api.sdtm_import import DataSet, Importer, ImportRefused, count_rows
+    from application.sdtm_import import DataSet, Importer, ImportRefused, count_rows
 
     try:
         data = DataSet(directory)
@@ -569,7 +569,7 @@ def keys_revoke(
 
 
 def _system() -> Envelope:
-    from api.runtime import system_envelope
+    from application.runtime import system_envelope
 
     return system_envelope()
 
@@ -607,7 +607,7 @@ def db_grant(
     ] = False,
 ) -> None:
     """As the owner: create studies' schemas and tables, and grant ROLE least privilege."""
-    from api.runtime import Runtime
+    from application.runtime import Runtime
     from infra.postgres import database, schema_for_study
     from infra.roles import create_login_role, grant_app_role, grant_directory
 

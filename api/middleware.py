@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
+from application.runtime import Runtime
 from infra.idempotency import MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 
@@ -182,7 +183,7 @@ class Idempotency:
     itself, so the key is scoped to the person even before the route's dependencies run.
     """
 
-    def __init__(self, app: ASGIApp, runtime: Any) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
 from api.schemas import ReasonIn, WrittenOut
+from application.runtime import Runtime
 from domain.envelope import Envelope, Reason
 from domain.errors import InvalidInput, NotFound
 from domain.permissions import Action
@@ -28,9 +28,10 @@ _ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 SubjectCommand = Callable[[Subject, Envelope, datetime], None]
 
 
-def runtime_of(request: Request) -> Any:
-    """The deployment the app serves (typed ``Any`` to keep api.runtime out of import cycles)."""
-    return request.app.state.runtime
+def runtime_of(request: Request) -> Runtime:
+    """The deployment the app serves."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def study_app(request: Request, study: str) -> StudyApplication:

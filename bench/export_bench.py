@@ -88,7 +88,7 @@ def main() -> None:
         return
     from read_bench import generate  # bench/ is the script's directory, hence on sys.path
 
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
     settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
                         home=Path(tempfile.mkdtemp(prefix="tl-bench-")))

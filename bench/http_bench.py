@@ -33,7 +33,7 @@ import httpx
 import orjson
 from psycopg.conninfo import conninfo_to_dict
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107
 from infra.passwords import hash_password

@@ -20,8 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from api.runtime import Runtime
-from api.sdtm_import import DataSet, Importer
+from application.runtime import Runtime
+from application.sdtm_import import DataSet, Importer
 from domain.envelope import Actor, Envelope
 from domain.service import StudyApplication
 from domain.subject import Subject

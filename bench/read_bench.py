@@ -34,8 +34,8 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from api.rebuild_parts import parts_for
-from api.runtime import Runtime
+from application.rebuild_parts import parts_for
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope, Reason
 from domain.errors import NotFound

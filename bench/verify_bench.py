@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107

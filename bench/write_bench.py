@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107

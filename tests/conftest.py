@@ -17,7 +17,7 @@ from infra.postgres import temporary_database
 from infra.settings import Settings
 
 if TYPE_CHECKING:
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings, db_url: str) -> Iterator[Runtime]:
     """A signed deployment on a fresh database."""
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
     rt = Runtime(settings, db_url)
     try:

@@ -13,7 +13,7 @@ from domain.studies import nct04397107
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-    from api.runtime import Runtime
+    from application.runtime import Runtime
 
 SITE = "JLU1"
 COORDINATOR = Actor("u-coord", "Li Wei", "coordinator", SITE)

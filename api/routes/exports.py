@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import CurrentPrincipal
-from api.exports import FILE_NAMES, MEDIA_TYPES, record_export, stream
 from api.schemas import PROBLEM_RESPONSES
 from api.writes import runtime_of, study_app
+from application.exports import FILE_NAMES, MEDIA_TYPES, record_export, stream
 from domain.clock import require_aware
 from domain.permissions import Action
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra import keys
 from infra.catalog import EVENTS_TABLE

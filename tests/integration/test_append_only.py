@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra.catalog import EVENTS_TABLE
 from infra.postgres import schema_for_study
 from infra.roles import create_login_role, grant_app_role, grant_directory

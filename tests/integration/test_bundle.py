@@ -19,7 +19,7 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra.keys import public_pem
 from infra.ledger.bundle import canonical_info
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle

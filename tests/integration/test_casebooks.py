@@ -22,7 +22,7 @@ from lxml import html as lxml_html
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.envelope import Actor
 from domain.studies import nct04397107
 from domain.study import Study
@@ -239,7 +239,7 @@ def _words_in_order(tag: str, text: str) -> list[str]:
 def test_long_texts_wrap_and_continue_across_pages(runtime: Runtime, tmp_path: Path) -> None:
     """2,000-character reasons, query texts and answers (the contract's limits) and a
     500-character AE term render in HTML and PDF, the PDF running on over more pages."""
-    from api.exports import write_casebook_zip
+    from application.exports import write_casebook_zip
 
     reason, query, answer = _prose("rsn", 2000), _prose("qry", 2000), _prose("ans", 2000)
     term, new_term = _prose("trm", 500), _prose("ntm", 500)

@@ -110,7 +110,7 @@ def test_demo_simulates_46_children_verifies_and_is_idempotent(demo: Demo) -> No
 
 def test_the_same_seed_gives_the_same_study(db_url: str, settings: Settings,
                                            server_url: str) -> None:
-    from api.simulation import plan_study
+    from domain.studies.nct04397107_simulation import plan_study
 
     first = [(a.recorded_at, a.kind) for a in plan_study(5)]
     second = [(a.recorded_at, a.kind) for a in plan_study(5)]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from api.demo import (
+from application.demo import (
     CREDENTIALS_FILE,
     CredentialsUnreadable,
     demo_people,
     ensure_demo_people,
 )
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.directory import DirectoryApplication, SignInRefused
 from domain.envelope import Envelope
 from domain.studies import nct04397107

@@ -23,7 +23,7 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.envelope import Actor, Reason
 from domain.rules.bsa import mosteller_bsa
 from domain.studies import nct04397107

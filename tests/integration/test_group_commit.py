@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.errors import Conflict
 from tests.support import T0, enroll, envelope, register, simulated_clock
 

@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.runtime import Runtime
-from api.simulation import plan_study
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
 from domain.studies import nct04397107
+from domain.studies.nct04397107_simulation import plan_study
 from infra.postgres import schema_for_study
 from projections.casebook import casebook
 from projections.history_view import AUDIT, OUTCOME_FACTS, VERSIONS
@@ -263,10 +263,10 @@ def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtim
 
 def test_a_new_projection_version_rebuilds_by_itself(demo: Runtime,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.runtime
+    import application.runtime
 
     before = dump(demo.url)
-    monkeypatch.setattr(api.runtime, "PROJECTION_VERSION", 999)
+    monkeypatch.setattr(application.runtime, "PROJECTION_VERSION", 999)
     assert demo.project(STUDY) > 2000  # replayed everything
     assert dump(demo.url) == before
     assert demo.project(STUDY) == 0  # and stamped: no second rebuild
@@ -303,7 +303,7 @@ def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) ->
 def test_events_written_during_a_rebuild_are_projected_once(demo: Runtime, parts: int) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from api.runtime import system_envelope
+    from application.runtime import system_envelope
     from infra.signing import key_id_for, public_key_b64
 
     app = demo.study(STUDY)
@@ -363,7 +363,7 @@ def test_a_part_that_fails_fails_the_rebuild_and_leaves_the_tables(demo: Runtime
     import os
     import signal
 
-    from api.rebuild_parts import PartsReplay, RebuildFailed
+    from application.rebuild_parts import PartsReplay, RebuildFailed
     from projections.history_view import PROJECTION_VERSION
 
     demo.project(STUDY)
@@ -394,7 +394,7 @@ def test_a_part_that_fails_fails_the_rebuild_and_leaves_the_tables(demo: Runtime
 
 
 def _parts_in_a_daemon(answers: Any) -> None:
-    from api.rebuild_parts import PARTS_FROM, parts_for
+    from application.rebuild_parts import PARTS_FROM, parts_for
 
     answers.put(parts_for(10 * PARTS_FROM))
 
@@ -403,7 +403,7 @@ def test_only_a_long_log_is_replayed_in_parts_and_not_by_a_daemon() -> None:
     import multiprocessing
     import os
 
-    from api.rebuild_parts import MAX_PARTS, PARTS_FROM, parts_for
+    from application.rebuild_parts import MAX_PARTS, PARTS_FROM, parts_for
 
     assert parts_for(PARTS_FROM - 1) == 1
     assert parts_for(10 * PARTS_FROM) == min(os.cpu_count() or 1, MAX_PARTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from tests.support import (
     T0,
     api_client,

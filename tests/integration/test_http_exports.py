@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.study import Study
 from infra import keys
 from infra.ledger.offline import verify_bundle

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra import keys
 from infra.ledger.merkle import verify_consistency, verify_inclusion
 from infra.ledger.note import Checkpoint, open_note

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.runtime import Runtime
 from api.schemas import MAX_BODY_BYTES
+from application.runtime import Runtime
 from domain import limits
 from domain.studies import nct04397107
 from infra.passwords import hash_password

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.studies import nct04397107
 from tests.support import T0, add_person, envelope, simulated_clock
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from api.app import create_app
-from api.runtime import Runtime
+from application.runtime import Runtime
 from tests.support import T0, add_person, enroll, envelope, register, simulated_clock
 
 ROLES = ("admin", "investigator", "coordinator", "monitor", "data_manager", "regulator")

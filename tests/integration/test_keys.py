@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.keyring import Keyring
 from infra import keys
 from infra.ledger.bundle import write_bundle

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.studies import nct04397107
 from domain.subject import Subject
 from infra.postgres import embedded_postgres, temporary_database

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg.sql import SQL, Identifier
 
-from api.runtime import Runtime, system_envelope
+from application.runtime import Runtime, system_envelope
 from infra import keys
 from infra.catalog import EVENTS_TABLE
 from infra.ledger import store

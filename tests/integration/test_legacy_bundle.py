@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import StoredEvent, Transcoder
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.service import StudyApplication
 from domain.subject import Subject
 from infra.ledger.offline import load_public_keys, verify_bundle

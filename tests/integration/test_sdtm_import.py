@@ -18,8 +18,8 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
-from api.sdtm_import import DataSet, Importer, ImportRefused
+from application.runtime import Runtime
+from application.sdtm_import import DataSet, Importer, ImportRefused
 from domain.envelope import Actor, Envelope
 from domain.sdtm import parse_dtc
 from domain.subject import Subject

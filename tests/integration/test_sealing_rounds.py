@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.runtime import Runtime
-from api.sealing import SealingRounds
+from application.runtime import Runtime
+from application.sealing import SealingRounds
 from domain.studies import nct04397107
 from tests.support import enroll, envelope, simulated_clock
 
@@ -48,8 +48,8 @@ def test_a_study_whose_round_fails_does_not_stop_the_next(
 SERVER = """
 import sys, time
 from pathlib import Path
-from api.runtime import Runtime
-from api.sealing import BackgroundSealer
+from application.runtime import Runtime
+from application.sealing import BackgroundSealer
 from infra.settings import Settings
 
 url, home = sys.argv[1], Path(sys.argv[2])

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study
 from infra.settings import Settings

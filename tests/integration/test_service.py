@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from eventsourcing.postgres import PostgresDatastore
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.errors import AlreadyExists, Conflict, EligibilityRefused, InvalidInput
 from domain.service import StudyApplication
 from infra.catalog import list_studies

@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.errors import Conflict, InvalidInput, Locked, StaleVersion
 from domain.service import StudyApplication
 from domain.study import study_uuid

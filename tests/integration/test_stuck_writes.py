@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.sql import SQL, Identifier
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.settings import Settings
 from tests.support import api_client, enroll, register, simulated_clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.envelope import Reason
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra.catalog import EVENTS_TABLE
 from infra.postgres import schema_for_study
 from infra.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Reason
 from domain.errors import DomainError

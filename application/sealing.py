@@ -13,7 +13,7 @@ import multiprocessing
 import time
 from multiprocessing.synchronize import Event
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings

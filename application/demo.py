@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.runtime import Runtime
-from api.simulation import STUDY_START, plan_study
+from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
 from domain.errors import NotFound
 from domain.service import StudyApplication
 from domain.studies import nct04397107
+from domain.studies.nct04397107_simulation import STUDY_START, plan_study
 from domain.user import User
 from infra import keys
 from infra.passwords import hash_password

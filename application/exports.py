@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.envelope import Envelope
 from domain.errors import InvalidInput
 from infra import keys

@@ -104,7 +104,7 @@ def _replay_part(settings: Settings, url: str, signed: bool, study_id: str, part
                  messages: Queue[tuple[str, Any]]) -> None:
     """A child process's part: fold it into the staging tables, reporting each batch."""
     # Imported here, in the child: the runtime is what starts these processes.
-    from api.runtime import Runtime
+    from application.runtime import Runtime
     from projections.projector import HistoryProjector
 
     configure_logging()

@@ -18,7 +18,7 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
-from api.rebuild_parts import PartsReplay, parts_for
+from application.rebuild_parts import PartsReplay, parts_for
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
@@ -241,7 +241,7 @@ class Runtime:
         ``rebuild`` replays the whole log into new tables, which then replace the old ones; so
         does a change of the projection's version (the tables' shape is the code's, not a
         migration's). A rebuild replays in ``parts`` processes (default: one per core for a
-        long log, see :func:`api.rebuild_parts.parts_for`).
+        long log, see :func:`application.rebuild_parts.parts_for`).
         """
         # One projector per study at a time across processes too (server workers, a rebuild
         # from the CLI): two would insert the same tracking positions and one would fail.
