@@ -358,11 +358,7 @@ def flatten(cat: Catalogue, key: str, name: str, value: Any) -> Iterator[tuple[I
     head, _, rest = name.partition(".")
     if (key == SUBJECT and name in HEADER_KEYS) or name in WORKFLOW_FIELDS:
         return
-    if head == "derived" and rest:
-        # A derived value that moved (re-derived after a change): its item, as in the
-        # Snapshot, which marks it Origin="Derived".
-        yield _item(items, key, rest, name), _scalar(value)
-    elif head == "items" and key == "assessments":
+    if head == "items" and key == "assessments":
         values = value if not rest else {rest: value}
         for entry, level in (values or {}).items():
             yield _item(items, key, entry, name), level
