@@ -507,8 +507,7 @@ class TherapyChangeIn(Body):
     """A new dose from ``observed_at`` on (e.g. a taper step), in the course's own terms:
     ``dose_mg`` for a course dosed per administration, else ``dose_mg_per_day``."""
 
-    model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00",
-                             "dose_mg_per_day": 15})
+    model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00", "dose_mg": 10})
     observed_at: AwareDatetime
     dose_mg: float | None = None
     dose_mg_per_day: float | None = None
