@@ -26,7 +26,7 @@ from pydantic import (
 from domain import limits
 from domain.envelope import REASON_CODES
 from domain.records import DOSE_UNITS, INSTRUMENTS, THERAPY_CATEGORIES
-from domain.rules import ctcae, essdai, sledai, units
+from domain.rules import ctcae, dosing, essdai, sledai, units
 from domain.user import PERSON_ROLES
 
 # The vocabularies, as enums: a client learns them from the schema, not from refusals.
@@ -40,6 +40,7 @@ SeriousnessCriterion = Literal[ctcae.SERIOUSNESS_CRITERIA]  # type: ignore[valid
 TherapyCategory = Literal[THERAPY_CATEGORIES]  # type: ignore[valid-type]
 Instrument = Literal[INSTRUMENTS]  # type: ignore[valid-type]
 DoseUnit = Literal[DOSE_UNITS]  # type: ignore[valid-type]
+DoseFrequency = Literal[dosing.FREQUENCY_CODES]  # type: ignore[valid-type]
 _LAB_UNITS = tuple(sorted({u for t in units.LAB_TESTS.values() for u in t.units}))
 _VITAL_UNITS = tuple(sorted({v.unit for v in units.VITAL_SIGNS.values()}))
 _LAB_CODES = tuple(units.LAB_TESTS)
@@ -406,24 +407,30 @@ class DoseIn(RecordIn):
 
     model_config = _example({
         "record_id": "EX-1", "observed_at": "2021-01-11T09:00:00+08:00", "visit": "BASELINE",
-        "drug": "IL2", "dose": 600000, "unit": "IU", "route": "SC"})
+        "drug": "IL2", "dose": 600000, "unit": "IU", "route": "SC", "frequency": "QD"})
     visit: str | None = Field(default=None, max_length=limits.ID)
     drug: str = Field(min_length=1, max_length=limits.DRUG)
     dose: float
     unit: DoseUnit
     route: str = Field(min_length=1, max_length=limits.UNIT)
+    frequency: DoseFrequency | None = Field(
+        default=None, description="The regimen's dose frequency (CDISC EXDOSFRQ)")
 
 
 class TherapyIn(RecordIn):
-    """A steroid or immunosuppressant course."""
+    """A steroid or immunosuppressant course: ``dose_mg`` per administration with its
+    ``frequency`` (methotrexate 15 mg QW), or a daily total ``dose_mg_per_day``."""
 
     model_config = _example({
         "record_id": "CM-1", "observed_at": "2021-01-11T09:00:00+08:00",
-        "drug": "prednisone", "category": "glucocorticoid", "dose_mg_per_day": 20,
-        "route": "PO"})
+        "drug": "methotrexate", "category": "immunosuppressant", "dose_mg": 15,
+        "frequency": "QW", "route": "PO"})
     drug: str = Field(min_length=1, max_length=limits.DRUG)
     category: TherapyCategory
-    dose_mg_per_day: float
+    dose_mg: float | None = Field(default=None, description="mg per administration")
+    dose_mg_per_day: float | None = Field(default=None, description="mg per day in all")
+    frequency: DoseFrequency | None = Field(
+        default=None, description="Dose frequency (CDISC CMDOSFRQ); required with dose_mg")
     route: str = Field(min_length=1, max_length=limits.UNIT)
 
 
@@ -497,12 +504,13 @@ class CorrectionIn(Body):
 
 
 class TherapyChangeIn(Body):
-    """A new daily dose from ``observed_at`` on (e.g. a taper step)."""
+    """A new dose from ``observed_at`` on (e.g. a taper step), in the course's own terms:
+    ``dose_mg`` for a course dosed per administration, else ``dose_mg_per_day``."""
 
-    model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00",
-                             "dose_mg_per_day": 15})
+    model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00", "dose_mg": 10})
     observed_at: AwareDatetime
-    dose_mg_per_day: float
+    dose_mg: float | None = None
+    dose_mg_per_day: float | None = None
 
 
 class EndIn(Body):

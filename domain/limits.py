@@ -39,8 +39,8 @@ SERIOUSNESS_CRITERIA = 10
 """How many seriousness criteria an adverse event may list (there are six)."""
 
 RECORD_TEXT: Mapping[str, Mapping[str, int]] = {
-    "doses": {"drug": DRUG, "unit": UNIT, "route": UNIT},
-    "therapies": {"drug": DRUG, "category": ID, "route": UNIT},
+    "doses": {"drug": DRUG, "unit": UNIT, "route": UNIT, "frequency": UNIT},
+    "therapies": {"drug": DRUG, "category": ID, "route": UNIT, "frequency": UNIT},
     "labs": {"code": UNIT, "unit": UNIT},
     "assessments": {"instrument": ID},
     "adverse-events": {"term": TERM, "category": ID, "relationship": ID,
@@ -50,7 +50,7 @@ RECORD_TEXT: Mapping[str, Mapping[str, int]] = {
 """The text fields of each record kind and their longest value. A field not listed holds a
 number, a flag, a list or a timestamp, which the kind's validator checks."""
 
-OPTIONAL_TEXT = frozenset({"meddra_pt", "meddra_llt"})
+OPTIONAL_TEXT = frozenset({"meddra_pt", "meddra_llt", "frequency"})
 """Text fields that may be absent (null)."""
 TIMESTAMP_FIELDS = frozenset({"ended_at", "stopped_at"})
 """Fields holding a UTC-offset ISO 8601 timestamp (or null while the thing goes on)."""

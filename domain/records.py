@@ -1,7 +1,8 @@
 """The record kinds of a casebook and what makes each valid.
 
 A record's ``fields`` are what was entered; its ``derived`` values are computed from them
-(with method and inputs) and recomputed whenever a field is corrected.
+(with method and inputs) and recomputed whenever a field is corrected, or an input read from
+another record (the body-surface area in force) changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from domain.errors import InvalidInput, Problem
 from domain.rules import bsa, ctcae, dosing, essdai, sledai, steroids, units
-from domain.rules.derivation import RuleError
+from domain.rules.derivation import Derived, RuleError
 from domain.sdtm import is_sdtm_kind, validate_row
 
 KINDS = ("vitals", "doses", "therapies", "labs", "assessments", "adverse-events")
@@ -66,6 +67,9 @@ class Context:
     # A study's SDTM declaration (variables, vocabularies) for imported records; None checks
     # only their structure (as when the read side re-derives a record).
     sdtm: Mapping[str, Any] | None = None
+    # A first entry (True) is refused what it cannot derive (a dose with no BSA in force); a
+    # record re-derived later (False) derives what it can from what is in force now.
+    entry: bool = True
 
 
 Validated = tuple[dict[str, Any], dict[str, Any]]
@@ -146,8 +150,9 @@ def vitals_from_measurements(measurements: Mapping[str, tuple[float, str]]) -> d
 
 
 def validate_dose(fields: Mapping[str, Any], context: Context) -> Validated:
-    """An investigational-product dose: amount in IU, with IU/m² from the BSA in force."""
-    _only(fields, {"drug", "dose", "unit", "route"})
+    """An investigational-product dose: amount in IU, with IU/m² from the BSA in force, and
+    the frequency of the regimen it belongs to (absent on doses entered before it existed)."""
+    _only(fields, {"drug", "dose", "unit", "route", "frequency"})
     drug = _text(fields, "drug")
     dose = _number(fields, "dose")
     unit = _text(fields, "unit")
@@ -155,43 +160,95 @@ def validate_dose(fields: Mapping[str, Any], context: Context) -> Validated:
         raise InvalidInput("unit", f"unknown unit {unit!r}; doses are given in "
                                    f"{', '.join(DOSE_UNITS)}")
     route = _text(fields, "route")
+    clean = {"drug": drug, "dose": dose, "unit": unit, "route": route}
+    if "frequency" in fields:
+        clean["frequency"] = _frequency(fields)
     if context.bsa_m2 is None:
-        raise InvalidInput(
-            "dose", "no body-surface area in force: record height and weight before dosing"
-        )
+        if context.entry:
+            raise InvalidInput(
+                "dose", "no body-surface area in force: record height and weight before dosing"
+            )
+        # Its height and weight were removed since: no dose per m² rather than a stale one.
+        return clean, {}
     per_m2 = _rule(dosing.dose_per_m2, dose, context.bsa_m2, unit)
-    return (
-        {"drug": drug, "dose": dose, "unit": unit, "route": route},
-        {"dose_per_m2": per_m2.to_dict()},
-    )
+    return clean, {"dose_per_m2": per_m2.to_dict()}
+
+
+def _frequency(fields: Mapping[str, Any]) -> str | None:
+    value = fields.get("frequency")
+    return None if value is None else _rule(dosing.require_frequency, "frequency", value)
 
 
 def validate_therapy(fields: Mapping[str, Any], context: Context) -> Validated:
-    """A course of steroid or immunosuppressant therapy, in mg/day."""
-    _only(fields, {"drug", "category", "dose_mg_per_day", "route", "stopped_at"})
+    """A course of steroid or immunosuppressant therapy.
+
+    Its dose is either ``dose_mg`` per administration with its ``frequency`` (methotrexate
+    15 mg QW), or — as every course was entered before frequencies — ``dose_mg_per_day``, a
+    daily total that a frequency, if given, can only split (QD, BID, TID, QID). Derived: the
+    average daily dose, the prednisone equivalent of a glucocorticoid (per day; per dose for
+    ONCE and PRN, which have no daily rate), and mg/m² from the BSA in force.
+    """
+    _only(fields, {"drug", "category", "dose_mg", "dose_mg_per_day", "frequency", "route",
+                   "stopped_at"})
     drug = _text(fields, "drug")
     category = _text(fields, "category")
     if category not in THERAPY_CATEGORIES:
         raise InvalidInput("category", f"must be one of {', '.join(THERAPY_CATEGORIES)}")
-    dose = _number(fields, "dose_mg_per_day")
     route = _text(fields, "route")
-    clean = {
-        "drug": drug,
-        "category": category,
-        "dose_mg_per_day": dose,
-        "route": route,
-        "stopped_at": fields.get("stopped_at"),
-    }
+    frequency = _frequency(fields)
     derived: dict[str, Any] = {}
+    clean: dict[str, Any] = {"drug": drug, "category": category}
+    daily: Derived | None = None
+    if fields.get("dose_mg") is not None:
+        if fields.get("dose_mg_per_day") is not None:
+            raise InvalidInput("dose_mg_per_day", "give dose_mg (per administration, with "
+                                                  "its frequency) or dose_mg_per_day, not both")
+        if frequency is None:
+            raise InvalidInput("frequency", "is required with dose_mg (per administration)")
+        dose = _number(fields, "dose_mg")
+        clean |= {"dose_mg": dose, "frequency": frequency}
+        daily = _rule(dosing.daily_dose, dose, frequency)
+        if daily is not None:
+            derived["daily_dose"] = daily.to_dict()
+    else:
+        if fields.get("dose_mg_per_day") is None:
+            raise InvalidInput("dose_mg", "give dose_mg with its frequency, or dose_mg_per_day")
+        dose = _number(fields, "dose_mg_per_day")
+        if frequency is not None and frequency not in dosing.DAILY_FREQUENCIES:
+            raise InvalidInput("frequency", "a dose per day is given "
+                               f"{', '.join(dosing.DAILY_FREQUENCIES)}; for another frequency "
+                               "give dose_mg per administration")
+        clean["dose_mg_per_day"] = dose
+        if "frequency" in fields:
+            clean["frequency"] = frequency
+    clean |= {"route": route, "stopped_at": fields.get("stopped_at")}
     if category == "glucocorticoid":
         if not steroids.is_glucocorticoid(drug):
             raise InvalidInput("drug", f"{drug!r} is not a known glucocorticoid")
-        derived["prednisone_equivalent"] = _rule(
-            steroids.prednisone_equivalent, drug, dose
-        ).to_dict()
+        per_day = clean.get("dose_mg_per_day") if daily is None else daily.value
+        if per_day is not None:
+            derived["prednisone_equivalent"] = _rule(
+                steroids.prednisone_equivalent, drug, per_day).to_dict()
+        else:
+            derived["prednisone_equivalent_dose"] = _rule(
+                steroids.prednisone_equivalent_dose, drug, dose).to_dict()
     elif context.bsa_m2 is not None:
         derived["dose_per_m2"] = _rule(dosing.dose_per_m2, dose, context.bsa_m2, "mg").to_dict()
     return clean, derived
+
+
+def therapy_daily_dose(fields: Mapping[str, Any]) -> float | None:
+    """A course's daily dose in mg/day from its fields (as in force at some time), or None
+    when it has no daily rate (ONCE, PRN) or no dose."""
+    per_day = fields.get("dose_mg_per_day")
+    if isinstance(per_day, int | float):
+        return float(per_day)
+    dose, frequency = fields.get("dose_mg"), fields.get("frequency")
+    if not isinstance(dose, int | float) or not isinstance(frequency, str) or (
+            frequency not in dosing.FREQUENCIES):
+        return None
+    daily = dosing.daily_dose(dose, frequency)
+    return None if daily is None else daily.value
 
 
 def validate_lab(fields: Mapping[str, Any], context: Context) -> Validated:
@@ -297,6 +354,16 @@ def validate(kind: str, fields: Mapping[str, Any], context: Context) -> Validate
     if validator is None:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
     return validator(fields, context)
+
+
+# Kinds whose derived values read the body-surface area in force, besides their own fields.
+BSA_DEPENDENT_KINDS = frozenset({"doses", "therapies"})
+
+
+def rederive(kind: str, fields: Mapping[str, Any], bsa_m2: float | None) -> dict[str, Any]:
+    """The derived values of a record already entered, from its fields and the BSA in force
+    at its time now: what a change elsewhere (a corrected height, a removed weight) makes."""
+    return validate(kind, fields, Context(bsa_m2, entry=False))[1]
 
 
 def copy_json(value: Any) -> Any:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -27,7 +28,15 @@ from domain.errors import (
     NotFound,
     Problem,
 )
-from domain.records import Context, Record, copy_json, validate, vitals_from_measurements
+from domain.records import (
+    BSA_DEPENDENT_KINDS,
+    Context,
+    Record,
+    copy_json,
+    rederive,
+    validate,
+    vitals_from_measurements,
+)
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
 from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
@@ -253,6 +262,28 @@ class Subject(Aggregate):
         def apply(self, subject: Subject) -> None:
             record = subject.records[self.record_id] = subject.records[self.record_id].copy()
             record.removed = True
+            subject.data_changed(self)
+
+    class DerivedValueRecomputed(Event):
+        """A record's derived values were computed again because an input they read from
+        another record changed (a height corrected, a weight removed: the BSA in force moved).
+
+        ``derived`` are the record's derived values now, each with its method and inputs;
+        ``previous`` what they were; ``trigger`` the change that moved them (its stored event
+        name, the subject version it made, the record it changed). Recorded with that
+        change, in the same commit, under its envelope: no value derived from superseded
+        inputs is ever current.
+        """
+        TOPIC = "Subject.DerivedValueRecomputed.v1"
+
+        record_id: str
+        derived: dict[str, Any]
+        previous: dict[str, Any]
+        trigger: dict[str, Any]
+
+        def apply(self, subject: Subject) -> None:
+            record = subject.records[self.record_id] = subject.records[self.record_id].copy()
+            record.derived = copy_json(self.derived)
             subject.data_changed(self)
 
     class Withdrawn(Event):
@@ -633,9 +664,13 @@ class Subject(Aggregate):
         envelope: Envelope,
         at: datetime,
         visit: str | None = None,
+        *,
+        frequency: str | None = None,
     ) -> None:
-        """Record a dose of the investigational product; IU/m² from the BSA in force."""
-        fields = {"drug": drug, "dose": dose, "unit": unit, "route": route}
+        """Record a dose of the investigational product; IU/m² from the BSA in force.
+        ``frequency`` (CDISC EXDOSFRQ) is the regimen's: QD on induction days, Q2W after."""
+        fields = {"drug": drug, "dose": dose, "unit": unit, "route": route,
+                  "frequency": frequency}
         self._enter(self.DoseAdministered, "doses", record_id, observed_at, visit,
                     fields, envelope, at)
 
@@ -645,27 +680,40 @@ class Subject(Aggregate):
         observed_at: datetime,
         drug: str,
         category: str,
-        dose_mg_per_day: float,
+        dose_mg_per_day: float | None,
         route: str,
         envelope: Envelope,
         at: datetime,
+        *,
+        dose_mg: float | None = None,
+        frequency: str | None = None,
     ) -> None:
-        """Start a glucocorticoid or immunosuppressant course at ``dose_mg_per_day``."""
-        fields = {"drug": drug, "category": category, "dose_mg_per_day": dose_mg_per_day,
+        """Start a glucocorticoid or immunosuppressant course: ``dose_mg`` per administration
+        at ``frequency`` (methotrexate 15 mg QW), or a daily total ``dose_mg_per_day``."""
+        dose: dict[str, Any] = ({"dose_mg_per_day": dose_mg_per_day} if dose_mg is None
+                                else {"dose_mg": dose_mg, "dose_mg_per_day": dose_mg_per_day})
+        fields = {"drug": drug, "category": category, **dose, "frequency": frequency,
                   "route": route, "stopped_at": None}
         self._enter(self.TherapyStarted, "therapies", record_id, observed_at, None,
                     fields, envelope, at)
 
     def change_therapy(
-        self, record_id: str, observed_at: datetime, dose_mg_per_day: float,
-        envelope: Envelope, at: datetime,
+        self, record_id: str, observed_at: datetime, dose_mg_per_day: float | None,
+        envelope: Envelope, at: datetime, *, dose_mg: float | None = None,
     ) -> None:
-        """Change a running course's daily dose from ``observed_at`` on (e.g. a taper step)."""
+        """Change a running course's dose from ``observed_at`` on (e.g. a taper step), in the
+        course's own terms: ``dose_mg`` if it is dosed per administration, else per day."""
         record = self._record(record_id, "therapies")
         if record.fields.get("stopped_at"):
             raise InvalidState(f"therapy {record_id} has stopped")
-        self._change(self.TherapyChanged, record, {"dose_mg_per_day": dose_mg_per_day},
-                     envelope, at, observed_at=observed_at)
+        name = "dose_mg" if "dose_mg" in record.fields else "dose_mg_per_day"
+        given = {n: v for n, v in (("dose_mg", dose_mg), ("dose_mg_per_day", dose_mg_per_day))
+                 if v is not None}
+        if set(given) != {name}:
+            raise InvalidInput(name, f"therapy {record_id} is dosed in {name}: give the new "
+                                     f"{name} alone")
+        self._change(self.TherapyChanged, record, given, envelope, at,
+                     observed_at=observed_at)
 
     def stop_therapy(
         self, record_id: str, observed_at: datetime, envelope: Envelope, at: datetime
@@ -780,6 +828,7 @@ class Subject(Aggregate):
             record_id=record_id,
             removed_fields=copy_json(record.fields),
         )
+        self._follow_inputs(self.RecordRemoved, record_id, envelope, at)
 
 
     # --- signatures, queries, source-data verification ---------------------------------
@@ -1025,6 +1074,7 @@ class Subject(Aggregate):
             fields=clean,
             derived=derived,
         )
+        self._follow_inputs(event_class, record_id, envelope, at)
 
     def _change(
         self,
@@ -1065,6 +1115,43 @@ class Subject(Aggregate):
             derived=derived,
             **extra,
         )
+        self._follow_inputs(event_class, record.record_id, envelope, at)
+
+    def _follow_inputs(self, event_class: type[Event], record_id: str, envelope: Envelope,
+                       at: datetime) -> None:
+        """After ``event_class`` changed ``record_id``: re-derive every value of another
+        record that reads it (today the BSA in force, read by doses and therapies), each
+        that moved as a :class:`DerivedValueRecomputed` naming that change as its trigger."""
+        if self.records[record_id].kind != "vitals":
+            return
+        trigger = {"event": str(vars(event_class)["TOPIC"]), "version": self.version,
+                   "record_id": record_id}
+        in_force = self._bsa_in_force()
+        for record in list(self.records.values()):
+            if record.removed or record.kind not in BSA_DEPENDENT_KINDS:
+                continue
+            derived = rederive(record.kind, record.fields, in_force(record.observed_at))
+            if derived != record.derived:
+                self.trigger_event(self.DerivedValueRecomputed,
+                                   timestamp=require_aware("recorded_at", at),
+                                   envelope=envelope, record_id=record.record_id,
+                                   derived=derived, previous=copy_json(record.derived),
+                                   trigger=trigger)
+
+    def _bsa_in_force(self) -> Callable[[datetime], float | None]:
+        """:meth:`bsa_at` for many times at once: the measurements sorted once, each time
+        looked up by bisection (a tie goes to the later entry, as in :meth:`bsa_at`)."""
+        measured = sorted(((r.observed_at, float(r.derived["bsa"]["value"]))
+                           for r in self.records.values()
+                           if r.kind == "vitals" and not r.removed and "bsa" in r.derived),
+                          key=lambda m: m[0])
+        times = [when for when, _ in measured]
+
+        def at(when: datetime) -> float | None:
+            index = bisect_right(times, when)
+            return measured[index - 1][1] if index else None
+
+        return at
 
 
 def _get_field(fields: Mapping[str, Any], path: str) -> Any:

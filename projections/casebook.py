@@ -95,7 +95,7 @@ def in_force(timeline: list[dict[str, Any]], name: str, when: datetime) -> Any:
 def at_valid_time(book: dict[str, Any], valid_at: datetime) -> dict[str, Any]:
     """What the casebook says held at clinical time ``valid_at``: records begun by then, each
     field as it stood then (a later taper step or AE update not yet in force), derived values
-    recomputed from those fields."""
+    recomputed from those fields (and the BSA in force at each record's time)."""
     records: list[tuple[str, dict[str, Any]]] = []
     for kind, views in book["records"].items():
         for view in views:
@@ -103,9 +103,10 @@ def at_valid_time(book: dict[str, Any], valid_at: datetime) -> dict[str, Any]:
                 continue
             fields = {name: in_force(view["timeline"], name, valid_at) for name in view["fields"]}
             records.append((kind, {**view, "fields": fields}))
-    bsa = _bsa_in_force(records, valid_at)
-    rederived = [(kind, {**view, "derived": validate(kind, view["fields"], Context(bsa))[1]})
-                 for kind, view in records]
+    # Each record reads the BSA in force at its own time, as the domain derives it.
+    rederived = [(kind, {**view, "derived": validate(kind, view["fields"], Context(
+        _bsa_in_force(records, datetime.fromisoformat(view["observed_at"])), entry=False))[1]})
+        for kind, view in records]
     out = assemble({k: v for k, v in book.items() if k not in ("records", "version", "as_of")},
                    book["version"], rederived, None)
     return {**out, "as_of": book["as_of"], "valid_at": valid_at.isoformat()}
@@ -117,5 +118,5 @@ def _bsa_in_force(records: list[tuple[str, dict[str, Any]]], when: datetime) -> 
     if not vitals:
         return None
     latest = max(vitals, key=lambda v: v["observed_at"])
-    bsa = validate("vitals", latest["fields"], Context(None))[1].get("bsa")
+    bsa = validate("vitals", latest["fields"], Context(None, entry=False))[1].get("bsa")
     return float(bsa["value"]) if bsa else None

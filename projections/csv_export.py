@@ -21,9 +21,11 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.rules.dosing import FREQUENCIES
 from domain.rules.units import LAB_TESTS, VITAL_SIGNS
 from domain.study import StudyDefinition
 from domain.subject import Subject
+from projections.casebook import in_force as in_force_timeline
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.streaming import aware, consistent_read, in_force, stream, utc_text
 
@@ -38,9 +40,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
            "AECAT", "AESER", "AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE",
            "AEREL", "AEACN", "AEOUT", "AETOXGR", "AESTDTC", "AEENDTC"),
     "EX": ("STUDYID", "DOMAIN", "USUBJID", "EXSEQ", "EXSPID", "EXTRT", "EXDOSE", "EXDOSU",
-           "EXROUTE", "VISITNUM", "VISIT", "EXSTDTC", "EXENDTC"),
+           "EXDOSFRQ", "EXROUTE", "VISITNUM", "VISIT", "EXSTDTC", "EXENDTC"),
     "CM": ("STUDYID", "DOMAIN", "USUBJID", "CMSEQ", "CMSPID", "CMTRT", "CMCAT", "CMDOSE",
-           "CMDOSU", "CMDOSFRQ", "CMROUTE", "CMSTDTC", "CMENDTC"),
+           "CMDOSU", "CMDOSFRQ", "CMDOSTOT", "CMROUTE", "CMSTDTC", "CMENDTC"),
     "LB": ("STUDYID", "DOMAIN", "USUBJID", "LBSEQ", "LBSPID", "LBTESTCD", "LBTEST", "LBCAT",
            "LBORRES", "LBORRESU", "LBORNRLO", "LBORNRHI", "LBNRIND", "VISITNUM", "VISIT",
            "LBDTC"),
@@ -261,7 +263,8 @@ class _Export:
             ) -> Iterator[Row]:
         product = self.definition.products.get(fields["drug"], {})
         yield {"EXTRT": product.get("name", fields["drug"]), "EXDOSE": fields["dose"],
-               "EXDOSU": fields["unit"], "EXROUTE": ROUTES.get(fields["route"], fields["route"]),
+               "EXDOSU": fields["unit"], "EXDOSFRQ": _text(fields.get("frequency")),
+               "EXROUTE": ROUTES.get(fields["route"], fields["route"]),
                "EXSTDTC": dtc(observed), "EXENDTC": dtc(observed)}
 
     def audit_trail(self, directory: Path) -> dict[str, int]:
@@ -309,13 +312,25 @@ def _ae(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterat
 
 
 def _cm(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
-    """One row per daily dose in force: a taper step starts a new row and ends the last."""
-    steps = [(entry["observed_at"], entry["fields"]["dose_mg_per_day"]) for entry in timeline
-             if "dose_mg_per_day" in entry["fields"]]
+    """One row per dose in force: a taper step starts a new row and ends the last.
+
+    A course dosed per administration gives CMDOSE at its CMDOSFRQ; one entered as a daily
+    total gives CMDOSTOT, and CMDOSE only when a frequency says how the day was split (no
+    frequency is invented for a course entered without one).
+    """
+    name = "dose_mg" if "dose_mg" in fields else "dose_mg_per_day"
+    steps = [(entry["observed_at"], entry["fields"][name]) for entry in timeline
+             if name in entry["fields"]]
     for n, (start, dose) in enumerate(steps):
         end = steps[n + 1][0] if n + 1 < len(steps) else fields.get("stopped_at")
-        yield {"CMTRT": fields["drug"], "CMCAT": fields["category"].upper(), "CMDOSE": dose,
-               "CMDOSU": "mg", "CMDOSFRQ": "QD",
+        frequency = in_force_timeline(timeline, "frequency", datetime.fromisoformat(start))
+        if name == "dose_mg":
+            amounts = {"CMDOSE": dose, "CMDOSTOT": ""}
+        else:
+            rate = FREQUENCIES.get(frequency or "")
+            amounts = {"CMDOSE": round(dose / rate, 4) if rate else "", "CMDOSTOT": dose}
+        yield {"CMTRT": fields["drug"], "CMCAT": fields["category"].upper(), **amounts,
+               "CMDOSU": "mg", "CMDOSFRQ": _text(frequency),
                "CMROUTE": ROUTES.get(fields["route"], fields["route"]),
                "CMSTDTC": dtc(start), "CMENDTC": dtc(end)}
 

@@ -63,13 +63,20 @@ def oracle_casebook(app: StudyApplication, subject_code: str, as_of: datetime | 
         records.append((record.kind, {**record_view(record), "fields": fields}))
     vitals = [r for r in subject.records.values() if r.kind == "vitals" and not r.removed
               and r.observed_at <= valid and "HEIGHT" in r.fields and "WEIGHT" in r.fields]
-    bsa = None
-    if vitals:
-        latest = max(vitals, key=lambda r: r.observed_at)
-        bsa = validate("vitals", {k: latest.in_force(k, valid) for k in latest.fields},
-                       Context(None))[1]["bsa"]["value"]
-    rederived = [(kind, {**view, "derived": validate(kind, view["fields"], Context(bsa))[1]})
-                 for kind, view in records]
+
+    def bsa_at(when: str) -> float | None:
+        # The BSA in force at a record's own time, from the vitals as they stood at valid_at.
+        measured = [r for r in vitals if r.observed_at <= datetime.fromisoformat(when)]
+        if not measured:
+            return None
+        latest = max(measured, key=lambda r: r.observed_at)
+        value = validate("vitals", {k: latest.in_force(k, valid) for k in latest.fields},
+                         Context(None))[1]["bsa"]["value"]
+        return float(value)
+
+    rederived = [(kind, {**view, "derived": validate(
+        kind, view["fields"], Context(bsa_at(view["observed_at"]), entry=False))[1]})
+        for kind, view in records]
     book = assemble(subject_header(subject), subject.version, rederived, None)
     return {**book, "as_of": when.isoformat() if when else None, "valid_at": valid.isoformat()}
 

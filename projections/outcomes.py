@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from domain.records import therapy_daily_dose
 from domain.rules.steroids import prednisone_equivalent
 from projections.casebook import in_force
 
@@ -59,6 +60,9 @@ def stats(values: Iterable[float]) -> dict[str, Any]:
     }
 
 
+DOSE_FIELDS = ("dose_mg", "dose_mg_per_day", "frequency")  # what a course's daily dose reads
+
+
 def _at(day: date) -> datetime:
     return datetime.combine(day, time(23, 59, 59), UTC)
 
@@ -84,7 +88,9 @@ def _daily_doses(book: dict[str, Any], day: date) -> tuple[float, float | None]:
     for record in book["records"].get("therapies", []):
         if not _running(record, when):
             continue
-        dose = float(in_force(record["timeline"], "dose_mg_per_day", when) or 0.0)
+        # A weekly dose is not a daily one: the dose in force at its frequency, per day.
+        dose = therapy_daily_dose({name: in_force(record["timeline"], name, when)
+                                   for name in DOSE_FIELDS}) or 0.0
         if record["fields"]["category"] == "glucocorticoid":
             steroid += prednisone_equivalent(record["fields"]["drug"], dose).value
         else:

@@ -21,6 +21,7 @@ from eventsourcing.projection import Projection
 
 from domain.envelope import Envelope
 from domain.keyring import Keyring
+from domain.records import Record
 from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
@@ -192,7 +193,7 @@ class HistoryProjector(Projection[HistoryView]):
                 view_text = _json(view)
             rows.versions.append(Version(sid, record_id or "", record.kind, view_text,
                                          subject.version, position, event.timestamp, had_record))
-            changes = _record_changes(event)
+            changes = _record_changes(event, old_record)
         # A fact's earlier version may be open though this state no longer holds it (a lab
         # result's group emptied before the subject was folded afresh): each closes any.
         rows.facts.extend(
@@ -245,14 +246,35 @@ def _valid_signatures(subject: Subject | None) -> list[str]:
     return [sid for sid, s in subject.signatures.items() if s["status"] == "valid"]
 
 
-def _record_changes(event: Subject.Event) -> dict[str, tuple[Any, Any]]:
+def _record_changes(event: Subject.Event, old_record: Record | None
+                    ) -> dict[str, tuple[Any, Any]]:
     if isinstance(event, Subject.RecordEntered):
         return {name: (None, value) for name, value in event.fields.items()}
     if isinstance(event, Subject.RecordChanged):
-        return {name: (c["old"], c["new"]) for name, c in event.changes.items()}
+        changes = {name: (c["old"], c["new"]) for name, c in event.changes.items()}
+        if old_record is not None:
+            # What the change re-derived in its own record (a corrected height's BSA).
+            changes.update(_derived_changes(old_record.derived, event.derived, None))
+        return changes
+    if isinstance(event, Subject.DerivedValueRecomputed):
+        return _derived_changes(event.previous, event.derived, event.trigger)
     if isinstance(event, Subject.RecordRemoved):
         return {name: (value, None) for name, value in event.removed_fields.items()}
     return {}
+
+
+def _derived_changes(old: dict[str, Any], new: dict[str, Any], trigger: dict[str, Any] | None
+                     ) -> dict[str, tuple[Any, Any]]:
+    """``derived.<name>`` old -> new for each derived value that moved; a value recomputed
+    after a change elsewhere names that change (``recomputed_after``)."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            if trigger is not None and (after is None or isinstance(after, dict)):
+                after = {**(after or {"value": None}), "recomputed_after": trigger}
+            changes[f"derived.{name}"] = (before, after)
+    return changes
 
 
 def _summary(event: Study.Event | Keyring.Event) -> Any:

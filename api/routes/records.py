@@ -78,7 +78,7 @@ async def administer_dose(request: Request, principal: CurrentPrincipal, study: 
     return await _enter(request, principal, study, subject, rid, body.visit,
                   lambda s, env, t: s.administer_dose(rid, body.observed_at, body.drug,
                                                       body.dose, body.unit, body.route, env, t,
-                                                      body.visit))
+                                                      body.visit, frequency=body.frequency))
 
 
 @router.post(SUBJECT + "/therapies", status_code=201, responses={201: WRITTEN})
@@ -89,7 +89,8 @@ async def start_therapy(request: Request, principal: CurrentPrincipal, study: st
     return await _enter(request, principal, study, subject, rid, None,
                   lambda s, env, t: s.start_therapy(rid, body.observed_at, body.drug,
                                                     body.category, body.dose_mg_per_day,
-                                                    body.route, env, t))
+                                                    body.route, env, t, dose_mg=body.dose_mg,
+                                                    frequency=body.frequency))
 
 
 @router.post(SUBJECT + "/labs", status_code=201, responses={201: WRITTEN})
@@ -137,7 +138,8 @@ def change_therapy(request: Request, principal: CurrentPrincipal, study: str, su
     """A new daily dose from ``observed_at`` on (a taper step is a new fact, not a fix)."""
     return write_subject(request, principal, study, subject, Action.ENTER,
                          lambda s, env, t: s.change_therapy(record, body.observed_at,
-                                                            body.dose_mg_per_day, env, t),
+                                                            body.dose_mg_per_day, env, t,
+                                                            dose_mg=body.dose_mg),
                          record_id=record)
 
 

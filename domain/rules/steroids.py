@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from domain.rules.derivation import Derived, RuleError, require_number
 
 METHOD = "steroid.prednisone_equivalent/1"
+DOSE_METHOD = "steroid.prednisone_equivalent_dose/1"
 
 # mg of prednisone per mg of the drug, from the equivalences above.
 PREDNISONE_EQUIVALENT_FACTORS: Mapping[str, float] = {
@@ -34,10 +35,24 @@ def is_glucocorticoid(drug: str) -> bool:
 
 def prednisone_equivalent(drug: str, dose_mg_per_day: float) -> Derived:
     """The daily dose of ``drug`` as mg/day of prednisone, rounded to 2 decimals."""
+    name, factor = _factor(drug)
+    dose = require_number("dose_mg_per_day", dose_mg_per_day)
+    return Derived(round(dose * factor, 2), "mg/day", METHOD,
+                   {"drug": name, "dose_mg_per_day": dose, "factor": factor})
+
+
+def prednisone_equivalent_dose(drug: str, dose_mg: float) -> Derived:
+    """One administration of ``drug`` (a single pulse, a dose as needed) as mg of
+    prednisone, rounded to 2 decimals: what has no daily rate has no daily equivalent."""
+    name, factor = _factor(drug)
+    dose = require_number("dose_mg", dose_mg)
+    return Derived(round(dose * factor, 2), "mg", DOSE_METHOD,
+                   {"drug": name, "dose_mg": dose, "factor": factor})
+
+
+def _factor(drug: str) -> tuple[str, float]:
     name = drug.strip().lower()
     factor = PREDNISONE_EQUIVALENT_FACTORS.get(name)
     if factor is None:
         raise RuleError("drug", f"no prednisone equivalent known for {drug!r}")
-    dose = require_number("dose_mg_per_day", dose_mg_per_day)
-    return Derived(round(dose * factor, 2), "mg/day", METHOD,
-                   {"drug": name, "dose_mg_per_day": dose, "factor": factor})
+    return name, factor

@@ -75,6 +75,15 @@ VISITS: tuple[tuple[str, str, int, int], ...] = (
 VISIT_WINDOWS = {code: window for code, _, _, window in VISITS}
 
 
+# The IL-2 regimen's phases with their dose frequency (CDISC EXDOSFRQ codes).
+IL2_SCHEDULE: tuple[dict[str, Any], ...] = (
+    {"phase": "induction", "dose_per_m2": 500_000, "route": "SC", "frequency": "QD",
+     "days": 5},
+    {"phase": "maintenance", "dose_per_m2": 500_000, "route": "SC", "frequency": "Q2W",
+     "months": 6},
+)
+
+
 def definition() -> dict[str, Any]:
     """The study definition, JSON-native, as registered."""
     return {
@@ -110,6 +119,7 @@ def definition() -> dict[str, Any]:
         ],
         "products": [
             {"code": "IL2", "name": "Recombinant human interleukin-2", "unit": "IU",
-             "regimen": "500,000 IU/m2 SC on 5 consecutive days, then every 2 weeks for 6 months"},
+             "regimen": "500,000 IU/m2 SC on 5 consecutive days, then every 2 weeks for 6 months",
+             "schedule": [dict(phase) for phase in IL2_SCHEDULE]},
         ],
     }

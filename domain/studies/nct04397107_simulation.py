@@ -156,13 +156,15 @@ def _plan_child(plan: Plan, child: Child) -> None:
     prednisone = {"SLE": 40.0, "PSS": 15.0, "JIA": 10.0}[child.disease]
     prednisone = min(prednisone, round(child.weight_kg * 1.0))
     _plan_therapy_start(plan, child, steroid_id, "prednisone", "glucocorticoid",
-                        prednisone, enrolled_at)
+                        prednisone, "QD", enrolled_at)
     immuno_id = rid("CM")
-    immuno_drug, immuno_dose = {"SLE": ("mycophenolate mofetil", 500.0),
-                                "PSS": ("hydroxychloroquine", 200.0),
-                                "JIA": ("methotrexate", 10.0)}[child.disease]
+    # Each at its usual frequency: methotrexate for JIA is weekly, never daily.
+    immuno_drug, immuno_dose, frequency = {
+        "SLE": ("mycophenolate mofetil", 500.0, "BID"),
+        "PSS": ("hydroxychloroquine", 200.0, "QD"),
+        "JIA": ("methotrexate", 10.0, "QW")}[child.disease]
     _plan_therapy_start(plan, child, immuno_id, immuno_drug, "immunosuppressant",
-                        immuno_dose, enrolled_at)
+                        immuno_dose, frequency, enrolled_at)
 
     weight = child.weight_kg
     height = child.height_cm
@@ -218,11 +220,12 @@ def _plan_child(plan: Plan, child: Child) -> None:
 
 
 def _plan_therapy_start(plan: Plan, child: Child, record_id: str, drug: str, category: str,
-                        dose: float, when: datetime) -> None:
+                        dose_mg: float, frequency: str, when: datetime) -> None:
     env = plan.envelope(COORDINATOR)
     plan.on_subject(plan.entry_time(when) + timedelta(minutes=1), child.code, "therapy",
-                    lambda s, t: s.start_therapy(record_id, when, drug, category, dose, "PO",
-                                                 env, t))
+                    lambda s, t: s.start_therapy(record_id, when, drug, category, None, "PO",
+                                                 env, t, dose_mg=dose_mg,
+                                                 frequency=frequency))
 
 
 def _plan_therapy_change(plan: Plan, child: Child, record_id: str, when: datetime,
@@ -235,8 +238,8 @@ def _plan_therapy_change(plan: Plan, child: Child, record_id: str, when: datetim
 
 def _change_if_different(subject: Subject, record_id: str, when: datetime, dose: float,
                          env: Envelope, at: datetime) -> None:
-    if subject.records[record_id].fields["dose_mg_per_day"] != dose:
-        subject.change_therapy(record_id, when, dose, env, at)
+    if subject.records[record_id].fields["dose_mg"] != dose:
+        subject.change_therapy(record_id, when, None, env, at, dose_mg=dose)
 
 
 LAB_PLAN: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
@@ -309,9 +312,11 @@ def _lab_result(record_id: str, observed: datetime, code: str, value: float, uni
     return command
 
 
-def _dose(record_id: str, when: datetime, dose: float, env: Envelope) -> SubjectCommand:
+def _dose(record_id: str, when: datetime, dose: float, frequency: str,
+          env: Envelope) -> SubjectCommand:
     def command(subject: Subject, at: datetime) -> None:
-        subject.administer_dose(record_id, when, "IL2", dose, "IU", "SC", env, at)
+        subject.administer_dose(record_id, when, "IL2", dose, "IU", "SC", env, at,
+                                frequency=frequency)
 
     return command
 
@@ -350,7 +355,8 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
     The first dose follows the baseline height and weight (its BSA), and is entered after them.
     """
     dose = round(500_000 * bsa, -4)
-    days = [0, 1, 2, 3, 4, *range(18, 183, 14)]
+    induction, maintenance = nct04397107.IL2_SCHEDULE
+    days = [*range(induction["days"]), *range(18, 183, 14)]
     for day in days:
         when = datetime.combine(baseline + timedelta(days=day), time(2, 0), UTC) + timedelta(
             hours=plan.rng.randint(0, 4))
@@ -360,7 +366,8 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
         dose_id = rid("EX")
         env = plan.envelope(COORDINATOR)
         plan.on_subject(max(plan.entry_time(when), floor), child.code, "dose",
-                        _dose(dose_id, when, dose, env))
+                        _dose(dose_id, when, dose, (induction if day < induction["days"]
+                                                    else maintenance)["frequency"], env))
 
 
 AE_MENU = [

@@ -11,7 +11,8 @@ locations the envelopes name.
 Clinical changes with a valid time of their own (a taper step, an AE that worsened or
 ended) say from when they hold in an ``Annotation``, since ODM's audit record has no field
 for clinical time. Derived values (BSA, dose per m², scores) are not transactions: they
-follow from the items, and the Snapshot carries them.
+follow from the items, and the Snapshot carries them (re-derived when an input changed; the
+audit trail keeps each old -> new as ``derived.<name>`` rows).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ DATED_CHANGES = frozenset(
     if "observed_at" in inspect.get_annotations(getattr(Subject, name)))
 # Audit rows of the monitoring workflow rather than of clinical items.
 WORKFLOW_ROWS = frozenset({"signature", "query", "sdv"})
+DERIVED = "derived."  # audit rows of derived values: the Snapshot's, not transactions
 # ODM's edit points; a change at the site is the original entry point, which ODM leaves unnamed.
 EDIT_POINTS = {"monitoring": "Monitoring", "data_management": "DataManagement",
                "post_lock": "DBAudit"}
@@ -165,7 +167,8 @@ def write_archive(conn: psycopg.Connection[Any], schema: str, definition: StudyD
                 events = 0
                 for changes in _events(stream(conn, change_rows(schema, when), {"t": when},
                                               "odm_archive")):
-                    clinical = [c for c in changes if c.field not in WORKFLOW_ROWS]
+                    clinical = [c for c in changes if c.field not in WORKFLOW_ROWS
+                                and not c.field.startswith(DERIVED)]
                     if clinical:
                         write_block(xf, _transaction(cat, clinical))
                     for change in changes:

@@ -165,6 +165,8 @@ def _record_forms() -> list[Form]:
             Item(item_oid("doses", "dose"), "Dose", "float", "EXDOSE"),
             Item(item_oid("doses", "unit"), "Dose unit", "text", "EXDOSU"),
             Item(item_oid("doses", "route"), "Route", "text", "EXROUTE"),
+            Item(item_oid("doses", "frequency"), "Dose frequency", "text", "EXDOSFRQ",
+                 codelist="CL.DOSE_FREQUENCY"),
             Item(item_oid("doses", "dose_per_m2"), "Dose per m2", "float",
                  method=dosing.METHOD))),
         Form("therapies", "Steroid and immunosuppressant therapy", "CM", (
@@ -172,13 +174,22 @@ def _record_forms() -> list[Form]:
             Item(item_oid("therapies", "drug"), "Drug", "text", "CMTRT"),
             Item(item_oid("therapies", "category"), "Category", "text", "CMCAT",
                  codelist="CL.THERAPY_CATEGORY"),
-            Item(item_oid("therapies", "dose_mg_per_day"), "Daily dose", "float", "CMDOSE",
+            Item(item_oid("therapies", "dose_mg"), "Dose per administration", "float",
+                 "CMDOSE", unit=unit_oid("mg")),
+            Item(item_oid("therapies", "dose_mg_per_day"), "Daily dose", "float", "CMDOSTOT",
                  unit=unit_oid("mg/day")),
+            Item(item_oid("therapies", "frequency"), "Dose frequency", "text", "CMDOSFRQ",
+                 codelist="CL.DOSE_FREQUENCY"),
             Item(item_oid("therapies", "route"), "Route", "text", "CMROUTE"),
             Item(item_oid("therapies", "stopped_at"), "Stopped at", "datetime", "CMENDTC"),
+            Item(item_oid("therapies", "daily_dose"), "Average daily dose", "float",
+                 unit=unit_oid("mg/day"), method=dosing.DAILY_METHOD),
             Item(item_oid("therapies", "prednisone_equivalent"), "Prednisone equivalent",
                  "float", unit=unit_oid("mg/day"), method=steroids.METHOD),
-            Item(item_oid("therapies", "dose_per_m2"), "Daily dose per m2", "float",
+            Item(item_oid("therapies", "prednisone_equivalent_dose"),
+                 "Prednisone equivalent of one dose", "float", unit=unit_oid("mg"),
+                 method=steroids.DOSE_METHOD),
+            Item(item_oid("therapies", "dose_per_m2"), "Dose per m2", "float",
                  method=dosing.METHOD))),
         Form("labs", "Laboratory results", "LB", (
             _observed("labs", "LBDTC"),
@@ -291,6 +302,7 @@ def catalogue(definition: StudyDefinition, visits_in_use: Iterable[str] = ()) ->
         _codelist("Disease", {c: d.get("name", c) for c, d in definition.diseases.items()}),
         _codelist("Sex", {"F": "Female", "M": "Male", "U": "Unknown"}),
         _codelist("Therapy category", THERAPY_CATEGORIES),
+        _codelist("Dose frequency", dosing.FREQUENCY_CODES),
         _codelist("Lab test", {code: test.name for code, test in LAB_TESTS.items()}),
         _codelist("Lab flag", {"L": "Low", "N": "Normal", "H": "High"}),
         _codelist("Instrument", INSTRUMENTS),
@@ -304,7 +316,7 @@ def catalogue(definition: StudyDefinition, visits_in_use: Iterable[str] = ()) ->
     # ODM has no empty code list (a study of no named disease, e.g. one loaded from SDTM).
     codelists = tuple(c for c in codelists if c.items)
     units = {unit_oid(s): s for s in sorted(
-        {sign.unit for sign in VITAL_SIGNS.values()} | {"m2", "mg/day"})}
+        {sign.unit for sign in VITAL_SIGNS.values()} | {"m2", "mg", "mg/day"})}
     scheduled = [StudyEvent(event_oid(v.code), v.name, "Scheduled", v.code)
                  for v in definition.visits]
     known = {v.code for v in definition.visits}

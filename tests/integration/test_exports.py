@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,8 @@ ODM = "{http://www.cdisc.org/ns/odm/v1.3}"
 
 # What the test enters; every expectation below is derived from these.
 HEIGHT, WEIGHT = 140.0, 35.0
+HEIGHT_CORRECTED = 130.0  # after the taper: the BSA and the dose per m² follow
+METHOTREXATE_MG = 15.0  # weekly, for 002 (JIA)
 DOSE_IU = 500_000.0
 PREDNISONE, TAPERED = 40.0, 30.0
 C3_ENTERED, C3_CORRECTED, C3_LOW, C3_HIGH = 0.8, 0.6, 0.9, 1.8
@@ -64,6 +67,7 @@ ENTERED_AT = T0 + timedelta(days=1)
 REMOVED_AT = T0 + timedelta(days=2)
 CORRECTED_AT = T0 + timedelta(days=9)
 TAPERED_FROM = T0 + timedelta(days=30)
+HEIGHT_CORRECTED_AT = T0 + timedelta(days=35)
 COMPLETED_ON = T0 + timedelta(days=60)
 SIGNED_AT = T0 + timedelta(days=8, hours=4)
 MONITOR = Actor("u-mon", "Chen Mei", "monitor", "JLU1")
@@ -81,8 +85,9 @@ class Study:
 
 @pytest.fixture(scope="module")
 def study(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
-    """Two children: 001 (IL2) with vitals, a dose, a tapered steroid, a corrected C3, a
-    removed duplicate lab and a resolved AE; 002 (STD), who completed the study."""
+    """Two children: 001 (IL2) with vitals (the height corrected after its dose), a dose, a
+    tapered steroid, a corrected C3, a removed duplicate lab and a resolved AE; 002 (STD, JIA)
+    with weekly methotrexate, who completed the study."""
     from infra.postgres import temporary_database
 
     with temporary_database(server_url, "tl_test") as url:
@@ -99,13 +104,16 @@ def study(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "VS1", T0, {"HEIGHT": (HEIGHT, "cm"), "WEIGHT": (WEIGHT, "kg")}, entry, t,
             visit="BASELINE"))
         app.on_subject("001", lambda s, t: s.administer_dose(
-            "EX1", T0, "IL2", DOSE_IU, "IU", "SC", entry, t, visit="BASELINE"))
+            "EX1", T0, "IL2", DOSE_IU, "IU", "SC", entry, t, visit="BASELINE", frequency="QD"))
         app.on_subject("001", lambda s, t: s.start_therapy(
             "CM1", T0, "prednisone", "glucocorticoid", PREDNISONE, "PO", entry, t))
         clock.set(ENTERED_AT)
         for record_id in ("LB1", "LB2"):
             app.on_subject("001", lambda s, t, r=record_id: s.record_lab_result(
                 r, T0, "C3", C3_ENTERED, "g/L", entry, t, C3_LOW, C3_HIGH, "BASELINE"))
+        app.on_subject("002", lambda s, t: s.start_therapy(
+            "CM2", T0, "methotrexate", "immunosuppressant", None, "PO", entry, t,
+            dose_mg=METHOTREXATE_MG, frequency="QW"))
         clock.set(REMOVED_AT)
         duplicate = envelope(DATA_MANAGER, Reason("duplicate_entry", "entered twice"))
         app.on_subject("001", lambda s, t: s.remove("LB2", duplicate, t))
@@ -129,6 +137,9 @@ def study(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         clock.set(TAPERED_FROM + timedelta(hours=3))
         app.on_subject("001", lambda s, t: s.change_therapy("CM1", TAPERED_FROM, TAPERED,
                                                              entry, t))
+        clock.set(HEIGHT_CORRECTED_AT)
+        app.on_subject("001", lambda s, t: s.correct(
+            "VS1", "HEIGHT", HEIGHT_CORRECTED, correction("height re-read from the chart"), t))
         clock.set(COMPLETED_ON + timedelta(hours=2))
         app.on_subject("002", lambda s, t: s.complete(COMPLETED_ON, entry, t))
         app.close()
@@ -324,16 +335,24 @@ def test_csv_files_hold_sdtm_columns_and_the_values_entered(study: Study,
     assert lb["LB1"]["LBNRIND"] == ("LOW" if C3_CORRECTED < C3_LOW else "NORMAL")
     assert lb["LB1"]["VISIT"] == "BASELINE" and lb["LB1"]["USUBJID"] == usubjid
     cm = read_csv(tmp_path / "CM.csv")
-    assert [float(row["CMDOSE"]) for row in cm] == [PREDNISONE, TAPERED]
-    assert cm[0]["CMENDTC"] == cm[1]["CMSTDTC"] == TAPERED_FROM.strftime("%Y-%m-%dT%H:%M:%S")
+    # 001's steroid was entered as a daily total, with no frequency: none is invented.
+    steroid = [row for row in cm if row["CMSPID"] == "CM1"]
+    assert [float(row["CMDOSTOT"]) for row in steroid] == [PREDNISONE, TAPERED]
+    assert [(row["CMDOSE"], row["CMDOSFRQ"]) for row in steroid] == [("", "")] * 2
+    assert steroid[0]["CMENDTC"] == steroid[1]["CMSTDTC"] == TAPERED_FROM.strftime(
+        "%Y-%m-%dT%H:%M:%S")
+    (methotrexate,) = [row for row in cm if row["CMSPID"] == "CM2"]
+    assert (methotrexate["CMTRT"], float(methotrexate["CMDOSE"]), methotrexate["CMDOSU"],
+            methotrexate["CMDOSFRQ"]) == ("methotrexate", METHOTREXATE_MG, "mg", "QW")
     (ae,) = read_csv(tmp_path / "AE.csv")
     assert (ae["AETERM"], ae["AETOXGR"], ae["AESER"]) == (AE["term"], str(AE["grade"]), "N")
     assert ae["AEOUT"] == OUTCOMES[AE_OUTCOME]
     (ex,) = read_csv(tmp_path / "EX.csv")
-    assert float(ex["EXDOSE"]) == DOSE_IU and ex["EXDOSU"] == "IU"
+    assert float(ex["EXDOSE"]) == DOSE_IU and ex["EXDOSU"] == "IU" and ex["EXDOSFRQ"] == "QD"
     vs = {row["VSTESTCD"]: row for row in read_csv(tmp_path / "VS.csv")}
-    assert float(vs["HEIGHT"]["VSORRES"]) == HEIGHT and float(vs["WEIGHT"]["VSORRES"]) == WEIGHT
-    assert float(vs["BSA"]["VSORRES"]) == mosteller_bsa(HEIGHT, WEIGHT).value
+    assert float(vs["HEIGHT"]["VSORRES"]) == HEIGHT_CORRECTED
+    assert float(vs["WEIGHT"]["VSORRES"]) == WEIGHT
+    assert float(vs["BSA"]["VSORRES"]) == mosteller_bsa(HEIGHT_CORRECTED, WEIGHT).value
     ds = [(row["USUBJID"], row["DSDECOD"], row["DSSTDTC"]) for row in read_csv(tmp_path / "DS.csv")
           if row["DSCAT"] == "DISPOSITION EVENT"]
     assert ds == [(f"{STUDY}-002", "COMPLETED", COMPLETED_ON.strftime("%Y-%m-%dT%H:%M:%S"))]
@@ -362,6 +381,39 @@ def test_the_audit_trail_files_carry_every_envelope_field(study: Study, tmp_path
                   if row["event_type"] == "RecordCorrected" and row["field"] == "value")
     assert json.loads(as_csv["new_value"]) == C3_CORRECTED
     assert as_csv["client"] == fixed[0]["client"] and as_csv["request_id"]
+
+
+def test_a_height_correction_rederives_the_dose_per_m2_in_the_snapshot_and_audit_trail(
+        study: Study, tmp_path: Path) -> None:
+    old_bsa = mosteller_bsa(HEIGHT, WEIGHT).value
+    new_bsa = round(math.sqrt(HEIGHT_CORRECTED * WEIGHT / 3600), 3)  # Mosteller, by hand
+    old_per_m2, new_per_m2 = round(DOSE_IU / old_bsa, 1), round(DOSE_IU / new_bsa, 1)
+    before = snapshot_groups(valid(render(study, write_snapshot,
+                                          HEIGHT_CORRECTED_AT - timedelta(seconds=1))))
+    after = snapshot_groups(valid(render(study, write_snapshot, HEIGHT_CORRECTED_AT)))
+    dose_per_m2 = "IT.DOSES.DOSE_PER_M2"
+    assert float(item_value(before, "001", "F.DOSES", "EX1", dose_per_m2) or 0) == old_per_m2
+    assert float(item_value(after, "001", "F.DOSES", "EX1", dose_per_m2) or 0) == new_per_m2
+    assert float(item_value(after, "001", "F.VITALS", "VS1", "IT.VITALS.BSA") or 0) == new_bsa
+    assert item_value(after, "001", "F.DOSES", "EX1", "IT.DOSES.FREQUENCY") == "QD"
+    assert item_value(after, "002", "F.THERAPIES", "CM2", "IT.THERAPIES.FREQUENCY") == "QW"
+    with psycopg.connect(study.runtime.url) as conn:
+        write_csv(conn, SCHEMA, study.definition, tmp_path)
+    lines = [json.loads(line) for line in
+             (tmp_path / "audit_trail.jsonl").read_text(encoding="utf-8").splitlines()]
+    bsa_row = next(line for line in lines if line["field"] == "derived.bsa")
+    assert (bsa_row["event_type"], bsa_row["record_id"]) == ("RecordCorrected", "VS1")
+    assert (bsa_row["old_value"]["value"], bsa_row["new_value"]["value"]) == (old_bsa, new_bsa)
+    (row,) = [line for line in lines if line["field"] == "derived.dose_per_m2"]
+    assert (row["event_type"], row["record_id"]) == ("DerivedValueRecomputed", "EX1")
+    assert (row["old_value"]["value"], row["new_value"]["value"]) == (old_per_m2, new_per_m2)
+    assert row["new_value"]["inputs"]["bsa_m2"] == new_bsa
+    assert row["new_value"]["method"] == "dose.per_m2/1"
+    trigger = row["new_value"]["recomputed_after"]
+    assert (trigger["event"], trigger["record_id"]) == ("Subject.RecordCorrected.v1", "VS1")
+    assert isinstance(trigger["version"], int)
+    assert row["reason_text"] == "height re-read from the chart"
+    assert row["position"] == bsa_row["position"] + 1  # one commit, the trigger first
 
 
 def run(args: list[str], settings: Settings) -> tuple[int, str]:
