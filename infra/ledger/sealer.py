@@ -25,8 +25,8 @@ from infra.ledger.merkle import Frontier, consistency_proof, leaf_hash, verify_c
 from infra.ledger.note import Checkpoint, sign_note
 from infra.signing import SignedState, key_id_for, leaf_data
 
-# The server's cadence (api/sealing.py), here so that the command line can show it without
-# importing the server: seconds between sealing rounds, and the default longest wait, in
+# The server's cadence (application/sealing.py), here so that the command line can show it
+# without importing the server: seconds between sealing rounds, and the default longest wait, in
 # seconds, from an event's commit to a signed checkpoint covering it (plus the time a round
 # takes). Checkpoints also come every CHECKPOINT_EVERY events.
 SEAL_INTERVAL = 2.0

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.runtime import Runtime
+from application.runtime import Runtime
 from domain.rules.dosing import FREQUENCY_CODES
 from domain.studies import nct04397107
 from tests.support import T0, api_client, enroll, envelope, register, simulated_clock
