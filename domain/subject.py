@@ -887,12 +887,16 @@ class Subject(Aggregate):
         self.trigger_event(self.RecordChecked, timestamp=recorded, envelope=system,
                            record_id=record_id, findings=findings)
         for finding in findings:
-            if (finding["check"], finding["field"]) in flagged:
+            text = f"Automatic check: {finding['message']}"
+            # One late visit shows on each of its records: it is queried, and a deviation,
+            # once.
+            if (finding["check"], finding["field"]) in flagged or any(
+                    q["text"] == text and q["status"] != "closed" for q in self.queries.values()):
                 continue
             query_id = f"SC-{self.version + 1}"
             self.trigger_event(self.QueryOpened, timestamp=recorded, envelope=system,
                                query_id=query_id, on_record=record_id, on_field=finding["field"],
-                               text=f"Automatic check: {finding['message']}")
+                               text=text)
             if finding["deviation"] is not None:
                 self.trigger_event(self.DeviationRecorded, timestamp=recorded, envelope=system,
                                    deviation_id=f"DV-{self.version + 1}",

@@ -208,3 +208,13 @@ def test_a_reason_is_still_needed_to_correct_a_flagged_value() -> None:
         subject.correct("LB1", "value", 0.8, envelope(), NOW)
     assert refused.value.problems[0].field == "reason"
     assert subject.records["LB1"].fields["value"] == 8.0
+
+
+def test_a_late_visit_is_queried_and_a_deviation_once_however_many_records_it_has() -> None:
+    subject = enrolled()
+    late = BASELINE + timedelta(days=30 + 20)
+    subject.record_vital_signs("VS2", late, {"WEIGHT": (36.5, "kg")}, envelope(), NOW,
+                               visit="M1")
+    subject.record_lab_result("LB1", late, "C3", 0.8, "g/L", envelope(), NOW, visit="M1")
+    assert subject.records["LB1"].flags[0]["check"] == "visit_window"
+    assert len(subject.queries) == 1 and len(subject.deviations) == 1
