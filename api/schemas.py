@@ -324,6 +324,10 @@ class StudyIn(Body):
     eligibility: list[CriterionIn] = Field(min_length=1, max_length=200)
     signature_meanings: list[MeaningIn] = Field(default_factory=list, max_length=20)
     products: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    ranges: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, max_length=2,
+        description="Soft ranges: vitals|labs -> code -> {low, high, unit}; a value outside "
+                    "is kept, flagged and queried")
 
 
 class EnrollmentIn(Body):
