@@ -12,7 +12,16 @@ from fastapi import FastAPI
 from api import problems
 from api.collector import CollectorPauses
 from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
-from api.routes import exports, ledger, monitoring, operations, people, records, studies
+from api.routes import (
+    deviations,
+    exports,
+    ledger,
+    monitoring,
+    operations,
+    people,
+    records,
+    studies,
+)
 from application.runtime import Runtime
 from infra.logging import configure_logging
 from infra.settings import Settings
@@ -59,7 +68,8 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     # Routes are matched in order, one pattern after another: first entries, the bulk of the
     # traffic, come first. (No path of one router matches a path of another, so the order
     # changes nothing else.)
-    for module in (records, operations, people, studies, monitoring, ledger, exports):
+    for module in (records, operations, people, studies, monitoring, deviations, ledger,
+                   exports):
         app.include_router(module.router)
     # Outermost last: the access log sees every answer, the limit applies before anything
     # reads a body, and idempotency sees the buffered body.

@@ -415,6 +415,41 @@ def outcomes(
             console.print(table)
 
 
+@app.command()
+def deviations(
+    study: Annotated[str, typer.Option(help="The study.")],
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The study's protocol deviations (found by the soft checks or reported by people)."""
+    from rich.table import Table
+
+    from infra.postgres import schema_for_study
+    from projections.deviations import COLUMNS, deviation_list, to_csv, to_json
+
+    if output_format not in ("table", "csv", "json"):
+        err_console.print("[red]--format must be table, csv or json.[/red]")
+        raise typer.Exit(2)
+    with _runtime(_settings(database_url)) as runtime:
+        _require_study(runtime.studies(), study)
+        runtime.project(study)
+        with connect(runtime.url) as conn:
+            rows = deviation_list(conn, schema_for_study(study), None, site, subject)
+    if output_format == "json":
+        sys.stdout.write(to_json(rows) + "\n")
+    elif output_format == "csv":
+        sys.stdout.write(to_csv(rows))
+    else:
+        shown = ("subject", "deviation_id", "category", "severity", "occurred_on",
+                 "detected_by", "description")
+        table = Table(*shown, title=f"{study}: {len(rows)} protocol deviations")
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in shown if c in COLUMNS))
+        console.print(table)
+
+
 def _parse_time(option: str, text: str) -> datetime:
     from domain.clock import require_aware
     from domain.errors import DomainError

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from domain import limits
+from domain import checks, limits
 from domain.envelope import REASON_CODES
 from domain.records import DOSE_UNITS, INSTRUMENTS, THERAPY_CATEGORIES
 from domain.rules import ctcae, dosing, essdai, sledai, units
@@ -31,6 +31,8 @@ from domain.user import PERSON_ROLES
 
 # The vocabularies, as enums: a client learns them from the schema, not from refusals.
 ReasonCode = Literal[REASON_CODES]  # type: ignore[valid-type]
+DeviationCategory = Literal[checks.DEVIATION_CATEGORIES]  # type: ignore[valid-type]
+Severity = Literal[checks.SEVERITIES]  # type: ignore[valid-type]
 Role = Literal[PERSON_ROLES]  # type: ignore[valid-type]
 AeCategory = Literal[ctcae.AE_CATEGORIES]  # type: ignore[valid-type]
 Relationship = Literal[ctcae.RELATIONSHIPS]  # type: ignore[valid-type]
@@ -323,6 +325,10 @@ class StudyIn(Body):
     eligibility: list[CriterionIn] = Field(min_length=1, max_length=200)
     signature_meanings: list[MeaningIn] = Field(default_factory=list, max_length=20)
     products: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    ranges: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, max_length=2,
+        description="Soft ranges: vitals|labs -> code -> {low, high, unit}; a value outside "
+                    "is kept, flagged and queried")
 
 
 class EnrollmentIn(Body):
@@ -600,6 +606,22 @@ class QueryIn(Body):
     field: str = Field(min_length=1, max_length=limits.ID)
     text: str = Field(min_length=1, max_length=limits.TEXT)
     query_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+
+
+class DeviationIn(Body):
+    """A protocol deviation a person found."""
+
+    model_config = _example({"category": "missed_visit", "severity": "major",
+                             "occurred_on": "2021-02-09",
+                             "description": "Month 1 visit missed: family travelling",
+                             "deviation_id": "DV-1"})
+    category: DeviationCategory
+    severity: Severity
+    occurred_on: date
+    description: str = Field(min_length=1, max_length=limits.TEXT)
+    record_id: str | None = Field(default=None, min_length=1, max_length=limits.ID,
+                                  description="The record it concerns, if any")
+    deviation_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
 
 
 class TextIn(Body):

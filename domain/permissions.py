@@ -22,6 +22,7 @@ class Action(StrEnum):
     QUERY = "query"  # open and close queries
     SDV = "sdv"  # source-data verification marks
     CODE = "code"  # medical coding of adverse events
+    DEVIATE = "deviate"  # report protocol deviations
     LOCK = "lock"  # subject and study locks
     REVIEW_AUDIT = "review_audit"  # audit-trail review sign-off
     EXPORT = "export"  # exports and bundles
@@ -31,11 +32,13 @@ class Action(StrEnum):
 
 
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
-    "investigator": frozenset({Action.READ, Action.ENTER, Action.SIGN, Action.ANSWER}),
+    "investigator": frozenset({Action.READ, Action.ENTER, Action.SIGN, Action.ANSWER,
+                               Action.DEVIATE}),
     "coordinator": frozenset({Action.READ, Action.ENTER, Action.ANSWER}),
-    "monitor": frozenset({Action.READ, Action.QUERY, Action.SDV, Action.REVIEW_AUDIT}),
+    "monitor": frozenset({Action.READ, Action.QUERY, Action.SDV, Action.REVIEW_AUDIT,
+                          Action.DEVIATE}),
     "data_manager": frozenset({Action.READ, Action.QUERY, Action.CODE, Action.LOCK,
-                               Action.EXPORT}),
+                               Action.EXPORT, Action.DEVIATE}),
     "regulator": frozenset({Action.READ, Action.EXPORT, Action.VERIFY}),
     # Admins set up studies and people, and never see or touch clinical data.
     "admin": frozenset({Action.MANAGE_USERS, Action.SET_UP_STUDY}),

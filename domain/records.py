@@ -42,11 +42,13 @@ class Record:
     # the first entry; each dated clinical change (taper step, AE update) adds one; a
     # correction rewrites the value where it had been entered.
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    # What the soft checks (domain.checks) found on the record as it stands: kept, not refused.
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def copy(self) -> Record:
         """A copy sharing nothing mutable with this record."""
         return replace(self, fields=copy_json(self.fields), derived=copy_json(self.derived),
-                       timeline=copy_json(self.timeline))
+                       timeline=copy_json(self.timeline), flags=copy_json(self.flags))
 
     def in_force(self, name: str, when: datetime) -> Any:
         """The value of field ``name`` in force at clinical time ``when`` (None before)."""

@@ -402,6 +402,8 @@ class SubjectWrite:
                 f"subject {self.subject_code} is at version {subject.version}, "
                 f"not {self.expected_version}"
             )
+        # The soft checks of the command's records are the protocol's.
+        subject.use_protocol(study.definition)
         self.command(subject, self.app.clock.now())
         return subject
 

@@ -57,6 +57,9 @@ class StudyDefinition:
     # A study loaded from SDTM: each domain's variables and types, and the study's own
     # vocabularies (test codes and units), which its imported records are checked against.
     sdtm: dict[str, Any] = field(default_factory=dict)
+    # The range each vital sign or lab test is expected in ({"vitals"|"labs": {code: {"low",
+    # "high", "unit"}}}): a value outside it is kept and queried (a soft check).
+    ranges: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -83,12 +86,35 @@ class StudyDefinition:
                 start_date=date.fromisoformat(data["start_date"]),
                 end_date=date.fromisoformat(data["end_date"]),
                 sdtm=dict(data.get("sdtm") or {}),
+                ranges=_ranges(data.get("ranges") or {}),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e
         if definition.end_date < definition.start_date:
             raise InvalidInput("end_date", "is before start_date")
         return definition
+
+
+def _ranges(ranges: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """A definition's soft ranges, checked: numbers with low <= high, per known kind."""
+    if not isinstance(ranges, dict):
+        raise InvalidInput("ranges", "must be an object of vitals|labs -> code -> range")
+    clean: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, by_code in ranges.items():
+        if kind not in ("vitals", "labs") or not isinstance(by_code, dict):
+            raise InvalidInput(f"ranges.{kind}", "must be vitals or labs, each code -> range")
+        clean[kind] = {}
+        for code, bounds in by_code.items():
+            low = bounds.get("low") if isinstance(bounds, dict) else None
+            high = bounds.get("high") if isinstance(bounds, dict) else None
+            if not (isinstance(low, int | float) and isinstance(high, int | float)
+                    and not isinstance(low, bool) and not isinstance(high, bool)
+                    and low <= high):
+                raise InvalidInput(f"ranges.{kind}.{code}", "needs numbers low <= high")
+            unit = bounds.get("unit")
+            clean[kind][str(code)] = {"low": float(low), "high": float(high),
+                                      "unit": None if unit is None else str(unit)}
+    return clean
 
 
 class Study(Aggregate):

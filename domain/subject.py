@@ -17,7 +17,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain import limits
+from domain import checks, limits
 from domain.clock import require_aware
 from domain.envelope import Actor, Envelope
 from domain.errors import (
@@ -60,6 +60,10 @@ def subject_uuid(study_id: str, subject_code: str) -> UUID:
 class Subject(Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
+
+    # The study's protocol, for the soft checks of a command: not state (nothing stored says
+    # it), handed over by whoever creates the subject or loads it to run a command.
+    protocol: StudyDefinition | None = None
 
     class Event(Aggregate.Event):
         """Base of subject events: each carries the envelope; its timestamp is recorded_at."""
@@ -400,6 +404,41 @@ class Subject(Aggregate):
             query.update(status="closed", closed_at=self.timestamp.isoformat(),
                          closed_by=self.envelope.actor.printed_name, closing_text=self.text)
 
+    class RecordChecked(Event):
+        """The soft checks, run by the system on the record as it then stood, found
+        ``findings`` (an empty list: the record is clean again). The value stays as entered;
+        each new finding has a query of its own."""
+        TOPIC = "Subject.RecordChecked.v1"
+
+        record_id: str
+        findings: list[dict[str, Any]]
+
+        def apply(self, subject: Subject) -> None:
+            record = subject.records[self.record_id] = subject.records[self.record_id].copy()
+            record.flags = copy_json(self.findings)
+
+    class DeviationRecorded(Event):
+        """A departure from the protocol: found by a soft check (``detected_by`` system) or
+        reported by a person (their role)."""
+        TOPIC = "Subject.DeviationRecorded.v1"
+
+        deviation_id: str
+        category: str
+        description: str
+        occurred_on: date
+        severity: str
+        detected_by: str
+        on_record: str | None
+
+        def apply(self, subject: Subject) -> None:
+            subject.deviations[self.deviation_id] = {
+                "deviation_id": self.deviation_id, "category": self.category,
+                "description": self.description, "occurred_on": self.occurred_on.isoformat(),
+                "severity": self.severity, "detected_by": self.detected_by,
+                "record_id": self.on_record, "recorded_at": self.timestamp.isoformat(),
+                "recorded_by": self.envelope.actor.printed_name,
+            }
+
     class SourceVerified(Event):
         """A monitor verified the record against source documents, at ``record_revision``."""
         TOPIC = "Subject.SourceVerified.v1"
@@ -450,6 +489,7 @@ class Subject(Aggregate):
         self.signatures: dict[str, dict[str, Any]] = {}
         self.queries: dict[str, dict[str, Any]] = {}
         self.sdv: dict[str, dict[str, Any]] = {}
+        self.deviations: dict[str, dict[str, Any]] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Subject:
         """A copy for a command to change (the aggregate cache hands out copies).
@@ -469,6 +509,7 @@ class Subject(Aggregate):
         clone.signatures = copy_json(self.signatures)
         clone.queries = copy_json(self.queries)
         clone.sdv = copy_json(self.sdv)
+        clone.deviations = copy_json(self.deviations)
         return clone
 
     # --- consent, screening, enrollment -------------------------------------------------
@@ -520,6 +561,7 @@ class Subject(Aggregate):
             disease=disease,
             consent_date=consent_date,
         )
+        subject.protocol = study
         return subject
 
     @classmethod
@@ -569,6 +611,7 @@ class Subject(Aggregate):
             status="screen_failure" if screen_failure else "enrolled",
             enrolled_on=enrolled_on,
         )
+        subject.protocol = study
         return subject
 
     def import_record(self, study: StudyDefinition, record_id: str, row: CheckedRow,
@@ -815,6 +858,7 @@ class Subject(Aggregate):
         envelope.require_reason()
         record = self._record(record_id)
         self._change(self.RecordCorrected, record, {field: new_value}, envelope, at)
+        self._check_softly(record_id, envelope, at)
 
     def remove(self, record_id: str, envelope: Envelope, at: datetime) -> None:
         """Remove a record; the reason is mandatory and its values stay in history."""
@@ -830,6 +874,86 @@ class Subject(Aggregate):
         )
         self._follow_inputs(self.RecordRemoved, record_id, envelope, at)
 
+
+    # --- soft checks and protocol deviations ---------------------------------------------
+
+    def use_protocol(self, protocol: StudyDefinition) -> None:
+        """Check this subject's next commands against ``protocol`` (the study's definition);
+        the application service does this whenever it loads a subject for a command."""
+        self.protocol = protocol
+
+    def record_deviation(self, deviation_id: str, category: str, description: str,
+                         occurred_on: date, severity: str, envelope: Envelope, at: datetime,
+                         record_id: str | None = None) -> None:
+        """Record a protocol deviation a person found (investigator, monitor, data manager)."""
+        limits.check_texts(("deviation_id", deviation_id, limits.ID),
+                           ("description", description, limits.TEXT),
+                           ("record_id", record_id, limits.ID))
+        self._check_editable(envelope)
+        problems = []
+        if not deviation_id.strip():
+            problems.append(Problem("deviation_id", "is required"))
+        elif deviation_id in self.deviations:
+            problems.append(Problem("deviation_id", f"deviation {deviation_id!r} already exists"))
+        if category not in checks.DEVIATION_CATEGORIES:
+            problems.append(Problem("category",
+                                    f"must be one of {', '.join(checks.DEVIATION_CATEGORIES)}"))
+        if severity not in checks.SEVERITIES:
+            problems.append(Problem("severity", f"must be one of {', '.join(checks.SEVERITIES)}"))
+        if not description.strip():
+            problems.append(Problem("description", "is required"))
+        if occurred_on > require_aware("recorded_at", at).date():
+            problems.append(Problem("occurred_on", "is in the future"))
+        if problems:
+            raise InvalidInput(problems=problems)
+        if record_id is not None:
+            self._record(record_id)
+        if self.status in ("consented", "screened"):
+            raise InvalidState(f"subject is {self.status}: not yet in the study")
+        self.trigger_event(self.DeviationRecorded, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, deviation_id=deviation_id, category=category,
+                           description=description, occurred_on=occurred_on,
+                           severity=severity, detected_by=envelope.actor.role,
+                           on_record=record_id)
+
+    def _check_softly(self, record_id: str, envelope: Envelope, at: datetime) -> None:
+        """Run the soft checks on the record as it now stands. When they find something
+        other than the record's flags, the system records the findings; raises a query for
+        each new one, visible to the monitor; and records each new departure from the
+        protocol as a deviation. The value itself stays as entered."""
+        record = self.records[record_id]
+        if is_sdtm_kind(record.kind):
+            return
+        findings = [f.to_dict() for f in checks.soft_findings(
+            self.protocol, self.enrolled_on, record, self.records.values())]
+        if findings == record.flags:
+            return
+        flagged = {(f["check"], f["field"]) for f in record.flags}
+        system = Envelope(actor=Actor("system", "TrialLedger soft check", "system", self.site),
+                          client=envelope.client, source="system",
+                          request_id=envelope.request_id, edit_point=envelope.edit_point)
+        recorded = require_aware("recorded_at", at)
+        self.trigger_event(self.RecordChecked, timestamp=recorded, envelope=system,
+                           record_id=record_id, findings=findings)
+        for finding in findings:
+            text = f"Automatic check: {finding['message']}"
+            # One late visit shows on each of its records: it is queried, and a deviation,
+            # once.
+            if (finding["check"], finding["field"]) in flagged or any(
+                    q["text"] == text and q["status"] != "closed" for q in self.queries.values()):
+                continue
+            query_id = f"SC-{self.version + 1}"
+            self.trigger_event(self.QueryOpened, timestamp=recorded, envelope=system,
+                               query_id=query_id, on_record=record_id, on_field=finding["field"],
+                               text=text)
+            if finding["deviation"] is not None:
+                self.trigger_event(self.DeviationRecorded, timestamp=recorded, envelope=system,
+                                   deviation_id=f"DV-{self.version + 1}",
+                                   category=finding["deviation"],
+                                   description=finding["message"],
+                                   occurred_on=record.observed_at.date(),
+                                   severity=finding["severity"], detected_by="system",
+                                   on_record=record_id)
 
     # --- signatures, queries, source-data verification ---------------------------------
 
@@ -1075,6 +1199,7 @@ class Subject(Aggregate):
             derived=derived,
         )
         self._follow_inputs(event_class, record_id, envelope, at)
+        self._check_softly(record_id, envelope, at)
 
     def _change(
         self,

@@ -14,7 +14,7 @@ from domain.subject import Subject
 
 # Header keys that hold the monitoring workflow rather than clinical data; their changes
 # reach the audit trail as rows of their own (signature, query, sdv), not as a header diff.
-WORKFLOW_KEYS = ("signatures", "queries", "sdv")
+WORKFLOW_KEYS = ("signatures", "queries", "sdv", "deviations")
 
 
 def subject_header(subject: Subject) -> dict[str, Any]:
@@ -39,6 +39,7 @@ def subject_header(subject: Subject) -> dict[str, Any]:
         "queries": {k: {**v, "answers": [dict(a) for a in v["answers"]]}
                     for k, v in subject.queries.items()},
         "sdv": {k: dict(v) for k, v in subject.sdv.items()},
+        "deviations": {k: dict(v) for k, v in subject.deviations.items()},
     }
     if subject.demographics is not None:
         # Only an imported subject has these: a native casebook keeps its shape.
@@ -62,6 +63,8 @@ def record_view(record: Record) -> dict[str, Any]:
         "entered_at": record.entered_at.isoformat(),
         "changes": record.revisions,
         "timeline": record.timeline,
+        # What the soft checks found on the record as it stands (domain.checks).
+        "flags": record.flags,
     }
 
 

@@ -26,6 +26,7 @@ from domain.rules.units import LAB_TESTS, VITAL_SIGNS
 from domain.study import StudyDefinition
 from domain.subject import Subject
 from projections.casebook import in_force as in_force_timeline
+from projections.deviations import DV_CAT, DV_DECOD
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.streaming import aware, consistent_read, in_force, stream, utc_text
 
@@ -48,6 +49,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
            "LBDTC"),
     "VS": ("STUDYID", "DOMAIN", "USUBJID", "VSSEQ", "VSSPID", "VSTESTCD", "VSTEST", "VSORRES",
            "VSORRESU", "VSDRVFL", "VISITNUM", "VISIT", "VSDTC"),
+    "DV": ("STUDYID", "DOMAIN", "USUBJID", "DVSEQ", "DVSPID", "DVREFID", "DVTERM", "DVDECOD",
+           "DVCAT", "DVSCAT", "DVSTDTC"),
 }
 # The record kind each record-level domain is drawn from.
 KIND_OF = {"AE": "adverse-events", "EX": "doses", "CM": "therapies", "LB": "labs",
@@ -117,7 +120,8 @@ def write_csv(conn: psycopg.Connection[Any], schema: str, definition: StudyDefin
                 counts[STUDY_FILE] = 1
         else:
             for domain, rows in (("DM", export.dm()), ("DS", export.ds()),
-                                 *((d, export.records(d)) for d in KIND_OF)):
+                                 *((d, export.records(d)) for d in KIND_OF),
+                                 ("DV", export.dv())):
                 counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", COLUMNS[domain],
                                                  rows)
         counts.update(export.audit_trail(directory))
@@ -196,6 +200,21 @@ class _Export:
             for seq, (term, category, start) in enumerate(events, 1):
                 yield {**key, "DSSEQ": seq, "DSTERM": term, "DSDECOD": term,
                        "DSCAT": category, "DSSTDTC": start}
+
+    def dv(self) -> Iterator[Row]:
+        """Protocol deviations as recorded by then, numbered per subject by date
+        (DVSPID: the deviation's id; DVREFID: the record it concerns; DVSCAT: who found it)."""
+        for (header,) in self._stream(self._headers(), "csv_dv"):
+            deviations = sorted((header.get("deviations") or {}).values(),
+                                key=lambda d: (d["occurred_on"], d["deviation_id"]))
+            for seq, d in enumerate(deviations, 1):
+                yield {**self._key(header["subject"], "DV"), "DVSEQ": seq,
+                       "DVSPID": d["deviation_id"], "DVREFID": _text(d["record_id"]),
+                       "DVTERM": d["description"], "DVDECOD": DV_DECOD[d["category"]],
+                       "DVCAT": DV_CAT[d["severity"]],
+                       "DVSCAT": "AUTOMATIC CHECK" if d["detected_by"] == "system"
+                       else d["detected_by"].replace("_", " ").upper(),
+                       "DVSTDTC": d["occurred_on"]}
 
     def records(self, domain: str) -> Iterator[Row]:
         """The rows of a record-level domain, numbered per subject in clinical-time order."""

@@ -212,7 +212,9 @@ class HistoryProjector(Projection[HistoryView]):
 
     @staticmethod
     def _workflow_rows(audit: _AuditRows, event: Subject.Event, subject: Subject) -> None:
-        """Audit rows of signatures, queries and source-data verification."""
+        """Audit rows of signatures, queries, source-data verification, soft-check findings
+        and protocol deviations."""
+        new: Any
         if isinstance(event, Subject.Signed):
             audit.row(None, "signature", "", None, None, subject.signatures[event.signature_id])
             return
@@ -221,6 +223,14 @@ class HistoryProjector(Projection[HistoryView]):
             rid, field, new = query["record_id"], "query", query
         elif isinstance(event, Subject.SourceVerified):
             rid, field, new = event.on_record, "sdv", subject.sdv[event.on_record]
+        elif isinstance(event, Subject.RecordChecked):
+            rid, field, new = event.record_id, "soft_check", event.findings
+        elif isinstance(event, Subject.DeviationRecorded):
+            new = subject.deviations[event.deviation_id]
+            if event.on_record is None:
+                audit.row(None, "deviation", "", None, None, new)
+                return
+            rid, field = event.on_record, "deviation"
         else:
             return
         record = subject.records[rid]

@@ -74,6 +74,27 @@ VISITS: tuple[tuple[str, str, int, int], ...] = (
 )
 VISIT_WINDOWS = {code: window for code, _, _, window in VISITS}
 
+# What is expected of children aged 6-17 with these diseases: a value outside is kept, flagged
+# and queried (a soft check), unlike one outside the catalogue's physical limits (refused).
+RANGES: dict[str, dict[str, dict[str, Any]]] = {
+    "vitals": {
+        "HEIGHT": {"low": 100, "high": 195, "unit": "cm"},
+        "WEIGHT": {"low": 14, "high": 110, "unit": "kg"},
+        "TEMP": {"low": 35.5, "high": 39.5, "unit": "C"},
+        "HR": {"low": 50, "high": 150, "unit": "beats/min"},
+        "SYSBP": {"low": 75, "high": 150, "unit": "mmHg"},
+        "DIABP": {"low": 40, "high": 100, "unit": "mmHg"},
+        "RESP": {"low": 10, "high": 40, "unit": "breaths/min"},
+    },
+    "labs": {
+        "C3": {"low": 0.15, "high": 3.0, "unit": "g/L"},
+        "C4": {"low": 0.01, "high": 0.8, "unit": "g/L"},
+        "ANTIDSDNA": {"low": 0, "high": 3000, "unit": "IU/mL"},
+        "TREG": {"low": 0.5, "high": 30, "unit": "% of CD4+"},
+        "IL6": {"low": 0, "high": 200, "unit": "pg/mL"},
+    },
+}
+
 
 # The IL-2 regimen's phases with their dose frequency (CDISC EXDOSFRQ codes).
 IL2_SCHEDULE: tuple[dict[str, Any], ...] = (
@@ -120,6 +141,8 @@ def definition() -> dict[str, Any]:
         "products": [
             {"code": "IL2", "name": "Recombinant human interleukin-2", "unit": "IU",
              "regimen": "500,000 IU/m2 SC on 5 consecutive days, then every 2 weeks for 6 months",
+             "dose_per_m2": 500_000,
              "schedule": [dict(phase) for phase in IL2_SCHEDULE]},
         ],
+        "ranges": RANGES,
     }

@@ -60,6 +60,8 @@ class Child:
     height_cm: float
     weight_kg: float
     withdraws_after: str | None = None
+    late_visit: str | None = None  # a visit the family came to weeks late (a deviation)
+    missed_dose: bool = False  # one fortnightly IL-2 dose not given (a deviation)
 
 
 class Plan:
@@ -124,6 +126,10 @@ def make_children(rng: random.Random) -> list[Child]:
         ))
     for child in rng.sample(children, 2):
         child.withdraws_after = rng.choice(["M3", "M6"])
+    for child in rng.sample(children, 3):
+        child.late_visit = rng.choice(["M3", "M6"])
+    for child in rng.sample([c for c in children if c.arm == "IL2"], 2):
+        child.missed_dose = True
     return children
 
 
@@ -168,7 +174,7 @@ def _plan_child(plan: Plan, child: Child) -> None:
 
     weight = child.weight_kg
     height = child.height_cm
-    bsa = mosteller_bsa(height, weight).value
+    baseline_bsa = mosteller_bsa(height, weight).value
     end: datetime | None = None
     last_entered = enrolled_at
     baseline_entered = enrolled_at
@@ -176,12 +182,15 @@ def _plan_child(plan: Plan, child: Child) -> None:
         window = nct04397107.VISIT_WINDOWS[visit]
         visit_day = baseline + timedelta(days=day + (rng.randint(-window // 2, window // 2)
                                                      if day else 0))
+        if visit == child.late_visit:
+            visit_day = baseline + timedelta(days=day + window + rng.randint(5, 20))
         observed = enrolled_at if visit == "BASELINE" else _clinic_time(visit_day, rng)
         if day:
             height = round(height + rng.uniform(0, 0.6) * day / 91, 1)
             weight = round(weight * rng.uniform(0.98, 1.04), 1)
-            bsa = mosteller_bsa(height, weight).value
         last_entered = _plan_visit(plan, child, visit, observed, height, weight, rid)
+        if visit == child.late_visit:
+            _plan_late_visit_review(plan, child, last_entered)
         if not day:
             baseline_entered = last_entered
         if day:
@@ -197,7 +206,7 @@ def _plan_child(plan: Plan, child: Child) -> None:
     cutoff = end - timedelta(days=4)
     if child.arm == "IL2":
         first_dose = max(enrolled_at + timedelta(hours=1), baseline_entered - timedelta(hours=1))
-        _plan_il2(plan, child, baseline, bsa, rid, first=first_dose,
+        _plan_il2(plan, child, baseline, baseline_bsa, rid, first=first_dose,
                   floor=baseline_entered + timedelta(minutes=30), last=cutoff)
     _plan_adverse_events(plan, child, baseline, rid, last=cutoff)
     env = plan.envelope(INVESTIGATOR)
@@ -267,6 +276,7 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         vitals_id, observed, measurements, env, t, visit=visit))
     # The effect of IL-2 on Treg and complement, as the study hypothesised.
     effect = min(day, 182) / 182 * (1.0 if child.arm == "IL2" else 0.35)
+    c3_low = False
     for code, (unit, (low, high), (b_low, b_high)) in LAB_PLAN.items():
         baseline_value = rng.uniform(b_low, b_high)
         if code in ("C3", "C4", "TREG"):
@@ -280,6 +290,7 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         # About one result in sixteen is mistyped at entry and corrected at monitoring.
         mistyped = rng.random() < 0.06
         entered_value = round(value * rng.choice([0.1, 10.0, 0.9, 1.1]), 2) if mistyped else value
+        c3_low = c3_low or (code == "C3" and entered_value < low)
         plan.on_subject(lab_time, child.code, "lab", _lab_result(
             lab_id, observed, code, entered_value, unit, lab_env, low, high, visit))
         if mistyped and entered_value != value:
@@ -288,11 +299,17 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
     score_id = rid("QS")
     if child.disease == "SLE":
         items = {k: rng.random() < max(0.05, 0.35 - effect * 0.25)
-                 for k in ("arthritis", "rash", "alopecia", "mucosal_ulcers", "low_complement",
+                 for k in ("arthritis", "rash", "alopecia", "mucosal_ulcers",
                            "increased_dna_binding", "proteinuria", "fever", "leukopenia")}
+        # Low complement is scored from the C3 of the visit; now and then it is overlooked,
+        # the soft check queries it, and the investigator corrects the score in answer.
+        overlooked = c3_low and rng.random() < 0.1
+        items["low_complement"] = c3_low and not overlooked
         plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment",
                         lambda s, t: s.record_sledai(score_id, observed, items, score_env, t,
                                                      visit=visit))
+        if overlooked:
+            _plan_score_correction(plan, child, score_id, entered + timedelta(minutes=10))
     elif child.disease == "PSS":
         domains = {"constitutional": rng.choice([0, 1]), "glandular": rng.choice([0, 1, 2]),
                    "articular": rng.choice([0, 1, 2]), "biological": rng.choice([0, 1, 2]),
@@ -321,28 +338,87 @@ def _dose(record_id: str, when: datetime, dose: float, frequency: str,
     return command
 
 
+def _open_system_query(subject: Subject, record_id: str, field: str) -> str | None:
+    """The id of the open query the soft checks raised on the field, if any."""
+    return next((q["query_id"] for q in subject.queries.values()
+                 if q["record_id"] == record_id and q["field"] == field
+                 and q["status"] != "closed" and q["query_id"].startswith("SC-")), None)
+
+
+def _plan_score_correction(plan: Plan, child: Child, score_id: str, entered: datetime) -> None:
+    """The investigator answers the soft check's query on low complement by correcting the
+    score; the monitor closes the query at the next monitoring visit."""
+    field = "items.low_complement"
+    fix = plan.envelope(INVESTIGATOR, Reason("query_response",
+                                             "C3 below the lower limit: low complement present"))
+    answered = min(entered + timedelta(days=plan.rng.randint(2, 7)), LOCK_AT - timedelta(days=3))
+
+    def correct(subject: Subject, at: datetime) -> None:
+        query_id = _open_system_query(subject, score_id, field)
+        if query_id is not None:
+            subject.correct_in_answer(query_id, score_id, field, True, fix, at)
+
+    plan.on_subject(answered, child.code, "correction", correct)
+    close = plan.envelope(MONITOR, edit_point="monitoring")
+    plan.on_subject(answered + timedelta(days=1), child.code, "query",
+                    lambda s, t: _close_answered(s, score_id, "Score corrected; verified", close,
+                                                 t))
+
+
+def _close_answered(subject: Subject, record_id: str, text: str, env: Envelope,
+                    at: datetime) -> None:
+    for query in list(subject.queries.values()):
+        if query["record_id"] == record_id and query["status"] == "answered":
+            subject.close_query(query["query_id"], text, env, at)
+
+
+def _plan_late_visit_review(plan: Plan, child: Child, entered: datetime) -> None:
+    """The monitor confirms the late visit against source and closes the soft check's
+    queries on it; the deviation stays on record."""
+    close = plan.envelope(MONITOR, edit_point="monitoring")
+
+    def review(subject: Subject, at: datetime) -> None:
+        for query in list(subject.queries.values()):
+            if query["status"] == "open" and query["text"].startswith("Automatic check: visit"):
+                subject.close_query(query["query_id"],
+                                    "Visit date confirmed against source; deviation on record",
+                                    close, at)
+
+    plan.on_subject(min(entered + timedelta(days=10), LOCK_AT - timedelta(days=3)), child.code,
+                    "query", review)
+
+
 def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float,
                          entered: datetime) -> None:
-    """At monitoring the monitor queries the value against source; the coordinator corrects
-    it in answer (the correction linked to the query); the monitor closes the query."""
+    """At monitoring the monitor queries the value against source, unless the soft checks
+    already did; the coordinator corrects it in answer (the correction linked to the query);
+    the monitor closes the query."""
     rng = plan.rng
     queried = min(entered + timedelta(days=rng.randint(14, 45), hours=rng.randint(1, 6)),
                   LOCK_AT - timedelta(days=4))
     answered = min(queried + timedelta(days=rng.randint(1, 5), hours=rng.randint(1, 6)),
                    LOCK_AT - timedelta(days=2))
     closed = answered + timedelta(days=1)
-    query_id = f"Q-{lab_id}"
     ask = plan.envelope(MONITOR, edit_point="monitoring")
-    plan.on_subject(queried, child.code, "query", lambda s, t: s.open_query(
-        query_id, lab_id, "value", "Value does not match the laboratory report", ask, t))
+
+    def query(subject: Subject, at: datetime) -> None:
+        if _open_system_query(subject, lab_id, "value") is None:
+            subject.open_query(f"Q-{lab_id}", lab_id, "value",
+                               "Value does not match the laboratory report", ask, at)
+
+    plan.on_subject(queried, child.code, "query", query)
     reason = Reason("transcription_error",
                     "value re-checked against the laboratory report during monitoring")
     fix = plan.envelope(COORDINATOR, reason)
-    plan.on_subject(answered, child.code, "correction", lambda s, t: s.correct_in_answer(
-        query_id, lab_id, "value", corrected, fix, t))
+
+    def correct(subject: Subject, at: datetime) -> None:
+        query_id = _open_system_query(subject, lab_id, "value") or f"Q-{lab_id}"
+        subject.correct_in_answer(query_id, lab_id, "value", corrected, fix, at)
+
+    plan.on_subject(answered, child.code, "correction", correct)
     close = plan.envelope(MONITOR, edit_point="monitoring")
-    plan.on_subject(closed, child.code, "query", lambda s, t: s.close_query(
-        query_id, "Corrected value verified against source", close, t))
+    plan.on_subject(closed, child.code, "query", lambda s, t: _close_answered(
+        s, lab_id, "Corrected value verified against source", close, t))
     plan.on_subject(closed + timedelta(minutes=5), child.code, "sdv",
                     lambda s, t: s.verify_source(lab_id, close, t))
 
@@ -357,17 +433,33 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
     dose = round(500_000 * bsa, -4)
     induction, maintenance = nct04397107.IL2_SCHEDULE
     days = [*range(induction["days"]), *range(18, 183, 14)]
+    missed = plan.rng.choice(days[6:-1]) if child.missed_dose else None
     for day in days:
         when = datetime.combine(baseline + timedelta(days=day), time(2, 0), UTC) + timedelta(
             hours=plan.rng.randint(0, 4))
         when = max(when, first)
         if when > last:
             break
+        if day == missed:
+            _plan_missed_dose(plan, child, when)
+            continue
         dose_id = rid("EX")
         env = plan.envelope(COORDINATOR)
         plan.on_subject(max(plan.entry_time(when), floor), child.code, "dose",
                         _dose(dose_id, when, dose, (induction if day < induction["days"]
                                                     else maintenance)["frequency"], env))
+
+
+def _plan_missed_dose(plan: Plan, child: Child, when: datetime) -> None:
+    """The child missed a fortnightly dose (fever, family away): the investigator records the
+    deviation at the next visit to the clinic."""
+    env = plan.envelope(INVESTIGATOR)
+    missed_on = when.date()
+    plan.on_subject(plan.entry_time(when) + timedelta(days=2), child.code, "deviation",
+                    lambda s, t: s.record_deviation(
+                        f"DV-{child.code}-EX-{missed_on.isoformat()}", "dose_deviation",
+                        "Fortnightly IL-2 dose not given: the child was away from the clinic",
+                        missed_on, "minor", env, t))
 
 
 AE_MENU = [

@@ -25,7 +25,7 @@ from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.streaming import in_force
 
 # Audit rows of the monitoring workflow: shown in their own sections, not as value history.
-WORKFLOW_FIELDS = ("signature", "query", "sdv")
+WORKFLOW_FIELDS = ("signature", "query", "sdv", "deviation")
 KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
                "labs": "Lab result", "assessments": "Assessment",
                "adverse-events": "Adverse event"}
@@ -151,7 +151,7 @@ def build(definition: StudyDefinition, header: dict[str, Any],
     subject_rows = [row for row in audit if row["record_id"] is None
                     and row["field"] not in WORKFLOW_FIELDS]
     subject.tables.append(("Subject history", _history(subject_rows)))
-    sections = [subject, _signatures(header), _queries(header)]
+    sections = [subject, _signatures(header), _queries(header), _deviations(header)]
     history: dict[str, list[dict[str, Any]]] = {}
     for row in audit:
         if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
@@ -202,6 +202,18 @@ def _queries(header: dict[str, Any]) -> Section:
                    tables=[("Data queries", table)] if rows else [])
 
 
+def _deviations(header: dict[str, Any]) -> Section:
+    found = sorted((header.get("deviations") or {}).values(),
+                   key=lambda d: (d["occurred_on"], d["deviation_id"]))
+    rows = [(d["deviation_id"], d["occurred_on"], d["category"], d["severity"],
+             d["description"], d["record_id"] or "",
+             f"{d['recorded_by']} ({d['detected_by']}), {utc(d['recorded_at'])}") for d in found]
+    table = Table(("Deviation", "Date", "Category", "Severity", "Description", "Record",
+                   "Recorded"), rows, (2, 2, 3, 1, 5, 2, 4))
+    return Section("Protocol deviations", facts=[] if rows else [("Deviations", "none")],
+                   tables=[("Protocol deviations", table)] if rows else [])
+
+
 def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
             rows: list[dict[str, Any]]) -> Section:
     record_id = view["record_id"]
@@ -223,6 +235,11 @@ def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
             ("Name", "Value", "Unit", "Method", "Inputs"),
             [_derived(name, d) for name, d in sorted(view["derived"].items())],
             (2, 2, 1, 3, 4))))
+    if view.get("flags"):
+        # Kept as entered, flagged by the soft checks and queried (see domain.checks).
+        section.tables.append(("Soft-check findings", Table(
+            ("Check", "Field", "Finding"),
+            [(f["check"], f["field"], f["message"]) for f in view["flags"]], (2, 2, 6))))
     section.tables.append(("History", _history(rows)))
     return section
 

@@ -71,7 +71,7 @@ DATED_CHANGES = frozenset(
     name for name in _event_names(Subject.RecordChanged)
     if "observed_at" in inspect.get_annotations(getattr(Subject, name)))
 # Audit rows of the monitoring workflow rather than of clinical items.
-WORKFLOW_ROWS = frozenset({"signature", "query", "sdv"})
+WORKFLOW_ROWS = frozenset({"signature", "query", "sdv", "soft_check", "deviation"})
 DERIVED = "derived."  # audit rows of derived values: the Snapshot's, not transactions
 # ODM's edit points; a change at the site is the original entry point, which ODM leaves unnamed.
 EDIT_POINTS = {"monitoring": "Monitoring", "data_management": "DataManagement",
@@ -244,6 +244,13 @@ def _workflow(change: Change) -> etree._Element:
                 f"{new['status']}: {new['text']}")
         if new.get("answers"):
             note += f" / answer: {new['answers'][-1]['text']}"
+    elif change.field == "soft_check":
+        findings = change.new_value or []
+        note = (f"soft checks on {change.record_id}: "
+                + ("; ".join(f"{f['field']}: {f['message']}" for f in findings) or "clean"))
+    elif change.field == "deviation":
+        note = (f"protocol deviation {new['deviation_id']} ({new['category']}, "
+                f"{new['severity']}) on {new['occurred_on']}: {new['description']}")
     else:
         note = f"source verified: {change.record_id} at revision {new['revision']}"
     children += [element("SiteRef", {"LocationOID": change.site}),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,25 @@ def test_demo_simulates_46_children_verifies_and_is_idempotent(demo: Demo) -> No
     stranger = Ed25519PrivateKey.generate().public_key()
     with pytest.raises(BundleInvalid):
         verify_bundle(home / "demo.zip", {"trialledger+00000000": stranger})
+    # Realistic deviations: visits weeks late (found by the soft checks) and missed IL-2
+    # doses (reported by the investigator); in the bundle's DV.csv too.
+    code, listed = run(["deviations", "--study", "NCT04397107", "--format", "json",
+                        "--database-url", db_url], settings)
+    assert code == 0, listed
+    deviations = json.loads(listed)
+    found = {(d["category"], d["detected_by"]) for d in deviations}
+    assert {("visit_out_of_window", "system"), ("dose_deviation", "investigator")} <= found
+    assert len({d["subject"] for d in deviations}) >= 4
+    with zipfile.ZipFile(home / "demo.zip") as bundle:
+        dv = bundle.read("csv/DV.csv").decode()
+    assert dv.count("VISIT OUT OF WINDOW") >= 3 and "STUDY TREATMENT DEVIATION" in dv
+    code, table = run(["deviations", "--study", "NCT04397107", "--site", "JLU1",
+                       "--database-url", db_url], settings)
+    assert code == 0 and f"{len(deviations)} protocol deviations" in table, table
+    code, out = run(["deviations", "--study", "NCT04397107", "--format", "xml",
+                     "--database-url", db_url], settings)
+    assert code == 2 and "--format" in out
+
     raw = bytearray((home / "demo.zip").read_bytes())
     raw[len(raw) // 2] ^= 0x20
     (home / "tampered.zip").write_bytes(bytes(raw))

@@ -287,8 +287,11 @@ def test_the_archive_validates_and_audits_the_correction(study: Study) -> None:
 def test_the_archive_names_users_and_locations_from_the_envelopes(study: Study) -> None:
     root = valid(render(study, write_archive))
     users = {u.get("OID"): u.findtext(f"{ODM}FullName") for u in root.iter(f"{ODM}User")}
+    # The system too: the dose (500,000 IU at 1.167 m²) is 14 % under the protocol's
+    # dose per m², and its soft check raised a query and a deviation.
     assert users == {a.user_id: a.printed_name
-                     for a in (COORDINATOR, DATA_MANAGER, MONITOR, INVESTIGATOR)}
+                     for a in (COORDINATOR, DATA_MANAGER, MONITOR, INVESTIGATOR)} | {
+        "system": "TrialLedger soft check"}
     locations = {loc.get("OID"): loc.get("Name") for loc in root.iter(f"{ODM}Location")}
     assert locations == {code: site["name"] for code, site in study.definition.sites.items()}
     meanings = {d.get("OID"): d.findtext(f"{ODM}Meaning") for d in root.iter(f"{ODM}SignatureDef")}
@@ -349,6 +352,12 @@ def test_csv_files_hold_sdtm_columns_and_the_values_entered(study: Study,
     assert ae["AEOUT"] == OUTCOMES[AE_OUTCOME]
     (ex,) = read_csv(tmp_path / "EX.csv")
     assert float(ex["EXDOSE"]) == DOSE_IU and ex["EXDOSU"] == "IU" and ex["EXDOSFRQ"] == "QD"
+    # The dose is 14 % under the protocol's dose per m²: a deviation the soft check found.
+    (dv,) = read_csv(tmp_path / "DV.csv")
+    assert (dv["USUBJID"], dv["DVREFID"], dv["DVDECOD"], dv["DVCAT"], dv["DVSCAT"]) == (
+        usubjid, "EX1", "STUDY TREATMENT DEVIATION", "MINOR PROTOCOL DEVIATION",
+        "AUTOMATIC CHECK")
+    assert dv["DVSTDTC"] == T0.date().isoformat() and "14%" in dv["DVTERM"]
     vs = {row["VSTESTCD"]: row for row in read_csv(tmp_path / "VS.csv")}
     assert float(vs["HEIGHT"]["VSORRES"]) == HEIGHT_CORRECTED
     assert float(vs["WEIGHT"]["VSORRES"]) == WEIGHT
