@@ -2,11 +2,19 @@
 
 Each test that needs a whole database gets a fresh one on that server, so tests that tamper
 with a store never affect another test.
+
+Runs are parallel (pytest-xdist, one file per worker) and may run beside other runs on the same
+machine: each process's embedded PostgreSQL lives in a private directory of its own, made with
+``tempfile.mkdtemp`` and removed at the end, never in pytest's shared temporary area (which
+keeps only the newest runs and deleted a running server's data under a neighbouring run). The
+server listens on a Unix socket in that directory only, so servers never share a port.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,18 +27,41 @@ from infra.settings import Settings
 if TYPE_CHECKING:
     from api.runtime import Runtime
 
+PRIVATE_PREFIX = "trialledger-tests-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point ``TRIALLEDGER_HOME`` at a private directory of this process, so a command a test
+    runs without a home of its own can never reach ``~/.trialledger`` (its embedded database
+    and keys are shared by every run of the user)."""
+    home = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}home-"))
+    os.environ["TRIALLEDGER_HOME"] = str(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files that hold ``slow`` tests first (stable otherwise): a worker takes a whole
+    file at a time, so a long file handed out last would make the run wait for it alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the PostgreSQL server under test (DATABASE_URL, or embedded)."""
+def server_url() -> Iterator[str]:
+    """URL of the PostgreSQL server under test (DATABASE_URL, or embedded in a private
+    directory of this process)."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
     from infra.postgres import embedded_postgres
 
-    with embedded_postgres(tmp_path_factory.mktemp("embedded") / "pgdata") as embedded_url:
-        yield embedded_url
+    private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}pg-"))
+    try:
+        with embedded_postgres(private / "pgdata") as embedded_url:
+            yield embedded_url
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.fixture
