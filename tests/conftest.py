@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from psycopg.sql import SQL, Identifier
@@ -38,6 +38,28 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}home-"))
     os.environ["TRIALLEDGER_HOME"] = str(home)
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    _terminal_as_the_controller_has_it(config)
+
+
+# Terminal size as the person running the suite has it: an xdist worker starts with
+# COLUMNS=80 and LINES=24 of its own, which fixes the width of the CLI's rich consoles at
+# import and wraps their output where a run in one process does not.
+TERMINAL_VARIABLES = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """(xdist, in the controller) Hand each worker the controller's terminal size."""
+    node.workerinput["terminal"] = {name: os.environ.get(name) for name in TERMINAL_VARIABLES}
+
+
+def _terminal_as_the_controller_has_it(config: pytest.Config) -> None:
+    terminal: dict[str, str | None] = getattr(config, "workerinput", {}).get("terminal", {})
+    for name, value in terminal.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
