@@ -20,6 +20,8 @@ import pytest
 
 from domain.studies import nct04397107
 
+pytestmark = pytest.mark.slow  # every test here starts real servers
+
 STUDY = nct04397107.STUDY_ID
 SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
 PEOPLE = {
