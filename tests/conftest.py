@@ -62,11 +62,22 @@ def _terminal_as_the_controller_has_it(config: pytest.Config) -> None:
             os.environ[name] = value
 
 
+# What a test marked plain ``slow`` is taken to cost, in seconds on one core.
+SLOW_DEFAULT_SECONDS = 30
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the files that hold ``slow`` tests first (stable otherwise): a worker takes a whole
-    file at a time, so a long file handed out last would make the run wait for it alone."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """Hand out the costliest files first (a file's cost: the sum of its tests'
+    ``slow(seconds=N)`` estimates), the others after them in their usual order. A worker
+    takes a whole file at a time, so a long file handed out last would make the run wait for
+    it alone."""
+    cost: dict[Path, float] = {}
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            seconds = mark.kwargs.get("seconds", SLOW_DEFAULT_SECONDS)
+            cost[item.path] = cost.get(item.path, 0) + seconds
+    items.sort(key=lambda item: -cost.get(item.path, 0))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def run(args: list[str], settings: Settings) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=240)
 def test_demo_simulates_46_children_verifies_and_is_idempotent(db_url: str,
                                                                settings: Settings) -> None:
     code, output = run(["demo", "--no-serve", "--seed", "3", "--database-url", db_url], settings)

@@ -39,7 +39,7 @@ OPERATOR = Envelope(Actor("os:tester", "tester", "system", "*"), "trialledger-cl
                     "test-import")
 
 pytestmark = [pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine"),
-              pytest.mark.slow]
+              pytest.mark.slow(seconds=60)]  # CDISCPILOT01 loaded, exported
 
 
 def xpt(name: str) -> dict[str, list[Any]]:
