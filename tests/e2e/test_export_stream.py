@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 STUDY = "NCT04397107"
 ROUTE = "/v1/studies/{study}/exports/{export_format}"
@@ -45,6 +46,7 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"server did not start: {log.read_text()}")
 
 
+@pytest.mark.slow(seconds=150)
 def test_the_demo_bundle_streams_at_once_and_a_cut_off_is_told(db_url: str,
                                                                tmp_path: Path) -> None:
     home = tmp_path / "home"

@@ -20,8 +20,13 @@ import pytest
 
 from domain.studies import nct04397107
 
+pytestmark = pytest.mark.slow  # every test here starts real servers
+
 STUDY = nct04397107.STUDY_ID
 SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
+# A wait, not a speed check: generous because the suite runs in parallel on loaded machines
+# (30 s was too short for a two-worker server beside another full run on 2 cores).
+START_WAIT_SECONDS = 180
 PEOPLE = {
     "lwei": ("Li Wei", "coordinator", "JLU1"),
     "wfang": ("Dr Wang Fang", "investigator", "JLU1"),
@@ -76,7 +81,7 @@ def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_WAIT_SECONDS
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:

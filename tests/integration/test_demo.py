@@ -62,6 +62,7 @@ def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield Demo(settings, db_url, port, code, output)
 
 
+@pytest.mark.slow(seconds=240)
 def test_demo_simulates_46_children_verifies_and_is_idempotent(demo: Demo) -> None:
     settings, db_url, code, output = demo.settings, demo.db_url, demo.code, demo.output
     assert code == 0, output

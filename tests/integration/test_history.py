@@ -23,6 +23,8 @@ from projections.history_view import AUDIT, OUTCOME_FACTS, VERSIONS
 from projections.projector import HistoryProjector
 from projections.queries import AuditQuery, audit_page, casebook_as_of
 
+pytestmark = pytest.mark.slow(seconds=10)  # the module fixture simulates the demo study
+
 STUDY = nct04397107.STUDY_ID
 SCHEMA = schema_for_study(STUDY)
 ADMIN = Envelope(Actor("u-admin", "Admin", "admin", "JLU1"), "test", "system", "setup")

@@ -61,6 +61,7 @@ def _known_ids(drawn: tuple[Any, bool]) -> Any:
     return case
 
 
+@pytest.mark.slow
 def test_the_api_keeps_its_published_schema(served: tuple[FastAPI, dict[str, str]]) -> None:
     api, headers = served
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)

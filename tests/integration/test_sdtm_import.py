@@ -38,7 +38,8 @@ RECORD_FILES = {"AE": ["ae"], "CM": ["cm"], "EX": ["ex"], "DS": ["ds"], "SV": ["
 OPERATOR = Envelope(Actor("os:tester", "tester", "system", "*"), "trialledger-cli", "import",
                     "test-import")
 
-pytestmark = pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine")
+pytestmark = [pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine"),
+              pytest.mark.slow(seconds=60)]  # CDISCPILOT01 loaded, exported
 
 
 def xpt(name: str) -> dict[str, list[Any]]:

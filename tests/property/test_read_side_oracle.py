@@ -120,6 +120,7 @@ def _run(app: StudyApplication, clock: SimulatedClock, step: tuple[Any, ...]) ->
         actions[kind]()
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
