@@ -114,7 +114,11 @@ class StudyApplication(SignedApplication):
         enrolled_on: date,
         envelope: Envelope,
     ) -> UUID:
-        """Consent, screen against every criterion, and enroll — all stored, or nothing."""
+        """Consent, screen against every criterion, and enroll — all stored, or nothing.
+        Refused while the study is locked, as every other casebook write is."""
+        current = self.study()
+        if current.locked:
+            raise Locked(f"study {self.study_id} is locked")
         study = self.definition()
         if self._exists(subject_uuid(self.study_id, subject_code)):
             raise AlreadyExists(f"subject {subject_code} already exists")
@@ -123,7 +127,8 @@ class StudyApplication(SignedApplication):
                                   consent_date, envelope, at)
         subject.screen(study.eligibility, screening_answers, envelope, at)
         subject.enroll(study, arm, enrolled_on, envelope, at)
-        self._save(subject)
+        # The lock read above must still hold when the subject is stored.
+        self._save(subject, relied_on=[(current.id, current.version)])
         return subject.id
 
     def is_subject(self, subject_code: str) -> bool:

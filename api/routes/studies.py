@@ -14,7 +14,6 @@ from api.schemas import PROBLEM_RESPONSES, AuditReviewIn, EnrollmentIn, ReasonOn
 from api.writes import reason_of, runtime_of, study_app, write_subject, written
 from domain.clock import require_aware
 from domain.envelope import Envelope
-from domain.errors import InvalidInput
 from domain.permissions import Action, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.casebook import at_valid_time, casebook
@@ -59,8 +58,6 @@ def enroll_subject(request: Request, principal: CurrentPrincipal, study: str,
     """Consent, screen (every criterion) and enroll a subject — all stored, or nothing."""
     app = study_app(request, study)
     grant = principal.grant_for(Action.ENTER, study, body.site)
-    if app.study().locked:
-        raise InvalidInput("study", f"study {study} is locked")
     app.enroll_subject(body.subject, body.site, body.date_of_birth, body.sex, body.disease,
                        body.consent_date, body.screening, body.arm, body.enrolled_on,
                        principal.envelope(grant))

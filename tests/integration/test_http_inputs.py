@@ -211,3 +211,21 @@ def test_an_api_client_transports_for_a_named_person_and_both_are_recorded(
     event = list(runtime.study(nct04397107.STUDY_ID).events.get(
         runtime.study(nct04397107.STUDY_ID).subject("001").id))[-1]
     assert (event.envelope.client, event.envelope.actor.printed_name) == ("edc-app", "Li Wei")
+
+
+def test_enrolling_in_a_locked_study_is_423_like_every_other_casebook_write(
+        runtime: Runtime) -> None:
+    from api.schemas import EnrollmentIn
+
+    app = runtime.study(nct04397107.STUDY_ID)
+    register(app)
+    manager = api_client(runtime, "data_manager")
+    locked = manager.post(f"/v1/studies/{nct04397107.STUDY_ID}/lock",
+                          json={"reason": {"code": "database_lock", "text": "final lock"}})
+    assert locked.status_code == 200, locked.text
+    investigator = api_client(runtime, "investigator", site="JLU1")
+    example = EnrollmentIn.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+    answer = investigator.post(f"/v1/studies/{nct04397107.STUDY_ID}/subjects", json=example)
+    assert answer.status_code == 423, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert not app.is_subject(example["subject"])

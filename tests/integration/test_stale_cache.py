@@ -107,6 +107,18 @@ def test_a_study_locked_elsewhere_refuses_the_write(
     assert stored_versions(first) == before
 
 
+def test_a_locked_study_refuses_an_enrolment_as_every_other_casebook_write(
+        two: tuple[StudyApplication, StudyApplication]) -> None:
+    first, second = two
+    first.on_study(lambda study, t: study.lock(
+        envelope(DATA_MANAGER, correction().reason), t))
+    before = stored_versions(first)
+    for app in (first, second):  # the locking process, and one whose cache is older
+        with pytest.raises(Locked):
+            enroll(app, "002")
+    assert stored_versions(first) == before
+
+
 def test_a_subject_locked_elsewhere_refuses_the_write(
         two: tuple[StudyApplication, StudyApplication]) -> None:
     first, second = two
