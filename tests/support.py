@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
 
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope, Reason
@@ -93,3 +100,33 @@ def api_client(runtime: Runtime, role: str = "regulator", *, site: str = "*",
     assert token.status_code == 200, token.text
     client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
     return client
+
+
+# How long a served process may take to answer /readyz: a wait, not a speed check (an
+# embedded server's first start runs initdb; beside another full run on 2 cores, 30 s ran out).
+SERVER_START_BOUND = 180.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(base: str, log: Path, process: subprocess.Popen[bytes] | None = None,
+                     bound: float = SERVER_START_BOUND) -> None:
+    """Wait for the server at ``base`` to answer /readyz; otherwise (or if ``process`` ends
+    first) kill ``process`` and fail the test with the server's log."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    if process is not None:
+        process.kill()
+        process.wait()
+    pytest.fail(f"the server did not start: {log.read_text() if log.exists() else ''}")

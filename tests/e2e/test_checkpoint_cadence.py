@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from infra.ledger.sealer import CHECKPOINT_INTERVAL, origin
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signing import leaf_data
-from tests.support import add_person, register
+from tests.support import add_person, free_port, register, wait_until_ready
 
 STUDY = nct04397107.STUDY_ID
 # What a busy 2-core machine may add to the interval: the round in progress, the HTTP calls.
@@ -35,10 +34,6 @@ ROUND_ALLOWANCE = 10.0
 STARTUP_BOUND = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ def base(runtime: Runtime, settings: Settings, db_url: str, tmp_path: Path) -> I
     add_person(runtime, "coord", "coordinator", site="JLU1")
     add_person(runtime, "inspector", "regulator")
     runtime.close()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TRIALLEDGER_CHECKPOINT_INTERVAL"}
     env["TRIALLEDGER_HOME"] = str(settings.home)
     log = tmp_path / "server.log"
@@ -71,21 +66,11 @@ def _token(base: str, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-def _wait_for_server(base: str) -> None:
-    deadline = time.monotonic() + STARTUP_BOUND
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the server did not start")
 
 
 def test_a_signed_checkpoint_covers_a_new_event_within_the_interval(
-        base: str, settings: Settings, db_url: str) -> None:
-    _wait_for_server(base)
+        base: str, settings: Settings, db_url: str, tmp_path: Path) -> None:
+    wait_until_ready(base, tmp_path / "server.log")
     coordinator, regulator = _token(base, "coord"), _token(base, "inspector")
     # The first round signs the study's registration: from then on checkpoints are rationed
     # to the interval, the case that takes longest.

@@ -1,4 +1,5 @@
 """The demo study's bundle from `trialledger serve` (uvicorn on loopback, real PostgreSQL): its
+from tests.support import free_port, wait_until_ready
 first byte arrives at once, and when the database goes away part-way the download is cut off
 (no zip end record), the failure is logged and counted, and `verify --bundle` refuses what
 arrived."""
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+
+from tests.support import free_port, wait_until_ready
 
 STUDY = "NCT04397107"
 ROUTE = "/v1/studies/{study}/exports/{export_format}"
@@ -29,21 +31,8 @@ def _cli(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=600)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"server did not start: {log.read_text()}")
 
 
 @pytest.mark.slow(seconds=150)
@@ -58,7 +47,7 @@ def test_the_demo_bundle_streams_at_once_and_a_cut_off_is_told(db_url: str,
     assert added.returncode == 0, added.stderr
     keys = _cli("keys", "export-public", "-o", str(tmp_path / "keys.pem"), home=home)
     assert keys.returncode == 0, keys.stderr
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     with log.open("w") as out:
@@ -67,7 +56,7 @@ def test_the_demo_bundle_streams_at_once_and_a_cut_off_is_told(db_url: str,
              str(port)], env={**os.environ, "TRIALLEDGER_HOME": str(home)}, stdout=out,
             stderr=subprocess.STDOUT)
     try:
-        _wait_ready(base, server, log)
+        wait_until_ready(base, log, server)
         token = httpx.post(f"{base}/v1/auth/token", json={
             "username": "inspector", "password": "inspector-password"}).json()["access_token"]
         received = bytearray()

@@ -1,11 +1,11 @@
 """`trialledger serve` as a real process (uvicorn on loopback, real PostgreSQL), played through
+from tests.support import free_port, wait_until_ready
 the whole workflow over HTTP by every role, from the first admin to the regulator."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +19,12 @@ import httpx
 import pytest
 
 from domain.studies import nct04397107
+from tests.support import free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow  # every test here starts real servers
 
 STUDY = nct04397107.STUDY_ID
 SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
-# A wait, not a speed check: generous because the suite runs in parallel on loaded machines
-# (30 s was too short for a two-worker server beside another full run on 2 cores).
-START_WAIT_SECONDS = 180
 PEOPLE = {
     "lwei": ("Li Wei", "coordinator", "JLU1"),
     "wfang": ("Dr Wang Fang", "investigator", "JLU1"),
@@ -36,10 +34,6 @@ PEOPLE = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cli(*args: str, db_url: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -71,7 +65,7 @@ def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
                      "--role", "admin", "--study", "*", "--password-stdin",
                      db_url=db_url, home=home, stdin="ada-password\n")
     assert bootstrap.returncode == 0, bootstrap.stderr
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "TRIALLEDGER_HOME": str(home)}
     with log.open("w") as out:
@@ -81,16 +75,7 @@ def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"server did not start: {log.read_text()}")
+        wait_until_ready(base, log, process)
         assert f"with {request.param} process" in log.read_text()
         yield Server(base, log)
     finally:

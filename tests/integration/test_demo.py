@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +22,7 @@ from api.cli import app as cli
 from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import temporary_database
 from infra.settings import Settings
+from tests.support import free_port, wait_until_ready
 
 STUDY = "NCT04397107"
 
@@ -35,10 +33,6 @@ def run(args: list[str], settings: Settings) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -56,7 +50,7 @@ class Demo:
 def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with temporary_database(server_url, "tl_test") as db_url:
         settings = Settings(database_url=db_url, home=tmp_path_factory.mktemp("demo") / "home")
-        port = _free_port()
+        port = free_port()
         code, output = run(["demo", "--no-serve", "--seed", "3", "--port", str(port),
                             "--database-url", db_url], settings)
         yield Demo(settings, db_url, port, code, output)
@@ -162,7 +156,7 @@ def test_the_demo_people_sign_in_over_http_as_the_printed_next_steps_say(demo: D
             [sys.executable, "-m", "api.cli", "serve", "--database-url", demo.db_url,
              "--port", str(demo.port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_until_ready(base, log)
+        wait_until_ready(base, log)
         # The snippet, pasted into a shell as printed.
         pasted = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", snippet],
                                 capture_output=True, text=True, timeout=60)
@@ -187,14 +181,3 @@ def password_free(text: str, people: dict[str, dict[str, str]]) -> bool:
     """True if no demo password appears in ``text`` (they are in the file, not the output)."""
     return not any(p["password"] in text for p in people.values())
 
-
-def _wait_until_ready(base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the server did not start: {log.read_text()}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,25 +22,19 @@ from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study
 from infra.settings import Settings
-from tests.support import add_person, enroll, register, simulated_clock
+from tests.support import add_person, enroll, free_port, register, simulated_clock, wait_until_ready
 
 STUDY = nct04397107.STUDY_ID
 # The issue's bound on a stop after SIGTERM.
 SIGTERM_BOUND = 10.0
 # How long a killed server's embedded PostgreSQL may take to go (a fast shutdown).
 ORPHAN_BOUND = 30.0
-START_BOUND = 120.0  # an embedded server's first start runs initdb
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(home: Path, log: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """Start `trialledger serve`; return the process and its base URL once it is ready."""
-    port = _free_port()
+    port = free_port()
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -49,16 +42,8 @@ def _serve(home: Path, log: Path, *args: str, **env: str) -> tuple[subprocess.Po
             env={**environ, "TRIALLEDGER_HOME": str(home), **env}, stdout=out,
             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_BOUND
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    process.wait()
-    pytest.fail(f"server did not start: {log.read_text()}")
+    wait_until_ready(base, log, process)
+    return process, base
 
 
 @pytest.fixture
