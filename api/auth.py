@@ -58,11 +58,11 @@ class Principal:
         """The person as recorded on events, in the role ``grant`` gives them."""
         return Actor(self.user.user_id, self.user.full_name, grant.role, grant.site)
 
-    def envelope(self, grant: Grant, reason: Reason | None = None,
-                 edit_point: str | None = None) -> Envelope:
-        """The envelope of an event caused by this request."""
+    def envelope(self, grant: Grant, reason: Reason | None = None) -> Envelope:
+        """The envelope of an event caused by this request (its edit point by the role; the
+        domain makes an edit of a casebook locked before a post-lock edit)."""
         return Envelope(self.actor(grant), self.client, "api", self.request_id,
-                        edit_point or EDIT_POINTS.get(grant.role, "site"), reason)
+                        EDIT_POINTS.get(grant.role, "site"), reason)
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token")

@@ -109,10 +109,7 @@ def _as_principal(principal: Principal, study: str, action: Action, command: Sub
         return principal.grant_for(action, study, subject.site)
 
     def run(subject: Subject, at: datetime) -> None:
-        grant = may_act(subject)
-        # Once a casebook has been locked, every later edit is a post-lock edit.
-        edit_point = "post_lock" if subject.was_locked else None
-        command(subject, principal.envelope(grant, domain_reason, edit_point), at)
+        command(subject, principal.envelope(may_act(subject), domain_reason), at)
 
     return may_act, run
 

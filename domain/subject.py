@@ -6,6 +6,7 @@ and new value, and the reason; a removal is an event too, and the removed value 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from bisect import bisect_right
@@ -624,7 +625,7 @@ class Subject(Aggregate):
             raise InvalidInput("source", "an SDTM load is recorded with source 'import'")
         if row.declaration is not study.sdtm:
             row = check_row(row.kind, row.fields, study.sdtm)
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         if not record_id or not record_id.strip():
             raise InvalidInput("record_id", "is required")
         if record_id in self.records:
@@ -863,7 +864,7 @@ class Subject(Aggregate):
     def remove(self, record_id: str, envelope: Envelope, at: datetime) -> None:
         """Remove a record; the reason is mandatory and its values stay in history."""
         envelope.require_reason()
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         record = self._record(record_id)
         self.trigger_event(
             self.RecordRemoved,
@@ -889,7 +890,7 @@ class Subject(Aggregate):
         limits.check_texts(("deviation_id", deviation_id, limits.ID),
                            ("description", description, limits.TEXT),
                            ("record_id", record_id, limits.ID))
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         problems = []
         if not deviation_id.strip():
             problems.append(Problem("deviation_id", "is required"))
@@ -983,7 +984,7 @@ class Subject(Aggregate):
         """Question one field of one record."""
         limits.check_texts(("query_id", query_id, limits.ID), ("record_id", record_id, limits.ID),
                            ("field", field, limits.ID), ("text", text, limits.TEXT))
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         record = self._record(record_id)
         if field not in record.fields and field.partition(".")[0] not in record.fields:
             raise InvalidInput("field", f"record {record_id} has no field {field!r}")
@@ -1001,7 +1002,7 @@ class Subject(Aggregate):
                      correction_version: int | None = None) -> None:
         """Answer an open query (optionally naming the correction made in answer)."""
         limits.check_text("text", text, limits.TEXT)
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
             raise InvalidState(f"query {query_id} is closed")
@@ -1024,7 +1025,7 @@ class Subject(Aggregate):
     def close_query(self, query_id: str, text: str, envelope: Envelope, at: datetime) -> None:
         """Close a query."""
         limits.check_text("text", text, limits.TEXT)
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         query = self._query(query_id)
         if query["status"] == "closed":
             raise InvalidState(f"query {query_id} is already closed")
@@ -1033,7 +1034,7 @@ class Subject(Aggregate):
 
     def verify_source(self, record_id: str, envelope: Envelope, at: datetime) -> None:
         """Mark the record, as it stands now, verified against source documents."""
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         record = self._record(record_id)
         done = self.sdv.get(record_id)
         if done is not None and done["revision"] == record.revisions:
@@ -1068,7 +1069,7 @@ class Subject(Aggregate):
     def withdraw(self, observed_at: datetime, reason: str, envelope: Envelope,
                  at: datetime) -> None:
         """The subject withdrew (or was withdrawn) at ``observed_at``."""
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         self._require_status("enrolled")
         if not reason.strip():
             raise InvalidInput("withdrawal_reason", "is required")
@@ -1079,7 +1080,7 @@ class Subject(Aggregate):
 
     def complete(self, observed_at: datetime, envelope: Envelope, at: datetime) -> None:
         """The subject completed the study at ``observed_at``."""
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         self._require_status("enrolled")
         observed = self._valid_time(observed_at, at)
         self.trigger_event(self.Completed, timestamp=require_aware("recorded_at", at),
@@ -1126,12 +1127,15 @@ class Subject(Aggregate):
         if self.status not in statuses:
             raise InvalidState(f"subject is {self.status}; expected {' or '.join(statuses)}")
 
-    def _check_editable(self, envelope: Envelope) -> None:
+    def _check_editable(self, envelope: Envelope) -> Envelope:
+        """Refuse an edit while the casebook is locked; return the envelope the edit is
+        recorded under: once a casebook has been locked, every later edit is a post-lock
+        edit, whoever makes it and however the caller named its edit point."""
         if self.locked:
             raise Locked(f"subject {self.subject_code} is locked")
         if self.was_locked and envelope.edit_point != "post_lock":
-            raise InvalidInput("edit_point", "the casebook was locked before: edits since its "
-                                             "unlock are post_lock edits")
+            return dataclasses.replace(envelope, edit_point="post_lock")
+        return envelope
 
     def _query(self, query_id: str) -> dict[str, Any]:
         query = self.queries.get(query_id)
@@ -1173,7 +1177,7 @@ class Subject(Aggregate):
         at: datetime,
         sdtm: Mapping[str, Any] | None = None,
     ) -> None:
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         if self.status != "enrolled" and not is_sdtm_kind(kind):
             raise InvalidState(f"subject is {self.status}: records need an enrolled subject")
         if not record_id or not record_id.strip():
@@ -1210,7 +1214,7 @@ class Subject(Aggregate):
         at: datetime,
         **extra: Any,
     ) -> None:
-        self._check_editable(envelope)
+        envelope = self._check_editable(envelope)
         if not is_sdtm_kind(record.kind):
             # The same limits as the record's first entry: a change may not write what an
             # entry could not.

@@ -229,3 +229,17 @@ def test_enrolling_in_a_locked_study_is_423_like_every_other_casebook_write(
     assert answer.status_code == 423, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert not app.is_subject(example["subject"])
+
+
+def test_an_edit_after_an_unlock_is_recorded_as_a_post_lock_edit(
+        runtime: Runtime, coordinator: TestClient) -> None:
+    manager = api_client(runtime, "data_manager")
+    reason = {"reason": {"code": "new_information", "text": "late lab results"}}
+    for step in ("lock", "unlock"):
+        answer = manager.post(f"{SUBJECT}/{step}", json=reason)
+        assert answer.status_code == 200, answer.text
+    entered = coordinator.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "LB9"})
+    assert entered.status_code == 201, entered.text
+    history = coordinator.get(f"{SUBJECT}/history", params={"limit": 1000}).json()
+    assert {e["edit_point"] for e in history["entries"] if e["record_id"] == "LB9"} == {
+        "post_lock"}
