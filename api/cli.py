@@ -386,6 +386,13 @@ def rebuild(
             console.print(f"{study_id}: replayed {count} events into the read tables")
 
 
+def _require_listing_format(output_format: str) -> None:
+    """Exit 2 with one line unless ``--format`` is one a listing prints."""
+    if output_format not in ("table", "csv", "json"):
+        err_console.print("[red]--format must be table, csv or json.[/red]")
+        raise typer.Exit(2)
+
+
 @app.command()
 def outcomes(
     study: Annotated[str, typer.Option(help="The study.")],
@@ -399,9 +406,7 @@ def outcomes(
     from projections.outcome_render import to_csv, to_rich
     from projections.outcomes import to_json
 
-    if output_format not in ("table", "csv", "json"):
-        err_console.print("[red]--format must be table, csv or json.[/red]")
-        raise typer.Exit(2)
+    _require_listing_format(output_format)
     when = _parse_time("--as-of", as_of) if as_of else None
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
@@ -429,9 +434,7 @@ def deviations(
     from infra.postgres import schema_for_study
     from projections.deviations import COLUMNS, deviation_list, to_csv, to_json
 
-    if output_format not in ("table", "csv", "json"):
-        err_console.print("[red]--format must be table, csv or json.[/red]")
-        raise typer.Exit(2)
+    _require_listing_format(output_format)
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
         runtime.project(study)

@@ -58,6 +58,20 @@ def simulated_clock(start: datetime = T0) -> SimulatedClock:
     return SimulatedClock(start)
 
 
+def study_with_a_child(runtime: Runtime, *, lab: bool = False) -> None:
+    """NCT04397107 with child 001 enrolled at T0; with ``lab``, a C3 of 0.8 g/L drawn at T0
+    and entered on T0 + 1 day."""
+    clock = simulated_clock()
+    app = runtime.study(nct04397107.STUDY_ID, clock=clock)
+    register(app)
+    enroll(app, "001")
+    if lab:
+        clock.set(T0 + timedelta(days=1))
+        app.on_subject("001", lambda s, t: s.record_lab_result(
+            "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
+    app.close()
+
+
 def study_with_a_corrected_lab(runtime: Runtime) -> None:
     """NCT04397107 with child 001 whose C3 of 0.8 g/L (entered T0 + 1 day) was corrected to
     0.6 g/L on T0 + 9 days."""

@@ -21,7 +21,13 @@ from domain.studies import nct04397107
 from domain.subject import Subject
 from infra.postgres import embedded_postgres, temporary_database
 from infra.settings import Settings
-from tests.support import T0, correction, enroll, envelope, register, simulated_clock
+from tests.support import (
+    T0,
+    correction,
+    enroll,
+    envelope,
+    study_with_a_child,
+)
 
 MEGABYTE = "x" * 1_000_000
 # What "answered" means here: a stalled write never returns at all; a stored one takes well
@@ -48,14 +54,7 @@ def large_runtime(request: pytest.FixtureRequest, server_url: str, tmp_path: Pat
         runtime = Runtime(Settings(database_url=db_url, home=tmp_path / "home",
                                    commit_timeout=600), db_url)
         try:
-            clock = simulated_clock()
-            app = runtime.study(nct04397107.STUDY_ID, clock=clock)
-            register(app)
-            enroll(app, "001")
-            clock.set(T0 + timedelta(days=1))
-            app.on_subject("001", lambda s, t: s.record_lab_result(
-                "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
-            app.close()
+            study_with_a_child(runtime, lab=True)
             runtime.commit_in_groups()
             yield runtime
         finally:

@@ -14,7 +14,7 @@ from psycopg.sql import SQL, Identifier
 from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.settings import Settings
-from tests.support import api_client, enroll, register, simulated_clock
+from tests.support import api_client, study_with_a_child
 
 STUDY = nct04397107.STUDY_ID
 LABS = f"/v1/studies/{STUDY}/subjects/001/labs"
@@ -33,11 +33,7 @@ def stuck_runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
     runtime = Runtime(Settings(database_url=db_url, home=tmp_path / "home", commit_timeout=1.0,
                                write_statement_timeout=0), db_url)
     try:
-        clock = simulated_clock()
-        app = runtime.study(STUDY, clock=clock)
-        register(app)
-        enroll(app, "001")
-        app.close()
+        study_with_a_child(runtime)
         yield runtime
     finally:
         runtime.close()
@@ -81,11 +77,7 @@ def test_a_write_that_waits_too_long_for_the_lock_answers_503(db_url: str, tmp_p
     runtime = Runtime(Settings(database_url=db_url, home=tmp_path / "home",
                                write_lock_timeout=0.5), db_url)
     try:
-        clock = simulated_clock()
-        app = runtime.study(STUDY, clock=clock)
-        register(app)
-        enroll(app, "001")
-        app.close()
+        study_with_a_child(runtime)
         client = api_client(runtime, "coordinator", site="JLU1")
         table = _events_table(runtime)
         with psycopg.connect(db_url, autocommit=True) as other, other.transaction():
