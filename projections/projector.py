@@ -25,6 +25,7 @@ from domain.records import Record
 from domain.service import StudyApplication
 from domain.study import Study
 from domain.subject import Subject
+from domain.subject.events import Event as SubjectEvent
 from projections.casebook import WORKFLOW_KEYS, record_view, subject_header
 from projections.event_log import Batches, log_batches, part_batches
 from projections.history_view import (
@@ -148,7 +149,7 @@ class HistoryProjector(Projection[HistoryView]):
                 audit.row(None, "", "", None, None, _summary(event))
         return rows
 
-    def _subject(self, event: Subject.Event) -> tuple[Subject | None, OutcomeState]:
+    def _subject(self, event: SubjectEvent) -> tuple[Subject | None, OutcomeState]:
         """The subject before ``event``, and the state of its outcome facts."""
         cached = self._subjects.pop(event.originator_id, None)
         if cached is not None and cached[0].version == event.originator_version - 1:
@@ -160,7 +161,7 @@ class HistoryProjector(Projection[HistoryView]):
                                               version=event.originator_version - 1)
         return subject, OutcomeState.of(subject)
 
-    def _subject_event(self, position: int, event: Subject.Event, rows: Rows) -> None:
+    def _subject_event(self, position: int, event: SubjectEvent, rows: Rows) -> None:
         before, outcomes = self._subject(event)
         record_id = getattr(event, "record_id", None)
         old_record = before.records.get(record_id) if before and record_id else None
@@ -211,7 +212,7 @@ class HistoryProjector(Projection[HistoryView]):
         self._workflow_rows(audit, event, subject)
 
     @staticmethod
-    def _workflow_rows(audit: _AuditRows, event: Subject.Event, subject: Subject) -> None:
+    def _workflow_rows(audit: _AuditRows, event: SubjectEvent, subject: Subject) -> None:
         """Audit rows of signatures, queries, source-data verification, soft-check findings
         and protocol deviations."""
         new: Any
@@ -256,7 +257,7 @@ def _valid_signatures(subject: Subject | None) -> list[str]:
     return [sid for sid, s in subject.signatures.items() if s["status"] == "valid"]
 
 
-def _record_changes(event: Subject.Event, old_record: Record | None
+def _record_changes(event: SubjectEvent, old_record: Record | None
                     ) -> dict[str, tuple[Any, Any]]:
     if isinstance(event, Subject.RecordEntered):
         return {name: (None, value) for name, value in event.fields.items()}
