@@ -1,11 +1,7 @@
 """A subject's casebook: the ``Subject`` aggregate, one consistency boundary for its records,
-status and lock (see :mod:`domain.subject.aggregate`)."""
+status and lock."""
 
-from domain.subject.aggregate import (
-    AE_FIELDS_NEEDING_REASON,
-    SCREEN_FAILURE_ARM,
-    Subject,
-    subject_uuid,
-)
+from domain.subject.aggregate import AE_FIELDS_NEEDING_REASON, SCREEN_FAILURE_ARM, Subject
+from domain.subject.state import subject_uuid
 
 __all__ = ["AE_FIELDS_NEEDING_REASON", "SCREEN_FAILURE_ARM", "Subject", "subject_uuid"]

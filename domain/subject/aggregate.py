@@ -6,15 +6,12 @@ and new value, and the reason; a removal is an event too, and the removed value 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
-from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -25,7 +22,6 @@ from domain.errors import (
     EligibilityRefused,
     InvalidInput,
     InvalidState,
-    Locked,
     NotFound,
     Problem,
 )
@@ -41,11 +37,11 @@ from domain.records import (
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
 from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
-from domain.study import StudyDefinition, study_uuid
+from domain.study import StudyDefinition
 from domain.subject import events
 from domain.subject.fields import get_field, set_field
+from domain.subject.state import SEXES, SubjectState, subject_uuid
 
-SEXES = ("F", "M", "U")
 # What an adverse event is, as opposed to how it evolves: an update changing one of these
 # needs a reason (grade and action taken are dated clinical facts and need none).
 AE_FIELDS_NEEDING_REASON = frozenset({
@@ -54,19 +50,9 @@ AE_FIELDS_NEEDING_REASON = frozenset({
 SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
-@lru_cache(maxsize=65536)  # every command asks; a SHA-1 each time is not nothing
-def subject_uuid(study_id: str, subject_code: str) -> UUID:
-    """The aggregate id of a subject: stable, derived from the study and subject code."""
-    return uuid5(study_uuid(study_id), f"subject/{subject_code}")
-
-
-class Subject(Aggregate):
+class Subject(SubjectState, Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
-
-    # The study's protocol, for the soft checks of a command: not state (nothing stored says
-    # it), handed over by whoever creates the subject or loads it to run a command.
-    protocol: StudyDefinition | None = None
 
     # The events, stored under their TOPIC names (see domain/subject/events.py), by concern.
     Event = events.Event
@@ -108,66 +94,6 @@ class Subject(Aggregate):
     QueryAnswered = events.QueryAnswered
     QueryClosed = events.QueryClosed
     SourceVerified = events.SourceVerified
-
-    def __init__(
-        self,
-        study_id: str,
-        subject_code: str,
-        site: str,
-        sex: str,
-        envelope: Envelope,
-        date_of_birth: date | None = None,
-        disease: str = "",
-        consent_date: date | None = None,
-        demographics: dict[str, Any] | None = None,
-        arm: str | None = None,
-        actual_arm: str | None = None,
-        status: str = "consented",
-        enrolled_on: date | None = None,
-    ) -> None:
-        # Consented gives date of birth, disease and consent date; Imported gives what an
-        # SDTM DM row holds (no date of birth or consent date in CDISCPILOT01) and the arms.
-        self.study_id = study_id
-        self.subject_code = subject_code
-        self.site = site
-        self.date_of_birth = date_of_birth
-        self.sex = sex
-        self.disease = disease
-        self.consent_date = consent_date
-        self.status = status
-        self.screening_facts: dict[str, Any] = {}
-        self.arm = arm
-        self.actual_arm = actual_arm
-        self.demographics = demographics
-        self.enrolled_on = enrolled_on
-        self.records: dict[str, Record] = {}
-        self.locked = False
-        self.was_locked = False  # once locked, every later edit is a post-lock edit
-        self.signatures: dict[str, dict[str, Any]] = {}
-        self.queries: dict[str, dict[str, Any]] = {}
-        self.sdv: dict[str, dict[str, Any]] = {}
-        self.deviations: dict[str, dict[str, Any]] = {}
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Subject:
-        """A copy for a command to change (the aggregate cache hands out copies).
-
-        Field by field, far cheaper than ``copy.deepcopy`` on a long casebook: scalars, dates
-        and strings are shared, being immutable, and so are the records, which events never
-        change in place (copy on write). A new mutable attribute must be copied here too (a
-        test checks this).
-        """
-        clone: Subject = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        clone._pending_events = list(self._pending_events)
-        clone.screening_facts = copy_json(self.screening_facts)
-        clone.demographics = copy_json(self.demographics)
-        # Records are shared: every event that changes one replaces it with a copy first.
-        clone.records = dict(self.records)
-        clone.signatures = copy_json(self.signatures)
-        clone.queries = copy_json(self.queries)
-        clone.sdv = copy_json(self.sdv)
-        clone.deviations = copy_json(self.deviations)
-        return clone
 
     # --- consent, screening, enrollment -------------------------------------------------
 
@@ -531,7 +457,6 @@ class Subject(Aggregate):
         )
         self._follow_inputs(self.RecordRemoved, record_id, envelope, at)
 
-
     # --- soft checks and protocol deviations ---------------------------------------------
 
     def use_protocol(self, protocol: StudyDefinition) -> None:
@@ -779,47 +704,11 @@ class Subject(Aggregate):
             raise InvalidState(f"subject {self.subject_code} has no consent on record")
         return self.date_of_birth, self.consent_date
 
-    def _require_status(self, *statuses: str) -> None:
-        if self.status not in statuses:
-            raise InvalidState(f"subject is {self.status}; expected {' or '.join(statuses)}")
-
-    def _check_editable(self, envelope: Envelope) -> Envelope:
-        """Refuse an edit while the casebook is locked; return the envelope the edit is
-        recorded under: once a casebook has been locked, every later edit is a post-lock
-        edit, whoever makes it and however the caller named its edit point."""
-        if self.locked:
-            raise Locked(f"subject {self.subject_code} is locked")
-        if self.was_locked and envelope.edit_point != "post_lock":
-            return dataclasses.replace(envelope, edit_point="post_lock")
-        return envelope
-
     def _query(self, query_id: str) -> dict[str, Any]:
         query = self.queries.get(query_id)
         if query is None:
             raise NotFound(f"no query {query_id!r} for subject {self.subject_code}")
         return query
-
-    def _record(self, record_id: str, kind: str | None = None) -> Record:
-        record = self.records.get(record_id)
-        if record is None or (kind is not None and record.kind != kind):
-            raise NotFound(f"no {kind or 'record'} {record_id!r} for subject {self.subject_code}")
-        if record.removed:
-            raise InvalidState(f"record {record_id} was removed")
-        return record
-
-    def _valid_time(self, observed_at: datetime, at: datetime,
-                    not_before: datetime | None = None) -> datetime:
-        observed = require_aware("observed_at", observed_at)
-        recorded = require_aware("recorded_at", at)
-        if observed > recorded:
-            raise InvalidInput("observed_at", "is after the time it is recorded (in the future)")
-        if self.date_of_birth is not None and observed.date() < self.date_of_birth:
-            raise InvalidInput("observed_at", "is before the subject's date of birth")
-        if self.consent_date is not None and observed.date() < self.consent_date:
-            raise InvalidInput("observed_at", "is before informed consent")
-        if not_before is not None and observed < not_before:
-            raise InvalidInput("observed_at", "is before the record it changes began")
-        return observed
 
     def _enter(
         self,
