@@ -19,7 +19,6 @@ from domain import checks, limits
 from domain.clock import require_aware
 from domain.envelope import Actor, Envelope
 from domain.errors import (
-    EligibilityRefused,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -34,23 +33,21 @@ from domain.records import (
     validate,
     vitals_from_measurements,
 )
-from domain.rules.derivation import RuleError
-from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
-from domain.sdtm import CheckedRow, check_row, is_sdtm_kind
+from domain.sdtm import is_sdtm_kind
 from domain.study import StudyDefinition
 from domain.subject import events
+from domain.subject.enrolment import Enrolment
 from domain.subject.fields import get_field, set_field
-from domain.subject.state import SEXES, SubjectState, subject_uuid
+from domain.subject.sdtm_loading import SdtmLoading
 
 # What an adverse event is, as opposed to how it evolves: an update changing one of these
 # needs a reason (grade and action taken are dated clinical facts and need none).
 AE_FIELDS_NEEDING_REASON = frozenset({
     "term", "category", "relationship", "serious", "seriousness_criteria", "outcome",
     "meddra_pt", "meddra_llt"})
-SCREEN_FAILURE_ARM = "Scrnfail"  # SDTM's ARMCD of a screened subject never randomised
 
 
-class Subject(SubjectState, Aggregate):
+class Subject(Enrolment, SdtmLoading, Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
 
@@ -94,174 +91,6 @@ class Subject(SubjectState, Aggregate):
     QueryAnswered = events.QueryAnswered
     QueryClosed = events.QueryClosed
     SourceVerified = events.SourceVerified
-
-    # --- consent, screening, enrollment -------------------------------------------------
-
-    @classmethod
-    def consent(
-        cls,
-        study: StudyDefinition,
-        subject_code: str,
-        site: str,
-        date_of_birth: date,
-        sex: str,
-        disease: str,
-        consent_date: date,
-        envelope: Envelope,
-        at: datetime,
-    ) -> Subject:
-        """Record informed consent: the subject's casebook starts here."""
-        at = require_aware("recorded_at", at)
-        limits.check_texts(("subject_code", subject_code, limits.ID), ("site", site, limits.ID),
-                           ("disease", disease, limits.ID))
-        problems = []
-        if not subject_code or not subject_code.strip():
-            problems.append(("subject_code", "is required"))
-        if site not in study.sites:
-            problems.append(("site", f"unknown site {site!r}"))
-        if sex not in SEXES:
-            problems.append(("sex", f"must be one of {', '.join(SEXES)}"))
-        if study.diseases and disease not in study.diseases:
-            problems.append(("disease", f"must be one of {', '.join(study.diseases)}"))
-        if date_of_birth > at.date():
-            problems.append(("date_of_birth", "is in the future"))
-        if consent_date > at.date():
-            problems.append(("consent_date", "is in the future"))
-        if consent_date < date_of_birth:
-            problems.append(("consent_date", "is before the date of birth"))
-        if problems:
-            raise InvalidInput(problems=[Problem(f, m) for f, m in problems])
-        subject: Subject = cls._create(
-            cls.Consented,
-            id=subject_uuid(study.study_id, subject_code),
-            timestamp=at,
-            envelope=envelope,
-            study_id=study.study_id,
-            subject_code=subject_code.strip(),
-            site=site,
-            date_of_birth=date_of_birth,
-            sex=sex,
-            disease=disease,
-            consent_date=consent_date,
-        )
-        subject.protocol = study
-        return subject
-
-    @classmethod
-    def import_from_sdtm(
-        cls,
-        study: StudyDefinition,
-        subject_code: str,
-        site: str,
-        sex: str,
-        demographics: Mapping[str, Any],
-        arm: str | None,
-        actual_arm: str | None,
-        enrolled_on: date | None,
-        envelope: Envelope,
-        at: datetime,
-    ) -> Subject:
-        """Load a subject from its SDTM DM row. A screen failure (ARMCD ``Scrnfail``, or no
-        reference start) is kept as a subject with status ``screen_failure``."""
-        at = require_aware("recorded_at", at)
-        problems = []
-        if envelope.source != "import":
-            problems.append(Problem("source", "an SDTM load is recorded with source 'import'"))
-        if not subject_code or not subject_code.strip():
-            problems.append(Problem("USUBJID", "is required"))
-        if site not in study.sites:
-            problems.append(Problem("SITEID", f"unknown site {site!r}"))
-        if sex not in SEXES:
-            problems.append(Problem("SEX", f"must be one of {', '.join(SEXES)}"))
-        for name, value in (("ARMCD", arm), ("ACTARMCD", actual_arm)):
-            if value and value not in study.arms:
-                problems.append(Problem(name, f"unknown arm {value!r}"))
-        if problems:
-            raise InvalidInput(problems=problems)
-        screen_failure = arm == SCREEN_FAILURE_ARM or enrolled_on is None
-        subject: Subject = cls._create(
-            cls.Imported,
-            id=subject_uuid(study.study_id, subject_code),
-            timestamp=at,
-            envelope=envelope,
-            study_id=study.study_id,
-            subject_code=subject_code.strip(),
-            site=site,
-            sex=sex,
-            demographics=copy_json(dict(demographics)),
-            arm=arm or None,
-            actual_arm=actual_arm or None,
-            status="screen_failure" if screen_failure else "enrolled",
-            enrolled_on=enrolled_on,
-        )
-        subject.protocol = study
-        return subject
-
-    def import_record(self, study: StudyDefinition, record_id: str, row: CheckedRow,
-                      observed_at: datetime, visit: str | None, envelope: Envelope,
-                      at: datetime) -> None:
-        """Load one SDTM row as a record of its domain. The row was checked by
-        :func:`domain.sdtm.check_row`; against another declaration than the study's own
-        SDTM vocabulary, it is checked again. A screen failure's rows are loaded too."""
-        if envelope.source != "import":
-            raise InvalidInput("source", "an SDTM load is recorded with source 'import'")
-        if row.declaration is not study.sdtm:
-            row = check_row(row.kind, row.fields, study.sdtm)
-        envelope = self._check_editable(envelope)
-        if not record_id or not record_id.strip():
-            raise InvalidInput("record_id", "is required")
-        if record_id in self.records:
-            raise InvalidInput("record_id", f"record {record_id!r} already exists")
-        observed = self._valid_time(observed_at, at)
-        self.trigger_event(self.RowImported, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, record_id=record_id, kind=row.kind,
-                           observed_at=observed, visit=visit, fields=row.fields, derived={})
-
-    def screen(
-        self,
-        criteria: tuple[Criterion, ...],
-        answers: Mapping[str, Any],
-        envelope: Envelope,
-        at: datetime,
-    ) -> None:
-        """Evaluate every criterion; refuse (naming each failed one) unless all are met."""
-        self._require_status("consented")
-        limits.check_screening(answers)
-        born, consented = self._consent_dates()
-        try:
-            facts = derive_screening_facts(born, consented, answers)
-        except RuleError as e:
-            raise InvalidInput(e.field, e.message) from e
-        failures = evaluate_eligibility(criteria, facts)
-        if failures:
-            raise EligibilityRefused(
-                [(f.criterion.id, f.criterion.text, f.reason) for f in failures]
-            )
-        self.trigger_event(
-            self.Screened,
-            timestamp=require_aware("recorded_at", at),
-            envelope=envelope,
-            facts=facts,
-            criteria=[{"id": c.id, "kind": c.kind, "met": True} for c in criteria],
-        )
-
-    def enroll(
-        self, study: StudyDefinition, arm: str, enrolled_on: date, envelope: Envelope,
-        at: datetime,
-    ) -> None:
-        """Enroll the screened subject into an arm."""
-        self._require_status("screened")
-        at = require_aware("recorded_at", at)
-        limits.check_text("arm", arm, limits.ID)
-        if arm not in study.arms:
-            raise InvalidInput("arm", f"must be one of {', '.join(study.arms)}")
-        if enrolled_on < self._consent_dates()[1]:
-            raise InvalidInput("enrolled_on", "is before consent")
-        if enrolled_on > at.date():
-            raise InvalidInput("enrolled_on", "is in the future")
-        self.trigger_event(
-            self.Enrolled, timestamp=at, envelope=envelope, arm=arm, enrolled_on=enrolled_on
-        )
 
     # --- records ---------------------------------------------------------------------
 
@@ -696,13 +525,6 @@ class Subject(SubjectState, Aggregate):
         return None if latest is None else float(latest.derived["bsa"]["value"])
 
     # --- internals -------------------------------------------------------------------
-
-    def _consent_dates(self) -> tuple[date, date]:
-        """Date of birth and consent date, which a consented subject has (an imported one
-        may not, and is never screened or enrolled by command)."""
-        if self.date_of_birth is None or self.consent_date is None:
-            raise InvalidState(f"subject {self.subject_code} has no consent on record")
-        return self.date_of_birth, self.consent_date
 
     def _query(self, query_id: str) -> dict[str, Any]:
         query = self.queries.get(query_id)
