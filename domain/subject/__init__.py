@@ -1,7 +1,8 @@
 """A subject's casebook: the ``Subject`` aggregate, one consistency boundary for its records,
 status and lock."""
 
-from domain.subject.aggregate import AE_FIELDS_NEEDING_REASON, Subject
+from domain.subject.aggregate import Subject
+from domain.subject.changes import AE_FIELDS_NEEDING_REASON
 from domain.subject.sdtm_loading import SCREEN_FAILURE_ARM
 from domain.subject.state import subject_uuid
 
