@@ -1,5 +1,5 @@
 """A subject's casebook: the ``Subject`` aggregate, one consistency boundary for its records,
-status and lock."""
+status and lock. :mod:`domain.subject.aggregate` says which module holds which rule."""
 
 from domain.subject.aggregate import Subject
 from domain.subject.changes import AE_FIELDS_NEEDING_REASON

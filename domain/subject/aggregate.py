@@ -1,35 +1,42 @@
-"""A subject's casebook: one consistency boundary for its records, status and lock.
+"""The ``Subject`` aggregate: a subject's casebook, one consistency boundary for its records,
+status and lock.
 
 Nothing is updated in place. A correction is an event naming the record, the field, the old
 and new value, and the reason; a removal is an event too, and the removed value stays in history.
+
+Where each rule lives (one module per concern, each a part of ``Subject``):
+
+- :mod:`~domain.subject.events` what is stored, and how each event changes the subject;
+- :mod:`~domain.subject.state` what a subject holds, its id, and the guards every command
+  shares (status, lock and post-lock edit point, an existing record, a valid time);
+- :mod:`~domain.subject.enrolment` consent, screening, enrolment;
+- :mod:`~domain.subject.sdtm_loading` a subject and its rows loaded from SDTM;
+- :mod:`~domain.subject.entries` first entries of records (vitals, doses, therapies, labs,
+  assessments, adverse events);
+- :mod:`~domain.subject.changes` changes to a record: therapy and adverse-event evolution,
+  corrections, removals, the reasons they need;
+- :mod:`~domain.subject.soft_checks` soft checks, their queries, protocol deviations;
+- :mod:`~domain.subject.derivations` the BSA in force, values re-derived when it moves;
+- :mod:`~domain.subject.monitoring` e-signatures, queries, source-data verification;
+- :mod:`~domain.subject.participation` withdrawal, completion, locks.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
-
 from eventsourcing.domain import Aggregate
 
-from domain import limits
-from domain.clock import require_aware
-from domain.envelope import Actor, Envelope
-from domain.errors import (
-    InvalidInput,
-    InvalidState,
-    NotFound,
-)
 from domain.subject import events
 from domain.subject.changes import RecordChanges
 from domain.subject.enrolment import Enrolment
 from domain.subject.entries import RecordEntries
+from domain.subject.monitoring import Monitoring
+from domain.subject.participation import Participation
 from domain.subject.sdtm_loading import SdtmLoading
 
 
-class Subject(Enrolment, SdtmLoading, RecordEntries, RecordChanges, Aggregate):
+# Monitoring builds on RecordChanges (a query answered by a correction), so comes before it.
+class Subject(Enrolment, SdtmLoading, RecordEntries, Monitoring, RecordChanges, Participation,
+              Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
 
@@ -73,157 +80,3 @@ class Subject(Enrolment, SdtmLoading, RecordEntries, RecordChanges, Aggregate):
     QueryAnswered = events.QueryAnswered
     QueryClosed = events.QueryClosed
     SourceVerified = events.SourceVerified
-
-    # --- signatures, queries, source-data verification ---------------------------------
-
-    def sign(self, signature_id: str, meaning: str, meanings: Mapping[str, str],
-             signer: Actor, envelope: Envelope, at: datetime) -> None:
-        """Apply an e-signature with ``meaning`` (one of the study's ``meanings``).
-
-        The caller has re-authenticated ``signer`` with username and password.
-        """
-        limits.check_texts(("meaning", meaning, limits.ID),
-                           ("signature_id", signature_id, limits.ID))
-        if meaning not in meanings:
-            raise InvalidInput("meaning", f"must be one of {', '.join(meanings)}")
-        if not signature_id.strip():
-            raise InvalidInput("signature_id", "is required")
-        if signature_id in self.signatures:
-            raise InvalidInput("signature_id", f"signature {signature_id!r} already exists")
-        if self.status in ("consented", "screened"):
-            raise InvalidState(f"subject is {self.status}: nothing to sign yet")
-        self.trigger_event(self.Signed, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, signature_id=signature_id, meaning=meaning,
-                           meaning_text=meanings[meaning], signer=signer,
-                           signed_version=self.version, content_sha256=self.content_digest())
-
-    def open_query(self, query_id: str, record_id: str, field: str, text: str,
-                   envelope: Envelope, at: datetime) -> None:
-        """Question one field of one record."""
-        limits.check_texts(("query_id", query_id, limits.ID), ("record_id", record_id, limits.ID),
-                           ("field", field, limits.ID), ("text", text, limits.TEXT))
-        envelope = self._check_editable(envelope)
-        record = self._record(record_id)
-        if field not in record.fields and field.partition(".")[0] not in record.fields:
-            raise InvalidInput("field", f"record {record_id} has no field {field!r}")
-        if not query_id.strip():
-            raise InvalidInput("query_id", "is required")
-        if query_id in self.queries:
-            raise InvalidInput("query_id", f"query {query_id!r} already exists")
-        if not text.strip():
-            raise InvalidInput("text", "the question is required")
-        self.trigger_event(self.QueryOpened, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, query_id=query_id, on_record=record_id,
-                           on_field=field, text=text)
-
-    def answer_query(self, query_id: str, text: str, envelope: Envelope, at: datetime,
-                     correction_version: int | None = None) -> None:
-        """Answer an open query (optionally naming the correction made in answer)."""
-        limits.check_text("text", text, limits.TEXT)
-        envelope = self._check_editable(envelope)
-        query = self._query(query_id)
-        if query["status"] == "closed":
-            raise InvalidState(f"query {query_id} is closed")
-        if not text.strip():
-            raise InvalidInput("text", "the answer is required")
-        self.trigger_event(self.QueryAnswered, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, query_id=query_id, text=text,
-                           correction_version=correction_version)
-
-    def correct_in_answer(self, query_id: str, record_id: str, field: str, new_value: Any,
-                          envelope: Envelope, at: datetime) -> None:
-        """Correct a field in answer to a query: the correction and the answer are linked."""
-        query = self._query(query_id)
-        if query["status"] == "closed":
-            raise InvalidState(f"query {query_id} is closed")
-        self.correct(record_id, field, new_value, envelope, at)
-        self.answer_query(query_id, envelope.require_reason().text, envelope, at,
-                          correction_version=self.version)
-
-    def close_query(self, query_id: str, text: str, envelope: Envelope, at: datetime) -> None:
-        """Close a query."""
-        limits.check_text("text", text, limits.TEXT)
-        envelope = self._check_editable(envelope)
-        query = self._query(query_id)
-        if query["status"] == "closed":
-            raise InvalidState(f"query {query_id} is already closed")
-        self.trigger_event(self.QueryClosed, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, query_id=query_id, text=text)
-
-    def verify_source(self, record_id: str, envelope: Envelope, at: datetime) -> None:
-        """Mark the record, as it stands now, verified against source documents."""
-        envelope = self._check_editable(envelope)
-        record = self._record(record_id)
-        done = self.sdv.get(record_id)
-        if done is not None and done["revision"] == record.revisions:
-            raise InvalidState(f"record {record_id} is already verified at this revision")
-        self.trigger_event(self.SourceVerified, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, on_record=record_id,
-                           record_revision=record.revisions)
-
-    def data_changed(self, event: events.Event) -> None:
-        """Clinical content changed: every valid signature on the old content is invalidated."""
-        for signature in self.signatures.values():
-            if signature["status"] == "valid":
-                signature.update(status="invalidated",
-                                 invalidated_at=event.timestamp.isoformat(),
-                                 invalidated_by_version=event.originator_version)
-
-    def content_digest(self) -> str:
-        """SHA-256 of the casebook's clinical content (header and every record, as folded)."""
-        content = {
-            "study_id": self.study_id, "subject": self.subject_code, "site": self.site,
-            "date_of_birth": self.date_of_birth, "sex": self.sex, "disease": self.disease,
-            "consent_date": self.consent_date, "status": self.status, "arm": self.arm,
-            "enrolled_on": self.enrolled_on,
-            "records": {rid: [r.kind, r.observed_at, r.visit, r.fields, r.derived, r.removed]
-                        for rid, r in self.records.items()},
-        }
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    # --- end of participation, locks -----------------------------------------------
-
-    def withdraw(self, observed_at: datetime, reason: str, envelope: Envelope,
-                 at: datetime) -> None:
-        """The subject withdrew (or was withdrawn) at ``observed_at``."""
-        envelope = self._check_editable(envelope)
-        self._require_status("enrolled")
-        if not reason.strip():
-            raise InvalidInput("withdrawal_reason", "is required")
-        limits.check_text("withdrawal_reason", reason, limits.WITHDRAWAL_REASON)
-        observed = self._valid_time(observed_at, at)
-        self.trigger_event(self.Withdrawn, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, observed_at=observed, withdrawal_reason=reason)
-
-    def complete(self, observed_at: datetime, envelope: Envelope, at: datetime) -> None:
-        """The subject completed the study at ``observed_at``."""
-        envelope = self._check_editable(envelope)
-        self._require_status("enrolled")
-        observed = self._valid_time(observed_at, at)
-        self.trigger_event(self.Completed, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, observed_at=observed)
-
-    def lock(self, envelope: Envelope, at: datetime) -> None:
-        """Lock the casebook (reason required)."""
-        envelope.require_reason()
-        if self.locked:
-            raise InvalidState("subject is already locked")
-        self.trigger_event(self.SubjectLocked, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope)
-
-    def unlock(self, envelope: Envelope, at: datetime) -> None:
-        """Unlock the casebook (reason required)."""
-        envelope.require_reason()
-        if not self.locked:
-            raise InvalidState("subject is not locked")
-        self.trigger_event(self.SubjectUnlocked, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope)
-
-    # --- internals -------------------------------------------------------------------
-
-    def _query(self, query_id: str) -> dict[str, Any]:
-        query = self.queries.get(query_id)
-        if query is None:
-            raise NotFound(f"no query {query_id!r} for subject {self.subject_code}")
-        return query
