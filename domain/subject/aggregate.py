@@ -34,13 +34,16 @@ from domain.subject.participation import Participation
 from domain.subject.sdtm_loading import SdtmLoading
 
 
-# Monitoring builds on RecordChanges (a query answered by a correction), so comes before it.
+# The command classes are plain classes, not aggregates: eventsourcing defines and registers
+# nothing of theirs. Monitoring builds on RecordChanges (a query answered by a correction), so
+# comes before it.
 class Subject(Enrolment, SdtmLoading, RecordEntries, Monitoring, RecordChanges, Participation,
               Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
 
-    # The events, stored under their TOPIC names (see domain/subject/events.py), by concern.
+    # The events (domain/subject/events.py), by concern. Named here, they are the aggregate's
+    # own: eventsourcing registers their stored names (TOPIC) and finds the creation events.
     Event = events.Event
     Created = events.Created
     # consent, screening, enrolment; a subject loaded from SDTM
