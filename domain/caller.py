@@ -12,6 +12,8 @@ from domain.permissions import EDIT_POINTS, Action, permitting_grant
 from domain.user import Grant, User
 
 Channel = Literal["api", "cli", "import", "demo"]
+# What the operator at the machine holds (CLI set-up commands, imports): the system's role.
+OPERATOR_GRANT = Grant("system", "*", "*")
 # The envelope's source for each channel: only the API and the import are told apart in
 # stored events; the CLI operator and the demo simulation are recorded as the system.
 _SOURCES: dict[str, str] = {"api": "api", "cli": "system", "import": "import",
