@@ -287,6 +287,10 @@ class Importer:
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
         result = ImportResult(skipped_tables=self.data.skipped_tables())
+        try:
+            self.service.check_import(self.app, self.caller)
+        except DomainError as e:
+            raise ImportRefused(str(e)) from None
         subjects = self.data.subjects()
         definition = self.data.study_definition(self.app.study_id)
         registered = self.app.is_registered()

@@ -134,14 +134,20 @@ class TrialService:
         batch, after the checks every other write gets: the caller's grant to enter data
         at each subject's site, and no lock on the study or on any of the casebooks.
         ``store`` (e.g. a bulk writer) stores the batch, else the application does."""
-        study = app.study()
-        if study.locked:
+        self.check_import(app, caller, subjects)
+        (store or app.save_imported)(subjects)
+
+    def check_import(self, app: StudyApplication, caller: Caller,
+                     subjects: Sequence[Subject] = ()) -> None:
+        """Refuse an import into ``app`` by ``caller`` of ``subjects`` (none: the import as
+        a whole) as :meth:`import_subjects` would, storing nothing."""
+        caller.grant_for(Action.IMPORT, app.study_id, None)
+        if app.is_registered() and app.study().locked:
             raise Locked(f"study {app.study_id} is locked")
         for subject in subjects:
             caller.grant_for(Action.IMPORT, app.study_id, subject.site)
             if subject.locked:
                 raise Locked(f"subject {subject.subject_code} is locked")
-        (store or app.save_imported)(subjects)
 
     def study_app(self, study_id: str) -> StudyApplication:
         """The application of a study the deployment holds, else :class:`NotFound`."""
