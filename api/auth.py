@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from domain.caller import Caller
 from domain.envelope import Actor, Envelope, Reason
+from domain.errors import Forbidden as Forbidden
 from domain.errors import NotFound
-from domain.permissions import EDIT_POINTS, Action, permitting_grant
+from domain.errors import Unauthenticated as Unauthenticated
+from domain.permissions import Action, permitting_grant
 from domain.user import Grant, User
 from infra.sessions import Session
 
@@ -20,14 +24,6 @@ if TYPE_CHECKING:
     from application.runtime import Runtime
 
 DIRECT = "direct"  # the client of a person calling the API without an API client credential
-
-
-class Unauthenticated(Exception):
-    """No valid bearer token (answered 401)."""
-
-
-class Forbidden(Exception):
-    """The person's roles do not allow the request (answered 403)."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +34,14 @@ class Principal:
     client: str
     request_id: str
 
+    @cached_property
+    def caller(self) -> Caller:
+        """The person as the trial service knows a caller."""
+        return Caller.of(self.user, self.client, self.request_id, "api")
+
     def grant_for(self, action: Action, study: str, site: str | None) -> Grant:
         """The grant allowing ``action`` at ``study``/``site`` (None: study-wide), or 403."""
-        grant = permitting_grant(self.user.grants, action, study, site)
-        if grant is None:
-            where = f"{study}/{site}" if site is not None else f"{study} (every site)"
-            raise Forbidden(f"{self.user.username} may not {action.value} at {where}")
-        return grant
+        return self.caller.grant_for(action, study, site)
 
     def grant_for_any_site(self, action: Action, study: str) -> Grant:
         """A grant allowing ``action`` at ``study`` at one site at least, or 403."""
@@ -56,13 +53,11 @@ class Principal:
 
     def actor(self, grant: Grant) -> Actor:
         """The person as recorded on events, in the role ``grant`` gives them."""
-        return Actor(self.user.user_id, self.user.full_name, grant.role, grant.site)
+        return self.caller.actor(grant)
 
     def envelope(self, grant: Grant, reason: Reason | None = None) -> Envelope:
-        """The envelope of an event caused by this request (its edit point by the role; the
-        domain makes an edit of a casebook locked before a post-lock edit)."""
-        return Envelope(self.actor(grant), self.client, "api", self.request_id,
-                        EDIT_POINTS.get(grant.role, "site"), reason)
+        """The envelope of an event caused by this request."""
+        return self.caller.envelope(grant, reason)
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token")

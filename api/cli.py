@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from domain.caller import OPERATOR_GRANT, Caller, Channel
 from domain.envelope import Envelope
 from infra import keys
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
@@ -549,7 +550,7 @@ def import_sdtm(
         with Progress(TextColumn(f"Importing {directory.name} into {study}"), BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(study, total=count_rows(data))
-            importer = Importer(app, data, _cli_envelope(),
+            importer = Importer(runtime.service(), app, data, _operator("import"),
                                 on_progress=partial(bar.advance, task))
             try:
                 result = importer.run()
@@ -743,15 +744,18 @@ def clients_add(
     console.print(f"Registered client {client_id}. Its secret (shown once): {secret}")
 
 
-def _cli_envelope() -> Envelope:
-    """The envelope of a set-up command: the system, on behalf of the operating-system user."""
+def _operator(channel: Channel = "cli") -> Caller:
+    """The operating-system user running a set-up command or an import, as a caller."""
     import getpass
 
-    from domain.envelope import Actor
-
     operator = getpass.getuser()
-    return Envelope(Actor(f"os:{operator}", operator, "system", "*"), "trialledger-cli",
-                    "system", f"cli-{os.getpid()}")
+    return Caller(f"os:{operator}", operator, operator, (OPERATOR_GRANT,), "trialledger-cli",
+                  f"cli-{os.getpid()}", channel)
+
+
+def _cli_envelope() -> Envelope:
+    """The envelope of a set-up command: the system, on behalf of the operating-system user."""
+    return _operator().envelope(OPERATOR_GRANT)
 
 
 def main() -> None:

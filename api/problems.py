@@ -11,17 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import Forbidden, Unauthenticated
 from domain.errors import (
     AlreadyExists,
     Conflict,
     DomainError,
     EligibilityRefused,
+    Forbidden,
     InvalidInput,
     InvalidState,
     Locked,
     NotFound,
     StaleVersion,
+    Unauthenticated,
 )
 from domain.group_commit import CommitTimedOut
 from infra.logging import get_logger
@@ -40,6 +41,8 @@ _STATUS: dict[type[DomainError], tuple[int, str]] = {
     Conflict: (409, "Conflict"),
     Locked: (423, "Locked"),
     InvalidState: (409, "Not allowed in the current state"),
+    Unauthenticated: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
 }
 
 
@@ -64,7 +67,10 @@ def install(app: FastAPI) -> None:
             extra["failed_criteria"] = [
                 {"id": cid, "text": text, "reason": reason} for cid, text, reason in exc.failures
             ]
-        return problem(status, title, str(exc), **extra)
+        response = problem(status, title, str(exc), **extra)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -77,16 +83,6 @@ def install(app: FastAPI) -> None:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
-
-    @app.exception_handler(Unauthenticated)
-    async def unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
-        response = problem(401, "Unauthorized", str(exc))
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return problem(403, "Forbidden", str(exc))
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(OperationalError)

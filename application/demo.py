@@ -18,14 +18,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from application.reauthentication import DirectoryReauthenticator
 from application.runtime import Runtime
+from application.trial_service import TrialService
 from domain.clock import SimulatedClock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
-from domain.errors import NotFound
+from domain.errors import AlreadyExists, NotFound
 from domain.service import StudyApplication
 from domain.studies import nct04397107
-from domain.studies.nct04397107_simulation import STUDY_START, plan_study
+from domain.studies.nct04397107_simulation import SIGNER, SITE, STUDY_START, Action, plan_study
 from domain.user import User
 from infra import keys
 from infra.passwords import hash_password
@@ -227,11 +229,58 @@ def print_next_steps(console: Console, base_url: str, credentials: Path, *,
 SEAL_EVERY = 500  # actions between sealing runs, as a server's background sealer would
 
 
+class OneStudy:
+    """The studies the trial service sees while the simulation plays: the one simulated,
+    opened on the simulation's clock."""
+
+    def __init__(self, app: StudyApplication) -> None:
+        self.app = app
+
+    def has_study(self, study_id: str) -> bool:
+        """True for the simulated study."""
+        return study_id == self.app.study_id
+
+    def study(self, study_id: str) -> StudyApplication:
+        """The simulated study's application."""
+        if study_id != self.app.study_id:
+            raise NotFound(f"no study {study_id}")
+        return self.app
+
+    def opened_study(self, study_id: str) -> StudyApplication | None:
+        """The simulated study's application (always open)."""
+        return self.app if study_id == self.app.study_id else None
+
+
+def simulation_service(runtime: Runtime, app: StudyApplication) -> tuple[TrialService, str]:
+    """The trial service that plays the simulation on ``app``, and the password the
+    simulation's investigator signs with: registered in the directory now (a new one each
+    run, never shown: no one signs in as them afterwards)."""
+    password = secrets.token_urlsafe(16)
+    hashed = hash_password(password)
+    directory = runtime.directory()
+    envelope = Envelope(SETUP_ACTOR, "trialledger-demo-simulator", "system", "sim-signer")
+    try:
+        directory.register_user(
+            SIGNER.username, SIGNER.full_name, hashed, envelope,
+            lambda user, at: user.grant(SIGNER.role, nct04397107.STUDY_ID, SITE, envelope, at))
+    except AlreadyExists:  # left by a simulation that stopped before registering the study
+        directory.on_user(SIGNER.username, lambda user: user.change_password(
+            hashed, envelope, directory.clock.now()))
+    return TrialService(OneStudy(app), DirectoryReauthenticator(runtime.directory)), password
+
+
+def play(service: TrialService, app: StudyApplication, action: Action) -> None:
+    """Run one action of the simulation through the trial service."""
+    for command in action.commands(app.subject):
+        service.handle(command, action.caller)
+
+
 def _simulate(runtime: Runtime, app: StudyApplication, clock: SimulatedClock, seed: int,
               console: Console) -> None:
     envelope = Envelope(SETUP_ACTOR, "trialledger-demo-simulator", "system", "sim-setup")
+    service, password = simulation_service(runtime, app)
     app.register_study(nct04397107.definition(), envelope)
-    actions = plan_study(seed)
+    actions = plan_study(seed, password)
     kinds: Counter[str] = Counter()
     with Progress(
         TextColumn("Simulating {task.description}"),
@@ -244,7 +293,7 @@ def _simulate(runtime: Runtime, app: StudyApplication, clock: SimulatedClock, se
         task = progress.add_task(f"{app.study_id} from {STUDY_START}", total=len(actions))
         for number, action in enumerate(actions, 1):
             clock.set(action.recorded_at)
-            action.run(app)
+            play(service, app, action)
             kinds[action.kind] += 1
             progress.advance(task)
             if number % SEAL_EVERY == 0:

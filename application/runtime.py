@@ -18,7 +18,9 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
+from application.reauthentication import DirectoryReauthenticator
 from application.rebuild_parts import PartsReplay, parts_for
+from application.trial_service import TrialService
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
@@ -71,6 +73,7 @@ class Runtime:
     # CREATE ... IF NOT EXISTS statements collide in PostgreSQL's catalogue).
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
     _group_commit: bool = False
+    _service: TrialService | None = None
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
@@ -122,6 +125,12 @@ class Runtime:
             self._group_commit = True
             for app in self._apps.values():
                 self._commit_in_groups(app)
+
+    def service(self) -> TrialService:
+        """The front door of every write to this deployment's studies."""
+        if self._service is None:
+            self._service = TrialService(self, DirectoryReauthenticator(self.directory))
+        return self._service
 
     def directory(self) -> DirectoryApplication:
         """The deployment's people and API clients (created on first use)."""

@@ -21,15 +21,19 @@ from __future__ import annotations
 import gc
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from application.trial_service import TrialService
+from domain.caller import Caller
+from domain.commands import RegisterStudy
 from domain.envelope import Envelope
 from domain.errors import DomainError, InvalidInput
+from domain.permissions import Action
 from domain.sdtm import KEYS, TOPICS, CheckedRow, check_row, dtc_date, record_id, valid_time
 from domain.service import StudyApplication
 from domain.study import StudyDefinition
@@ -257,28 +261,36 @@ class Importer:
 
     With ``bulk`` (the default), batches are stored by a :class:`infra.bulk.BulkWriter` while
     the next subjects are built; ``on_progress`` is then called from its thread, once a batch
-    is committed. Without, each batch is saved by the application itself, in turn.
+    is committed. Without, each batch is saved by the application itself, in turn. Either
+    way each batch goes through the trial service's bulk door
+    (:meth:`~application.trial_service.TrialService.import_subjects`), which holds it to
+    the caller's grant and the locks as any other write.
     """
 
-    def __init__(self, app: StudyApplication, data: DataSet, envelope: Envelope,
-                 on_progress: Callable[[int], object] | None = None,
+    def __init__(self, service: TrialService, app: StudyApplication, data: DataSet,
+                 caller: Caller, on_progress: Callable[[int], object] | None = None,
                  events_per_transaction: int | None = None, *, bulk: bool = True) -> None:
+        self.service = service
         self.app = app
         self.data = data
-        self.envelope = envelope
+        self.caller = caller
         self.on_progress = on_progress
         self.bulk = bulk
         self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
                                                 else EVENTS_PER_SAVE)
         self._writer: BulkWriter | None = None
         # Every event of the load carries this envelope, with its own row's provenance.
-        self._base_envelope = Envelope(envelope.actor, envelope.client, "import",
-                                       envelope.request_id)
+        self._base_envelope = caller.envelope(caller.grant_for(Action.IMPORT, app.study_id,
+                                                               None))
         self._keys_by_file: dict[str, list[str]] = {}
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
         result = ImportResult(skipped_tables=self.data.skipped_tables())
+        try:
+            self.service.check_import(self.app, self.caller)
+        except DomainError as e:
+            raise ImportRefused(str(e)) from None
         subjects = self.data.subjects()
         definition = self.data.study_definition(self.app.study_id)
         registered = self.app.is_registered()
@@ -295,7 +307,8 @@ class Importer:
         plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
         if not registered:
             try:
-                self.app.register_study(definition, self._envelope(None))
+                self.service.handle(RegisterStudy(study=self.app.study_id,
+                                                  definition=definition), self.caller)
             except DomainError as e:
                 raise ImportRefused(f"study definition: {e}") from None
             result.registered = True
@@ -395,17 +408,21 @@ class Importer:
             if rows and self.on_progress is not None:
                 self.on_progress(rows)
 
-        if self._writer is not None:
-            events = [event for subject in subjects for event in subject.collect_events()]
-            # The data set, the plans and the batches waiting to be stored are millions of
-            # objects, and the cycle collector would walk them all again and again (a third
-            # of the building time): it is told to leave alone what exists now (until the
-            # unfreeze in run).
-            gc.freeze()
-            self._writer.submit(events, partial(stored, len(events)))
+        writer = self._writer
+        if writer is not None:
+            def submit(batch: Sequence[Subject]) -> None:
+                events = [event for subject in batch for event in subject.collect_events()]
+                # The data set, the plans and the batches waiting to be stored are millions
+                # of objects, and the cycle collector would walk them all again and again (a
+                # third of the building time): it is told to leave alone what exists now
+                # (until the unfreeze in run).
+                gc.freeze()
+                writer.submit(events, partial(stored, len(events)))
+
+            self.service.import_subjects(self.app, self.caller, subjects, submit)
         else:
             count = sum(len(s.pending_events) for s in subjects)
-            self.app.save_imported(subjects)
+            self.service.import_subjects(self.app, self.caller, subjects)
             stored(count)
 
     def _envelope(self, row: Row | None) -> Envelope:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer
-from domain.envelope import Actor, Envelope
+from application.trial_service import TrialService
+from domain.caller import OPERATOR_GRANT, Caller
 from domain.service import StudyApplication
 from domain.subject import Subject
 from infra.postgres import database, temporary_database
@@ -30,15 +31,15 @@ from infra.sdtm_files import read_directory
 from infra.settings import Settings
 
 SDTM = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdiscpilot01" / "sdtm"
-OPERATOR = Envelope(Actor("os:bench", "bench", "system", "*"), "import-bench", "import",
-                    "bench")
+OPERATOR = Caller("os:bench", "bench", "bench", (OPERATOR_GRANT,), "import-bench", "bench",
+                  "import")
 
 
 def _rate(events: int, seconds: float) -> str:
     return f"{events:>7} events in {seconds:6.2f} s = {events / seconds:>8.0f} events/s"
 
 
-def _build_only(app: StudyApplication, data: DataSet) -> tuple[int, float]:
+def _build_only(service: TrialService, app: StudyApplication, data: DataSet) -> tuple[int, float]:
     """Run the import with saving replaced by mapping (transcode + sign) in memory (on the
     application's own save path, which ``save_imported`` is; the bulk path signs elsewhere)."""
     events = 0
@@ -52,11 +53,12 @@ def _build_only(app: StudyApplication, data: DataSet) -> tuple[int, float]:
 
     app.save_imported = map_only  # type: ignore[method-assign]
     start = time.perf_counter()
-    Importer(app, data, OPERATOR, bulk=False).run()
+    Importer(service, app, data, OPERATOR, bulk=False).run()
     return events, time.perf_counter() - start
 
 
-def _per_event(app: StudyApplication, data: DataSet, limit: int) -> tuple[int, float]:
+def _per_event(service: TrialService, app: StudyApplication, data: DataSet,
+               limit: int) -> tuple[int, float]:
     """The first ``limit`` events of the same import, each stored in a transaction of its
     own (the per-command path); returns them and the time spent storing them."""
     events = 0
@@ -73,7 +75,7 @@ def _per_event(app: StudyApplication, data: DataSet, limit: int) -> tuple[int, f
                     events += 1
 
     app.save_imported = one_by_one  # type: ignore[method-assign]
-    Importer(app, data, OPERATOR, bulk=False).run()
+    Importer(service, app, data, OPERATOR, bulk=False).run()
     return events, storing
 
 
@@ -97,15 +99,17 @@ def main() -> None:
             temporary_database(server, "tl_bench") as url:
         runtime = Runtime(Settings(database_url=url, home=Path(home) / "home"), url)
         try:
-            built, build_s = _build_only(runtime.study("BUILD", clock=None), data)
+            built, build_s = _build_only(runtime.service(), runtime.study("BUILD", clock=None),
+                                         data)
             app = runtime.study("CDISCPILOT01")
             start = time.perf_counter()
-            result = Importer(app, data, OPERATOR).run()
+            result = Importer(runtime.service(), app, data, OPERATOR).run()
             import_s = time.perf_counter() - start
             start = time.perf_counter()
-            again = Importer(app, data, OPERATOR).run()
+            again = Importer(runtime.service(), app, data, OPERATOR).run()
             rerun_s = time.perf_counter() - start
-            slow, slow_s = _per_event(runtime.study("PER-EVENT"), data, args.per_event)
+            slow, slow_s = _per_event(runtime.service(), runtime.study("PER-EVENT"), data,
+                                        args.per_event)
         finally:
             runtime.close()
 

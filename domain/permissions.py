@@ -29,6 +29,7 @@ class Action(StrEnum):
     VERIFY = "verify"  # integrity verification, ledger proofs
     MANAGE_USERS = "manage_users"  # people, roles, API clients
     SET_UP_STUDY = "set_up_study"  # register a study's definition
+    IMPORT = "import"  # bulk loads of data sets (SDTM)
 
 
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
@@ -42,6 +43,8 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "regulator": frozenset({Action.READ, Action.EXPORT, Action.VERIFY}),
     # Admins set up studies and people, and never see or touch clinical data.
     "admin": frozenset({Action.MANAGE_USERS, Action.SET_UP_STUDY}),
+    # The operator at the machine (CLI set-up and imports): the system, never a person's grant.
+    "system": frozenset({Action.SET_UP_STUDY, Action.IMPORT}),
 }
 
 EDIT_POINTS = {

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal
 from api.schemas import PROBLEM_RESPONSES, DeviationIn, WrittenOut
-from api.writes import runtime_of, study_app, write_subject
+from api.writes import expected_version, runtime_of, service_of, study_app, written
+from domain.commands import RecordDeviation
 from domain.permissions import Action, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.deviations import deviation_list
@@ -28,11 +29,11 @@ def record_deviation(request: Request, principal: CurrentPrincipal, study: str, 
     site). Those the soft checks find (a visit outside its window, a dose off the protocol's)
     are recorded by the system on their own."""
     deviation_id = body.deviation_id or str(uuid.uuid4())
-    return write_subject(request, principal, study, subject, Action.DEVIATE,
-                         lambda s, env, t: s.record_deviation(
-                             deviation_id, body.category, body.description, body.occurred_on,
-                             body.severity, env, t, body.record_id),
-                         record_id=deviation_id, status=201)
+    return written(service_of(request).handle(RecordDeviation(
+        study=study, subject=subject, expected_version=expected_version(request),
+        deviation_id=deviation_id, category=body.category, description=body.description,
+        occurred_on=body.occurred_on, severity=body.severity, record_id=body.record_id),
+        principal.caller), deviation_id, 201)
 
 
 @router.get("/v1/studies/{study}/deviations")

@@ -7,13 +7,10 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.auth import CurrentPrincipal, Forbidden, Unauthenticated
-from api.routes.people import self_envelope
+from api.auth import CurrentPrincipal
 from api.schemas import PROBLEM_RESPONSES, QueryIn, SdvIn, SignatureIn, TextIn, WrittenOut
-from api.writes import runtime_of, study_app, write_subject
-from domain.directory import SignInRefused
-from domain.permissions import Action
-from infra.passwords import check_password
+from api.writes import expected_version, service_of, written
+from domain.commands import AnswerQuery, CloseQuery, OpenQuery, SignCasebook, VerifySource
 
 router = APIRouter(tags=["monitoring"], responses=PROBLEM_RESPONSES)
 
@@ -26,23 +23,12 @@ def sign_casebook(request: Request, principal: CurrentPrincipal, study: str, sub
                   body: SignatureIn) -> JSONResponse:
     """Sign the casebook (Part 11): the meaning, and the signer's own username and password
     in the body, checked again even though the request carries a token."""
-    app = study_app(request, study)
-    grant = principal.grant_for(Action.SIGN, study, app.subject(subject).site)
-    if body.username.casefold() != principal.user.username.casefold():
-        raise Forbidden("a signature is its signer's own: the username must be the token's")
-    try:
-        runtime_of(request).directory().sign_in(
-            body.username, body.password, principal.client, "e-signature", check_password,
-            lambda u: self_envelope(u, principal.client, principal.request_id))
-    except SignInRefused:
-        raise Unauthenticated("the signature's username or password is wrong") from None
     signature_id = body.signature_id or str(uuid.uuid4())
-    meanings = app.definition().signature_meanings
-    actor = principal.actor(grant)
-    return write_subject(request, principal, study, subject, Action.SIGN,
-                         lambda s, env, t: s.sign(signature_id, body.meaning, meanings, actor,
-                                                  env, t),
-                         record_id=signature_id, status=201)
+    signed = service_of(request).handle(SignCasebook(
+        study=study, subject=subject, expected_version=expected_version(request),
+        signature_id=signature_id, meaning=body.meaning, username=body.username,
+        password=body.password), principal.caller)
+    return written(signed, signature_id, 201)
 
 
 @router.post(SUBJECT + "/queries", status_code=201, responses={201: WRITTEN})
@@ -50,34 +36,34 @@ def open_query(request: Request, principal: CurrentPrincipal, study: str, subjec
                body: QueryIn) -> JSONResponse:
     """Open a query on one field of one record."""
     query_id = body.query_id or str(uuid.uuid4())
-    return write_subject(request, principal, study, subject, Action.QUERY,
-                         lambda s, env, t: s.open_query(query_id, body.record_id, body.field,
-                                                        body.text, env, t),
-                         record_id=query_id, status=201)
+    return written(service_of(request).handle(OpenQuery(
+        study=study, subject=subject, expected_version=expected_version(request),
+        query_id=query_id, record_id=body.record_id, field=body.field, text=body.text),
+        principal.caller), query_id, 201)
 
 
 @router.post(SUBJECT + "/queries/{query}/answer", responses={200: WRITTEN})
 def answer_query(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                  query: str, body: TextIn) -> JSONResponse:
     """Answer a query (to correct the value in answer, PATCH the record with query_id)."""
-    return write_subject(request, principal, study, subject, Action.ANSWER,
-                         lambda s, env, t: s.answer_query(query, body.text, env, t),
-                         record_id=query)
+    return written(service_of(request).handle(AnswerQuery(
+        study=study, subject=subject, expected_version=expected_version(request),
+        query_id=query, text=body.text), principal.caller), query)
 
 
 @router.post(SUBJECT + "/queries/{query}/close", responses={200: WRITTEN})
 def close_query(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                 query: str, body: TextIn) -> JSONResponse:
     """Close a query."""
-    return write_subject(request, principal, study, subject, Action.QUERY,
-                         lambda s, env, t: s.close_query(query, body.text, env, t),
-                         record_id=query)
+    return written(service_of(request).handle(CloseQuery(
+        study=study, subject=subject, expected_version=expected_version(request),
+        query_id=query, text=body.text), principal.caller), query)
 
 
 @router.post(SUBJECT + "/sdv", status_code=201, responses={201: WRITTEN})
 def verify_source(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                   body: SdvIn) -> JSONResponse:
     """Mark a record, as it stands, verified against source documents."""
-    return write_subject(request, principal, study, subject, Action.SDV,
-                         lambda s, env, t: s.verify_source(body.record_id, env, t),
-                         record_id=body.record_id, status=201)
+    return written(service_of(request).handle(VerifySource(
+        study=study, subject=subject, expected_version=expected_version(request),
+        record_id=body.record_id), principal.caller), body.record_id, 201)

@@ -9,12 +9,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.auth import CurrentPrincipal, Forbidden, Principal
+from api.auth import CurrentPrincipal, Forbidden
 from api.schemas import PROBLEM_RESPONSES, AuditReviewIn, EnrollmentIn, ReasonOnly, StudyIn
-from api.writes import reason_of, runtime_of, study_app, write_subject, written
+from api.writes import expected_version, reason_of, runtime_of, service_of, study_app, written
 from domain.clock import require_aware
-from domain.envelope import Envelope
+from domain.commands import (
+    EnrolSubject,
+    LockCasebook,
+    LockStudy,
+    RegisterStudy,
+    SignOffAuditReview,
+    UnlockCasebook,
+    UnlockStudy,
+)
 from domain.permissions import Action, readable_sites
+from domain.study import Study
 from infra.postgres import connect, schema_for_study
 from projections.casebook import at_valid_time, casebook
 from projections.queries import AuditQuery, audit_page, diff, subject_list
@@ -27,9 +36,8 @@ ValidAt = Annotated[datetime | None, Query(
     description="Clinical time (ISO 8601 with offset): what held then")]
 
 
-def _study_view(app: Any) -> dict[str, Any]:
-    study = app.study()
-    return {"study_id": app.study_id, "definition": study.definition_data,
+def _study_view(study: Study) -> dict[str, Any]:
+    return {"study_id": study.definition.study_id, "definition": study.definition_data,
             "locked": study.locked, "audit_reviewed_through": study.reviewed_through,
             "version": study.version}
 
@@ -38,10 +46,9 @@ def _study_view(app: Any) -> dict[str, Any]:
 def register_study(request: Request, principal: CurrentPrincipal,
                    body: StudyIn) -> dict[str, Any]:
     """Register a study from its definition (an admin of that study id)."""
-    grant = principal.grant_for(Action.SET_UP_STUDY, body.study_id, None)
-    app = runtime_of(request).study(body.study_id)
-    app.register_study(body.model_dump(mode="json"), principal.envelope(grant))
-    return _study_view(app)
+    return _study_view(service_of(request).handle(
+        RegisterStudy(study=body.study_id, definition=body.model_dump(mode="json")),
+        principal.caller))
 
 
 @router.get("/v1/studies/{study}")
@@ -49,19 +56,18 @@ def get_study(request: Request, principal: CurrentPrincipal, study: str) -> dict
     """A study's definition, lock and audit-review state (anyone with a role in it)."""
     if not any(g.study in ("*", study) for g in principal.user.grants):
         raise Forbidden(f"{principal.user.username} holds no role at {study}")
-    return _study_view(study_app(request, study))
+    return _study_view(study_app(request, study).study())
 
 
 @router.post("/v1/studies/{study}/subjects", status_code=201)
 def enroll_subject(request: Request, principal: CurrentPrincipal, study: str,
                    body: EnrollmentIn) -> JSONResponse:
     """Consent, screen (every criterion) and enroll a subject — all stored, or nothing."""
-    app = study_app(request, study)
-    grant = principal.grant_for(Action.ENTER, study, body.site)
-    app.enroll_subject(body.subject, body.site, body.date_of_birth, body.sex, body.disease,
-                       body.consent_date, body.screening, body.arm, body.enrolled_on,
-                       principal.envelope(grant))
-    return written(app.subject(body.subject), None, 201)
+    return written(service_of(request).handle(EnrolSubject(
+        study=study, subject=body.subject, site=body.site, date_of_birth=body.date_of_birth,
+        sex=body.sex, disease=body.disease, consent_date=body.consent_date,
+        screening_answers=body.screening, arm=body.arm, enrolled_on=body.enrolled_on),
+        principal.caller), None, 201)
 
 
 @router.get("/v1/studies/{study}/subjects")
@@ -144,12 +150,9 @@ def study_audit(
 def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str,
                        body: AuditReviewIn) -> dict[str, Any]:
     """Sign off the audit trail as reviewed through a log position."""
-    app = study_app(request, study)
-    grant = principal.grant_for(Action.REVIEW_AUDIT, study, None)
-    envelope = principal.envelope(grant)
-    app.on_study(lambda s, t: s.review_audit_trail(body.through_position, body.comment,
-                                                   envelope, t))
-    return _study_view(app)
+    return _study_view(service_of(request).handle(SignOffAuditReview(
+        study=study, through_position=body.through_position, comment=body.comment),
+        principal.caller))
 
 
 @router.get("/v1/studies/{study}/outcomes")
@@ -181,37 +184,32 @@ def changes_between(
 @router.post("/v1/studies/{study}/lock")
 def lock_study(request: Request, principal: CurrentPrincipal, study: str,
                body: ReasonOnly) -> dict[str, Any]:
-    """Lock the study: every casebook edit is refused until it is unlocked."""
-    return _on_study_lock(request, principal, study, body, lock=True)
+    """Lock the study: every casebook edit is refused (423) until it is unlocked."""
+    return _study_view(service_of(request).handle(
+        LockStudy(study=study, reason=reason_of(body.reason)), principal.caller))
 
 
 @router.post("/v1/studies/{study}/unlock")
 def unlock_study(request: Request, principal: CurrentPrincipal, study: str,
                  body: ReasonOnly) -> dict[str, Any]:
     """Unlock the study (reason required)."""
-    return _on_study_lock(request, principal, study, body, lock=False)
-
-
-def _on_study_lock(request: Request, principal: Principal, study: str, body: ReasonOnly, *,
-                   lock: bool) -> dict[str, Any]:
-    app = study_app(request, study)
-    grant = principal.grant_for(Action.LOCK, study, None)
-    envelope: Envelope = principal.envelope(grant, reason_of(body.reason))
-    app.on_study(lambda s, t: s.lock(envelope, t) if lock else s.unlock(envelope, t))
-    return _study_view(app)
+    return _study_view(service_of(request).handle(
+        UnlockStudy(study=study, reason=reason_of(body.reason)), principal.caller))
 
 
 @router.post("/v1/studies/{study}/subjects/{subject}/lock")
 def lock_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                  body: ReasonOnly) -> JSONResponse:
     """Lock a casebook (reason required)."""
-    return write_subject(request, principal, study, subject, Action.LOCK,
-                         lambda s, env, t: s.lock(env, t), reason=body.reason)
+    return written(service_of(request).handle(LockCasebook(
+        study=study, subject=subject, expected_version=expected_version(request),
+        reason=reason_of(body.reason)), principal.caller), None)
 
 
 @router.post("/v1/studies/{study}/subjects/{subject}/unlock")
 def unlock_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
                    body: ReasonOnly) -> JSONResponse:
     """Unlock a casebook (reason required); later edits are post-lock edits."""
-    return write_subject(request, principal, study, subject, Action.LOCK,
-                         lambda s, env, t: s.unlock(env, t), reason=body.reason)
+    return written(service_of(request).handle(UnlockCasebook(
+        study=study, subject=subject, expected_version=expected_version(request),
+        reason=reason_of(body.reason)), principal.caller), None)

@@ -1,23 +1,47 @@
 """A deterministic simulation of NCT04397107: 46 children, Aug 2020 - Jun 2022.
 
 Every action is planned first with the time it would have been entered (the recorded time),
-then played through the application service in recorded-time order with an injected clock,
-so the event log reads like the real study's would have.
+then played through the trial service in recorded-time order with an injected clock, so the
+event log reads like the real study's would have. Each action is a command and the caller
+making it (a fictional person of the site); a few are decided on the casebook as it stands
+when they are played (close the queries then answered, correct in answer to the query the
+soft checks raised). The investigator signs with username and password, as anyone does.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
-from domain.envelope import Actor, Envelope, Reason
+from domain.caller import Caller
+from domain.commands import (
+    AdministerDose,
+    ChangeTherapy,
+    CloseQuery,
+    Complete,
+    CorrectRecord,
+    EnrolSubject,
+    LockCasebook,
+    OpenQuery,
+    RecordAssessment,
+    RecordDeviation,
+    RecordLabResult,
+    RecordVitalSigns,
+    ReportAdverseEvent,
+    ResolveAdverseEvent,
+    SignCasebook,
+    StartTherapy,
+    SubjectCommand,
+    VerifySource,
+    Withdraw,
+)
+from domain.envelope import Reason
 from domain.rules.bsa import mosteller_bsa
-from domain.service import StudyApplication
 from domain.studies import nct04397107
 from domain.subject import Subject
+from domain.user import Grant
 
 STUDY_START = date(2020, 8, 15)
 LAST_ENROLLMENT = date(2021, 6, 10)
@@ -25,26 +49,51 @@ LOCK_AT = datetime(2022, 6, 30, 16, 0, tzinfo=UTC)
 SITE = "JLU1"
 CLIENT = "trialledger-demo-simulator"
 
-COORDINATOR = Actor("u-coord-01", "Li Wei", "coordinator", SITE)
-INVESTIGATOR = Actor("u-inv-01", "Sirui Yang", "investigator", SITE)
-DATA_MANAGER = Actor("u-dm-01", "Zhang Min", "data_manager", SITE)
-MONITOR = Actor("u-mon-01", "Chen Mei", "monitor", SITE)
-MEANINGS = {m["code"]: m["text"] for m in nct04397107.definition()["signature_meanings"]}
+STUDY = nct04397107.STUDY_ID
+
+
+@dataclass(frozen=True)
+class Person:
+    """A fictional member of the site's staff: who they are and the role they hold."""
+
+    user_id: str
+    username: str
+    full_name: str
+    role: str
+
+
+COORDINATOR = Person("u-coord-01", "sim-coordinator", "Li Wei", "coordinator")
+INVESTIGATOR = Person("u-inv-01", "sim-investigator", "Sirui Yang", "investigator")
+DATA_MANAGER = Person("u-dm-01", "sim-data-manager", "Zhang Min", "data_manager")
+MONITOR = Person("u-mon-01", "sim-monitor", "Chen Mei", "monitor")
+# The one who signs: whoever plays the simulation registers them in the directory with the
+# password the plan is given.
+SIGNER = INVESTIGATOR
 
 VISIT_DAYS = {"BASELINE": 0, "M1": 30, "M3": 91, "M6": 182, "M12": 365}
 
-Command = Callable[[StudyApplication], Any]
-SubjectCommand = Callable[[Subject, datetime], None]
+Command = SubjectCommand | EnrolSubject
+# A step decided on the casebook as it stands when it is played.
+Decide = Callable[[Subject], Sequence[SubjectCommand]]
 
 
 @dataclass(order=True)
 class Action:
-    """One command, to be run when the clock reads ``recorded_at``."""
+    """One command (or a step deciding its commands), by ``caller`` on ``subject``, to be
+    run when the clock reads ``recorded_at``."""
 
     recorded_at: datetime
     sequence: int
-    run: Command = field(compare=False)
+    subject: str = field(compare=False)
+    caller: Caller = field(compare=False)
+    step: Command | Decide = field(compare=False)
     kind: str = field(compare=False, default="")
+
+    def commands(self, casebook: Callable[[str], Subject]) -> Sequence[Command]:
+        """The action's commands; ``casebook`` reads a subject as it stands now."""
+        if isinstance(self.step, SubjectCommand | EnrolSubject):
+            return [self.step]
+        return self.step(casebook(self.subject))
 
 
 @dataclass
@@ -67,27 +116,23 @@ class Child:
 class Plan:
     """Builds the ordered list of actions for one seed."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, signer_password: str) -> None:
         self.rng = random.Random(seed)
+        self.signer_password = signer_password
         self.actions: list[Action] = []
         self._sequence = 0
 
-    def envelope(self, actor: Actor, reason: Reason | None = None,
-                 edit_point: str = "site") -> Envelope:
-        """An envelope for the next action."""
-        return Envelope(actor=actor, client=CLIENT, source="system",
-                        request_id=f"sim-{self._sequence:06d}", edit_point=edit_point,
-                        reason=reason)
+    def caller(self, person: Person) -> Caller:
+        """``person`` as the caller of the next action (its request id)."""
+        return Caller(person.user_id, person.username, person.full_name,
+                      (Grant(person.role, STUDY, SITE),), CLIENT, f"sim-{self._sequence:06d}",
+                      "demo")
 
-    def at(self, recorded_at: datetime, run: Command, kind: str) -> None:
-        """Plan ``run`` for ``recorded_at``."""
+    def on_subject(self, recorded_at: datetime, code: str, kind: str, caller: Caller,
+                   step: Command | Decide) -> None:
+        """Plan ``step`` on subject ``code`` by ``caller`` for ``recorded_at``."""
         self._sequence += 1
-        self.actions.append(Action(recorded_at, self._sequence, run, kind))
-
-    def on_subject(self, recorded_at: datetime, code: str, kind: str,
-                   command: SubjectCommand) -> None:
-        """Plan one command on subject ``code`` for ``recorded_at``."""
-        self.at(recorded_at, lambda app: app.on_subject(code, command), kind)
+        self.actions.append(Action(recorded_at, self._sequence, code, caller, step, kind))
 
     def entry_time(self, observed: datetime) -> datetime:
         """When a coordinator would have typed it in: same day to three days later."""
@@ -133,9 +178,10 @@ def make_children(rng: random.Random) -> list[Child]:
     return children
 
 
-def plan_study(seed: int) -> list[Action]:
-    """Every action of the simulated study, in recorded-time order."""
-    plan = Plan(seed)
+def plan_study(seed: int, signer_password: str = "") -> list[Action]:
+    """Every action of the simulated study, in recorded-time order; the investigator signs
+    with ``signer_password``."""
+    plan = Plan(seed, signer_password)
     for child in make_children(plan.rng):
         _plan_child(plan, child)
     return plan.ordered()
@@ -148,10 +194,10 @@ def _plan_child(plan: Plan, child: Child) -> None:
     answers = dict(nct04397107.ELIGIBLE_SCREENING_ANSWERS)
     answers["alt_u_l"] = float(rng.randint(10, 45))
     answers["creatinine_clearance_ml_min"] = float(rng.randint(80, 140))
-    env = plan.envelope(INVESTIGATOR)
-    plan.at(enrolled_at, lambda app: app.enroll_subject(
-        child.code, SITE, child.date_of_birth, child.sex, child.disease,
-        child.enrolled_on, answers, child.arm, child.enrolled_on, env), "enroll")
+    plan.on_subject(enrolled_at, child.code, "enroll", plan.caller(INVESTIGATOR), EnrolSubject(
+        study=STUDY, subject=child.code, site=SITE, date_of_birth=child.date_of_birth,
+        sex=child.sex, disease=child.disease, consent_date=child.enrolled_on,
+        screening_answers=answers, arm=child.arm, enrolled_on=child.enrolled_on))
 
     counter = iter(range(1, 10_000))
 
@@ -209,46 +255,50 @@ def _plan_child(plan: Plan, child: Child) -> None:
         _plan_il2(plan, child, baseline, baseline_bsa, rid, first=first_dose,
                   floor=baseline_entered + timedelta(minutes=30), last=cutoff)
     _plan_adverse_events(plan, child, baseline, rid, last=cutoff)
-    env = plan.envelope(INVESTIGATOR)
+    investigator = plan.caller(INVESTIGATOR)
     finished_at = last_entered + timedelta(hours=1)
     if child.withdraws_after:
         leave = end + timedelta(days=rng.randint(3, 20))
         plan.on_subject(max(plan.entry_time(leave), finished_at), child.code, "withdraw",
-                        lambda s, t: s.withdraw(leave, "withdrew consent", env, t))
+                        investigator, Withdraw(study=STUDY, subject=child.code,
+                                               observed_at=leave,
+                                               withdrawal_reason="withdrew consent"))
     else:
-        plan.on_subject(finished_at, child.code, "complete",
-                        lambda s, t: s.complete(end, env, t))
+        plan.on_subject(finished_at, child.code, "complete", investigator,
+                        Complete(study=STUDY, subject=child.code, observed_at=end))
     # The investigator signs each casebook once its data are final, before the lock.
-    sign_env = plan.envelope(INVESTIGATOR)
     plan.on_subject(LOCK_AT - timedelta(hours=12), child.code, "signature",
-                    lambda s, t: s.sign(f"SIG-{child.code}", "responsibility", MEANINGS,
-                                        INVESTIGATOR, sign_env, t))
-    lock_env = plan.envelope(DATA_MANAGER, Reason("database_lock", "final database lock"),
-                             edit_point="data_management")
-    plan.on_subject(LOCK_AT, child.code, "lock", lambda s, t: s.lock(lock_env, t))
+                    plan.caller(SIGNER), SignCasebook(
+                        study=STUDY, subject=child.code, signature_id=f"SIG-{child.code}",
+                        meaning="responsibility", username=SIGNER.username,
+                        password=plan.signer_password))
+    plan.on_subject(LOCK_AT, child.code, "lock", plan.caller(DATA_MANAGER), LockCasebook(
+        study=STUDY, subject=child.code, reason=Reason("database_lock", "final database lock")))
 
 
 def _plan_therapy_start(plan: Plan, child: Child, record_id: str, drug: str, category: str,
                         dose_mg: float, frequency: str, when: datetime) -> None:
-    env = plan.envelope(COORDINATOR)
+    coordinator = plan.caller(COORDINATOR)
     plan.on_subject(plan.entry_time(when) + timedelta(minutes=1), child.code, "therapy",
-                    lambda s, t: s.start_therapy(record_id, when, drug, category, None, "PO",
-                                                 env, t, dose_mg=dose_mg,
-                                                 frequency=frequency))
+                    coordinator, StartTherapy(
+                        study=STUDY, subject=child.code, record_id=record_id, observed_at=when,
+                        drug=drug, category=category, route="PO", dose_mg=dose_mg,
+                        frequency=frequency))
 
 
 def _plan_therapy_change(plan: Plan, child: Child, record_id: str, when: datetime,
                          dose: float) -> None:
-    env = plan.envelope(COORDINATOR)
+    coordinator = plan.caller(COORDINATOR)
+
+    def change_if_different(subject: Subject) -> list[SubjectCommand]:
+        if subject.records[record_id].fields["dose_mg"] == dose:
+            return []
+        return [ChangeTherapy(study=STUDY, subject=child.code, record_id=record_id,
+                              observed_at=when, dose_mg=dose)]
+
     if dose > 0:
-        plan.on_subject(plan.entry_time(when), child.code, "therapy",
-                        lambda s, t: _change_if_different(s, record_id, when, dose, env, t))
-
-
-def _change_if_different(subject: Subject, record_id: str, when: datetime, dose: float,
-                         env: Envelope, at: datetime) -> None:
-    if subject.records[record_id].fields["dose_mg"] != dose:
-        subject.change_therapy(record_id, when, None, env, at, dose_mg=dose)
+        plan.on_subject(plan.entry_time(when), child.code, "therapy", coordinator,
+                        change_if_different)
 
 
 LAB_PLAN: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
@@ -267,13 +317,14 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
     rng = plan.rng
     day = VISIT_DAYS[visit]
     vitals_id = rid("VS")
-    env = plan.envelope(COORDINATOR)
+    coordinator = plan.caller(COORDINATOR)
     measurements = {"HEIGHT": (height, "cm"), "WEIGHT": (weight, "kg"),
                     "TEMP": (round(rng.uniform(36.2, 37.4), 1), "C"),
                     "HR": (float(rng.randint(70, 110)), "beats/min")}
     entered = plan.entry_time(observed)
-    plan.on_subject(entered, child.code, "vitals", lambda s, t: s.record_vital_signs(
-        vitals_id, observed, measurements, env, t, visit=visit))
+    plan.on_subject(entered, child.code, "vitals", coordinator, RecordVitalSigns(
+        study=STUDY, subject=child.code, record_id=vitals_id, observed_at=observed,
+        measurements=measurements, visit=visit))
     # The effect of IL-2 on Treg and complement, as the study hypothesised.
     effect = min(day, 182) / 182 * (1.0 if child.arm == "IL2" else 0.35)
     c3_low = False
@@ -285,17 +336,19 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
             value = baseline_value * (1 - effect * rng.uniform(0.2, 0.6))
         value = round(value, 2)
         lab_id = rid("LB")
-        lab_env = plan.envelope(COORDINATOR)
+        lab_caller = plan.caller(COORDINATOR)
         lab_time = entered + timedelta(minutes=5)
         # About one result in sixteen is mistyped at entry and corrected at monitoring.
         mistyped = rng.random() < 0.06
         entered_value = round(value * rng.choice([0.1, 10.0, 0.9, 1.1]), 2) if mistyped else value
         c3_low = c3_low or (code == "C3" and entered_value < low)
-        plan.on_subject(lab_time, child.code, "lab", _lab_result(
-            lab_id, observed, code, entered_value, unit, lab_env, low, high, visit))
+        plan.on_subject(lab_time, child.code, "lab", lab_caller, RecordLabResult(
+            study=STUDY, subject=child.code, record_id=lab_id, observed_at=observed, code=code,
+            value=entered_value, unit=unit, reference_low=low, reference_high=high,
+            visit=visit))
         if mistyped and entered_value != value:
             _plan_lab_correction(plan, child, lab_id, value, lab_time)
-    score_env = plan.envelope(INVESTIGATOR)
+    scorer = plan.caller(INVESTIGATOR)
     score_id = rid("QS")
     if child.disease == "SLE":
         items = {k: rng.random() < max(0.05, 0.35 - effect * 0.25)
@@ -305,37 +358,21 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
         # the soft check queries it, and the investigator corrects the score in answer.
         overlooked = c3_low and rng.random() < 0.1
         items["low_complement"] = c3_low and not overlooked
-        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment",
-                        lambda s, t: s.record_sledai(score_id, observed, items, score_env, t,
-                                                     visit=visit))
+        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment", scorer,
+                        RecordAssessment(study=STUDY, subject=child.code, record_id=score_id,
+                                         observed_at=observed, instrument="SLEDAI",
+                                         items=items, visit=visit))
         if overlooked:
             _plan_score_correction(plan, child, score_id, entered + timedelta(minutes=10))
     elif child.disease == "PSS":
         domains = {"constitutional": rng.choice([0, 1]), "glandular": rng.choice([0, 1, 2]),
                    "articular": rng.choice([0, 1, 2]), "biological": rng.choice([0, 1, 2]),
                    "haematological": rng.choice([0, 1])}
-        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment",
-                        lambda s, t: s.record_essdai(score_id, observed, domains, score_env, t,
-                                                     visit=visit))
+        plan.on_subject(entered + timedelta(minutes=10), child.code, "assessment", scorer,
+                        RecordAssessment(study=STUDY, subject=child.code, record_id=score_id,
+                                         observed_at=observed, instrument="ESSDAI",
+                                         items=domains, visit=visit))
     return entered + timedelta(minutes=10)
-
-
-def _lab_result(record_id: str, observed: datetime, code: str, value: float, unit: str,
-                env: Envelope, low: float, high: float, visit: str) -> SubjectCommand:
-    def command(subject: Subject, at: datetime) -> None:
-        subject.record_lab_result(record_id, observed, code, value, unit, env, at, low, high,
-                                  visit)
-
-    return command
-
-
-def _dose(record_id: str, when: datetime, dose: float, frequency: str,
-          env: Envelope) -> SubjectCommand:
-    def command(subject: Subject, at: datetime) -> None:
-        subject.administer_dose(record_id, when, "IL2", dose, "IU", "SC", env, at,
-                                frequency=frequency)
-
-    return command
 
 
 def _open_system_query(subject: Subject, record_id: str, field: str) -> str | None:
@@ -349,43 +386,47 @@ def _plan_score_correction(plan: Plan, child: Child, score_id: str, entered: dat
     """The investigator answers the soft check's query on low complement by correcting the
     score; the monitor closes the query at the next monitoring visit."""
     field = "items.low_complement"
-    fix = plan.envelope(INVESTIGATOR, Reason("query_response",
-                                             "C3 below the lower limit: low complement present"))
+    fix = plan.caller(INVESTIGATOR)
+    reason = Reason("query_response", "C3 below the lower limit: low complement present")
     answered = min(entered + timedelta(days=plan.rng.randint(2, 7)), LOCK_AT - timedelta(days=3))
 
-    def correct(subject: Subject, at: datetime) -> None:
+    def correct(subject: Subject) -> list[SubjectCommand]:
         query_id = _open_system_query(subject, score_id, field)
-        if query_id is not None:
-            subject.correct_in_answer(query_id, score_id, field, True, fix, at)
+        if query_id is None:
+            return []
+        return [CorrectRecord(study=STUDY, subject=child.code, kind="assessments",
+                              record_id=score_id, field=field, value=True, reason=reason,
+                              query_id=query_id)]
 
-    plan.on_subject(answered, child.code, "correction", correct)
-    close = plan.envelope(MONITOR, edit_point="monitoring")
-    plan.on_subject(answered + timedelta(days=1), child.code, "query",
-                    lambda s, t: _close_answered(s, score_id, "Score corrected; verified", close,
-                                                 t))
+    plan.on_subject(answered, child.code, "correction", fix, correct)
+    plan.on_subject(answered + timedelta(days=1), child.code, "query", plan.caller(MONITOR),
+                    _close_answered(child.code, score_id, "Score corrected; verified"))
 
 
-def _close_answered(subject: Subject, record_id: str, text: str, env: Envelope,
-                    at: datetime) -> None:
-    for query in list(subject.queries.values()):
-        if query["record_id"] == record_id and query["status"] == "answered":
-            subject.close_query(query["query_id"], text, env, at)
+def _close_answered(code: str, record_id: str, text: str) -> Decide:
+    """Close every answered query on the record."""
+    def close(subject: Subject) -> list[SubjectCommand]:
+        return [CloseQuery(study=STUDY, subject=code, query_id=query["query_id"], text=text)
+                for query in subject.queries.values()
+                if query["record_id"] == record_id and query["status"] == "answered"]
+
+    return close
 
 
 def _plan_late_visit_review(plan: Plan, child: Child, entered: datetime) -> None:
     """The monitor confirms the late visit against source and closes the soft check's
     queries on it; the deviation stays on record."""
-    close = plan.envelope(MONITOR, edit_point="monitoring")
+    close = plan.caller(MONITOR)
 
-    def review(subject: Subject, at: datetime) -> None:
-        for query in list(subject.queries.values()):
-            if query["status"] == "open" and query["text"].startswith("Automatic check: visit"):
-                subject.close_query(query["query_id"],
-                                    "Visit date confirmed against source; deviation on record",
-                                    close, at)
+    def review(subject: Subject) -> list[SubjectCommand]:
+        return [CloseQuery(study=STUDY, subject=child.code, query_id=query["query_id"],
+                           text="Visit date confirmed against source; deviation on record")
+                for query in subject.queries.values()
+                if query["status"] == "open"
+                and query["text"].startswith("Automatic check: visit")]
 
     plan.on_subject(min(entered + timedelta(days=10), LOCK_AT - timedelta(days=3)), child.code,
-                    "query", review)
+                    "query", close, review)
 
 
 def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float,
@@ -399,28 +440,32 @@ def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float
     answered = min(queried + timedelta(days=rng.randint(1, 5), hours=rng.randint(1, 6)),
                    LOCK_AT - timedelta(days=2))
     closed = answered + timedelta(days=1)
-    ask = plan.envelope(MONITOR, edit_point="monitoring")
+    ask = plan.caller(MONITOR)
 
-    def query(subject: Subject, at: datetime) -> None:
-        if _open_system_query(subject, lab_id, "value") is None:
-            subject.open_query(f"Q-{lab_id}", lab_id, "value",
-                               "Value does not match the laboratory report", ask, at)
+    def query(subject: Subject) -> list[SubjectCommand]:
+        if _open_system_query(subject, lab_id, "value") is not None:
+            return []
+        return [OpenQuery(study=STUDY, subject=child.code, query_id=f"Q-{lab_id}",
+                          record_id=lab_id, field="value",
+                          text="Value does not match the laboratory report")]
 
-    plan.on_subject(queried, child.code, "query", query)
+    plan.on_subject(queried, child.code, "query", ask, query)
     reason = Reason("transcription_error",
                     "value re-checked against the laboratory report during monitoring")
-    fix = plan.envelope(COORDINATOR, reason)
+    fix = plan.caller(COORDINATOR)
 
-    def correct(subject: Subject, at: datetime) -> None:
+    def correct(subject: Subject) -> list[SubjectCommand]:
         query_id = _open_system_query(subject, lab_id, "value") or f"Q-{lab_id}"
-        subject.correct_in_answer(query_id, lab_id, "value", corrected, fix, at)
+        return [CorrectRecord(study=STUDY, subject=child.code, kind="labs", record_id=lab_id,
+                              field="value", value=corrected, reason=reason,
+                              query_id=query_id)]
 
-    plan.on_subject(answered, child.code, "correction", correct)
-    close = plan.envelope(MONITOR, edit_point="monitoring")
-    plan.on_subject(closed, child.code, "query", lambda s, t: _close_answered(
-        s, lab_id, "Corrected value verified against source", close, t))
-    plan.on_subject(closed + timedelta(minutes=5), child.code, "sdv",
-                    lambda s, t: s.verify_source(lab_id, close, t))
+    plan.on_subject(answered, child.code, "correction", fix, correct)
+    close = plan.caller(MONITOR)
+    plan.on_subject(closed, child.code, "query", close, _close_answered(
+        child.code, lab_id, "Corrected value verified against source"))
+    plan.on_subject(closed + timedelta(minutes=5), child.code, "sdv", close,
+                    VerifySource(study=STUDY, subject=child.code, record_id=lab_id))
 
 
 def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
@@ -444,22 +489,27 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
             _plan_missed_dose(plan, child, when)
             continue
         dose_id = rid("EX")
-        env = plan.envelope(COORDINATOR)
-        plan.on_subject(max(plan.entry_time(when), floor), child.code, "dose",
-                        _dose(dose_id, when, dose, (induction if day < induction["days"]
-                                                    else maintenance)["frequency"], env))
+        coordinator = plan.caller(COORDINATOR)
+        frequency = (induction if day < induction["days"] else maintenance)["frequency"]
+        plan.on_subject(max(plan.entry_time(when), floor), child.code, "dose", coordinator,
+                        AdministerDose(study=STUDY, subject=child.code, record_id=dose_id,
+                                       observed_at=when, drug="IL2", dose=dose, unit="IU",
+                                       route="SC", frequency=frequency))
 
 
 def _plan_missed_dose(plan: Plan, child: Child, when: datetime) -> None:
     """The child missed a fortnightly dose (fever, family away): the investigator records the
     deviation at the next visit to the clinic."""
-    env = plan.envelope(INVESTIGATOR)
+    investigator = plan.caller(INVESTIGATOR)
     missed_on = when.date()
     plan.on_subject(plan.entry_time(when) + timedelta(days=2), child.code, "deviation",
-                    lambda s, t: s.record_deviation(
-                        f"DV-{child.code}-EX-{missed_on.isoformat()}", "dose_deviation",
-                        "Fortnightly IL-2 dose not given: the child was away from the clinic",
-                        missed_on, "minor", env, t))
+                    investigator, RecordDeviation(
+                        study=STUDY, subject=child.code,
+                        deviation_id=f"DV-{child.code}-EX-{missed_on.isoformat()}",
+                        category="dose_deviation",
+                        description="Fortnightly IL-2 dose not given: the child was away "
+                                    "from the clinic",
+                        occurred_on=missed_on, severity="minor"))
 
 
 AE_MENU = [
@@ -491,13 +541,13 @@ def _plan_adverse_events(plan: Plan, child: Child, baseline: date,
         "action_taken": "none", "outcome": "recovering",
     }
     ae_id = rid("AE")
-    env = plan.envelope(INVESTIGATOR)
+    reporter = plan.caller(INVESTIGATOR)
     reported = plan.entry_time(onset)
-    plan.on_subject(reported, child.code, "ae",
-                    lambda s, t: s.report_adverse_event(ae_id, onset, details, env, t))
+    plan.on_subject(reported, child.code, "ae", reporter, ReportAdverseEvent(
+        study=STUDY, subject=child.code, record_id=ae_id, observed_at=onset, details=details))
     ended = onset + timedelta(days=rng.randint(2, 12))
-    end_env = plan.envelope(INVESTIGATOR)
     plan.on_subject(max(plan.entry_time(ended), reported + timedelta(minutes=1)), child.code,
-                    "ae", lambda s, t: s.resolve_adverse_event(ae_id, ended, "recovered",
-                                                               end_env, t))
+                    "ae", plan.caller(INVESTIGATOR), ResolveAdverseEvent(
+                        study=STUDY, subject=child.code, record_id=ae_id, observed_at=ended,
+                        outcome="recovered"))
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from application.demo import play, simulation_service
 from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
@@ -41,10 +42,11 @@ def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         clock = SimulatedClock(nct04397107.REGISTERED_AT)
         app = runtime.study(STUDY, clock=clock)
         app.register_study(nct04397107.definition(), ADMIN)
+        service, password = simulation_service(runtime, app)
         projected = 0
-        for number, action in enumerate(plan_study(11)):
+        for number, action in enumerate(plan_study(11, password)):
             clock.set(action.recorded_at)
-            action.run(app)
+            play(service, app, action)
             if number % 400 == 0:  # incrementally, as a server does while data come in
                 projected += runtime.project(STUDY)
         app.close()

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli
 from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer, ImportRefused
-from domain.envelope import Actor, Envelope
+from domain.caller import OPERATOR_GRANT, Caller
 from domain.sdtm import parse_dtc
 from domain.subject import Subject
 from infra.postgres import connect, temporary_database
@@ -35,8 +35,8 @@ STUDY = "CDISCPILOT01"
 RECORD_FILES = {"AE": ["ae"], "CM": ["cm"], "EX": ["ex"], "DS": ["ds"], "SV": ["sv"], "SE": ["se"],
                 "LB": ["lbch", "lbhe", "lbur"], "VS": ["vs"], "SUPPAE": ["suppae"],
                 "SUPPDM": ["suppdm"], "SUPPDS": ["suppds"]}
-OPERATOR = Envelope(Actor("os:tester", "tester", "system", "*"), "trialledger-cli", "import",
-                    "test-import")
+OPERATOR = Caller("os:tester", "tester", "tester", (OPERATOR_GRANT,), "trialledger-cli",
+                  "test-import", "import")
 
 pytestmark = [pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine"),
               pytest.mark.slow(seconds=60)]  # CDISCPILOT01 loaded, exported
@@ -67,7 +67,7 @@ def loaded(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         runtime = Runtime(Settings(database_url=url, home=tmp_path_factory.mktemp("home")), url)
         try:
             app = runtime.study(STUDY)
-            result = Importer(app, DataSet(SDTM), OPERATOR).run()
+            result = Importer(runtime.service(), app, DataSet(SDTM), OPERATOR).run()
             loaded_at = datetime.now(UTC)
             yield Loaded(runtime, app.recorder.max_notification_id() or 0, loaded_at,
                          result.skipped_tables)
@@ -135,7 +135,7 @@ def test_values_partial_dates_and_provenance_are_kept_as_given(loaded: Loaded) -
 
 def test_a_second_import_adds_nothing(loaded: Loaded) -> None:
     app = loaded.runtime.study(STUDY)
-    result = Importer(app, DataSet(SDTM), OPERATOR).run()
+    result = Importer(loaded.runtime.service(), app, DataSet(SDTM), OPERATOR).run()
     assert (result.events_added, result.subjects_added, result.records_added) == (0, 0, 0)
     assert app.recorder.max_notification_id() == loaded.events_after_load
 
@@ -193,7 +193,7 @@ def test_round_trip_export_as_of_then_reimport_gives_the_same_casebooks(
             writer.writeheader()
             writer.writerows(r for r in reader if r["USUBJID"] in chosen)
     copy = runtime.study("CDISCPILOT01-COPY")
-    added = Importer(copy, DataSet(subset), OPERATOR).run()
+    added = Importer(runtime.service(), copy, DataSet(subset), OPERATOR).run()
     assert added.subjects_added == len(chosen)
     original = runtime.study(STUDY)
     for code in sorted(chosen):
@@ -305,7 +305,7 @@ def test_odm_archive_of_the_loaded_study_validates_with_an_audit_record_per_item
             for item in group.iter(f"{ODM}ItemData"):
                 (audit,) = item.iter(f"{ODM}AuditRecord")
                 user = audit.find(f"{ODM}UserRef")
-                assert user is not None and user.get("UserOID") == OPERATOR.actor.user_id
+                assert user is not None and user.get("UserOID") == OPERATOR.user_id
                 positions.add(int(audit.findtext(f"{ODM}SourceID") or "0"))
     dm_rows = len(xpt("dm")["USUBJID"])
     assert subjects == {"Insert": dm_rows, "Context": records}
@@ -355,7 +355,7 @@ def test_a_row_the_study_vocabulary_refuses_stores_nothing(
                                      "X,LB,X-1,2,,g/L,2013-01-03\n")
     app = runtime.study("X2")
     with pytest.raises(ImportRefused, match=r"LB\.csv row 2: LBTESTCD: is required"):
-        Importer(app, DataSet(tmp_path), OPERATOR).run()
+        Importer(runtime.service(), app, DataSet(tmp_path), OPERATOR).run()
     assert not app.is_registered()
     keyring = app.keyring()  # opening a study registers the signing key, nothing else
     assert (app.recorder.max_notification_id() or 0) == (keyring.version if keyring else 0)
