@@ -29,6 +29,7 @@ from domain.errors import (
     NotFound,
     Problem,
 )
+from domain.identifiers import subject_code_problem
 from domain.records import (
     BSA_DEPENDENT_KINDS,
     Context,
@@ -530,11 +531,10 @@ class Subject(Aggregate):
     ) -> Subject:
         """Record informed consent: the subject's casebook starts here."""
         at = require_aware("recorded_at", at)
-        limits.check_texts(("subject_code", subject_code, limits.ID), ("site", site, limits.ID),
-                           ("disease", disease, limits.ID))
+        limits.check_texts(("site", site, limits.ID), ("disease", disease, limits.ID))
         problems = []
-        if not subject_code or not subject_code.strip():
-            problems.append(("subject_code", "is required"))
+        if (code_problem := subject_code_problem("subject_code", subject_code)) is not None:
+            problems.append((code_problem.field, code_problem.message))
         if site not in study.sites:
             problems.append(("site", f"unknown site {site!r}"))
         if sex not in SEXES:
@@ -585,8 +585,8 @@ class Subject(Aggregate):
         problems = []
         if envelope.source != "import":
             problems.append(Problem("source", "an SDTM load is recorded with source 'import'"))
-        if not subject_code or not subject_code.strip():
-            problems.append(Problem("USUBJID", "is required"))
+        if (code_problem := subject_code_problem("USUBJID", subject_code)) is not None:
+            problems.append(code_problem)
         if site not in study.sites:
             problems.append(Problem("SITEID", f"unknown site {site!r}"))
         if sex not in SEXES:
