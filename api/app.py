@@ -11,7 +11,15 @@ from fastapi import FastAPI
 
 from api import problems
 from api.collector import CollectorPauses
-from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
+from api.middleware import (
+    AccessLog,
+    BodyLimit,
+    Exposure,
+    Idempotency,
+    Metrics,
+    SecurityHeaders,
+    UrlText,
+)
 from api.routes import (
     deviations,
     exports,
@@ -57,7 +65,10 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     """The FastAPI application serving one deployment."""
     # FastAPI's own OpenTelemetry hooks are off: the access log and /metrics are the app's,
     # and checking for a configured provider on every request costs as much as routing it.
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, which a
+    # server of patient data must not make its users' browsers run.
     app = FastAPI(title="TrialLedger", version="0.1.0", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None,
                   description=DESCRIPTION, lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False})
@@ -72,9 +83,12 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
                    exports):
         app.include_router(module.router)
     # Outermost last: the access log sees every answer, the limit applies before anything
-    # reads a body, and idempotency sees the buffered body.
+    # reads a body, and idempotency sees the buffered body; every answer, the middlewares'
+    # own included, gets the security headers.
     app.add_middleware(Idempotency, runtime=runtime)
     app.add_middleware(UrlText)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Exposure, settings=runtime.settings)
     app.add_middleware(AccessLog, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -203,9 +203,11 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         # The access log is the app's own (structlog); uvicorn's would repeat it.
+        # No "server: uvicorn" banner: it tells an attacker which exploits to try.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
                                    "access_log": False, "http": "httptools", "loop": "uvloop",
-                                   "timeout_graceful_shutdown": STOP_GRACE}
+                                   "timeout_graceful_shutdown": STOP_GRACE,
+                                   "server_header": False}
         if workers == 1:
             served = create_app(runtime)
             CollectorPauses().install()
