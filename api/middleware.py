@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.runtime import Runtime
-from infra.idempotency import MAX_KEY_LENGTH, request_digest
+from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 from infra.settings import Settings
 
@@ -216,7 +216,8 @@ class Idempotency:
             elif replay.status is None:
                 await _send_body(send, *_problem(
                     409, "Conflict", "a request with this Idempotency-Key is in flight or was "
-                    "cut off; read the resource to see whether it was written"))
+                    f"cut off; read the resource to see whether it was written, or retry after "
+                    f"{int(LEASE.total_seconds())} s"))
             else:
                 await _send_body(send, replay.status, orjson.dumps(replay.body["content"]),
                                  replay.body["content_type"],
