@@ -32,10 +32,13 @@ from api.routes import (
 )
 from application.runtime import Runtime
 from infra.logging import configure_logging
+from infra.parent_death import die_with_parent
 from infra.settings import Settings
 
-# Where `trialledger serve --workers N` hands its worker processes the database URL.
+# Where `trialledger serve --workers N` hands its worker processes the database URL, and
+# its own process id (its workers end when it does).
 SERVE_URL = "TRIALLEDGER_SERVE_DATABASE_URL"
+SERVE_PARENT = "TRIALLEDGER_SERVE_PARENT_PID"
 
 DESCRIPTION = """Event-sourced, tamper-evident audit trail for clinical-trial data.
 
@@ -47,7 +50,9 @@ Writes answer only after the commit; send `Idempotency-Key` to make a retried PO
 
 def create_worker_app() -> FastAPI:
     """The application of one worker process of ``trialledger serve --workers N``: a runtime
-    of its own, closed when the worker stops."""
+    of its own, closed when the worker stops, and ended when the serving process ends, however
+    it ends (SIGKILL included)."""
+    die_with_parent(int(os.environ[SERVE_PARENT]))
     configure_logging()
     runtime = Runtime(Settings.from_env(), os.environ[SERVE_URL])
 

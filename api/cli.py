@@ -182,7 +182,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
            checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
     import uvicorn
 
-    from api.app import SERVE_URL, create_app
+    from api.app import SERVE_PARENT, SERVE_URL, create_app
     from api.collector import CollectorPauses
     from application.sealing import BackgroundSealer
 
@@ -217,6 +217,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             # Each worker opens its own runtime on the database this process resolved (the
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
+            os.environ[SERVE_PARENT] = str(os.getpid())
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
         sealer.stop(wait=STOP_GRACE)
