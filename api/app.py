@@ -11,7 +11,15 @@ from fastapi import FastAPI
 
 from api import problems
 from api.collector import CollectorPauses
-from api.middleware import AccessLog, BodyLimit, Idempotency, Metrics, UrlText
+from api.middleware import (
+    AccessLog,
+    BodyLimit,
+    Exposure,
+    Idempotency,
+    Metrics,
+    SecurityHeaders,
+    UrlText,
+)
 from api.routes import (
     deviations,
     exports,
@@ -24,10 +32,13 @@ from api.routes import (
 )
 from application.runtime import Runtime
 from infra.logging import configure_logging
+from infra.parent_death import die_with_parent
 from infra.settings import Settings
 
-# Where `trialledger serve --workers N` hands its worker processes the database URL.
+# Where `trialledger serve --workers N` hands its worker processes the database URL, and
+# its own process id (its workers end when it does).
 SERVE_URL = "TRIALLEDGER_SERVE_DATABASE_URL"
+SERVE_PARENT = "TRIALLEDGER_SERVE_PARENT_PID"
 
 DESCRIPTION = """Event-sourced, tamper-evident audit trail for clinical-trial data.
 
@@ -39,7 +50,9 @@ Writes answer only after the commit; send `Idempotency-Key` to make a retried PO
 
 def create_worker_app() -> FastAPI:
     """The application of one worker process of ``trialledger serve --workers N``: a runtime
-    of its own, closed when the worker stops."""
+    of its own, closed when the worker stops, and ended when the serving process ends, however
+    it ends (SIGKILL included)."""
+    die_with_parent(int(os.environ[SERVE_PARENT]))
     configure_logging()
     runtime = Runtime(Settings.from_env(), os.environ[SERVE_URL])
 
@@ -57,7 +70,10 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     """The FastAPI application serving one deployment."""
     # FastAPI's own OpenTelemetry hooks are off: the access log and /metrics are the app's,
     # and checking for a configured provider on every request costs as much as routing it.
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, which a
+    # server of patient data must not make its users' browsers run.
     app = FastAPI(title="TrialLedger", version="0.1.0", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None,
                   description=DESCRIPTION, lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False})
@@ -72,9 +88,12 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
                    exports):
         app.include_router(module.router)
     # Outermost last: the access log sees every answer, the limit applies before anything
-    # reads a body, and idempotency sees the buffered body.
+    # reads a body, and idempotency sees the buffered body; every answer, the middlewares'
+    # own included, gets the security headers.
     app.add_middleware(Idempotency, runtime=runtime)
     app.add_middleware(UrlText)
     app.add_middleware(BodyLimit)
+    app.add_middleware(Exposure, settings=runtime.settings)
     app.add_middleware(AccessLog, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -183,7 +183,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
            checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
     import uvicorn
 
-    from api.app import SERVE_URL, create_app
+    from api.app import SERVE_PARENT, SERVE_URL, create_app
     from api.collector import CollectorPauses
     from application.sealing import BackgroundSealer
 
@@ -204,9 +204,11 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         # The access log is the app's own (structlog); uvicorn's would repeat it.
+        # No "server: uvicorn" banner: it tells an attacker which exploits to try.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
                                    "access_log": False, "http": "httptools", "loop": "uvloop",
-                                   "timeout_graceful_shutdown": STOP_GRACE}
+                                   "timeout_graceful_shutdown": STOP_GRACE,
+                                   "server_header": False}
         if workers == 1:
             served = create_app(runtime)
             CollectorPauses().install()
@@ -216,6 +218,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             # Each worker opens its own runtime on the database this process resolved (the
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
+            os.environ[SERVE_PARENT] = str(os.getpid())
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
         sealer.stop(wait=STOP_GRACE)

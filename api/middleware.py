@@ -1,4 +1,5 @@
-"""What wraps every request: a size limit, idempotent retries, the access log and metrics.
+"""What wraps every request: security headers, what is exposed, a size limit, idempotent
+retries, the access log and metrics.
 
 Pure ASGI middleware (no BaseHTTPMiddleware): each sees the raw request once and costs
 nothing on the hot path beyond what it does.
@@ -6,6 +7,7 @@ nothing on the hot path beyond what it does.
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from typing import Any
@@ -20,8 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.runtime import Runtime
-from infra.idempotency import MAX_KEY_LENGTH, request_digest
+from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
+from infra.settings import Settings
 
 _log = get_logger("trialledger.access")
 
@@ -213,7 +216,8 @@ class Idempotency:
             elif replay.status is None:
                 await _send_body(send, *_problem(
                     409, "Conflict", "a request with this Idempotency-Key is in flight or was "
-                    "cut off; read the resource to see whether it was written"))
+                    f"cut off; read the resource to see whether it was written, or retry after "
+                    f"{int(LEASE.total_seconds())} s"))
             else:
                 await _send_body(send, replay.status, orjson.dumps(replay.body["content"]),
                                  replay.body["content_type"],
@@ -266,3 +270,64 @@ class Idempotency:
                 self.runtime.idempotency().complete(
                     conn, username, key, captured["status"],
                     {"content": content, "content_type": content_type, "headers": headers})
+
+
+# Every answer is data or an error, never a page: nothing may be framed, run or fetched by
+# it, and nothing of it kept by a cache (patient data: HIPAA, GDPR).
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy",
+     b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+_SET_HERE = {name for name, _ in SECURITY_HEADERS}
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response (replacing a route's own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*(h for h in message.get("headers", [])
+                                        if h[0].lower() not in _SET_HERE), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Exposure:
+    """``/openapi.json`` and ``/metrics`` only as the settings allow (404 otherwise, as if
+    absent): the schema when docs are exposed; the metrics to a bearer of the metrics token,
+    or to anyone when they are open (see :class:`infra.settings.Settings`)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            await _send_body(send, *_problem(404, "Not found", "Not Found"))
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if path == "/openapi.json":
+            return self.settings.docs_open
+        if path == "/metrics":
+            token = self.settings.metrics_token
+            if token is None:
+                return self.settings.metrics_open
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            return hmac.compare_digest(given, b"Bearer " + token.encode())
+        return True

@@ -10,10 +10,12 @@ carries an example the server accepts (a test posts each).
 from __future__ import annotations
 
 import re
-from datetime import date
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -23,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from domain import checks, limits
+from domain import checks, identifiers, limits
 from domain.envelope import REASON_CODES
 from domain.records import DOSE_UNITS, INSTRUMENTS, THERAPY_CATEGORIES
 from domain.rules import ctcae, dosing, essdai, sledai, units
@@ -59,6 +61,48 @@ Code = Field(min_length=1, max_length=limits.ID)
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=limits.ID)]
 RecordValue = Annotated[str, StringConstraints(max_length=limits.RECORD_VALUE)]
 ScreeningText = Annotated[str, StringConstraints(max_length=limits.SCREENING_TEXT)]
+
+def _identifier(problem_of: Callable[[str, object], Any]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        problem = problem_of("value", value)
+        if problem is not None:
+            raise ValueError(problem.message)
+        return value
+    return check
+
+
+# The pattern is stated for clients (OpenAPI); the domain's rule (domain.identifiers)
+# enforces it, so that a refusal and the domain's own check never differ.
+StudyId = Annotated[str, Field(
+    min_length=1, max_length=identifiers.STUDY_ID,
+    json_schema_extra={"pattern": identifiers.STUDY_ID_PATTERN},
+    examples=["NCT04397107"],
+    description="A study id: letters, digits, '-' and '_', starting with a letter or digit, "
+                f"at most {identifiers.STUDY_ID} characters (its PostgreSQL schema's name must "
+                "fit 63 bytes); not a device name Windows reserves (CON, PRN, AUX, NUL, "
+                "COM0-9, LPT0-9)"), AfterValidator(_identifier(identifiers.study_id_problem))]
+SubjectCode = Annotated[str, Field(
+    min_length=1, max_length=identifiers.SUBJECT_CODE,
+    json_schema_extra={"pattern": identifiers.SUBJECT_CODE_PATTERN},
+    examples=["047", "01-701-1015"],
+    description="A subject code, safe in a URL and as a file name on every OS: letters, "
+                "digits, '.', '-' and '_', starting with a letter or digit, not ending in '.', "
+                f"at most {identifiers.SUBJECT_CODE} characters; not a device name Windows "
+                "reserves (CON, PRN, AUX, NUL, COM0-9, LPT0-9, with or without an extension)"),
+    AfterValidator(_identifier(identifiers.subject_code_problem))]
+
+def _representable(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range of times the server can represent (years 1 "
+                         "to 9999 in UTC)") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_representable)]
+"""A timestamp with its UTC offset that the server can represent in UTC (every request
+time): ``9999-12-31T23:59:59-14:00`` is refused (422), not an overflow."""
 
 MAX_BODY_BYTES = 256 * 1024
 """The largest request body (413 beyond). The largest legitimate one is a study definition
@@ -314,7 +358,7 @@ class StudyIn(Body):
         "eligibility": [{"id": "I1", "kind": "inclusion", "text": "age < 18",
                          "fact": "age_years", "op": "lt", "value": 18}],
         "signature_meanings": [{"code": "approval", "text": "I approve these data"}]}]})
-    study_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    study_id: StudyId
     title: str = Field(min_length=1, max_length=limits.TERM)
     start_date: date
     end_date: date
@@ -346,7 +390,7 @@ class EnrollmentIn(Body):
                       "compliance_interfering_condition": False,
                       "unable_to_comply_il2": False},
         "arm": "IL2", "enrolled_on": "2021-01-10"})
-    subject: str = Field(min_length=1, max_length=limits.ID, examples=["047"])
+    subject: SubjectCode
     site: str = Field(min_length=1, max_length=limits.ID, examples=["JLU1"])
     date_of_birth: date
     sex: Literal["F", "M", "U"]
@@ -386,7 +430,7 @@ class RecordIn(Body):
 
     record_id: str | None = Field(default=None, min_length=1, max_length=limits.ID,
                                   description="Your id for the record; made up if absent")
-    observed_at: AwareDatetime = Field(
+    observed_at: Instant = Field(
         description="Clinical (valid) time: when measured, given, drawn or begun")
 
 
@@ -514,7 +558,7 @@ class TherapyChangeIn(Body):
     ``dose_mg`` for a course dosed per administration, else ``dose_mg_per_day``."""
 
     model_config = _example({"observed_at": "2021-02-11T09:00:00+08:00", "dose_mg": 10})
-    observed_at: AwareDatetime
+    observed_at: Instant
     dose_mg: float | None = None
     dose_mg_per_day: float | None = None
 
@@ -523,7 +567,7 @@ class EndIn(Body):
     """When something ended (a therapy stopped, the subject completed)."""
 
     model_config = _example({"observed_at": "2021-03-11T09:00:00+08:00"})
-    observed_at: AwareDatetime
+    observed_at: Instant
 
 
 class AdverseEventChanges(Body):
@@ -559,7 +603,7 @@ class AdverseEventUpdateIn(Body):
 
     model_config = _example({"observed_at": "2021-01-13T08:00:00+08:00",
                              "changes": {"grade": 2, "action_taken": "dose_reduced"}})
-    observed_at: AwareDatetime
+    observed_at: Instant
     changes: AdverseEventChanges
     reason: ReasonIn | None = None
 
@@ -569,7 +613,7 @@ class AdverseEventResolutionIn(Body):
 
     model_config = _example({"observed_at": "2021-01-15T08:00:00+08:00",
                              "outcome": "recovered"})
-    observed_at: AwareDatetime
+    observed_at: Instant
     outcome: AeOutcome
 
 
@@ -578,7 +622,7 @@ class WithdrawalIn(Body):
 
     model_config = _example({"observed_at": "2021-03-12T09:00:00+08:00",
                              "reason": "The family moved away"})
-    observed_at: AwareDatetime
+    observed_at: Instant
     reason: str = Field(min_length=1, max_length=limits.WITHDRAWAL_REASON)
 
 

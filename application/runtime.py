@@ -163,8 +163,11 @@ class Runtime:
         if self._pool is None:
             with self._init_lock:
                 if self._pool is None:
+                    # Checked before each lending: a connection the database dropped
+                    # (a restart) is replaced, not handed to a request.
                     pool = ConnectionPool(self.url, min_size=1, max_size=16,
-                                          kwargs={"autocommit": True}, open=True)
+                                          kwargs={"autocommit": True}, open=True,
+                                          check=ConnectionPool.check_connection)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):
                             self.sessions().create_table(conn)

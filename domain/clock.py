@@ -52,4 +52,9 @@ def require_aware(field: str, value: datetime) -> datetime:
         raise InvalidInput(field, "must be a date-time with an explicit UTC offset")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(field, "naive timestamp: an explicit UTC offset is required")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid ISO 8601 text, but past datetime.max in UTC.
+        raise InvalidInput(field, "is outside the range of times the server can represent "
+                                  "(years 1 to 9999 in UTC)") from None

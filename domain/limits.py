@@ -10,7 +10,7 @@ limit: no single value can make a write heavy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.errors import InvalidInput, Problem
@@ -138,8 +138,10 @@ def check_screening(answers: Mapping[str, Any]) -> None:
 def _timestamp_problems(name: str, value: Any) -> list[Problem]:
     if isinstance(value, str) and len(value) <= ID:
         try:
-            if datetime.fromisoformat(value).tzinfo is not None:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                parsed.astimezone(UTC)  # a time past the calendar's ends in UTC overflows
                 return []
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     return [Problem(name, "must be an ISO 8601 timestamp with its UTC offset")]

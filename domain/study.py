@@ -18,6 +18,7 @@ from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
+from domain.identifiers import study_id_problem
 from domain.rules.eligibility import Criterion
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/")
@@ -182,6 +183,9 @@ class Study(Aggregate):
     @classmethod
     def register(cls, definition: dict[str, Any], envelope: Envelope, at: datetime) -> Study:
         """Register a study from its definition (validated first)."""
+        problem = study_id_problem("study_id", definition.get("study_id"))
+        if problem is not None:
+            raise InvalidInput(problems=[problem])
         parsed = StudyDefinition.from_dict(definition)
         study: Study = cls._create(
             cls.Registered,

@@ -1,15 +1,18 @@
 """Idempotency keys: a retried POST gets the first result instead of a second write.
 
-A request claims its (person, key) before it runs and records its response after. A claim
-left without a response (the process died mid-request) answers 409 to retries: whether the
-write committed is then read from the data, never guessed.
+A request claims its (person, key) before it runs and records its response after. A key
+lives :data:`KEY_TTL` after its answer; then it is free again. A claim left without a
+response answers 409 to retries while it may still be running; once it is older than
+:data:`LEASE` (longer than any write may take), the process that made it is taken to have
+died, and the next request with the key takes it over and runs (a record entered under the
+client's own record_id is then refused as a duplicate if the first attempt did commit).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,6 +22,11 @@ from psycopg.sql import SQL, Identifier
 from infra.catalog import CATALOG_SCHEMA
 
 MAX_KEY_LENGTH = 200
+KEY_TTL = timedelta(hours=24)
+"""How long a key's answer is replayed."""
+LEASE = timedelta(minutes=2)
+"""How long a claim without an answer holds: beyond every bound on a write (lock wait,
+statement, group commit: 10 + 15 + 30 s by default) and a server's stop."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +61,25 @@ class IdempotencyStore:
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | None:
         """Claim the key for this request; None if claimed now, else the earlier request."""
-        inserted = conn.execute(SQL(
-            "INSERT INTO {} (username, key, request_sha256, claimed_at) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1").format(self._table),
-            (username, key, request_sha256, datetime.now(UTC))).fetchone()
-        if inserted is not None:
+        now = datetime.now(UTC)
+        # A new key, an expired answer, or a claim whose request died: this request's now.
+        claimed = conn.execute(SQL(
+            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
+            " VALUES (%(u)s, %(k)s, %(d)s, %(now)s)"
+            " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
+            "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
+            " WHERE k.completed_at < %(expired)s"
+            "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
+            " RETURNING 1").format(t=self._table),
+            {"u": username, "k": key, "d": request_sha256, "now": now,
+             "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchone()
+        if claimed is not None:
             return None
         row = conn.execute(SQL("SELECT request_sha256, status, body FROM {}"
                                " WHERE username = %s AND key = %s").format(self._table),
                            (username, key)).fetchone()
-        assert row is not None  # claimed by an earlier request, and claims are never removed
+        if row is None:  # released by its failed request just now: try again
+            return self.claim(conn, username, key, request_sha256)
         return Replay(row[0], row[1], row[2])
 
     def complete(self, conn: psycopg.Connection[Any], username: str, key: str, status: int,

@@ -140,6 +140,9 @@ def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         # A server's request threads read concurrently; connections open only when needed.
         "POSTGRES_POOL_SIZE": "4",
+        # A pooled connection is checked before it is lent: after the database restarted,
+        # a dead one is replaced instead of failing the request it was lent to.
+        "POSTGRES_PRE_PING": "y",
         "POSTGRES_MAX_OVERFLOW": "12",
         # eventsourcing's own (whole seconds), for the writes it makes itself.
         "POSTGRES_LOCK_TIMEOUT": str(math.ceil(lock_timeout)),

@@ -18,6 +18,8 @@ from typing import Any
 
 import pyreadstat
 
+from domain.csv_cells import restored
+
 Value = str | float | None
 
 # Files a CSV export writes besides the SDTM domains; the importer does not read them.
@@ -113,7 +115,7 @@ def read_csv(path: Path, variable_types: Mapping[str, Mapping[str, str]]) -> Tab
                     raise SdtmFileError(f"{path.name} line {number}: {variable} {text!r} is "
                                         "not a number") from None
             else:
-                row[variable] = text
+                row[variable] = restored(text)  # the export's quote before a formula
         rows.append(row)
     return Table(name, path.name, variables, rows)
 

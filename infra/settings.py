@@ -12,6 +12,8 @@ from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 # first; this ends what it cannot see (a client and server stuck on each other).
 COMMIT_TIMEOUT = 30.0
 
+PRODUCTION, DEVELOPMENT = "production", "development"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,6 +31,13 @@ class Settings:
     - ``commit_timeout``: seconds a server's group commit may take before its requests are
       answered 503 and its transaction is ended (releasing the lock); see
       :mod:`domain.group_commit`.
+    - ``environment``: ``production`` or ``development`` (``TRIALLEDGER_ENV``, default
+      development: the demo and a developer's machine).
+    - ``expose_docs``: serve ``/openapi.json`` to anyone (``TRIALLEDGER_EXPOSE_DOCS``; default:
+      yes, except in production).
+    - ``metrics_token``: ``/metrics`` answers only a request bearing this token
+      (``TRIALLEDGER_METRICS_TOKEN``); without one, ``/metrics`` is open outside production
+      and off (404) in production.
     """
 
     database_url: str | None
@@ -40,6 +49,24 @@ class Settings:
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
     commit_timeout: float = COMMIT_TIMEOUT
+    environment: str = DEVELOPMENT
+    expose_docs: bool | None = None
+    metrics_token: str | None = None
+
+    @property
+    def production(self) -> bool:
+        """True in production settings: nothing beyond the API is open by default."""
+        return self.environment == PRODUCTION
+
+    @property
+    def docs_open(self) -> bool:
+        """Whether ``/openapi.json`` is served to anyone."""
+        return not self.production if self.expose_docs is None else self.expose_docs
+
+    @property
+    def metrics_open(self) -> bool:
+        """Whether ``/metrics`` is served without a token (never once a token is set)."""
+        return self.metrics_token is None and not self.production
 
     @property
     def keys_dir(self) -> Path:
@@ -67,6 +94,9 @@ class Settings:
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
                                              WRITE_STATEMENT_TIMEOUT),
             commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
+            environment=_environment(),
+            expose_docs=_flag("TRIALLEDGER_EXPOSE_DOCS"),
+            metrics_token=env.get("TRIALLEDGER_METRICS_TOKEN") or None,
         )
 
 
@@ -82,3 +112,22 @@ def _seconds(name: str, default: float) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a number of seconds (0 or more), not {raw!r}")
     return value
+
+
+def _environment() -> str:
+    raw = os.environ.get("TRIALLEDGER_ENV", "").strip().lower() or DEVELOPMENT
+    if raw not in (PRODUCTION, DEVELOPMENT):
+        raise ValueError(f"TRIALLEDGER_ENV must be {PRODUCTION} or {DEVELOPMENT}, not {raw!r}")
+    return raw
+
+
+def _flag(name: str) -> bool | None:
+    """A yes/no environment variable; None when unset."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be yes or no, not {raw!r}")

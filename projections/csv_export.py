@@ -5,6 +5,8 @@ controlled terms where SDTM has them; what SDTM has no variable for keeps the ca
 name (``DISEASE``, ``STATUS``, ``LOCKED``). ``--DTC`` values are ISO 8601 in UTC, written
 without an offset as SDTM writes them. ``audit_trail.csv`` and ``audit_trail.jsonl`` hold
 every audit row recorded by then with its whole envelope, times in UTC with their offset.
+A text cell a spreadsheet would run as a formula is written with a leading quote
+(:mod:`domain.csv_cells`); the JSON Lines keep every value exactly.
 
 Every file is written as the rows stream from the server, in one consistent snapshot.
 """
@@ -21,6 +23,7 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.csv_cells import neutralised
 from domain.rules.dosing import FREQUENCIES
 from domain.rules.units import LAB_TESTS, VITAL_SIGNS
 from domain.study import StudyDefinition
@@ -134,7 +137,7 @@ def _write(path: Path, columns: tuple[str, ...], rows: Iterable[Row]) -> int:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow({name: neutralised(value) for name, value in row.items()})
             count += 1
     return count
 
@@ -306,8 +309,9 @@ class _Export:
                     entry["subject_id"] = str(entry["subject_id"])
                 lines.write(orjson.dumps(entry) + b"\n")
                 # In CSV, the old and new values are JSON text (a number, a string, a list).
-                writer.writerow([orjson.dumps(v).decode() if name in ("old_value", "new_value")
-                                 else _text(v) for name, v in entry.items()])
+                writer.writerow([neutralised(orjson.dumps(v).decode()
+                                             if name in ("old_value", "new_value") else _text(v))
+                                 for name, v in entry.items()])
                 count += 1
         return {"audit_trail.csv": count, "audit_trail.jsonl": count}
 

@@ -10,6 +10,7 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.csv_cells import neutralised
 from projections.history_view import VERSIONS
 
 COLUMNS = ("subject", "site", "deviation_id", "category", "severity", "occurred_on",
@@ -45,7 +46,7 @@ def to_csv(deviations: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(deviations)
+    writer.writerows({k: neutralised(v) for k, v in d.items()} for d in deviations)
     return out.getvalue()
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from domain.csv_cells import neutralised
+
 STAT_KEYS = ("n", "mean", "sd", "median", "q1", "q3")
 LABELS = {
     "steroid_prednisone_equivalent_mg_per_day": "steroid, prednisone-eq mg/day",
@@ -39,23 +41,27 @@ def stat_rows(tables: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str
     return rows
 
 
+def _row(writer: Any, cells: list[Any]) -> None:
+    writer.writerow([neutralised(cell) for cell in cells])
+
+
 def to_csv(tables: dict[str, Any]) -> str:
     """Long-format CSV: one row per summary, then one per ESSDAI level and AE category."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", "measure", "timepoint", "arm", *STAT_KEYS, "subjects",
+    _row(writer, ["section", "measure", "timepoint", "arm", *STAT_KEYS, "subjects",
                      "percent", "events", "serious_events"])
     for section, measure, point, arm, stat in stat_rows(tables):
-        writer.writerow([section, measure, point, arm, *(stat[k] for k in STAT_KEYS),
+        _row(writer, [section, measure, point, arm, *(stat[k] for k in STAT_KEYS),
                          "", "", "", ""])
     for visit, by_arm in tables["secondary"]["essdai_levels"].items():
         for arm, levels in by_arm.items():
             for level, count in levels.items():
-                writer.writerow(["essdai", f"ESSDAI {level}", visit, arm, count, "", "", "", "",
+                _row(writer, ["essdai", f"ESSDAI {level}", visit, arm, count, "", "", "", "",
                                  "", "", "", "", ""])
     for category, by_arm in tables["adverse_events"].items():
         for arm, row in by_arm.items():
-            writer.writerow(["adverse_events", category, "", arm, "", "", "", "", "", "",
+            _row(writer, ["adverse_events", category, "", arm, "", "", "", "", "", "",
                              row["subjects"], row["percent"], row["events"],
                              row["serious_events"]])
     return out.getvalue()

@@ -11,19 +11,20 @@ from typing import Any
 
 import psycopg
 
+from domain.identifiers import is_safe_file_stem
 from domain.study import StudyDefinition
 from projections.casebook_doc.html import write_html
 from projections.casebook_doc.model import casebook, subjects
 from projections.casebook_doc.pdf import write_pdf
 from projections.streaming import aware, consistent_read
 
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
 
 def file_stem(subject: str) -> str:
     """A file name for ``subject``'s casebook: the code itself when it is a safe file name,
-    otherwise a sanitised code plus a hash of the real one (never a path, never a clash)."""
-    if _SAFE.fullmatch(subject) and ".." not in subject:
+    otherwise a sanitised code plus a hash of the real one (never a path, never a clash, never
+    a name Windows reserves: ``CON`` becomes ``CON-<hash>``). Codes enrolled before the rule of
+    :mod:`domain.identifiers` may be unsafe."""
+    if is_safe_file_stem(subject):
         return subject
     digest = hashlib.sha256(subject.encode()).hexdigest()[:10]
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', subject)}-{digest}"
