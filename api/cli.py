@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from api.witness_cli import witness_app
 from domain.envelope import Envelope
 from infra import keys
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
@@ -47,6 +48,7 @@ users_app = typer.Typer(no_args_is_help=True, help="People and their roles.")
 app.add_typer(users_app, name="users")
 clients_app = typer.Typer(no_args_is_help=True, help="API clients (e.g. the data-entry app).")
 app.add_typer(clients_app, name="clients")
+app.add_typer(witness_app, name="witness")
 
 console = Console()
 err_console = Console(stderr=True)
