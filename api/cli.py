@@ -33,7 +33,7 @@ from infra.logging import (
 )
 from infra.postgres import connect
 from infra.settings import Settings
-from infra.verify import StudyVerification, verify_study
+from infra.verify import StudyVerification
 
 if TYPE_CHECKING:
     from application.runtime import Runtime
@@ -263,6 +263,7 @@ def verify(
     if bundle is not None:
         _verify_bundle(bundle, public_key, held)
         return
+    from application.verification import verify_remembering
     from infra.catalog import list_studies
     from infra.ledger.note import Checkpoint, NoteError
     from infra.postgres import database
@@ -282,9 +283,9 @@ def verify(
             _require_study(studies, study)
             studies = [(s, schema) for s, schema in studies if s == study]
         workers = workers or os.cpu_count() or 1
-        results = [verify_study(conn, s, schema, public_keys, trusted, workers=workers)
+        results = [verify_remembering(conn, settings, s, schema, public_keys, trusted, workers)
                    for s, schema in studies]
-    if not print_verification(results):
+    if not print_verification(results, settings.quorum):
         raise typer.Exit(1)
 
 
@@ -315,7 +316,7 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
                   f"made {report.created_at} by {report.software_version})")
 
 
-def print_verification(results: list[StudyVerification]) -> bool:
+def print_verification(results: list[StudyVerification], quorum: int = 0) -> bool:
     """Print one line per study (and the first bad event); True when everything holds."""
     ok = True
     for result in results:
@@ -323,7 +324,8 @@ def print_verification(results: list[StudyVerification]) -> bool:
             console.print(
                 f"[green]✓[/green] {result.study}: {result.events_checked} events, "
                 "every signature valid, every version chain intact; "
-                f"{result.sealed} sealed, {result.checkpoints} checkpoints verified"
+                f"{result.sealed} sealed, {result.checkpoints} checkpoints verified; "
+                f"{witnessed_line(result, quorum)}"
             )
         else:
             ok = False
@@ -332,6 +334,20 @@ def print_verification(results: list[StudyVerification]) -> bool:
     if not results:
         console.print("No studies to verify.")
     return ok
+
+
+def witnessed_line(result: StudyVerification, quorum: int) -> str:
+    """What the witnesses vouch for, said plainly when nothing."""
+    latest = result.latest.size if result.latest else 0
+    if not quorum:
+        return (f"the checkpoint (size {latest}) is unwitnessed: no witnesses are configured "
+                "(TRIALLEDGER_WITNESSES)" if latest else "no checkpoint yet")
+    if result.witnessed is None:
+        return f"no checkpoint is witnessed yet (quorum {quorum})"
+    pending = (f"; checkpoints after it await cosignatures (latest size {latest})"
+               if latest > result.witnessed.size else "")
+    return (f"checkpoint of size {result.witnessed.size} witnessed by "
+            f"{', '.join(result.witnessed_by)} (quorum {quorum}){pending}")
 
 
 @app.command()

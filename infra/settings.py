@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 
@@ -29,6 +30,9 @@ class Settings:
     - ``commit_timeout``: seconds a server's group commit may take before its requests are
       answered 503 and its transaction is ended (releasing the lock); see
       :mod:`domain.group_commit`.
+    - ``witnesses``: the witnesses that cosign checkpoints, each ``URL=VKEY`` (the witness's
+      submission prefix and C2SP verifier key); ``witness_quorum`` how many must cosign a
+      checkpoint before it is served (default: all of them).
     """
 
     database_url: str | None
@@ -40,6 +44,15 @@ class Settings:
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
     commit_timeout: float = COMMIT_TIMEOUT
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int | None = None
+
+    @property
+    def quorum(self) -> int:
+        """How many witnesses must cosign a checkpoint (0 when none are configured)."""
+        if not self.witnesses:
+            return 0
+        return len(self.witnesses) if self.witness_quorum is None else self.witness_quorum
 
     @property
     def keys_dir(self) -> Path:
@@ -67,7 +80,26 @@ class Settings:
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
                                              WRITE_STATEMENT_TIMEOUT),
             commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
+            **_witnesses(env.get("TRIALLEDGER_WITNESSES", ""),
+                         env.get("TRIALLEDGER_WITNESS_QUORUM", "")),
         )
+
+
+def _witnesses(listed: str, quorum: str) -> dict[str, Any]:
+    """``witnesses`` and ``witness_quorum`` from TRIALLEDGER_WITNESSES (``URL=VKEY`` entries
+    separated by spaces, commas or newlines) and TRIALLEDGER_WITNESS_QUORUM."""
+    entries = tuple(e for e in listed.replace(",", " ").split() if e)
+    for entry in entries:
+        url, sep, vkey = entry.partition("=")
+        if not sep or not url.startswith(("http://", "https://")) or vkey.count("+") < 2:
+            raise ValueError("TRIALLEDGER_WITNESSES must list URL=VKEY entries (a witness's "
+                             f"http(s) URL and its verifier key), not {entry!r}")
+    if not quorum.strip():
+        return {"witnesses": entries, "witness_quorum": None}
+    if not quorum.strip().isdigit() or not 1 <= int(quorum) <= len(entries):
+        raise ValueError(f"TRIALLEDGER_WITNESS_QUORUM must be between 1 and the number of "
+                         f"witnesses ({len(entries)}), not {quorum!r}")
+    return {"witnesses": entries, "witness_quorum": int(quorum)}
 
 
 def _seconds(name: str, default: float) -> float:

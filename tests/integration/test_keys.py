@@ -63,6 +63,7 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
     app = later.study(STUDY, clock=simulated_clock(T0 + timedelta(days=1)))
     enroll(app, "002")
     app.close()
+    later.seal(STUDY)
     later.close()
     code, output = run(["verify", "--database-url", db_url], settings)
     assert code == 0, output
