@@ -297,14 +297,16 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
-    from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
+    from application.verification import verify_bundle_remembering
+    from infra.ledger.offline import BundleInvalid, load_public_keys
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
         raise typer.Exit(2)
+    settings = _settings(None)
     try:
         trusted = load_public_keys(public_key.read_text())
-        report = verify_bundle(bundle, trusted, held)
+        report = verify_bundle_remembering(settings, bundle, trusted, held)
     except (BundleInvalid, OSError, ValueError) as e:
         # One line whatever the terminal's width, for people and scripts alike.
         console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}", soft_wrap=True)
@@ -313,7 +315,11 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
                   f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "
                   "every signature, key, leaf and root verifies; "
                   f"{report.files} files match the signed manifest (as of {report.as_of}, "
-                  f"made {report.created_at} by {report.software_version})")
+                  f"made {report.created_at} by {report.software_version}); "
+                  + (f"latest checkpoint witnessed by {', '.join(report.witnessed_by)} (quorum "
+                     f"{settings.quorum})" if settings.quorum else
+                     "the checkpoints are unwitnessed: no witnesses are configured "
+                     "(TRIALLEDGER_WITNESSES)"), soft_wrap=True)
 
 
 def print_verification(results: list[StudyVerification], quorum: int = 0) -> bool:

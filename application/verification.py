@@ -4,13 +4,17 @@ the deployment's witnesses, then remember the newest it verified now."""
 
 from __future__ import annotations
 
+import json
+import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from infra.ledger.note import Checkpoint
+from infra.ledger.offline import BundleReport, verify_bundle
 from infra.ledger.sealer import origin
 from infra.settings import Settings
 from infra.verifier_memory import VerifierMemory
@@ -44,3 +48,33 @@ def verify_remembering(conn: psycopg.Connection[Any], settings: Settings, study:
     if result.ok:
         memory.remember(origin(study), result.latest, result.witnessed)
     return result
+
+
+def _bundle_origin(path: Path) -> str | None:
+    """The origin a bundle's manifest names (None if unreadable: the verifier then says why)."""
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            found = json.loads(bundle.read("manifest.json")).get("origin")
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def verify_bundle_remembering(settings: Settings, path: Path,
+                              trusted: dict[str, Ed25519PublicKey],
+                              held: str | None) -> BundleReport:
+    """Verify a bundle offline against what this verifier remembers of its log and the
+    witnesses the deployment names; remember its newest checkpoints if it holds."""
+    memory = memory_of(settings)
+    log = _bundle_origin(path)
+    before = memory.recall(log) if log else None
+    remembered = [(c.size, c.root) for c in (before.latest, before.witnessed)
+                  if c is not None] if before else []
+    witnessing = witnessing_of(settings)
+    report = verify_bundle(path, trusted, held, remembered=remembered,
+                           witnesses={c.name: c.public_key for c in witnessing.cosigners},
+                           quorum=witnessing.quorum)
+    if log and report.checkpoints:
+        latest = Checkpoint(log, report.latest_size, report.latest_root)
+        memory.remember(log, latest, latest if witnessing.quorum else None)
+    return report

@@ -114,6 +114,7 @@ def test_an_offline_bundle_from_a_revoked_key_fails(runtime: Runtime, settings: 
     clock.set(T0 + timedelta(hours=2))
     enroll(app, "001")
     app.close()
+    runtime.seal(STUDY)  # as a server would have, before the compromise came to light
     key_id = key_id_for(settings.key_name, runtime.signing_key().public_key())
     run(["keys", "export-public", "-o", str(tmp_path / "k.pem")], settings)
     code, output = run(["keys", "revoke", "--key-id", key_id, "--effective-at",

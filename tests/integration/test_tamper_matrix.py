@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -236,3 +237,27 @@ def test_an_extension_of_the_remembered_checkpoint_verifies(
     code, output = verify(settings, db_url)
     assert code == 0, output
     assert "18 sealed, 3 checkpoints verified" in output
+
+
+def test_an_older_bundle_after_a_newer_one_is_refused_as_rolled_back(
+    sealed: Runtime, settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    env = {"TRIALLEDGER_HOME": str(settings.home), "TRIALLEDGER_WITNESSES": ""}
+
+    def cli_run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, list(args), env=env)
+        return result.exit_code, " ".join(result.output.split())
+
+    assert cli_run("keys", "export-public", "-o", str(tmp_path / "k.pem"))[0] == 0
+    for name in ("old.zip", "new.zip"):
+        code, output = cli_run("export", "--study", STUDY, "--format", "bundle", "-o",
+                               str(tmp_path / name), "--database-url", db_url)
+        assert code == 0, output
+    code, output = cli_run("verify", "--bundle", str(tmp_path / "new.zip"), "--public-key",
+                           str(tmp_path / "k.pem"))
+    assert code == 0, output
+    assert "unwitnessed: no witnesses are configured" in output
+    code, output = cli_run("verify", "--bundle", str(tmp_path / "old.zip"), "--public-key",
+                           str(tmp_path / "k.pem"))
+    assert code == 1
+    assert "rolled back" in output and "verified before" in output
