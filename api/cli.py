@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from api.witness_cli import witness_app
 from domain.caller import OPERATOR_GRANT, Caller, Channel
 from domain.envelope import Envelope
 from infra import keys
@@ -33,7 +34,7 @@ from infra.logging import (
 )
 from infra.postgres import connect
 from infra.settings import Settings
-from infra.verify import StudyVerification, verify_study
+from infra.verify import StudyVerification
 
 if TYPE_CHECKING:
     from application.runtime import Runtime
@@ -48,6 +49,7 @@ users_app = typer.Typer(no_args_is_help=True, help="People and their roles.")
 app.add_typer(users_app, name="users")
 clients_app = typer.Typer(no_args_is_help=True, help="API clients (e.g. the data-entry app).")
 app.add_typer(clients_app, name="clients")
+app.add_typer(witness_app, name="witness")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -265,6 +267,7 @@ def verify(
     if bundle is not None:
         _verify_bundle(bundle, public_key, held)
         return
+    from application.verification import verify_remembering
     from infra.catalog import list_studies
     from infra.ledger.note import Checkpoint, NoteError
     from infra.postgres import database
@@ -284,9 +287,9 @@ def verify(
             _require_study(studies, study)
             studies = [(s, schema) for s, schema in studies if s == study]
         workers = workers or os.cpu_count() or 1
-        results = [verify_study(conn, s, schema, public_keys, trusted, workers=workers)
+        results = [verify_remembering(conn, settings, s, schema, public_keys, trusted, workers)
                    for s, schema in studies]
-    if not print_verification(results):
+    if not print_verification(results, settings.quorum):
         raise typer.Exit(1)
 
 
@@ -298,14 +301,16 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
-    from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
+    from application.verification import verify_bundle_remembering
+    from infra.ledger.offline import BundleInvalid, load_public_keys
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
         raise typer.Exit(2)
+    settings = _settings(None)
     try:
         trusted = load_public_keys(public_key.read_text())
-        report = verify_bundle(bundle, trusted, held)
+        report = verify_bundle_remembering(settings, bundle, trusted, held)
     except (BundleInvalid, OSError, ValueError) as e:
         # One line whatever the terminal's width, for people and scripts alike.
         console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}", soft_wrap=True)
@@ -314,10 +319,14 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
                   f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "
                   "every signature, key, leaf and root verifies; "
                   f"{report.files} files match the signed manifest (as of {report.as_of}, "
-                  f"made {report.created_at} by {report.software_version})")
+                  f"made {report.created_at} by {report.software_version}); "
+                  + (f"latest checkpoint witnessed by {', '.join(report.witnessed_by)} (quorum "
+                     f"{settings.quorum})" if settings.quorum else
+                     "the checkpoints are unwitnessed: no witnesses are configured "
+                     "(TRIALLEDGER_WITNESSES)"), soft_wrap=True)
 
 
-def print_verification(results: list[StudyVerification]) -> bool:
+def print_verification(results: list[StudyVerification], quorum: int = 0) -> bool:
     """Print one line per study (and the first bad event); True when everything holds."""
     ok = True
     for result in results:
@@ -325,7 +334,8 @@ def print_verification(results: list[StudyVerification]) -> bool:
             console.print(
                 f"[green]✓[/green] {result.study}: {result.events_checked} events, "
                 "every signature valid, every version chain intact; "
-                f"{result.sealed} sealed, {result.checkpoints} checkpoints verified"
+                f"{result.sealed} sealed, {result.checkpoints} checkpoints verified; "
+                f"{witnessed_line(result, quorum)}"
             )
         else:
             ok = False
@@ -334,6 +344,20 @@ def print_verification(results: list[StudyVerification]) -> bool:
     if not results:
         console.print("No studies to verify.")
     return ok
+
+
+def witnessed_line(result: StudyVerification, quorum: int) -> str:
+    """What the witnesses vouch for, said plainly when nothing."""
+    latest = result.latest.size if result.latest else 0
+    if not quorum:
+        return (f"the checkpoint (size {latest}) is unwitnessed: no witnesses are configured "
+                "(TRIALLEDGER_WITNESSES)" if latest else "no checkpoint yet")
+    if result.witnessed is None:
+        return f"no checkpoint is witnessed yet (quorum {quorum})"
+    pending = (f"; checkpoints after it await cosignatures (latest size {latest})"
+               if latest > result.witnessed.size else "")
+    return (f"checkpoint of size {result.witnessed.size} witnessed by "
+            f"{', '.join(result.witnessed_by)} (quorum {quorum}){pending}")
 
 
 @app.command()

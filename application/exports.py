@@ -126,7 +126,8 @@ def bundle(runtime: Runtime, study: str,
             conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),
             runtime.signing_key(), runtime.settings.key_name,
             files=_renderings(runtime, study, Path(tmp), when, created), as_of=when,
-            created_at=created, software_version=f"trialledger {version('trialledger')}")
+            created_at=created, software_version=f"trialledger {version('trialledger')}",
+            witnessed=bool(runtime.settings.witnesses))
     return manifest
 
 

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from application.reauthentication import DirectoryReauthenticator
 from application.rebuild_parts import PartsReplay, parts_for
 from application.trial_service import TrialService
+from application.witnessing import witness_latest
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
@@ -37,6 +38,7 @@ from infra.recorder import AppendOnlyApplicationRecorder
 from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
+from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes import outcome_tables
 from projections.projector import HistoryProjector
@@ -212,11 +214,17 @@ class Runtime:
         return self._key
 
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
-        """Seal the study's new events into its ledger (and checkpoint if due or forced)."""
+        """Seal the study's new events into its ledger (and checkpoint if due or forced);
+        with witnesses configured, have the newest checkpoint cosigned."""
+        schema = schema_for_study(study_id)
         with connect(self.url) as conn:
-            return seal(conn, study_id, schema_for_study(study_id),
-                        keys.load_public_keys(self.settings), self.signing_key(),
-                        self.settings.key_name, force_checkpoint=force_checkpoint)
+            result = seal(conn, study_id, schema, keys.load_public_keys(self.settings),
+                          self.signing_key(), self.settings.key_name,
+                          force_checkpoint=force_checkpoint)
+            if self.settings.witnesses:
+                witness_latest(conn, study_id, schema, endpoints(self.settings.witnesses),
+                               self.settings.quorum)
+        return result
 
     def has_study(self, study_id: str) -> bool:
         """True if the deployment holds ``study_id`` (studies are never removed, so a yes is

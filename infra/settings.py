@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 
@@ -38,6 +39,9 @@ class Settings:
     - ``metrics_token``: ``/metrics`` answers only a request bearing this token
       (``TRIALLEDGER_METRICS_TOKEN``); without one, ``/metrics`` is open outside production
       and off (404) in production.
+    - ``witnesses``: the witnesses that cosign checkpoints, each ``URL=VKEY`` (the witness's
+      submission prefix and C2SP verifier key); ``witness_quorum`` how many must cosign a
+      checkpoint before it is served (default: all of them).
     """
 
     database_url: str | None
@@ -67,6 +71,15 @@ class Settings:
     def metrics_open(self) -> bool:
         """Whether ``/metrics`` is served without a token (never once a token is set)."""
         return self.metrics_token is None and not self.production
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int | None = None
+
+    @property
+    def quorum(self) -> int:
+        """How many witnesses must cosign a checkpoint (0 when none are configured)."""
+        if not self.witnesses:
+            return 0
+        return len(self.witnesses) if self.witness_quorum is None else self.witness_quorum
 
     @property
     def keys_dir(self) -> Path:
@@ -97,7 +110,26 @@ class Settings:
             environment=_environment(),
             expose_docs=_flag("TRIALLEDGER_EXPOSE_DOCS"),
             metrics_token=env.get("TRIALLEDGER_METRICS_TOKEN") or None,
+            **_witnesses(env.get("TRIALLEDGER_WITNESSES", ""),
+                         env.get("TRIALLEDGER_WITNESS_QUORUM", "")),
         )
+
+
+def _witnesses(listed: str, quorum: str) -> dict[str, Any]:
+    """``witnesses`` and ``witness_quorum`` from TRIALLEDGER_WITNESSES (``URL=VKEY`` entries
+    separated by spaces, commas or newlines) and TRIALLEDGER_WITNESS_QUORUM."""
+    entries = tuple(e for e in listed.replace(",", " ").split() if e)
+    for entry in entries:
+        url, sep, vkey = entry.partition("=")
+        if not sep or not url.startswith(("http://", "https://")) or vkey.count("+") < 2:
+            raise ValueError("TRIALLEDGER_WITNESSES must list URL=VKEY entries (a witness's "
+                             f"http(s) URL and its verifier key), not {entry!r}")
+    if not quorum.strip():
+        return {"witnesses": entries, "witness_quorum": None}
+    if not quorum.strip().isdigit() or not 1 <= int(quorum) <= len(entries):
+        raise ValueError(f"TRIALLEDGER_WITNESS_QUORUM must be between 1 and the number of "
+                         f"witnesses ({len(entries)}), not {quorum!r}")
+    return {"witnesses": entries, "witness_quorum": int(quorum)}
 
 
 def _seconds(name: str, default: float) -> float:

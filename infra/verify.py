@@ -1,5 +1,6 @@
 """Online verification of a study: every signature and key, every version chain, every leaf,
-every checkpoint's root and signature, and consistency with a checkpoint the caller trusts.
+every checkpoint's root and signature, the witnesses' cosignatures, and consistency with the
+checkpoints the caller holds or remembers.
 
 It reads the events exactly as stored and names the first thing that does not hold.
 """
@@ -7,7 +8,8 @@ It reads the events exactly as stored and names the first thing that does not ho
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,11 +19,24 @@ from psycopg.sql import SQL, Identifier
 from infra.catalog import EVENTS_TABLE
 from infra.ledger import store
 from infra.ledger.checker import EventChecker
+from infra.ledger.cosignature import Cosigner, witnesses_of
 from infra.ledger.merkle import Frontier, leaf_hash
 from infra.ledger.note import Checkpoint, NoteError, open_note
-from infra.ledger.sealer import load_checker, origin
+from infra.ledger.sealer import SEAL_INTERVAL, load_checker, origin
 from infra.parallel_verify import Row, checked_in_parallel, raw_keys
-from infra.signing import leaf_data
+from infra.signing import SignedState, leaf_data
+
+# An event still unsealed this long after it was recorded is missing from the ledger: the
+# server seals every SEAL_INTERVAL seconds (a leaf removed, or no sealer running).
+UNSEALED_GRACE = timedelta(seconds=2 * SEAL_INTERVAL)
+
+
+@dataclass(frozen=True)
+class Witnessing:
+    """Which witnesses a verification requires, and how many of them (the quorum)."""
+
+    cosigners: list[Cosigner] = field(default_factory=list)
+    quorum: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,9 @@ class StudyVerification:
     first_bad: BadEvent | None
     sealed: int = 0
     checkpoints: int = 0
+    latest: Checkpoint | None = None
+    witnessed: Checkpoint | None = None
+    witnessed_by: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -74,18 +92,33 @@ def verify_study(
     trusted: Checkpoint | None = None,
     batch_size: int = 2000,
     workers: int = 1,
+    *,
+    remembered: Checkpoint | None = None,
+    remembered_witnessed: Checkpoint | None = None,
+    witnessing: Witnessing | None = None,
+    now: datetime | None = None,
 ) -> StudyVerification:
     """Check one study's events and ledger in commit order; stop at the first failure.
 
-    With ``workers`` > 1, signatures and leaf hashes are checked in that many processes.
+    ``trusted`` is a checkpoint the caller holds, ``remembered`` (and
+    ``remembered_witnessed``) the newest (witnessed) checkpoint this verifier verified before:
+    the log must extend each, and its witnessed checkpoints must reach the remembered one.
+    With ``witnessing``, every stored witnessed checkpoint must carry the quorum of valid
+    cosignatures. With ``now``, an event recorded more than :data:`UNSEALED_GRACE` before it
+    must be sealed. With ``workers`` > 1, signatures and leaf hashes are checked in that many
+    processes.
     """
     checker = load_checker(conn, study, schema, public_keys)
     points = store.checkpoints(conn, schema)
-    wanted_roots = {size for size, _, _ in points} | ({trusted.size} if trusted else set())
+    witnessed = store.cosigned(conn, schema)
+    held = [c for c in (remembered, remembered_witnessed, trusted) if c is not None]
+    wanted_roots = ({size for size, _, _ in points} | {size for size, _ in witnessed}
+                    | {h.size for h in held})
     roots: dict[int, bytes] = {0: Frontier().root()} if 0 in wanted_roots else {}
     frontier = Frontier()
     checked = 0
     unsealed_from: int | None = None
+    overdue = now - UNSEALED_GRACE if now else None
     query = SQL(
         "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
         "l.leaf_index, l.leaf_hash FROM {s}.{e} e LEFT JOIN {s}.{l} l "
@@ -101,6 +134,8 @@ def verify_study(
             if reason is None:
                 reason = _leaf_problem(frontier.size, leaf_index, stored_leaf, unsealed_from,
                                        computed)
+            if reason is None and leaf_index is None and overdue is not None:
+                reason = _unsealed_problem(state, overdue)
             if reason is not None:
                 bad = BadEvent(study, position, oid, version, topic, reason)
                 return StudyVerification(study, checked, bad, frontier.size, len(points))
@@ -117,10 +152,29 @@ def verify_study(
             study, f"the ledger has {stored_size} leaves but only {frontier.size} match "
                    "stored events: events were deleted from the end of the log"),
             frontier.size, len(points))
-    problem = _checkpoint_problem(study, points, roots, public_keys, checker.registered,
-                                  trusted)
-    failure = _ledger_problem(study, problem) if problem else None
-    return StudyVerification(study, checked, failure, frontier.size, len(points))
+    keys = {**public_keys, **checker.registered}
+    failure = _checkpoint_failure(conn, study, schema, points, roots, keys)
+    latest = (Checkpoint(origin(study), points[-1][0], points[-1][1]) if points else None)
+    witness = _witnessed(study, witnessed, roots, keys, witnessing or Witnessing())
+    if failure is None and isinstance(witness, str):
+        failure = _ledger_problem(study, witness)
+    newest_witnessed, by = witness if isinstance(witness, tuple) else (None, ())
+    if failure is None:
+        problem = (_held_problem(study, latest, roots, held, trusted)
+                   or _witness_rollback(newest_witnessed, remembered_witnessed))
+        failure = _ledger_problem(study, problem) if problem else None
+    return StudyVerification(study, checked, failure, frontier.size, len(points), latest,
+                             newest_witnessed, by)
+
+
+def _unsealed_problem(state: bytes, overdue: datetime) -> str | None:
+    """Why an unsealed event should have been sealed by now, or None."""
+    recorded_at = SignedState.unpack(state).recorded_at
+    if datetime.fromisoformat(recorded_at) >= overdue:
+        return None
+    return (f"recorded at {recorded_at}, more than two sealing rounds "
+            f"({UNSEALED_GRACE.total_seconds():g} s) ago, and not sealed: its leaf was "
+            "removed, or no sealer ran (`trialledger seal`)")
 
 
 def _rows(cursor: Any, batch_size: int) -> Iterator[list[Row]]:
@@ -156,38 +210,93 @@ def _leaf_problem(expected_index: int, leaf_index: int | None, stored_leaf: byte
     return None
 
 
-def _checkpoint_problem(
-    study: str,
-    points: list[tuple[int, bytes, str]],
-    roots: dict[int, bytes],
-    anchors: dict[str, Ed25519PublicKey],
-    registered: dict[str, Ed25519PublicKey],
-    trusted: Checkpoint | None,
-) -> str | None:
-    keys = {**anchors, **registered}
+def _checkpoint_failure(conn: psycopg.Connection[Any], study: str, schema: str,
+                        points: list[tuple[int, bytes, str]], roots: dict[int, bytes],
+                        keys: dict[str, Ed25519PublicKey]) -> BadEvent | None:
+    """The first checkpoint that is cut off, unsigned or not the root of the events; a root
+    that differs names the first event out of place when the stored tree shows it."""
     for size, root, note in points:
         if size not in roots:
-            return (f"checkpoint of size {size} covers more events than the log holds: "
-                    "the log's tail was cut off")
+            return _ledger_problem(study, f"checkpoint of size {size} covers more events than "
+                                          "the log holds: the log's tail was cut off")
         try:
-            body = _open_with_any(note, keys)
-            signed = Checkpoint.parse(body)
+            signed = Checkpoint.parse(_open_with_any(note, keys))
         except NoteError as e:
-            return f"checkpoint of size {size}: {e}"
+            return _ledger_problem(study, f"checkpoint of size {size}: {e}")
         if signed != Checkpoint(origin(study), size, root) or root != roots[size]:
-            return (f"checkpoint of size {size}: its root does not match the root recomputed "
-                    "from the events")
-    if trusted is not None:
-        latest = points[-1][0] if points else 0
-        if trusted.origin != origin(study):
-            return f"the trusted checkpoint is for {trusted.origin}, not {origin(study)}"
-        if latest < trusted.size:
-            return (f"rolled back: the latest checkpoint has size {latest}, older than the "
-                    f"trusted checkpoint of size {trusted.size}")
-        if roots.get(trusted.size) != trusted.root:
-            return (f"the log is not consistent with the trusted checkpoint of size "
-                    f"{trusted.size}: its first {trusted.size} events were changed")
+            return (_misplaced_event(conn, study, schema, size)
+                    or _ledger_problem(study, f"checkpoint of size {size}: its root does not "
+                                              "match the root recomputed from the events"))
     return None
+
+
+def _misplaced_event(conn: psycopg.Connection[Any], study: str, schema: str,
+                     size: int) -> BadEvent | None:
+    """The event at the first leaf (below ``size``) whose hash differs from the leaf the
+    tree's stored nodes were built from: events moved or replaced together with their
+    leaves."""
+    row = conn.execute(SQL(
+        "SELECT l.leaf_index, e.notification_id, e.originator_id, e.originator_version, "
+        "e.topic FROM {s}.{l} l JOIN {s}.{n} n ON n.level = 0 AND n.idx = l.leaf_index "
+        "JOIN {s}.{e} e ON e.notification_id = l.notification_id "
+        "WHERE l.leaf_index < %s AND n.hash <> l.leaf_hash ORDER BY l.leaf_index LIMIT 1"
+    ).format(s=Identifier(schema), l=Identifier(store.LEAVES), n=Identifier(store.NODES),
+             e=Identifier(EVENTS_TABLE)), (size,)).fetchone()
+    if row is None:
+        return None
+    index, position, oid, version, topic = row
+    return BadEvent(study, int(position), str(oid), int(version), str(topic),
+                    f"out of place: leaf {index} of the checkpoint of size {size} was sealed "
+                    "from another event (events reordered or replaced with their leaves)")
+
+
+def _witnessed(study: str, witnessed: list[tuple[int, str]], roots: dict[int, bytes],
+               keys: dict[str, Ed25519PublicKey],
+               witnessing: Witnessing) -> tuple[Checkpoint | None, tuple[str, ...]] | str:
+    """The newest witnessed checkpoint and its witnesses, or what is wrong with one."""
+    newest: tuple[Checkpoint | None, tuple[str, ...]] = (None, ())
+    for size, note in witnessed:
+        try:
+            signed = Checkpoint.parse(_open_with_any(note, keys))
+            by = tuple(witnesses_of(note, witnessing.cosigners))
+        except NoteError as e:
+            return f"witnessed checkpoint of size {size}: {e}"
+        if signed != Checkpoint(origin(study), size, roots.get(size, b"")):
+            return (f"witnessed checkpoint of size {size}: its root does not match the root "
+                    "recomputed from the events")
+        if len(by) < witnessing.quorum:
+            return (f"witnessed checkpoint of size {size} carries {len(by)} valid "
+                    f"cosignatures of the {witnessing.quorum} required")
+        newest = (signed, by)
+    return newest
+
+
+def _held_problem(study: str, latest: Checkpoint | None, roots: dict[int, bytes],
+                  held: list[Checkpoint], trusted: Checkpoint | None) -> str | None:
+    """Why the log does not extend a checkpoint held or remembered, or None."""
+    for checkpoint in held:
+        what = ("the checkpoint you hold" if checkpoint is trusted
+                else "the checkpoint this verifier verified before")
+        if checkpoint.origin != origin(study):
+            return f"{what} is for {checkpoint.origin}, not {origin(study)}"
+        latest_size = latest.size if latest else 0
+        if latest_size < checkpoint.size:
+            return (f"rolled back: the latest checkpoint has size {latest_size}, older than "
+                    f"{what} (size {checkpoint.size})")
+        if roots.get(checkpoint.size) != checkpoint.root:
+            return (f"forked: the log is not consistent with {what} (size {checkpoint.size}): "
+                    f"its first {checkpoint.size} events were changed")
+    return None
+
+
+def _witness_rollback(witnessed: Checkpoint | None,
+                      remembered: Checkpoint | None) -> str | None:
+    """Why the witnessed checkpoints fall short of the one this verifier saw, or None."""
+    size = witnessed.size if witnessed else 0
+    if remembered is None or size >= remembered.size:
+        return None
+    return (f"rolled back: the newest witnessed checkpoint has size {size}, older than the "
+            f"witnessed checkpoint this verifier verified before (size {remembered.size})")
 
 
 def _open_with_any(note: str, keys: dict[str, Ed25519PublicKey]) -> str:

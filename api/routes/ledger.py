@@ -26,13 +26,17 @@ def _may_check(principal: Principal, study: str) -> None:
 
 @router.get("/v1/studies/{study}/ledger/checkpoint")
 def get_checkpoint(request: Request, principal: CurrentPrincipal, study: str) -> dict[str, Any]:
-    """The latest signed checkpoint (C2SP signed note) of the study's ledger."""
+    """The latest signed checkpoint (C2SP signed note) of the study's ledger; when the
+    deployment names witnesses, the latest their quorum cosigned, with their cosignatures."""
     study_app(request, study)
     _may_check(principal, study)
-    with connect(runtime_of(request).url) as conn:
-        checkpoint = proofs.latest_checkpoint(conn, schema_for_study(study))
+    runtime = runtime_of(request)
+    with connect(runtime.url) as conn:
+        checkpoint = proofs.latest_checkpoint(conn, schema_for_study(study),
+                                              witnessed=bool(runtime.settings.witnesses))
     if checkpoint is None:
-        raise NotFound(f"study {study} has no checkpoint yet")
+        raise NotFound(f"study {study} has no {'witnessed ' if runtime.settings.witnesses else ''}"
+                       "checkpoint yet")
     return {"origin": f"trialledger/{study}", **checkpoint}
 
 

@@ -29,7 +29,7 @@ from psycopg.sql import SQL, Identifier
 from infra.catalog import EVENTS_TABLE
 from infra.keys import public_pem
 from infra.ledger import store
-from infra.ledger.note import sign_note, verifier_key
+from infra.ledger.note import Checkpoint, sign_note, verifier_key
 from infra.ledger.sealer import origin
 from infra.zip_stream import ZipStream, write_file
 
@@ -112,6 +112,7 @@ def bundle_chunks(
     as_of: datetime | None = None,
     created_at: datetime | None = None,
     software_version: str | None = None,
+    witnessed: bool = False,
 ) -> Generator[bytes, None, dict[str, Any]]:
     """The bundle of ``study``, yielded member by member as each is complete; returns its
     manifest.
@@ -119,11 +120,13 @@ def bundle_chunks(
     ``files`` (bundle name, file on disk), sorted by name, are added after the ledger, each
     hashed into the manifest; they may be produced lazily: the next is asked for once the
     previous one is in. ``as_of`` is the recorded time they show (the ledger always holds
-    the whole log). An error part-way raises before the zip's end record is written.
+    the whole log). With ``witnessed`` (a deployment naming witnesses), the checkpoints are
+    only those the witnesses' quorum cosigned, each note with their cosignature lines. An
+    error part-way raises before the zip's end record is written.
     """
     created = created_at or datetime.now(UTC)
     hashes: dict[str, str] = {}
-    points = store.checkpoints(conn, schema)
+    points = _witnessed_points(conn, schema) if witnessed else store.checkpoints(conn, schema)
     archive = ZipStream()
     with conn.transaction():
         # One snapshot: events, leaves and checkpoints are read in the same transaction.
@@ -169,6 +172,12 @@ def bundle_chunks(
     return manifest
 
 
+def _witnessed_points(conn: psycopg.Connection[Any],
+                      schema: str) -> list[tuple[int, bytes, str]]:
+    return [(size, Checkpoint.parse(note[:note.index("\n\n") + 1]).root, note)
+            for size, note in store.cosigned(conn, schema)]
+
+
 def write_bundle(
     conn: psycopg.Connection[Any],
     study: str,
@@ -182,12 +191,14 @@ def write_bundle(
     as_of: datetime | None = None,
     created_at: datetime | None = None,
     software_version: str | None = None,
+    witnessed: bool = False,
 ) -> dict[str, Any]:
     """Write the bundle of ``study`` to ``path`` — the bytes :func:`bundle_chunks` yields —
     and return its manifest; the file appears whole or not at all."""
     manifest: dict[str, Any] = write_file(
         bundle_chunks(conn, study, schema, public_keys, private_key, key_name, files=files,
-                      as_of=as_of, created_at=created_at, software_version=software_version),
+                      as_of=as_of, created_at=created_at, software_version=software_version,
+                      witnessed=witnessed),
         path)
     return manifest
 

@@ -19,7 +19,12 @@ What it checks, in order, stopping at the first failure:
 5. every checkpoint is signed by a valid key and its root is the RFC 9162 root recomputed
    from the events;
 6. the checkpoint the manifest names is the latest one verified in step 5;
-7. optionally, a checkpoint the caller already holds: same root at its size, not rolled back.
+7. optionally, a checkpoint the caller already holds, and those this verifier remembers
+   from before: same root at their size (else "forked"), not larger than the latest
+   (else "rolled back");
+8. given witnesses' keys, every checkpoint carries the quorum of their cosignatures (C2SP
+   cosignature/v1); an event left unsealed for more than two sealing rounds before the
+   bundle was made is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ FORMATS = ("trialledger-bundle/1", "trialledger-bundle/2")
 KEY_REGISTERED = frozenset({"Keyring.KeyRegistered.v1", "domain.keyring:Keyring.KeyRegistered"})
 KEY_RETIRED = frozenset({"Keyring.KeyRetired.v1", "domain.keyring:Keyring.KeyRetired"})
 KEY_REVOKED = frozenset({"Keyring.KeyRevoked.v1", "domain.keyring:Keyring.KeyRevoked"})
+# Two sealing rounds of the server (it seals every 2 s): an event recorded longer than this
+# before the bundle was made, and not sealed, had its leaf removed.
+UNSEALED_GRACE_SECONDS = 4.0
 
 
 class BundleInvalid(Exception):
@@ -65,6 +73,8 @@ class BundleReport:
     as_of: str | None = None
     created_at: str | None = None
     software_version: str | None = None
+    latest_root: bytes = b""
+    witnessed_by: tuple[str, ...] = ()
 
 
 # --- formats ------------------------------------------------------------------------
@@ -115,6 +125,29 @@ def _open_note(note: str, keys: dict[str, Ed25519PublicKey]) -> str:
                     raise BundleInvalid(f"note signature by {key_id} is forged") from None
                 return text
     raise BundleInvalid("note is not signed by any valid key")
+
+
+def _cosigned_by(note: str, witnesses: dict[str, Ed25519PublicKey]) -> tuple[str, ...]:
+    """The witnesses (name -> key) whose valid cosignature/v1 line ``note`` carries."""
+    text, _, lines = note.rpartition("\n\n")
+    body = text + "\n"
+    names = []
+    for line in lines.splitlines():
+        name, _, blob = line.removeprefix("\u2014 ").partition(" ")
+        key = witnesses.get(name)
+        if key is None:
+            continue
+        raw = base64.b64decode(blob)
+        pub = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if raw[:4] != hashlib.sha256(name.encode() + b"\n\x04" + pub).digest()[:4]:
+            continue
+        message = f"cosignature/v1\ntime {struct.unpack('>Q', raw[4:12])[0]}\n{body}"
+        try:
+            key.verify(raw[12:], message.encode())
+        except InvalidSignature:
+            raise BundleInvalid(f"the cosignature by witness {name} is forged") from None
+        names.append(name)
+    return tuple(names)
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -223,8 +256,15 @@ def _check_canonical(path: Path, bundle: zipfile.ZipFile, members: list[str]) ->
 
 
 def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
-                  held_checkpoint: str | None = None) -> BundleReport:
-    """Verify the bundle at ``path``; raise :class:`BundleInvalid` naming the first failure."""
+                  held_checkpoint: str | None = None, *,
+                  remembered: list[tuple[int, bytes]] | None = None,
+                  witnesses: dict[str, Ed25519PublicKey] | None = None,
+                  quorum: int = 0) -> BundleReport:
+    """Verify the bundle at ``path``; raise :class:`BundleInvalid` naming the first failure.
+
+    ``remembered`` are (size, root) of checkpoints of this log verified before; ``witnesses``
+    (name -> Ed25519 key) and ``quorum`` the cosignatures every checkpoint must carry.
+    """
     try:
         opened = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
@@ -236,7 +276,8 @@ def verify_bundle(path: Path, trusted_keys: dict[str, Ed25519PublicKey],
             manifest_text, manifest, members = _members(bundle)
             _check_canonical(path, bundle, members)
             return _verify_members(bundle, manifest_text, manifest, trusted_keys,
-                                   held_checkpoint)
+                                   held_checkpoint, remembered or [],
+                                   (witnesses or {}, quorum))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError) as e:
         # RuntimeError and its subclass for unsupported features: zipfile's answer to a
         # changed header that claims encryption, another compression method or a newer zip
@@ -262,7 +303,8 @@ def _not_a_zip(path: Path) -> str:
 
 def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[str, Any],
                     trusted: dict[str, Ed25519PublicKey],
-                    held_checkpoint: str | None) -> BundleReport:
+                    held_checkpoint: str | None, remembered: list[tuple[int, bytes]],
+                    witnessing: tuple[dict[str, Ed25519PublicKey], int]) -> BundleReport:
     # Hashes first, so a damaged file is named; the manifest's signature is checked at the
     # end, with the keys the log itself shows valid by then (it may be signed by a new key).
     for name, expected in manifest["files"].items():
@@ -296,7 +338,11 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     held = held_checkpoint.split("\n") if held_checkpoint is not None else None
     if held is not None and (len(held) < 3 or not held[1].isdigit()):
         raise BundleInvalid("the held checkpoint is malformed")
-    wanted = {int(p["tree_size"]) for p in points} | ({int(held[1])} if held else set())
+    wanted = ({int(p["tree_size"]) for p in points} | ({int(held[1])} if held else set())
+              | {size for size, _ in remembered})
+    created = manifest.get("created_at")
+    overdue = (datetime.fromisoformat(created).timestamp() - UNSEALED_GRACE_SECONDS
+               if created else None)
     roots: dict[int, bytes] = {0: tree.root()}
     count = 0
     for event in events():
@@ -308,7 +354,13 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
             raise BundleInvalid(f"{where}: {problem}")
         line = leaves.readline()
         if not line:
-            continue  # not sealed yet: the tail after the last leaf
+            # Not sealed yet: the tail after the last leaf, recorded just before the export.
+            recorded_at = _unpack(base64.b64decode(event["state"]))[1]
+            if overdue is not None and datetime.fromisoformat(recorded_at).timestamp() < overdue:
+                raise BundleInvalid(f"{where}: recorded at {recorded_at}, more than two "
+                                    "sealing rounds before the bundle was made, and not "
+                                    "sealed: its leaf was removed")
+            continue
         leaf = json.loads(line)
         state = base64.b64decode(event["state"])
         computed = hashlib.sha256(b"\x00" + _prefixed(
@@ -326,7 +378,9 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     if leaves.readline():
         raise BundleInvalid("there are more leaves than events: events were deleted")
 
-    latest = 0
+    latest, latest_root = 0, roots[0]
+    witnessed_by: tuple[str, ...] = ()
+    witness_keys, quorum = witnessing
     for point in points:
         body = _open_note(point["note"], keys).split("\n")
         size = int(body[1])
@@ -337,24 +391,31 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
                                 f"holds ({tree.size} sealed): the log's tail was cut off")
         if base64.b64decode(body[2]) != roots[size]:
             raise BundleInvalid(f"checkpoint of size {size}: root does not match the events")
-        latest = max(latest, size)
+        witnessed_by = _cosigned_by(point["note"], witness_keys)
+        if len(witnessed_by) < quorum:
+            raise BundleInvalid(f"checkpoint of size {size} carries {len(witnessed_by)} valid "
+                                f"cosignatures of the {quorum} required")
+        latest, latest_root = max(latest, size), roots[size]
     _check_named_checkpoint(manifest, points, latest)
     current = {k: v for k, v in keys.items() if k not in retired and k not in revoked}
     if _open_note(bundle.read("manifest.sig").decode(), current) != manifest_text:
         raise BundleInvalid("manifest.sig does not sign manifest.json")
+    checks = [("the checkpoint this verifier verified before", size, root)
+              for size, root in remembered]
     if held is not None:
-        held_size, held_root = int(held[1]), base64.b64decode(held[2])
         if held[0] != origin:
             raise BundleInvalid(f"the held checkpoint is for {held[0]}, not {origin}")
+        checks.append(("the held checkpoint", int(held[1]), base64.b64decode(held[2])))
+    for what, held_size, held_root in checks:
         if latest < held_size:
             raise BundleInvalid(f"rolled back: the bundle's latest checkpoint has size {latest}, "
-                                f"older than the held checkpoint of size {held_size}")
+                                f"older than {what} (size {held_size})")
         if roots.get(held_size) != held_root:
-            raise BundleInvalid(f"the log is not consistent with the held checkpoint of size "
-                                f"{held_size}")
+            raise BundleInvalid(f"forked: the log is not consistent with {what} (size "
+                                f"{held_size})")
     return BundleReport(study, count, len(points), latest, len(manifest["files"]),
                         manifest.get("as_of"), manifest.get("created_at"),
-                        manifest.get("software_version"))
+                        manifest.get("software_version"), latest_root, witnessed_by)
 
 
 def _check_named_checkpoint(manifest: dict[str, Any], points: list[dict[str, Any]],

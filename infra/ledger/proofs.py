@@ -23,13 +23,25 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def latest_checkpoint(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any] | None:
-    """The newest signed checkpoint."""
+def served_checkpoint(conn: psycopg.Connection[Any], schema: str,
+                      witnessed: bool) -> tuple[int, str] | None:
+    """The (tree size, note) a deployment serves: with witnesses (``witnessed``) the newest
+    checkpoint the quorum cosigned, carrying their cosignatures; else the newest signed."""
+    if witnessed:
+        return store.latest_cosigned(conn, schema)
     latest = store.latest_checkpoint(conn, schema)
-    if latest is None:
+    return None if latest is None else (latest[0], latest[2])
+
+
+def latest_checkpoint(conn: psycopg.Connection[Any], schema: str,
+                      witnessed: bool = False) -> dict[str, Any] | None:
+    """The newest served checkpoint (see :func:`served_checkpoint`)."""
+    served = served_checkpoint(conn, schema, witnessed)
+    if served is None:
         return None
-    size, root_hash, note = latest
-    return {"tree_size": size, "root": _b64(root_hash), "note": note}
+    size, note = served
+    return {"tree_size": size, "root": _b64(root(store.node_source(conn, schema), size)),
+            "note": note}
 
 
 def _size(conn: psycopg.Connection[Any], schema: str, wanted: int | None, field: str) -> int:

@@ -1,6 +1,7 @@
-"""The ledger's tables in a study's schema: leaves, complete-subtree nodes, signed checkpoints.
+"""The ledger's tables in a study's schema: leaves, complete-subtree nodes, signed checkpoints,
+and the checkpoints witnesses cosigned (the note with their cosignature lines appended).
 
-All three are append-only (triggers), like the events table.
+All four are append-only (triggers), like the events table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from infra.recorder import append_only_statements
 LEAVES = "ledger_leaves"
 NODES = "ledger_nodes"
 CHECKPOINTS = "ledger_checkpoints"
+COSIGNED = "ledger_cosigned"
 
 
 def create_ledger_tables(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -35,8 +37,12 @@ def create_ledger_tables(conn: psycopg.Connection[Any], schema: str) -> None:
             " note text NOT NULL,"
             " key_id text NOT NULL,"
             " created_at timestamptz NOT NULL DEFAULT now())").format(s, Identifier(CHECKPOINTS)),
+        SQL("CREATE TABLE IF NOT EXISTS {}.{} ("
+            " tree_size bigint PRIMARY KEY,"
+            " note text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT now())").format(s, Identifier(COSIGNED)),
     ]
-    for table in (LEAVES, NODES, CHECKPOINTS):
+    for table in (LEAVES, NODES, CHECKPOINTS, COSIGNED):
         statements.extend(append_only_statements(schema, table))
     with conn.transaction():
         for statement in statements:
@@ -85,3 +91,24 @@ def leaf_index_of(conn: psycopg.Connection[Any], schema: str, position: int) -> 
     row = conn.execute(SQL("SELECT leaf_index FROM {}.{} WHERE notification_id = %s").format(
         Identifier(schema), Identifier(LEAVES)), (position,)).fetchone()
     return None if row is None else int(row[0])
+
+
+def cosigned(conn: psycopg.Connection[Any], schema: str) -> list[tuple[int, str]]:
+    """Every witnessed checkpoint (tree size, note with cosignatures), smallest first."""
+    rows = conn.execute(SQL("SELECT tree_size, note FROM {}.{} ORDER BY tree_size").format(
+        Identifier(schema), Identifier(COSIGNED))).fetchall()
+    return [(int(size), str(note)) for size, note in rows]
+
+
+def latest_cosigned(conn: psycopg.Connection[Any], schema: str) -> tuple[int, str] | None:
+    """The newest witnessed checkpoint (tree size, note with cosignatures), if any."""
+    row = conn.execute(SQL("SELECT tree_size, note FROM {}.{} ORDER BY tree_size DESC LIMIT 1")
+                       .format(Identifier(schema), Identifier(COSIGNED))).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def add_cosigned(conn: psycopg.Connection[Any], schema: str, size: int, note: str) -> None:
+    """Store the checkpoint of ``size`` with the cosignatures it gathered (once)."""
+    conn.execute(SQL("INSERT INTO {}.{} (tree_size, note) VALUES (%s, %s) "
+                     "ON CONFLICT (tree_size) DO NOTHING").format(
+        Identifier(schema), Identifier(COSIGNED)), (size, note))

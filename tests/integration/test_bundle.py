@@ -109,7 +109,7 @@ def test_the_cli_verifies_a_bundle_without_a_database(exported: tuple[Path, Path
                        settings)
     assert code == 0, output
     assert f"{events} events" in output
-    assert not (tmp_path / "nowhere").exists()  # no embedded database was started
+    assert not settings.pgdata.exists()  # no embedded database was started
 
 
 def test_another_key_fails(exported: tuple[Path, Path, int], tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
     app = later.study(STUDY, clock=simulated_clock(T0 + timedelta(days=1)))
     enroll(app, "002")
     app.close()
+    later.seal(STUDY)
     later.close()
     code, output = run(["verify", "--database-url", db_url], settings)
     assert code == 0, output
@@ -113,6 +114,7 @@ def test_an_offline_bundle_from_a_revoked_key_fails(runtime: Runtime, settings: 
     clock.set(T0 + timedelta(hours=2))
     enroll(app, "001")
     app.close()
+    runtime.seal(STUDY)  # as a server would have, before the compromise came to light
     key_id = key_id_for(settings.key_name, runtime.signing_key().public_key())
     run(["keys", "export-public", "-o", str(tmp_path / "k.pem")], settings)
     code, output = run(["keys", "revoke", "--key-id", key_id, "--effective-at",

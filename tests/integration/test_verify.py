@@ -31,6 +31,8 @@ def store(runtime: Runtime) -> Runtime:
         "VS1", T0 + timedelta(hours=1), {"HEIGHT": (150.0, "cm"), "WEIGHT": (36.0, "kg")},
         envelope(), t))
     app.close()
+    # Sealed, as a server does within seconds: events left unsealed longer fail verification.
+    runtime.seal(STUDY, force_checkpoint=True)
     return runtime
 
 
