@@ -10,6 +10,7 @@ from domain import limits
 from domain.clock import require_aware
 from domain.envelope import Envelope
 from domain.errors import EligibilityRefused, InvalidInput, InvalidState, Problem
+from domain.identifiers import subject_code_problem
 from domain.rules.derivation import RuleError
 from domain.rules.eligibility import Criterion, derive_screening_facts, evaluate_eligibility
 from domain.study import StudyDefinition
@@ -35,11 +36,10 @@ class Enrolment(SubjectState):
     ) -> Self:
         """Record informed consent: the subject's casebook starts here."""
         at = require_aware("recorded_at", at)
-        limits.check_texts(("subject_code", subject_code, limits.ID), ("site", site, limits.ID),
-                           ("disease", disease, limits.ID))
+        limits.check_texts(("site", site, limits.ID), ("disease", disease, limits.ID))
         problems = []
-        if not subject_code or not subject_code.strip():
-            problems.append(("subject_code", "is required"))
+        if (code_problem := subject_code_problem("subject_code", subject_code)) is not None:
+            problems.append((code_problem.field, code_problem.message))
         if site not in study.sites:
             problems.append(("site", f"unknown site {site!r}"))
         if sex not in SEXES:

@@ -10,6 +10,7 @@ from typing import Any, Self
 from domain.clock import require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, Problem
+from domain.identifiers import subject_code_problem
 from domain.records import copy_json
 from domain.sdtm import CheckedRow, check_row
 from domain.study import StudyDefinition
@@ -42,8 +43,8 @@ class SdtmLoading(SubjectState):
         problems = []
         if envelope.source != "import":
             problems.append(Problem("source", "an SDTM load is recorded with source 'import'"))
-        if not subject_code or not subject_code.strip():
-            problems.append(Problem("USUBJID", "is required"))
+        if (code_problem := subject_code_problem("USUBJID", subject_code)) is not None:
+            problems.append(code_problem)
         if site not in study.sites:
             problems.append(Problem("SITEID", f"unknown site {site!r}"))
         if sex not in SEXES:
