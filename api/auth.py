@@ -11,7 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from domain.envelope import Actor, Envelope, Reason
+from domain.errors import Forbidden as Forbidden
 from domain.errors import NotFound
+from domain.errors import Unauthenticated as Unauthenticated
 from domain.permissions import EDIT_POINTS, Action, permitting_grant
 from domain.user import Grant, User
 from infra.sessions import Session
@@ -20,14 +22,6 @@ if TYPE_CHECKING:
     from application.runtime import Runtime
 
 DIRECT = "direct"  # the client of a person calling the API without an API client credential
-
-
-class Unauthenticated(Exception):
-    """No valid bearer token (answered 401)."""
-
-
-class Forbidden(Exception):
-    """The person's roles do not allow the request (answered 403)."""
 
 
 @dataclass(frozen=True)

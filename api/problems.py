@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import Forbidden, Unauthenticated
+from application.sign_in_limits import TooManyAttempts
 from domain.errors import (
     AlreadyExists,
     Conflict,
@@ -87,6 +88,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return problem(403, "Forbidden", str(exc))
+
+    @app.exception_handler(TooManyAttempts)
+    async def too_many_attempts(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        response = problem(429, "Too many requests", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(OperationalError)

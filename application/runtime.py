@@ -18,7 +18,9 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
+from application.people import People
 from application.rebuild_parts import PartsReplay, parts_for
+from application.sign_in_limits import SignInLimits
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
@@ -62,6 +64,7 @@ class Runtime:
     _key: Ed25519PrivateKey | None = None
     _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
     _directory: DirectoryApplication | None = None
+    _people: People | None = None
     _pool: ConnectionPool | None = None
     _sessions: SessionStore | None = None
     _idempotency: IdempotencyStore | None = None
@@ -137,6 +140,22 @@ class Runtime:
                                             if self.signed else None),
                         )
         return self._directory
+
+    def people(self) -> People:
+        """The directory service (sign-in, passwords, second factor, administration)."""
+        if self._people is None:
+            with self._init_lock:
+                if self._people is None:
+                    self._people = People(
+                        self.directory(),
+                        limits=SignInLimits(self.settings.sign_in_per_account,
+                                            self.settings.sign_in_per_address),
+                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions)
+        return self._people
+
+    def _end_sessions(self, username: str) -> None:
+        with self.pool().connection() as conn:
+            self.sessions().end_all(conn, username)
 
     @contextmanager
     def _setting_up(self) -> Iterator[psycopg.Connection[Any] | None]:
@@ -293,6 +312,7 @@ class Runtime:
         if self._directory is not None:
             self._directory.close()
             self._directory = None
+            self._people = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -62,3 +62,11 @@ class Conflict(DomainError):
 
 class StaleVersion(Conflict):
     """The client wrote on a version it read earlier, and the subject has moved on since."""
+
+
+class Unauthenticated(DomainError):
+    """The caller is not who they say: no valid token, or a re-entered password is wrong."""
+
+
+class Forbidden(DomainError):
+    """The caller's roles do not allow the request."""

@@ -29,6 +29,9 @@ class Settings:
     - ``commit_timeout``: seconds a server's group commit may take before its requests are
       answered 503 and its transaction is ended (releasing the lock); see
       :mod:`domain.group_commit`.
+    - ``sign_in_per_account`` / ``sign_in_per_address``: sign-in attempts allowed per minute
+      for one account / from one network address, in each server process (0: no limit).
+    - ``totp_roles``: roles whose holders must sign in (and sign) with a TOTP code.
     """
 
     database_url: str | None
@@ -40,6 +43,9 @@ class Settings:
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
     commit_timeout: float = COMMIT_TIMEOUT
+    sign_in_per_account: int = 10
+    sign_in_per_address: int = 100
+    totp_roles: frozenset[str] = frozenset()
 
     @property
     def keys_dir(self) -> Path:
@@ -67,6 +73,10 @@ class Settings:
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
                                              WRITE_STATEMENT_TIMEOUT),
             commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
+            sign_in_per_account=_count("TRIALLEDGER_SIGN_IN_PER_ACCOUNT", 10),
+            sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
+            totp_roles=frozenset(r.strip() for r in env.get("TRIALLEDGER_TOTP_ROLES", "")
+                                 .split(",") if r.strip()),
         )
 
 
@@ -82,3 +92,13 @@ def _seconds(name: str, default: float) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a number of seconds (0 or more), not {raw!r}")
     return value
+
+
+def _count(name: str, default: int) -> int:
+    """A whole number (0 or more) from the environment variable ``name``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
+    return int(raw)

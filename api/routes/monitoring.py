@@ -7,13 +7,11 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.auth import CurrentPrincipal, Forbidden, Unauthenticated
-from api.routes.people import self_envelope
+from api.auth import CurrentPrincipal, Forbidden
+from api.routes.people import address_of
 from api.schemas import PROBLEM_RESPONSES, QueryIn, SdvIn, SignatureIn, TextIn, WrittenOut
 from api.writes import runtime_of, study_app, write_subject
-from domain.directory import SignInRefused
 from domain.permissions import Action
-from infra.passwords import check_password
 
 router = APIRouter(tags=["monitoring"], responses=PROBLEM_RESPONSES)
 
@@ -30,12 +28,9 @@ def sign_casebook(request: Request, principal: CurrentPrincipal, study: str, sub
     grant = principal.grant_for(Action.SIGN, study, app.subject(subject).site)
     if body.username.casefold() != principal.user.username.casefold():
         raise Forbidden("a signature is its signer's own: the username must be the token's")
-    try:
-        runtime_of(request).directory().sign_in(
-            body.username, body.password, principal.client, "e-signature", check_password,
-            lambda u: self_envelope(u, principal.client, principal.request_id))
-    except SignInRefused:
-        raise Unauthenticated("the signature's username or password is wrong") from None
+    runtime_of(request).people().reauthenticate(body.username, body.password, body.totp,
+                                                principal.client, principal.request_id,
+                                                address_of(request))
     signature_id = body.signature_id or str(uuid.uuid4())
     meanings = app.definition().signature_meanings
     actor = principal.actor(grant)
