@@ -36,6 +36,6 @@ def password_problem(password: str, known_words: Iterable[str] = ()) -> str | No
     if int(rating["score"]) >= MIN_SCORE:
         return None
     warning = str(rating["feedback"].get("warning") or "").rstrip(".")
-    why = warning or "it is too easy to guess (a common password, word or pattern)"
-    return f"is too easy to guess: {why[0].lower() + why[1:]}; a longer phrase of " \
-           f"unrelated words is both easier to remember and harder to guess"
+    why = warning or "a common password, word, name or pattern"
+    return (f"is too easy to guess ({why[0].lower() + why[1:]}); a longer phrase of "
+            f"unrelated words is both easier to remember and harder to guess")
