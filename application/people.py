@@ -21,6 +21,7 @@ from domain.directory import DirectoryApplication, SignInRefused
 from domain.envelope import Actor, Envelope
 from domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from domain.permissions import EDIT_POINTS
+from domain.sign_in_log import anonymous_envelope
 from domain.user import ApiClient, Grant, User
 from infra.passwords import check_password, hash_password, hash_secret, new_secret
 
@@ -358,8 +359,7 @@ class People:
                 command.username, command.password, command.client, command.purpose,
                 check_password, lambda u: self_envelope(u, command.client, command.request_id),
                 second_factor=second, address=command.address,
-                unknown_envelope=Envelope(Actor("anonymous", "(unknown user)", "system", "*"),
-                                          command.client, "api", command.request_id))
+                unknown_envelope=anonymous_envelope(command.client, command.request_id))
         except SignInRefused:
             if asked == ["enrol"]:
                 raise Unauthenticated("a second factor is required for your role: enrol one "

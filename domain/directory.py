@@ -23,9 +23,9 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import EnvType
 
 from domain.clock import Clock
-from domain.envelope import Actor, Envelope
+from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, NotFound
-from domain.sign_in_log import SignInLog, sign_in_log_uuid
+from domain.sign_in_log import SignInLog, anonymous_envelope, sign_in_log_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.topics import stored_names
 from domain.user import ApiClient, User, client_uuid, user_uuid
@@ -36,12 +36,6 @@ PasswordCheck = Callable[[str | None, str], bool]
 _T = TypeVar("_T")
 _A = TypeVar("_A", User, SignInLog)
 _SAVE_ATTEMPTS = 20  # per record, against other processes writing the same account
-
-
-def _anonymous(client: str) -> Envelope:
-    """The envelope of an attempt by someone not known to the directory."""
-    return Envelope(Actor("anonymous", "(unknown user)", "system", "*"), client, "api",
-                    "sign-in")
 
 
 class SignInRefused(Exception):
@@ -119,13 +113,6 @@ class DirectoryApplication(SignedApplication):
         ids = {UUID(str(n.originator_id)) for n in self._registrations(User.Registered)}
         return sorted((self.repository.get(i) for i in ids), key=lambda u: u.username)
 
-    def on_user(self, username: str, command: Callable[[User], None]) -> User:
-        """Load a person, run one command on them, save."""
-        user = self.user(username, to_change=True)
-        command(user)
-        self._save(user)
-        return user
-
     def sign_in(self, username: str, password: str, client: str, purpose: str,
                 check: PasswordCheck, envelope_for: Callable[[User], Envelope], *,
                 second_factor: Callable[[User], bool] | None = None,
@@ -148,7 +135,7 @@ class DirectoryApplication(SignedApplication):
         matches = check(seen.password_hash if seen is not None else None, password)
         if seen is None:
             self.record_unknown_user(username, client, purpose, address, unknown_envelope
-                                     or _anonymous(client))
+                                     or anonymous_envelope(client, "sign-in"))
             raise SignInRefused()
 
         def attempt(user: User) -> bool:

@@ -14,10 +14,16 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.clock import require_aware
-from domain.envelope import Envelope
+from domain.envelope import Actor, Envelope
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/directory/sign-in-log/")
 MAX_RECORDED_NAME = 64  # longer offered names are cut (a username is at most 64 characters)
+
+
+def anonymous_envelope(client: str, request_id: str) -> Envelope:
+    """The envelope of an attempt by someone the directory does not know."""
+    return Envelope(Actor("anonymous", "(unknown user)", "system", "*"), client, "api",
+                    request_id)
 
 
 def sign_in_log_uuid(day: date) -> UUID:

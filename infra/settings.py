@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from domain.user import PERSON_ROLES
 from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 
 # Longer than the write timeouts together: PostgreSQL's own timeouts end an ordinary wait
@@ -75,8 +76,7 @@ class Settings:
             commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
             sign_in_per_account=_count("TRIALLEDGER_SIGN_IN_PER_ACCOUNT", 10),
             sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
-            totp_roles=frozenset(r.strip() for r in env.get("TRIALLEDGER_TOTP_ROLES", "")
-                                 .split(",") if r.strip()),
+            totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
         )
 
 
@@ -102,3 +102,13 @@ def _count(name: str, default: int) -> int:
     if not raw.isdigit():
         raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
     return int(raw)
+
+
+def _roles(name: str) -> frozenset[str]:
+    """Roles named, comma-separated, in the environment variable ``name``."""
+    roles = frozenset(r.strip() for r in os.environ.get(name, "").split(",") if r.strip())
+    unknown = sorted(roles - set(PERSON_ROLES))
+    if unknown:
+        raise ValueError(f"{name} names no role {', '.join(unknown)} (roles: "
+                         f"{', '.join(PERSON_ROLES)})")
+    return roles
