@@ -712,17 +712,19 @@ def users_add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register a person (the first admin included) with a role, or grant an existing one
-    another role. Recorded as events by the system, on behalf of whoever runs the command."""
-    from domain.directory import DirectoryApplication
+    another role. Recorded as events by the system, on behalf of whoever runs the command.
+    A new person's password must meet the password rules (README: Sign-in and passwords)."""
+    from application.people import Admin, GrantRole, RegisterUser
     from domain.errors import DomainError, NotFound
-    from infra.passwords import WeakPassword, hash_password
+    from domain.user import Grant
 
-    envelope = _cli_envelope()
+    operator = Admin.operator(_cli_envelope())
+    grant = Grant(role, study, site)
     with _runtime(_settings(database_url)) as runtime:
-        directory: DirectoryApplication = runtime.directory()
+        people = runtime.people()
         try:
             try:
-                directory.user(username)
+                people.directory.user(username)
             except NotFound:
                 if not full_name:
                     err_console.print("[red]--full-name is required for a new user.[/red]")
@@ -732,18 +734,12 @@ def users_add(
                                       "[/red]")
                     raise typer.Exit(2) from None
                 password = sys.stdin.readline().rstrip("\n")
-                try:
-                    password_hash = hash_password(password)
-                except WeakPassword as e:
-                    err_console.print(f"[red]password: {e}[/red]")
-                    raise typer.Exit(2) from None
-                directory.register_user(username, full_name, password_hash, envelope,
-                                        lambda u, t: u.grant(role, study, site, envelope, t))
+                people.register_user(operator, RegisterUser(username, full_name, password,
+                                                            (grant,)))
                 console.print(f"Registered {username} ({full_name}) as {role} at "
                               f"{study}/{site}.")
                 return
-            directory.on_user(username, lambda u: u.grant(role, study, site, envelope,
-                                                          directory.clock.now()))
+            people.grant_role(operator, GrantRole(username, grant))
         except DomainError as e:
             err_console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from None
@@ -757,14 +753,13 @@ def clients_add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register an API client and print its secret (shown once, stored only as a hash)."""
+    from application.people import Admin, RegisterClient
     from domain.errors import DomainError
-    from infra.passwords import hash_secret, new_secret
 
-    secret = new_secret()
     with _runtime(_settings(database_url)) as runtime:
         try:
-            runtime.directory().register_client(client_id, name, hash_secret(secret),
-                                                _cli_envelope())
+            _, secret = runtime.people().register_client(Admin.operator(_cli_envelope()),
+                                                         RegisterClient(client_id, name))
         except DomainError as e:
             err_console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from None

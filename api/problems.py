@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from application.sign_in_limits import TooManyAttempts
 from domain.errors import (
     AlreadyExists,
     Conflict,
@@ -82,6 +83,12 @@ def install(app: FastAPI) -> None:
                            str(exc.detail), **extra)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        return response
+
+    @app.exception_handler(TooManyAttempts)
+    async def too_many_attempts(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        response = problem(429, "Too many requests", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(psycopg.OperationalError)

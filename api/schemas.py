@@ -221,6 +221,10 @@ class TokenRequest(Body):
     password: str = Field(min_length=1, max_length=1024)
     client_id: str | None = Field(default=None, max_length=64, examples=["edc-app"])
     client_secret: str | None = Field(default=None, max_length=1024)
+    totp: str | None = Field(default=None, min_length=6, max_length=10, examples=["492039"],
+                             description="The current code of your TOTP second factor, when "
+                                         "yours is asked for")
+
 
 
 class TokenOut(BaseModel):
@@ -268,6 +272,7 @@ class UserOut(BaseModel):
     active: bool
     locked_out: bool
     identity_verified: bool
+    totp_enabled: bool
     roles: list[GrantIn]
 
 
@@ -285,6 +290,28 @@ class PasswordChangeIn(Body):
                              "new_password": "battery staple horse"})
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=12, max_length=1024)
+    totp: str | None = Field(default=None, min_length=6, max_length=10, examples=["492039"],
+                             description="The current code of your TOTP second factor, when "
+                                         "yours is asked for")
+
+
+class TotpIn(Body):
+    """Your username and password (and, to replace a second factor in force, its code; to
+    confirm a new one, a code from the new secret)."""
+
+    model_config = _example({"username": "lwei", "password": "correct horse battery"})
+    username: str = Field(min_length=1, max_length=64, examples=["lwei"])
+    password: str = Field(min_length=1, max_length=1024)
+    totp: str | None = Field(default=None, min_length=6, max_length=10, examples=["492039"],
+                             description="The current code of your TOTP second factor, when "
+                                         "yours is asked for")
+
+
+class TotpOut(BaseModel):
+    """A new TOTP secret, shown once: put it in an authenticator app, then confirm a code."""
+
+    secret: str
+    otpauth_uri: str
 
 
 class ClientIn(Body):
@@ -638,6 +665,9 @@ class SignatureIn(Body):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     signature_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+    totp: str | None = Field(default=None, min_length=6, max_length=10, examples=["492039"],
+                             description="The current code of your TOTP second factor, when "
+                                         "yours is asked for")
 
 
 class QueryIn(Body):

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from application.reauthentication import DirectoryReauthenticator
+from application.reauthentication import PeopleReauthenticator
 from application.runtime import Runtime
 from application.trial_service import TrialService
 from domain.clock import SimulatedClock
@@ -264,9 +264,9 @@ def simulation_service(runtime: Runtime, app: StudyApplication) -> tuple[TrialSe
             SIGNER.username, SIGNER.full_name, hashed, envelope,
             lambda user, at: user.grant(SIGNER.role, nct04397107.STUDY_ID, SITE, envelope, at))
     except AlreadyExists:  # left by a simulation that stopped before registering the study
-        directory.on_user(SIGNER.username, lambda user: user.change_password(
+        directory.record(SIGNER.username, lambda user: user.change_password(
             hashed, envelope, directory.clock.now()))
-    return TrialService(OneStudy(app), DirectoryReauthenticator(runtime.directory)), password
+    return TrialService(OneStudy(app), PeopleReauthenticator(runtime.people)), password
 
 
 def play(service: TrialService, app: StudyApplication, action: Action) -> None:

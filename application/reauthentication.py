@@ -1,27 +1,24 @@
-"""Re-authentication of an e-signature's signer against the directory (Part 11 11.200)."""
+"""Re-authentication of an e-signature's signer (Part 11 11.200): the directory service
+checks the password, and the second factor when the signer's is asked for, as a sign-in."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from domain.directory import DirectoryApplication, SignInRefused
+from application.people import People
 from domain.envelope import Envelope
-from domain.errors import Unauthenticated
-from infra.passwords import check_password
 
 
-class DirectoryReauthenticator:
-    """Checks the signer's password as a sign-in does, recording the attempt (a failure
-    counts towards the account's lock-out like any other)."""
+class PeopleReauthenticator:
+    """The trial service's port to the directory service: every attempt is recorded and
+    counts towards the account's lock-out and rate limits like any other sign-in."""
 
-    def __init__(self, directory: Callable[[], DirectoryApplication]) -> None:
+    def __init__(self, people: Callable[[], People]) -> None:
         # A callable: the directory is opened only when someone signs.
-        self._directory = directory
+        self._people = people
 
-    def reauthenticate(self, username: str, password: str, envelope: Envelope) -> None:
-        """Return if ``password`` is ``username``'s; else :class:`Unauthenticated`."""
-        try:
-            self._directory().sign_in(username, password, envelope.client, "e-signature",
-                                      check_password, lambda _: envelope)
-        except SignInRefused:
-            raise Unauthenticated("the signature's username or password is wrong") from None
+    def reauthenticate(self, username: str, password: str, totp: str | None,
+                       envelope: Envelope) -> None:
+        """Return if the credentials are ``username``'s; else ``Unauthenticated``."""
+        self._people().reauthenticate(username, password, totp, envelope.client,
+                                      envelope.request_id)

@@ -18,8 +18,10 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
-from application.reauthentication import DirectoryReauthenticator
+from application.people import People
+from application.reauthentication import PeopleReauthenticator
 from application.rebuild_parts import PartsReplay, parts_for
+from application.sign_in_limits import SignInLimits
 from application.trial_service import TrialService
 from application.witnessing import witness_latest
 from domain.clock import Clock
@@ -66,6 +68,7 @@ class Runtime:
     _key: Ed25519PrivateKey | None = None
     _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
     _directory: DirectoryApplication | None = None
+    _people: People | None = None
     _pool: ConnectionPool | None = None
     _sessions: SessionStore | None = None
     _idempotency: IdempotencyStore | None = None
@@ -131,7 +134,7 @@ class Runtime:
     def service(self) -> TrialService:
         """The front door of every write to this deployment's studies."""
         if self._service is None:
-            self._service = TrialService(self, DirectoryReauthenticator(self.directory))
+            self._service = TrialService(self, PeopleReauthenticator(self.people))
         return self._service
 
     def directory(self) -> DirectoryApplication:
@@ -148,6 +151,22 @@ class Runtime:
                                             if self.signed else None),
                         )
         return self._directory
+
+    def people(self) -> People:
+        """The directory service (sign-in, passwords, second factor, administration)."""
+        if self._people is None:
+            with self._init_lock:
+                if self._people is None:
+                    self._people = People(
+                        self.directory(),
+                        limits=SignInLimits(self.settings.sign_in_per_account,
+                                            self.settings.sign_in_per_address),
+                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions)
+        return self._people
+
+    def _end_sessions(self, username: str) -> None:
+        with self.pool().connection() as conn:
+            self.sessions().end_all(conn, username)
 
     @contextmanager
     def _setting_up(self) -> Iterator[psycopg.Connection[Any] | None]:
@@ -313,6 +332,7 @@ class Runtime:
         if self._directory is not None:
             self._directory.close()
             self._directory = None
+            self._people = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -74,8 +74,10 @@ class Studies(Protocol):
 class Reauthenticator(Protocol):
     """Checks a signer's username and password again, and records the attempt."""
 
-    def reauthenticate(self, username: str, password: str, envelope: Envelope) -> None:
-        """Return if the password is the person's; else raise
+    def reauthenticate(self, username: str, password: str, totp: str | None,
+                       envelope: Envelope) -> None:
+        """Return if the password (and the TOTP code, when the person's second factor is
+        asked for) are the person's; else raise
         :class:`~domain.errors.Unauthenticated`. Either way the attempt is recorded under
         ``envelope``."""
 
@@ -185,7 +187,7 @@ class TrialService:
         if command.username.casefold() != caller.username.casefold():
             raise Forbidden("a signature is its signer's own: the username must be the "
                             "caller's")
-        self._reauthenticator.reauthenticate(command.username, command.password,
+        self._reauthenticator.reauthenticate(command.username, command.password, command.totp,
                                              caller.envelope(grant))
 
     def _enrol(self, command: EnrolSubject, caller: Caller) -> Subject:

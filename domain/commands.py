@@ -245,6 +245,7 @@ class SignCasebook(SubjectCommand):
     meaning: str
     username: str
     password: str
+    totp: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,10 +7,12 @@ domain keeps hashes but does not hash.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -23,11 +25,17 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, NotFound
+from domain.sign_in_log import SignInLog, anonymous_envelope, sign_in_log_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.topics import stored_names
 from domain.user import ApiClient, User, client_uuid, user_uuid
 
-PasswordCheck = Callable[[str, str], bool]  # (stored hash, offered password) -> matches
+# (stored hash, offered password) -> matches; a stored hash of None (no such person) must
+# cost as much as a real check and answer False.
+PasswordCheck = Callable[[str | None, str], bool]
+_T = TypeVar("_T")
+_A = TypeVar("_A", User, SignInLog)
+_SAVE_ATTEMPTS = 20  # per record, against other processes writing the same account
 
 
 class SignInRefused(Exception):
@@ -44,6 +52,10 @@ class DirectoryApplication(SignedApplication):
         # People as last read, with when (monotonic): see ``user(max_age=...)``.
         self._recent: dict[str, tuple[User, float]] = {}
         self._recent_lock = threading.Lock()
+        # Sign-in records are written one at a time per account (and for the unknown-user
+        # log) within this process: concurrent attempts would otherwise mostly collide.
+        self._account_locks: dict[str, threading.Lock] = {}
+        self._log_lock = threading.Lock()
         super().__init__(env, clock, mapper_factory)
 
     def register_user(self, username: str, full_name: str, password_hash: str,
@@ -101,37 +113,90 @@ class DirectoryApplication(SignedApplication):
         ids = {UUID(str(n.originator_id)) for n in self._registrations(User.Registered)}
         return sorted((self.repository.get(i) for i in ids), key=lambda u: u.username)
 
-    def on_user(self, username: str, command: Callable[[User], None]) -> User:
-        """Load a person, run one command on them, save."""
-        user = self.user(username, to_change=True)
-        command(user)
-        self._save(user)
-        return user
-
     def sign_in(self, username: str, password: str, client: str, purpose: str,
-                check: PasswordCheck, envelope_for: Callable[[User], Envelope]) -> User:
-        """Check a password; record the success or the failure (and a lock-out) either way.
+                check: PasswordCheck, envelope_for: Callable[[User], Envelope], *,
+                second_factor: Callable[[User], bool] | None = None,
+                unknown_envelope: Envelope | None = None, address: str = "") -> User:
+        """Check a password (and a second factor); record the success or the failure (and a
+        lock-out) either way, whatever other attempts run at the same moment.
 
-        Raises :class:`SignInRefused` without saying whether the name, the password or the
-        account's state was at fault.
+        The password is checked (the slow part) before the account's lock is taken, so
+        attempts on one account run their hashes in parallel and their records in turn; the
+        decision is made on the account as it stands when recording, so a locked or
+        deactivated account refuses even the right password. An unknown username costs the
+        same check (``check`` with None) and is recorded on the day's :class:`SignInLog`.
+        Raises :class:`SignInRefused` without saying whether the name, the password, the
+        second factor or the account's state was at fault.
         """
         try:
-            user = self.user(username, to_change=True)
+            seen: User | None = self.user(username)
         except NotFound:
-            raise SignInRefused() from None
-        envelope = envelope_for(user)
-        now = self.clock.now()
-        if not user.can_sign_in():
-            user.login_failed(client, purpose, envelope, now)
-            self._save(user)
+            seen = None
+        matches = check(seen.password_hash if seen is not None else None, password)
+        if seen is None:
+            self.record_unknown_user(username, client, purpose, address, unknown_envelope
+                                     or anonymous_envelope(client, "sign-in"))
             raise SignInRefused()
-        if not check(user.password_hash, password):
-            user.login_failed(client, purpose, envelope, now)
-            self._save(user)
+
+        def attempt(user: User) -> bool:
+            ok = matches if user.password_hash == seen.password_hash else check(
+                user.password_hash, password)  # changed meanwhile: check the new one
+            ok = ok and user.can_sign_in() and (second_factor is None or second_factor(user))
+            if ok:
+                user.logged_in(client, purpose, envelope_for(user), self.clock.now())
+            else:
+                user.login_failed(client, purpose, envelope_for(user), self.clock.now())
+            return ok
+
+        user, signed_in = self.record(username, attempt)
+        if not signed_in:
             raise SignInRefused()
-        user.logged_in(client, purpose, envelope, now)
-        self._save(user)
         return user
+
+    def record(self, username: str, command: Callable[[User], _T]) -> tuple[User, _T]:
+        """Load a person, run ``command`` on them and save, again on a fresh copy if another
+        writer got there first (one at a time per account in this process, so only other
+        processes can cause a retry). Returns the person saved and what ``command`` returned.
+        """
+        with self._account_lock(username):
+            return self._retrying(lambda: self.user(username, to_change=True), command)
+
+    def record_unknown_user(self, username: str, client: str, purpose: str, address: str,
+                            envelope: Envelope) -> None:
+        """Record a sign-in attempt for a username no one holds (never the password)."""
+        now = self.clock.now()
+        day = now.astimezone(UTC).date()
+
+        def load() -> SignInLog:
+            try:
+                log: SignInLog = self.repository.get(sign_in_log_uuid(day))
+            except AggregateNotFoundError:
+                return SignInLog.open(day, envelope, now)
+            return log
+
+        with self._log_lock:
+            self._retrying(load, lambda log: log.unknown_user(
+                username, client, purpose, address, envelope, self.clock.now()))
+
+    def _retrying(self, load: Callable[[], _A], command: Callable[[_A], _T]) -> tuple[_A, _T]:
+        for attempt in range(_SAVE_ATTEMPTS):
+            aggregate = load()
+            result = command(aggregate)
+            try:
+                self._save(aggregate)
+            except Conflict:
+                if attempt == _SAVE_ATTEMPTS - 1:
+                    raise
+                # Another process wrote the same aggregate: back off a little, at random, so
+                # two busy processes do not keep colliding.
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue
+            return aggregate, result
+        raise AssertionError("unreachable")
+
+    def _account_lock(self, username: str) -> threading.Lock:
+        with self._recent_lock:
+            return self._account_locks.setdefault(username.casefold(), threading.Lock())
 
     def register_client(self, client_id: str, name: str, secret_hash: str,
                         envelope: Envelope) -> ApiClient:
@@ -157,7 +222,7 @@ class DirectoryApplication(SignedApplication):
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, lte=1))
 
-    def _save(self, *aggregates: User | ApiClient) -> None:
+    def _save(self, *aggregates: User | ApiClient | SignInLog) -> None:
         try:
             self.save(*aggregates)
         except IntegrityError as e:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from eventsourcing.utils import register_topic, resolve_topic
 
 from domain.keyring import Keyring
+from domain.sign_in_log import SignInLog
 from domain.study import Study
 from domain.subject import Subject
 from domain.user import ApiClient, User
 
-AGGREGATES = (Subject, Study, User, ApiClient, Keyring)
+AGGREGATES = (Subject, Study, User, ApiClient, Keyring, SignInLog)
 
 # Module-path topics as stored before the explicit names -> the explicit name of their class.
 LEGACY_TOPICS: dict[str, str] = {

@@ -22,6 +22,7 @@ _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/directory/")
 PERSON_ROLES = tuple(r for r in ROLES if r != "system")
 ALL = "*"  # a grant's study or site that covers every study or site
 MAX_FAILED_LOGINS = 5
+PASSWORD_HISTORY = 5  # a new password may match none of this many latest ones (the current too)
 
 
 def user_uuid(username: str) -> UUID:
@@ -111,6 +112,8 @@ class User(Aggregate):
 
         def apply(self, user: User) -> None:
             user.password_hash = self.password_hash
+            user.password_history = [*user.password_history, self.password_hash][
+                -PASSWORD_HISTORY:]
 
     class LoggedIn(Event):
         """The person signed in (or re-authenticated to sign) through ``client``."""
@@ -154,11 +157,40 @@ class User(Aggregate):
         def apply(self, user: User) -> None:
             user.active = False
 
+    class TotpSecretIssued(Event):
+        """A TOTP secret (RFC 6238) was issued to the person, to confirm with a code from it;
+        until then the second factor in force, if any, stays the one before."""
+        TOPIC = "User.TotpSecretIssued.v1"
+
+        secret: str
+
+        def apply(self, user: User) -> None:
+            user.totp_pending = self.secret
+
+    class TotpEnabled(Event):
+        """The person confirmed the issued TOTP secret with a code: it is now asked for."""
+        TOPIC = "User.TotpEnabled.v1"
+
+        def apply(self, user: User) -> None:
+            user.totp_secret = user.totp_pending
+            user.totp_pending = None
+
+    class TotpRemoved(Event):
+        """An admin removed the person's second factor (a lost device): they enrol again."""
+        TOPIC = "User.TotpRemoved.v1"
+
+        def apply(self, user: User) -> None:
+            user.totp_secret = None
+            user.totp_pending = None
+
     def __init__(self, username: str, full_name: str, password_hash: str,
                  envelope: Envelope) -> None:
         self.username = username
         self.full_name = full_name
         self.password_hash = password_hash
+        self.password_history = [password_hash]  # the latest PASSWORD_HISTORY hashes
+        self.totp_secret: str | None = None
+        self.totp_pending: str | None = None
         self.identity_verified = False
         self.grants: set[Grant] = set()
         self.failed_logins = 0
@@ -240,6 +272,24 @@ class User(Aggregate):
                            purpose=purpose)
         if self.failed_logins >= MAX_FAILED_LOGINS and not self.locked_out:
             self.trigger_event(self.LockedOut, timestamp=at, envelope=envelope)
+
+    def issue_totp_secret(self, secret: str, envelope: Envelope, at: datetime) -> None:
+        """Record a new TOTP secret, awaiting confirmation by a code."""
+        self._require_active()
+        self.trigger_event(self.TotpSecretIssued, timestamp=at, envelope=envelope,
+                           secret=secret)
+
+    def enable_totp(self, envelope: Envelope, at: datetime) -> None:
+        """Put the issued TOTP secret in force (the caller has checked a code from it)."""
+        if self.totp_pending is None:
+            raise InvalidState(f"{self.username} has no TOTP secret awaiting confirmation")
+        self.trigger_event(self.TotpEnabled, timestamp=at, envelope=envelope)
+
+    def remove_totp(self, envelope: Envelope, at: datetime) -> None:
+        """Remove the second factor (and any secret awaiting confirmation)."""
+        if self.totp_secret is None and self.totp_pending is None:
+            raise InvalidState(f"{self.username} has no second factor")
+        self.trigger_event(self.TotpRemoved, timestamp=at, envelope=envelope)
 
     def unlock(self, envelope: Envelope, at: datetime) -> None:
         """Lift a lock-out."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from domain.user import PERSON_ROLES
 from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 
 # Longer than the write timeouts together: PostgreSQL's own timeouts end an ordinary wait
@@ -42,6 +43,9 @@ class Settings:
     - ``witnesses``: the witnesses that cosign checkpoints, each ``URL=VKEY`` (the witness's
       submission prefix and C2SP verifier key); ``witness_quorum`` how many must cosign a
       checkpoint before it is served (default: all of them).
+    - ``sign_in_per_account`` / ``sign_in_per_address``: sign-in attempts allowed per minute
+      for one account / from one network address, in each server process (0: no limit).
+    - ``totp_roles``: roles whose holders must sign in (and sign) with a TOTP code.
     """
 
     database_url: str | None
@@ -80,6 +84,9 @@ class Settings:
         if not self.witnesses:
             return 0
         return len(self.witnesses) if self.witness_quorum is None else self.witness_quorum
+    sign_in_per_account: int = 10
+    sign_in_per_address: int = 100
+    totp_roles: frozenset[str] = frozenset()
 
     @property
     def keys_dir(self) -> Path:
@@ -112,6 +119,9 @@ class Settings:
             metrics_token=env.get("TRIALLEDGER_METRICS_TOKEN") or None,
             **_witnesses(env.get("TRIALLEDGER_WITNESSES", ""),
                          env.get("TRIALLEDGER_WITNESS_QUORUM", "")),
+            sign_in_per_account=_count("TRIALLEDGER_SIGN_IN_PER_ACCOUNT", 10),
+            sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
+            totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
         )
 
 
@@ -163,3 +173,21 @@ def _flag(name: str) -> bool | None:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be yes or no, not {raw!r}")
+def _count(name: str, default: int) -> int:
+    """A whole number (0 or more) from the environment variable ``name``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
+    return int(raw)
+
+
+def _roles(name: str) -> frozenset[str]:
+    """Roles named, comma-separated, in the environment variable ``name``."""
+    roles = frozenset(r.strip() for r in os.environ.get(name, "").split(",") if r.strip())
+    unknown = sorted(roles - set(PERSON_ROLES))
+    if unknown:
+        raise ValueError(f"{name} names no role {', '.join(unknown)} (roles: "
+                         f"{', '.join(PERSON_ROLES)})")
+    return roles

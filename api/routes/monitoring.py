@@ -27,7 +27,7 @@ def sign_casebook(request: Request, principal: CurrentPrincipal, study: str, sub
     signed = service_of(request).handle(SignCasebook(
         study=study, subject=subject, expected_version=expected_version(request),
         signature_id=signature_id, meaning=body.meaning, username=body.username,
-        password=body.password), principal.caller)
+        password=body.password, totp=body.totp), principal.caller)
     return written(signed, signature_id, 201)
 
 

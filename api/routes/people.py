@@ -1,14 +1,14 @@
-"""Sign-in, people, roles and API clients."""
+"""Sign-in, people, roles and API clients: parsed here, decided by the directory service
+(:mod:`application.people`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api.auth import DIRECT, CurrentPrincipal, Forbidden, Principal, Unauthenticated, _bearer
+from api.auth import DIRECT, CurrentPrincipal, Principal, _bearer, request_id
 from api.schemas import (
     PROBLEM_RESPONSES,
     ClientIn,
@@ -18,52 +18,35 @@ from api.schemas import (
     PasswordChangeIn,
     TokenOut,
     TokenRequest,
+    TotpIn,
+    TotpOut,
     UserIn,
     UserOut,
 )
 from api.writes import runtime_of
-from domain.directory import SignInRefused
-from domain.envelope import Actor, Envelope
-from domain.errors import InvalidInput, NotFound
-from domain.permissions import ROLE_ACTIONS, Action
-from domain.user import Grant, User
-from infra.passwords import (
-    WeakPassword,
-    check_password,
-    hash_password,
-    hash_secret,
-    new_secret,
+from application.people import (
+    Admin,
+    ChangeOwnPassword,
+    ConfirmTotp,
+    DeactivateUser,
+    EnrolTotp,
+    GrantRole,
+    People,
+    RegisterClient,
+    RegisterUser,
+    RemoveTotp,
+    RevokeRole,
+    SignIn,
+    UnlockUser,
+    VerifyIdentity,
 )
+from domain.user import Grant, User
 
 router = APIRouter(tags=["people"], responses=PROBLEM_RESPONSES)
 
-
-def self_envelope(user: User, client: str, request_id: str) -> Envelope:
-    """The envelope of what a person does to their own account (sign-in, password)."""
-    grant = min(user.grants, key=lambda g: (g.role, g.study, g.site), default=None)
-    actor = (Actor(user.user_id, user.full_name, grant.role, grant.site) if grant else
-             Actor(user.user_id, user.full_name, "system", "*"))
-    return Envelope(actor, client, "api", request_id)
-
-
-def _admin_grant(principal: Principal, study: str | None, site: str | None = None) -> Grant:
-    """The grant letting ``principal`` manage people at ``study``/``site`` (None: anywhere).
-
-    Granting a role at every site (``*``) needs an admin of every site.
-    """
-    if study is not None:
-        return principal.grant_for(Action.MANAGE_USERS, study, None if site == "*" else site)
-    for grant in sorted(principal.user.grants, key=lambda g: (g.study, g.site)):
-        if Action.MANAGE_USERS in ROLE_ACTIONS[grant.role]:
-            return grant
-    raise Forbidden(f"{principal.user.username} may not manage people")
-
-
-def _hash(password: str, field: str) -> str:
-    try:
-        return hash_password(password)
-    except WeakPassword as e:
-        raise InvalidInput(field, str(e)) from e
+_TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many sign-in attempts for the account or from the address "
+                         "(see Retry-After)"}}
 
 
 def user_out(user: User) -> UserOut:
@@ -71,35 +54,43 @@ def user_out(user: User) -> UserOut:
     return UserOut(username=user.username, user_id=user.user_id, full_name=user.full_name,
                    active=user.active, locked_out=user.locked_out,
                    identity_verified=user.identity_verified,
+                   totp_enabled=user.totp_secret is not None,
                    roles=[GrantIn(role=g.role, study=g.study, site=g.site)
                           for g in sorted(user.grants, key=lambda g: (g.study, g.site, g.role))])
 
 
-@router.post("/v1/auth/token", response_model=TokenOut,
-             responses={401: {"description": "Wrong username or password, or account locked"}})
-def issue_token(request: Request, body: TokenRequest) -> TokenOut:
-    """Sign in with username and password (and, for an API client, its own credential)."""
-    from api.auth import request_id
+def address_of(request: Request) -> str:
+    """The network address a request came from (rate limits, the sign-in record)."""
+    return request.client.host if request.client is not None else "unknown"
 
+
+def _people(request: Request) -> People:
+    return runtime_of(request).people()
+
+
+def _admin(principal: Principal) -> Admin:
+    return Admin.person(principal.user, principal.client, principal.request_id)
+
+
+def _proof(request: Request, client: str, username: str, password: str, totp: str | None,
+           purpose: str) -> SignIn:
+    return SignIn(username, password, client, request_id(request), purpose, totp,
+                  address_of(request))
+
+
+@router.post("/v1/auth/token", response_model=TokenOut,
+             responses={401: {"description": "Wrong username, password or TOTP code, or "
+                                             "account locked"}, **_TOO_MANY})
+def issue_token(request: Request, body: TokenRequest) -> TokenOut:
+    """Sign in with username and password (a TOTP code too when yours is asked for; for an
+    API client, its own credential)."""
     runtime = runtime_of(request)
-    directory = runtime.directory()
+    people = runtime.people()
     client = DIRECT
     if body.client_id is not None or body.client_secret is not None:
-        try:
-            api_client = directory.client(body.client_id or "")
-        except NotFound:
-            raise Unauthenticated("unknown API client or wrong client secret") from None
-        if not api_client.active or not check_password(api_client.secret_hash,
-                                                       body.client_secret or ""):
-            raise Unauthenticated("unknown API client or wrong client secret")
-        client = api_client.client_id
-    rid = request_id(request)
-    try:
-        user = directory.sign_in(body.username, body.password, client, "session", check_password,
-                                 lambda u: self_envelope(u, client, rid))
-    except SignInRefused:
-        raise Unauthenticated("wrong username or password, or the account may not sign "
-                              "in") from None
+        client = people.authenticate_client(body.client_id or "", body.client_secret or "")
+    user = people.sign_in(_proof(request, client, body.username, body.password, body.totp,
+                                 "session"))
     with runtime.pool().connection() as conn:
         token, session = runtime.sessions().issue(conn, user.username, client)
     return TokenOut(access_token=token, expires_at=session.expires_at,
@@ -119,122 +110,103 @@ def sign_out(request: Request, principal: CurrentPrincipal,
     return Response(status_code=204)
 
 
-@router.post("/v1/auth/password", response_model=UserOut)
+@router.post("/v1/auth/password", response_model=UserOut, responses=_TOO_MANY)
 def change_own_password(request: Request, principal: CurrentPrincipal,
                         body: PasswordChangeIn) -> UserOut:
-    """Change your own password (the current one is checked; every session ends)."""
-    runtime = runtime_of(request)
-    directory = runtime.directory()
-    user = principal.user
-    envelope = self_envelope(user, principal.client, principal.request_id)
-    try:
-        directory.sign_in(user.username, body.current_password, principal.client,
-                          "password change", check_password, lambda _: envelope)
-    except SignInRefused:
-        raise Unauthenticated("the current password is wrong") from None
-    new_hash = _hash(body.new_password, "new_password")
-    changed = directory.on_user(user.username, lambda u: u.change_password(
-        new_hash, envelope, directory.clock.now()))
-    with runtime.pool().connection() as conn:
-        runtime.sessions().end_all(conn, user.username)
-    return user_out(changed)
+    """Change your own password (the current one is checked, and your TOTP code when yours
+    is asked for; the new one must meet the password rules and differ from your last 5;
+    every session ends)."""
+    proof = _proof(request, principal.client, principal.user.username,
+                   body.current_password, body.totp, "password change")
+    return user_out(_people(request).change_own_password(
+        ChangeOwnPassword(proof, body.new_password)))
+
+
+@router.post("/v1/auth/totp", response_model=TotpOut, status_code=201, responses=_TOO_MANY)
+def enrol_totp(request: Request, body: TotpIn) -> TotpOut:
+    """Ask for a TOTP secret (RFC 6238), shown once: your password proves who you are (and,
+    to replace a second factor in force, its code). Confirm it with a code from your
+    authenticator app (POST /v1/auth/totp/confirm)."""
+    enrolment = _people(request).enrol_totp(EnrolTotp(_proof(
+        request, DIRECT, body.username, body.password, body.totp, "totp enrolment")))
+    return TotpOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
+
+
+@router.post("/v1/auth/totp/confirm", response_model=UserOut, responses=_TOO_MANY)
+def confirm_totp(request: Request, body: TotpIn) -> UserOut:
+    """Put the issued TOTP secret in force with a code from it (``totp``): from then on,
+    sign-ins and e-signatures ask for a code."""
+    return user_out(_people(request).confirm_totp(ConfirmTotp(_proof(
+        request, DIRECT, body.username, body.password, body.totp, "totp confirmation"))))
 
 
 @router.post("/v1/users", status_code=201, response_model=UserOut)
 def register_user(request: Request, principal: CurrentPrincipal, body: UserIn) -> UserOut:
-    """Register a person with their first roles (an admin of each role's study)."""
-    grants = [_admin_grant(principal, g.study, g.site) for g in body.roles] or [
-        _admin_grant(principal, None)]
-    envelope = principal.envelope(grants[0])
-
-    def first_roles(user: User, now: datetime) -> None:
-        if body.identity_verified_by:
-            user.verify_identity(body.identity_verified_by, envelope, now)
-        for role in body.roles:
-            user.grant(role.role, role.study, role.site, envelope, now)
-
-    user = runtime_of(request).directory().register_user(
-        body.username, body.full_name, _hash(body.password, "password"), envelope, first_roles)
-    return user_out(user)
+    """Register a person with their first roles (by an admin of each role's study and
+    site; without roles, by an admin of every study and site)."""
+    return user_out(_people(request).register_user(_admin(principal), RegisterUser(
+        body.username, body.full_name, body.password,
+        tuple(Grant(g.role, g.study, g.site) for g in body.roles),
+        body.identity_verified_by)))
 
 
 @router.get("/v1/users", response_model=list[UserOut])
 def list_users(request: Request, principal: CurrentPrincipal) -> list[UserOut]:
-    """Every person, active or not (admins only)."""
-    _admin_grant(principal, None)
-    return [user_out(u) for u in runtime_of(request).directory().users()]
+    """The people you administer, active or not: everyone for an admin of every study and
+    site, else those holding a role at your studies and sites (admins only)."""
+    return [user_out(u) for u in _people(request).users(_admin(principal))]
 
 
 @router.post("/v1/users/{username}/roles", response_model=UserOut)
 def grant_role(request: Request, principal: CurrentPrincipal, username: str,
                body: GrantIn) -> UserOut:
-    """Grant a role at a study and site (never to yourself)."""
-    grant = _admin_grant(principal, body.study, body.site)
-    _not_yourself(principal, username)
-    directory = runtime_of(request).directory()
-    envelope = principal.envelope(grant)
-    return user_out(directory.on_user(username, lambda u: u.grant(
-        body.role, body.study, body.site, envelope, directory.clock.now())))
+    """Grant a role at a study and site you administer, to a person holding a role there
+    (never to yourself)."""
+    return user_out(_people(request).grant_role(_admin(principal), GrantRole(
+        username, Grant(body.role, body.study, body.site))))
 
 
 @router.delete("/v1/users/{username}/roles/{role}/{study}/{site}", response_model=UserOut)
 def revoke_role(request: Request, principal: CurrentPrincipal, username: str, role: str,
                 study: str, site: str) -> UserOut:
-    """Revoke a role at a study and site."""
-    grant = _admin_grant(principal, study, site)
-    _not_yourself(principal, username)
-    directory = runtime_of(request).directory()
-    envelope = principal.envelope(grant)
-    return user_out(directory.on_user(username, lambda u: u.revoke(
-        role, study, site, envelope, directory.clock.now())))
+    """Revoke a role at a study and site you administer."""
+    return user_out(_people(request).revoke_role(_admin(principal), RevokeRole(
+        username, Grant(role, study, site))))
 
 
 @router.post("/v1/users/{username}/identity", response_model=UserOut)
 def verify_identity(request: Request, principal: CurrentPrincipal, username: str,
                     body: IdentityIn) -> UserOut:
-    """Record how the person's identity was verified."""
-    grant = _admin_grant(principal, None)
-    _not_yourself(principal, username)
-    directory = runtime_of(request).directory()
-    envelope = principal.envelope(grant)
-    return user_out(directory.on_user(username, lambda u: u.verify_identity(
-        body.method, envelope, directory.clock.now())))
+    """Record how the person's identity was verified (every role of theirs must be at
+    studies and sites you administer)."""
+    return user_out(_people(request).verify_identity(_admin(principal), VerifyIdentity(
+        username, body.method)))
 
 
 @router.post("/v1/users/{username}/unlock", response_model=UserOut)
 def unlock_user(request: Request, principal: CurrentPrincipal, username: str) -> UserOut:
-    """Lift a lock-out after failed sign-ins."""
-    grant = _admin_grant(principal, None)
-    directory = runtime_of(request).directory()
-    envelope = principal.envelope(grant)
-    return user_out(directory.on_user(username, lambda u: u.unlock(
-        envelope, directory.clock.now())))
+    """Lift a lock-out after failed sign-ins (every role of theirs within your scope)."""
+    return user_out(_people(request).unlock_user(_admin(principal), UnlockUser(username)))
 
 
 @router.post("/v1/users/{username}/deactivate", response_model=UserOut)
 def deactivate_user(request: Request, principal: CurrentPrincipal, username: str) -> UserOut:
-    """Deactivate a person for good (their username is never reused)."""
-    grant = _admin_grant(principal, None)
-    _not_yourself(principal, username)
-    runtime = runtime_of(request)
-    directory = runtime.directory()
-    envelope = principal.envelope(grant)
-    user = directory.on_user(username, lambda u: u.deactivate(envelope, directory.clock.now()))
-    with runtime.pool().connection() as conn:
-        runtime.sessions().end_all(conn, username)
-    return user_out(user)
+    """Deactivate a person for good (their username is never reused; every role of theirs
+    within your scope)."""
+    return user_out(_people(request).deactivate_user(_admin(principal),
+                                                     DeactivateUser(username)))
+
+
+@router.delete("/v1/users/{username}/totp", response_model=UserOut)
+def remove_totp(request: Request, principal: CurrentPrincipal, username: str) -> UserOut:
+    """Remove a person's second factor (a lost device): they enrol again."""
+    return user_out(_people(request).remove_totp(_admin(principal), RemoveTotp(username)))
 
 
 @router.post("/v1/clients", status_code=201, response_model=ClientOut)
 def register_client(request: Request, principal: CurrentPrincipal, body: ClientIn) -> ClientOut:
-    """Register an API client; its secret is in this answer and nowhere else."""
-    grant = _admin_grant(principal, None)
-    secret = new_secret()
-    client = runtime_of(request).directory().register_client(
-        body.client_id, body.name, hash_secret(secret), principal.envelope(grant))
+    """Register an API client (an admin of every study and site); its secret is in this
+    answer and nowhere else."""
+    client, secret = _people(request).register_client(
+        _admin(principal), RegisterClient(body.client_id, body.name))
     return ClientOut(client_id=client.client_id, name=client.name, client_secret=secret)
-
-
-def _not_yourself(principal: Principal, username: str) -> None:
-    if username.casefold() == principal.user.username.casefold():
-        raise Forbidden("an admin may not change their own roles or account this way")

@@ -25,6 +25,11 @@ pytestmark = pytest.mark.slow  # every test here starts real servers
 
 STUDY = nct04397107.STUDY_ID
 SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
+def password_of(username: str) -> str:
+    """Each person's password (one the password rules accept)."""
+    return f"{username} amber canyon whistle"
+
+
 PEOPLE = {
     "lwei": ("Li Wei", "coordinator", "JLU1"),
     "wfang": ("Dr Wang Fang", "investigator", "JLU1"),
@@ -51,7 +56,7 @@ class Server:
 
     def token(self, username: str) -> dict[str, str]:
         response = httpx.post(f"{self.base}/v1/auth/token",
-                              json={"username": username, "password": f"{username}-password"})
+                              json={"username": username, "password": password_of(username)})
         assert response.status_code == 200, response.text
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -63,7 +68,7 @@ def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
     home = tmp_path / "home"
     bootstrap = _cli("users", "add", "--username", "ada", "--full-name", "Ada Admin",
                      "--role", "admin", "--study", "*", "--password-stdin",
-                     db_url=db_url, home=home, stdin="ada-password\n")
+                     db_url=db_url, home=home, stdin=f"{password_of('ada')}\n")
     assert bootstrap.returncode == 0, bootstrap.stderr
     port = free_port()
     log = tmp_path / "server.log"
@@ -94,7 +99,7 @@ def test_the_whole_workflow_over_http(server: Server) -> None:
     _ok(httpx.post(f"{base}/v1/studies", json=nct04397107.definition(), headers=admin), 201)
     for username, (name, role, site) in PEOPLE.items():
         _ok(httpx.post(f"{base}/v1/users", headers=admin, json={
-            "username": username, "full_name": name, "password": f"{username}-password",
+            "username": username, "full_name": name, "password": password_of(username),
             "roles": [{"role": role, "study": STUDY, "site": site}],
             "identity_verified_by": "hospital badge checked in person"}), 201)
     coordinator, investigator, monitor, data_manager, regulator = (
@@ -147,7 +152,7 @@ def test_the_whole_workflow_over_http(server: Server) -> None:
     assert wrong.status_code == 401
     _ok(httpx.post(f"{base}{SUBJECT}/signatures", headers=investigator, json={
         "signature_id": "SIG1", "meaning": "approval", "username": "wfang",
-        "password": "wfang-password"}), 201)
+        "password": password_of("wfang")}), 201)
     signature = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))["signatures"]["SIG1"]
     assert signature["status"] == "valid"
     assert signature["printed_name"] == "Dr Wang Fang"
@@ -200,7 +205,7 @@ def test_the_server_seals_in_the_background(server: Server) -> None:
     _ok(httpx.post(f"{server.base}/v1/studies", json=nct04397107.definition(), headers=admin),
         201)
     _ok(httpx.post(f"{server.base}/v1/users", headers=admin, json={
-        "username": "inspector", "full_name": "Ines Pector", "password": "inspector-password",
+        "username": "inspector", "full_name": "Ines Pector", "password": password_of("inspector"),
         "roles": [{"role": "regulator", "study": STUDY, "site": "*"}]}), 201)
     regulator = server.token("inspector")
     deadline = time.monotonic() + 20

@@ -23,7 +23,7 @@ def _users_add(home: Path, username: str, *options: str, env: dict[str, str] | N
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *options, "users", "add", "--username", username,
          "--full-name", username.title(), "--role", "admin", "--study", "*",
-         "--password-stdin"], input=f"{username}-password\n", env=environment, cwd=ROOT,
+         "--password-stdin"], input="amber canyon whistle\n", env=environment, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=180)
 
 

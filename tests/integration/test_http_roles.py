@@ -190,13 +190,19 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
                  "subject", lambda _: {"role": "monitor", "study": STUDY, "site": "JLU1"}),
         Endpoint("DELETE", "/v1/users/{username}/roles/{role}/{study}/{site}",
                  f"/v1/users/{{target}}/roles/coordinator/{STUDY}/JLU1", {"admin"}, "subject"),
+        # What touches a whole account needs every role of the person (a coordinator at
+        # JLU1) within the admin's sites.
         Endpoint("POST", "/v1/users/{username}/identity", "/v1/users/{target}/identity",
-                 {"admin"}, "any", lambda _: {"method": "passport"}),
+                 {"admin"}, "subject", lambda _: {"method": "passport"}),
         Endpoint("POST", "/v1/users/{username}/unlock", "/v1/users/{target}/unlock",
-                 {"admin"}, "any"),
+                 {"admin"}, "subject"),
         Endpoint("POST", "/v1/users/{username}/deactivate", "/v1/users/{target}/deactivate",
-                 {"admin"}, "any"),
-        Endpoint("POST", "/v1/clients", "/v1/clients", {"admin"}, "any",
+                 {"admin"}, "subject"),
+        Endpoint("DELETE", "/v1/users/{username}/totp", "/v1/users/{target}/totp",
+                 {"admin"}, "subject"),
+        # An API client serves the whole deployment: only an admin of every study and site,
+        # whom this table has not (every admin here holds a grant at one study).
+        Endpoint("POST", "/v1/clients", "/v1/clients", set(), "any",
                  lambda _: {"client_id": f"app-{new_id()}", "name": "An app"}),
     ]
 
@@ -204,7 +210,8 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
 ROLES_ANY = set(ROLES)
 reviews_done: list[int] = []
 UNGUARDED = {("POST", "/v1/auth/token"), ("DELETE", "/v1/auth/token"),
-             ("POST", "/v1/auth/password")}  # every signed-in person may use them
+             ("POST", "/v1/auth/password"),  # every signed-in person may use them
+             ("POST", "/v1/auth/totp"), ("POST", "/v1/auth/totp/confirm")}  # by password
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ def served(runtime: Runtime) -> Iterator[tuple[FastAPI, dict[str, str]]]:
     # One person holding every role everywhere, so generated requests get past the
     # role check and reach the code behind it.
     password = add_person(runtime, "fuzzer", "admin", study="*")
-    runtime.directory().on_user("fuzzer", lambda u: [
+    runtime.directory().record("fuzzer", lambda u: [
         u.grant(role, "*", "*", envelope(), runtime.directory().clock.now())
-        for role in ROLES[1:]] and None)
+        for role in ROLES[1:]])
     api = create_app(runtime)
     from fastapi.testclient import TestClient
 

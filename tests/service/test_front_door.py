@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from application.reauthentication import DirectoryReauthenticator
+from application.people import People
+from application.reauthentication import PeopleReauthenticator
 from application.trial_service import TrialService
 from domain.caller import Caller
 from domain.commands import (
@@ -109,7 +110,7 @@ def trial() -> Trial:
     directory.register_user("inv", "Inv", PASSWORD_HASH, envelope(),
                             lambda u, t: u.grant("investigator", STUDY, SITE, envelope(), t))
     service = TrialService(InMemoryStudies({STUDY: app}),
-                           DirectoryReauthenticator(lambda: directory))
+                           PeopleReauthenticator(lambda: People(directory)))
     return Trial(app, service, directory)
 
 
