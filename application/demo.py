@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from application.people import People
 from application.reauthentication import PeopleReauthenticator
 from application.runtime import Runtime
+from application.sign_in_limits import SignInLimits
 from application.trial_service import TrialService
 from domain.clock import SimulatedClock
 from domain.directory import DirectoryApplication
@@ -266,7 +268,10 @@ def simulation_service(runtime: Runtime, app: StudyApplication) -> tuple[TrialSe
     except AlreadyExists:  # left by a simulation that stopped before registering the study
         directory.record(SIGNER.username, lambda user: user.change_password(
             hashed, envelope, directory.clock.now()))
-    return TrialService(OneStudy(app), PeopleReauthenticator(runtime.people)), password
+    # The simulation replays months of signatures in seconds, as one process: the limits on
+    # sign-in attempts per minute, there for callers over the network, do not apply to it.
+    people = People(directory, limits=SignInLimits(per_account=0, per_address=0))
+    return TrialService(OneStudy(app), PeopleReauthenticator(lambda: people)), password
 
 
 def play(service: TrialService, app: StudyApplication, action: Action) -> None:
