@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from domain.envelope import Envelope
+from domain.errors import NotFound
 from infra import keys
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
 from infra.logging import (
@@ -400,16 +401,29 @@ def outcomes(
         str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset.")
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    cell: Annotated[
+        str | None, typer.Option("--cell", help="A cell id: list the subjects and records "
+                                                "behind it, with their log positions (JSON).")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """The protocol's outcome tables by arm, as the database stood at --as-of (default now)."""
+    """The study's declared endpoints as tables by arm, as the database stood at --as-of
+    (default now); with --cell, what one figure was computed from."""
     from projections.outcome_render import to_csv, to_rich
-    from projections.outcomes import to_json
+    from projections.outcomes.engine import to_json
 
     _require_listing_format(output_format)
     when = _parse_time("--as-of", as_of) if as_of else None
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
+        if cell is not None:
+            try:
+                sources = runtime.outcome_cell(study, cell, when)
+            except NotFound as e:
+                err_console.print(f"[red]--cell: {e}[/red]")
+                raise typer.Exit(2) from None
+            sys.stdout.write(to_json(sources))
+            return
         tables = runtime.outcomes(study, when)
     if output_format == "json":
         sys.stdout.write(to_json(tables))
@@ -686,7 +700,7 @@ def users_add(
     """Register a person (the first admin included) with a role, or grant an existing one
     another role. Recorded as events by the system, on behalf of whoever runs the command."""
     from domain.directory import DirectoryApplication
-    from domain.errors import DomainError, NotFound
+    from domain.errors import DomainError
     from infra.passwords import WeakPassword, hash_password
 
     envelope = _cli_envelope()
