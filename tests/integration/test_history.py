@@ -282,6 +282,46 @@ def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
     assert _row(now, "adverse-drug-reactions/reactions:any/Y1/STD")["events"] == 0
 
 
+def test_a_cell_opens_onto_its_records_whose_events_the_ledger_proves(demo: Runtime) -> None:
+    import base64
+    import json
+
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from infra.ledger import proofs
+    from infra.ledger.merkle import verify_inclusion
+
+    cell = "dose/glucocorticoid/M12-BASELINE/IL2"
+    result = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--cell", cell,
+                                      "--database-url", demo.url],
+                                env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+    assert result.exit_code == 0, result.output
+    sources = json.loads(result.output)
+    assert sources == demo.outcome_cell(STUDY, cell)
+    row = _row(demo.outcomes(STUDY), cell)
+    assert len(sources["subjects"]) == row["n"]
+    kinds = {r["kind"] for s in sources["subjects"] for r in s["records"]}
+    assert kinds == {"therapies", "vitals"}  # the courses, and the BSA they were divided by
+    demo.seal(STUDY, force_checkpoint=True)
+    positions = sorted({p for s in sources["subjects"] for r in s["records"]
+                        for p in r["positions"]})
+    with psycopg.connect(demo.url) as conn:
+        root = proofs.latest_checkpoint(conn, SCHEMA)["root"]  # type: ignore[index]
+        for position in positions[:: max(1, len(positions) // 25)]:
+            proof = proofs.inclusion(conn, SCHEMA, position, None)
+            assert proof["root"] == root
+            assert verify_inclusion(base64.b64decode(proof["leaf_hash"]), proof["leaf_index"],
+                                    proof["tree_size"],
+                                    [base64.b64decode(h) for h in proof["proof"]],
+                                    base64.b64decode(root))
+    unknown = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--cell", "no/such",
+                                       "--database-url", demo.url],
+                                 env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+    assert unknown.exit_code == 2
+    assert "no cell 'no/such'" in unknown.output
+
+
 def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtime) -> None:
     from typer.testing import CliRunner
 
