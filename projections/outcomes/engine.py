@@ -227,6 +227,14 @@ def dose_per_m2(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Table
     weekly = {_parameter(r) for r in therapies if r["fields"].get("frequency") in weekly_codes}
     weekly.discard(GLUCOCORTICOID)
     later, earlier = endpoint.parameters.get("change", [None, None])
+    windows: dict[tuple[str, str], dict[str, Item]] = {}  # every drug's, computed once
+
+    def window(book: Book, timepoint: Timepoint) -> dict[str, Item]:
+        key = (book["subject"], timepoint.code)
+        if key not in windows:
+            windows[key] = _dose_items(book, timepoint, weekly)
+        return windows[key]
+
     for name in (GLUCOCORTICOID, *drugs):
         unit = ("prednisone-eq mg/m2/day" if name == GLUCOCORTICOID
                 else f"mg/m2/{'week' if name in weekly else 'day'}")
@@ -243,7 +251,7 @@ def dose_per_m2(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Table
                     # A later window counts once the subject reached its visit.
                     if timepoint.code != earlier and timepoint.code not in book["visits"]:
                         continue
-                    item = _dose_items(book, timepoint, weekly).get(name)
+                    item = window(book, timepoint).get(name)
                     if item is not None:
                         points[timepoint.code] = item
                         by_point.setdefault(timepoint.code, []).append(item)

@@ -178,6 +178,21 @@ def test_outcomes_are_the_studys_own_endpoints_and_match_its_data(loaded: Loaded
         assert row["denominator"] == len(members)
         assert row["subjects"] == len(members & set(ae))
         assert row["events"] == sum(1 for c in ae if c in members)
+    # Treatment-emergent: the AE rows SUPPAE flags AETRTEM = Y, in all and by severity.
+    supp = xpt("suppae")
+    flagged = {(c, str(int(float(v)))) for c, q, v, val in zip(
+        supp["USUBJID"], supp["QNAM"], supp["IDVARVAL"], supp["QVAL"], strict=True)
+        if q == "AETRTEM" and val == "Y"}
+    ae_rows = xpt("ae")
+    emergent = [(c, sev) for c, seq, sev in zip(ae_rows["USUBJID"], ae_rows["AESEQ"],
+                                                 ae_rows["AESEV"], strict=True)
+                if (c, str(int(seq))) in flagged and c in treated]
+    teae = {(r["parameter"], r["arm"]): r["events"]
+            for r in tables["endpoints"]["teae-soc-severity"]["rows"]}
+    for arm in rows:
+        assert teae[("ANY|ANY", arm)] == sum(1 for c, _ in emergent if treated[c] == arm)
+        assert sum(n for (p, a), n in teae.items() if a == arm and not p.endswith("|ANY")
+                   ) == teae[("ANY|ANY", arm)]
     # Disposition by planned arm, from DS.
     ds = xpt("ds")
     planned = {c: a for c, a, start in zip(dm["USUBJID"], dm["ARMCD"], dm["RFSTDTC"],
