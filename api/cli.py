@@ -22,6 +22,7 @@ from rich.console import Console
 from api.witness_cli import witness_app
 from domain.caller import OPERATOR_GRANT, Caller, Channel
 from domain.envelope import Envelope
+from domain.errors import NotFound
 from infra import keys
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
 from infra.logging import (
@@ -428,16 +429,29 @@ def outcomes(
         str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset.")
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    cell: Annotated[
+        str | None, typer.Option("--cell", help="A cell id: list the subjects and records "
+                                                "behind it, with their log positions (JSON).")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """The protocol's outcome tables by arm, as the database stood at --as-of (default now)."""
+    """The study's declared endpoints as tables by arm, as the database stood at --as-of
+    (default now); with --cell, what one figure was computed from."""
     from projections.outcome_render import to_csv, to_rich
-    from projections.outcomes import to_json
+    from projections.outcomes.engine import to_json
 
     _require_listing_format(output_format)
     when = _parse_time("--as-of", as_of) if as_of else None
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
+        if cell is not None:
+            try:
+                sources = runtime.outcome_cell(study, cell, when)
+            except NotFound as e:
+                err_console.print(f"[red]--cell: {e}[/red]")
+                raise typer.Exit(2) from None
+            sys.stdout.write(to_json(sources))
+            return
         tables = runtime.outcomes(study, when)
     if output_format == "json":
         sys.stdout.write(to_json(tables))
@@ -715,7 +729,7 @@ def users_add(
     another role. Recorded as events by the system, on behalf of whoever runs the command.
     A new person's password must meet the password rules (README: Sign-in and passwords)."""
     from application.people import Admin, GrantRole, RegisterUser
-    from domain.errors import DomainError, NotFound
+    from domain.errors import DomainError
     from domain.user import Grant
 
     operator = Admin.operator(_cli_envelope())

@@ -400,6 +400,11 @@ class StudyIn(Body):
         default_factory=dict, max_length=2,
         description="Soft ranges: vitals|labs -> code -> {low, high, unit}; a value outside "
                     "is kept, flagged and queried")
+    endpoints: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=50,
+        description="The outcome measures (domain/endpoints.py: id, type, title, measure, "
+                    "population, timepoints, unit, derivation, statistic, comparison, "
+                    "parameters); none: the study has no outcome tables")
 
 
 class EnrollmentIn(Body):

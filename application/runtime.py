@@ -27,9 +27,10 @@ from application.witnessing import witness_latest
 from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
-from domain.errors import Conflict, InvalidState
+from domain.errors import Conflict, InvalidState, NotFound
 from domain.service import StudyApplication
 from domain.signed_application import MapperFactory
+from domain.studies.protocols import study_endpoints
 from infra import catalog, keys
 from infra.idempotency import IdempotencyStore
 from infra.keys import SigningKeyError
@@ -42,9 +43,9 @@ from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView
-from projections.outcomes import outcome_tables
+from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
-from projections.queries import outcome_facts_as_of
+from projections.queries import cell_sources, outcome_facts_as_of
 
 # What the directory's events are signed under (a study's id is in the signed message of its
 # events; the directory is no study, so it has a name of its own that no study id can take).
@@ -317,9 +318,26 @@ class Runtime:
     def outcomes(self, study_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
         self.project(study_id)
+        endpoints = study_endpoints(self.study(study_id).definition())
         with connect(self.url) as conn:
             books = outcome_facts_as_of(conn, schema_for_study(study_id), as_of)
-        return outcome_tables(books, study_id, as_of)
+        return outcome_tables(books, study_id, endpoints, as_of)
+
+    def outcome_cell(self, study_id: str, cell: str,
+                     as_of: datetime | None = None) -> dict[str, Any]:
+        """The subjects and records behind one cell of the outcome tables as of ``as_of``,
+        each record with the log positions of the events that made it what it was then."""
+        self.project(study_id)
+        endpoints = study_endpoints(self.study(study_id).definition())
+        schema = schema_for_study(study_id)
+        with connect(self.url) as conn:
+            books = outcome_facts_as_of(conn, schema, as_of)
+            contributions = cell_contributions(books, endpoints, cell)
+            if contributions is None:
+                raise NotFound(f"no cell {cell!r} in the outcome tables of {study_id}")
+            subjects = cell_sources(conn, schema, study_id, contributions, as_of)
+        return {"study_id": study_id, "cell": cell,
+                "as_of": as_of.isoformat() if as_of else None, "subjects": subjects}
 
     def close(self) -> None:
         """Close every application's and projector's connection pool."""

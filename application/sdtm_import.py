@@ -34,7 +34,16 @@ from domain.commands import RegisterStudy
 from domain.envelope import Envelope
 from domain.errors import DomainError, InvalidInput
 from domain.permissions import Action
-from domain.sdtm import KEYS, TOPICS, CheckedRow, check_row, dtc_date, record_id, valid_time
+from domain.sdtm import (
+    KEYS,
+    TOPICS,
+    CheckedRow,
+    check_row,
+    dtc_date,
+    record_id,
+    sdtm_endpoints,
+    valid_time,
+)
 from domain.service import StudyApplication
 from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
@@ -220,6 +229,8 @@ def _definition_from_design(study_id: str, data: DataSet) -> dict[str, Any]:
         "signature_meanings": SIGNATURE_MEANINGS,
         "products": [{"code": p, "name": p} for p in sorted(products)],
         "sdtm": {"variables": _variables(data), "vocabulary": _vocabulary(data)},
+        "endpoints": [e.to_dict() for e in sdtm_endpoints(
+            {table.name for table in data.loaded_tables()})],
     }
 
 

@@ -44,7 +44,7 @@ from domain.subject import Subject, subject_uuid
 from infra.postgres import database, schema_for_study, temporary_database, with_dbname
 from infra.settings import Settings
 from projections.casebook import casebook
-from projections.outcomes import outcome_tables
+from projections.outcomes.engine import outcome_tables
 from projections.queries import AuditQuery, audit_page, casebook_as_of, outcome_facts_as_of
 
 STUDY = nct04397107.STUDY_ID
@@ -220,7 +220,8 @@ def main() -> None:
                     casebook_as_of(conn, SCHEMA, STUDY, code, asked)
                 sql_ms.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY, when)
+            outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY,
+                           nct04397107.ENDPOINTS, when)
             outcomes_sql = time.perf_counter() - t0
             for code in audit_codes:
                 t0 = time.perf_counter()
@@ -244,7 +245,8 @@ def main() -> None:
         t0 = time.perf_counter()
         books = [casebook(s, as_of=when) for e in memory.values()
                  if (s := fold(e, when)) is not None]
-        outcome_tables(sorted(books, key=lambda b: str(b["subject"])), STUDY, when)
+        outcome_tables(sorted(books, key=lambda b: str(b["subject"])), STUDY,
+                       nct04397107.ENDPOINTS, when)
         outcomes_mem = time.perf_counter() - t0
         for code in audit_codes:
             t0 = time.perf_counter()

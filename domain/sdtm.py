@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
+from domain.endpoints import Endpoint, Timepoint
 from domain.errors import InvalidInput, Problem
 
 # Record-level domains and the variable naming what each row is about (its topic).
@@ -185,3 +186,45 @@ def _against_definition(kind: str, fields: Mapping[str, Any],
             problems.append(Problem(unit_var, f"unit {unit!r} is not one of the study's "
                                               f"units for {code}"))
     return problems
+
+
+# What any SDTM data set with AE and DS supports, by the arm each subject actually received
+# (safety) or was assigned to (disposition): the endpoints an imported study declares.
+WHOLE_STUDY = (Timepoint("STUDY", window=(-100_000, 100_000)),)  # every row, whatever its day
+SDTM_ENDPOINTS: Mapping[str, tuple[Endpoint, ...]] = {
+    "AE": (
+        Endpoint(
+            id="ae-incidence", type="safety", title="Adverse events by arm",
+            measure="sdtm_ae_incidence", population="safety", timepoints=WHOLE_STUDY,
+            unit="subjects (% of the arm) and events",
+            derivation="AE rows of subjects treated (ACTARMCD not a screen failure or not "
+                       "assigned/treated), by ACTARMCD: subjects with at least one row, and "
+                       "rows.",
+            statistic="subjects, percent, events"),
+        Endpoint(
+            id="teae-soc-severity", type="safety",
+            title="Treatment-emergent adverse events by body system and severity",
+            measure="sdtm_ae_by_soc_severity", population="safety", timepoints=WHOLE_STUDY,
+            unit="subjects (% of the arm) and events",
+            derivation="AE rows flagged treatment-emergent (SUPPAE QNAM AETRTEM = Y), by "
+                       "AEBODSYS and AESEV: subjects with at least one, and rows.",
+            statistic="subjects, percent, events",
+            parameters={"flag": {"domain": "SUPPAE", "qnam": "AETRTEM", "value": "Y"}}),
+    ),
+    "DS": (
+        Endpoint(
+            id="disposition", type="safety", title="Disposition by arm",
+            measure="sdtm_disposition", population="enrolled", timepoints=WHOLE_STUDY,
+            unit="subjects (% of the arm)",
+            derivation="DS rows with DSCAT DISPOSITION EVENT, by DSDECOD and planned arm "
+                       "(ARMCD) of subjects with a reference start date.",
+            statistic="subjects, percent, events",
+            parameters={"category": "DISPOSITION EVENT"}),
+    ),
+}
+
+
+def sdtm_endpoints(domains: set[str]) -> tuple[Endpoint, ...]:
+    """The endpoints the loaded ``domains`` support (see :data:`SDTM_ENDPOINTS`)."""
+    return tuple(e for domain, endpoints in SDTM_ENDPOINTS.items() if domain in domains
+                 for e in endpoints)

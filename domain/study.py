@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 
 from domain import limits
 from domain.clock import require_aware
+from domain.endpoints import Endpoint, parse_endpoints
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
 from domain.identifiers import study_id_problem
@@ -61,6 +62,9 @@ class StudyDefinition:
     # The range each vital sign or lab test is expected in ({"vitals"|"labs": {code: {"low",
     # "high", "unit"}}}): a value outside it is kept and queried (a soft check).
     ranges: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # The outcome measures it declares (domain.endpoints); None when its stored definition
+    # predates them (see domain.studies.protocols.study_endpoints).
+    endpoints: tuple[Endpoint, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -88,6 +92,8 @@ class StudyDefinition:
                 end_date=date.fromisoformat(data["end_date"]),
                 sdtm=dict(data.get("sdtm") or {}),
                 ranges=_ranges(data.get("ranges") or {}),
+                endpoints=(parse_endpoints(data["endpoints"]) if "endpoints" in data
+                           else None),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e

@@ -26,7 +26,7 @@ AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 4  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 5  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from typing import Any
 
 from rich.table import Table
@@ -11,34 +12,24 @@ from rich.table import Table
 from domain.csv_cells import neutralised
 
 STAT_KEYS = ("n", "mean", "sd", "median", "q1", "q3")
-LABELS = {
-    "steroid_prednisone_equivalent_mg_per_day": "steroid, prednisone-eq mg/day",
-    "immunosuppressant_mg_per_m2_per_day": "immunosuppressant mg/m²/day",
-}
+COUNT_KEYS = ("subjects", "denominator", "percent", "events", "serious_events", "increased",
+              "decreased")
+COMPARISON_KEYS = ("estimate", "ci_low", "ci_high", "level", "method")
+COLUMNS = ("endpoint", "cell", "parameter", "timepoint", "arm", "unit", *STAT_KEYS,
+           *COUNT_KEYS, *COMPARISON_KEYS)
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
 
 
-def stat_rows(tables: dict[str, Any]) -> list[tuple[str, str, str, str, dict[str, Any]]]:
-    """(section, measure, time point, arm, statistics) for every summary in the tables."""
-    rows = []
-    for measure, by_arm in tables["primary"].items():
-        for arm, points in by_arm.items():
-            for point, stat in points.items():
-                rows.append(("primary", measure, point, arm, stat))
-    for code, by_visit in tables["secondary"]["labs"].items():
-        for visit, by_arm in by_visit.items():
-            for arm, stat in by_arm.items():
-                rows.append(("labs", code, visit, arm, stat))
-    sledai = tables["secondary"]["sledai_total"]
-    for visit, by_arm in sledai["by_visit"].items():
-        for arm, stat in by_arm.items():
-            rows.append(("sledai", "SLEDAI total", visit, arm, stat))
-    for arm, stat in sledai["change_m12_minus_baseline"].items():
-        rows.append(("sledai", "SLEDAI total", "change M12 - baseline", arm, stat))
-    return rows
+def rows(tables: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every row and comparison of every endpoint, with its endpoint's id."""
+    for endpoint_id, endpoint in sorted(tables["endpoints"].items()):
+        for row in endpoint["rows"]:
+            yield {"endpoint": endpoint_id, **row}
+        for row in endpoint["comparisons"]:
+            yield {"endpoint": endpoint_id, "arm": row["arms"], **row}
 
 
 def _row(writer: Any, cells: list[Any]) -> None:
@@ -46,50 +37,36 @@ def _row(writer: Any, cells: list[Any]) -> None:
 
 
 def to_csv(tables: dict[str, Any]) -> str:
-    """Long-format CSV: one row per summary, then one per ESSDAI level and AE category."""
+    """Long-format CSV: one line per cell (a summary, a count or a comparison)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    _row(writer, ["section", "measure", "timepoint", "arm", *STAT_KEYS, "subjects",
-                     "percent", "events", "serious_events"])
-    for section, measure, point, arm, stat in stat_rows(tables):
-        _row(writer, [section, measure, point, arm, *(stat[k] for k in STAT_KEYS),
-                         "", "", "", ""])
-    for visit, by_arm in tables["secondary"]["essdai_levels"].items():
-        for arm, levels in by_arm.items():
-            for level, count in levels.items():
-                _row(writer, ["essdai", f"ESSDAI {level}", visit, arm, count, "", "", "", "",
-                                 "", "", "", "", ""])
-    for category, by_arm in tables["adverse_events"].items():
-        for arm, row in by_arm.items():
-            _row(writer, ["adverse_events", category, "", arm, "", "", "", "", "", "",
-                             row["subjects"], row["percent"], row["events"],
-                             row["serious_events"]])
+    _row(writer, list(COLUMNS))
+    for row in rows(tables):
+        _row(writer, ["" if row.get(k) is None else row[k] for k in COLUMNS])
     return out.getvalue()
 
 
 def to_rich(tables: dict[str, Any]) -> list[Table]:
-    """Rich tables: summaries, ESSDAI levels, adverse events."""
-    title = f"{tables['study_id']} outcomes as of {tables['as_of'] or 'now'}"
-    summary = Table(title=title)
-    for column in ("measure", "time point", "arm", *STAT_KEYS):
-        summary.add_column(column, justify="left" if column in ("measure", "time point", "arm")
-                           else "right")
-    for section, measure, point, arm, stat in stat_rows(tables):
-        if stat["n"]:
-            summary.add_row(LABELS.get(measure, f"lab {measure}" if section == "labs" else measure),
-                            point, arm,
-                            *(_fmt(stat[k]) for k in STAT_KEYS))
-    events = Table(title="Adverse events by category and arm")
-    for column in ("category", "arm", "subjects", "%", "events", "serious"):
-        events.add_column(column)
-    for category, by_arm in tables["adverse_events"].items():
-        for arm, row in by_arm.items():
-            events.add_row(category, arm, str(row["subjects"]), _fmt(row["percent"]),
-                           str(row["events"]), str(row["serious_events"]))
-    levels = Table(title="ESSDAI activity levels (pSS)")
-    for column in ("visit", "arm", "low", "moderate", "high"):
-        levels.add_column(column)
-    for visit, by_arm in tables["secondary"]["essdai_levels"].items():
-        for arm, counts in by_arm.items():
-            levels.add_row(visit, arm, *(str(counts[k]) for k in ("low", "moderate", "high")))
-    return [summary, levels, events]
+    """One rich table per endpoint: its summaries, counts and comparisons."""
+    out = []
+    for endpoint_id, endpoint in sorted(tables["endpoints"].items()):
+        table = Table(title=f"{tables['study_id']} · {endpoint['type']} · {endpoint['title']} "
+                            f"({endpoint_id}) as of {tables['as_of'] or 'now'}")
+        for column in ("parameter", "time point", "arm", "unit", "n / subjects", "mean / %",
+                       "SD / events", "median", "Q1", "Q3"):
+            table.add_column(column)
+        for row in endpoint["rows"]:
+            if "n" in row:
+                table.add_row(row["parameter"], row["timepoint"], row["arm"], row["unit"],
+                              *(_fmt(row[k]) for k in STAT_KEYS))
+            else:
+                table.add_row(row["parameter"], row["timepoint"], row["arm"], "",
+                              f"{row['subjects']}/{row['denominator']}", _fmt(row["percent"]),
+                              _fmt(row.get("events")), "", "", "")
+        for row in endpoint["comparisons"]:
+            table.add_row(row["parameter"], row["timepoint"], row["arms"], row["method"],
+                          "estimate", _fmt(row["estimate"]),
+                          f"{row['level']:.0%} CI", _fmt(row["ci_low"]), _fmt(row["ci_high"]),
+                          "")
+        out.append(table)
+    return out

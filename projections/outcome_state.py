@@ -1,6 +1,6 @@
 """A subject's outcome facts as the projector folds its events: which facts an event changed.
 
-The facts (see :func:`projections.outcomes.outcome_facts`) are kept as versions in
+The facts (see :func:`projections.outcomes.facts.outcome_facts`) are kept as versions in
 ``outcome_facts``, one key each: the header (``""``), each record of the kinds the outcome
 tables read whole (``r:<record id>``), the latest lab result of each visit and test
 (``l:<[visit, code]>``) and each visit that has records (``v:<visit>``). An event changes a few
@@ -16,7 +16,7 @@ import orjson
 from domain.records import Record
 from domain.subject import Subject
 from projections.casebook import record_view
-from projections.outcomes import RECORD_KINDS, slim_lab
+from projections.outcomes.facts import RECORD_KINDS, slim_lab
 
 HEADER = ""  # key of the header fact
 HEADER_KIND = "subject"
@@ -34,8 +34,11 @@ def _json(value: Any) -> str:
 
 
 def header_fact(subject: Subject) -> str:
-    """The header fact: subject, arm, enrollment date."""
+    """The header fact: subject, arm (and the actual arm of an imported subject), disease,
+    enrolment date."""
     return _json({"subject": subject.subject_code, "arm": subject.arm,
+                  "actual_arm": subject.actual_arm if subject.demographics is not None
+                  else None, "disease": subject.disease,
                   "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on
                   else None})
 

@@ -27,7 +27,7 @@ from projections.history_view import (
     audit_column,
 )
 from projections.outcome_state import HEADER_KIND, VISIT_KIND
-from projections.outcomes import facts
+from projections.outcomes.facts import facts
 from projections.projector import HEADER
 
 
@@ -88,8 +88,8 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
 
 def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
                         as_of: datetime | None = None) -> list[dict[str, Any]]:
-    """Every subject's outcome facts (see :func:`projections.outcomes.outcome_facts`) as the
-    system showed them at ``as_of`` (now when None), by subject code."""
+    """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
+    as the system showed them at ``as_of`` (now when None), by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = (SQL("recorded_to IS NULL") if when is None else
              SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
@@ -109,6 +109,38 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
     books = [facts(header, visits.get(sid, []), records.get(sid, {}))
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def cell_sources(conn: psycopg.Connection[Any], schema: str, study_id: str,
+                 contributions: dict[str, set[str]],
+                 as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """The subjects and records behind an outcome cell (``contributions``: subject code ->
+    record ids), each subject with the log position of its first event and each record with
+    the positions of every event that made a version of it by ``as_of``: the events whose
+    inclusion the ledger proves."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    ids = {subject_uuid(study_id, code): code for code in contributions}
+    seen = SQL("") if when is None else SQL(" AND recorded_from <= %(t)s")
+    rows = conn.execute(
+        SQL("SELECT subject_id, record_id, kind, position FROM {}.{} WHERE subject_id = ANY("
+            "%(sids)s) AND (record_id = '' OR record_id = ANY(%(rids)s)){} ORDER BY position")
+        .format(Identifier(schema), Identifier(VERSIONS), seen),
+        {"sids": list(ids), "rids": sorted({r for rs in contributions.values() for r in rs}),
+         "t": when}).fetchall()
+    first: dict[str, int] = {}
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for subject_id, record_id, kind, position in rows:
+        code = ids[subject_id]
+        if record_id == HEADER:
+            first.setdefault(code, int(position))
+        elif record_id in contributions[code]:
+            entry = records.setdefault((code, record_id), {"record_id": record_id,
+                                                          "kind": kind, "positions": []})
+            entry["positions"].append(int(position))
+    return [{"subject": code, "first_position": first.get(code),
+             "records": [records[(code, r)] for r in sorted(contributions[code])
+                         if (code, r) in records]}
+            for code in sorted(contributions)]
 
 
 def subject_list(conn: psycopg.Connection[Any], schema: str,

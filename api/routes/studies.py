@@ -166,6 +166,20 @@ def outcomes(request: Request, principal: CurrentPrincipal, study: str,
     return result
 
 
+@router.get("/v1/studies/{study}/outcomes/cell")
+def outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
+                 cell: Annotated[str, Query(alias="id", max_length=500,
+                                            description="The cell's id, as the tables give it")],
+                 as_of: AsOf = None) -> dict[str, Any]:
+    """The subjects and records behind one cell of the outcome tables as of ``as_of``, each
+    record with the log positions of its events (their inclusion proofs: the ledger routes)."""
+    study_app(request, study)
+    principal.grant_for(Action.READ, study, None)
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    result: dict[str, Any] = runtime_of(request).outcome_cell(study, cell, when)
+    return result
+
+
 @router.get("/v1/studies/{study}/diff")
 def changes_between(
     request: Request, principal: CurrentPrincipal, study: str,

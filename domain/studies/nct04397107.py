@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.endpoints import Comparison, Endpoint, Timepoint
+from domain.rules.ctcae import AE_CATEGORIES
 from domain.rules.eligibility import Criterion, Fact
 
 STUDY_ID = "NCT04397107"
@@ -105,6 +107,98 @@ IL2_SCHEDULE: tuple[dict[str, Any], ...] = (
 )
 
 
+# The registry's outcomes ("Outcome" in the registry record), as the engine computes them.
+FOLLOW_UP = ("M1", "M3", "M6", "M12")
+BY_VISIT = tuple(Timepoint(code, visit=code) for code in ("BASELINE", *FOLLOW_UP))
+IL2_VS_STD_SHIFT = Comparison("hodges_lehmann", test="IL2", reference="STD")
+IL2_VS_STD_PROPORTION = Comparison("newcombe", test="IL2", reference="STD")
+REGISTRY_AE_CATEGORIES = tuple(c for c in AE_CATEGORIES if c != "other")
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        id="dose", type="primary",
+        title="Change in steroid dose and immunosuppressor dose at 1 year compared to "
+              "control group",
+        measure="dose_per_m2", population="enrolled",
+        # Baseline: the enrolment day (no course is recorded before consent); 1 year: the
+        # mean over the 28 days ending on day 365, for subjects with a month-12 visit.
+        timepoints=(Timepoint("BASELINE", window=(0, 0)), Timepoint("M12", window=(338, 365))),
+        unit="glucocorticoids: prednisone-equivalent mg/m2/day; each immunosuppressant: "
+             "mg/m2/day, or mg/m2/week for a weekly drug",
+        derivation="Each day, the dose in force (valid time) of every course running at the "
+                   "end of the day, as an average daily dose by its frequency (a weekly 15 mg "
+                   "is 2.14 mg/day), divided by the body-surface area in force that day "
+                   "(Mosteller, latest height and weight); glucocorticoids summed as "
+                   "prednisone equivalents, each immunosuppressant on its own (x 7 for a "
+                   "drug given weekly or less often); averaged over the days of the window. "
+                   "Subjects: glucocorticoids, everyone in the arm; a drug, those with a "
+                   "course of it. Change: 1 year - baseline, per subject.",
+        statistic="n, mean, SD, median, Q1, Q3",
+        comparison=IL2_VS_STD_SHIFT, time_frame="1 year",
+        parameters={"change": ["M12", "BASELINE"],
+                    "weekly_frequencies": ["QW", "Q2W", "QM"]}),
+    Endpoint(
+        id="complement-dsdna", type="secondary",
+        title="The Immunologic Impact of IL-2 Treatment (C3, C4, anti-dsDNA)",
+        measure="lab_change", population="enrolled", timepoints=BY_VISIT,
+        unit="C3, C4: g/L; anti-dsDNA: IU/mL",
+        derivation="The latest result of the test at each visit, in the first catalogued "
+                   "unit (mg/dL x 0.01 = g/L); change: visit - baseline, per subject.",
+        statistic="n, mean, SD, median, Q1, Q3",
+        comparison=IL2_VS_STD_SHIFT, time_frame="1 month, 3 month, 6 month, 1 year",
+        parameters={"tests": {"C3": "g/L", "C4": "g/L", "ANTIDSDNA": "IU/mL"},
+                    "conversions": {"C3": {"mg/dL": 0.01}, "C4": {"mg/dL": 0.01}}}),
+    Endpoint(
+        id="immune-response", type="secondary", title="Immunological Responses",
+        measure="immune_response", population="enrolled", timepoints=BY_VISIT,
+        unit="immune cells: cells/uL; cytokines: pg/mL",
+        derivation="Absolute counts: as measured (cells/uL), or a percentage of a parent "
+                   "population times that population's absolute count at the same visit "
+                   "(Treg = % of CD4+ x CD4+ cells/uL / 100). Changed: the visit's value "
+                   "differs from baseline by more than the threshold (20 % of baseline; any "
+                   "change from a baseline of 0), counted up and down.",
+        statistic="n, mean, SD, median, Q1, Q3; subjects changed / subjects with both values",
+        comparison=IL2_VS_STD_PROPORTION, time_frame="1 month, 3 month, 6 month, 1 year",
+        parameters={"tests": {"TREG": "cells/uL", "CD4": "cells/uL", "CD8": "cells/uL",
+                              "NK": "cells/uL", "IL6": "pg/mL", "IL10": "pg/mL",
+                              "IL17A": "pg/mL", "IFNG": "pg/mL", "TNFA": "pg/mL"},
+                    "percent_of": {"TREG": "CD4"}, "threshold_fraction": 0.2}),
+    Endpoint(
+        id="sledai", type="secondary", title="Change from baseline in SELENA SLEDAI Score",
+        measure="score_change", population="enrolled", timepoints=BY_VISIT,
+        unit="points (0-105)",
+        derivation="The SELENA-SLEDAI total of the visit's latest assessment (SLE subjects); "
+                   "change: visit - baseline, per subject.",
+        statistic="n, mean, SD, median, Q1, Q3",
+        comparison=IL2_VS_STD_SHIFT, time_frame="1 month, 3 month, 6 month, 1 year",
+        parameters={"instrument": "SLEDAI"}),
+    Endpoint(
+        id="essdai", type="secondary",
+        title="Change from baseline in EULAR SS disease activity index",
+        measure="score_change", population="enrolled", timepoints=BY_VISIT,
+        unit="points (0-123); activity levels",
+        derivation="The ESSDAI total of the visit's latest assessment (pSS subjects); change: "
+                   "visit - baseline; activity: low < 5, moderate 5-13, high >= 14.",
+        statistic="n, mean, SD, median, Q1, Q3; subjects per activity level",
+        comparison=IL2_VS_STD_SHIFT, time_frame="1 month, 3 month, 6 month, 1 year",
+        parameters={"instrument": "ESSDAI",
+                    "levels": [["low", None, 5], ["moderate", 5, 14], ["high", 14, None]]}),
+    Endpoint(
+        id="adverse-drug-reactions", type="secondary",
+        title="Incidence of adverse drug reactions",
+        measure="adverse_reactions", population="enrolled",
+        timepoints=(Timepoint("Y1", window=(0, 365)),),
+        unit="subjects (% of the arm) and events",
+        derivation="Adverse events beginning from enrolment to day 365; a reaction: causality "
+                   "possibly, probably or definitely related; by the registry's categories "
+                   "and in all (any category), with every AE whatever its causality beside.",
+        statistic="subjects, percent, events",
+        comparison=IL2_VS_STD_PROPORTION, time_frame="up to 1 year",
+        parameters={"categories": list(REGISTRY_AE_CATEGORIES),
+                    "related": ["possible", "probable", "definite"]}),
+)
+
+
 def definition() -> dict[str, Any]:
     """The study definition, JSON-native, as registered."""
     return {
@@ -145,4 +239,5 @@ def definition() -> dict[str, Any]:
              "schedule": [dict(phase) for phase in IL2_SCHEDULE]},
         ],
         "ranges": RANGES,
+        "endpoints": [e.to_dict() for e in ENDPOINTS],
     }

@@ -218,20 +218,30 @@ def test_rebuild_from_scratch_gives_the_same_tables(demo: Runtime) -> None:
 
 def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Runtime) -> None:
     from projections.oracle import oracle_casebooks
-    from projections.outcomes import outcome_facts, outcome_tables
+    from projections.outcomes.engine import outcome_tables
+    from projections.outcomes.facts import outcome_facts
     from projections.queries import casebooks_as_of, outcome_facts_as_of
 
     rng = random.Random(9)
     app = demo.study(STUDY)
     start = nct04397107.REGISTERED_AT
     times = [start + timedelta(days=700) * rng.random() for _ in range(10)]
+    endpoints = nct04397107.ENDPOINTS
     with psycopg.connect(demo.url) as conn:
         for when in [*times, None]:
             oracle = oracle_casebooks(app, when)
             assert casebooks_as_of(conn, SCHEMA, when) == oracle
             facts = outcome_facts_as_of(conn, SCHEMA, when)
             assert facts == [outcome_facts(book) for book in oracle]
-            assert outcome_tables(facts, STUDY, when) == outcome_tables(oracle, STUDY, when)
+            assert (outcome_tables(facts, STUDY, endpoints, when)
+                    == outcome_tables(oracle, STUDY, endpoints, when))
+
+
+def _row(tables: dict[str, Any], cell: str) -> dict[str, Any]:
+    endpoint = tables["endpoints"][cell.split("/")[0]]
+    found = [r for r in [*endpoint["rows"], *endpoint["comparisons"]] if r["cell"] == cell]
+    assert len(found) == 1, cell
+    return found[0]
 
 
 def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
@@ -240,18 +250,78 @@ def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
     from datetime import UTC, datetime
 
     from projections.oracle import oracle_casebooks
-    from projections.outcomes import outcome_tables
+    from projections.outcomes.engine import outcome_tables
 
     march = datetime(2021, 3, 1, tzinfo=UTC)
     then = demo.outcomes(STUDY, march)
     now = demo.outcomes(STUDY)
     assert then != now
-    assert sum(then["enrolled"].values()) < sum(now["enrolled"].values()) == 46
-    assert then == outcome_tables(oracle_casebooks(demo.study(STUDY), march), STUDY, march)
-    steroid = now["primary"]["steroid_prednisone_equivalent_mg_per_day"]
-    assert steroid["IL2"]["one_year"]["n"] > 0
+    assert (sum(then["endpoints"]["dose"]["arms"].values())
+            < sum(now["endpoints"]["dose"]["arms"].values()) == 46)
+    assert then == outcome_tables(oracle_casebooks(demo.study(STUDY), march), STUDY,
+                                  nct04397107.ENDPOINTS, march)
+    # The primary endpoint per m², at baseline and one year, with the change compared.
+    il2 = _row(now, "dose/glucocorticoid/M12-BASELINE/IL2")
+    std = _row(now, "dose/glucocorticoid/M12-BASELINE/STD")
+    assert il2["unit"] == "prednisone-eq mg/m2/day" and il2["n"] > 0
     # The simulated taper is steeper with IL-2, as the study hoped.
-    assert steroid["IL2"]["change"]["mean"] < steroid["STD"]["change"]["mean"] < 0
+    assert il2["mean"] < std["mean"] < 0
+    shift = _row(now, "dose/glucocorticoid/M12-BASELINE/IL2-STD")
+    assert shift["method"].startswith("Hodges-Lehmann")
+    assert shift["ci_low"] <= shift["estimate"] <= shift["ci_high"]
+    # Each immunosuppressant on its own, methotrexate per week.
+    assert _row(now, "dose/methotrexate/M12/IL2")["unit"] == "mg/m2/week"
+    assert _row(now, "dose/hydroxychloroquine/BASELINE/STD")["unit"] == "mg/m2/day"
+    # Every secondary at every visit the registry names.
+    for visit in nct04397107.FOLLOW_UP:
+        assert _row(now, f"complement-dsdna/C3/{visit}-BASELINE/IL2")["n"] > 0
+        assert "n" in _row(now, f"sledai/SLEDAI total/{visit}-BASELINE/STD")
+        assert "subjects" in _row(now, f"essdai/ESSDAI high/{visit}/STD")
+    # Reactions are related AEs: never more than all AEs.
+    reactions = _row(now, "adverse-drug-reactions/reactions:any/Y1/IL2")
+    every = _row(now, "adverse-drug-reactions/all:any/Y1/IL2")
+    assert 0 < reactions["events"] <= every["events"]
+    assert _row(now, "adverse-drug-reactions/reactions:any/Y1/STD")["events"] == 0
+
+
+def test_a_cell_opens_onto_its_records_whose_events_the_ledger_proves(demo: Runtime) -> None:
+    import base64
+    import json
+
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from infra.ledger import proofs
+    from infra.ledger.merkle import verify_inclusion
+
+    cell = "dose/glucocorticoid/M12-BASELINE/IL2"
+    result = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--cell", cell,
+                                      "--database-url", demo.url],
+                                env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+    assert result.exit_code == 0, result.output
+    sources = json.loads(result.output)
+    assert sources == demo.outcome_cell(STUDY, cell)
+    row = _row(demo.outcomes(STUDY), cell)
+    assert len(sources["subjects"]) == row["n"]
+    kinds = {r["kind"] for s in sources["subjects"] for r in s["records"]}
+    assert kinds == {"therapies", "vitals"}  # the courses, and the BSA they were divided by
+    demo.seal(STUDY, force_checkpoint=True)
+    positions = sorted({p for s in sources["subjects"] for r in s["records"]
+                        for p in r["positions"]})
+    with psycopg.connect(demo.url) as conn:
+        root = proofs.latest_checkpoint(conn, SCHEMA)["root"]  # type: ignore[index]
+        for position in positions[:: max(1, len(positions) // 25)]:
+            proof = proofs.inclusion(conn, SCHEMA, position, None)
+            assert proof["root"] == root
+            assert verify_inclusion(base64.b64decode(proof["leaf_hash"]), proof["leaf_index"],
+                                    proof["tree_size"],
+                                    [base64.b64decode(h) for h in proof["proof"]],
+                                    base64.b64decode(root))
+    unknown = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--cell", "no/such",
+                                       "--database-url", demo.url],
+                                 env={"TRIALLEDGER_HOME": str(demo.settings.home)})
+    assert unknown.exit_code == 2
+    assert "no cell 'no/such'" in unknown.output
 
 
 def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtime) -> None:
@@ -272,8 +342,8 @@ def test_outcomes_json_is_byte_identical_before_and_after_a_rebuild(demo: Runtim
                 "--as-of", "2021-12-01T00:00:00+00:00")
     assert before == after
     assert '"as_of": "2021-12-01T00:00:00+00:00"' in before
-    assert "C3" in run("outcomes", "--study", STUDY, "--format", "csv")
-    assert "Adverse events" in run("outcomes", "--study", STUDY)
+    assert "complement-dsdna/C3/M1/IL2" in run("outcomes", "--study", STUDY, "--format", "csv")
+    assert "adverse drug reactions" in run("outcomes", "--study", STUDY)
 
 
 def test_a_new_projection_version_rebuilds_by_itself(demo: Runtime,

@@ -165,6 +165,8 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
                  "subject", lambda _: {"observed_at": observed, "reason": "moved away"}),
         Endpoint("GET", sid + "/audit", S + "/audit", READERS, "any"),
         Endpoint("GET", sid + "/outcomes", S + "/outcomes", READERS, "study"),
+        Endpoint("GET", sid + "/outcomes/cell", S + "/outcomes/cell", READERS, "study",
+                 params={"id": "dose/glucocorticoid/BASELINE/IL2"}),
         Endpoint("GET", sid + "/diff", S + "/diff", READERS, "study",
                  params={"from": T0.isoformat(), "to": (T0 + timedelta(days=30)).isoformat()}),
         Endpoint("POST", sid + "/audit/reviews", S + "/audit/reviews", {"monitor"}, "study",

@@ -154,6 +154,63 @@ def test_the_study_is_registered_with_its_own_vocabulary(loaded: Loaded) -> None
     assert set(xpt("dm")["SITEID"]) == set(definition.sites)
 
 
+def test_outcomes_are_the_studys_own_endpoints_and_match_its_data(loaded: Loaded) -> None:
+    import json
+
+    runtime = loaded.runtime
+    result = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--format", "json",
+                                      "--database-url", runtime.url],
+                                env={"TRIALLEDGER_HOME": str(runtime.settings.home)})
+    assert result.exit_code == 0, result.output
+    tables = json.loads(result.output)
+    assert set(tables["endpoints"]) == {"ae-incidence", "teae-soc-severity", "disposition"}
+    # Counted straight from the files: subjects treated (a reference start, not a screen
+    # failure) by actual arm; those with an AE row, and the rows.
+    dm = xpt("dm")
+    treated = {code: arm for code, arm, start in zip(dm["USUBJID"], dm["ACTARMCD"],
+                                                      dm["RFSTDTC"], strict=True)
+               if start and arm != "Scrnfail"}
+    ae = xpt("ae")["USUBJID"]
+    rows = {r["arm"]: r for r in tables["endpoints"]["ae-incidence"]["rows"]}
+    assert set(rows) == set(treated.values())
+    for arm, row in rows.items():
+        members = {c for c, a in treated.items() if a == arm}
+        assert row["denominator"] == len(members)
+        assert row["subjects"] == len(members & set(ae))
+        assert row["events"] == sum(1 for c in ae if c in members)
+    # Treatment-emergent: the AE rows SUPPAE flags AETRTEM = Y, in all and by severity.
+    supp = xpt("suppae")
+    flagged = {(c, str(int(float(v)))) for c, q, v, val in zip(
+        supp["USUBJID"], supp["QNAM"], supp["IDVARVAL"], supp["QVAL"], strict=True)
+        if q == "AETRTEM" and val == "Y"}
+    ae_rows = xpt("ae")
+    emergent = [(c, sev) for c, seq, sev in zip(ae_rows["USUBJID"], ae_rows["AESEQ"],
+                                                 ae_rows["AESEV"], strict=True)
+                if (c, str(int(seq))) in flagged and c in treated]
+    teae = {(r["parameter"], r["arm"]): r["events"]
+            for r in tables["endpoints"]["teae-soc-severity"]["rows"]}
+    for arm in rows:
+        assert teae[("ANY|ANY", arm)] == sum(1 for c, _ in emergent if treated[c] == arm)
+        assert sum(n for (p, a), n in teae.items() if a == arm and not p.endswith("|ANY")
+                   ) == teae[("ANY|ANY", arm)]
+    # Disposition by planned arm, from DS.
+    ds = xpt("ds")
+    planned = {c: a for c, a, start in zip(dm["USUBJID"], dm["ARMCD"], dm["RFSTDTC"],
+                                            strict=True) if start}
+    expected = Counter((planned[c], decod) for c, decod, cat in zip(
+        ds["USUBJID"], ds["DSDECOD"], ds["DSCAT"], strict=True)
+        if cat == "DISPOSITION EVENT" and c in planned)
+    found = {(r["arm"], r["parameter"]): r["events"]
+             for r in tables["endpoints"]["disposition"]["rows"] if r["events"]}
+    assert found == dict(expected)
+    # A cell opens onto the subjects behind it, each record with its events' positions.
+    arm = sorted(rows)[0]
+    sources = runtime.outcome_cell(STUDY, f"ae-incidence/any/STUDY/{arm}")
+    assert {s["subject"] for s in sources["subjects"]} == {
+        c for c in set(ae) if treated.get(c) == arm}
+    assert all(r["positions"] for s in sources["subjects"] for r in s["records"])
+
+
 def _casebook_content(book: dict[str, Any]) -> dict[str, Any]:
     """A casebook without what differs between two loads of the same data: the study it is
     in, when each record was entered, and the time it was read as of."""

@@ -26,7 +26,7 @@ from infra.postgres import schema_for_study
 from infra.settings import Settings
 from projections.history_view import AUDIT
 from projections.oracle import oracle_casebook, oracle_casebooks, oracle_diff
-from projections.outcomes import outcome_facts
+from projections.outcomes.facts import outcome_facts
 from projections.queries import casebook_as_of, casebooks_as_of, diff, outcome_facts_as_of
 from tests.support import COORDINATOR, DATA_MANAGER, envelope
 
