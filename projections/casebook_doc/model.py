@@ -30,6 +30,9 @@ KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
                "labs": "Lab result", "assessments": "Assessment",
                "adverse-events": "Adverse event"}
 INVALIDATED = "INVALIDATED"
+# What the casebook prints for a value the subject does not have (an imported subject has no
+# disease or birth date): shown as absent, never as an empty or "None" cell.
+ABSENT = "—"
 # Changes that rewrite what was entered rather than start a new clinical fact: no valid time.
 UNDATED = ("RecordCorrected", "RecordRemoved")
 HISTORY_COLUMNS = ("Recorded (UTC)", "Change", "Field", "Old value", "New value",
@@ -89,6 +92,12 @@ def text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
 
 
+def shown(value: Any) -> str:
+    """A header value as printed, :data:`ABSENT` when there is none."""
+    printed = text(value)
+    return printed if printed else ABSENT
+
+
 def _words(name: str) -> str:
     """``RecordCorrected`` -> ``Record corrected``."""
     return re.sub(r"(?<!^)([A-Z])", lambda m: " " + m.group(1).lower(), name)
@@ -142,12 +151,22 @@ def build(definition: StudyDefinition, header: dict[str, Any],
     facts = [("Study", definition.study_id), ("Subject", code), ("Site", header["site"]),
              ("As of (recorded time)", utc(as_of)), ("Generated", utc(created_at))]
     subject = Section("Subject", facts=[
-        ("Status", header["status"]),
+        ("Status", shown(header["status"])),
         ("Arm", f"{arm} — {definition.arms.get(arm, '')}" if arm else "not assigned"),
-        ("Disease", header["disease"]), ("Sex", header["sex"]),
-        ("Date of birth", header["date_of_birth"]), ("Consent date", header["consent_date"]),
-        ("Enrolled on", header["enrolled_on"] or ""),
+        ("Disease", shown(header["disease"])), ("Sex", shown(header["sex"])),
+        ("Date of birth", shown(header["date_of_birth"])),
+        ("Consent date", shown(header["consent_date"])),
+        ("Enrolled on", shown(header["enrolled_on"])),
         ("Locked", "yes" if header["locked"] else "no")])
+    if "actual_arm" in header:
+        # An imported subject: the arm it was given, and its DM row's variables.
+        actual = header["actual_arm"]
+        subject.facts.insert(2, ("Actual arm", f"{actual} — {definition.arms.get(actual, '')}"
+                                 if actual else ABSENT))
+        subject.tables.append(("Demographics (DM)", Table(
+            ("Variable", "Value"),
+            [(name, shown(value)) for name, value in header["demographics"].items()],
+            (1, 3))))
     subject_rows = [row for row in audit if row["record_id"] is None
                     and row["field"] not in WORKFLOW_FIELDS]
     subject.tables.append(("Subject history", _history(subject_rows)))
@@ -156,12 +175,12 @@ def build(definition: StudyDefinition, header: dict[str, Any],
     for row in audit:
         if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
             history.setdefault(row["record_id"], []).append(row)
-    shown = set()
+    in_force_ids = set()
     for kind, view in records:
-        shown.add(view["record_id"])
+        in_force_ids.add(view["record_id"])
         sections.append(_record(kind, view, header, history.get(view["record_id"], [])))
     for record_id, rows in history.items():
-        if record_id not in shown:
+        if record_id not in in_force_ids:
             kind = rows[0]["record_kind"] or ""
             sections.append(Section(
                 f"{KIND_TITLES.get(kind, kind)} {record_id} (removed)",
@@ -218,14 +237,14 @@ def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
             rows: list[dict[str, Any]]) -> Section:
     record_id = view["record_id"]
     facts = [("Observed (valid time)", utc(view["observed_at"])),
-             ("Visit", view["visit"] or ""), ("First entered", utc(view["entered_at"])),
+             ("Visit", shown(view["visit"])), ("First entered", utc(view["entered_at"])),
              ("Changes since entry", str(view["changes"]))]
     sdv = header["sdv"].get(record_id)
     if sdv is not None:
         current = sdv["revision"] == view["changes"]
         facts.append(("Source verified", f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
                       + ("" if current else " (the record changed since)")))
-    values = Table(("Field", "Value"), [(name, text(value))
+    values = Table(("Field", "Value"), [(name, shown(value))
                                         for name, value in sorted(view["fields"].items())],
                    (1, 3))
     section = Section(f"{KIND_TITLES.get(kind, kind)} {record_id}", facts=facts,
