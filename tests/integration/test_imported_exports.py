@@ -27,6 +27,7 @@ from infra.postgres import temporary_database
 from infra.settings import Settings
 from projections.casebook_doc import file_stem
 from projections.casebook_doc.model import ABSENT
+from tests.interchange import assert_xpt_matches, valid_dataset_json
 
 SDTM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot01" / "sdtm"
 STUDY = "CDISCPILOT01"
@@ -139,3 +140,16 @@ def test_the_bundle_of_an_imported_study_renders_and_verifies(
     _check_casebooks(imported, {name.removeprefix("casebooks/"): data
                                 for name, data in files.items()
                                 if name.startswith("casebooks/")})
+    # Every domain the study declared, as Dataset-JSON and as XPT holding the same values.
+    declared = imported.runtime.study(STUDY).definition().sdtm["variables"]
+    for folder, suffix in (("dataset-json", "json"), ("xpt", "xpt")):
+        assert {n for n in files if n.startswith(f"{folder}/")} == {
+            f"{folder}/{d.lower()}.{suffix}" for d in declared}
+    for domain in declared:
+        document = valid_dataset_json(files[f"dataset-json/{domain.lower()}.json"])
+        assert [c["name"] for c in document["columns"]][:3] == [
+            "STUDYID", "RDOMAIN" if domain.startswith("SUPP") else "DOMAIN", "USUBJID"]
+        (tmp_path / "domain.xpt").write_bytes(files[f"xpt/{domain.lower()}.xpt"])
+        assert_xpt_matches(tmp_path / "domain.xpt", document)
+    dm = valid_dataset_json(files["dataset-json/dm.json"])
+    assert sorted(row[2] for row in dm["rows"]) == imported.subjects
