@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.rules.units import VITAL_SIGNS
 from domain.study import StudyDefinition
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.streaming import in_force
@@ -86,6 +87,8 @@ def text(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # as people write it: 750000, not 750000.0
     if isinstance(value, int | float):
         return repr(value)
     # Spaces after separators let long lists (eligibility answers) wrap in a table cell.
@@ -96,6 +99,35 @@ def shown(value: Any) -> str:
     """A header value as printed, :data:`ABSENT` when there is none."""
     printed = text(value)
     return printed if printed else ABSENT
+
+
+# What the casebook calls a field (its id stays in the data, the ODM and the audit trail);
+# a vital sign is named by the catalogue with its unit, any other field by its words.
+FIELD_LABELS = {
+    "code": "Test", "value": "Result", "unit": "Unit", "reference_low": "Reference low",
+    "reference_high": "Reference high", "drug": "Product", "dose": "Dose", "route": "Route",
+    "frequency": "Frequency", "dose_mg": "Dose per administration (mg)",
+    "dose_mg_per_day": "Daily dose (mg)", "stopped_at": "Stopped", "term": "Reported term",
+    "grade": "CTCAE grade", "serious": "Serious", "seriousness_criteria": "Seriousness criteria",
+    "relationship": "Relationship to study drug", "action_taken": "Action taken",
+    "outcome": "Outcome", "ended_at": "Ended", "meddra_llt": "MedDRA lowest level term",
+    "meddra_pt": "MedDRA preferred term", "instrument": "Instrument", "items": "Items",
+    "category": "Category",
+}
+
+
+def field_label(kind: str, name: str | None) -> str:
+    """The label the casebook prints for field ``name`` of a ``kind`` record: ``Result``
+    for a lab's ``value``, ``Height (cm)`` for ``HEIGHT``; an imported study's SDTM variable
+    names stay as they are."""
+    if not name:
+        return ""
+    if kind == "vitals" and name in VITAL_SIGNS:
+        sign = VITAL_SIGNS[name]
+        return f"{sign.name} ({sign.unit})"
+    if kind in KIND_TITLES and name in FIELD_LABELS:
+        return FIELD_LABELS[name]
+    return name
 
 
 def _words(name: str) -> str:
@@ -244,7 +276,7 @@ def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
         current = sdv["revision"] == view["changes"]
         facts.append(("Source verified", f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
                       + ("" if current else " (the record changed since)")))
-    values = Table(("Field", "Value"), [(name, shown(value))
+    values = Table(("Field", "Value"), [(field_label(kind, name), shown(value))
                                         for name, value in sorted(view["fields"].items())],
                    (1, 3))
     section = Section(f"{KIND_TITLES.get(kind, kind)} {record_id}", facts=facts,
@@ -277,6 +309,7 @@ def _history(rows: list[dict[str, Any]]) -> Table:
         reason = ": ".join(p for p in (row["reason_code"], row["reason_text"]) if p)
         who = f"{row['printed_name']} ({row['role']}, {row['actor_site'] or 'all sites'})"
         observed = "" if row["event_type"] in UNDATED else utc(row["observed_at"])
-        out.append((utc(row["recorded_at"]), _words(row["event_type"]), row["field"],
+        out.append((utc(row["recorded_at"]), _words(row["event_type"]),
+                    field_label(row["record_kind"] or "", row["field"]),
                     text(row["old_value"]), text(row["new_value"]), observed, who, reason))
     return Table(HISTORY_COLUMNS, out, (3, 3, 2, 3, 3, 3, 4, 4))
