@@ -511,11 +511,12 @@ def export(
     study: Annotated[str, typer.Option(help="The study to export.")],
     export_format: Annotated[
         str, typer.Option("--format",
-                          help="odm-snapshot, odm-archive, csv, casebook or bundle")],
+                          help="odm-snapshot, odm-archive, csv, dataset-json, "
+                               "dataset-ndjson, xpt, casebook or bundle")],
     output: Annotated[
         Path, typer.Option("-o", "--output",
-                           help="File to write (a directory for csv; a zip for casebook "
-                                "and bundle).")],
+                           help="File to write (a directory for csv, dataset-json, "
+                                "dataset-ndjson and xpt; a zip for casebook and bundle).")],
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Recorded time, ISO 8601 with offset "
                                  "(default now; for the bundle, the time of its renderings: "
@@ -524,15 +525,18 @@ def export(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Export a study: ODM 1.3.2 Snapshot as of --as-of, the ODM Transactional archive of
-    every change, SDTM-named CSV files with the audit trail, each subject's casebook (HTML and
+    every change, SDTM-named CSV files with the audit trail, the SDTM domains as CDISC
+    Dataset-JSON 1.1 (JSON or NDJSON) or SAS XPORT v5 files, each subject's casebook (HTML and
     PDF, in a zip), or the regulator's bundle (all of these plus the ledger, with a signed
     manifest) that a regulator verifies offline."""
     from application.exports import (
+        DOMAIN_FORMATS,
         FORMATS,
         record_export,
         write_bundle_file,
         write_casebook_zip,
         write_csv_dir,
+        write_domain_dir,
         write_rendering,
     )
 
@@ -550,8 +554,9 @@ def export(
         elif export_format == "casebook":
             count = write_casebook_zip(runtime, study, output, when)
             console.print(f"Wrote {output}: casebooks of {count} subjects (HTML and PDF)")
-        elif export_format == "csv":
-            counts = write_csv_dir(runtime, study, output, when)
+        elif export_format == "csv" or export_format in DOMAIN_FORMATS:
+            counts = (write_csv_dir(runtime, study, output, when) if export_format == "csv"
+                      else write_domain_dir(runtime, study, export_format, output, when))
             console.print(f"Wrote {len(counts)} files to {output}: " + ", ".join(
                 f"{name} {rows} rows" for name, rows in counts.items()))
         else:

@@ -1,6 +1,6 @@
 """Exports, for the CLI and the HTTP API alike: each is recorded as an event first, then
-rendered from the read tables (ODM, CSV, casebooks) or, for the bundle, the ledger plus all of
-those renderings as of one time."""
+rendered from the read tables (ODM, CSV, Dataset-JSON, XPT, casebooks) or, for the bundle,
+the ledger plus all of those renderings as of one time."""
 
 from __future__ import annotations
 
@@ -26,16 +26,22 @@ from infra.postgres import connect, schema_for_study
 from infra.zip_stream import ZipStream, write_file
 from projections.casebook_doc import casebook_files
 from projections.csv_export import write_csv
+from projections.dataset_json import Layout, write_domains
 from projections.odm import write_archive, write_snapshot
 
-FORMATS = ("odm-snapshot", "odm-archive", "csv", "casebook", "bundle")
+FORMATS = ("odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-ndjson", "xpt",
+           "casebook", "bundle")
+# The per-domain formats (a directory of one file per SDTM domain), and each one's layout.
+DOMAIN_FORMATS: dict[str, Layout] = {"dataset-json": "json", "dataset-ndjson": "ndjson",
+                                     "xpt": "xpt"}
 MEDIA_TYPES = {"odm-snapshot": "application/xml", "odm-archive": "application/xml",
-               "csv": "application/zip", "casebook": "application/zip",
-               "bundle": "application/zip"}
+               **dict.fromkeys(("csv", *DOMAIN_FORMATS, "casebook", "bundle"),
+                               "application/zip")}
 FILE_NAMES = {"odm-snapshot": "snapshot.xml", "odm-archive": "archive.xml", "csv": "csv.zip",
+              **{f: f"{f}.zip" for f in DOMAIN_FORMATS},
               "casebook": "casebooks.zip", "bundle": "bundle.zip"}
-# Where the bundle puts its renderings, beside the ledger's files.
-BUNDLE_ODM, BUNDLE_CSV, BUNDLE_CASEBOOKS = "odm", "csv", "casebooks"
+# Where the bundle puts its renderings, beside the ledger's files (names in sorted order).
+BUNDLE_CASEBOOKS, BUNDLE_CSV, BUNDLE_ODM = "casebooks", "csv", "odm"
 
 _log = get_logger("trialledger.exports")
 
@@ -70,6 +76,23 @@ def write_csv_dir(runtime: Runtime, study: str, directory: Path,
                          definition_data=app.study().definition_data)
 
 
+def write_domain_dir(runtime: Runtime, study: str, export_format: str, directory: Path,
+                     as_of: datetime | None,
+                     created_at: datetime | None = None) -> dict[str, int]:
+    """Write one file per SDTM domain in ``export_format`` (Dataset-JSON, its NDJSON form,
+    or SAS XPORT v5) into ``directory``; rows per file."""
+    runtime.project(study)
+    definition = runtime.study(study).definition()
+    with connect(runtime.url) as conn:
+        return write_domains(conn, schema_for_study(study), definition, directory,
+                             DOMAIN_FORMATS[export_format], _software_version(), as_of,
+                             created_at)
+
+
+def _software_version() -> str:
+    return version("trialledger")
+
+
 def casebook_zip(runtime: Runtime, study: str,
                  as_of: datetime | None) -> Generator[bytes, None, int]:
     """The casebooks as a zip, ``<subject>.html`` and ``<subject>.pdf`` each, yielded subject
@@ -97,10 +120,15 @@ def write_casebook_zip(runtime: Runtime, study: str, path: Path,
     return subjects
 
 
-def _csv_zip(runtime: Runtime, study: str, as_of: datetime | None) -> Iterator[bytes]:
+def _directory_zip(runtime: Runtime, study: str, export_format: str,
+                   as_of: datetime | None) -> Iterator[bytes]:
+    """A zip of the files a directory export (CSV, or one file per domain) writes."""
     archive = ZipStream(zipfile.ZIP_DEFLATED)
-    with tempfile.TemporaryDirectory(prefix="trialledger-csv-") as tmp:
-        write_csv_dir(runtime, study, Path(tmp), as_of)
+    with tempfile.TemporaryDirectory(prefix="trialledger-files-") as tmp:
+        if export_format == "csv":
+            write_csv_dir(runtime, study, Path(tmp), as_of)
+        else:
+            write_domain_dir(runtime, study, export_format, Path(tmp), as_of)
         for file in sorted(Path(tmp).iterdir()):
             archive.add_file(file, file.name)
             yield from archive.drain()
@@ -126,7 +154,7 @@ def bundle(runtime: Runtime, study: str,
             conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),
             runtime.signing_key(), runtime.settings.key_name,
             files=_renderings(runtime, study, Path(tmp), when, created), as_of=when,
-            created_at=created, software_version=f"trialledger {version('trialledger')}",
+            created_at=created, software_version=f"trialledger {_software_version()}",
             witnessed=bool(runtime.settings.witnesses))
     return manifest
 
@@ -142,7 +170,8 @@ def write_bundle_file(runtime: Runtime, study: str, path: Path,
 def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
                 created: datetime) -> Iterator[tuple[str, Path]]:
     """The bundle's renderings as (bundle name, file), sorted by name, each rendered into
-    ``directory`` when it is asked for: casebooks/ subject by subject, csv/, odm/."""
+    ``directory`` when it is asked for: casebooks/ subject by subject, csv/, dataset-json/,
+    odm/, xpt/."""
     runtime.project(study)
     definition = runtime.study(study).definition()
     with connect(runtime.url) as conn:
@@ -153,6 +182,7 @@ def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
     write_csv_dir(runtime, study, csv, as_of)
     for file in sorted(f for f in csv.rglob("*") if f.is_file()):
         yield f"{BUNDLE_CSV}/{file.relative_to(csv).as_posix()}", file
+    yield from _domain_files(runtime, study, "dataset-json", directory, as_of, created)
     odm = directory / BUNDLE_ODM
     odm.mkdir()
     for export_format in sorted(("odm-snapshot", "odm-archive"), key=FILE_NAMES.__getitem__):
@@ -160,6 +190,15 @@ def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
         with path.open("wb") as out:
             write_rendering(runtime, study, export_format, out, as_of, created)
         yield f"{BUNDLE_ODM}/{path.name}", path
+    yield from _domain_files(runtime, study, "xpt", directory, as_of, created)
+
+
+def _domain_files(runtime: Runtime, study: str, export_format: str, directory: Path,
+                  as_of: datetime, created: datetime) -> Iterator[tuple[str, Path]]:
+    folder = directory / export_format
+    write_domain_dir(runtime, study, export_format, folder, as_of, created)
+    for file in sorted(folder.iterdir()):
+        yield f"{export_format}/{file.name}", file
 
 
 def stream(runtime: Runtime, study: str, export_format: str,
@@ -175,7 +214,7 @@ def stream(runtime: Runtime, study: str, export_format: str,
     elif export_format == "casebook":
         chunks = casebook_zip(runtime, study, as_of)
     else:
-        chunks = _csv_zip(runtime, study, as_of)
+        chunks = _directory_zip(runtime, study, export_format, as_of)
     first = next(chunks, b"")
     return _watched(first, chunks, study, export_format)
 

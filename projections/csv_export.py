@@ -1,6 +1,7 @@
 """CSV export as of a recorded time: one file per SDTM domain, plus the full audit trail.
 
-``DM``, ``DS``, ``AE``, ``EX``, ``CM``, ``LB`` and ``VS`` use SDTM variable names and
+``DM``, ``DS``, ``AE``, ``EX``, ``CM``, ``LB``, ``VS``, ``QS`` (SELENA-SLEDAI and ESSDAI items
+and totals) and ``DV`` use SDTM variable names and
 controlled terms where SDTM has them; what SDTM has no variable for keeps the casebook's
 name (``DISEASE``, ``STATUS``, ``LOCKED``). ``--DTC`` values are ISO 8601 in UTC, written
 without an offset as SDTM writes them. ``audit_trail.csv`` and ``audit_trail.jsonl`` hold
@@ -14,7 +15,8 @@ Every file is written as the rows stream from the server, in one consistent snap
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.csv_cells import neutralised
 from domain.rules.dosing import FREQUENCIES
+from domain.rules.essdai import ESSDAI_WEIGHTS
+from domain.rules.sledai import SLEDAI_DESCRIPTORS
 from domain.rules.units import LAB_TESTS, VITAL_SIGNS
 from domain.study import StudyDefinition
 from domain.subject import Subject
@@ -52,12 +56,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
            "LBDTC"),
     "VS": ("STUDYID", "DOMAIN", "USUBJID", "VSSEQ", "VSSPID", "VSTESTCD", "VSTEST", "VSORRES",
            "VSORRESU", "VSDRVFL", "VISITNUM", "VISIT", "VSDTC"),
+    "QS": ("STUDYID", "DOMAIN", "USUBJID", "QSSEQ", "QSSPID", "QSTESTCD", "QSTEST", "QSCAT",
+           "QSORRES", "QSSTRESC", "QSSTRESN", "QSDRVFL", "VISITNUM", "VISIT", "QSDTC"),
     "DV": ("STUDYID", "DOMAIN", "USUBJID", "DVSEQ", "DVSPID", "DVREFID", "DVTERM", "DVDECOD",
            "DVCAT", "DVSCAT", "DVSTDTC"),
 }
 # The record kind each record-level domain is drawn from.
 KIND_OF = {"AE": "adverse-events", "EX": "doses", "CM": "therapies", "LB": "labs",
-           "VS": "vitals"}
+           "VS": "vitals", "QS": "assessments"}
 
 # CDISC controlled terms for the casebook's vocabularies.
 ROUTES = {"SC": "SUBCUTANEOUS", "PO": "ORAL", "IV": "INTRAVENOUS", "IM": "INTRAMUSCULAR"}
@@ -76,6 +82,21 @@ SERIOUSNESS = {"death": "AESDTH", "life_threatening": "AESLIFE", "hospitalisatio
                "medically_important": "AESMIE"}
 STUDY_FILE = "study.json"  # an SDTM-loaded study's definition, beside its CSV files
 LAB_FLAGS = {"L": "LOW", "N": "NORMAL", "H": "HIGH"}
+ESSDAI_LEVELS = {0: "NO ACTIVITY", 1: "LOW ACTIVITY", 2: "MODERATE ACTIVITY",
+                 3: "HIGH ACTIVITY"}
+
+
+@dataclass(frozen=True)
+class QsScale:
+    """An instrument's QS rows: test codes ``<prefix>01``... in item order, its category."""
+
+    prefix: str
+    category: str
+    items: Mapping[str, int]  # item -> weight
+
+
+QS_SCALES = {"SLEDAI": QsScale("SLEDAI", "SELENA-SLEDAI", SLEDAI_DESCRIPTORS),
+             "ESSDAI": QsScale("ESSDAI", "ESSDAI", ESSDAI_WEIGHTS)}
 # The end of participation, as the subject's events name it.
 ENDINGS = {Subject.Completed.__name__: "COMPLETED", Subject.Withdrawn.__name__: "WITHDRAWN"}
 
@@ -110,25 +131,28 @@ def write_csv(conn: psycopg.Connection[Any], schema: str, definition: StudyDefin
 
     ``conn`` must not be inside a transaction. Returns the number of rows of each file.
     """
-    when = aware("as_of", as_of)
     directory.mkdir(parents=True, exist_ok=True)
-    export = _Export(conn, schema, definition, when)
+    export = _Export(conn, schema, definition, aware("as_of", as_of))
     counts: dict[str, int] = {}
     with consistent_read(conn):
-        if definition.sdtm:
-            counts.update(export.sdtm(directory))
-            if definition_data is not None:
-                (directory / STUDY_FILE).write_bytes(
-                    orjson.dumps(definition_data, option=orjson.OPT_INDENT_2))
-                counts[STUDY_FILE] = 1
-        else:
-            for domain, rows in (("DM", export.dm()), ("DS", export.ds()),
-                                 *((d, export.records(d)) for d in KIND_OF),
-                                 ("DV", export.dv())):
-                counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", COLUMNS[domain],
-                                                 rows)
+        for domain, columns, rows in export.domains():
+            counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", columns, rows)
+        if definition.sdtm and definition_data is not None:
+            (directory / STUDY_FILE).write_bytes(
+                orjson.dumps(definition_data, option=orjson.OPT_INDENT_2))
+            counts[STUDY_FILE] = 1
         counts.update(export.audit_trail(directory))
     return counts
+
+
+def domain_rows(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
+                as_of: datetime | None = None
+                ) -> Iterator[tuple[str, tuple[str, ...], Iterator[Row]]]:
+    """(domain, its columns, its rows) of every SDTM domain of the study as of ``as_of`` (now
+    when None), each row a dict by column: the rows the CSV files hold, for the other
+    renderings (Dataset-JSON, XPT). Call inside :func:`projections.streaming.consistent_read`,
+    and read each domain's rows before asking for the next domain."""
+    return _Export(conn, schema, definition, aware("as_of", as_of)).domains()
 
 
 def _write(path: Path, columns: tuple[str, ...], rows: Iterable[Row]) -> int:
@@ -246,16 +270,25 @@ class _Export:
                     row["VISITNUM"] = _text(self.visit_numbers.get(visit or ""))
                 yield row
 
-    def sdtm(self, directory: Path) -> dict[str, int]:
+    def domains(self) -> Iterator[tuple[str, tuple[str, ...], Iterator[Row]]]:
+        """Every domain as (name, columns, rows): an SDTM-loaded study's as it declared them,
+        otherwise the casebook's records in the domains of :data:`COLUMNS`."""
+        if self.definition.sdtm:
+            yield from self.sdtm()
+            return
+        yield "DM", COLUMNS["DM"], self.dm()
+        yield "DS", COLUMNS["DS"], self.ds()
+        for domain in KIND_OF:
+            yield domain, COLUMNS[domain], self.records(domain)
+        yield "DV", COLUMNS["DV"], self.dv()
+
+    def sdtm(self) -> Iterator[tuple[str, tuple[str, ...], Iterator[Row]]]:
         """An SDTM-loaded study's domains, each row its variables as stored."""
         declared: dict[str, dict[str, str]] = self.definition.sdtm.get("variables", {})
-        counts: dict[str, int] = {}
         for domain, variables in declared.items():
             key = ("STUDYID", "RDOMAIN" if domain.startswith("SUPP") else "DOMAIN", "USUBJID")
             columns = (*key, *(v for v in variables if v not in key))
-            rows = self._sdtm_rows(domain, key)
-            counts[f"{domain}.csv"] = _write(directory / f"{domain}.csv", columns, rows)
-        return counts
+            yield domain, columns, self._sdtm_rows(domain, key)
 
     def _sdtm_rows(self, domain: str, key: tuple[str, ...]) -> Iterator[Row]:
         study = self.definition.study_id
@@ -279,7 +312,7 @@ class _Export:
             yield {"STUDYID": study, key[1]: parent, "USUBJID": code, **fields}
 
     def _builders(self) -> dict[str, Callable[[Row, Row, str, list[Row]], Iterator[Row]]]:
-        return {"AE": _ae, "EX": self._ex, "CM": _cm, "LB": _lb, "VS": _vs}
+        return {"AE": _ae, "EX": self._ex, "CM": _cm, "LB": _lb, "VS": _vs, "QS": _qs}
 
     def _ex(self, fields: Row, derived: Row, observed: str, timeline: list[Row]
             ) -> Iterator[Row]:
@@ -376,3 +409,37 @@ def _vs(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterat
         yield {"VSTESTCD": "BSA", "VSTEST": "Body Surface Area",
                "VSORRES": derived["bsa"]["value"], "VSORRESU": "m2", "VSDRVFL": "Y",
                "VSDTC": dtc(observed)}
+
+
+def _qs(fields: Row, derived: Row, observed: str, timeline: list[Row]) -> Iterator[Row]:
+    """One row per item scored, then the derived total (QSDRVFL Y): SELENA-SLEDAI items as
+    PRESENT or ABSENT with their points, ESSDAI domains with their activity level."""
+    instrument = fields["instrument"]
+    scale = QS_SCALES[instrument]
+    for n, name in enumerate(scale.items, 1):
+        if name not in fields["items"]:
+            continue
+        value = fields["items"][name]
+        if instrument == "SLEDAI":
+            result, score = ("PRESENT" if value else "ABSENT"), scale.items[name] * bool(value)
+        else:
+            result, score = ESSDAI_LEVELS[value], value
+        yield {"QSTESTCD": f"{scale.prefix}{n:02d}", "QSTEST": _words(name),
+               "QSCAT": scale.category, "QSORRES": result, "QSSTRESC": str(score),
+               "QSSTRESN": score, "QSDRVFL": "", "QSDTC": dtc(observed)}
+    if "total" in derived:
+        total = derived["total"]["value"]
+        yield {"QSTESTCD": f"{scale.prefix}TOT", "QSTEST": f"{scale.category} Total Score",
+               "QSCAT": scale.category, "QSORRES": number_text(total),
+               "QSSTRESC": number_text(total), "QSSTRESN": total, "QSDRVFL": "Y",
+               "QSDTC": dtc(observed)}
+
+
+def _words(name: str) -> str:
+    """``organic_brain_syndrome`` -> ``Organic brain syndrome``."""
+    return name.replace("_", " ").capitalize()
+
+
+def number_text(value: float) -> str:
+    """A number as people write it: ``12`` for 12.0, ``0.8`` for 0.8."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,5 +1,6 @@
-"""Streamed exports: ODM 1.3.2 snapshot and archive, SDTM CSV (zip), casebooks (zip of HTML
-and PDF per subject), the regulator's bundle."""
+"""Streamed exports: ODM 1.3.2 snapshot and archive, SDTM CSV, Dataset-JSON 1.1 (JSON or
+NDJSON) and SAS XPORT v5 files per domain (each a zip), casebooks (zip of HTML and PDF per
+subject), the regulator's bundle."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from domain.permissions import Action
 
 router = APIRouter(tags=["exports"], responses=PROBLEM_RESPONSES)
 
-Format = Literal["odm-snapshot", "odm-archive", "csv", "casebook", "bundle"]
+Format = Literal["odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-ndjson", "xpt",
+                 "casebook", "bundle"]
 
 
 @router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,

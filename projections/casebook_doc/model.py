@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.rules.units import VITAL_SIGNS
 from domain.study import StudyDefinition
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
 from projections.streaming import in_force
@@ -30,6 +31,9 @@ KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
                "labs": "Lab result", "assessments": "Assessment",
                "adverse-events": "Adverse event"}
 INVALIDATED = "INVALIDATED"
+# What the casebook prints for a value the subject does not have (an imported subject has no
+# disease or birth date): shown as absent, never as an empty or "None" cell.
+ABSENT = "—"
 # Changes that rewrite what was entered rather than start a new clinical fact: no valid time.
 UNDATED = ("RecordCorrected", "RecordRemoved")
 HISTORY_COLUMNS = ("Recorded (UTC)", "Change", "Field", "Old value", "New value",
@@ -83,10 +87,47 @@ def text(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # as people write it: 750000, not 750000.0
     if isinstance(value, int | float):
         return repr(value)
     # Spaces after separators let long lists (eligibility answers) wrap in a table cell.
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def shown(value: Any) -> str:
+    """A header value as printed, :data:`ABSENT` when there is none."""
+    printed = text(value)
+    return printed if printed else ABSENT
+
+
+# What the casebook calls a field (its id stays in the data, the ODM and the audit trail);
+# a vital sign is named by the catalogue with its unit, any other field by its words.
+FIELD_LABELS = {
+    "code": "Test", "value": "Result", "unit": "Unit", "reference_low": "Reference low",
+    "reference_high": "Reference high", "drug": "Product", "dose": "Dose", "route": "Route",
+    "frequency": "Frequency", "dose_mg": "Dose per administration (mg)",
+    "dose_mg_per_day": "Daily dose (mg)", "stopped_at": "Stopped", "term": "Reported term",
+    "grade": "CTCAE grade", "serious": "Serious", "seriousness_criteria": "Seriousness criteria",
+    "relationship": "Relationship to study drug", "action_taken": "Action taken",
+    "outcome": "Outcome", "ended_at": "Ended", "meddra_llt": "MedDRA lowest level term",
+    "meddra_pt": "MedDRA preferred term", "instrument": "Instrument", "items": "Items",
+    "category": "Category",
+}
+
+
+def field_label(kind: str, name: str | None) -> str:
+    """The label the casebook prints for field ``name`` of a ``kind`` record: ``Result``
+    for a lab's ``value``, ``Height (cm)`` for ``HEIGHT``; an imported study's SDTM variable
+    names stay as they are."""
+    if not name:
+        return ""
+    if kind == "vitals" and name in VITAL_SIGNS:
+        sign = VITAL_SIGNS[name]
+        return f"{sign.name} ({sign.unit})"
+    if kind in KIND_TITLES and name in FIELD_LABELS:
+        return FIELD_LABELS[name]
+    return name
 
 
 def _words(name: str) -> str:
@@ -142,12 +183,22 @@ def build(definition: StudyDefinition, header: dict[str, Any],
     facts = [("Study", definition.study_id), ("Subject", code), ("Site", header["site"]),
              ("As of (recorded time)", utc(as_of)), ("Generated", utc(created_at))]
     subject = Section("Subject", facts=[
-        ("Status", header["status"]),
+        ("Status", shown(header["status"])),
         ("Arm", f"{arm} — {definition.arms.get(arm, '')}" if arm else "not assigned"),
-        ("Disease", header["disease"]), ("Sex", header["sex"]),
-        ("Date of birth", header["date_of_birth"]), ("Consent date", header["consent_date"]),
-        ("Enrolled on", header["enrolled_on"] or ""),
+        ("Disease", shown(header["disease"])), ("Sex", shown(header["sex"])),
+        ("Date of birth", shown(header["date_of_birth"])),
+        ("Consent date", shown(header["consent_date"])),
+        ("Enrolled on", shown(header["enrolled_on"])),
         ("Locked", "yes" if header["locked"] else "no")])
+    if "actual_arm" in header:
+        # An imported subject: the arm it was given, and its DM row's variables.
+        actual = header["actual_arm"]
+        subject.facts.insert(2, ("Actual arm", f"{actual} — {definition.arms.get(actual, '')}"
+                                 if actual else ABSENT))
+        subject.tables.append(("Demographics (DM)", Table(
+            ("Variable", "Value"),
+            [(name, shown(value)) for name, value in header["demographics"].items()],
+            (1, 3))))
     subject_rows = [row for row in audit if row["record_id"] is None
                     and row["field"] not in WORKFLOW_FIELDS]
     subject.tables.append(("Subject history", _history(subject_rows)))
@@ -156,12 +207,12 @@ def build(definition: StudyDefinition, header: dict[str, Any],
     for row in audit:
         if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
             history.setdefault(row["record_id"], []).append(row)
-    shown = set()
+    in_force_ids = set()
     for kind, view in records:
-        shown.add(view["record_id"])
+        in_force_ids.add(view["record_id"])
         sections.append(_record(kind, view, header, history.get(view["record_id"], [])))
     for record_id, rows in history.items():
-        if record_id not in shown:
+        if record_id not in in_force_ids:
             kind = rows[0]["record_kind"] or ""
             sections.append(Section(
                 f"{KIND_TITLES.get(kind, kind)} {record_id} (removed)",
@@ -218,14 +269,14 @@ def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
             rows: list[dict[str, Any]]) -> Section:
     record_id = view["record_id"]
     facts = [("Observed (valid time)", utc(view["observed_at"])),
-             ("Visit", view["visit"] or ""), ("First entered", utc(view["entered_at"])),
+             ("Visit", shown(view["visit"])), ("First entered", utc(view["entered_at"])),
              ("Changes since entry", str(view["changes"]))]
     sdv = header["sdv"].get(record_id)
     if sdv is not None:
         current = sdv["revision"] == view["changes"]
         facts.append(("Source verified", f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
                       + ("" if current else " (the record changed since)")))
-    values = Table(("Field", "Value"), [(name, text(value))
+    values = Table(("Field", "Value"), [(field_label(kind, name), shown(value))
                                         for name, value in sorted(view["fields"].items())],
                    (1, 3))
     section = Section(f"{KIND_TITLES.get(kind, kind)} {record_id}", facts=facts,
@@ -258,6 +309,7 @@ def _history(rows: list[dict[str, Any]]) -> Table:
         reason = ": ".join(p for p in (row["reason_code"], row["reason_text"]) if p)
         who = f"{row['printed_name']} ({row['role']}, {row['actor_site'] or 'all sites'})"
         observed = "" if row["event_type"] in UNDATED else utc(row["observed_at"])
-        out.append((utc(row["recorded_at"]), _words(row["event_type"]), row["field"],
+        out.append((utc(row["recorded_at"]), _words(row["event_type"]),
+                    field_label(row["record_kind"] or "", row["field"]),
                     text(row["old_value"]), text(row["new_value"]), observed, who, reason))
     return Table(HISTORY_COLUMNS, out, (3, 3, 2, 3, 3, 3, 4, 4))
