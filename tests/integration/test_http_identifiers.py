@@ -66,7 +66,7 @@ def test_the_longest_study_id_works_end_to_end_and_one_more_is_422(
     registered = admin.post("/v1/studies", json=_definition(longest))
     assert registered.status_code == 201, registered.text
     coordinator = api_client(runtime, "coordinator", site="JLU1")
-    runtime.directory().on_user("coordinator-JLU1", lambda u: u.grant(
+    runtime.directory().record("coordinator-JLU1", lambda u: u.grant(
         "coordinator", longest, "JLU1", envelope(), runtime.directory().clock.now()))
     enrolled = coordinator.post(f"/v1/studies/{longest}/subjects",
                                 json={**ENROLMENT, "subject": "01-701-1015"})

@@ -66,6 +66,8 @@ class Step:
     path: str
     who: str
     params: dict[str, str]
+    # Statuses that accept the example; a refusal of its content, never of its shape (422).
+    accepted: tuple[int, ...] = (200, 201, 202, 204)
 
 
 def _steps() -> list[Step]:
@@ -102,6 +104,10 @@ def _steps() -> list[Step]:
         Step("POST", SUB + "/unlock", "data_manager", at),
         Step("POST", "/v1/studies/{study}/lock", "data_manager", at),
         Step("POST", "/v1/studies/{study}/unlock", "data_manager", at),
+        Step("POST", "/v1/auth/totp", "nobody", {}),
+        # The example carries no code from the secret just issued: well-formed, and refused
+        # for the code alone.
+        Step("POST", "/v1/auth/totp/confirm", "nobody", {}, accepted=(401,)),
         Step("POST", "/v1/auth/password", "lwei", {}),  # last: it ends lwei's sessions
     ]
 
@@ -132,7 +138,7 @@ def test_every_example_in_the_contract_is_accepted(runtime: Runtime) -> None:
         for example in schema["examples"]:
             response = clients[step.who].request(step.method, step.path.format(**step.params),
                                                  json=example)
-            assert 200 <= response.status_code < 300, (step, example, response.text)
+            assert response.status_code in step.accepted, (step, example, response.text)
 
 
 def test_every_property_example_is_one_of_its_vocabulary(runtime: Runtime) -> None:
