@@ -52,6 +52,11 @@ class Metrics:
         self.latency = Histogram("trialledger_http_request_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry,
                                  buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+        # An alarm: a person or client refused because their directory record was altered.
+        self.directory_verification_failures = Counter(
+            "trialledger_directory_verification_failures",
+            "Directory records refused because they fail verification (tampering)",
+            registry=self.registry)
 
 
 class AccessLog:

@@ -24,6 +24,7 @@ from domain.errors import (
     NotFound,
     StaleVersion,
     Unauthenticated,
+    Unverified,
 )
 from domain.group_commit import CommitTimedOut
 from infra.logging import get_logger
@@ -72,6 +73,14 @@ def install(app: FastAPI) -> None:
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+    @app.exception_handler(Unverified)
+    async def unverified(request: Request, exc: Unverified) -> JSONResponse:
+        # Tampering with the directory: say so loudly, count it (an alarm), refuse.
+        _log.error("directory.verification_failed", request_id=_request_id(request),
+                   error=str(exc))
+        request.app.state.metrics.directory_verification_failures.inc()
+        return problem(403, "Forbidden", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
