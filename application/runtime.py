@@ -18,6 +18,7 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
+from application.database_away import DatabaseAway
 from application.people import People
 from application.reauthentication import PeopleReauthenticator
 from application.rebuild_parts import PartsReplay, parts_for
@@ -38,7 +39,13 @@ from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper, VerifyingMapper
-from infra.postgres import connect, database, eventsourcing_env, schema_for_study
+from infra.postgres import (
+    connect,
+    database,
+    eventsourcing_env,
+    reachable,
+    schema_for_study,
+)
 from infra.recorder import AppendOnlyApplicationRecorder
 from infra.sessions import SessionStore
 from infra.settings import Settings
@@ -78,6 +85,11 @@ class Runtime:
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
     _group_commit: bool = False
     _service: TrialService | None = None
+    # Set when a request finds the database unreachable; see application/database_away.py.
+    database_away: DatabaseAway = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.database_away = DatabaseAway(lambda: reachable(self.url))
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
@@ -110,7 +122,8 @@ class Runtime:
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:
         return eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned,
                                  lock_timeout=self.settings.write_lock_timeout,
-                                 statement_timeout=self.settings.write_statement_timeout)
+                                 statement_timeout=self.settings.write_statement_timeout,
+                                 connection_wait=self.settings.database_wait)
 
     def _commit_in_groups(self, app: StudyApplication) -> None:
         recorder = app.recorder
@@ -188,7 +201,8 @@ class Runtime:
                     # (a restart) is replaced, not handed to a request.
                     pool = ConnectionPool(self.url, min_size=1, max_size=16,
                                           kwargs={"autocommit": True}, open=True,
-                                          check=ConnectionPool.check_connection)
+                                          check=ConnectionPool.check_connection,
+                                          timeout=self.settings.database_wait)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):
                             self.sessions().create_table(conn)
@@ -290,7 +304,8 @@ class Runtime:
     def history_view(self, study_id: str) -> HistoryView:
         """The study's history and audit tables (created if missing)."""
         env = Environment("History", eventsourcing_env(
-            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned))
+            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned,
+            connection_wait=self.settings.database_wait))
         view: HistoryView = PostgresFactory(env).tracking_recorder(HistoryView)
         return view
 
