@@ -314,3 +314,32 @@ def test_t4_a_role_grant_forged_in_the_directory_fails_verify_and_grants_nothing
         assert "trialledger_directory_verification_failures_total 2.0" in metrics
     finally:
         fresh.close()
+
+
+def test_a_revocation_removed_from_the_directory_breaks_the_chain_and_grants_nothing(
+    runtime: Runtime, settings: Settings, db_url: str
+) -> None:
+    # Granted admin, the admin role revoked, then signed in: the revocation deleted (in the
+    # middle of the person's record) would hand the admin role back.
+    password = add_person(runtime, "trudy", "admin")
+    runtime.directory().record("trudy", lambda u: u.revoke(
+        "admin", STUDY, "*", envelope(), runtime.directory().clock.now()))
+    runtime.directory().record("trudy", lambda u: u.grant(
+        "monitor", STUDY, "*", envelope(), runtime.directory().clock.now()))
+    runtime.seal_directory(force_checkpoint=True)
+    assert verify(settings, db_url, None)[0] == 0
+    directory_events = f'"{CATALOG_SCHEMA}"."{DIRECTORY_EVENTS}"'
+    as_owner(db_url, f"DELETE FROM {directory_events} WHERE topic = 'User.RoleRevoked.v1'",
+             tables=(directory_events,))
+    code, output = verify(settings, db_url, None)
+    assert code == 1, output
+    assert "the directory: event at position" in output and "version chain broken" in output
+
+    fresh = Runtime(settings, db_url)
+    try:
+        answer = TestClient(create_app(fresh)).post(
+            TOKEN, json={"username": "trudy", "password": password})
+        assert answer.status_code == 403, answer.text
+        assert "the directory's record of 'trudy' fails verification" in answer.text
+    finally:
+        fresh.close()
