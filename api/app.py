@@ -14,6 +14,7 @@ from api.collector import CollectorPauses
 from api.middleware import (
     AccessLog,
     BodyLimit,
+    DatabaseAwayGate,
     Exposure,
     Idempotency,
     Metrics,
@@ -88,9 +89,11 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
                    exports):
         app.include_router(module.router)
     # Outermost last: the access log sees every answer, the limit applies before anything
-    # reads a body, and idempotency sees the buffered body; every answer, the middlewares'
+    # reads a body, idempotency sees the buffered body (once the database is known to be
+    # there); every answer, the middlewares'
     # own included, gets the security headers.
     app.add_middleware(Idempotency, runtime=runtime)
+    app.add_middleware(DatabaseAwayGate, runtime=runtime)
     app.add_middleware(UrlText)
     app.add_middleware(BodyLimit)
     app.add_middleware(Exposure, settings=runtime.settings)

@@ -24,6 +24,8 @@ from domain.caller import OPERATOR_GRANT, Caller, Channel
 from domain.envelope import Envelope
 from domain.errors import NotFound
 from infra import keys
+from infra.ledger.logs import DIRECTORY_LOG
+from infra.ledger.logs import title as log_title
 from infra.ledger.sealer import CHECKPOINT_EVERY, CHECKPOINT_INTERVAL, SEAL_INTERVAL
 from infra.logging import (
     LOG_FORMAT_ENV,
@@ -268,7 +270,7 @@ def verify(
     if bundle is not None:
         _verify_bundle(bundle, public_key, held)
         return
-    from application.verification import verify_remembering
+    from application.verification import verify_directory, verify_remembering
     from infra.catalog import list_studies
     from infra.ledger.note import Checkpoint, NoteError
     from infra.postgres import database
@@ -290,6 +292,9 @@ def verify(
         workers = workers or os.cpu_count() or 1
         results = [verify_remembering(conn, settings, s, schema, public_keys, trusted, workers)
                    for s, schema in studies]
+        directory = None if study else verify_directory(conn, settings, public_keys, trusted,
+                                                        workers)
+        results += [directory] if directory else []
     if not print_verification(results, settings.quorum):
         raise typer.Exit(1)
 
@@ -333,7 +338,7 @@ def print_verification(results: list[StudyVerification], quorum: int = 0) -> boo
     for result in results:
         if result.ok:
             console.print(
-                f"[green]✓[/green] {result.study}: {result.events_checked} events, "
+                f"[green]✓[/green] {log_title(result.study)}: {result.events_checked} events, "
                 "every signature valid, every version chain intact; "
                 f"{result.sealed} sealed, {result.checkpoints} checkpoints verified; "
                 f"{witnessed_line(result, quorum)}"
@@ -367,11 +372,21 @@ def seal(
     study: Annotated[str | None, typer.Option(help="Only this study.")] = None,
     checkpoint: Annotated[bool, typer.Option(help="Write a checkpoint now.")] = True,
 ) -> None:
-    """Seal new events into each study's Merkle ledger and write signed checkpoints."""
+    """Seal new events into each study's Merkle ledger (and, without --study, the
+    directory's) and write signed checkpoints."""
     from infra.ledger.sealer import SealingRefused
 
     with _runtime(_settings(database_url)) as runtime:
         failed = False
+        try:
+            sealed = None if study else runtime.seal_directory(force_checkpoint=checkpoint)
+        except SealingRefused as e:
+            console.print(f"[red]✗ {e}[/red]")
+            sealed, failed = None, True
+        if sealed is not None:
+            console.print(f"{log_title(DIRECTORY_LOG)}: sealed {sealed.sealed} new events; "
+                          f"tree size {sealed.tree_size}; "
+                          f"checkpoint {sealed.checkpoint_size or '-'}")
         for study_id, _ in runtime.studies():
             if study is not None and study_id != study:
                 continue

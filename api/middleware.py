@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
+from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
@@ -52,6 +53,11 @@ class Metrics:
         self.latency = Histogram("trialledger_http_request_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry,
                                  buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+        # An alarm: a person or client refused because their directory record was altered.
+        self.directory_verification_failures = Counter(
+            "trialledger_directory_verification_failures",
+            "Directory records refused because they fail verification (tampering)",
+            registry=self.registry)
 
 
 class AccessLog:
@@ -176,6 +182,26 @@ class UrlText:
                              "message": "must not contain control characters"}
                             for name in bad]))
                 return
+        await self.app(scope, receive, send)
+
+
+class DatabaseAwayGate:
+    """While the database is known to be away (:class:`application.database_away.DatabaseAway`),
+    answers 503 with Retry-After at once, instead of letting each request wait out the
+    connection timeouts; every few seconds one request probes, and passes once it is back.
+    ``/healthz`` (the process answers) always passes. Costs one attribute read otherwise."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.away = runtime.database_away
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (self.away.latched and scope["type"] == "http" and scope["path"] != "/healthz"
+                and await run_in_threadpool(self.away.away)):
+            await _send_body(send, *_problem(
+                503, "Service unavailable", "the database is not reachable; nothing was "
+                "stored, retry later"), headers=[(b"retry-after", str(RETRY_AFTER).encode())])
+            return
         await self.app(scope, receive, send)
 
 

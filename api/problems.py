@@ -9,8 +9,10 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from application.database_away import RETRY_AFTER
 from application.sign_in_limits import TooManyAttempts
 from domain.errors import (
     AlreadyExists,
@@ -24,6 +26,7 @@ from domain.errors import (
     NotFound,
     StaleVersion,
     Unauthenticated,
+    Unverified,
 )
 from domain.group_commit import CommitTimedOut
 from infra.logging import get_logger
@@ -73,6 +76,14 @@ def install(app: FastAPI) -> None:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
+    @app.exception_handler(Unverified)
+    async def unverified(request: Request, exc: Unverified) -> JSONResponse:
+        # Tampering with the directory: say so loudly, count it (an alarm), refuse.
+        _log.error("directory.verification_failed", request_id=_request_id(request),
+                   error=str(exc))
+        request.app.state.metrics.directory_verification_failures.inc()
+        return problem(403, "Forbidden", str(exc))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI's own refusals (an unparseable body, an unknown route or method).
@@ -98,9 +109,12 @@ def install(app: FastAPI) -> None:
         # eventsourcing's errors too: its recorders wrap psycopg's (a lock or statement
         # timeout of a write among them).
         _log.error("database unavailable", request_id=_request_id(request), error=str(exc))
+        # Unreachable (not a lock or statement timeout)? Then the next requests are answered
+        # at once until a probe finds it back (see api.middleware.DatabaseAwayGate).
+        await run_in_threadpool(request.app.state.runtime.database_away.confirm)
         response = problem(503, "Service unavailable", "the database is not reachable; "
                            "nothing was stored, retry later")
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = str(RETRY_AFTER)
         return response
 
     @app.exception_handler(CommitTimedOut)

@@ -66,6 +66,7 @@ def run_demo(runtime: Runtime, seed: int, console: Console) -> bool:
     finally:
         app.close()
     people = ensure_demo_people(runtime.directory(), runtime.settings.home / CREDENTIALS_FILE)
+    runtime.seal_directory(force_checkpoint=True)  # the people's log too, before any serving
     print_people(people, console)
     return ok
 

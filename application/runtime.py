@@ -18,6 +18,7 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
+from application.database_away import DatabaseAway
 from application.people import People
 from application.reauthentication import PeopleReauthenticator
 from application.rebuild_parts import PartsReplay, parts_for
@@ -34,9 +35,17 @@ from domain.studies.protocols import study_endpoints
 from infra import catalog, keys
 from infra.idempotency import IdempotencyStore
 from infra.keys import SigningKeyError
+from infra.ledger import store
+from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
-from infra.mapper import SigningMapper
-from infra.postgres import connect, database, eventsourcing_env, schema_for_study
+from infra.mapper import SigningMapper, VerifyingMapper
+from infra.postgres import (
+    connect,
+    database,
+    eventsourcing_env,
+    reachable,
+    schema_for_study,
+)
 from infra.recorder import AppendOnlyApplicationRecorder
 from infra.sessions import SessionStore
 from infra.settings import Settings
@@ -46,10 +55,6 @@ from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import cell_sources, outcome_facts_as_of
-
-# What the directory's events are signed under (a study's id is in the signed message of its
-# events; the directory is no study, so it has a name of its own that no study id can take).
-DIRECTORY_DOMAIN = "(directory)"
 
 
 def system_envelope() -> Envelope:
@@ -80,6 +85,11 @@ class Runtime:
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
     _group_commit: bool = False
     _service: TrialService | None = None
+    # Set when a request finds the database unreachable; see application/database_away.py.
+    database_away: DatabaseAway = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.database_away = DatabaseAway(lambda: reachable(self.url))
 
     def study(self, study_id: str, clock: Clock | None = None) -> StudyApplication:
         """The application of one study, in its own schema (created on first use)."""
@@ -112,7 +122,8 @@ class Runtime:
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:
         return eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned,
                                  lock_timeout=self.settings.write_lock_timeout,
-                                 statement_timeout=self.settings.write_statement_timeout)
+                                 statement_timeout=self.settings.write_statement_timeout,
+                                 connection_wait=self.settings.database_wait)
 
     def _commit_in_groups(self, app: StudyApplication) -> None:
         recorder = app.recorder
@@ -146,9 +157,10 @@ class Runtime:
                     with self._setting_up() as conn:
                         if conn is not None:
                             catalog.ensure_catalog(conn)
+                            store.create_ledger_tables(conn, catalog.CATALOG_SCHEMA)
                         self._directory = DirectoryApplication(
                             env=self._eventsourcing_env(catalog.CATALOG_SCHEMA),
-                            mapper_factory=(self._mapper_factory(DIRECTORY_DOMAIN)
+                            mapper_factory=(self._verifying_mapper_factory()
                                             if self.signed else None),
                         )
         return self._directory
@@ -189,7 +201,8 @@ class Runtime:
                     # (a restart) is replaced, not handed to a request.
                     pool = ConnectionPool(self.url, min_size=1, max_size=16,
                                           kwargs={"autocommit": True}, open=True,
-                                          check=ConnectionPool.check_connection)
+                                          check=ConnectionPool.check_connection,
+                                          timeout=self.settings.database_wait)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):
                             self.sessions().create_table(conn)
@@ -236,14 +249,25 @@ class Runtime:
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
         """Seal the study's new events into its ledger (and checkpoint if due or forced);
         with witnesses configured, have the newest checkpoint cosigned."""
-        schema = schema_for_study(study_id)
         with connect(self.url) as conn:
-            result = seal(conn, study_id, schema, keys.load_public_keys(self.settings),
-                          self.signing_key(), self.settings.key_name,
-                          force_checkpoint=force_checkpoint)
-            if self.settings.witnesses:
-                witness_latest(conn, study_id, schema, endpoints(self.settings.witnesses),
-                               self.settings.quorum)
+            return self._seal(conn, study_id, schema_for_study(study_id), force_checkpoint)
+
+    def seal_directory(self, *, force_checkpoint: bool = False) -> SealResult | None:
+        """Seal the directory's new events (people, roles, clients, sign-ins) into its own
+        ledger, as :meth:`seal` does a study's (None: the deployment has no directory yet)."""
+        with connect(self.url) as conn:
+            if not store.has_ledger(conn, catalog.CATALOG_SCHEMA):
+                return None
+            return self._seal(conn, DIRECTORY_LOG, catalog.CATALOG_SCHEMA, force_checkpoint)
+
+    def _seal(self, conn: psycopg.Connection[Any], log: str, schema: str,
+              force_checkpoint: bool) -> SealResult:
+        result = seal(conn, log, schema, keys.load_public_keys(self.settings),
+                      self.signing_key(), self.settings.key_name,
+                      force_checkpoint=force_checkpoint)
+        if self.settings.witnesses:
+            witness_latest(conn, log, schema, endpoints(self.settings.witnesses),
+                           self.settings.quorum)
         return result
 
     def has_study(self, study_id: str) -> bool:
@@ -266,10 +290,22 @@ class Runtime:
 
         return factory
 
+    def _verifying_mapper_factory(self) -> MapperFactory:
+        """The directory's mapper: signs what it stores, and checks every event it loads
+        against the deployment's public keys (re-read when an event names one not known)."""
+        signer = EventSigner(DIRECTORY_LOG, self.signing_key(), self.settings.key_name)
+
+        def factory(transcoder: Transcoder) -> Mapper[UUID]:
+            return VerifyingMapper(transcoder, signer,
+                                   lambda: keys.load_public_keys(self.settings))
+
+        return factory
+
     def history_view(self, study_id: str) -> HistoryView:
         """The study's history and audit tables (created if missing)."""
         env = Environment("History", eventsourcing_env(
-            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned))
+            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned,
+            connection_wait=self.settings.database_wait))
         view: HistoryView = PostgresFactory(env).tracking_recorder(HistoryView)
         return view
 

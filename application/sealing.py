@@ -1,6 +1,6 @@
-"""The background work a server runs every few seconds for every study: seal new events,
-sign a checkpoint covering them within the checkpoint interval of their commit (and every
-1,000 events), then project them into the read tables.
+"""The background work a server runs every few seconds for every study, and for the
+directory: seal new events, sign a checkpoint covering them within the checkpoint interval of
+their commit (and every 1,000 events), then project a study's into its read tables.
 
 It runs in a process of its own: hashing, verifying and projecting thousands of events would
 otherwise hold the interpreter that answers requests (on the write path's p99, ~100 ms
@@ -14,7 +14,8 @@ import time
 from multiprocessing.synchronize import Event
 
 from application.runtime import Runtime
-from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused
+from infra.ledger.logs import DIRECTORY_LOG
+from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused, SealResult
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 
@@ -36,7 +37,13 @@ class SealingRounds:
         self._last_checkpoint: dict[str, float] = {}
 
     def seal_all(self) -> None:
-        """One round over every study."""
+        """One round over every study and the directory."""
+        try:
+            self._seal_directory()
+        except SealingRefused as e:
+            log.error("ledger.sealing_refused", study=DIRECTORY_LOG, reason=str(e))
+        except Exception:
+            log.exception("ledger.round_failed", study=DIRECTORY_LOG)
         for study_id, _ in self.runtime.studies():
             try:
                 self._seal_and_project(study_id)
@@ -48,17 +55,29 @@ class SealingRounds:
                 # rebuild) must not end the rounds: the next round tries again.
                 log.exception("ledger.round_failed", study=study_id)
 
-    def _seal_and_project(self, study_id: str) -> None:
-        now = time.monotonic()
-        last = self._last_checkpoint.get(study_id)
+    def _due(self, name: str) -> bool:
+        """True if the log ``name`` (a study id, or the directory's) is due a checkpoint."""
+        last = self._last_checkpoint.get(name)
         # Still due when nothing was new: the next event is then signed the round it is sealed.
-        due = last is None or now - last >= self._checkpoint_after
-        result = self.runtime.seal(study_id, force_checkpoint=due)
+        return last is None or time.monotonic() - last >= self._checkpoint_after
+
+    def _sealed(self, name: str, result: SealResult, started: float) -> None:
         if result.checkpoint_size is not None:
-            self._last_checkpoint[study_id] = now
+            self._last_checkpoint[name] = started
         if result.sealed:
-            log.info("ledger.sealed", study=study_id, sealed=result.sealed,
+            log.info("ledger.sealed", study=name, sealed=result.sealed,
                      tree_size=result.tree_size, checkpoint=result.checkpoint_size)
+
+    def _seal_directory(self) -> None:
+        started = time.monotonic()
+        result = self.runtime.seal_directory(force_checkpoint=self._due(DIRECTORY_LOG))
+        if result is not None:
+            self._sealed(DIRECTORY_LOG, result, started)
+
+    def _seal_and_project(self, study_id: str) -> None:
+        started = time.monotonic()
+        result = self.runtime.seal(study_id, force_checkpoint=self._due(study_id))
+        self._sealed(study_id, result, started)
         projected = self.runtime.project(study_id)
         if projected:
             log.info("projection.caught_up", study=study_id, events=projected)

@@ -1,6 +1,6 @@
-"""`trialledger verify` as a transparency-log client: verify a study against what this
-verifier remembers (the newest checkpoint, and newest witnessed one, it verified before) and
-the deployment's witnesses, then remember the newest it verified now."""
+"""`trialledger verify` as a transparency-log client: verify a study (or the directory)
+against what this verifier remembers (the newest checkpoint, and newest witnessed one, it
+verified before) and the deployment's witnesses, then remember the newest it verified now."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from infra.catalog import CATALOG_SCHEMA
+from infra.ledger import store
+from infra.ledger.logs import DIRECTORY_LOG, origin
 from infra.ledger.note import Checkpoint
 from infra.ledger.offline import BundleReport, verify_bundle
-from infra.ledger.sealer import origin
 from infra.settings import Settings
 from infra.verifier_memory import VerifierMemory
 from infra.verify import StudyVerification, Witnessing, verify_study
@@ -48,6 +50,19 @@ def verify_remembering(conn: psycopg.Connection[Any], settings: Settings, study:
     if result.ok:
         memory.remember(origin(study), result.latest, result.witnessed)
     return result
+
+
+def verify_directory(conn: psycopg.Connection[Any], settings: Settings,
+                     public_keys: dict[str, Ed25519PublicKey],
+                     trusted: Checkpoint | None = None,
+                     workers: int = 1) -> StudyVerification | None:
+    """Verify the directory's log (people, roles, clients, sign-ins) as a study's is, against
+    ``trusted`` only if that checkpoint is the directory's (None: no directory yet)."""
+    if not store.has_ledger(conn, CATALOG_SCHEMA):
+        return None
+    held = trusted if trusted is not None and trusted.origin == origin(DIRECTORY_LOG) else None
+    return verify_remembering(conn, settings, DIRECTORY_LOG, CATALOG_SCHEMA, public_keys, held,
+                              workers)
 
 
 def _bundle_origin(path: Path) -> str | None:

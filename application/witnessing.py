@@ -1,7 +1,7 @@
-"""Witnessing a study's checkpoints: after a sealing round, the newest checkpoint is sent to
-every configured witness with a consistency proof from the size that witness last cosigned;
-once the quorum has cosigned, the checkpoint with their cosignature lines is stored, and only
-such a checkpoint is served."""
+"""Witnessing a log's checkpoints (a study's, or the directory's): after a sealing round,
+the newest checkpoint is sent to every configured witness with a consistency proof from the
+size that witness last cosigned; once the quorum has cosigned, the checkpoint with their
+cosignature lines is stored, and only such a checkpoint is served."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from infra.witness.client import (
     request_cosignature,
 )
 
-log = get_logger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class WitnessRound:
     stored: bool
 
 
-def witness_latest(conn: psycopg.Connection[Any], study: str, schema: str,
+def witness_latest(conn: psycopg.Connection[Any], log: str, schema: str,
                    witnesses: list[WitnessEndpoint], quorum: int) -> WitnessRound | None:
     """Have the newest checkpoint cosigned, unless it is already (None: nothing to do)."""
     latest = store.latest_checkpoint(conn, schema)
@@ -57,7 +57,7 @@ def witness_latest(conn: psycopg.Connection[Any], study: str, schema: str,
                 names.append(witness.cosigner.name)
             except WitnessUnavailable as e:
                 refusals.append(f"{witness.cosigner.name}: {e}")
-                log.error("ledger.witness_refused", study=study, witness=witness.url,
+                _log.error("ledger.witness_refused", log=log, witness=witness.url,
                           tree_size=size, reason=str(e))
     stored = len(lines) >= quorum
     if stored:

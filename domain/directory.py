@@ -16,6 +16,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
 from eventsourcing.persistence import (
     IntegrityError,
     Notification,
@@ -24,7 +25,7 @@ from eventsourcing.utils import EnvType
 
 from domain.clock import Clock
 from domain.envelope import Envelope
-from domain.errors import AlreadyExists, Conflict, NotFound
+from domain.errors import AlreadyExists, Conflict, NotFound, Unverified
 from domain.sign_in_log import SignInLog, anonymous_envelope, sign_in_log_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.topics import stored_names
@@ -94,6 +95,11 @@ class DirectoryApplication(SignedApplication):
                                              fastforward_skipping=not to_change)
         except AggregateNotFoundError:
             raise NotFound(f"no user {username!r}") from None
+        except (Unverified, OriginatorVersionError, OriginatorIDError) as e:
+            # A record altered in the database (a forged grant, an event removed): nothing
+            # it says is believed, the person is refused as a whole.
+            raise Unverified(f"the directory's record of {username!r} fails verification, "
+                             f"so it is refused: {e}") from e
         if not to_change:
             with self._recent_lock:
                 self._recent[username.casefold()] = (user, time.monotonic())

@@ -70,3 +70,8 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     """The caller's roles do not allow the request."""
+
+
+class Unverified(DomainError):
+    """A stored record fails verification (an event's signature or its version chain): it
+    is tampered with, and nothing it says is acted on."""

@@ -1,15 +1,19 @@
-"""The signing mapper: every event leaving the application is signed before it is stored."""
+"""The signing mapper: every event leaving the application is signed before it is stored;
+and the verifying one, which also checks every event it loads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
-from infra.signing import EventSigner, SignedState
+from domain.errors import Unverified
+from infra.signing import EventSigner, SignedState, SignedStateError, check_signature
 
 
 class UnsignedEvent(NamedTuple):
@@ -75,3 +79,45 @@ class SigningMapper(Mapper[UUID]):
                 state=payload,
             )
         )
+
+
+class VerifyingMapper(SigningMapper):
+    """A signing mapper that checks each event's signature as it loads it, and refuses
+    (:class:`domain.errors.Unverified`) one that does not verify under a trusted key.
+
+    For the directory, whose people are read rarely and each of whose grants decides what a
+    request may do: a grant forged in the database must grant nothing. ``trusted_keys``
+    gives the deployment's public keys; it is asked again when an event names a key not
+    known yet (a rotation made by another process).
+    """
+
+    def __init__(self, transcoder: Transcoder, signer: EventSigner,
+                 trusted_keys: Callable[[], dict[str, Ed25519PublicKey]], **kwargs: Any) -> None:
+        super().__init__(transcoder, signer, **kwargs)
+        self._trusted_keys = trusted_keys
+        self._keys = trusted_keys()
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        """Check the event's signature, then unwrap and decode it."""
+        reason = self._problem(stored_event)
+        if reason is not None:
+            raise Unverified(f"event {stored_event.originator_id} "
+                             f"v{stored_event.originator_version} ({stored_event.topic}): "
+                             f"{reason}")
+        return super().to_domain_event(stored_event)
+
+    def _problem(self, stored: StoredEvent) -> str | None:
+        try:
+            envelope = SignedState.unpack(stored.state)
+        except SignedStateError as e:
+            return str(e)
+        key = self._keys.get(envelope.key_id)
+        if key is None:
+            self._keys = self._trusted_keys()
+            key = self._keys.get(envelope.key_id)
+        if key is None:
+            return f"signed by unknown key {envelope.key_id}"
+        if not check_signature(self.signer.study, str(stored.originator_id),
+                               stored.originator_version, stored.topic, envelope, key):
+            return "signature does not match the stored event (altered or forged)"
+        return None

@@ -35,6 +35,10 @@ _SCHEMA_SAFE = re.compile(r"[^a-z0-9_]+")
 # milliseconds, an import's largest COPY a second or two.
 WRITE_LOCK_TIMEOUT = 10.0
 WRITE_STATEMENT_TIMEOUT = 15.0
+# Default of the longest a request waits for a database connection (seconds; see Settings):
+# while the database is away, a request is answered 503 after this wait, not the pools' 30 s.
+DATABASE_WAIT = 3.0
+PROBE_TIMEOUT = 2  # seconds; libpq's shortest connect_timeout
 
 
 @contextmanager
@@ -110,6 +114,16 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     return psycopg.connect(url, **kwargs)
 
 
+def reachable(url: str) -> bool:
+    """True if a new connection to ``url`` opens within :data:`PROBE_TIMEOUT` seconds."""
+    try:
+        with psycopg.connect(url, connect_timeout=PROBE_TIMEOUT, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
 def schema_for_study(study_id: str) -> str:
     """The PostgreSQL schema that holds one study: ``study_<id, lower-cased, sanitised>``."""
     name = "study_" + _SCHEMA_SAFE.sub("_", study_id.lower()).strip("_")
@@ -120,10 +134,13 @@ def schema_for_study(study_id: str) -> str:
 
 def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
                       lock_timeout: float = WRITE_LOCK_TIMEOUT,
-                      statement_timeout: float = WRITE_STATEMENT_TIMEOUT) -> dict[str, str]:
+                      statement_timeout: float = WRITE_STATEMENT_TIMEOUT,
+                      connection_wait: float = DATABASE_WAIT) -> dict[str, str]:
     """The ``eventsourcing`` environment for an application stored in ``schema`` of ``url``;
     its writes wait ``lock_timeout`` seconds at most for the events table's lock, and each of
-    their statements runs ``statement_timeout`` seconds at most (0: no limit)."""
+    their statements runs ``statement_timeout`` seconds at most (0: no limit); a read or
+    write waits ``connection_wait`` seconds at most for a connection (whole seconds, at least
+    one)."""
     params = conninfo_to_dict(url)
     return {
         "PERSISTENCE_MODULE": "infra.recorder:TrialLedgerFactory",
@@ -144,6 +161,9 @@ def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
         # a dead one is replaced instead of failing the request it was lent to.
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_MAX_OVERFLOW": "12",
+        # How long taking a connection from the pool may wait (eventsourcing's default, 30 s,
+        # is how long each request would hang while the database is away).
+        "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(connection_wait))),
         # eventsourcing's own (whole seconds), for the writes it makes itself.
         "POSTGRES_LOCK_TIMEOUT": str(math.ceil(lock_timeout)),
         LOCK_TIMEOUT_ENV: str(lock_timeout),

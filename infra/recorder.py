@@ -35,6 +35,7 @@ from eventsourcing.postgres import (
     PostgresFactory,
     PostgresProcessRecorder,
 )
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.errors import LockNotAvailable, QueryCanceled
 from psycopg.rows import DictRow
@@ -85,6 +86,17 @@ STATEMENT_TIMEOUT_ENV = "TRIALLEDGER_WRITE_STATEMENT_TIMEOUT"
 # Attempts at a write that lost its connection (as eventsourcing's own insert_events).
 _ATTEMPTS = 10
 _RETRY_WAIT = 0.2
+# Attempts at a read that failed on its connection. eventsourcing makes ten, each waiting
+# for a connection as long as the pool's timeout: while the database is away, one read would
+# hang ten times that. A pooled connection is checked before it is lent (pre-ping), so a
+# second attempt is enough to get past one the database dropped.
+READ_ATTEMPTS = 2
+
+
+def _fewer_attempts(method: Any) -> Any:
+    """One of eventsourcing's retried recorder methods, retried :data:`READ_ATTEMPTS` times."""
+    return retry((InterfaceError, OperationalError), max_attempts=READ_ATTEMPTS,
+                 wait=_RETRY_WAIT)(method.__wrapped__)
 
 
 class WriteAborted(OperationalError):
@@ -112,6 +124,10 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
     A large batch is stored with COPY rather than an INSERT: the same rows under the same
     table lock, several times faster, and with no bound on the batch.
     """
+
+    select_events = _fewer_attempts(PostgresApplicationRecorder.select_events)
+    select_notifications = _fewer_attempts(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _fewer_attempts(PostgresApplicationRecorder.max_notification_id)
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -323,6 +339,12 @@ class AppendOnlyProcessRecorder(PostgresProcessRecorder):
 
     Tracking rows are positions, not events: they are updated as a projection advances.
     """
+
+    select_events = _fewer_attempts(PostgresProcessRecorder.select_events)
+    select_notifications = _fewer_attempts(PostgresProcessRecorder.select_notifications)
+    max_notification_id = _fewer_attempts(PostgresProcessRecorder.max_notification_id)
+    max_tracking_id = _fewer_attempts(PostgresProcessRecorder.max_tracking_id)
+    has_tracking_id = _fewer_attempts(PostgresProcessRecorder.has_tracking_id)
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)

@@ -15,6 +15,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
 from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
+from infra.ledger import store
 
 READ_TABLES = ("casebook_versions", "outcome_facts", "audit_events", "audit_changes",
                "history_tracking", "history_projection_version")
@@ -71,6 +72,10 @@ def grant_directory(conn: psycopg.Connection[Any], role: str) -> None:
         # The events table's LOCK TABLE needs UPDATE; its trigger refuses every UPDATE.
         conn.execute(SQL("GRANT UPDATE ON {}.directory_events TO {}").format(
             catalog, Identifier(role)))
+        # The directory's own ledger (sealed by the server, like a study's).
+        for table in (store.LEAVES, store.NODES, store.CHECKPOINTS, store.COSIGNED):
+            conn.execute(SQL("GRANT SELECT, INSERT ON {}.{} TO {}").format(
+                catalog, Identifier(table), Identifier(role)))
         conn.execute(SQL("GRANT SELECT, INSERT, UPDATE ON {}.sessions TO {}").format(
             catalog, Identifier(role)))
         conn.execute(SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}.idempotency TO {}").format(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.user import PERSON_ROLES
-from infra.postgres import WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
+from infra.postgres import DATABASE_WAIT, WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TIMEOUT
 
 # Longer than the write timeouts together: PostgreSQL's own timeouts end an ordinary wait
 # first; this ends what it cannot see (a client and server stuck on each other).
@@ -33,6 +33,10 @@ class Settings:
     - ``commit_timeout``: seconds a server's group commit may take before its requests are
       answered 503 and its transaction is ended (releasing the lock); see
       :mod:`domain.group_commit`.
+    - ``database_wait``: seconds a request waits at most for a database connection
+      (``TRIALLEDGER_DATABASE_WAIT``, default 3): while the database is away, the first request
+      is answered 503 after about this long, the next ones at once (see
+      :mod:`application.database_away`).
     - ``environment``: ``production`` or ``development`` (``TRIALLEDGER_ENV``, default
       development: the demo and a developer's machine).
     - ``expose_docs``: serve ``/openapi.json`` to anyone (``TRIALLEDGER_EXPOSE_DOCS``; default:
@@ -57,6 +61,7 @@ class Settings:
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
     commit_timeout: float = COMMIT_TIMEOUT
+    database_wait: float = DATABASE_WAIT
     environment: str = DEVELOPMENT
     expose_docs: bool | None = None
     metrics_token: str | None = None
@@ -114,6 +119,7 @@ class Settings:
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
                                              WRITE_STATEMENT_TIMEOUT),
             commit_timeout=_seconds("TRIALLEDGER_COMMIT_TIMEOUT", COMMIT_TIMEOUT),
+            database_wait=_wait("TRIALLEDGER_DATABASE_WAIT"),
             environment=_environment(),
             expose_docs=_flag("TRIALLEDGER_EXPOSE_DOCS"),
             metrics_token=env.get("TRIALLEDGER_METRICS_TOKEN") or None,
@@ -153,6 +159,14 @@ def _seconds(name: str, default: float) -> float:
         value = -1.0
     if not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be a number of seconds (0 or more), not {raw!r}")
+    return value
+
+
+def _wait(name: str) -> float:
+    """A connection wait in seconds (more than 0) from the environment variable ``name``."""
+    value = _seconds(name, DATABASE_WAIT)
+    if value <= 0:
+        raise ValueError(f"{name} must be a number of seconds more than 0, not {value:g}")
     return value
 
 

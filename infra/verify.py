@@ -1,6 +1,6 @@
-"""Online verification of a study: every signature and key, every version chain, every leaf,
-every checkpoint's root and signature, the witnesses' cosignatures, and consistency with the
-checkpoints the caller holds or remembers.
+"""Online verification of a log (a study's, or the directory's): every signature and key,
+every version chain, every leaf, every checkpoint's root and signature, the witnesses'
+cosignatures, and consistency with the checkpoints the caller holds or remembers.
 
 It reads the events exactly as stored and names the first thing that does not hold.
 """
@@ -16,13 +16,13 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.sql import SQL, Identifier
 
-from infra.catalog import EVENTS_TABLE
 from infra.ledger import store
 from infra.ledger.checker import EventChecker
 from infra.ledger.cosignature import Cosigner, witnesses_of
+from infra.ledger.logs import events_table, label, origin
 from infra.ledger.merkle import Frontier, leaf_hash
 from infra.ledger.note import Checkpoint, NoteError, open_note
-from infra.ledger.sealer import SEAL_INTERVAL, load_checker, origin
+from infra.ledger.sealer import SEAL_INTERVAL, load_checker
 from infra.parallel_verify import Row, checked_in_parallel, raw_keys
 from infra.signing import SignedState, leaf_data
 
@@ -43,7 +43,7 @@ class Witnessing:
 class BadEvent:
     """The first event (or ledger entry) that failed verification, and why."""
 
-    study: str
+    study: str  # the log: a study id, or the directory's (see infra.ledger.logs)
     position: int
     originator_id: str
     originator_version: int
@@ -53,9 +53,9 @@ class BadEvent:
     def describe(self) -> str:
         """One line for a person."""
         if not self.originator_id:
-            return f"study {self.study}: {self.reason}"
+            return f"{label(self.study)}: {self.reason}"
         return (
-            f"study {self.study}: event at position {self.position} "
+            f"{label(self.study)}: event at position {self.position} "
             f"(aggregate {self.originator_id} v{self.originator_version}, {self.topic}): "
             f"{self.reason}"
         )
@@ -63,7 +63,7 @@ class BadEvent:
 
 @dataclass(frozen=True)
 class StudyVerification:
-    """The outcome of verifying one study."""
+    """The outcome of verifying one log (a study's, or the directory's)."""
 
     study: str
     events_checked: int
@@ -100,6 +100,9 @@ def verify_study(
 ) -> StudyVerification:
     """Check one study's events and ledger in commit order; stop at the first failure.
 
+    ``study`` names the log: a study id, or :data:`infra.ledger.logs.DIRECTORY_LOG` for the
+    directory's (in the catalogue's schema).
+
     ``trusted`` is a checkpoint the caller holds, ``remembered`` (and
     ``remembered_witnessed``) the newest (witnessed) checkpoint this verifier verified before:
     the log must extend each, and its witnessed checkpoints must reach the remembered one.
@@ -123,7 +126,8 @@ def verify_study(
         "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
         "l.leaf_index, l.leaf_hash FROM {s}.{e} e LEFT JOIN {s}.{l} l "
         "ON l.notification_id = e.notification_id ORDER BY e.notification_id"
-    ).format(s=Identifier(schema), e=Identifier(EVENTS_TABLE), l=Identifier(store.LEAVES))
+    ).format(s=Identifier(schema), e=Identifier(events_table(study)),
+             l=Identifier(store.LEAVES))
     with conn.transaction(), conn.cursor(name="verify_events") as cursor:
         cursor.itersize = batch_size
         cursor.execute(query)
@@ -241,7 +245,7 @@ def _misplaced_event(conn: psycopg.Connection[Any], study: str, schema: str,
         "JOIN {s}.{e} e ON e.notification_id = l.notification_id "
         "WHERE l.leaf_index < %s AND n.hash <> l.leaf_hash ORDER BY l.leaf_index LIMIT 1"
     ).format(s=Identifier(schema), l=Identifier(store.LEAVES), n=Identifier(store.NODES),
-             e=Identifier(EVENTS_TABLE)), (size,)).fetchone()
+             e=Identifier(events_table(study))), (size,)).fetchone()
     if row is None:
         return None
     index, position, oid, version, topic = row

@@ -29,8 +29,8 @@ from psycopg.sql import SQL, Identifier
 from infra.catalog import EVENTS_TABLE
 from infra.keys import public_pem
 from infra.ledger import store
+from infra.ledger.logs import origin
 from infra.ledger.note import Checkpoint, sign_note, verifier_key
-from infra.ledger.sealer import origin
 from infra.zip_stream import ZipStream, write_file
 
 FORMAT = "trialledger-bundle/2"

@@ -1,4 +1,5 @@
-"""The sealer: follows a study's events in commit order and appends each as a Merkle leaf.
+"""The sealer: follows a log's events (a study's, or the directory's) in commit order and
+appends each as a Merkle leaf.
 
 It checks every event's signature and key before sealing it, and never seals past a bad one.
 The leaves table is its own tracking record: the next event to seal is the one after the
@@ -17,10 +18,10 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from psycopg.sql import SQL, Identifier
 
-from infra.catalog import EVENTS_TABLE
 from infra.ledger import store
 from infra.ledger.checker import KEY_REGISTERED, KEY_RETIRED, KEY_REVOKED, EventChecker
 from infra.ledger.checker import revocation_from_payload as _revocation
+from infra.ledger.logs import events_table, label, origin
 from infra.ledger.merkle import Frontier, consistency_proof, leaf_hash, verify_consistency
 from infra.ledger.note import Checkpoint, sign_note
 from infra.signing import SignedState, key_id_for, leaf_data
@@ -47,18 +48,13 @@ class SealResult:
     checkpoint_size: int | None
 
 
-def origin(study: str) -> str:
-    """The checkpoint origin of a study's log."""
-    return f"trialledger/{study}"
-
-
-def load_checker(conn: psycopg.Connection[Any], study: str, schema: str,
+def load_checker(conn: psycopg.Connection[Any], log: str, schema: str,
                  anchors: dict[str, Ed25519PublicKey], upto: int | None = None) -> EventChecker:
     """A checker that knows every key event of the log (up to position ``upto`` for replay)."""
-    checker = EventChecker(study, anchors)
+    checker = EventChecker(log, anchors)
     rows = conn.execute(
         SQL("SELECT topic, state FROM {}.{} WHERE topic = ANY(%s) ORDER BY notification_id")
-        .format(Identifier(schema), Identifier(EVENTS_TABLE)),
+        .format(Identifier(schema), Identifier(events_table(log))),
         ([*KEY_REGISTERED, *KEY_RETIRED, *KEY_REVOKED],),
     ).fetchall()
     for topic, state in rows:
@@ -77,7 +73,7 @@ def load_checker(conn: psycopg.Connection[Any], study: str, schema: str,
 
 def seal(
     conn: psycopg.Connection[Any],
-    study: str,
+    log: str,
     schema: str,
     anchors: dict[str, Ed25519PublicKey],
     private_key: Ed25519PrivateKey,
@@ -87,21 +83,22 @@ def seal(
     force_checkpoint: bool = False,
     batch_size: int = 5000,
 ) -> SealResult:
-    """Seal every event not yet sealed; write a checkpoint when due (or when forced)."""
+    """Seal every event of ``log`` (a study id, or the directory's log) not yet sealed; write a
+    checkpoint when due (or when forced)."""
     sealed = 0
     checkpoint_size: int | None = None
     while True:
         with conn.transaction():
-            # One sealer per study at a time; a second waits, then sees the first's leaves.
+            # One sealer per log at a time; a second waits, then sees the first's leaves.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
             size = store.tree_size(conn, schema)
             nodes = store.node_source(conn, schema)
             frontier = Frontier.load(nodes, size)
-            checker = _replayed_checker(conn, study, schema, anchors, size)
+            checker = _replayed_checker(conn, log, schema, anchors, size)
             rows = conn.execute(
                 SQL("SELECT notification_id, originator_id, originator_version, topic, state "
                     "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
-                .format(Identifier(schema), Identifier(EVENTS_TABLE)),
+                .format(Identifier(schema), Identifier(events_table(log))),
                 (_last_sealed_position(conn, schema), batch_size),
             ).fetchall()
             leaves: list[tuple[int, int, bytes]] = []
@@ -113,7 +110,7 @@ def seal(
                 if reason is not None:
                     failure = f"event at position {position}: {reason}"
                     break
-                h = leaf_hash(leaf_data(study, str(oid), version, topic, state))
+                h = leaf_hash(leaf_data(log, str(oid), version, topic, state))
                 leaves.append((frontier.size, position, h))
                 node_rows.extend(frontier.append(h))
             _insert(conn, schema, leaves, node_rows)
@@ -125,22 +122,23 @@ def seal(
             due = frontier.size - last_size >= checkpoint_every
             done = failure is not None or len(rows) < batch_size
             if frontier.size > last_size and (due or (force_checkpoint and done)):
-                _checkpoint(conn, study, schema, frontier, last, private_key, key_name)
+                _checkpoint(conn, log, schema, frontier, last, private_key, key_name)
                 checkpoint_size = frontier.size
         if failure is not None:
-            raise SealingRefused(f"study {study}: {failure}; sealed up to the event before it")
+            raise SealingRefused(f"{label(log)}: {failure}; sealed up to the event before it")
         if done:
             return SealResult(sealed, frontier.size, checkpoint_size)
 
 
-def _replayed_checker(conn: psycopg.Connection[Any], study: str, schema: str,
+def _replayed_checker(conn: psycopg.Connection[Any], log: str, schema: str,
                       anchors: dict[str, Ed25519PublicKey], size: int) -> EventChecker:
     """A checker brought up to the end of the sealed log (keys learnt, versions known)."""
-    checker = load_checker(conn, study, schema, anchors)
+    checker = load_checker(conn, log, schema, anchors)
+    events = Identifier(events_table(log))
     rows = conn.execute(
         SQL("SELECT e.originator_id, max(e.originator_version) FROM {}.{} e "
             "JOIN {}.{} l ON l.notification_id = e.notification_id GROUP BY e.originator_id")
-        .format(Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema),
+        .format(Identifier(schema), events, Identifier(schema),
                 Identifier(store.LEAVES)),
     ).fetchall() if size else []
     checker.last_version = {str(oid): int(version) for oid, version in rows}
@@ -148,7 +146,7 @@ def _replayed_checker(conn: psycopg.Connection[Any], study: str, schema: str,
         SQL("SELECT e.topic, e.state FROM {}.{} e JOIN {}.{} l "
             "ON l.notification_id = e.notification_id WHERE e.topic = ANY(%s) "
             "ORDER BY e.notification_id")
-        .format(Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema),
+        .format(Identifier(schema), events, Identifier(schema),
                 Identifier(store.LEAVES)),
         ([*KEY_REGISTERED, *KEY_RETIRED],),
     ).fetchall()
@@ -176,7 +174,7 @@ def _insert(conn: psycopg.Connection[Any], schema: str, leaves: list[tuple[int, 
                 copy.write_row(row)
 
 
-def _checkpoint(conn: psycopg.Connection[Any], study: str, schema: str, frontier: Frontier,
+def _checkpoint(conn: psycopg.Connection[Any], log: str, schema: str, frontier: Frontier,
                 previous: tuple[int, bytes, str] | None, private_key: Ed25519PrivateKey,
                 key_name: str) -> None:
     root = frontier.root()
@@ -185,9 +183,9 @@ def _checkpoint(conn: psycopg.Connection[Any], study: str, schema: str, frontier
         old_size, old_root, _ = previous
         proof = consistency_proof(store.node_source(conn, schema), old_size, frontier.size)
         if not verify_consistency(old_size, frontier.size, old_root, root, proof):
-            raise SealingRefused(f"study {study}: new tree of size {frontier.size} is not "
+            raise SealingRefused(f"{label(log)}: new tree of size {frontier.size} is not "
                                  f"consistent with the checkpoint of size {old_size}")
-    body = Checkpoint(origin(study), frontier.size, root).body()
+    body = Checkpoint(origin(log), frontier.size, root).body()
     note = sign_note(body, key_name, private_key)
     conn.execute(
         SQL("INSERT INTO {}.{} (tree_size, root, note, key_id) VALUES (%s, %s, %s, %s)")

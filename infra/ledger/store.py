@@ -49,6 +49,12 @@ def create_ledger_tables(conn: psycopg.Connection[Any], schema: str) -> None:
             conn.execute(statement)
 
 
+def has_ledger(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """True if ``schema`` holds the ledger tables."""
+    row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{LEAVES}"',)).fetchone()
+    return row is not None and row[0] is not None
+
+
 def node_source(conn: psycopg.Connection[Any], schema: str) -> NodeSource:
     """Read complete-subtree hashes from the nodes table."""
     query = SQL("SELECT hash FROM {}.{} WHERE level = %s AND idx = %s").format(

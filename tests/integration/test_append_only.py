@@ -118,6 +118,9 @@ def test_the_application_role_serves_the_api_with_people_sessions_and_retries(
         assert first.status_code == 201, first.text
         assert again.json() == first.json()
         assert client.delete("/v1/auth/token").status_code == 204
+        # The server's sealing rounds, as that role, seal the people's log into its ledger.
+        sealed = app_runtime.seal_directory(force_checkpoint=True)
+        assert sealed is not None and sealed.checkpoint_size == sealed.tree_size > 0
     finally:
         app_runtime.close()
         with psycopg.connect(db_url, autocommit=True) as conn:

@@ -1,6 +1,7 @@
 """The tamper matrix (issue 14): a small sealed study is verified once (the verifier then
 remembers its newest checkpoint), tampered with as its owner could, with real SQL, and
-verified again: each case fails `trialledger verify` (exit 1) naming what broke."""
+verified again: each case fails `trialledger verify` (exit 1) naming what broke. T-4 does
+the same to the directory's log (a role grant forged), which the server also refuses."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from typing import Any
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from api.app import create_app
 from api.cli import app as cli
 from application.runtime import Runtime
-from infra.catalog import EVENTS_TABLE
+from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
 from infra.ledger import store
+from infra.ledger.logs import DIRECTORY_EVENTS
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signing import EventSigner, SignedState
-from tests.support import T0, enroll, envelope, register, simulated_clock
+from tests.support import T0, add_person, enroll, envelope, register, simulated_clock
 
 STUDY = "NCT04397107"
 SCHEMA = schema_for_study(STUDY)
@@ -56,16 +60,19 @@ def sealed(runtime: Runtime) -> Runtime:
     return runtime
 
 
-def verify(settings: Settings, db_url: str) -> tuple[int, str]:
+def verify(settings: Settings, db_url: str, study: str | None = STUDY) -> tuple[int, str]:
+    """`trialledger verify` of ``study`` (None: of every log, the directory's too)."""
     result = CliRunner().invoke(
-        cli, ["verify", "--database-url", db_url, "--study", STUDY, "--workers", "1"],
+        cli, ["verify", "--database-url", db_url, *(["--study", study] if study else []),
+              "--workers", "1"],
         env={"TRIALLEDGER_HOME": str(settings.home), "TRIALLEDGER_WITNESSES": ""})
     return result.exit_code, " ".join(result.output.split())
 
 
-def as_owner(db_url: str, *statements: str, params: tuple[Any, ...] = ()) -> None:
+def as_owner(db_url: str, *statements: str, params: tuple[Any, ...] = (),
+             tables: tuple[str, ...] = ()) -> None:
     """An attacker with the owner's credentials: triggers off, change, triggers back on."""
-    tables = [EVENTS, LEAVES, NODES, CHECKPOINTS, table(store.COSIGNED)]
+    tables = tables or (EVENTS, LEAVES, NODES, CHECKPOINTS, table(store.COSIGNED))
     with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
         for name in tables:
             conn.execute(f"ALTER TABLE {name} DISABLE TRIGGER USER")
@@ -261,3 +268,78 @@ def test_an_older_bundle_after_a_newer_one_is_refused_as_rolled_back(
                            str(tmp_path / "k.pem"))
     assert code == 1
     assert "rolled back" in output and "verified before" in output
+
+
+TOKEN = "/v1/auth/token"
+
+
+def test_t4_a_role_grant_forged_in_the_directory_fails_verify_and_grants_nothing(
+    runtime: Runtime, settings: Settings, db_url: str
+) -> None:
+    password = add_person(runtime, "mallory", "monitor")
+    signed_in = TestClient(create_app(runtime)).post(
+        TOKEN, json={"username": "mallory", "password": password})
+    assert signed_in.status_code == 200, signed_in.text
+    bearer = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+    runtime.seal_directory(force_checkpoint=True)
+    code, output = verify(settings, db_url, None)
+    assert code == 0, output
+    assert "✓ directory (people, roles, clients, sign-ins):" in output
+
+    # Monitor -> admin in the grant's stored event, as the database's superuser could.
+    directory_events = f'"{CATALOG_SCHEMA}"."{DIRECTORY_EVENTS}"'
+    as_owner(db_url, f"UPDATE {directory_events} SET state = overlay(state placing "
+                     "'admin'::bytea from position('\"monitor\"'::bytea in state) + 1 for 7) "
+                     "WHERE topic = 'User.RoleGranted.v1'", tables=(directory_events,))
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(f"SELECT notification_id, position('\"admin\"'::bytea in state) "
+                           f"FROM {directory_events} WHERE topic = 'User.RoleGranted.v1'"
+                           ).fetchone()
+    assert row is not None and row[1] > 0  # the forgery is in place
+    code, output = verify(settings, db_url, None)
+    assert code == 1, output
+    assert (f"FIRST BAD EVENT the directory: event at position {row[0]} " in output
+            and "User.RoleGranted.v1" in output and "signature does not match" in output), output
+
+    # A server that loads the person now refuses them, whichever way they come in.
+    fresh = Runtime(settings, db_url)
+    try:
+        client = TestClient(create_app(fresh))
+        for answer in (client.get("/v1/users", headers=bearer),
+                       client.post(TOKEN, json={"username": "mallory", "password": password})):
+            assert answer.status_code == 403, answer.text
+            assert "the directory's record of 'mallory' fails verification" in answer.text
+            assert "signature does not match" in answer.text
+        metrics = client.get("/metrics").text
+        assert "trialledger_directory_verification_failures_total 2.0" in metrics
+    finally:
+        fresh.close()
+
+
+def test_a_revocation_removed_from_the_directory_breaks_the_chain_and_grants_nothing(
+    runtime: Runtime, settings: Settings, db_url: str
+) -> None:
+    # Granted admin, the admin role revoked, then signed in: the revocation deleted (in the
+    # middle of the person's record) would hand the admin role back.
+    password = add_person(runtime, "trudy", "admin")
+    runtime.directory().record("trudy", lambda u: u.revoke(
+        "admin", STUDY, "*", envelope(), runtime.directory().clock.now()))
+    runtime.directory().record("trudy", lambda u: u.grant(
+        "monitor", STUDY, "*", envelope(), runtime.directory().clock.now()))
+    runtime.seal_directory(force_checkpoint=True)
+    assert verify(settings, db_url, None)[0] == 0
+    directory_events = f'"{CATALOG_SCHEMA}"."{DIRECTORY_EVENTS}"'
+    as_owner(db_url, f"DELETE FROM {directory_events} WHERE topic = 'User.RoleRevoked.v1'",
+             tables=(directory_events,))
+    code, output = verify(settings, db_url, None)
+    assert code == 1, output
+    assert "the directory: event at position" in output and "version chain broken" in output
+
+    fresh = Runtime(settings, db_url)
+    try:
+        answer = TestClient(create_app(fresh)).post(
+            TOKEN, json={"username": "trudy", "password": password})
+        assert answer.status_code == 403, answer.text
+        assert "the directory's record of 'trudy' fails verification" in answer.text
+    finally:
+        fresh.close()

@@ -107,6 +107,9 @@ def test_a_witnessed_deployment_serves_cosigned_checkpoints_and_verify_names_the
         assert served.status_code == 200, served.text
         assert served.json()["tree_size"] == 9
         assert cosigned_at(served.json()["note"], parse_cosigner(witness.vkey)) is not None
+        # The directory's log (the regulator just registered and signed in) is witnessed too.
+        directory = deployment.seal_directory(force_checkpoint=True)
+        assert directory is not None and directory.checkpoint_size
     finally:
         deployment.close()
     result = CliRunner().invoke(
@@ -116,6 +119,10 @@ def test_a_witnessed_deployment_serves_cosigned_checkpoints_and_verify_names_the
     output = " ".join(result.output.split())
     assert result.exit_code == 0, output
     assert "checkpoint of size 9 witnessed by witness.test/w1 (quorum 1)" in output
+    assert (f"directory (people, roles, clients, sign-ins): {directory.tree_size} events"
+            in output), output
+    assert (f"checkpoint of size {directory.tree_size} witnessed by witness.test/w1 "
+            "(quorum 1)" in output), output
 
 
 def test_the_witness_refuses_a_rolled_back_or_forked_log(
