@@ -25,8 +25,9 @@ Format = Literal["odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-
 
 @router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,
             responses={200: {"description": "The file, streamed", "content": {
-                "application/xml": {}, "application/zip": {}}}})
-def export(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in sorted(set(MEDIA_TYPES.values()))}}})
+def export_study(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
            as_of: Annotated[datetime | None, Query(
                description="Recorded time (ISO 8601 with offset); for the bundle, the time of its "
                            "renderings (its ledger holds the whole log)")] = None,
