@@ -129,8 +129,8 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
         with open_runtime(settings) as runtime:
             yield runtime
     except keys.SigningKeyError as e:
-        err_console.print(f"[red]{e}[/red]")
-        raise typer.Exit(1) from e
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from e
 
 
 def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
@@ -199,7 +199,7 @@ def demo(
             ok = run_demo(runtime, seed, console)
         except CredentialsUnreadable as e:
             err_console.print(f"[red]{e}[/red]")
-            raise typer.Exit(1) from None
+            raise typer.Exit(2) from None
         if not ok:
             raise typer.Exit(1)
         print_next_steps(console, _base_url(host, port), settings.home / CREDENTIALS_FILE,
@@ -732,7 +732,7 @@ def keys_revoke(
                 runtime.study(study_id).revoke_key(key_id, when, reason, _system())
             except DomainError as e:
                 err_console.print(f"[red]{study_id}: {e}[/red]")
-                raise typer.Exit(1) from None
+                raise typer.Exit(2) from None
     console.print(f"Revoked {key_id} from {when.isoformat()}.")
 
 

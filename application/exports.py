@@ -262,11 +262,12 @@ def _domain_files(runtime: Runtime, study: str, export_format: str, directory: P
         yield f"{export_format}/{file.name}", file
 
 
-def stream(runtime: Runtime, study: str, export_format: str,
-           as_of: datetime | None) -> Iterator[bytes]:
-    """The export's bytes as they are produced. The first chunk is made before this returns,
-    so a failure up to then raises here, to a proper error answer; a failure after it is
-    logged and cuts the stream off (a zip then lacks its end record)."""
+def stream(runtime: Runtime, study: str, export_format: str, as_of: datetime | None,
+           envelope: Envelope) -> Iterator[bytes]:
+    """The export's bytes as they are produced (the export recorded already). The first
+    chunk is made before this returns, so a failure up to then raises here, to a proper
+    error answer; a failure after it is logged and cuts the stream off (a zip then lacks its
+    end record). Either failure is recorded as a failed export."""
     chunks: Iterator[bytes]
     if export_format in ("odm-snapshot", "odm-archive"):
         chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of))
@@ -276,19 +277,33 @@ def stream(runtime: Runtime, study: str, export_format: str,
         chunks = casebook_zip(runtime, study, as_of)
     else:
         chunks = _directory_zip(runtime, study, export_format, as_of)
-    first = next(chunks, b"")
-    return _watched(first, chunks, study, export_format)
+    def failed(e: Exception) -> None:
+        try:
+            record_export_failure(runtime, study, export_format, as_of,
+                                  f"{type(e).__name__}: {e}", envelope)
+        except Exception as unrecorded:  # the log keeps what the event could not
+            _log.error("a failed export could not be recorded", study=study,
+                       format=export_format, error=repr(unrecorded))
+
+    try:
+        first = next(chunks, b"")
+    except Exception as e:
+        failed(e)
+        raise
+    return _watched(first, chunks, study, export_format, failed)
 
 
-def _watched(first: bytes, chunks: Iterator[bytes], study: str,
-             export_format: str) -> Iterator[bytes]:
+def _watched(first: bytes, chunks: Iterator[bytes], study: str, export_format: str,
+             failed: Callable[[Exception], None]) -> Iterator[bytes]:
     yield first
     try:
         yield from chunks
     except Exception as e:
-        # The answer's status is already out: the log, and the cut-off itself, tell.
+        # The answer's status is already out: the log, the failure's event and the cut-off
+        # itself tell.
         _log.error("export failed after its first byte; the download is cut off",
                    study=study, format=export_format, error=repr(e))
+        failed(e)
         raise
 
 

@@ -33,13 +33,15 @@ def export_study(request: Request, principal: CurrentPrincipal, study: str, expo
                            "renderings (its ledger holds the whole log)")] = None,
            ) -> StreamingResponse:
     """Stream an export as of ``as_of`` (default now). The export is recorded (who, what,
-    as of when) before its first byte leaves."""
+    as of when) before its first byte leaves; one that fails is recorded as failed too."""
     study_app(request, study)
     grant = principal.grant_for(Action.EXPORT, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
     runtime = runtime_of(request)
-    record_export(runtime, study, export_format, when, principal.envelope(grant))
+    envelope = principal.envelope(grant)
+    record_export(runtime, study, export_format, when, envelope)
     return StreamingResponse(
-        stream(runtime, study, export_format, when), media_type=MEDIA_TYPES[export_format],
+        stream(runtime, study, export_format, when, envelope),
+        media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition":
                  f'attachment; filename="{study}-{FILE_NAMES[export_format]}"'})
