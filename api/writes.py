@@ -20,7 +20,8 @@ from domain.errors import InvalidInput, NotFound
 from domain.service import StudyApplication
 from domain.subject import Subject
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+# The version, then (an as_of/valid_at view's or a history page's ETag) its view's digest.
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})(?:-[0-9a-f]{16})?"?$')
 
 
 def runtime_of(request: Request) -> Runtime:

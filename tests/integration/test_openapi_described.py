@@ -203,3 +203,11 @@ def test_casebook_and_history_answer_304_and_one_etag_per_view(runtime: Runtime)
     stale = client.post(f"{book}/labs", headers={"If-Match": tag}, json={
         "observed_at": T0.isoformat(), "code": "C4", "value": 0.3, "unit": "g/L"})
     assert stale.status_code == 412
+    # A view's ETag names the version it shows: current, it may be written on.
+    view = client.get(book, params={"valid_at": later}).headers["ETag"]
+    assert client.post(f"{book}/labs", headers={"If-Match": view}, json={
+        "observed_at": T0.isoformat(), "code": "C4", "value": 0.3, "unit": "g/L"}
+    ).status_code == 201
+    assert client.post(f"{book}/labs", headers={"If-Match": tags[0]}, json={
+        "observed_at": T0.isoformat(), "code": "C4", "value": 0.4, "unit": "g/L"}
+    ).status_code == 412
