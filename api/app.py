@@ -21,6 +21,7 @@ from api.middleware import (
     SecurityHeaders,
     UrlText,
 )
+from api.openapi import describe, operation_id
 from api.routes import (
     deviations,
     exports,
@@ -76,12 +77,14 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     app = FastAPI(title="TrialLedger", version="0.1.0", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None,
                   description=DESCRIPTION, lifespan=lifespan,
+                  generate_unique_id_function=operation_id,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False})
     app.state.runtime = runtime
     runtime.commit_in_groups()
     app.state.metrics = Metrics()
     problems.install(app)
+    describe(app)
     # Routes are matched in order, one pattern after another: first entries, the bulk of the
     # traffic, come first. (No path of one router matches a path of another, so the order
     # changes nothing else.)

@@ -1,4 +1,8 @@
-"""The ``trialledger`` command line."""
+"""The ``trialledger`` command line.
+
+Exit codes: 0 success; 1 evidence does not verify (``verify``); 2 a usage or environment
+error (a bad option, a missing file, an unreachable database, an export that failed), told in
+one line on stderr (``--debug`` shows the traceback)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from api.witness_cli import witness_app
 from domain.caller import OPERATOR_GRANT, Caller, Channel
@@ -42,8 +48,45 @@ from infra.verify import StudyVerification
 if TYPE_CHECKING:
     from application.runtime import Runtime
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="TrialLedger: "
-                  "an event-sourced, tamper-evident audit trail for clinical-trial data.")
+
+
+class _Run:
+    """What the options before the command asked of this run."""
+
+    debug = False
+
+
+class _Cli(typer.Typer):
+    """The command line: an error no command handled is one line on stderr and exit 2 (its
+    traceback with ``--debug``), never a traceback a person has to read."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as e:
+            if _Run.debug:
+                traceback.print_exc()
+            else:
+                err_console.print(f"[red]Error:[/red] {escape(_one_line(e))} (--debug shows "
+                                  "the traceback)", soft_wrap=True, highlight=False)
+            raise SystemExit(2) from None
+
+
+def _one_line(error: Exception) -> str:
+    """What went wrong, on one line (psycopg's messages span several)."""
+    import psycopg
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, psycopg.OperationalError):
+        return f"the database is not reachable: {text}"
+    if isinstance(error, OSError):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+app = _Cli(no_args_is_help=True, add_completion=False, help="TrialLedger: "
+           "an event-sourced, tamper-evident audit trail for clinical-trial data. Exit codes: "
+           "0 success, 1 evidence does not verify, 2 usage or environment error.")
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(no_args_is_help=True, help="Database set-up, run as the table owner.")
@@ -88,8 +131,8 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
         with open_runtime(settings) as runtime:
             yield runtime
     except keys.SigningKeyError as e:
-        err_console.print(f"[red]{e}[/red]")
-        raise typer.Exit(1) from e
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from e
 
 
 def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
@@ -103,6 +146,14 @@ def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"trialledger {version('trialledger')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     log_format: Annotated[str, typer.Option(
@@ -110,8 +161,14 @@ def _options(
         help="Log lines on stderr: json, console, or auto (console on a terminal, else "
              "JSON). The level is INFO for serve and demo, else WARNING; "
              f"{LOG_LEVEL_ENV} overrides it.")] = "auto",
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="On an error, print its traceback, not only its line.")] = False,
+    _version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.")] = False,
 ) -> None:
     """Options of every command (given before the command's name)."""
+    _Run.debug = debug
     try:
         resolved_format(log_format)
         resolved_level()
@@ -144,7 +201,7 @@ def demo(
             ok = run_demo(runtime, seed, console)
         except CredentialsUnreadable as e:
             err_console.print(f"[red]{e}[/red]")
-            raise typer.Exit(1) from None
+            raise typer.Exit(2) from None
         if not ok:
             raise typer.Exit(1)
         print_next_steps(console, _base_url(host, port), settings.home / CREDENTIALS_FILE,
@@ -313,9 +370,19 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
         raise typer.Exit(2)
-    settings = _settings(None)
+    if not bundle.is_file():
+        err_console.print(f"[red]--bundle {escape(str(bundle))}: no such file.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
     try:
         trusted = load_public_keys(public_key.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        # The key the caller trusts cannot be read: a usage error, not bad evidence.
+        err_console.print(f"[red]--public-key {escape(str(public_key))}: "
+                          f"{escape(_one_line(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    settings = _settings(None)
+    try:
         report = verify_bundle_remembering(settings, bundle, trusted, held)
     except (BundleInvalid, OSError, ValueError) as e:
         # One line whatever the terminal's width, for people and scripts alike.
@@ -537,17 +604,23 @@ def export(
                                  "(default now; for the bundle, the time of its renderings: "
                                  "its ledger always holds the whole log).")
     ] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the file or directory at --output.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Export a study: ODM 1.3.2 Snapshot as of --as-of, the ODM Transactional archive of
     every change, SDTM-named CSV files with the audit trail, the SDTM domains as CDISC
     Dataset-JSON 1.1 (JSON or NDJSON) or SAS XPORT v5 files, each subject's casebook (HTML and
     PDF, in a zip), or the regulator's bundle (all of these plus the ledger, with a signed
-    manifest) that a regulator verifies offline."""
+    manifest) that a regulator verifies offline. Nothing at --output is replaced without
+    --force (an empty directory aside); the output appears once complete, and only then is
+    the export recorded (a failure is recorded as a failed export)."""
     from application.exports import (
         DOMAIN_FORMATS,
         FORMATS,
-        record_export,
+        DestinationRefused,
+        check_destination,
+        export_to_path,
         write_bundle_file,
         write_casebook_zip,
         write_csv_dir,
@@ -559,26 +632,36 @@ def export(
         err_console.print(f"[red]--format must be one of {', '.join(FORMATS)}.[/red]")
         raise typer.Exit(2)
     when = _parse_time("--as-of", as_of) if as_of else None
+    try:
+        check_destination(output, force)  # before any work, and again when it is done
+    except DestinationRefused as e:
+        err_console.print(f"[red]--output: {escape(str(e))}"
+                          f"{'' if 'not a directory' in str(e) else '; --force replaces it'}"
+                          ".[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    def write(path: Path) -> str:
+        if export_format == "bundle":
+            manifest = write_bundle_file(runtime, study, path, when)
+            return f"{len(manifest['files'])} files as of {manifest['as_of']}, signed manifest"
+        if export_format == "casebook":
+            count = write_casebook_zip(runtime, study, path, when)
+            return f"casebooks of {count} subjects (HTML and PDF)"
+        if export_format == "csv" or export_format in DOMAIN_FORMATS:
+            counts = (write_csv_dir(runtime, study, path, when) if export_format == "csv"
+                      else write_domain_dir(runtime, study, export_format, path, when))
+            return f"{len(counts)} files: " + ", ".join(
+                f"{name} {rows} rows" for name, rows in counts.items())
+        with path.open("wb") as out:
+            count = write_rendering(runtime, study, export_format, out, when)
+        what = "subjects" if export_format == "odm-snapshot" else "events"
+        return f"ODM 1.3.2 {export_format}, {count} {what}"
+
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
-        record_export(runtime, study, export_format, when, _cli_envelope())
-        if export_format == "bundle":
-            manifest = write_bundle_file(runtime, study, output, when)
-            console.print(f"Wrote {output}: {len(manifest['files'])} files as of "
-                          f"{manifest['as_of']}, signed manifest")
-        elif export_format == "casebook":
-            count = write_casebook_zip(runtime, study, output, when)
-            console.print(f"Wrote {output}: casebooks of {count} subjects (HTML and PDF)")
-        elif export_format == "csv" or export_format in DOMAIN_FORMATS:
-            counts = (write_csv_dir(runtime, study, output, when) if export_format == "csv"
-                      else write_domain_dir(runtime, study, export_format, output, when))
-            console.print(f"Wrote {len(counts)} files to {output}: " + ", ".join(
-                f"{name} {rows} rows" for name, rows in counts.items()))
-        else:
-            with output.open("wb") as out:
-                count = write_rendering(runtime, study, export_format, out, when)
-            what = "subjects" if export_format == "odm-snapshot" else "events"
-            console.print(f"Wrote {output}: ODM 1.3.2 {export_format}, {count} {what}")
+        summary = export_to_path(runtime, study, export_format, output, when, _cli_envelope(),
+                                 write, replace=force)
+    console.print(f"Wrote {output}: {summary}")
 
 
 @app.command("import-sdtm")
@@ -664,7 +747,7 @@ def keys_revoke(
                 runtime.study(study_id).revoke_key(key_id, when, reason, _system())
             except DomainError as e:
                 err_console.print(f"[red]{study_id}: {e}[/red]")
-                raise typer.Exit(1) from None
+                raise typer.Exit(2) from None
     console.print(f"Revoked {key_id} from {when.isoformat()}.")
 
 
@@ -798,6 +881,85 @@ def clients_add(
             err_console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from None
     console.print(f"Registered client {client_id}. Its secret (shown once): {secret}")
+
+
+@users_app.command("list")
+def users_list(database_url: DatabaseUrl = None) -> None:
+    """Every person, active or not, with their roles (study/site) and account state."""
+    from rich.table import Table
+
+    from application.people import Admin
+
+    with _runtime(_settings(database_url)) as runtime:
+        people = runtime.people().users(Admin.operator(_cli_envelope()))
+    table = Table("username", "full name", "roles", "state", title=f"{len(people)} people")
+    for user in people:
+        state = ", ".join(word for word, holds in (
+            ("active" if user.active else "deactivated", True),
+            ("locked out", user.locked_out), ("TOTP", user.totp_secret is not None),
+            ("identity verified", user.identity_verified)) if holds)
+        roles = ", ".join(f"{g.role}@{g.study}/{g.site}" for g in sorted(
+            user.grants, key=lambda g: (g.study, g.site, g.role)))
+        table.add_row(user.username, user.full_name, roles or "-", state)
+    console.print(table)
+
+
+@clients_app.command("list")
+def clients_list(database_url: DatabaseUrl = None) -> None:
+    """Every API client, revoked or not."""
+    from rich.table import Table
+
+    from application.people import Admin
+
+    with _runtime(_settings(database_url)) as runtime:
+        clients = runtime.people().clients(Admin.operator(_cli_envelope()))
+    table = Table("client id", "name", "state", "registered", title=f"{len(clients)} clients")
+    for client in clients:
+        table.add_row(client.client_id, client.name,
+                      "active" if client.active else "revoked", client.created_on.isoformat())
+    console.print(table)
+
+
+@clients_app.command("revoke")
+def clients_revoke(
+    client_id: Annotated[str, typer.Option("--client-id", help="The client to revoke.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke an API client: its secret signs in no more (recorded as an event)."""
+    from application.people import Admin, RevokeClient
+    from domain.errors import DomainError
+
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            runtime.people().revoke_client(Admin.operator(_cli_envelope()),
+                                           RevokeClient(client_id))
+        except DomainError as e:
+            err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+    console.print(f"Revoked client {client_id}: its secret signs in no more.")
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseUrl = None) -> None:
+    """Every key each study's log is signed with: key id, status, validity, verifier key."""
+    from rich.table import Table
+
+    rows = []
+    with _runtime(_settings(database_url)) as runtime:
+        for study_id, _ in runtime.studies():
+            keyring = runtime.study(study_id).keyring()
+            if keyring is None:
+                continue
+            for key_id, status in keyring.keys.items():
+                until = keyring.valid_until.get(key_id)
+                rows.append((study_id, key_id, status, keyring.valid_from[key_id].isoformat(),
+                             until.isoformat() if until else "-",
+                             keys.verifier_key_of(key_id, keyring.public_keys[key_id])))
+    table = Table("study", "key id", "status", "valid from", "valid until", "verifier key",
+                  title=f"{len(rows)} study keys")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _operator(channel: Channel = "cli") -> Caller:

@@ -127,23 +127,52 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-def _problem(description: str) -> dict[str, Any]:
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                               "schema": {"type": "integer", "examples": [5]}}}
+ETAG = {"ETag": {"description": "The subject's version: send it as If-Match to write on it",
+                 "schema": {"type": "string", "examples": ['"7"']}}}
+
+
+def _problem(status: int, title: str, description: str, detail: str,
+             headers: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     # The model registers the Problem schema; the content says what is actually sent.
-    return {"description": description, "model": Problem, "content": {
-        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    example = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+               **extra}
+    return {"description": description, "model": Problem, "headers": headers or {},
+            "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}, "example": example}}}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("The body is not JSON in UTF-8"),
-    401: _problem("No valid bearer token, or a wrong password"),
-    403: _problem("The person's roles do not allow this here"),
-    404: _problem("No such study, subject, record, query or user"),
-    409: _problem("Conflicts with the current state (already exists, already locked...)"),
-    412: _problem("If-Match names a version that is no longer current"),
-    413: _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB"),
-    422: _problem("Invalid input; each bad field is named"),
-    423: _problem("The casebook or study is locked"),
+    400: _problem(400, "Bad request", "The body is not JSON in UTF-8", "There was an error "
+                  "parsing the body", errors=[{"field": "body",
+                                               "message": "is not valid JSON in UTF-8"}]),
+    401: _problem(401, "Unauthorized", "No valid bearer token, or a wrong password",
+                  "no valid bearer token", headers={"WWW-Authenticate": {
+                      "description": "Bearer", "schema": {"type": "string"}}}),
+    403: _problem(403, "Forbidden", "The person's roles do not allow this here",
+                  "lwei holds no role that may enter data at JLU2"),
+    404: _problem(404, "Not found", "No such study, subject, record, query or user",
+                  "no subject 099"),
+    409: _problem(409, "Conflict", "Conflicts with the current state (already exists, "
+                  "already locked...)", "query Q1 is closed"),
+    412: _problem(412, "Precondition failed", "If-Match names a version that is no longer "
+                  "current", "subject 001 is at version 8, not 7: read it again"),
+    413: _problem(413, "Content too large",
+                  f"The body is larger than {MAX_BODY_BYTES // 1024} KiB",
+                  f"the body is larger than {MAX_BODY_BYTES} bytes"),
+    422: _problem(422, "Invalid input", "Invalid input; each bad field is named",
+                  "the request is invalid",
+                  errors=[{"field": "observed_at", "message": "must carry a UTC offset"}]),
+    423: _problem(423, "Locked", "The casebook or study is locked", "casebook 001 is locked"),
+    503: _problem(503, "Service unavailable", "The database is not reachable, or a write "
+                  "timed out: nothing was stored (see Retry-After)", "the database is not "
+                  "reachable; nothing was stored, retry later", headers=RETRY_AFTER),
 }
+
+TOO_MANY: dict[int | str, dict[str, Any]] = {429: _problem(
+    429, "Too many requests", "Too many sign-in attempts for the account or from the address "
+    "(see Retry-After)", "too many failed sign-ins: try again in 60 s", headers=RETRY_AFTER)}
 
 
 # Control characters (tab and line breaks aside) and lone surrogates: no clinical text needs
@@ -449,10 +478,19 @@ class EnrollmentIn(Body):
 class WrittenOut(BaseModel):
     """What a write committed: the subject's new version (its ETag) and when."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"subject": "001", "version": 8, "record_id": "LB1",
+         "recorded_at": "2021-03-01T07:00:12.345678+00:00"}]})
     subject: str
     version: int
     record_id: str | None = None
     recorded_at: AwareDatetime
+
+
+def written_response(description: str = "Committed; the ETag is the new version"
+                     ) -> dict[str, Any]:
+    """The OpenAPI response of a committed write to a subject."""
+    return {"model": WrittenOut, "description": description, "headers": ETAG}
 
 
 # --- records -------------------------------------------------------------------------------

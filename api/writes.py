@@ -7,8 +7,9 @@ The rules of a write (who may, the envelope, the checks) are the trial service's
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from api.schemas import ReasonIn, WrittenOut
@@ -19,7 +20,8 @@ from domain.errors import InvalidInput, NotFound
 from domain.service import StudyApplication
 from domain.subject import Subject
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+# The version, then (an as_of/valid_at view's or a history page's ETag) its view's digest.
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})(?:-[0-9a-f]{16})?"?$')
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -42,15 +44,23 @@ def study_app(request: Request, study: str) -> StudyApplication:
     return app
 
 
-def expected_version(request: Request) -> int | None:
-    """The version the client read, from ``If-Match`` (an ETag this API gave out)."""
-    header = request.headers.get("if-match")
+async def _expected_version(header: Annotated[str | None, Header(
+        alias="If-Match", description="The ETag you read (e.g. \"7\"): the write is refused "
+        "(412) if the subject has changed since; without it, the write applies to the "
+        "current version", examples=['"7"'])] = None) -> int | None:
+    """The version the client read, from ``If-Match`` (an ETag this API gave out).
+
+    Asynchronous: it runs on the event loop, as the first-entry routes do (no thread hop)."""
     if header is None or header.strip() == "*":
         return None
     match = _ETAG.match(header.strip())
     if match is None:
         raise InvalidInput("If-Match", "must be an ETag this API gave out, e.g. \"7\"")
     return int(match.group(1))
+
+
+IfMatch = Annotated[int | None, Depends(_expected_version)]
+"""A route's parameter: the version named by ``If-Match`` (None: none named)."""
 
 
 def reason_of(reason: ReasonIn | None) -> Reason | None:

@@ -1,11 +1,14 @@
-"""Exports, for the CLI and the HTTP API alike: each is recorded as an event first, then
-rendered from the read tables (ODM, CSV, Dataset-JSON, XPT, casebooks) or, for the bundle,
-the ledger plus all of those renderings as of one time."""
+"""Exports, for the CLI and the HTTP API alike, rendered from the read tables (ODM, CSV,
+Dataset-JSON, XPT, casebooks) or, for the bundle, the ledger plus all of those renderings as
+of one time. Each is recorded as an event: over HTTP before its first byte leaves; into a
+file once the file is complete (or as a failed export)."""
 
 from __future__ import annotations
 
 import io
+import os
 import queue
+import shutil
 import tempfile
 import threading
 import zipfile
@@ -13,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from application.runtime import Runtime
 from domain.envelope import Envelope
@@ -45,6 +48,12 @@ BUNDLE_CASEBOOKS, BUNDLE_CSV, BUNDLE_ODM = "casebooks", "csv", "odm"
 
 _log = get_logger("trialledger.exports")
 
+T = TypeVar("T")
+
+
+class DestinationRefused(Exception):
+    """An export's destination holds something already, or its directory does not exist."""
+
 
 def record_export(runtime: Runtime, study: str, export_format: str, as_of: datetime | None,
                   envelope: Envelope) -> None:
@@ -53,6 +62,58 @@ def record_export(runtime: Runtime, study: str, export_format: str, as_of: datet
         raise InvalidInput("format", f"must be one of {', '.join(FORMATS)}")
     runtime.study(study).on_study(lambda s, t: s.record_export(export_format, as_of,
                                                                envelope, t))
+
+
+def record_export_failure(runtime: Runtime, study: str, export_format: str,
+                          as_of: datetime | None, failure: str, envelope: Envelope) -> None:
+    """Record that an export of ``export_format`` was begun and failed, and why."""
+    runtime.study(study).on_study(lambda s, t: s.record_export_failure(
+        export_format, as_of, failure, envelope, t))
+
+
+def check_destination(path: Path, replace: bool) -> None:
+    """Refuse to write an export over a file or into a directory that holds files, unless
+    ``replace``; and into a directory that does not exist."""
+    if not path.parent.is_dir():
+        raise DestinationRefused(f"{path.parent} is not a directory")
+    if replace or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink():
+        if any(path.iterdir()):
+            raise DestinationRefused(f"{path} is a directory that is not empty")
+        return
+    raise DestinationRefused(f"{path} exists")
+
+
+def export_to_path(runtime: Runtime, study: str, export_format: str, path: Path,
+                   as_of: datetime | None, envelope: Envelope, write: Callable[[Path], T], *,
+                   replace: bool = False) -> T:
+    """Run ``write`` (an export of ``export_format`` into the file or directory it is given)
+    beside ``path``; once it completed, record the export and put it at ``path`` (replacing
+    what is there only if ``replace``). A failure is recorded as a failed export and leaves
+    ``path`` as it was."""
+    check_destination(path, replace)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        try:
+            result = write(partial)
+        except Exception as e:
+            record_export_failure(runtime, study, export_format, as_of,
+                                  f"{type(e).__name__}: {e}", envelope)
+            raise
+        record_export(runtime, study, export_format, as_of, envelope)
+        _discard(path)
+        os.replace(partial, path)
+    finally:
+        _discard(partial)
+    return result
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_rendering(runtime: Runtime, study: str, export_format: str, out: IO[bytes],
@@ -201,11 +262,12 @@ def _domain_files(runtime: Runtime, study: str, export_format: str, directory: P
         yield f"{export_format}/{file.name}", file
 
 
-def stream(runtime: Runtime, study: str, export_format: str,
-           as_of: datetime | None) -> Iterator[bytes]:
-    """The export's bytes as they are produced. The first chunk is made before this returns,
-    so a failure up to then raises here, to a proper error answer; a failure after it is
-    logged and cuts the stream off (a zip then lacks its end record)."""
+def stream(runtime: Runtime, study: str, export_format: str, as_of: datetime | None,
+           envelope: Envelope) -> Iterator[bytes]:
+    """The export's bytes as they are produced (the export recorded already). The first
+    chunk is made before this returns, so a failure up to then raises here, to a proper
+    error answer; a failure after it is logged and cuts the stream off (a zip then lacks its
+    end record). Either failure is recorded as a failed export."""
     chunks: Iterator[bytes]
     if export_format in ("odm-snapshot", "odm-archive"):
         chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of))
@@ -215,19 +277,33 @@ def stream(runtime: Runtime, study: str, export_format: str,
         chunks = casebook_zip(runtime, study, as_of)
     else:
         chunks = _directory_zip(runtime, study, export_format, as_of)
-    first = next(chunks, b"")
-    return _watched(first, chunks, study, export_format)
+    def failed(e: Exception) -> None:
+        try:
+            record_export_failure(runtime, study, export_format, as_of,
+                                  f"{type(e).__name__}: {e}", envelope)
+        except Exception as unrecorded:  # the log keeps what the event could not
+            _log.error("a failed export could not be recorded", study=study,
+                       format=export_format, error=repr(unrecorded))
+
+    try:
+        first = next(chunks, b"")
+    except Exception as e:
+        failed(e)
+        raise
+    return _watched(first, chunks, study, export_format, failed)
 
 
-def _watched(first: bytes, chunks: Iterator[bytes], study: str,
-             export_format: str) -> Iterator[bytes]:
+def _watched(first: bytes, chunks: Iterator[bytes], study: str, export_format: str,
+             failed: Callable[[Exception], None]) -> Iterator[bytes]:
     yield first
     try:
         yield from chunks
     except Exception as e:
-        # The answer's status is already out: the log, and the cut-off itself, tell.
+        # The answer's status is already out: the log, the failure's event and the cut-off
+        # itself tell.
         _log.error("export failed after its first byte; the download is cut off",
                    study=study, format=export_format, error=repr(e))
+        failed(e)
         raise
 
 

@@ -123,6 +123,13 @@ class RegisterClient:
 
 
 @dataclass(frozen=True)
+class RevokeClient:
+    """Revoke an API client's credential (deployment-wide, as its registration)."""
+
+    client_id: str
+
+
+@dataclass(frozen=True)
 class SignIn:
     """A person proving who they are: password, and a TOTP code when theirs is asked for.
 
@@ -338,6 +345,18 @@ class People:
         client = self.directory.register_client(command.client_id, command.name,
                                                 hash_secret(secret), by.envelope_for(grant))
         return client, secret
+
+    def clients(self, by: Admin) -> list[ApiClient]:
+        """Every API client, revoked or not (for an admin of every study and site)."""
+        if by.grants is not None:
+            self._deployment_wide(by, "list the API clients")
+        return self.directory.clients()
+
+    def revoke_client(self, by: Admin, command: RevokeClient) -> ApiClient:
+        """Revoke an API client: its credential signs in no more."""
+        grant = None if by.grants is None else self._deployment_wide(
+            by, "revoke an API client")
+        return self.directory.revoke_client(command.client_id, by.envelope_for(grant))
 
     # The rules behind the commands.
 

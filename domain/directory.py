@@ -213,6 +213,18 @@ class DirectoryApplication(SignedApplication):
         self._save(client)
         return client
 
+    def clients(self) -> list[ApiClient]:
+        """Every registered API client (revoked or not), by id."""
+        ids = {UUID(str(n.originator_id)) for n in self._registrations(ApiClient.Registered)}
+        return sorted((self.repository.get(i) for i in ids), key=lambda c: c.client_id)
+
+    def revoke_client(self, client_id: str, envelope: Envelope) -> ApiClient:
+        """Revoke an API client's credential."""
+        client = self.client(client_id)
+        client.revoke(envelope, self.clock.now())
+        self._save(client)
+        return client
+
     def client(self, client_id: str) -> ApiClient:
         """An API client by id."""
         try:

@@ -49,6 +49,8 @@ class Keyring(Aggregate):
 
         def apply(self, keyring: Keyring) -> None:
             keyring.keys[self.key_id] = "active"
+            keyring.public_keys[self.key_id] = self.public_key
+            keyring.valid_from[self.key_id] = self.timestamp
 
     class KeyRetired(Event):
         """A key signs nothing after this event (a planned rotation)."""
@@ -58,6 +60,7 @@ class Keyring(Aggregate):
 
         def apply(self, keyring: Keyring) -> None:
             keyring.keys[self.key_id] = "retired"
+            keyring.valid_until[self.key_id] = self.timestamp
 
     class KeyRevoked(Event):
         """A key is compromised: nothing it signed at or after ``effective_at`` is valid."""
@@ -69,10 +72,17 @@ class Keyring(Aggregate):
 
         def apply(self, keyring: Keyring) -> None:
             keyring.keys[self.key_id] = "revoked"
+            # A revocation may reach back before the key's retirement.
+            until = keyring.valid_until.get(self.key_id)
+            keyring.valid_until[self.key_id] = (
+                self.effective_at if until is None else min(until, self.effective_at))
 
     def __init__(self, study_id: str, envelope: Envelope) -> None:
         self.study_id = study_id
         self.keys: dict[str, str] = {}
+        self.public_keys: dict[str, str] = {}  # base64 of the raw Ed25519 key
+        self.valid_from: dict[str, datetime] = {}
+        self.valid_until: dict[str, datetime] = {}
 
     @classmethod
     def open(cls, study_id: str, envelope: Envelope, at: datetime) -> Keyring:

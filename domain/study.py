@@ -179,6 +179,14 @@ class Study(Aggregate):
         def apply(self, study: Study) -> None:
             study.exports += 1
 
+    class ExportFailed(Event):
+        """An export was begun and did not complete: nothing usable left the system."""
+        TOPIC = "Study.ExportFailed.v1"
+
+        export_format: str
+        as_of: datetime | None
+        failure: str
+
     def __init__(self, definition: dict[str, Any], envelope: Envelope) -> None:
         self.definition_data = definition
         self.definition = StudyDefinition.from_dict(definition)
@@ -236,3 +244,10 @@ class Study(Aggregate):
         """Record that an export was made."""
         self.trigger_event(self.ExportRecorded, timestamp=require_aware("recorded_at", at),
                            envelope=envelope, export_format=export_format, as_of=as_of)
+
+    def record_export_failure(self, export_format: str, as_of: datetime | None, failure: str,
+                              envelope: Envelope, at: datetime) -> None:
+        """Record that an export was begun and failed, and why."""
+        self.trigger_event(self.ExportFailed, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, export_format=export_format, as_of=as_of,
+                           failure=failure[:limits.TEXT])

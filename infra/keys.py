@@ -5,6 +5,7 @@ Every public key ever used is kept in ``<home>/keys/<key id>.pub`` so old events
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from infra.ledger.note import verifier_key
 from infra.settings import Settings
 from infra.signing import key_id_for, public_key_b64
 
@@ -84,6 +86,14 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
     with os.fdopen(fd, "wb") as f:
         f.write(_private_pem(key))
     return key
+
+
+def verifier_key_of(key_id: str, public_key: str) -> str:
+    """The C2SP verifier key of a keyring's key: its id ``<name>+<hex key hash>`` and its
+    base64 raw Ed25519 key."""
+    name = key_id.rpartition("+")[0]
+    raw = base64.b64decode(public_key)
+    return verifier_key(name, Ed25519PublicKey.from_public_bytes(raw))
 
 
 def load_public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:

@@ -25,20 +25,23 @@ Format = Literal["odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-
 
 @router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,
             responses={200: {"description": "The file, streamed", "content": {
-                "application/xml": {}, "application/zip": {}}}})
-def export(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in sorted(set(MEDIA_TYPES.values()))}}})
+def export_study(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
            as_of: Annotated[datetime | None, Query(
                description="Recorded time (ISO 8601 with offset); for the bundle, the time of its "
                            "renderings (its ledger holds the whole log)")] = None,
            ) -> StreamingResponse:
     """Stream an export as of ``as_of`` (default now). The export is recorded (who, what,
-    as of when) before its first byte leaves."""
+    as of when) before its first byte leaves; one that fails is recorded as failed too."""
     study_app(request, study)
     grant = principal.grant_for(Action.EXPORT, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
     runtime = runtime_of(request)
-    record_export(runtime, study, export_format, when, principal.envelope(grant))
+    envelope = principal.envelope(grant)
+    record_export(runtime, study, export_format, when, envelope)
     return StreamingResponse(
-        stream(runtime, study, export_format, when), media_type=MEDIA_TYPES[export_format],
+        stream(runtime, study, export_format, when, envelope),
+        media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition":
                  f'attachment; filename="{study}-{FILE_NAMES[export_format]}"'})

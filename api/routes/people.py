@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from api.auth import DIRECT, CurrentPrincipal, Principal, _bearer, request_id
 from api.schemas import (
     PROBLEM_RESPONSES,
+    TOO_MANY,
     ClientIn,
     ClientOut,
     GrantIn,
@@ -44,9 +45,6 @@ from domain.user import Grant, User
 
 router = APIRouter(tags=["people"], responses=PROBLEM_RESPONSES)
 
-_TOO_MANY: dict[int | str, dict[str, Any]] = {
-    429: {"description": "Too many sign-in attempts for the account or from the address "
-                         "(see Retry-After)"}}
 
 
 def user_out(user: User) -> UserOut:
@@ -79,8 +77,8 @@ def _proof(request: Request, client: str, username: str, password: str, totp: st
 
 
 @router.post("/v1/auth/token", response_model=TokenOut,
-             responses={401: {"description": "Wrong username, password or TOTP code, or "
-                                             "account locked"}, **_TOO_MANY})
+             responses={401: {**PROBLEM_RESPONSES[401], "description": "Wrong username, "
+                              "password or TOTP code, or account locked"}, **TOO_MANY})
 def issue_token(request: Request, body: TokenRequest) -> TokenOut:
     """Sign in with username and password (a TOTP code too when yours is asked for; for an
     API client, its own credential)."""
@@ -110,7 +108,7 @@ def sign_out(request: Request, principal: CurrentPrincipal,
     return Response(status_code=204)
 
 
-@router.post("/v1/auth/password", response_model=UserOut, responses=_TOO_MANY)
+@router.post("/v1/auth/password", response_model=UserOut, responses=TOO_MANY)
 def change_own_password(request: Request, principal: CurrentPrincipal,
                         body: PasswordChangeIn) -> UserOut:
     """Change your own password (the current one is checked, and your TOTP code when yours
@@ -122,7 +120,7 @@ def change_own_password(request: Request, principal: CurrentPrincipal,
         ChangeOwnPassword(proof, body.new_password)))
 
 
-@router.post("/v1/auth/totp", response_model=TotpOut, status_code=201, responses=_TOO_MANY)
+@router.post("/v1/auth/totp", response_model=TotpOut, status_code=201, responses=TOO_MANY)
 def enrol_totp(request: Request, body: TotpIn) -> TotpOut:
     """Ask for a TOTP secret (RFC 6238), shown once: your password proves who you are (and,
     to replace a second factor in force, its code). Confirm it with a code from your
@@ -132,7 +130,7 @@ def enrol_totp(request: Request, body: TotpIn) -> TotpOut:
     return TotpOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
 
 
-@router.post("/v1/auth/totp/confirm", response_model=UserOut, responses=_TOO_MANY)
+@router.post("/v1/auth/totp/confirm", response_model=UserOut, responses=TOO_MANY)
 def confirm_totp(request: Request, body: TotpIn) -> UserOut:
     """Put the issued TOTP secret in force with a code from it (``totp``): from then on,
     sign-ins and e-signatures ask for a code."""

@@ -6,12 +6,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal, Forbidden
-from api.schemas import PROBLEM_RESPONSES, AuditReviewIn, EnrollmentIn, ReasonOnly, StudyIn
-from api.writes import expected_version, reason_of, runtime_of, service_of, study_app, written
+from api.etags import NOT_MODIFIED, IfNoneMatch, etag, not_modified
+from api.responses import (
+    AuditPage,
+    Casebook,
+    Change,
+    OutcomeCell,
+    Outcomes,
+    StudyOut,
+    StudySummary,
+    SubjectSummary,
+)
+from api.schemas import (
+    ETAG,
+    PROBLEM_RESPONSES,
+    AuditReviewIn,
+    EnrollmentIn,
+    ReasonOnly,
+    StudyIn,
+    written_response,
+)
+from api.writes import IfMatch, reason_of, runtime_of, service_of, study_app, written
 from domain.clock import require_aware
 from domain.commands import (
     EnrolSubject,
@@ -34,6 +53,13 @@ AsOf = Annotated[datetime | None, Query(
     description="Recorded time (ISO 8601 with offset): what the system showed then")]
 ValidAt = Annotated[datetime | None, Query(
     description="Clinical time (ISO 8601 with offset): what held then")]
+Cursor = Annotated[str | None, Query(
+    max_length=200, description="The next_cursor of the previous page (none: the first page)")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
+
+
+def _typed(model: Any, description: str, **extra: Any) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": description, **extra}}
 
 
 def _study_view(study: Study) -> dict[str, Any]:
@@ -42,7 +68,19 @@ def _study_view(study: Study) -> dict[str, Any]:
             "version": study.version}
 
 
-@router.post("/v1/studies", status_code=201)
+@router.get("/v1/studies", response_model=list[StudySummary])
+def list_studies(request: Request, principal: CurrentPrincipal) -> list[StudySummary]:
+    """The studies you hold a role in (every study of the deployment for a role at every
+    study), by id."""
+    grants = principal.user.grants
+    return [StudySummary(study_id=study, roles=sorted({g.role for g in grants
+                                                       if g.study in ("*", study)}))
+            for study, _ in sorted(runtime_of(request).studies())
+            if any(g.study in ("*", study) for g in grants)]
+
+
+@router.post("/v1/studies", status_code=201, response_model=None,
+             responses={201: {"model": StudyOut, "description": "Registered"}})
 def register_study(request: Request, principal: CurrentPrincipal,
                    body: StudyIn) -> dict[str, Any]:
     """Register a study from its definition (an admin of that study id)."""
@@ -51,7 +89,8 @@ def register_study(request: Request, principal: CurrentPrincipal,
         principal.caller))
 
 
-@router.get("/v1/studies/{study}")
+@router.get("/v1/studies/{study}", response_model=None,
+            responses=_typed(StudyOut, "The study"))
 def get_study(request: Request, principal: CurrentPrincipal, study: str) -> dict[str, Any]:
     """A study's definition, lock and audit-review state (anyone with a role in it)."""
     if not any(g.study in ("*", study) for g in principal.user.grants):
@@ -59,7 +98,8 @@ def get_study(request: Request, principal: CurrentPrincipal, study: str) -> dict
     return _study_view(study_app(request, study).study())
 
 
-@router.post("/v1/studies/{study}/subjects", status_code=201)
+@router.post("/v1/studies/{study}/subjects", status_code=201,
+             responses={201: written_response("Enrolled; the ETag is its version")})
 def enroll_subject(request: Request, principal: CurrentPrincipal, study: str,
                    body: EnrollmentIn) -> JSONResponse:
     """Consent, screen (every criterion) and enroll a subject — all stored, or nothing."""
@@ -70,7 +110,8 @@ def enroll_subject(request: Request, principal: CurrentPrincipal, study: str,
         principal.caller), None, 201)
 
 
-@router.get("/v1/studies/{study}/subjects")
+@router.get("/v1/studies/{study}/subjects", response_model=None,
+            responses=_typed(list[SubjectSummary], "The subjects, by code"))
 def list_subjects(request: Request, principal: CurrentPrincipal,
                   study: str) -> list[dict[str, Any]]:
     """Subjects at the sites you may read, with status, arm, version and lock."""
@@ -83,46 +124,66 @@ def list_subjects(request: Request, principal: CurrentPrincipal,
         return subject_list(conn, schema_for_study(study), sites)
 
 
-@router.get("/v1/studies/{study}/subjects/{subject}")
-def get_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
-                as_of: AsOf = None, valid_at: ValidAt = None) -> JSONResponse:
+@router.get("/v1/studies/{study}/subjects/{subject}", response_model=None,
+            responses={**_typed(Casebook, "The casebook", headers=ETAG), **NOT_MODIFIED})
+def get_casebook(request: Request, principal: CurrentPrincipal, study: str, subject: str,
+                 if_none_match: IfNoneMatch = None, as_of: AsOf = None,
+                 valid_at: ValidAt = None) -> Response:
     """A subject's casebook now, or as the system showed it at ``as_of``; with ``valid_at``,
-    what it said held at that clinical time. The ETag is the version to send as If-Match."""
+    what it said held at that clinical time. The ETag of the current casebook is the version
+    to send as If-Match; each ``as_of``/``valid_at`` view has an ETag of its own."""
     app = study_app(request, study)
     current = app.subject(subject)
     principal.grant_for(Action.READ, study, current.site)
+    clinical = require_aware("valid_at", valid_at) if valid_at is not None else None
     if as_of is None:
-        book = casebook(current)
+        shown = current
+        when = None
     else:
         when = require_aware("as_of", as_of)
-        book = casebook(app.subject_as_of(subject, when), as_of=when)
-    if valid_at is not None:
-        book = at_valid_time(book, require_aware("valid_at", valid_at))
-    return JSONResponse(book, headers={"ETag": f'"{book["version"]}"'})
+        shown = app.subject_as_of(subject, when)
+    tag = etag(shown.version, when, clinical)
+    unchanged = not_modified(if_none_match, tag)
+    if unchanged is not None:
+        return unchanged
+    book = casebook(shown, as_of=when)
+    if clinical is not None:
+        book = at_valid_time(book, clinical)
+    return JSONResponse(book, headers={"ETag": tag})
 
 
-@router.get("/v1/studies/{study}/subjects/{subject}/history")
-def subject_history(request: Request, principal: CurrentPrincipal, study: str, subject: str,
-                    cursor: str | None = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    """The subject's audit trail: every field-level change with who, role, when, why."""
+@router.get("/v1/studies/{study}/subjects/{subject}/history", response_model=None,
+            responses={**_typed(AuditPage, "One page of the subject's audit trail",
+                                headers=ETAG), **NOT_MODIFIED})
+def get_subject_history(request: Request, principal: CurrentPrincipal, study: str,
+                        subject: str, if_none_match: IfNoneMatch = None,
+                        cursor: Cursor = None, limit: Limit = 100) -> Response:
+    """The subject's audit trail: every field-level change with who, role, when, why; one
+    page at a time (``next_cursor``). The ETag changes with the subject's version."""
     app = study_app(request, study)
-    principal.grant_for(Action.READ, study, app.subject(subject).site)
+    current = app.subject(subject)
+    principal.grant_for(Action.READ, study, current.site)
+    tag = etag(current.version, "history", cursor, limit)
+    unchanged = not_modified(if_none_match, tag)
+    if unchanged is not None:
+        return unchanged
     runtime = runtime_of(request)
     runtime.project(study)
     with connect(runtime.url) as conn:
-        return audit_page(conn, schema_for_study(study),
+        page = audit_page(conn, schema_for_study(study),
                           AuditQuery({"subject_code": subject}), cursor, limit)
+    return JSONResponse(page, headers={"ETag": tag})
 
 
-@router.get("/v1/studies/{study}/audit")
-def study_audit(
+@router.get("/v1/studies/{study}/audit", response_model=None,
+            responses=_typed(AuditPage, "One page of the audit trail"))
+def get_audit_trail(
     request: Request, principal: CurrentPrincipal, study: str,
     site: str | None = None, subject: str | None = None, record_id: str | None = None,
     field: str | None = None, user_id: str | None = None, event_type: str | None = None,
     recorded_from: Annotated[datetime | None, Query(alias="from")] = None,
     recorded_to: Annotated[datetime | None, Query(alias="to")] = None,
-    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None, limit: Limit = 100,
 ) -> dict[str, Any]:
     """The study's audit trail in commit order, filtered, one page at a time.
 
@@ -146,7 +207,8 @@ def study_audit(
         return audit_page(conn, schema_for_study(study), query, cursor, limit)
 
 
-@router.post("/v1/studies/{study}/audit/reviews", status_code=201)
+@router.post("/v1/studies/{study}/audit/reviews", status_code=201, response_model=None,
+             responses={201: {"model": StudyOut, "description": "Signed off"}})
 def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str,
                        body: AuditReviewIn) -> dict[str, Any]:
     """Sign off the audit trail as reviewed through a log position."""
@@ -155,8 +217,9 @@ def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str
         principal.caller))
 
 
-@router.get("/v1/studies/{study}/outcomes")
-def outcomes(request: Request, principal: CurrentPrincipal, study: str,
+@router.get("/v1/studies/{study}/outcomes", response_model=None,
+            responses=_typed(Outcomes, "The outcome tables"))
+def get_outcomes(request: Request, principal: CurrentPrincipal, study: str,
              as_of: AsOf = None) -> dict[str, Any]:
     """The study's outcome tables as of ``as_of`` (default: now)."""
     study_app(request, study)
@@ -166,8 +229,9 @@ def outcomes(request: Request, principal: CurrentPrincipal, study: str,
     return result
 
 
-@router.get("/v1/studies/{study}/outcomes/cell")
-def outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
+@router.get("/v1/studies/{study}/outcomes/cell", response_model=None,
+            responses=_typed(OutcomeCell, "The subjects and records behind the cell"))
+def get_outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
                  cell: Annotated[str, Query(alias="id", max_length=500,
                                             description="The cell's id, as the tables give it")],
                  as_of: AsOf = None) -> dict[str, Any]:
@@ -180,8 +244,9 @@ def outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
     return result
 
 
-@router.get("/v1/studies/{study}/diff")
-def changes_between(
+@router.get("/v1/studies/{study}/diff", response_model=None,
+            responses=_typed(list[Change], "What changed, by subject and record"))
+def get_changes(
     request: Request, principal: CurrentPrincipal, study: str,
     since: Annotated[datetime, Query(alias="from", description="Older recorded time")],
     until: Annotated[datetime, Query(alias="to", description="Newer recorded time")],
@@ -195,7 +260,8 @@ def changes_between(
         return diff(conn, schema_for_study(study), since, until)
 
 
-@router.post("/v1/studies/{study}/lock")
+@router.post("/v1/studies/{study}/lock", response_model=None,
+             responses=_typed(StudyOut, "Locked"))
 def lock_study(request: Request, principal: CurrentPrincipal, study: str,
                body: ReasonOnly) -> dict[str, Any]:
     """Lock the study: every casebook edit is refused (423) until it is unlocked."""
@@ -203,7 +269,8 @@ def lock_study(request: Request, principal: CurrentPrincipal, study: str,
         LockStudy(study=study, reason=reason_of(body.reason)), principal.caller))
 
 
-@router.post("/v1/studies/{study}/unlock")
+@router.post("/v1/studies/{study}/unlock", response_model=None,
+             responses=_typed(StudyOut, "Unlocked"))
 def unlock_study(request: Request, principal: CurrentPrincipal, study: str,
                  body: ReasonOnly) -> dict[str, Any]:
     """Unlock the study (reason required)."""
@@ -211,19 +278,21 @@ def unlock_study(request: Request, principal: CurrentPrincipal, study: str,
         UnlockStudy(study=study, reason=reason_of(body.reason)), principal.caller))
 
 
-@router.post("/v1/studies/{study}/subjects/{subject}/lock")
+@router.post("/v1/studies/{study}/subjects/{subject}/lock",
+             responses={200: written_response("Locked; the ETag is the new version")})
 def lock_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
-                 body: ReasonOnly) -> JSONResponse:
+                 if_match: IfMatch, body: ReasonOnly) -> JSONResponse:
     """Lock a casebook (reason required)."""
     return written(service_of(request).handle(LockCasebook(
-        study=study, subject=subject, expected_version=expected_version(request),
+        study=study, subject=subject, expected_version=if_match,
         reason=reason_of(body.reason)), principal.caller), None)
 
 
-@router.post("/v1/studies/{study}/subjects/{subject}/unlock")
+@router.post("/v1/studies/{study}/subjects/{subject}/unlock",
+             responses={200: written_response("Unlocked; the ETag is the new version")})
 def unlock_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
-                   body: ReasonOnly) -> JSONResponse:
+                   if_match: IfMatch, body: ReasonOnly) -> JSONResponse:
     """Unlock a casebook (reason required); later edits are post-lock edits."""
     return written(service_of(request).handle(UnlockCasebook(
-        study=study, subject=subject, expected_version=expected_version(request),
+        study=study, subject=subject, expected_version=if_match,
         reason=reason_of(body.reason)), principal.caller), None)

@@ -43,8 +43,9 @@ def run(args: list[str], settings: Settings) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, server_url: str) -> tuple[Path, Path, int]:
     """A small study, exported through the CLI; returns (bundle, trusted key file, events
-    stored, the exports' own records included). A second bundle, as of ``BETWEEN``, is
-    written beside the first as ``bundle-between.zip``."""
+    in the bundle: every event stored but the bundle's own export record, made once the file
+    was complete). A second bundle, as of ``BETWEEN``, is written beside the first as
+    ``bundle-between.zip`` (its record is in the first)."""
     from infra.postgres import temporary_database
 
     home = tmp_path_factory.mktemp("bundle-home")
@@ -75,7 +76,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, server_url: str) -> tuple
             stored = conn.execute(f'SELECT count(*) FROM "{schema_for_study(STUDY)}".'
                                   "trialledger_events").fetchone()
     assert stored is not None
-    return out / "bundle.zip", out / "trusted.pem", stored[0]
+    return out / "bundle.zip", out / "trusted.pem", stored[0] - 1
 
 
 def members(bundle: Path) -> dict[str, bytes]:

@@ -87,6 +87,12 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
     sub = sid + "/subjects/{subject}"
     return [
         Endpoint("GET", sid, S, ROLES_ANY, "any"),
+        # Everyone signed in may list studies: the list holds only theirs.
+        Endpoint("GET", "/v1/studies", "/v1/studies", ROLES_ANY, "any"),
+        Endpoint("GET", sid + "/queries", S + "/queries", READERS, "any",
+                 params={"status": "open"}),
+        Endpoint("GET", sid + "/signatures", S + "/signatures", READERS, "any"),
+        Endpoint("GET", sid + "/ledger/keys", S + "/ledger/keys", READERS, "any"),
         # An admin of this study may set it up (409 here: it is registered already).
         Endpoint("POST", "/v1/studies", "/v1/studies", {"admin"}, "study",
                  lambda _: nct04397107.definition()),

@@ -74,8 +74,9 @@ def test_rotation_is_vouched_for_by_the_old_key_and_verifiable_from_the_first_ke
     assert list(trusted) == [old_id]
     with psycopg.connect(db_url) as conn:
         stored = conn.execute(f"SELECT count(*) FROM {EVENTS}").fetchone()
-    # Every event, the export's own record included.
-    assert stored is not None and verify_bundle(tmp_path / "b.zip", trusted).events == stored[0]
+    # Every event but the export's own record, made once the file was complete.
+    assert stored is not None
+    assert verify_bundle(tmp_path / "b.zip", trusted).events == stored[0] - 1
 
     # The retired key signing anything afterwards is caught.
     with psycopg.connect(db_url) as conn:
@@ -121,10 +122,11 @@ def test_an_offline_bundle_from_a_revoked_key_fails(runtime: Runtime, settings: 
                         (T0 + timedelta(hours=1)).isoformat(), "--reason", "compromised",
                         "--database-url", db_url], settings)
     assert code == 0, output
-    # The export is itself an event, which the revoked key may not sign: refused, no file.
+    # The export is itself an event, which the revoked key may not sign: refused (a key the
+    # deployment may not use, exit 2), no file.
     code, output = run(["export", "--study", STUDY, "--format", "bundle", "-o",
                         str(tmp_path / "b.zip"), "--database-url", db_url], settings)
-    assert code == 1 and "revoked" in output
+    assert code == 2 and "revoked" in output
     assert not (tmp_path / "b.zip").exists()
     # A ledger bundle written all the same has its manifest signed by the revoked key: it must
     # not verify. (Written by the ledger's writer: the export path also renders, and a study
