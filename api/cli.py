@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -552,7 +552,8 @@ def export(
             console.print(f"Wrote {output}: {len(manifest['files'])} files as of "
                           f"{manifest['as_of']}, signed manifest")
         elif export_format == "casebook":
-            count = write_casebook_zip(runtime, study, output, when)
+            with _progress_bar("Casebooks") as tell:
+                count = write_casebook_zip(runtime, study, output, when, tell)
             console.print(f"Wrote {output}: casebooks of {count} subjects (HTML and PDF)")
         elif export_format == "csv" or export_format in DOMAIN_FORMATS:
             counts = (write_csv_dir(runtime, study, output, when) if export_format == "csv"
@@ -564,6 +565,21 @@ def export(
                 count = write_rendering(runtime, study, export_format, out, when)
             what = "subjects" if export_format == "odm-snapshot" else "events"
             console.print(f"Wrote {output}: ODM 1.3.2 {export_format}, {count} {what}")
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, moved by the ``(done, total)`` calls of the yielded function
+    (hidden when stderr is not a terminal)."""
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def tell(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield tell
 
 
 @app.command("import-sdtm")

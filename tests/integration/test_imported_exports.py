@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli
 from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer
-from domain.envelope import Actor, Envelope
+from domain.caller import OPERATOR_GRANT, Caller
 from infra.ledger.offline import load_public_keys, verify_bundle
 from infra.postgres import temporary_database
 from infra.settings import Settings
@@ -31,8 +31,8 @@ from tests.interchange import assert_xpt_matches, valid_dataset_json
 
 SDTM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot01" / "sdtm"
 STUDY = "CDISCPILOT01"
-OPERATOR = Envelope(Actor("os:tester", "tester", "system", "*"), "trialledger-cli", "import",
-                    "test-import")
+OPERATOR = Caller("os:tester", "tester", "tester", (OPERATOR_GRANT,), "trialledger-cli",
+                  "test-import", "import")
 
 pytestmark = [pytest.mark.skipif(not SDTM.is_dir(), reason="CDISCPILOT01 is not on this machine"),
               pytest.mark.slow(seconds=60)]
@@ -75,7 +75,7 @@ def imported(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         settings = Settings(database_url=url, home=tmp_path_factory.mktemp("imported-home"))
         runtime = Runtime(settings, url)
         try:
-            Importer(runtime.study(STUDY), data, OPERATOR).run()
+            Importer(runtime.service(), runtime.study(STUDY), data, OPERATOR).run()
             yield Imported(runtime, settings, sorted(keep), ae_terms, datetime.now(UTC))
         finally:
             runtime.close()
