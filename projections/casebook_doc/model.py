@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.clock import in_offset
 from domain.rules.units import VITAL_SIGNS
 from domain.study import StudyDefinition
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
@@ -132,8 +133,7 @@ def local(value: datetime | str | None, offset: str | None) -> str:
     if not offset or not printed or value is None or (isinstance(value, str) and "T" not in value):
         return printed
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    zone = datetime.strptime(offset, "%z").tzinfo
-    return f"{printed}\n{moment.astimezone(zone).strftime('%Y-%m-%d %H:%M:%S')} {offset}"
+    return f"{printed}\n{in_offset(moment, offset).strftime('%Y-%m-%d %H:%M:%S')} {offset}"
 
 
 def shown(value: Any) -> str:
