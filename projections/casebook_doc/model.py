@@ -128,10 +128,11 @@ def _spaced(name: str) -> str:
 
 def local(value: datetime | str | None, offset: str | None) -> str:
     """A clinical time in UTC, and beneath it in the local time it was entered in when its
-    ``offset`` (``+08:00``) is known."""
+    ``offset`` (``+08:00``) is known and not UTC's."""
     printed = utc(value)
-    if not offset or not printed or value is None or (isinstance(value, str) and "T" not in value):
-        return printed
+    if (offset in (None, "", "+00:00") or not printed or value is None
+            or (isinstance(value, str) and "T" not in value)):
+        return printed  # entered in UTC, or before offsets were kept: once is enough
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return f"{printed}\n{in_offset(moment, offset).strftime('%Y-%m-%d %H:%M:%S')} {offset}"
 
@@ -157,6 +158,13 @@ FIELD_LABELS = {
 }
 
 
+# The subject's own fields, as its history names them.
+SUBJECT_LABELS = {
+    "study_id": "Study", "subject": "Subject", "site": "Site", "status": "Status",
+    "disease": "Disease", "sex": "Sex", "date_of_birth": "Date of birth",
+    "consent_date": "Consent date", "locked": "Locked", "eligibility": "Eligibility",
+    "arm": "Arm", "actual_arm": "Actual arm", "enrolled_on": "Enrolled on",
+}
 # What the casebook calls a derived value (its id stays in the data and the exports).
 DERIVED_LABELS = {
     "bsa": "BSA", "dose_per_m2": "Dose per m²", "daily_dose": "Daily dose",
@@ -173,6 +181,8 @@ def field_label(kind: str, name: str | None) -> str:
         return ""
     if name.startswith("derived."):
         return derived_label(name.removeprefix("derived."))
+    if not kind and name in SUBJECT_LABELS:
+        return SUBJECT_LABELS[name]
     if kind == "vitals" and name in VITAL_SIGNS:
         sign = VITAL_SIGNS[name]
         return f"{sign.name} ({sign.unit})"

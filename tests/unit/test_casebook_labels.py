@@ -38,10 +38,11 @@ def test_a_clinical_time_shows_utc_and_the_local_time_it_was_entered_in() -> Non
     entered = "2021-02-28T23:00:00+00:00"
     assert local(entered, "+08:00") == "2021-02-28 23:00:00 UTC\n2021-03-01 07:00:00 +08:00"
     # An entry from before offsets were kept: UTC only; a date stays a date.
-    assert local(entered, None) == "2021-02-28 23:00:00 UTC"
+    assert local(entered, None) == local(entered, "+00:00") == "2021-02-28 23:00:00 UTC"
     assert local("2021-03-01", "+08:00") == "2021-03-01"
 
 
 def test_derived_values_and_their_changes_are_labelled() -> None:
     assert field_label("therapies", "derived.daily_dose") == "Daily dose"
     assert field_label("labs", "soft_check") == "Soft check"
+    assert field_label("", "enrolled_on") == "Enrolled on"
