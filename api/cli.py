@@ -571,9 +571,10 @@ def export(
 def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, moved by the ``(done, total)`` calls of the yielded function
     (hidden when stderr is not a terminal)."""
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress
 
-    with Progress(console=err_console, transient=True) as bar:
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err_console,
+                  transient=True) as bar:
         task = bar.add_task(what, total=None)
 
         def tell(done: int, total: int) -> None:
