@@ -32,9 +32,9 @@ from projections.streaming import in_force
 
 # Audit rows of the monitoring workflow: shown in their own sections, not as value history.
 WORKFLOW_FIELDS = ("signature", "query", "sdv", "deviation")
-KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
-               "labs": "Lab result", "assessments": "Assessment",
-               "adverse-events": "Adverse event"}
+KIND_TITLES = {"vitals": "Vital signs", "doses": "Doses", "therapies": "Therapies",
+               "labs": "Lab results", "assessments": "Assessments",
+               "adverse-events": "Adverse events"}
 INVALIDATED = "INVALIDATED"
 # What the casebook prints for a value the subject does not have (an imported subject has no
 # disease or birth date): shown as absent, never as an empty or "None" cell.
@@ -311,8 +311,7 @@ def _kind(kind: str, views: list[dict[str, Any]], removed: list[str], header: di
           by_record: dict[str, list[dict[str, Any]]]) -> Section:
     """One kind's records as one table (a row each), how their values were derived, what
     the soft checks found, and every change after their first entry."""
-    title = KIND_TITLES.get(kind, kind)
-    section = Section(title + ("s" if kind in KIND_TITLES and not title.endswith("s") else ""))
+    section = Section(KIND_TITLES.get(kind, kind))
     names: list[str] = []
     for view in views:
         names += [name for name in view["fields"] if name not in names]
