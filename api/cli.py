@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -645,7 +645,8 @@ def export(
             manifest = write_bundle_file(runtime, study, path, when)
             return f"{len(manifest['files'])} files as of {manifest['as_of']}, signed manifest"
         if export_format == "casebook":
-            count = write_casebook_zip(runtime, study, path, when)
+            with _progress_bar("Casebooks") as tell:
+                count = write_casebook_zip(runtime, study, path, when, tell)
             return f"casebooks of {count} subjects (HTML and PDF)"
         if export_format == "csv" or export_format in DOMAIN_FORMATS:
             counts = (write_csv_dir(runtime, study, path, when) if export_format == "csv"
@@ -662,6 +663,22 @@ def export(
         summary = export_to_path(runtime, study, export_format, output, when, _cli_envelope(),
                                  write, replace=force)
     console.print(f"Wrote {output}: {summary}")
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, moved by the ``(done, total)`` calls of the yielded function
+    (hidden when stderr is not a terminal)."""
+    from rich.progress import MofNCompleteColumn, Progress
+
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def tell(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield tell
 
 
 @app.command("import-sdtm")

@@ -27,7 +27,7 @@ from infra.ledger.sealer import SealingRefused
 from infra.logging import get_logger
 from infra.postgres import connect, schema_for_study
 from infra.zip_stream import ZipStream, write_file
-from projections.casebook_doc import casebook_files
+from projections.casebook_doc import Progress, casebook_files
 from projections.csv_export import write_csv
 from projections.dataset_json import Layout, write_domains
 from projections.odm import write_archive, write_snapshot
@@ -154,10 +154,11 @@ def _software_version() -> str:
     return version("trialledger")
 
 
-def casebook_zip(runtime: Runtime, study: str,
-                 as_of: datetime | None) -> Generator[bytes, None, int]:
+def casebook_zip(runtime: Runtime, study: str, as_of: datetime | None,
+                 progress: Progress | None = None) -> Generator[bytes, None, int]:
     """The casebooks as a zip, ``<subject>.html`` and ``<subject>.pdf`` each, yielded subject
-    by subject as they are rendered; returns the number of subjects."""
+    by subject as they are rendered (``progress(done, total)`` told of each); returns the
+    number of subjects."""
     runtime.project(study)
     definition = runtime.study(study).definition()
     archive = ZipStream(zipfile.ZIP_DEFLATED)
@@ -165,7 +166,7 @@ def casebook_zip(runtime: Runtime, study: str,
     with (tempfile.TemporaryDirectory(prefix="trialledger-casebooks-") as tmp,
           connect(runtime.url) as conn):
         for name, path in casebook_files(conn, schema_for_study(study), definition, Path(tmp),
-                                         as_of):
+                                         as_of, progress=progress):
             archive.add_file(path, name)
             subjects += name.endswith(".html")
             yield from archive.drain()
@@ -173,11 +174,11 @@ def casebook_zip(runtime: Runtime, study: str,
     return subjects
 
 
-def write_casebook_zip(runtime: Runtime, study: str, path: Path,
-                       as_of: datetime | None) -> int:
+def write_casebook_zip(runtime: Runtime, study: str, path: Path, as_of: datetime | None,
+                       progress: Progress | None = None) -> int:
     """The casebooks as a zip at ``path`` (the bytes :func:`casebook_zip` yields); subjects
     written."""
-    subjects: int = write_file(casebook_zip(runtime, study, as_of), path)
+    subjects: int = write_file(casebook_zip(runtime, study, as_of, progress), path)
     return subjects
 
 

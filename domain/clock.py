@@ -58,3 +58,24 @@ def require_aware(field: str, value: datetime) -> datetime:
         # 9999-12-31T23:59:59-14:00 is a valid ISO 8601 text, but past datetime.max in UTC.
         raise InvalidInput(field, "is outside the range of times the server can represent "
                                   "(years 1 to 9999 in UTC)") from None
+
+
+def entered_offset(value: datetime) -> str:
+    """The UTC offset ``value`` was given with, as ISO 8601 writes it (``+08:00``, ``-03:30``,
+    ``+00:00``): what :func:`require_aware` drops when it converts to UTC."""
+    offset = value.utcoffset()
+    if offset is None:
+        from domain.errors import InvalidInput
+
+        raise InvalidInput("observed_at", "naive timestamp: an explicit UTC offset is required")
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def in_offset(moment: datetime, offset: str | None) -> datetime:
+    """``moment`` as the wall clock showed it at ``offset`` (``+08:00``); unchanged (UTC)
+    when there is no offset (an entry from before offsets were kept)."""
+    if not offset:
+        return moment
+    return moment.astimezone(datetime.strptime(offset, "%z").tzinfo)

@@ -37,6 +37,8 @@ class Record:
     derived: dict[str, Any]
     entered_at: datetime
     removed: bool = False
+    # The UTC offset observed_at was entered with (``+08:00``); None for older entries.
+    observed_offset: str | None = None
     revisions: int = 0
     # Valid-time history: what the fields were from each clinical time on. The first entry is
     # the first entry; each dated clinical change (taper step, AE update) adds one; a

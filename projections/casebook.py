@@ -53,8 +53,8 @@ def _iso(value: date | None) -> str | None:
 
 
 def record_view(record: Record) -> dict[str, Any]:
-    """One record as the casebook shows it."""
-    return {
+    """One record as the casebook shows it (``observed_offset`` only when it was kept)."""
+    view = {
         "record_id": record.record_id,
         "observed_at": record.observed_at.isoformat(),
         "visit": record.visit,
@@ -66,6 +66,9 @@ def record_view(record: Record) -> dict[str, Any]:
         # What the soft checks found on the record as it stands (domain.checks).
         "flags": record.flags,
     }
+    if record.observed_offset is not None:
+        view["observed_offset"] = record.observed_offset
+    return view
 
 
 def assemble(header: dict[str, Any], version: int, records: list[tuple[str, dict[str, Any]]],

@@ -3,8 +3,10 @@
 ``DM``, ``DS``, ``AE``, ``EX``, ``CM``, ``LB``, ``VS``, ``QS`` (SELENA-SLEDAI and ESSDAI items
 and totals) and ``DV`` use SDTM variable names and
 controlled terms where SDTM has them; what SDTM has no variable for keeps the casebook's
-name (``DISEASE``, ``STATUS``, ``LOCKED``). ``--DTC`` values are ISO 8601 in UTC, written
-without an offset as SDTM writes them. ``audit_trail.csv`` and ``audit_trail.jsonl`` hold
+name (``DISEASE``, ``STATUS``, ``LOCKED``). ``--DTC`` values are ISO 8601 without an offset,
+as SDTM writes them, in the site's local time (per the SDTM IG): the offset each record's time
+was entered with; a record entered before offsets were kept, and a subject's disposition,
+in UTC. ``audit_trail.csv`` and ``audit_trail.jsonl`` hold
 every audit row recorded by then with its whole envelope, times in UTC with their offset.
 A text cell a spreadsheet would run as a formula is written with a leading quote
 (:mod:`domain.csv_cells`); the JSON Lines keep every value exactly.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,15 @@ from domain.subject import Subject
 from projections.casebook import in_force as in_force_timeline
 from projections.deviations import DV_CAT, DV_DECOD
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
-from projections.streaming import aware, consistent_read, in_force, stream, utc_text
+from projections.streaming import (
+    TIME_FIELDS,
+    aware,
+    consistent_read,
+    in_force,
+    localised,
+    stream,
+    utc_text,
+)
 
 Row = dict[str, Any]
 
@@ -102,12 +112,15 @@ ENDINGS = {Subject.Completed.__name__: "COMPLETED", Subject.Withdrawn.__name__: 
 
 
 def dtc(value: str | None) -> str:
-    """An SDTM --DTC: ISO 8601 in UTC, without offset; a date stays a date."""
+    """An SDTM --DTC: ISO 8601 as the clock that wrote ``value`` showed it, without its
+    offset (see :func:`localised`); a date stays a date."""
     if not value:
         return ""
     if "T" not in value:
         return value
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromisoformat(value).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 
 
 def yes_no(value: Any) -> str:
@@ -248,7 +261,8 @@ class _Export:
         query = SQL(
             "SELECT h.data->>'subject', r.record_id, r.data->>'visit', r.data->>'observed_at', "
             " r.data->'fields', r.data->'derived', "
-            " CASE WHEN r.kind = 'therapies' THEN r.data->'timeline' END "
+            " CASE WHEN r.kind = 'therapies' THEN r.data->'timeline' END, "
+            " r.data->>'observed_offset' "
             "FROM {s}.{v} h JOIN {s}.{v} r ON r.subject_id = h.subject_id "
             "WHERE h.record_id = '' AND {h_in_force} AND r.kind = %(kind)s "
             " AND r.data IS NOT NULL AND {r_in_force} "
@@ -257,10 +271,19 @@ class _Export:
                 r_in_force=in_force(self.when, "r"))
         build = self._builders()[domain]
         subject, seq = None, 0
-        for code, record_id, visit, observed, fields, derived, timeline in self._stream(
+        for code, record_id, visit, observed, fields, derived, timeline, offset in self._stream(
                 query, f"csv_{domain.lower()}", kind=KIND_OF[domain]):
             if code != subject:
                 subject, seq = code, 0
+            if offset:
+                # Every time of the record as the site's clock showed it (SDTM IG: local).
+                observed = localised(observed, offset)
+                fields = {k: localised(v, offset) if k in TIME_FIELDS else v
+                          for k, v in fields.items()}
+                timeline = [{**entry, "observed_at": localised(entry["observed_at"], offset),
+                             "fields": {k: localised(v, offset) if k in TIME_FIELDS else v
+                                        for k, v in entry["fields"].items()}}
+                            for entry in timeline or []]
             for row in build(fields, derived or {}, observed, timeline or []):
                 seq += 1
                 row = {**self._key(code, domain), f"{domain}SEQ": seq,

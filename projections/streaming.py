@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
-from domain.clock import require_aware
+from domain.clock import in_offset, require_aware
 
 FETCH_ROWS = 5000  # rows per round trip of a server-side cursor: flat memory, few round trips
 
@@ -53,6 +53,20 @@ def in_force(as_of: datetime | None, table: str) -> Composable:
 def aware(name: str, when: datetime | None) -> datetime | None:
     """``when`` in UTC (None stays None); a naive time is refused."""
     return None if when is None else require_aware(name, when).astimezone(UTC)
+
+
+# Fields of a record that hold a clinical time (an AE's end, a therapy's stop): shown, like
+# the record's observed_at, at the offset the record was entered with.
+TIME_FIELDS = ("ended_at", "stopped_at")
+
+
+def localised(value: Any, offset: str | None) -> Any:
+    """An ISO 8601 time (stored in UTC) at a record's entered ``offset`` (``+08:00``), with
+    that offset; anything else, or no offset (an entry from before offsets were kept),
+    unchanged."""
+    if not offset or not isinstance(value, str) or "T" not in value:
+        return value
+    return in_offset(datetime.fromisoformat(value), offset).isoformat()
 
 
 def utc_text(when: datetime) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import limits
-from domain.clock import require_aware
+from domain.clock import entered_offset, require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState
 from domain.records import Context, validate, vitals_from_measurements
@@ -171,6 +171,7 @@ class RecordEntries(SoftChecks, Derivations):
             visit=visit,
             fields=clean,
             derived=derived,
+            observed_offset=entered_offset(observed_at),
         )
         self._follow_inputs(event_class, record_id, envelope, at)
         self._check_softly(record_id, envelope, at)

@@ -110,6 +110,9 @@ class RecordEntered(Event):
     visit: str | None
     fields: dict[str, Any]
     derived: dict[str, Any]
+    # The UTC offset observed_at was entered with (``+08:00``): the site's wall clock. Kept
+    # since this attribute exists; absent (None) from entries stored before it.
+    observed_offset: str | None = None
 
     def apply(self, subject: Subject) -> None:
         subject.records[self.record_id] = Record(
@@ -120,6 +123,7 @@ class RecordEntered(Event):
             fields=copy_json(self.fields),
             derived=copy_json(self.derived),
             entered_at=self.timestamp,
+            observed_offset=self.observed_offset,
             timeline=[{"observed_at": self.observed_at.isoformat(),
                        "fields": copy_json(self.fields)}],
         )
@@ -171,6 +175,7 @@ class RowImported(RecordEntered):
             record_id=self.record_id, kind=self.kind, observed_at=self.observed_at,
             visit=self.visit, fields=fields, derived=copy_json(self.derived),
             entered_at=self.timestamp,
+            observed_offset=self.observed_offset,
             timeline=[{"observed_at": self.observed_at.isoformat(), "fields": fields}],
         )
         subject.data_changed(self)

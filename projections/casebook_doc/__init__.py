@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ import psycopg
 from domain.identifiers import is_safe_file_stem
 from domain.study import StudyDefinition
 from projections.casebook_doc.html import write_html
-from projections.casebook_doc.model import casebook, subjects
+from projections.casebook_doc.model import CasebookDocument, casebook, subjects
 from projections.casebook_doc.pdf import write_pdf
 from projections.streaming import aware, consistent_read
 
@@ -30,16 +34,40 @@ def file_stem(subject: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', subject)}-{digest}"
 
 
+Progress = Callable[[int, int], None]
+# Below this many subjects, starting worker processes costs more than rendering in this one.
+PARALLEL_FROM = 8
+
+
+def render(document: CasebookDocument, directory: Path, created_at: datetime) -> None:
+    """Write ``document`` as ``<subject>.html`` and ``<subject>.pdf`` in ``directory`` (run
+    in a worker process when rendering in parallel: a document is plain data)."""
+    stem = file_stem(document.subject)
+    with (directory / f"{stem}.html").open("w", encoding="utf-8") as out:
+        write_html(document, out)
+    write_pdf(document, directory / f"{stem}.pdf", created_at)
+
+
+def render_workers(subjects: int) -> int:
+    """How many worker processes render ``subjects`` casebooks: one per core, none (render
+    here) for a few subjects or on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if subjects < PARALLEL_FROM or (cores or 1) < 2 else min(cores or 1, subjects)
+
+
 def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
                    directory: Path, as_of: datetime | None = None,
-                   created_at: datetime | None = None) -> Iterator[tuple[str, Path]]:
+                   created_at: datetime | None = None,
+                   progress: Progress | None = None) -> Iterator[tuple[str, Path]]:
     """``<subject>.html`` and ``<subject>.pdf`` of every subject the system showed at
-    ``as_of`` (now when None), as (file name, path in ``directory``) sorted by name.
+    ``as_of`` (now when None), as (file name, path in ``directory``) sorted by name;
+    ``progress(done, total)`` is told of each subject rendered.
 
-    Each subject is rendered when its first file is asked for, and each file is deleted once
-    the next one is asked for, so a consumer can hand them on (a zip, a download) from the
-    first subject on, with one subject on disk at a time. ``conn`` must not be inside a
-    transaction: all casebooks come from one consistent read.
+    The documents are read here, subject by subject, and rendered by worker processes (one
+    per core, see :func:`render_workers`) a few subjects ahead of the one handed on; each
+    file is deleted once the next one is asked for, so a consumer can hand them on (a zip, a
+    download) from the first subject on, with a few subjects on disk at a time. ``conn`` must
+    not be inside a transaction: all casebooks come from one consistent read.
     """
     created = aware("created_at", created_at) or datetime.now(UTC)
     when = aware("as_of", as_of) or created
@@ -49,16 +77,46 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
         for subject_id, code in subjects(conn, schema, when):
             stem = file_stem(code)
             owners.update({f"{stem}.html": subject_id, f"{stem}.pdf": subject_id})
-        rendered: set[Any] = set()
-        for name in sorted(owners):
-            subject_id = owners[name]
-            if subject_id not in rendered:
+        # Each subject's two files are neighbours in name order: render in that order.
+        order = list(dict.fromkeys(owners[name] for name in sorted(owners)))
+        total = len(order)
+        workers = render_workers(total)
+        # Spawned, not forked: the server that calls this runs threads.
+        pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                if workers else None)
+        try:
+            pending: deque[Future[None]] = deque()
+            ahead = iter(order)
+            done = 0
+
+            def submit() -> None:
+                subject_id = next(ahead, None)
+                if subject_id is None:
+                    return
                 document = casebook(conn, schema, definition, subject_id, when, created)
-                stem = file_stem(document.subject)
-                with (directory / f"{stem}.html").open("w", encoding="utf-8") as out:
-                    write_html(document, out)
-                write_pdf(document, directory / f"{stem}.pdf", created)
-                rendered.add(subject_id)
-            path = directory / name
-            yield name, path
-            path.unlink()
+                future: Future[None] = Future()
+                if pool is None:
+                    render(document, directory, created)
+                    future.set_result(None)
+                else:
+                    future = pool.submit(render, document, directory, created)
+                pending.append(future)
+
+            for _ in range(2 * workers or 1):
+                submit()
+            rendered = set()
+            for name in sorted(owners):
+                subject_id = owners[name]
+                if subject_id not in rendered:
+                    pending.popleft().result()
+                    rendered.add(subject_id)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    submit()
+                path = directory / name
+                yield name, path
+                path.unlink()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)

@@ -3,14 +3,18 @@
 The HTML and the PDF are drawn from the same document, so they cannot disagree. It is built
 from the read tables as the system showed them at a recorded time: the subject's header and
 records in force then (``casebook_versions``) and every audit row recorded by then
-(``audit_trail``), so each value is shown with its whole history, who changed it, when and
-why; signatures with their manifestation (printed name, UTC time, meaning) and whether a later
-change invalidated them; queries with their answers.
+(``audit_trail``). Records of one kind share one table (a row per record, a column per
+field), and the changes made to them after their first entry are listed beneath it (old and
+new value, who, role, when, why); signatures with their manifestation (printed name, UTC time,
+meaning) and whether a later change invalidated them; queries with their answers.
+
+Recorded times are the server's, in UTC. A clinical time is shown in UTC and, when the record
+keeps the offset it was entered with (``observed_offset``, records entered since it was
+kept), in that local time too: the study definition names no site time zones.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.clock import in_offset
 from domain.rules.units import VITAL_SIGNS
 from domain.study import StudyDefinition
 from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
@@ -27,17 +32,20 @@ from projections.streaming import in_force
 
 # Audit rows of the monitoring workflow: shown in their own sections, not as value history.
 WORKFLOW_FIELDS = ("signature", "query", "sdv", "deviation")
-KIND_TITLES = {"vitals": "Vital signs", "doses": "Dose", "therapies": "Therapy",
-               "labs": "Lab result", "assessments": "Assessment",
-               "adverse-events": "Adverse event"}
+KIND_TITLES = {"vitals": "Vital signs", "doses": "Doses", "therapies": "Therapies",
+               "labs": "Lab results", "assessments": "Assessments",
+               "adverse-events": "Adverse events"}
 INVALIDATED = "INVALIDATED"
 # What the casebook prints for a value the subject does not have (an imported subject has no
 # disease or birth date): shown as absent, never as an empty or "None" cell.
 ABSENT = "—"
 # Changes that rewrite what was entered rather than start a new clinical fact: no valid time.
 UNDATED = ("RecordCorrected", "RecordRemoved")
-HISTORY_COLUMNS = ("Recorded (UTC)", "Change", "Field", "Old value", "New value",
-                   "Valid from (UTC)", "By", "Reason")
+CHANGE_COLUMNS = ("Record", "Recorded (UTC)", "Change", "Field", "Old value", "New value",
+                  "Valid from", "By (role, site)", "Reason")
+# A kind with more fields than this lists them in one cell (an SDTM domain's many variables)
+# instead of a column each.
+MOST_COLUMNS = 8
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,8 @@ def utc(value: datetime | str | None) -> str:
 
 
 def text(value: Any) -> str:
-    """A stored value as the casebook prints it: JSON for lists and objects."""
+    """A stored value as the casebook prints it, as people write it: 750000 (not 750000.0),
+    yes/no, lists comma-separated, objects as ``name: value`` pairs, never JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -88,11 +97,44 @@ def text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # as people write it: 750000, not 750000.0
+        return str(int(value))
     if isinstance(value, int | float):
         return repr(value)
-    # Spaces after separators let long lists (eligibility answers) wrap in a table cell.
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    if isinstance(value, dict):
+        return _pairs(value)
+    if isinstance(value, list | tuple):
+        if any(isinstance(v, dict) for v in value):
+            return "\n".join(text(v) for v in value)
+        return ", ".join(text(v) for v in value)
+    return str(value)
+
+
+def _pairs(value: dict[str, Any]) -> str:
+    """``a: 1; b: x``; yes/no items (SLEDAI's) as those present, so a long checklist reads
+    as the few findings it holds (every item not named is absent)."""
+    flags = {k: v for k, v in value.items() if isinstance(v, bool)}
+    parts = [f"{_spaced(k)}: {text(v)}" for k, v in sorted(value.items()) if k not in flags]
+    if flags:
+        present = [_spaced(k) for k in sorted(flags) if flags[k]]
+        parts.append(f"present ({len(present)} of {len(flags)}): {', '.join(present)}"
+                     if present else f"none of {len(flags)} present")
+    return "; ".join(parts)
+
+
+def _spaced(name: str) -> str:
+    """``increased_dna_binding`` -> ``increased dna binding``."""
+    return name.replace("_", " ")
+
+
+def local(value: datetime | str | None, offset: str | None) -> str:
+    """A clinical time in UTC, and beneath it in the local time it was entered in when its
+    ``offset`` (``+08:00``) is known and not UTC's."""
+    printed = utc(value)
+    if (offset in (None, "", "+00:00") or not printed or value is None
+            or (isinstance(value, str) and "T" not in value)):
+        return printed  # entered in UTC, or before offsets were kept: once is enough
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return f"{printed}\n{in_offset(moment, offset).strftime('%Y-%m-%d %H:%M:%S')} {offset}"
 
 
 def shown(value: Any) -> str:
@@ -112,7 +154,22 @@ FIELD_LABELS = {
     "relationship": "Relationship to study drug", "action_taken": "Action taken",
     "outcome": "Outcome", "ended_at": "Ended", "meddra_llt": "MedDRA lowest level term",
     "meddra_pt": "MedDRA preferred term", "instrument": "Instrument", "items": "Items",
-    "category": "Category",
+    "category": "Category", "soft_check": "Soft check", "visit": "Visit",
+}
+
+
+# The subject's own fields, as its history names them.
+SUBJECT_LABELS = {
+    "study_id": "Study", "subject": "Subject", "site": "Site", "status": "Status",
+    "disease": "Disease", "sex": "Sex", "date_of_birth": "Date of birth",
+    "consent_date": "Consent date", "locked": "Locked", "eligibility": "Eligibility",
+    "arm": "Arm", "actual_arm": "Actual arm", "enrolled_on": "Enrolled on",
+}
+# What the casebook calls a derived value (its id stays in the data and the exports).
+DERIVED_LABELS = {
+    "bsa": "BSA", "dose_per_m2": "Dose per m²", "daily_dose": "Daily dose",
+    "prednisone_equivalent": "Prednisone equivalent", "total": "Total score",
+    "activity": "Activity", "flag": "Flag (L/N/H)", "grade_name": "Grade",
 }
 
 
@@ -122,12 +179,21 @@ def field_label(kind: str, name: str | None) -> str:
     names stay as they are."""
     if not name:
         return ""
+    if name.startswith("derived."):
+        return derived_label(name.removeprefix("derived."))
+    if not kind and name in SUBJECT_LABELS:
+        return SUBJECT_LABELS[name]
     if kind == "vitals" and name in VITAL_SIGNS:
         sign = VITAL_SIGNS[name]
         return f"{sign.name} ({sign.unit})"
     if kind in KIND_TITLES and name in FIELD_LABELS:
         return FIELD_LABELS[name]
     return name
+
+
+def derived_label(name: str) -> str:
+    """The label of a derived value: ``Daily dose`` for ``daily_dose``."""
+    return DERIVED_LABELS.get(name, _spaced(name))
 
 
 def _words(name: str) -> str:
@@ -179,9 +245,35 @@ def build(definition: StudyDefinition, header: dict[str, Any],
           as_of: datetime, created_at: datetime) -> CasebookDocument:
     """The casebook document of one subject from its header, records and audit rows."""
     code = header["subject"]
-    arm = header["arm"]
     facts = [("Study", definition.study_id), ("Subject", code), ("Site", header["site"]),
              ("As of (recorded time)", utc(as_of)), ("Generated", utc(created_at))]
+    by_record: dict[str, list[dict[str, Any]]] = {}
+    for row in audit:
+        if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
+            by_record.setdefault(row["record_id"], []).append(row)
+    subject_rows = [row for row in audit if row["record_id"] is None
+                    and row["field"] not in WORKFLOW_FIELDS]
+    sections = [_subject(definition, header, subject_rows), _signatures(header),
+                _queries(header), _deviations(header)]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for kind, view in records:
+        by_kind.setdefault(kind, []).append(view)
+    removed: dict[str, list[str]] = {}
+    in_force_ids = {view["record_id"] for _, view in records}
+    for record_id, rows in by_record.items():
+        if record_id not in in_force_ids:
+            removed.setdefault(rows[0]["record_kind"] or "", []).append(record_id)
+    order = {kind: n for n, kind in enumerate(KIND_TITLES)}
+    for kind in sorted(by_kind.keys() | removed.keys(), key=lambda k: (order.get(k, 99), k)):
+        sections.append(_kind(kind, by_kind.get(kind, []), removed.get(kind, []), header,
+                              by_record))
+    return CasebookDocument(code, f"Casebook of subject {code}, study {definition.study_id}",
+                            facts, sections)
+
+
+def _subject(definition: StudyDefinition, header: dict[str, Any],
+             rows: list[dict[str, Any]]) -> Section:
+    arm = header["arm"]
     subject = Section("Subject", facts=[
         ("Status", shown(header["status"])),
         ("Arm", f"{arm} — {definition.arms.get(arm, '')}" if arm else "not assigned"),
@@ -199,29 +291,134 @@ def build(definition: StudyDefinition, header: dict[str, Any],
             ("Variable", "Value"),
             [(name, shown(value)) for name, value in header["demographics"].items()],
             (1, 3))))
-    subject_rows = [row for row in audit if row["record_id"] is None
-                    and row["field"] not in WORKFLOW_FIELDS]
-    subject.tables.append(("Subject history", _history(subject_rows)))
-    sections = [subject, _signatures(header), _queries(header), _deviations(header)]
-    history: dict[str, list[dict[str, Any]]] = {}
-    for row in audit:
-        if row["record_id"] is not None and row["field"] not in WORKFLOW_FIELDS:
-            history.setdefault(row["record_id"], []).append(row)
-    in_force_ids = set()
-    for kind, view in records:
-        in_force_ids.add(view["record_id"])
-        sections.append(_record(kind, view, header, history.get(view["record_id"], [])))
-    for record_id, rows in history.items():
-        if record_id not in in_force_ids:
-            kind = rows[0]["record_kind"] or ""
-            sections.append(Section(
-                f"{KIND_TITLES.get(kind, kind)} {record_id} (removed)",
-                facts=[("Removed", utc(rows[-1]["recorded_at"]))],
-                tables=[("History", _history(rows))]))
-    return CasebookDocument(code, f"Casebook of subject {code}, study {definition.study_id}",
-                            facts, sections)
+    screened = [row["new_value"] for row in rows if row["field"] == "eligibility"
+                and isinstance(row["new_value"], list)]
+    if screened:
+        texts = {c.id: c.text for c in definition.eligibility}
+        subject.tables.append(("Eligibility at screening", Table(
+            ("Criterion", "Kind", "Met", "Protocol text"),
+            [(str(c.get("id", "")), str(c.get("kind", "")), text(c.get("met")),
+              texts.get(str(c.get("id")), "")) for c in screened[-1]], (1, 1, 1, 9))))
+    if rows:
+        subject.facts.append(("First entered", f"{utc(rows[0]['recorded_at'])}, "
+                                               f"{_who(rows[0])}"))
+    subject.tables.append(("Subject history", _changes(_after_entry(rows), {},
+                                                       with_record=False)))
+    return subject
 
 
+def _kind(kind: str, views: list[dict[str, Any]], removed: list[str], header: dict[str, Any],
+          by_record: dict[str, list[dict[str, Any]]]) -> Section:
+    """One kind's records as one table (a row each), how their values were derived, what
+    the soft checks found, and every change after their first entry."""
+    section = Section(KIND_TITLES.get(kind, kind))
+    names: list[str] = []
+    for view in views:
+        names += [name for name in view["fields"] if name not in names]
+    derived: list[str] = []
+    for view in views:
+        derived += [name for name in view["derived"] if name not in derived]
+    wide = len(names) + len(derived) > MOST_COLUMNS
+    columns = ["Record", "Observed", "Visit"]
+    columns += ["Values"] if wide else ([field_label(kind, n) for n in names]
+                                        + [derived_label(n) for n in derived])
+    columns += ["First entered (UTC), by", "Changes", "Source verified"]
+    rows = []
+    for view in views:
+        offset = view.get("observed_offset")
+        values = ([_listed(kind, view, names, derived)] if wide else
+                  [shown(view["fields"].get(n)) if n in view["fields"] else ""
+                   for n in names] + [_derived_value(view["derived"].get(n)) for n in derived])
+        sdv = header["sdv"].get(view["record_id"])
+        verified = "" if sdv is None else (
+            f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
+            + ("" if sdv["revision"] == view["changes"] else " (the record changed since)"))
+        history = by_record.get(view["record_id"])
+        entered = utc(view["entered_at"]) + (f"\n{_who(history[0])}" if history else "")
+        rows.append((view["record_id"], local(view["observed_at"], offset),
+                     shown(view["visit"]), *values, entered,
+                     str(view["changes"]), verified))
+    widths = (5, 8, 4, *([16] if wide else [4] * (len(names) + len(derived))), 9, 3, 6)
+    section.tables.append(("Records", Table(tuple(columns), rows, widths)))
+    # Records derived alike (the same method on the same inputs) share one row.
+    how: dict[tuple[str, str, str, str], list[str]] = {}
+    for view in views:
+        for name, value in sorted(view["derived"].items()):
+            if isinstance(value, dict) and value.get("inputs"):
+                key = (derived_label(name), _derived_value(value), str(value.get("method", "")),
+                       text(value.get("inputs")))
+                how.setdefault(key, []).append(view["record_id"])
+    if how:
+        section.tables.append(("How the derived values were computed", Table(
+            ("Records", "Derived value", "Value", "Method", "Inputs"),
+            [(", ".join(ids), *key) for key, ids in how.items()], (3, 2, 2, 3, 7))))
+    flags = [(view["record_id"], f["check"], field_label(kind, f["field"]), f["message"])
+             for view in views for f in view.get("flags") or []]
+    if flags:
+        # Kept as entered, flagged by the soft checks and queried (see domain.checks).
+        section.tables.append(("Soft-check findings", Table(
+            ("Record", "Check", "Field", "Finding"), flags, (2, 2, 2, 6))))
+    offsets = {view["record_id"]: view.get("observed_offset") for view in views}
+    later = [row for view in views for row in _after_entry(by_record.get(view["record_id"], []))]
+    for record_id in removed:
+        # A removed record is no longer in the table: its whole history stands here.
+        later += by_record[record_id]
+    later.sort(key=lambda row: (row["position"], row["record_id"]))
+    section.tables.append(("Changes after first entry" + (" (and removed records)"
+                                                          if removed else ""),
+                           _changes(later, offsets, with_record=True)))
+    return section
+
+
+def _listed(kind: str, view: dict[str, Any], names: list[str], derived: list[str]) -> str:
+    pairs = [f"{field_label(kind, n)}: {shown(view['fields'][n])}" for n in names
+             if n in view["fields"]]
+    pairs += [f"{derived_label(n)}: {_derived_value(view['derived'][n])}" for n in derived
+              if n in view["derived"]]
+    return "; ".join(pairs)
+
+
+def _derived_value(value: Any) -> str:
+    # A computed value carries its unit (and method and inputs); a flag (lab L/N/H) is bare.
+    if isinstance(value, dict) and "value" in value:
+        return " ".join(p for p in (text(value["value"]), text(value.get("unit"))) if p)
+    return text(value)
+
+
+def _who(row: dict[str, Any]) -> str:
+    return f"{row['printed_name']} ({row['role']}, {row['actor_site'] or 'all sites'})"
+
+
+def _after_entry(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A record's audit rows after its first entry (whose values the record's row shows)."""
+    return [row for row in rows if row["position"] != rows[0]["position"]]
+
+
+def _changes(rows: list[dict[str, Any]], offsets: dict[str, str | None], *,
+             with_record: bool) -> Table:
+    out = []
+    for row in rows:
+        reason = ": ".join(p for p in (row["reason_code"], row["reason_text"]) if p)
+        observed = "" if row["event_type"] in UNDATED else local(
+            row["observed_at"], offsets.get(row["record_id"] or ""))
+        kind = row["record_kind"] or ""
+        old, new = row["old_value"], row["new_value"]
+        if (row["field"] or "").startswith("derived."):
+            old, new = _derived_value(old), _derived_value(new)
+        elif row["field"] == "soft_check":
+            # What a soft check found, in its words (its details are in the audit trail).
+            old, new = (f"{v.get('check')}: {v.get('message')}" if isinstance(v, dict) else v
+                        for v in (old, new))
+        if row["field"] == "eligibility" and isinstance(new, list):
+            met = sum(1 for c in new if isinstance(c, dict) and c.get("met"))
+            new = f"{met} of {len(new)} criteria met (listed above)"
+        out.append((row["record_id"] or "", utc(row["recorded_at"]), _words(row["event_type"]),
+                    field_label(kind, row["field"]), text(old), text(new), observed, _who(row),
+                    reason))
+    widths = (5, 7, 5, 5, 6, 6, 7, 8, 8)
+    if with_record:
+        return Table(CHANGE_COLUMNS, out, widths)
+    return Table(CHANGE_COLUMNS[1:], [row[1:] for row in out], widths[1:])
 def _signatures(header: dict[str, Any]) -> Section:
     rows = []
     for sig in sorted(header["signatures"].values(), key=lambda s: s["signed_at"]):
@@ -265,51 +462,3 @@ def _deviations(header: dict[str, Any]) -> Section:
                    tables=[("Protocol deviations", table)] if rows else [])
 
 
-def _record(kind: str, view: dict[str, Any], header: dict[str, Any],
-            rows: list[dict[str, Any]]) -> Section:
-    record_id = view["record_id"]
-    facts = [("Observed (valid time)", utc(view["observed_at"])),
-             ("Visit", shown(view["visit"])), ("First entered", utc(view["entered_at"])),
-             ("Changes since entry", str(view["changes"]))]
-    sdv = header["sdv"].get(record_id)
-    if sdv is not None:
-        current = sdv["revision"] == view["changes"]
-        facts.append(("Source verified", f"{sdv['verified_by']}, {utc(sdv['verified_at'])}"
-                      + ("" if current else " (the record changed since)")))
-    values = Table(("Field", "Value"), [(field_label(kind, name), shown(value))
-                                        for name, value in sorted(view["fields"].items())],
-                   (1, 3))
-    section = Section(f"{KIND_TITLES.get(kind, kind)} {record_id}", facts=facts,
-                      tables=[("Values", values)])
-    if view["derived"]:
-        section.tables.append(("Derived values", Table(
-            ("Name", "Value", "Unit", "Method", "Inputs"),
-            [_derived(name, d) for name, d in sorted(view["derived"].items())],
-            (2, 2, 1, 3, 4))))
-    if view.get("flags"):
-        # Kept as entered, flagged by the soft checks and queried (see domain.checks).
-        section.tables.append(("Soft-check findings", Table(
-            ("Check", "Field", "Finding"),
-            [(f["check"], f["field"], f["message"]) for f in view["flags"]], (2, 2, 6))))
-    section.tables.append(("History", _history(rows)))
-    return section
-
-
-def _derived(name: str, value: Any) -> tuple[str, ...]:
-    # A computed value carries its unit, method and inputs; a flag (lab L/N/H) is bare.
-    if isinstance(value, dict) and "value" in value:
-        return (name, text(value["value"]), text(value.get("unit")),
-                text(value.get("method")), text(value.get("inputs")))
-    return (name, text(value), "", "", "")
-
-
-def _history(rows: list[dict[str, Any]]) -> Table:
-    out = []
-    for row in rows:
-        reason = ": ".join(p for p in (row["reason_code"], row["reason_text"]) if p)
-        who = f"{row['printed_name']} ({row['role']}, {row['actor_site'] or 'all sites'})"
-        observed = "" if row["event_type"] in UNDATED else utc(row["observed_at"])
-        out.append((utc(row["recorded_at"]), _words(row["event_type"]),
-                    field_label(row["record_kind"] or "", row["field"]),
-                    text(row["old_value"]), text(row["new_value"]), observed, who, reason))
-    return Table(HISTORY_COLUMNS, out, (3, 3, 2, 3, 3, 3, 4, 4))

@@ -1,34 +1,52 @@
-"""A casebook document as a PDF (fpdf2, landscape A4), with the same content as the HTML.
+"""A casebook document as a PDF (fpdf2): landscape A4, the subject and the as-of time in a
+running head on every page, page numbers, a bookmark (outline entry) per section.
 
-The text is set in DejaVu Sans, shipped beside this module (Bitstream Vera licence, see
-``fonts/LICENSE-DejaVu.txt``), so that names and values outside Latin-1 print as typed on any
-machine; glyphs DejaVu Sans lacks (CJK among them) print as blanks, the HTML keeps them.
-Every page names the subject, the study and the as-of time, and is numbered "page n of m".
-Texts of any length wrap in their cells; a row too tall for a page continues over further
-rows, drawn as one box, so a long reason or query text runs on to the next page.
+Tables are drawn here rather than with fpdf2's table: its line breaking measures every cell
+twice and took most of a casebook's time. Each cell is wrapped once, word by word (a word
+wider than its column is broken inside), with widths from the font's own metrics; a row
+taller than what is left of a page continues on the next one, under the headings again.
+
+The fonts are parsed once per process and copied into each document (fpdf2 subsets a font
+in place when it writes a file, so each document gets a fresh copy of the font file).
 """
 
 from __future__ import annotations
 
-import math
+import copy
+import functools
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from fontTools import ttLib  # type: ignore[import-untyped]
 from fpdf import FPDF
-from fpdf.enums import CellBordersLayout, MethodReturnValue
-from fpdf.fonts import FontFace
-from fpdf.util import Padding
+from fpdf.fonts import SubsetMap, TTFFont
 
 from projections.casebook_doc.model import INVALIDATED, CasebookDocument, Table
 
 FONTS = Path(__file__).resolve().parent / "fonts"
 FAMILY = "DejaVu"
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
 LINE = 4.2  # mm per line of 8 pt text
+CELL_LINE = 3.4  # mm per line of 7 pt text in a table cell
 PADDING = 0.8  # mm around the text of a table cell
-# fpdf2 cannot split one table row across pages: a cell's text runs over rows of at most this
-# many lines each (a few centimetres), so a long text continues on the next page.
-ROW_LINES = 10
-_SIDES = CellBordersLayout.LEFT | CellBordersLayout.RIGHT
+TABLE_SIZE, HEADING_FILL = 7, 235
+RED = (170, 0, 0)
+
+
+@functools.cache
+def _fonts() -> dict[str, tuple[TTFFont, bytes]]:
+    """This process's parsed fonts by style, and the bytes of their files."""
+    scratch = FPDF()
+    loaded = {}
+    for style, name in FONT_FILES.items():
+        scratch.add_font(FAMILY, style, str(FONTS / name))
+        font = scratch.fonts[f"{FAMILY.lower()}{style}"]
+        assert isinstance(font, TTFFont)  # what add_font makes of a .ttf file
+        loaded[style] = (font, (FONTS / name).read_bytes())
+    return loaded
 
 
 class _Casebook(FPDF):
@@ -37,18 +55,26 @@ class _Casebook(FPDF):
     def __init__(self, running_head: str) -> None:
         super().__init__(orientation="L", unit="mm", format="A4")
         self.running_head = running_head
-        self.add_font(FAMILY, "", str(FONTS / "DejaVuSans.ttf"))
-        self.add_font(FAMILY, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
+        for n, (style, (parsed, data)) in enumerate(_fonts().items(), start=1):
+            font = copy.copy(parsed)
+            font.i = n
+            font.ttfont = ttLib.TTFont(io.BytesIO(data), recalcTimestamp=False, lazy=True)
+            font.subset = SubsetMap(font)
+            font.missing_glyphs = []
+            self.fonts[f"{FAMILY.lower()}{style}"] = font
         self.set_auto_page_break(auto=True, margin=14)
         self.alias_nb_pages()
+        self.repeat: tuple[Table, list[float]] | None = None  # headings to repeat on a new page
 
     def header(self) -> None:
-        """The running head on every page."""
+        """The running head on every page (and a continued table's headings)."""
         self.set_font(FAMILY, "", 7)
         self.set_text_color(90)
         self.cell(0, 4, self.running_head, new_x="LMARGIN", new_y="NEXT")
         self.set_text_color(0)
         self.ln(2)
+        if self.repeat is not None:
+            _row(self, self.repeat[0].columns, self.repeat[1], heading=True)
 
     def footer(self) -> None:
         """Page n of m."""
@@ -65,6 +91,7 @@ def write_pdf(document: CasebookDocument, path: Path, created_at: datetime) -> N
     pdf.set_author("TrialLedger")
     pdf.set_creation_date(created_at)
     pdf.add_page()
+    pdf.start_section(document.title)
     pdf.set_font(FAMILY, "B", 13)
     pdf.multi_cell(0, 7, document.title, new_x="LMARGIN", new_y="NEXT")
     _facts(pdf, document.facts)
@@ -72,6 +99,7 @@ def write_pdf(document: CasebookDocument, path: Path, created_at: datetime) -> N
         if pdf.will_page_break(30):
             pdf.add_page()  # no section title alone at the foot of a page
         pdf.ln(2)
+        pdf.start_section(section.title, level=1)
         pdf.set_font(FAMILY, "B", 11)
         pdf.multi_cell(0, 6, section.title, new_x="LMARGIN", new_y="NEXT")
         _facts(pdf, section.facts)
@@ -89,67 +117,110 @@ def _facts(pdf: FPDF, facts: list[tuple[str, str]]) -> None:
         pdf.ln(LINE)
 
 
-def _table(pdf: FPDF, caption: str, table: Table) -> None:
-    pdf.set_font(FAMILY, "", 7)
+def _table(pdf: _Casebook, caption: str, table: Table) -> None:
     widths = [pdf.epw * w / sum(table.widths) for w in table.widths]
-    rows = [_pieces(pdf, row, widths) for row in table.rows]
     # No caption at the foot of a page without its headings and first row.
-    opening = max((len(cell.split("\n")) for cell in rows[0][0]), default=1) if rows else 1
-    if pdf.will_page_break(LINE + 1 + (opening + 2) * (LINE - 0.8) + 4 * PADDING):
+    if pdf.will_page_break(LINE + 1 + 4 * CELL_LINE + 4 * PADDING):
         pdf.add_page()
     pdf.set_font(FAMILY, "B", 8)
     pdf.multi_cell(0, LINE + 1, caption, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font(FAMILY, "", 7)
-    if not rows:
+    if not table.rows:
+        pdf.set_font(FAMILY, "", 7)
         pdf.multi_cell(0, LINE, "none", new_x="LMARGIN", new_y="NEXT")
         return
-    with pdf.table(col_widths=table.widths, line_height=LINE - 0.8, text_align="LEFT",
-                   v_align="TOP", headings_style=FontFace(emphasis="BOLD", fill_color=235),
-                   padding=PADDING) as grid:
-        headings = grid.row()
-        for heading in table.columns:
-            headings.cell(heading)
-        for pieces in rows:
-            for n, piece in enumerate(pieces):
-                # The rows of one split row are drawn as one box: no rule or gap between them.
-                first, last = n == 0, n == len(pieces) - 1
-                border = CellBordersLayout(
-                    _SIDES | (CellBordersLayout.TOP if first else 0)
-                    | (CellBordersLayout.BOTTOM if last else 0))
-                padding = (PADDING if first else 0, PADDING, PADDING if last else 0, PADDING)
-                cells = grid.row()
-                for cell in piece:
-                    # An invalidated signature must stand out on paper too.
-                    style = FontFace(emphasis="BOLD", color=(170, 0, 0)) \
-                        if cell == INVALIDATED else None
-                    if len(pieces) == 1:
-                        cells.cell(cell, style=style)
-                    else:
-                        cells.cell(cell, style=style, border=border, padding=padding)
+    _row(pdf, table.columns, widths, heading=True)
+    pdf.repeat = (table, widths)
+    for row in table.rows:
+        _row(pdf, row, widths, heading=False)
+    pdf.repeat = None
     pdf.ln(1)
 
 
-def _pieces(pdf: FPDF, row: tuple[str, ...], widths: list[float]) -> list[tuple[str, ...]]:
-    """``row`` as one or more table rows of at most :data:`ROW_LINES` lines each, every cell
-    wrapped to its column's width as the table would wrap it."""
-    lines = [_lines(pdf, cell, width) for cell, width in zip(row, widths, strict=True)]
-    count = max(math.ceil(len(cell) / ROW_LINES) for cell in lines)
-    if count <= 1:
-        return [row]
-    return [tuple("\n".join(cell[n * ROW_LINES:(n + 1) * ROW_LINES]) for cell in lines)
-            for n in range(count)]
+@dataclass
+class _Cell:
+    lines: list[str]
+    bold: bool
+    red: bool
 
 
-def _lines(pdf: FPDF, text: str, width: float) -> list[str]:
-    """``text`` wrapped to a cell ``width`` wide; a text that cannot need more than
-    :data:`ROW_LINES` lines is returned whole, unmeasured (line breaking is the slow part)."""
-    usable = width - 2 * PADDING
-    # Greedy word wrap fills any two consecutive lines of a paragraph with more than one
-    # line's width, so a paragraph of width w takes at most 2 * w / usable + 1 lines.
-    paragraphs = text.count("\n") + 1
-    if 2 * pdf.get_string_width(text) / usable + 3 * paragraphs <= ROW_LINES:
-        return [text]
-    wrapped = pdf.multi_cell(width, LINE - 0.8, text, padding=Padding.new(PADDING), dry_run=True,
-                             output=MethodReturnValue.LINES)
-    assert isinstance(wrapped, list)  # what output=LINES returns
-    return [str(line) for line in wrapped]
+def _row(pdf: _Casebook, row: tuple[str, ...], widths: list[float], *, heading: bool) -> None:
+    """Draw one row; what does not fit on this page continues on the next."""
+    cells = []
+    for value, width in zip(row, widths, strict=True):
+        # An invalidated signature must stand out on paper too.
+        red = value == INVALIDATED and not heading
+        bold = heading or red
+        cells.append(_Cell(_wrap(pdf, value, width - 2 * PADDING, bold), bold, red))
+    done = 0
+    tallest = max(len(c.lines) for c in cells)
+    while done < tallest:
+        room = int((pdf.page_break_trigger - pdf.get_y() - 2 * PADDING) // CELL_LINE)
+        if room < 1 or (done == 0 and room < min(tallest, 3)):
+            pdf.add_page()
+            continue
+        count = min(room, tallest - done)
+        _draw(pdf, cells, widths, done, count, heading)
+        done += count
+        if done < tallest:
+            pdf.add_page()
+
+
+def _draw(pdf: FPDF, cells: list[_Cell], widths: list[float], start: int, count: int,
+          heading: bool) -> None:
+    top = pdf.get_y()
+    height = count * CELL_LINE + 2 * PADDING
+    x = pdf.l_margin
+    pdf.set_draw_color(150)
+    pdf.set_fill_color(HEADING_FILL)
+    for cell, width in zip(cells, widths, strict=True):
+        pdf.rect(x, top, width, height, style="DF" if heading else "D")
+        pdf.set_font(FAMILY, "B" if cell.bold else "", TABLE_SIZE)
+        pdf.set_text_color(*(RED if cell.red else (0, 0, 0)))
+        for n, line in enumerate(cell.lines[start:start + count]):
+            if line:
+                pdf.text(x + PADDING, top + PADDING + (n + 0.78) * CELL_LINE, line)
+        x += width
+    pdf.set_text_color(0)
+    pdf.set_y(top + height)
+
+
+def _wrap(pdf: FPDF, value: str, width: float, bold: bool) -> list[str]:
+    """``value`` broken into lines no wider than ``width`` (mm) at 7 pt."""
+    font = pdf.fonts[f"{FAMILY.lower()}{'B' if bold else ''}"]
+    assert isinstance(font, TTFFont)
+    widths: Mapping[int, float] = font.cw
+    scale = TABLE_SIZE * 0.001 / pdf.k
+
+    def measure(text: str) -> float:
+        # The font's advance widths, as fpdf2 measures unshaped text (without its overhead).
+        return sum(widths[ord(c)] for c in text) * scale
+
+    lines: list[str] = []
+    for paragraph in value.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if measure(candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while measure(word) > width:  # a word wider than the column breaks inside
+                cut = _fitting(measure, word, width)
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _fitting(measure: Callable[[str], float], word: str, width: float) -> int:
+    """How many leading characters of ``word`` fit in ``width`` (at least one)."""
+    low, high = 1, len(word)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if measure(word[:middle]) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low

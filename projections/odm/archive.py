@@ -29,6 +29,7 @@ from eventsourcing.domain import Aggregate
 from lxml import etree
 from psycopg.sql import SQL, Composed, Identifier
 
+from domain.clock import in_offset
 from domain.study import StudyDefinition
 from domain.subject import Subject
 from projections.history_view import AUDIT, VERSIONS
@@ -103,6 +104,8 @@ class Change:
     reason_code: str | None
     reason_text: str | None
     visit: str | None
+    # The offset the record's entry was made with (on the version the entry wrote).
+    observed_offset: str | None = None
 
 
 def change_rows(schema: str, as_of: datetime | None) -> Composed:
@@ -116,7 +119,7 @@ def change_rows(schema: str, as_of: datetime | None) -> Composed:
         " WHEN v.data IS NOT NULL THEN v.data->>'visit' "
         " ELSE (SELECT f.data->>'visit' FROM {s}.{v} f WHERE f.subject_id = a.subject_id "
         "  AND f.record_id = a.record_id AND f.data IS NOT NULL ORDER BY f.position LIMIT 1) "
-        " END "
+        " END, v.data->>'observed_offset' "
         "FROM {s}.{a} a LEFT JOIN {s}.{v} v ON v.subject_id = a.subject_id "
         " AND v.record_id = a.record_id AND v.position = a.position "
         "WHERE a.subject_id IS NOT NULL{until} ORDER BY a.position, a.seq").format(
@@ -276,7 +279,10 @@ def _items(cat: Catalogue, key: str, changes: list[Change], entry: bool
     audit = _audit_record(first)
     if first.event_type in ENTRIES and first.observed_at is not None:
         observed = cat.items_by_form[key][item_oid(key, "observed_at")]
-        yield _item_data(observed, "Insert", utc_text(first.observed_at), audit)
+        # The clinical time with the offset it was entered with (UTC before offsets were kept).
+        when = (in_offset(first.observed_at, first.observed_offset).isoformat()
+                if first.observed_offset else utc_text(first.observed_at))
+        yield _item_data(observed, "Insert", when, audit)
     for change in changes:
         before = {item.oid: old for item, old in flatten(cat, key, change.field,
                                                          change.old_value)}

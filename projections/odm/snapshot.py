@@ -34,7 +34,15 @@ from projections.odm.metadata import (
     event_oid,
     record_values,
 )
-from projections.streaming import aware, consistent_read, in_force, stream, utc_text
+from projections.streaming import (
+    TIME_FIELDS,
+    aware,
+    consistent_read,
+    in_force,
+    localised,
+    stream,
+    utc_text,
+)
 
 if TYPE_CHECKING:
     from lxml.etree._serializer import _IncrementalFileWriter as Writer
@@ -45,7 +53,8 @@ _ROWS = SQL(
     "WITH heads AS (SELECT subject_id, data->>'subject' AS code FROM {s}.{v} h "
     " WHERE h.record_id = '' AND {h_in_force}) "
     "SELECT heads.code, r.record_id, r.kind, r.data->>'visit', r.data->>'observed_at', "
-    " CASE WHEN r.record_id = '' THEN r.data ELSE r.data->'fields' END, r.data->'derived' "
+    " CASE WHEN r.record_id = '' THEN r.data ELSE r.data->'fields' END, r.data->'derived', "
+    " r.data->>'observed_offset' "
     "FROM heads JOIN {s}.{v} r ON r.subject_id = heads.subject_id "
     "WHERE r.data IS NOT NULL AND {r_in_force} "
     "ORDER BY heads.code, r.record_id <> '', "
@@ -94,7 +103,7 @@ def _clinical_data(conn: psycopg.Connection[Any], schema: str, cat: Catalogue,
                          h_in_force=in_force(when, "h"), r_in_force=in_force(when, "r"))
     params = {"t": when, "visits": [e.visit for e in cat.events if e.visit],
               "kinds": list(cat.forms)}
-    for code, record_id, kind, visit, observed, values, derived in stream(
+    for code, record_id, kind, visit, observed, values, derived, offset in stream(
             conn, query, params, "odm_snapshot"):
         if record_id == "":
             subjects += 1
@@ -106,7 +115,10 @@ def _clinical_data(conn: psycopg.Connection[Any], schema: str, cat: Catalogue,
             key, repeat, values = SUBJECT, None, dict(values)
         else:
             key, repeat = kind, record_id
-            values = {"observed_at": observed, **values, **(derived or {})}
+            # Clinical times with the offset they were entered with (ODM keeps offsets).
+            values = {"observed_at": localised(observed, offset),
+                      **{k: localised(v, offset) if k in TIME_FIELDS else v
+                         for k, v in values.items()}, **(derived or {})}
         event = COMMON_EVENT if key == SUBJECT else event_oid(visit)
         form = cat.forms[key]
         nesting.enter(1, event, "StudyEventData", {"StudyEventOID": event})

@@ -114,10 +114,13 @@ def pdf_text(document: bytes) -> str:
 
 
 def _expect_corrected(text: str) -> None:
-    assert "Lab result LB1" in text
-    # The value now, and its history: entered 0.8, corrected 0.8 -> 0.6 with the reason.
-    assert f"Result {C3_CORRECTED}" in text
-    assert f"Record corrected Result {C3_ENTERED} {C3_CORRECTED}" in text
+    # One table of lab results, a column per field named by its label, not its id.
+    assert "Lab results Records Record Observed Visit Test Unit Result Reference low" in text
+    assert "code" not in text.split("Lab results")[1].split("Changes after first entry")[0]
+    # The value now, and beneath the table its change: 0.8 -> 0.6, who, when, why.
+    assert re.search(rf"LB1 2021-01-10 09:00:00 UTC BASELINE C3 g/L {C3_CORRECTED} ", text)
+    assert (f"LB1 2021-01-19 09:00:00 UTC Record corrected Result {C3_ENTERED} {C3_CORRECTED}"
+            in text)
     assert f"transcription_error: {REASON_TEXT}" in text
     assert "Zhang Min (data_manager, JLU1)" in text
     assert "2021-01-19 09:00:00 UTC" in text  # when the correction was recorded
@@ -147,7 +150,7 @@ def test_the_pdf_shows_the_same(exported: Exported) -> None:
 def test_as_of_before_the_correction_the_casebook_shows_the_signature_valid(
         exported: Exported) -> None:
     for text in (html_text(exported.before["001.html"]), pdf_text(exported.before["001.pdf"])):
-        assert f"Result {C3_ENTERED}" in text
+        assert f"C3 g/L {C3_ENTERED} " in text
         assert "Record corrected" not in text and REASON_TEXT not in text
         assert "Dr Wang Fang investigator 2021-01-18 13:00:00 UTC" in text
         assert "VALID" in text and "INVALIDATED" not in text

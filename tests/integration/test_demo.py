@@ -181,3 +181,31 @@ def password_free(text: str, people: dict[str, dict[str, str]]) -> bool:
     """True if no demo password appears in ``text`` (they are in the file, not the output)."""
     return not any(p["password"] in text for p in people.values())
 
+
+@pytest.mark.slow(seconds=60)
+def test_the_demo_casebooks_are_short_and_readable(demo: Demo) -> None:
+    """(After the test above, which counts the demo's events.) Each of the 46 children's
+    PDF fits in 12 pages and reads in the casebook's words:
+    labels, not field ids; a correction with its reason."""
+    import io
+
+    import pypdf
+
+    path = demo.settings.home / "casebooks.zip"
+    code, out = run(["export", "--study", STUDY, "--format", "casebook", "-o", str(path),
+                     "--database-url", demo.db_url], demo.settings)
+    assert code == 0, out
+    assert "casebooks of 46 subjects" in out
+    texts = []
+    with zipfile.ZipFile(path) as z:
+        for name in (n for n in z.namelist() if n.endswith(".pdf")):
+            reader = pypdf.PdfReader(io.BytesIO(z.read(name)))
+            assert len(reader.pages) <= 12, name
+            texts.append(" ".join(" ".join(p.extract_text() for p in reader.pages).split()))
+    text = " ".join(texts)
+    for label in ("Heart rate (beats/min)", "Daily dose", "Reference low", "Enrolled on"):
+        assert label in text
+    for field_id in ("dose_mg", "reference_low", "enrolled_on", "dose_per_m2", '{"'):
+        assert field_id not in text
+    assert re.search(r"Record corrected Result \S+ \S+ .{0,80}transcription_error: value "
+                     r"re-checked against the laboratory report", text)

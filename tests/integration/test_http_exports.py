@@ -63,7 +63,8 @@ def test_the_bundle_over_http_verifies_offline(runtime: Runtime, tmp_path: Path)
     assert report.as_of == as_of
     with zipfile.ZipFile(tmp_path / "earlier.zip") as z:
         page = z.read("casebooks/001.html").decode()
-        assert "<td>Result</td><td>0.8</td>" in page and "<td>0.6</td>" not in page
+        assert "<th>Result</th>" in page and "<td>C3</td><td>g/L</td><td>0.8</td>" in page
+        assert "<td>0.6</td>" not in page
         assert "casebooks/001.pdf" in z.namelist()
 
 
