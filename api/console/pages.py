@@ -1,0 +1,340 @@
+"""The console's screens under ``/ui/``: sign-in, studies, the casebook with its time
+slider, queries and e-signatures, and the audit trail.
+
+Every read and write calls the HTTP API's own route functions (:mod:`api.routes`), so the
+console sees and changes exactly what the API would for the same person: the same trial
+service, permissions and projections, and no rule of its own. Pages render with Jinja2 and
+work without JavaScript; htmx (vendored) only swaps the casebook in place as the slider moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import DIRECT, Principal, request_id
+from api.console import casebook_view as view
+from api.console.session import (
+    COOKIE,
+    SIGN_IN_COOKIE,
+    CsrfRefused,
+    check_csrf,
+    drop_session,
+    keep_session,
+    keep_sign_in_csrf,
+    sign_in_csrf,
+    signed_in,
+)
+from api.problems import status_of
+from api.routes import monitoring, records, studies
+from api.routes.people import address_of
+from api.schemas import CorrectionIn, QueryIn, ReasonIn, SignatureIn, TextIn
+from api.writes import runtime_of
+from application.people import SignIn
+from application.sign_in_limits import TooManyAttempts
+from domain.envelope import REASON_CODES
+from domain.errors import DomainError, NotFound, Unauthenticated
+from domain.permissions import readable_sites
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters["utc"] = view.utc_text
+templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
+
+AUDIT_PAGE = 25  # rows per page of the audit trail
+T = TypeVar("T")
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of the API's (synchronous) route functions in a worker thread."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def _refusal(exc: Exception) -> tuple[int, str]:
+    """The status and one line for a refused read or write (the API's own mapping)."""
+    if isinstance(exc, ValidationError):
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "input" for e in exc.errors())
+        return 422, f"Invalid input: {fields}: " + "; ".join(e["msg"] for e in exc.errors())
+    if isinstance(exc, DomainError):
+        status, title = status_of(exc)
+        return status, f"{title}: {exc}"
+    raise exc
+
+
+@router.get("/")
+async def home() -> RedirectResponse:
+    """The console's front door: the studies you hold a role in."""
+    return RedirectResponse("/ui/studies", status_code=303)
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request, why: str = "") -> HTMLResponse:
+    """The sign-in form (and why you are here: signed out, session ended)."""
+    notices = {"ended": "Your session ended (idle too long, expired or signed out). "
+                        "Please sign in again.",
+               "signed-out": "You are signed out."}
+    return _sign_in_form(request, 200, notice=notices.get(why, ""))
+
+
+def _sign_in_form(request: Request, status: int, *, notice: str = "", error: str = "",
+                  username: str = "") -> HTMLResponse:
+    csrf = sign_in_csrf(request)
+    response = _page(request, "sign_in.html", status, csrf=csrf, notice=notice, error=error,
+                     username=username)
+    keep_sign_in_csrf(request, response, csrf)
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, username: str = Form(""), password: str = Form(""),
+                  totp: str = Form(""), csrf: str = Form("")) -> Response:
+    """Sign in through the directory service, as ``POST /v1/auth/token`` does; the session
+    token goes into the cookie. Five failures in a row lock the account, and the form says
+    so."""
+    expected = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not expected or csrf != expected:
+        return _sign_in_form(request, 403, error="The form expired; please sign in again.",
+                             username=username)
+    runtime = runtime_of(request)
+    attempt = SignIn(username, password, DIRECT, request_id(request), "session",
+                     totp or None, address_of(request))
+    try:
+        user = await _call(runtime.people().sign_in, attempt)
+    except TooManyAttempts as e:
+        return _sign_in_form(request, 429, error=str(e), username=username)
+    except Unauthenticated as e:
+        return _sign_in_form(request, 401, username=username,
+                             error=await _call(_why_refused, request, username, e))
+    with runtime.pool().connection() as conn:
+        token, _ = runtime.sessions().issue(conn, user.username, DIRECT)
+    response = RedirectResponse("/ui/studies", status_code=303)
+    keep_session(request, response, token)
+    return response
+
+
+def _why_refused(request: Request, username: str, refused: Unauthenticated) -> str:
+    try:
+        user = runtime_of(request).directory().user(username)
+    except NotFound:
+        user = None
+    if user is not None and user.locked_out:
+        return ("This account is locked after repeated failed sign-ins. "
+                "Ask an administrator to unlock it.")
+    return f"Sign-in refused: {refused}."
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, csrf: str = Form("")) -> Response:
+    """End the session (its token is ended in the session store, as the API's sign-out)."""
+    _, expected = await signed_in(request)
+    check_csrf(request, expected, csrf)
+    runtime = runtime_of(request)
+    with runtime.pool().connection() as conn:
+        runtime.sessions().end(conn, request.cookies[COOKIE])
+    response = RedirectResponse("/ui/sign-in?why=signed-out", status_code=303)
+    drop_session(response)
+    return response
+
+
+@router.get("/studies")
+async def study_list(request: Request) -> HTMLResponse:
+    """The studies of this deployment you hold a role in."""
+    principal, csrf = await signed_in(request)
+    held = {g.study for g in principal.user.grants}
+    known = [s for s, _ in await _call(runtime_of(request).studies)]
+    mine = [s for s in sorted(known) if "*" in held or s in held]
+    return _page(request, "studies.html", principal=principal, csrf=csrf, studies=mine)
+
+
+@router.get("/studies/{study}")
+async def study_page(request: Request, study: str) -> HTMLResponse:
+    """A study's subjects at the sites you may read."""
+    principal, csrf = await signed_in(request)
+    try:
+        subjects = await _call(studies.list_subjects, request, principal, study)
+    except DomainError as e:
+        return _error(request, principal, csrf, e)
+    return _page(request, "study.html", principal=principal, csrf=csrf, study=study,
+                 subjects=subjects)
+
+
+def _error(request: Request, principal: Principal, csrf: str, exc: Exception) -> HTMLResponse:
+    status, message = _refusal(exc)
+    return _page(request, "error.html", status, principal=principal, csrf=csrf,
+                 message=message)
+
+
+def _subject_history(request: Request, principal: Principal, study: str,
+                     subject: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = studies.subject_history(request, principal, study, subject, cursor, 1000)
+        entries.extend(page["entries"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return entries
+
+
+async def _casebook(request: Request, principal: Principal, csrf: str, study: str,
+                    subject: str, *, step: int | None = None, as_of: str | None = None,
+                    valid_at: str | None = None, status: int = 200, error: str = "",
+                    notice: str = "") -> HTMLResponse:
+    history = await _call(_subject_history, request, principal, study, subject)
+    typed = view.typed_time(as_of, "as_of")
+    valid = view.typed_time(valid_at, "valid_at")
+    when = view.moment(view.instants_of(history), step, typed)
+    answer = await _call(studies.get_subject, request, principal, study, subject, when.as_of,
+                         valid)
+    book = orjson.loads(answer.body)
+    definition = (await _call(studies.get_study, request, principal, study))["definition"]
+    return _page(request, "casebook.html", status, principal=principal, csrf=csrf,
+                 study=study, book=book, when=when, typed=view.input_text(typed),
+                 valid_at=view.input_text(valid), now=datetime.now(UTC),
+                 histories=view.histories(history, when.as_of), queries=view.queries_on(book),
+                 meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
+                 error=error, notice=notice, past=when.as_of is not None)
+
+
+@router.get("/studies/{study}/subjects/{subject}")
+async def casebook_page(request: Request, study: str, subject: str, step: int | None = None,
+                        as_of: str | None = None, valid_at: str | None = None) -> HTMLResponse:
+    """A subject's casebook as it stood at any recorded time: a slider over the subject's
+    change instants or a typed date-time (UTC); each value opens its history."""
+    principal, csrf = await signed_in(request)
+    try:
+        return await _casebook(request, principal, csrf, study, subject, step=step,
+                               as_of=as_of, valid_at=valid_at)
+    except DomainError as e:
+        return _error(request, principal, csrf, e)
+
+
+async def _write(request: Request, study: str, subject: str, csrf: str,
+                 write: Callable[[Principal], Any], done: str) -> Response:
+    """Run one write through the API's route function, then show the casebook again: after
+    a redirect when it was stored, with the refusal in place when it was not."""
+    principal, expected = await signed_in(request)
+    check_csrf(request, expected, csrf)
+    try:
+        await _call(write, principal)
+    except (DomainError, ValidationError) as e:
+        status, message = _refusal(e)
+        try:
+            return await _casebook(request, principal, expected, study, subject,
+                                   status=status, error=message)
+        except DomainError as e2:
+            return _error(request, principal, expected, e2)
+    query = urlencode({"done": done})
+    return RedirectResponse(f"/ui/studies/{study}/subjects/{subject}?{query}#top",
+                            status_code=303)
+
+
+@router.post("/studies/{study}/subjects/{subject}/queries")
+async def raise_query(request: Request, study: str, subject: str, record_id: str = Form(""),
+                      field: str = Form(""), text: str = Form(""),
+                      csrf: str = Form("")) -> Response:
+    """Raise a query on one field of one record (``POST …/queries``)."""
+    return await _write(request, study, subject, csrf, lambda p: monitoring.open_query(
+        request, p, study, subject, QueryIn(record_id=record_id, field=field, text=text)),
+        "query raised")
+
+
+def _typed_value(text: str) -> Any:
+    # A value typed in a form is JSON when it reads as JSON (0.6, true, null), else text.
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+@router.post("/studies/{study}/subjects/{subject}/queries/{query}/answer")
+async def answer_query(request: Request, study: str, subject: str, query: str,
+                       record_id: str = Form(""), field: str = Form(""),
+                       value: str = Form(""), reason_code: str = Form(""),
+                       reason_text: str = Form(""), csrf: str = Form("")) -> Response:
+    """Answer a query by correcting its value, with a reason (``PATCH`` the record with
+    ``query_id``)."""
+    def correct(principal: Principal) -> Any:
+        book = orjson.loads(studies.get_subject(request, principal, study, subject).body)
+        kind = view.kind_of(book, record_id)
+        if kind is None:
+            raise NotFound(f"no record {record_id} in the casebook of {subject}")
+        body = CorrectionIn(field=field, value=_typed_value(value), query_id=query,
+                            reason=ReasonIn(code=reason_code, text=reason_text))
+        return records.correct_record(request, principal, study, subject,
+                                      kind, record_id, body)  # type: ignore[arg-type]
+    return await _write(request, study, subject, csrf, correct, "query answered by correction")
+
+
+@router.post("/studies/{study}/subjects/{subject}/queries/{query}/close")
+async def close_query(request: Request, study: str, subject: str, query: str,
+                      text: str = Form(""), csrf: str = Form("")) -> Response:
+    """Close a query (``POST …/queries/{q}/close``)."""
+    return await _write(request, study, subject, csrf, lambda p: monitoring.close_query(
+        request, p, study, subject, query, TextIn(text=text)), "query closed")
+
+
+@router.post("/studies/{study}/subjects/{subject}/signatures")
+async def sign(request: Request, study: str, subject: str, meaning: str = Form(""),
+               password: str = Form(""), totp: str = Form(""),
+               csrf: str = Form("")) -> Response:
+    """Sign the casebook: the meaning, and the signer's password entered again
+    (``POST …/signatures``, the same re-authentication)."""
+    def signature(principal: Principal) -> Any:
+        return monitoring.sign_casebook(request, principal, study, subject, SignatureIn(
+            meaning=meaning, username=principal.user.username, password=password,
+            totp=totp or None))
+    return await _write(request, study, subject, csrf, signature, "casebook signed")
+
+
+@router.get("/studies/{study}/audit")
+async def audit_trail(request: Request, study: str, site: str = "", subject: str = "",
+                      user_id: str = "", field: str = "", event_type: str = "",
+                      recorded_from: str = "", recorded_to: str = "", cursor: str = "",
+                      limit: int = AUDIT_PAGE) -> HTMLResponse:
+    """The study's audit trail, filtered (site, subject, user, field, event type, recorded
+    time range), ``limit`` rows a page, forward by cursor. Whoever reads one site only sees
+    it chosen for them (the API asks them to name it)."""
+    principal, csrf = await signed_in(request)
+    sites = readable_sites(principal.user.grants, study)
+    if not site and sites is not None and len(sites) == 1:
+        site = next(iter(sites))
+    filters = {"site": site, "subject": subject, "user_id": user_id, "field": field,
+               "event_type": event_type, "recorded_from": recorded_from,
+               "recorded_to": recorded_to, "limit": str(limit)}
+    try:
+        page = await _call(
+            studies.study_audit, request, principal, study, site or None, subject or None,
+            None, field or None, user_id or None, event_type or None,
+            view.typed_time(recorded_from, "recorded_from"),
+            view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
+    except DomainError as e:
+        return _error(request, principal, csrf, e)
+    kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}
+    return _page(request, "audit.html", principal=principal, csrf=csrf, study=study,
+                 filters=filters, entries=page["entries"],
+                 next_url=(f"?{urlencode({**kept, 'cursor': page['next_cursor']})}"
+                           if page["next_cursor"] else None),
+                 first_url=f"?{urlencode(kept)}" if cursor else None,
+                 filter_url=lambda **more: f"?{urlencode({**kept, **more})}")
+
+
+def refused_csrf(request: Request, _: CsrfRefused) -> HTMLResponse:
+    """A form post without the session's CSRF token: refused, nothing done."""
+    return _page(request, "error.html", 403, principal=None, csrf="",
+                 message="Forbidden: the form was not sent from this console "
+                         "(missing or wrong CSRF token); nothing was done.")
