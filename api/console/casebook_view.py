@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from domain.errors import InvalidInput
 
 
@@ -67,6 +69,14 @@ def kind_of(book: dict[str, Any], record_id: str) -> str | None:
         if any(v["record_id"] == record_id for v in views):
             return str(kind)
     return None
+
+
+def shown(value: Any) -> str:
+    """A recorded value as a person reads it: text as it is, nothing as a dash, numbers,
+    lists and the rest as JSON."""
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def utc_text(value: str | datetime | None) -> str:

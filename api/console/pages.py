@@ -50,6 +50,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["utc"] = view.utc_text
 templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
+templates.env.filters["shown"] = view.shown
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
 T = TypeVar("T")

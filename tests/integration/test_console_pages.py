@@ -1,0 +1,126 @@
+"""The console's sessions, CSRF tokens and refusals, in process (the browser tests in
+tests/e2e/test_console.py play the screens through)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from application.runtime import Runtime
+from tests.support import add_person, study_with_a_child
+
+STUDY = "NCT04397107"
+CASEBOOK = f"/ui/studies/{STUDY}/subjects/001"
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, page
+    return match.group(1)
+
+
+def _signed_in(runtime: Runtime, role: str = "monitor", site: str = "JLU1",
+               base_url: str = "http://testserver") -> TestClient:
+    username = f"{role}-{site}".lower()
+    password = add_person(runtime, username, role, site=site)
+    client = TestClient(create_app(runtime), base_url=base_url, follow_redirects=False)
+    form = client.get("/ui/sign-in")
+    answer = client.post("/ui/sign-in", data={"username": username, "password": password,
+                                              "csrf": _csrf(form.text)})
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/studies"
+    return client
+
+
+def test_pages_need_a_session(runtime: Runtime) -> None:
+    client = TestClient(create_app(runtime), follow_redirects=False)
+    for path in ("/ui/studies", CASEBOOK, f"/ui/studies/{STUDY}/audit"):
+        answer = client.get(path)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/sign-in"
+
+
+def test_the_session_cookie_is_http_only_strict_and_secure_over_https(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime, base_url="https://testserver")
+    page = client.get("/ui/studies")
+    assert page.status_code == 200
+    cookie = next(c for c in client.cookies.jar if c.name == "tl_session")
+    assert cookie.secure and cookie.path == "/ui"
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") in ("Strict", "strict")
+    # Pages may run this server's scripts only; the API's answers keep the strict policy.
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    assert "form-action 'self'" in policy
+    api = client.get("/healthz").headers["content-security-policy"]
+    assert api.startswith("default-src 'none';") and "script-src" not in api
+
+
+def test_sign_in_form_without_its_csrf_token_is_refused(runtime: Runtime) -> None:
+    password = add_person(runtime, "mon", "monitor", site="JLU1")
+    client = TestClient(create_app(runtime), follow_redirects=False)
+    client.get("/ui/sign-in")
+    answer = client.post("/ui/sign-in", data={"username": "mon", "password": password,
+                                              "csrf": "guessed"})
+    assert answer.status_code == 403
+    assert "tl_session" not in answer.headers.get("set-cookie", "")
+
+
+def test_a_write_without_the_session_csrf_token_stores_nothing(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    client = _signed_in(runtime)
+    before = client.get(CASEBOOK)
+    refused = client.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "check", "csrf": "forged"})
+    assert refused.status_code == 403
+    assert "CSRF" in refused.text
+    assert "No queries." in client.get(CASEBOOK).text
+    assert "No queries." in before.text
+
+
+def test_refusals_name_the_field_and_store_nothing(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    client = _signed_in(runtime)
+    page = client.get(CASEBOOK)
+    empty = client.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "", "csrf": _csrf(page.text)})
+    assert empty.status_code == 422
+    error = re.search(r'id="error">([^<]*)<', empty.text)
+    assert error is not None and "text" in error.group(1)
+    assert "No queries." in empty.text
+    bad_time = client.get(CASEBOOK, params={"as_of": "yesterday"})
+    assert bad_time.status_code == 422
+    assert "as_of: is not a date and time" in bad_time.text
+    unknown = client.get(f"/ui/studies/{STUDY}/subjects/999")
+    assert unknown.status_code == 404
+
+
+def test_a_coordinator_reads_only_their_own_sites(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime, "coordinator", "JLU2")
+    assert "No subjects at your sites." in client.get(f"/ui/studies/{STUDY}").text
+    assert client.get(CASEBOOK).status_code == 403
+
+
+def test_an_ended_session_sends_the_person_to_sign_in_saying_why(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    page = client.get("/ui/studies")
+    token = client.cookies["tl_session"]
+    with runtime.pool().connection() as conn:
+        runtime.sessions().end(conn, token)  # as an idle time-out or a sign-out elsewhere
+    ended = client.get("/ui/studies")
+    assert ended.status_code == 303
+    assert ended.headers["location"] == "/ui/sign-in?why=ended"
+    assert "Your session ended" in client.get("/ui/sign-in?why=ended").text
+    # Signing out ends the session in the store too.
+    client = _signed_in(runtime, "regulator", "*")
+    page = client.get("/ui/studies")
+    token = client.cookies["tl_session"]
+    out = client.post("/ui/sign-out", data={"csrf": _csrf(page.text)})
+    assert out.headers["location"] == "/ui/sign-in?why=signed-out"
+    with runtime.pool().connection() as conn:
+        assert runtime.sessions().resolve(conn, token) is None
