@@ -79,6 +79,17 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+def age(since: str, at: datetime) -> str:
+    """How long before ``at`` the time ``since`` was, in the largest whole unit (days, hours,
+    minutes)."""
+    seconds = max(0, int((at - datetime.fromisoformat(since)).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return "under a minute"
+
+
 def utc_text(value: str | datetime | None) -> str:
     """A time as the console shows every time: UTC with its offset written out."""
     if value is None:

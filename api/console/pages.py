@@ -36,7 +36,7 @@ from api.console.session import (
     signed_in,
 )
 from api.problems import status_of
-from api.routes import monitoring, records, studies
+from api.routes import ledger, monitoring, records, studies
 from api.routes.people import address_of
 from api.schemas import CorrectionIn, QueryIn, ReasonIn, SignatureIn, TextIn
 from api.writes import runtime_of
@@ -45,12 +45,15 @@ from application.sign_in_limits import TooManyAttempts
 from domain.envelope import REASON_CODES
 from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import readable_sites
+from infra.postgres import connect, schema_for_study
+from projections.dashboard import Overview, overview
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["utc"] = view.utc_text
 templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
+templates.env.filters["age"] = view.age
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
 T = TypeVar("T")
@@ -163,14 +166,30 @@ async def study_list(request: Request) -> HTMLResponse:
 
 @router.get("/studies/{study}")
 async def study_page(request: Request, study: str) -> HTMLResponse:
-    """A study's subjects at the sites you may read."""
+    """A study's dashboard and its subjects, at the sites you may read: enrolment by site and
+    arm, open queries with their age, SDV progress, casebooks awaiting signature or whose
+    signature was invalidated, and the ledger's newest checkpoint."""
     principal, csrf = await signed_in(request)
     try:
+        # The API's subject list checks the grant and brings the read tables up to date.
         subjects = await _call(studies.list_subjects, request, principal, study)
+        glance = await _call(_overview, request, principal, study)
     except DomainError as e:
         return _error(request, principal, csrf, e)
+    try:
+        checkpoint: dict[str, Any] | str = await _call(ledger.get_checkpoint, request,
+                                                       principal, study)
+    except DomainError as e:
+        checkpoint = str(e)
     return _page(request, "study.html", principal=principal, csrf=csrf, study=study,
-                 subjects=subjects)
+                 subjects=subjects, glance=glance, checkpoint=checkpoint,
+                 now=datetime.now(UTC))
+
+
+def _overview(request: Request, principal: Principal, study: str) -> Overview:
+    with connect(runtime_of(request).url) as conn:
+        return overview(conn, schema_for_study(study),
+                        readable_sites(principal.user.grants, study))
 
 
 def _error(request: Request, principal: Principal, csrf: str, exc: Exception) -> HTMLResponse:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -179,7 +180,9 @@ class Browser:
         WebDriverWait(self.driver, 20).until(staleness_of(page))
 
     def wait(self, condition: Any, timeout: float = 20) -> Any:
-        return WebDriverWait(self.driver, timeout).until(lambda _: condition())
+        # An element read while htmx swaps the page part holding it is stale: read again.
+        return WebDriverWait(self.driver, timeout, ignored_exceptions=(
+            StaleElementReferenceException,)).until(lambda _: condition())
 
     def shot(self, name: str) -> None:
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))
@@ -357,6 +360,15 @@ def test_query_raised_answered_by_correction_and_closed_across_roles(browser: Br
     query_id = query.get_attribute("id")
     assert "0.8 does not match the lab report" in query.text
     browser.shot("query-raised")
+    # The study's dashboard lists it among the open queries, with its age.
+    browser.click(f'nav a[href="/ui/studies/{STUDY}"]')
+    rows = [r.text for r in browser.finds("#open-queries tbody tr")]
+    mine = [r for r in rows if r.startswith("002 ")]
+    assert len(mine) == 1
+    assert mine[0].startswith("002 0.8 does not match the lab report LB-002.value open")
+    assert mine[0].endswith("under a minute")
+    assert browser.find("#enrolment tfoot").text == "All 3"
+    browser.shot("dashboard")
     browser.click("#sign-out")
 
     browser.sign_in("wfang")

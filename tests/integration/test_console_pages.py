@@ -124,3 +124,21 @@ def test_an_ended_session_sends_the_person_to_sign_in_saying_why(runtime: Runtim
     assert out.headers["location"] == "/ui/sign-in?why=signed-out"
     with runtime.pool().connection() as conn:
         assert runtime.sessions().resolve(conn, token) is None
+
+
+def test_the_dashboard_counts_at_the_readers_sites(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    monitor = _signed_in(runtime)
+    page = monitor.get(CASEBOOK)
+    raised = monitor.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "check the report",
+        "csrf": _csrf(page.text)})
+    assert raised.status_code == 303
+    board = monitor.get(f"/ui/studies/{STUDY}").text
+    assert re.search(r"<td>JLU1</td><td>IL2</td><td>1</td>", board)
+    assert "check the report" in board and "LB1.value" in board
+    assert "0 of 1 records marked verified" in board
+    assert "Awaiting signature: 1 (001)" in board
+    other = _signed_in(runtime, "coordinator", "JLU2").get(f"/ui/studies/{STUDY}").text
+    assert "check the report" not in other and "No open queries." in other
+    assert "Awaiting signature: 0" in other
