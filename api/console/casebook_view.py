@@ -79,6 +79,24 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+def changed_fields(before: dict[str, Any] | None,
+                   after: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """What differs between two renderings of a record or subject header: (name, before,
+    after) for each top-level entry, and for each field of a record's ``fields``."""
+    old, new = before or {}, after or {}
+    out: list[tuple[str, Any, Any]] = []
+    for name in sorted(set(old) | set(new)):
+        if name in ("fields", "derived") and isinstance(old.get(name, {}), dict) \
+                and isinstance(new.get(name, {}), dict):
+            inner_old, inner_new = old.get(name) or {}, new.get(name) or {}
+            out += [(f"{name}.{k}", inner_old.get(k), inner_new.get(k))
+                    for k in sorted(set(inner_old) | set(inner_new))
+                    if inner_old.get(k) != inner_new.get(k)]
+        elif name not in ("changes", "timeline") and old.get(name) != new.get(name):
+            out.append((name, old.get(name), new.get(name)))
+    return out
+
+
 def age(since: str, at: datetime) -> str:
     """How long before ``at`` the time ``since`` was, in the largest whole unit (days, hours,
     minutes)."""

@@ -36,9 +36,16 @@ from api.console.session import (
     signed_in,
 )
 from api.problems import status_of
-from api.routes import ledger, monitoring, records, studies
+from api.routes import ledger, monitoring, people, records, studies
 from api.routes.people import address_of
-from api.schemas import CorrectionIn, QueryIn, ReasonIn, SignatureIn, TextIn
+from api.schemas import (
+    CorrectionIn,
+    PasswordChangeIn,
+    QueryIn,
+    ReasonIn,
+    SignatureIn,
+    TextIn,
+)
 from api.writes import runtime_of
 from application.people import SignIn
 from application.sign_in_limits import TooManyAttempts
@@ -90,7 +97,9 @@ async def sign_in_page(request: Request, why: str = "") -> HTMLResponse:
     """The sign-in form (and why you are here: signed out, session ended)."""
     notices = {"ended": "Your session ended (idle too long, expired or signed out). "
                         "Please sign in again.",
-               "signed-out": "You are signed out."}
+               "signed-out": "You are signed out.",
+               "password-changed": "Your password is changed and every session of yours "
+                                   "ended. Please sign in with the new password."}
     return _sign_in_form(request, 200, notice=notices.get(why, ""))
 
 
@@ -150,6 +159,33 @@ async def sign_out(request: Request, csrf: str = Form("")) -> Response:
     with runtime.pool().connection() as conn:
         runtime.sessions().end(conn, request.cookies[COOKIE])
     response = RedirectResponse("/ui/sign-in?why=signed-out", status_code=303)
+    drop_session(response)
+    return response
+
+
+@router.get("/password")
+async def password_page(request: Request) -> HTMLResponse:
+    """The form to change your own password."""
+    principal, csrf = await signed_in(request)
+    return _page(request, "password.html", principal=principal, csrf=csrf, error="")
+
+
+@router.post("/password")
+async def change_password(request: Request, current_password: str = Form(""),
+                          new_password: str = Form(""), totp: str = Form(""),
+                          csrf: str = Form("")) -> Response:
+    """Change your own password as ``POST /v1/auth/password`` does (the current one checked,
+    the new one held to the password rules); every session of yours ends, this one too."""
+    principal, expected = await signed_in(request)
+    check_csrf(request, expected, csrf)
+    try:
+        await _call(people.change_own_password, request, principal, PasswordChangeIn(
+            current_password=current_password, new_password=new_password, totp=totp or None))
+    except (DomainError, ValidationError, TooManyAttempts) as e:
+        status, message = (429, str(e)) if isinstance(e, TooManyAttempts) else _refusal(e)
+        return _page(request, "password.html", status, principal=principal, csrf=expected,
+                     error=message)
+    response = RedirectResponse("/ui/sign-in?why=password-changed", status_code=303)
     drop_session(response)
     return response
 
@@ -351,6 +387,27 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
                            if page["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,
                  filter_url=lambda **more: f"?{urlencode({**kept, **more})}")
+
+
+@router.get("/studies/{study}/diff")
+async def diff_page(request: Request, study: str, recorded_from: str = "",
+                    recorded_to: str = "") -> HTMLResponse:
+    """What changed between two recorded times (``GET …/diff``, for readers of every site):
+    each subject header or record whose rendering changed, field by field."""
+    principal, csrf = await signed_in(request)
+    since = view.typed_time(recorded_from, "recorded_from") if recorded_from else None
+    until = view.typed_time(recorded_to, "recorded_to") if recorded_to else None
+    changes: list[dict[str, Any]] = []
+    try:
+        if since is not None and until is not None:
+            changes = await _call(studies.changes_between, request, principal, study, since,
+                                  until)
+    except DomainError as e:
+        return _error(request, principal, csrf, e)
+    return _page(request, "diff.html", principal=principal, csrf=csrf, study=study,
+                 recorded_from=recorded_from, recorded_to=recorded_to, asked=since and until,
+                 changes=[{**c, "fields": view.changed_fields(c["before"], c["after"])}
+                          for c in changes])
 
 
 def refused_csrf(request: Request, _: CsrfRefused) -> HTMLResponse:

@@ -4,12 +4,13 @@ tests/e2e/test_console.py play the screens through)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from application.runtime import Runtime
-from tests.support import add_person, study_with_a_child
+from tests.support import T0, add_person, study_with_a_child, study_with_a_corrected_lab
 
 STUDY = "NCT04397107"
 CASEBOOK = f"/ui/studies/{STUDY}/subjects/001"
@@ -142,3 +143,50 @@ def test_the_dashboard_counts_at_the_readers_sites(runtime: Runtime) -> None:
     other = _signed_in(runtime, "coordinator", "JLU2").get(f"/ui/studies/{STUDY}").text
     assert "check the report" not in other and "No open queries." in other
     assert "Awaiting signature: 0" in other
+
+
+def test_changing_your_password_ends_your_sessions(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    form = client.get("/ui/password")
+    weak = client.post("/ui/password", data={
+        "current_password": "monitor-jlu1-password", "new_password": "password1234",
+        "csrf": _csrf(form.text)})
+    assert weak.status_code == 422
+    assert "new_password" in weak.text
+    wrong = client.post("/ui/password", data={
+        "current_password": "not it", "new_password": "violet harbour lantern quietly",
+        "csrf": _csrf(form.text)})
+    assert wrong.status_code == 401
+    changed = client.post("/ui/password", data={
+        "current_password": "monitor-jlu1-password",
+        "new_password": "violet harbour lantern quietly", "csrf": _csrf(form.text)})
+    assert changed.status_code == 303
+    assert changed.headers["location"] == "/ui/sign-in?why=password-changed"
+    assert client.get("/ui/studies").headers["location"].startswith("/ui/sign-in")
+    sign_in = client.get("/ui/sign-in")
+    again = client.post("/ui/sign-in", data={
+        "username": "monitor-jlu1", "password": "violet harbour lantern quietly",
+        "csrf": _csrf(sign_in.text)})
+    assert again.headers["location"] == "/ui/studies"
+
+
+def test_the_diff_between_two_times_names_each_changed_field(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    regulator = _signed_in(runtime, "regulator", "*")
+    page = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": (T0 + timedelta(days=2)).isoformat(),
+        "recorded_to": (T0 + timedelta(days=10)).isoformat()})
+    assert page.status_code == 200
+    assert re.search(r"<td>LB1</td><td>fields.value</td>\s*<td>0.8</td><td>0.6</td>", page.text)
+    before = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-12T00:00:00", "recorded_to": "2021-01-13T00:00:00"})
+    assert "Nothing changed between these times." in before.text
+    reversed_times = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-13T00:00:00", "recorded_to": "2021-01-12T00:00:00"})
+    assert reversed_times.status_code == 422
+    # The diff spans every site: a reader of one site is refused, as by the API.
+    monitor = _signed_in(runtime)
+    assert monitor.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-12T00:00:00",
+        "recorded_to": "2021-01-13T00:00:00"}).status_code == 403
