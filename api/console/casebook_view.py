@@ -26,11 +26,6 @@ class Moment:
     step: int
 
 
-def instants_of(history: list[dict[str, Any]]) -> list[datetime]:
-    """The distinct recorded times of a subject's audit rows, oldest first."""
-    return sorted({datetime.fromisoformat(e["recorded_at"]) for e in history})
-
-
 def moment(instants: list[datetime], step: int | None, typed: datetime | None) -> Moment:
     """The time to show: a typed date-time wins, then the slider's step; the newest step (or
     neither) means now. The slider then stands at the last instant at or before the time."""
@@ -41,17 +36,6 @@ def moment(instants: list[datetime], step: int | None, typed: datetime | None) -
     if step is None or step >= last or step < 0:
         return Moment(instants, None, max(last, 0))
     return Moment(instants, instants[step], step)
-
-
-def histories(history: list[dict[str, Any]],
-              as_of: datetime | None) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Each (record, field)'s audit rows recorded by ``as_of`` (None: all), oldest first."""
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for entry in history:
-        if as_of is not None and datetime.fromisoformat(entry["recorded_at"]) > as_of:
-            continue
-        out.setdefault((entry["record_id"] or "", entry["field"] or ""), []).append(entry)
-    return out
 
 
 def queries_on(book: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:

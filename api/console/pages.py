@@ -10,7 +10,7 @@ work without JavaScript; htmx (vendored) only swaps the casebook in place as the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -46,14 +46,15 @@ from api.schemas import (
     SignatureIn,
     TextIn,
 )
-from api.writes import runtime_of
+from api.writes import runtime_of, study_app
 from application.people import SignIn
 from application.sign_in_limits import TooManyAttempts
 from domain.envelope import REASON_CODES
 from domain.errors import DomainError, NotFound, Unauthenticated
-from domain.permissions import readable_sites
+from domain.permissions import Action, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
+from projections.subject_changes import Instants, change_instants, field_changes
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -63,6 +64,7 @@ templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
+OLDEST_QUERIES = 50  # open queries the dashboard lists (all are counted)
 T = TypeVar("T")
 
 
@@ -219,7 +221,7 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
         checkpoint = str(e)
     return _page(request, "study.html", principal=principal, csrf=csrf, study=study,
                  subjects=subjects, glance=glance, checkpoint=checkpoint,
-                 now=datetime.now(UTC))
+                 now=datetime.now(UTC), oldest=OLDEST_QUERIES)
 
 
 def _overview(request: Request, principal: Principal, study: str) -> Overview:
@@ -234,26 +236,33 @@ def _error(request: Request, principal: Principal, csrf: str, exc: Exception) ->
                  message=message)
 
 
-def _subject_history(request: Request, principal: Principal, study: str,
-                     subject: str) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = studies.subject_history(request, principal, study, subject, cursor, 1000)
-        entries.extend(page["entries"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return entries
+def _instants(request: Request, principal: Principal, study: str,
+              subject: str) -> Instants:
+    """The subject's change instants, once the person may read its site (the same grant
+    check as the API's casebook route)."""
+    study_app(request, study)
+    runtime = runtime_of(request)
+    runtime.project(study)
+    with connect(runtime.url) as conn:
+        instants = change_instants(conn, schema_for_study(study), subject)
+    principal.grant_for(Action.READ, study, instants.site)
+    return instants
+
+
+def _field_changes(request: Request, study: str, subject: str,
+                   as_of: datetime | None) -> dict[tuple[str, str], dict[str, Any]]:
+    with connect(runtime_of(request).url) as conn:
+        return field_changes(conn, schema_for_study(study), subject, as_of)
 
 
 async def _casebook(request: Request, principal: Principal, csrf: str, study: str,
                     subject: str, *, step: int | None = None, as_of: str | None = None,
                     valid_at: str | None = None, status: int = 200, error: str = "",
                     notice: str = "") -> HTMLResponse:
-    history = await _call(_subject_history, request, principal, study, subject)
+    instants = await _call(_instants, request, principal, study, subject)
     typed = view.typed_time(as_of, "as_of")
     valid = view.typed_time(valid_at, "valid_at")
-    when = view.moment(view.instants_of(history), step, typed)
+    when = view.moment(instants.times, step, typed)
     answer = await _call(studies.get_subject, request, principal, study, subject, when.as_of,
                          valid)
     book = orjson.loads(answer.body)
@@ -261,9 +270,33 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
     return _page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
                  valid_at=view.input_text(valid), now=datetime.now(UTC),
-                 histories=view.histories(history, when.as_of), queries=view.queries_on(book),
+                 changes=await _call(_field_changes, request, study, subject, when.as_of),
+                 queries=view.queries_on(book),
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)
+
+
+@router.get("/studies/{study}/subjects/{subject}/history")
+async def value_history(request: Request, study: str, subject: str, record: str = "",
+                        field: str = "", as_of: str = "") -> HTMLResponse:
+    """One value's history (old → new, who, role, site, time, reason) up to ``as_of``, from
+    the API's audit trail: the fragment a casebook's change marker opens in place, or a
+    page of its own without JavaScript."""
+    principal, csrf = await signed_in(request)
+    try:
+        until = view.typed_time(as_of, "as_of")
+        instants = await _call(_instants, request, principal, study, subject)
+        page = await _call(
+            studies.study_audit, request, principal, study, instants.site, subject,
+            record or None, field or None, None, None, None,
+            until + timedelta(microseconds=1) if until else None, None, 1000)
+    except DomainError as e:
+        return _error(request, principal, csrf, e)
+    # htmx asks for the rows alone, to put them in the marker it opened.
+    name = "history_rows.html" if request.headers.get("hx-request") == "true" else "history.html"
+    return _page(request, name, principal=principal, csrf=csrf, study=study,
+                 subject=subject, record=record, field=field, entries=page["entries"],
+                 more=page["next_cursor"] is not None)
 
 
 @router.get("/studies/{study}/subjects/{subject}")

@@ -302,7 +302,8 @@ def test_the_time_slider_crosses_a_correction(browser: Browser) -> None:
     browser.find("#step").send_keys(Keys.ARROW_RIGHT)
     browser.wait(lambda: browser.find("#shown-time").text == "now (latest)")
     row = 'tr[data-record="LB-001"][data-field="value"]'
-    browser.find(f"{row} details summary").click()
+    browser.find(f"{row} details summary").click()  # htmx fetches the history in place
+    browser.wait(lambda: browser.finds(f"{row} details table"))
     history = browser.find(f"{row} details table").text
     assert "0.8 → 0.6" in history
     assert "Li Wei coordinator JLU1 transcription_error: lab report says 0.6" in history

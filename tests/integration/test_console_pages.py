@@ -190,3 +190,23 @@ def test_the_diff_between_two_times_names_each_changed_field(runtime: Runtime) -
     assert monitor.get(f"/ui/studies/{STUDY}/diff", params={
         "recorded_from": "2021-01-12T00:00:00",
         "recorded_to": "2021-01-13T00:00:00"}).status_code == 403
+
+
+def test_a_value_history_as_a_page_and_as_the_fragment_its_marker_opens(
+        runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    monitor = _signed_in(runtime)
+    book = monitor.get(CASEBOOK).text
+    assert "changed (2), last by" in book and "transcription_error" in book
+    url = f"{CASEBOOK}/history"
+    page = monitor.get(url, params={"record": "LB1", "field": "value"})
+    assert page.status_code == 200 and "<html" in page.text
+    assert "0.8 → 0.6" in page.text and "transcription error found at monitoring" in page.text
+    fragment = monitor.get(url, params={"record": "LB1", "field": "value"},
+                           headers={"HX-Request": "true"})
+    assert "<html" not in fragment.text and "0.8 → 0.6" in fragment.text
+    before = monitor.get(url, params={"record": "LB1", "field": "value",
+                                      "as_of": (T0 + timedelta(days=2)).isoformat()})
+    assert "— → 0.8" in before.text and "0.8 → 0.6" not in before.text
+    other_site = _signed_in(runtime, "coordinator", "JLU2")
+    assert other_site.get(url, params={"record": "LB1", "field": "value"}).status_code == 403
