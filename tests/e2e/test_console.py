@@ -236,7 +236,7 @@ def browser(server: Server, tmp_path: Path) -> Iterator[Browser]:
 
 
 def _value_cell(browser: Browser, record: str, field: str) -> WebElement:
-    return browser.find(f'tr[data-record="{record}"][data-field="{field}"] td:nth-child(5)')
+    return browser.find(f'tr[data-record="{record}"][data-field="{field}"] td.v')
 
 
 @pytest.mark.slow(seconds=25)

@@ -198,6 +198,7 @@ def test_a_value_history_as_a_page_and_as_the_fragment_its_marker_opens(
     monitor = _signed_in(runtime)
     book = monitor.get(CASEBOOK).text
     assert "changed (2), last by" in book and "transcription_error" in book
+    assert f'href="{CASEBOOK}/history?record=LB1&amp;field=value"' in book
     url = f"{CASEBOOK}/history"
     page = monitor.get(url, params={"record": "LB1", "field": "value"})
     assert page.status_code == 200 and "<html" in page.text
