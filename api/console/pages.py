@@ -134,11 +134,23 @@ async def sign_in(request: Request, username: str = Form(""), password: str = Fo
     except Unauthenticated as e:
         return _sign_in_form(request, 401, username=username,
                              error=await _call(_why_refused, request, username, e))
-    with runtime.pool().connection() as conn:
-        token, _ = runtime.sessions().issue(conn, user.username, DIRECT)
+    token = await _call(_issue, request, user.username)
     response = RedirectResponse("/ui/studies", status_code=303)
     keep_session(request, response, token)
     return response
+
+
+def _issue(request: Request, username: str) -> str:
+    runtime = runtime_of(request)
+    with runtime.pool().connection() as conn:
+        token, _ = runtime.sessions().issue(conn, username, DIRECT)
+    return token
+
+
+def _end(request: Request, token: str) -> None:
+    runtime = runtime_of(request)
+    with runtime.pool().connection() as conn:
+        runtime.sessions().end(conn, token)
 
 
 def _why_refused(request: Request, username: str, refused: Unauthenticated) -> str:
@@ -157,9 +169,7 @@ async def sign_out(request: Request, csrf: str = Form("")) -> Response:
     """End the session (its token is ended in the session store, as the API's sign-out)."""
     _, expected = await signed_in(request)
     check_csrf(request, expected, csrf)
-    runtime = runtime_of(request)
-    with runtime.pool().connection() as conn:
-        runtime.sessions().end(conn, request.cookies[COOKIE])
+    await _call(_end, request, request.cookies[COOKIE])
     response = RedirectResponse("/ui/sign-in?why=signed-out", status_code=303)
     drop_session(response)
     return response
