@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import problems
+from api import console, problems
 from api.collector import CollectorPauses
 from api.middleware import (
     AccessLog,
@@ -72,8 +72,8 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     """The FastAPI application serving one deployment."""
     # FastAPI's own OpenTelemetry hooks are off: the access log and /metrics are the app's,
     # and checking for a configured provider on every request costs as much as routing it.
-    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, which a
-    # server of patient data must not make its users' browsers run.
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN, which a server of
+    # patient data must not make its users' browsers run: /docs is the console's, vendored.
     app = FastAPI(title="TrialLedger", version="0.1.0", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None,
                   description=DESCRIPTION, lifespan=lifespan,
@@ -91,6 +91,7 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     for module in (records, operations, people, studies, monitoring, deviations, ledger,
                    exports):
         app.include_router(module.router)
+    console.install(app)
     # Outermost last: the access log sees every answer, the limit applies before anything
     # reads a body, idempotency sees the buffered body (once the database is known to be
     # there); every answer, the middlewares'

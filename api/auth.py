@@ -80,12 +80,18 @@ async def current_principal(
     A token and person this process checked within the sessions' ``touch_every`` are taken
     as they are, on the event loop; otherwise both are read again, in a worker thread.
     """
-    runtime: Runtime = request.app.state.runtime
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required (POST /v1/auth/token)")
-    signed_in = _recently_signed_in(runtime, credentials.credentials)
+    return await principal_of_token(request, credentials.credentials)
+
+
+async def principal_of_token(request: Request, token: str) -> Principal:
+    """The person behind a session token however it came (a bearer header, the console's
+    cookie); 401 without a live session."""
+    runtime: Runtime = request.app.state.runtime
+    signed_in = _recently_signed_in(runtime, token)
     if signed_in is None:
-        signed_in = await run_in_threadpool(_signed_in, runtime, credentials.credentials)
+        signed_in = await run_in_threadpool(_signed_in, runtime, token)
     session, user = signed_in
     if not user.can_sign_in():
         raise Unauthenticated(f"{user.username} may not sign in")

@@ -298,8 +298,8 @@ class Idempotency:
                     {"content": content, "content_type": content_type, "headers": headers})
 
 
-# Every answer is data or an error, never a page: nothing may be framed, run or fetched by
-# it, and nothing of it kept by a cache (patient data: HIPAA, GDPR).
+# Every answer of the API is data or an error, never a page: nothing may be framed, run or
+# fetched by it, and nothing of it kept by a cache (patient data: HIPAA, GDPR).
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"content-security-policy",
@@ -308,11 +308,20 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
+# The console's pages and /docs run scripts and styles, but only this server's own files (no
+# inline script, nothing from another host); their forms post only here.
+PAGE_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
+    (name, b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+           b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+    if name == b"content-security-policy" else (name, value)
+    for name, value in SECURITY_HEADERS)
+PAGE_PATHS = ("/ui/", "/docs")
 _SET_HERE = {name for name, _ in SECURITY_HEADERS}
 
 
 class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every response (replacing a route's own)."""
+    """Adds :data:`SECURITY_HEADERS` to every response (replacing a route's own);
+    :data:`PAGE_SECURITY_HEADERS` to the console's and /docs'."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -322,19 +331,24 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        path = scope["path"]
+        added = (PAGE_SECURITY_HEADERS if path == "/ui" or path.startswith(PAGE_PATHS)
+                 else SECURITY_HEADERS)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*(h for h in message.get("headers", [])
-                                        if h[0].lower() not in _SET_HERE), *SECURITY_HEADERS]
+                                        if h[0].lower() not in _SET_HERE), *added]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
 class Exposure:
-    """``/openapi.json`` and ``/metrics`` only as the settings allow (404 otherwise, as if
-    absent): the schema when docs are exposed; the metrics to a bearer of the metrics token,
-    or to anyone when they are open (see :class:`infra.settings.Settings`)."""
+    """``/openapi.json``, ``/docs`` and ``/metrics`` only as the settings allow (404
+    otherwise, as if absent): the schema and its page when docs are exposed; the metrics to
+    a bearer of the metrics token, or to anyone when they are open (see
+    :class:`infra.settings.Settings`)."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -348,7 +362,7 @@ class Exposure:
 
     def _allowed(self, scope: Scope) -> bool:
         path = scope["path"]
-        if path == "/openapi.json":
+        if path in ("/openapi.json", "/docs"):
             return self.settings.docs_open
         if path == "/metrics":
             token = self.settings.metrics_token

@@ -56,14 +56,17 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def status_of(exc: DomainError) -> tuple[int, str]:
+    """The HTTP status and title answering a domain refusal (the API's and the console's)."""
+    return next((v for k, v in _STATUS.items() if isinstance(exc, k)), (400, "Refused"))
+
+
 def install(app: FastAPI) -> None:
     """Map domain refusals and request validation errors to problem+json."""
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        status, title = next(
-            (v for k, v in _STATUS.items() if isinstance(exc, k)), (400, "Refused")
-        )
+        status, title = status_of(exc)
         extra: dict[str, Any] = {}
         if isinstance(exc, InvalidInput):
             extra["errors"] = [{"field": p.field, "message": p.message} for p in exc.problems]

@@ -213,6 +213,8 @@ def print_next_steps(console: Console, base_url: str, credentials: Path, *,
                      "TRIALLEDGER_HOME; --host and --port choose where)")
     lines += [f"  The API: {base_url}/v1 (OpenAPI at {base_url}/openapi.json, "
               f"browsable at {base_url}/docs)",
+              f"  The web console: {base_url}/ui/ (sign in as any person of the demo: "
+              f"usernames and passwords in {credentials})",
               "  Sign in as the monitor and read the audit trail:"]
     password = (f'import json,sys; print(json.load(open(sys.argv[1]))["people"]'
                 f'["{MONITOR}"]["password"])')

@@ -45,9 +45,17 @@ def test_every_answer_carries_the_security_headers(runtime: Runtime) -> None:
         _secured(answer)
 
 
-def test_no_page_loads_swagger_from_a_cdn(runtime: Runtime) -> None:
+def test_docs_load_swagger_ui_from_this_server_alone(runtime: Runtime) -> None:
     client = TestClient(create_app(runtime))
-    assert client.get("/docs").status_code == 404
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "/ui/static/vendor/swagger-ui-bundle.js" in docs.text
+    assert "http" not in docs.text  # no asset from another host
+    assert "<script>" not in docs.text  # no inline script: the policy refuses them
+    policy = docs.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert client.get("/ui/static/vendor/swagger-ui-bundle.js").status_code == 200
     assert client.get("/redoc").status_code == 404
 
 
@@ -71,7 +79,7 @@ def test_development_settings_keep_the_schema_and_metrics_open(runtime: Runtime)
 
 
 def test_production_settings_close_the_schema_and_metrics(production: TestClient) -> None:
-    for path in ("/openapi.json", "/metrics"):
+    for path in ("/openapi.json", "/docs", "/metrics"):
         closed = production.get(path)
         assert closed.status_code == 404, path
         _secured(closed)

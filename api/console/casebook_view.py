@@ -1,0 +1,117 @@
+"""The casebook screen's arrangement of what the API reads: the subject's change instants
+for the time slider, and each value's history beside it.
+
+Nothing here decides anything about the data: the casebook and the audit rows come from the
+same route functions the HTTP API answers with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from domain.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where the slider stands: the recorded instants it moves over, the chosen one (None:
+    now), and its index on the slider."""
+
+    instants: list[datetime]
+    as_of: datetime | None
+    step: int
+
+
+def moment(instants: list[datetime], step: int | None, typed: datetime | None) -> Moment:
+    """The time to show: a typed date-time wins, then the slider's step; the newest step (or
+    neither) means now. The slider then stands at the last instant at or before the time."""
+    last = len(instants) - 1
+    if typed is not None:
+        at = [i for i, t in enumerate(instants) if t <= typed]
+        return Moment(instants, typed, at[-1] if at else 0)
+    if step is None or step >= last or step < 0:
+        return Moment(instants, None, max(last, 0))
+    return Moment(instants, instants[step], step)
+
+
+def queries_on(book: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The casebook's queries by the (record, field) they are raised on."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for query_id, query in sorted(book["queries"].items()):
+        out.setdefault((query["record_id"], query["field"]), []).append(
+            {"query_id": query_id, **query})
+    return out
+
+
+def kind_of(book: dict[str, Any], record_id: str) -> str | None:
+    """The kind (``labs``, ``vitals``…) of a record of the casebook, None if it has none."""
+    for kind, views in book["records"].items():
+        if any(v["record_id"] == record_id for v in views):
+            return str(kind)
+    return None
+
+
+def shown(value: Any) -> str:
+    """A recorded value as a person reads it: text as it is, nothing as a dash, numbers,
+    lists and the rest as JSON."""
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def changed_fields(before: dict[str, Any] | None,
+                   after: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """What differs between two renderings of a record or subject header: (name, before,
+    after) for each top-level entry, and for each field of a record's ``fields``."""
+    old, new = before or {}, after or {}
+    out: list[tuple[str, Any, Any]] = []
+    for name in sorted(set(old) | set(new)):
+        if name in ("fields", "derived") and isinstance(old.get(name, {}), dict) \
+                and isinstance(new.get(name, {}), dict):
+            inner_old, inner_new = old.get(name) or {}, new.get(name) or {}
+            out += [(f"{name}.{k}", inner_old.get(k), inner_new.get(k))
+                    for k in sorted(set(inner_old) | set(inner_new))
+                    if inner_old.get(k) != inner_new.get(k)]
+        elif name not in ("changes", "timeline") and old.get(name) != new.get(name):
+            out.append((name, old.get(name), new.get(name)))
+    return out
+
+
+def age(since: str, at: datetime) -> str:
+    """How long before ``at`` the time ``since`` was, in the largest whole unit (days, hours,
+    minutes)."""
+    seconds = max(0, int((at - datetime.fromisoformat(since)).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return "under a minute"
+
+
+def utc_text(value: str | datetime | None) -> str:
+    """A time as the console shows every time: UTC with its offset written out."""
+    if value is None:
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.astimezone(UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def input_text(value: datetime | None) -> str:
+    """A time as a ``datetime-local`` field holds it (UTC, seconds)."""
+    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def typed_time(text: str | None, name: str) -> datetime | None:
+    """A time typed in a form: ISO 8601, with its offset or in UTC (as the field's label
+    says); None when blank."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(name, "is not a date and time (YYYY-MM-DDTHH:MM:SS, UTC)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

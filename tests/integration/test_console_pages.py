@@ -1,0 +1,213 @@
+"""The console's sessions, CSRF tokens and refusals, in process (the browser tests in
+tests/e2e/test_console.py play the screens through)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from application.runtime import Runtime
+from tests.support import T0, add_person, study_with_a_child, study_with_a_corrected_lab
+
+STUDY = "NCT04397107"
+CASEBOOK = f"/ui/studies/{STUDY}/subjects/001"
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, page
+    return match.group(1)
+
+
+def _signed_in(runtime: Runtime, role: str = "monitor", site: str = "JLU1",
+               base_url: str = "http://testserver") -> TestClient:
+    username = f"{role}-{site}".lower()
+    password = add_person(runtime, username, role, site=site)
+    client = TestClient(create_app(runtime), base_url=base_url, follow_redirects=False)
+    form = client.get("/ui/sign-in")
+    answer = client.post("/ui/sign-in", data={"username": username, "password": password,
+                                              "csrf": _csrf(form.text)})
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/studies"
+    return client
+
+
+def test_pages_need_a_session(runtime: Runtime) -> None:
+    client = TestClient(create_app(runtime), follow_redirects=False)
+    for path in ("/ui/studies", CASEBOOK, f"/ui/studies/{STUDY}/audit"):
+        answer = client.get(path)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/sign-in"
+
+
+def test_the_session_cookie_is_http_only_strict_and_secure_over_https(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime, base_url="https://testserver")
+    page = client.get("/ui/studies")
+    assert page.status_code == 200
+    cookie = next(c for c in client.cookies.jar if c.name == "tl_session")
+    assert cookie.secure and cookie.path == "/ui"
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") in ("Strict", "strict")
+    # Pages may run this server's scripts only; the API's answers keep the strict policy.
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    assert "form-action 'self'" in policy
+    api = client.get("/healthz").headers["content-security-policy"]
+    assert api.startswith("default-src 'none';") and "script-src" not in api
+
+
+def test_sign_in_form_without_its_csrf_token_is_refused(runtime: Runtime) -> None:
+    password = add_person(runtime, "mon", "monitor", site="JLU1")
+    client = TestClient(create_app(runtime), follow_redirects=False)
+    client.get("/ui/sign-in")
+    answer = client.post("/ui/sign-in", data={"username": "mon", "password": password,
+                                              "csrf": "guessed"})
+    assert answer.status_code == 403
+    assert "tl_session" not in answer.headers.get("set-cookie", "")
+
+
+def test_a_write_without_the_session_csrf_token_stores_nothing(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    client = _signed_in(runtime)
+    before = client.get(CASEBOOK)
+    refused = client.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "check", "csrf": "forged"})
+    assert refused.status_code == 403
+    assert "CSRF" in refused.text
+    assert "No queries." in client.get(CASEBOOK).text
+    assert "No queries." in before.text
+
+
+def test_refusals_name_the_field_and_store_nothing(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    client = _signed_in(runtime)
+    page = client.get(CASEBOOK)
+    empty = client.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "", "csrf": _csrf(page.text)})
+    assert empty.status_code == 422
+    error = re.search(r'id="error">([^<]*)<', empty.text)
+    assert error is not None and "text" in error.group(1)
+    assert "No queries." in empty.text
+    bad_time = client.get(CASEBOOK, params={"as_of": "yesterday"})
+    assert bad_time.status_code == 422
+    assert "as_of: is not a date and time" in bad_time.text
+    unknown = client.get(f"/ui/studies/{STUDY}/subjects/999")
+    assert unknown.status_code == 404
+
+
+def test_a_coordinator_reads_only_their_own_sites(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime, "coordinator", "JLU2")
+    assert "No subjects at your sites." in client.get(f"/ui/studies/{STUDY}").text
+    assert client.get(CASEBOOK).status_code == 403
+
+
+def test_an_ended_session_sends_the_person_to_sign_in_saying_why(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    page = client.get("/ui/studies")
+    token = client.cookies["tl_session"]
+    with runtime.pool().connection() as conn:
+        runtime.sessions().end(conn, token)  # as an idle time-out or a sign-out elsewhere
+    ended = client.get("/ui/studies")
+    assert ended.status_code == 303
+    assert ended.headers["location"] == "/ui/sign-in?why=ended"
+    assert "Your session ended" in client.get("/ui/sign-in?why=ended").text
+    # Signing out ends the session in the store too.
+    client = _signed_in(runtime, "regulator", "*")
+    page = client.get("/ui/studies")
+    token = client.cookies["tl_session"]
+    out = client.post("/ui/sign-out", data={"csrf": _csrf(page.text)})
+    assert out.headers["location"] == "/ui/sign-in?why=signed-out"
+    with runtime.pool().connection() as conn:
+        assert runtime.sessions().resolve(conn, token) is None
+
+
+def test_the_dashboard_counts_at_the_readers_sites(runtime: Runtime) -> None:
+    study_with_a_child(runtime, lab=True)
+    monitor = _signed_in(runtime)
+    page = monitor.get(CASEBOOK)
+    raised = monitor.post(f"{CASEBOOK}/queries", data={
+        "record_id": "LB1", "field": "value", "text": "check the report",
+        "csrf": _csrf(page.text)})
+    assert raised.status_code == 303
+    board = monitor.get(f"/ui/studies/{STUDY}").text
+    assert re.search(r"<td>JLU1</td><td>IL2</td><td>1</td>", board)
+    assert "check the report" in board and "LB1.value" in board
+    assert "0 of 1 records marked verified" in board
+    assert "Awaiting signature: 1 (001)" in board
+    other = _signed_in(runtime, "coordinator", "JLU2").get(f"/ui/studies/{STUDY}").text
+    assert "check the report" not in other and "No open queries." in other
+    assert "Awaiting signature: 0" in other
+
+
+def test_changing_your_password_ends_your_sessions(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    form = client.get("/ui/password")
+    weak = client.post("/ui/password", data={
+        "current_password": "monitor-jlu1-password", "new_password": "password1234",
+        "csrf": _csrf(form.text)})
+    assert weak.status_code == 422
+    assert "new_password" in weak.text
+    wrong = client.post("/ui/password", data={
+        "current_password": "not it", "new_password": "violet harbour lantern quietly",
+        "csrf": _csrf(form.text)})
+    assert wrong.status_code == 401
+    changed = client.post("/ui/password", data={
+        "current_password": "monitor-jlu1-password",
+        "new_password": "violet harbour lantern quietly", "csrf": _csrf(form.text)})
+    assert changed.status_code == 303
+    assert changed.headers["location"] == "/ui/sign-in?why=password-changed"
+    assert client.get("/ui/studies").headers["location"].startswith("/ui/sign-in")
+    sign_in = client.get("/ui/sign-in")
+    again = client.post("/ui/sign-in", data={
+        "username": "monitor-jlu1", "password": "violet harbour lantern quietly",
+        "csrf": _csrf(sign_in.text)})
+    assert again.headers["location"] == "/ui/studies"
+
+
+def test_the_diff_between_two_times_names_each_changed_field(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    regulator = _signed_in(runtime, "regulator", "*")
+    page = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": (T0 + timedelta(days=2)).isoformat(),
+        "recorded_to": (T0 + timedelta(days=10)).isoformat()})
+    assert page.status_code == 200
+    assert re.search(r"<td>LB1</td><td>fields.value</td>\s*<td>0.8</td><td>0.6</td>", page.text)
+    before = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-12T00:00:00", "recorded_to": "2021-01-13T00:00:00"})
+    assert "Nothing changed between these times." in before.text
+    reversed_times = regulator.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-13T00:00:00", "recorded_to": "2021-01-12T00:00:00"})
+    assert reversed_times.status_code == 422
+    # The diff spans every site: a reader of one site is refused, as by the API.
+    monitor = _signed_in(runtime)
+    assert monitor.get(f"/ui/studies/{STUDY}/diff", params={
+        "recorded_from": "2021-01-12T00:00:00",
+        "recorded_to": "2021-01-13T00:00:00"}).status_code == 403
+
+
+def test_a_value_history_as_a_page_and_as_the_fragment_its_marker_opens(
+        runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    monitor = _signed_in(runtime)
+    book = monitor.get(CASEBOOK).text
+    assert "changed (2), last by" in book and "transcription_error" in book
+    assert f'href="{CASEBOOK}/history?record=LB1&amp;field=value"' in book
+    url = f"{CASEBOOK}/history"
+    page = monitor.get(url, params={"record": "LB1", "field": "value"})
+    assert page.status_code == 200 and "<html" in page.text
+    assert "0.8 → 0.6" in page.text and "transcription error found at monitoring" in page.text
+    fragment = monitor.get(url, params={"record": "LB1", "field": "value"},
+                           headers={"HX-Request": "true"})
+    assert "<html" not in fragment.text and "0.8 → 0.6" in fragment.text
+    before = monitor.get(url, params={"record": "LB1", "field": "value",
+                                      "as_of": (T0 + timedelta(days=2)).isoformat()})
+    assert "— → 0.8" in before.text and "0.8 → 0.6" not in before.text
+    other_site = _signed_in(runtime, "coordinator", "JLU2")
+    assert other_site.get(url, params={"record": "LB1", "field": "value"}).status_code == 403
