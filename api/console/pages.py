@@ -273,8 +273,8 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
     typed = view.typed_time(as_of, "as_of")
     valid = view.typed_time(valid_at, "valid_at")
     when = view.moment(instants.times, step, typed)
-    answer = await _call(studies.get_subject, request, principal, study, subject, when.as_of,
-                         valid)
+    answer = await _call(studies.get_casebook, request, principal, study, subject, None,
+                         when.as_of, valid)
     book = orjson.loads(answer.body)
     definition = (await _call(studies.get_study, request, principal, study))["definition"]
     return _page(request, "casebook.html", status, principal=principal, csrf=csrf,
@@ -297,7 +297,7 @@ async def value_history(request: Request, study: str, subject: str, record: str 
         until = view.typed_time(as_of, "as_of")
         instants = await _call(_instants, request, principal, study, subject)
         page = await _call(
-            studies.study_audit, request, principal, study, instants.site, subject,
+            studies.get_audit_trail, request, principal, study, instants.site, subject,
             record or None, field or None, None, None, None,
             until + timedelta(microseconds=1) if until else None, None, 1000)
     except DomainError as e:
@@ -348,7 +348,7 @@ async def raise_query(request: Request, study: str, subject: str, record_id: str
                       csrf: str = Form("")) -> Response:
     """Raise a query on one field of one record (``POST …/queries``)."""
     return await _write(request, study, subject, csrf, lambda p: monitoring.open_query(
-        request, p, study, subject, QueryIn(record_id=record_id, field=field, text=text)),
+        request, p, study, subject, None, QueryIn(record_id=record_id, field=field, text=text)),
         "query raised")
 
 
@@ -368,14 +368,14 @@ async def answer_query(request: Request, study: str, subject: str, query: str,
     """Answer a query by correcting its value, with a reason (``PATCH`` the record with
     ``query_id``)."""
     def correct(principal: Principal) -> Any:
-        book = orjson.loads(studies.get_subject(request, principal, study, subject).body)
+        book = orjson.loads(studies.get_casebook(request, principal, study, subject).body)
         kind = view.kind_of(book, record_id)
         if kind is None:
             raise NotFound(f"no record {record_id} in the casebook of {subject}")
         body = CorrectionIn(field=field, value=_typed_value(value), query_id=query,
                             reason=ReasonIn(code=reason_code, text=reason_text))
         return records.correct_record(request, principal, study, subject,
-                                      kind, record_id, body)  # type: ignore[arg-type]
+                                      kind, record_id, None, body)  # type: ignore[arg-type]
     return await _write(request, study, subject, csrf, correct, "query answered by correction")
 
 
@@ -384,7 +384,7 @@ async def close_query(request: Request, study: str, subject: str, query: str,
                       text: str = Form(""), csrf: str = Form("")) -> Response:
     """Close a query (``POST …/queries/{q}/close``)."""
     return await _write(request, study, subject, csrf, lambda p: monitoring.close_query(
-        request, p, study, subject, query, TextIn(text=text)), "query closed")
+        request, p, study, subject, query, None, TextIn(text=text)), "query closed")
 
 
 @router.post("/studies/{study}/subjects/{subject}/signatures")
@@ -394,7 +394,7 @@ async def sign(request: Request, study: str, subject: str, meaning: str = Form("
     """Sign the casebook: the meaning, and the signer's password entered again
     (``POST …/signatures``, the same re-authentication)."""
     def signature(principal: Principal) -> Any:
-        return monitoring.sign_casebook(request, principal, study, subject, SignatureIn(
+        return monitoring.sign_casebook(request, principal, study, subject, None, SignatureIn(
             meaning=meaning, username=principal.user.username, password=password,
             totp=totp or None))
     return await _write(request, study, subject, csrf, signature, "casebook signed")
@@ -417,7 +417,7 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
                "recorded_to": recorded_to, "limit": str(limit)}
     try:
         page = await _call(
-            studies.study_audit, request, principal, study, site or None, subject or None,
+            studies.get_audit_trail, request, principal, study, site or None, subject or None,
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
             view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
@@ -443,7 +443,7 @@ async def diff_page(request: Request, study: str, recorded_from: str = "",
     changes: list[dict[str, Any]] = []
     try:
         if since is not None and until is not None:
-            changes = await _call(studies.changes_between, request, principal, study, since,
+            changes = await _call(studies.get_changes, request, principal, study, since,
                                   until)
     except DomainError as e:
         return _error(request, principal, csrf, e)
