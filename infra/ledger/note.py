@@ -89,6 +89,8 @@ def open_note(note: str, name: str, public_key: Ed25519PublicKey) -> str:
             raw = base64.b64decode(blob, validate=True)
         except ValueError as e:
             raise NoteError(f"signature is not base64: {e}") from e
+        if base64.b64encode(raw).decode() != blob:  # one encoding only: no byte may change
+            raise NoteError("signature is not in canonical base64")
         if signer != name or raw[:4] != wanted:
             continue
         try:

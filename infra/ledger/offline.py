@@ -108,6 +108,19 @@ def _unpack(state: bytes) -> tuple[str, str, bytes, bytes]:
     return key_id, recorded_at, signature, state[start + m + 64:]
 
 
+def _canonical_b64(text: str) -> bytes:
+    """Base64 as a signed note writes it, and only so: a text that decodes to the same bytes
+    but differs from their encoding (an unused low bit set in the last character, a
+    character outside the alphabet) is refused, so no byte of a note can change unnoticed."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise BundleInvalid(f"not base64 as a signed note writes it: {text[:16]!r}") from None
+    if base64.b64encode(raw).decode() != text:
+        raise BundleInvalid(f"not base64 as a signed note writes it: {text[:16]!r}")
+    return raw
+
+
 def _open_note(note: str, keys: dict[str, Ed25519PublicKey]) -> str:
     """The text of a C2SP signed note if one of ``keys`` (by key id) signed it."""
     text, sep, lines = note.rpartition("\n\n")
@@ -116,7 +129,7 @@ def _open_note(note: str, keys: dict[str, Ed25519PublicKey]) -> str:
     text += "\n"
     for line in lines.splitlines():
         name, _, blob = line.removeprefix("\u2014 ").partition(" ")
-        raw = base64.b64decode(blob)
+        raw = _canonical_b64(blob)
         for key_id, key in keys.items():
             if key_id.rpartition("+")[0] == name and raw[:4] == _key_hash(name, key):
                 try:
@@ -137,7 +150,7 @@ def _cosigned_by(note: str, witnesses: dict[str, Ed25519PublicKey]) -> tuple[str
         key = witnesses.get(name)
         if key is None:
             continue
-        raw = base64.b64decode(blob)
+        raw = _canonical_b64(blob)
         pub = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         if raw[:4] != hashlib.sha256(name.encode() + b"\n\x04" + pub).digest()[:4]:
             continue
@@ -389,7 +402,7 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
         if size not in roots:
             raise BundleInvalid(f"checkpoint of size {size} covers more events than the bundle "
                                 f"holds ({tree.size} sealed): the log's tail was cut off")
-        if base64.b64decode(body[2]) != roots[size]:
+        if _canonical_b64(body[2]) != roots[size]:
             raise BundleInvalid(f"checkpoint of size {size}: root does not match the events")
         witnessed_by = _cosigned_by(point["note"], witness_keys)
         if len(witnessed_by) < quorum:

@@ -46,3 +46,19 @@ def test_verifier_key_format() -> None:
     name, key_hash, key = verifier_key("trialledger", KEY.public_key()).split("+", 2)
     assert name == "trialledger" and len(key_hash) == 8
     assert base64.b64decode(key)[0] == 1 and len(base64.b64decode(key)) == 33
+
+
+def test_a_signature_in_another_base64_spelling_of_the_same_bytes_is_refused() -> None:
+    # 68 signature bytes end in '=' padding: the last character before it has unused low
+    # bits, so setting one gives another text that decodes to the same bytes. No byte of a
+    # signed note may change unnoticed.
+    note = sign_note(CHECKPOINT.body(), "trialledger", KEY).rstrip("\n")
+    blob = note.rsplit(" ", 1)[1]
+    data = blob.rstrip("=")
+    assert len(data) < len(blob)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    twin = data[:-1] + alphabet[alphabet.index(data[-1]) ^ 1] + blob[len(data):]
+    assert base64.b64decode(twin) == base64.b64decode(blob)
+    forged = note[: -len(blob)] + twin + "\n"
+    with pytest.raises(NoteError, match="canonical"):
+        open_note(forged, "trialledger", KEY.public_key())
