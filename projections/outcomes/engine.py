@@ -174,6 +174,11 @@ def _bsa(book: Book, when: datetime) -> tuple[float, str] | None:
     return float(latest["derived"]["bsa"]["value"]), latest["record_id"]
 
 
+def bsa_in_force(book: Book, day: date) -> tuple[float, str] | None:
+    """The BSA in force at the end of ``day`` (latest vitals by then) and its record's id."""
+    return _bsa(book, _end_of(day))
+
+
 def _parameter(record: dict[str, Any]) -> str:
     fields = record["fields"]
     return GLUCOCORTICOID if fields["category"] == GLUCOCORTICOID else str(fields["drug"])
@@ -524,6 +529,12 @@ def cell_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint],
                        cell: str) -> Contributions | None:
     """The subjects and records behind ``cell`` (None: no such cell)."""
     return _compute(casebooks, endpoints).cells.get(cell)
+
+
+def all_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]
+                      ) -> dict[str, Contributions]:
+    """Every cell's subjects and records (the listings behind the tables)."""
+    return _compute(casebooks, endpoints).cells
 
 
 def to_json(tables: dict[str, Any]) -> str:
