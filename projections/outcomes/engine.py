@@ -519,9 +519,11 @@ def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables
 
 
 def outcome_tables(casebooks: Sequence[Book], study_id: str, endpoints: Sequence[Endpoint],
-                   as_of: datetime | None) -> dict[str, Any]:
-    """The tables of ``endpoints`` from the given casebooks, or their outcome facts."""
+                   as_of: datetime | None, valid_at: datetime | None = None) -> dict[str, Any]:
+    """The tables of ``endpoints`` from the given casebooks, or their outcome facts (those
+    of a clinical time ``valid_at``, when the tables are of one)."""
     return {"study_id": study_id, "as_of": as_of.isoformat() if as_of else None,
+            "valid_at": valid_at.isoformat() if valid_at else None,
             "method": METHOD, "endpoints": _compute(casebooks, endpoints).endpoints}
 
 

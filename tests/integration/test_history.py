@@ -506,3 +506,37 @@ def test_only_a_long_log_is_replayed_in_parts_and_not_by_a_daemon() -> None:
     daemon.start()
     assert answers.get(timeout=60) == 1
     daemon.join()
+
+
+def test_outcomes_at_a_valid_time_are_those_of_what_held_then(demo: Runtime) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from projections.oracle import oracle_casebooks
+    from projections.outcomes.engine import outcome_tables
+    from projections.outcomes.facts import outcome_facts_at_valid_time
+
+    valid = datetime(2021, 9, 1, tzinfo=UTC)
+    then = demo.outcomes(STUDY, None, valid)
+    now = demo.outcomes(STUDY)
+    assert then["valid_at"] == valid.isoformat() and now["valid_at"] is None
+    # By September 2021 few children had reached month 12, and later AEs had not begun.
+    cell = "dose/glucocorticoid/M12/IL2"
+    assert _row(then, cell)["n"] < _row(now, cell)["n"]
+    every = "adverse-drug-reactions/all:any/Y1/IL2"
+    assert _row(then, every)["events"] <= _row(now, every)["events"]
+    oracle = [outcome_facts_at_valid_time(book, valid)
+              for book in oracle_casebooks(demo.study(STUDY), None)]
+    assert then == outcome_tables(oracle, STUDY, nct04397107.ENDPOINTS, None, valid)
+    env = {"TRIALLEDGER_HOME": str(demo.settings.home)}
+    result = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--format", "json",
+                                      "--valid-at", valid.isoformat(),
+                                      "--database-url", demo.url], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == then
+    naive = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--valid-at", "2021-09-01",
+                                     "--database-url", demo.url], env=env)
+    assert naive.exit_code == 2 and "--valid-at" in naive.output
