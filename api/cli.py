@@ -515,26 +515,32 @@ def outcomes(
         str | None, typer.Option("--cell", help="A cell id: list the subjects and records "
                                                 "behind it, with their log positions (JSON).")
     ] = None,
+    valid_at: Annotated[
+        str | None, typer.Option("--valid-at", help="Clinical time, ISO 8601 with offset: "
+                                                    "the tables of what held then.")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """The study's declared endpoints as tables by arm, as the database stood at --as-of
-    (default now); with --cell, what one figure was computed from."""
+    (default now), of what the records said held at --valid-at (default: all of it); with
+    --cell, what one figure was computed from."""
     from projections.outcome_render import to_csv, to_rich
     from projections.outcomes.engine import to_json
 
     _require_listing_format(output_format)
     when = _parse_time("--as-of", as_of) if as_of else None
+    valid = _parse_time("--valid-at", valid_at) if valid_at else None
     with _runtime(_settings(database_url)) as runtime:
         _require_study(runtime.studies(), study)
         if cell is not None:
             try:
-                sources = runtime.outcome_cell(study, cell, when)
+                sources = runtime.outcome_cell(study, cell, when, valid)
             except NotFound as e:
                 err_console.print(f"[red]--cell: {e}[/red]")
                 raise typer.Exit(2) from None
             sys.stdout.write(to_json(sources))
             return
-        tables = runtime.outcomes(study, when)
+        tables = runtime.outcomes(study, when, valid)
     if output_format == "json":
         sys.stdout.write(to_json(tables))
     elif output_format == "csv":

@@ -21,6 +21,7 @@ from typing import IO, Any, TypeVar
 from application.runtime import Runtime
 from domain.envelope import Envelope
 from domain.errors import InvalidInput
+from domain.studies.protocols import study_endpoints
 from infra import keys
 from infra.ledger.bundle import bundle_chunks
 from infra.ledger.sealer import SealingRefused
@@ -31,6 +32,8 @@ from projections.casebook_doc import Progress, casebook_files
 from projections.csv_export import write_csv
 from projections.dataset_json import Layout, write_domains
 from projections.odm import write_archive, write_snapshot
+from projections.outcomes.datasets import write_analysis
+from projections.queries import outcome_facts_as_of
 
 FORMATS = ("odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-ndjson", "xpt",
            "casebook", "bundle")
@@ -128,13 +131,20 @@ def write_rendering(runtime: Runtime, study: str, export_format: str, out: IO[by
 
 def write_csv_dir(runtime: Runtime, study: str, directory: Path,
                   as_of: datetime | None) -> dict[str, int]:
-    """Write the CSV files into ``directory``; rows per file."""
+    """Write the CSV files into ``directory``, with the analysis datasets behind the
+    outcome tables (ADSL.csv, ADLIST.csv) as of the same time; rows per file."""
     runtime.project(study)
     app = runtime.study(study)
     definition = app.definition()
     with connect(runtime.url) as conn:
-        return write_csv(conn, schema_for_study(study), definition, directory, as_of,
-                         definition_data=app.study().definition_data)
+        counts = write_csv(conn, schema_for_study(study), definition, directory, as_of,
+                           definition_data=app.study().definition_data)
+        books = outcome_facts_as_of(conn, schema_for_study(study), as_of)
+    # A study loaded from SDTM keeps its USUBJIDs as subject codes; ours prefix the study.
+    prefix = "" if definition.sdtm else f"{study}-"
+    return {**counts, **write_analysis(directory, books, study, prefix,
+                                       study_endpoints(definition),
+                                       [visit.code for visit in definition.visits])}
 
 
 def write_domain_dir(runtime: Runtime, study: str, export_format: str, directory: Path,

@@ -54,7 +54,7 @@ from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView
 from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
-from projections.queries import cell_sources, outcome_facts_as_of
+from projections.queries import cell_sources, outcome_books
 
 
 def system_envelope() -> Envelope:
@@ -351,29 +351,33 @@ class Runtime:
             self._projectors[study_id] = projector
         return projector
 
-    def outcomes(self, study_id: str, as_of: datetime | None = None) -> dict[str, Any]:
-        """The study's outcome tables as of ``as_of``, from the (caught-up) read tables."""
+    def outcomes(self, study_id: str, as_of: datetime | None = None,
+                 valid_at: datetime | None = None) -> dict[str, Any]:
+        """The study's outcome tables as of ``as_of``, from the (caught-up) read tables; with
+        ``valid_at``, of what the records said held at that clinical time."""
         self.project(study_id)
         endpoints = study_endpoints(self.study(study_id).definition())
         with connect(self.url) as conn:
-            books = outcome_facts_as_of(conn, schema_for_study(study_id), as_of)
-        return outcome_tables(books, study_id, endpoints, as_of)
+            books = outcome_books(conn, schema_for_study(study_id), as_of, valid_at)
+        return outcome_tables(books, study_id, endpoints, as_of, valid_at)
 
-    def outcome_cell(self, study_id: str, cell: str,
-                     as_of: datetime | None = None) -> dict[str, Any]:
-        """The subjects and records behind one cell of the outcome tables as of ``as_of``,
-        each record with the log positions of the events that made it what it was then."""
+    def outcome_cell(self, study_id: str, cell: str, as_of: datetime | None = None,
+                     valid_at: datetime | None = None) -> dict[str, Any]:
+        """The subjects and records behind one cell of the outcome tables as of ``as_of``
+        (and ``valid_at``), each record with the log positions of the events that made it
+        what it was then."""
         self.project(study_id)
         endpoints = study_endpoints(self.study(study_id).definition())
         schema = schema_for_study(study_id)
         with connect(self.url) as conn:
-            books = outcome_facts_as_of(conn, schema, as_of)
+            books = outcome_books(conn, schema, as_of, valid_at)
             contributions = cell_contributions(books, endpoints, cell)
             if contributions is None:
                 raise NotFound(f"no cell {cell!r} in the outcome tables of {study_id}")
             subjects = cell_sources(conn, schema, study_id, contributions, as_of)
         return {"study_id": study_id, "cell": cell,
-                "as_of": as_of.isoformat() if as_of else None, "subjects": subjects}
+                "as_of": as_of.isoformat() if as_of else None,
+                "valid_at": valid_at.isoformat() if valid_at else None, "subjects": subjects}
 
     def close(self) -> None:
         """Close every application's and projector's connection pool."""

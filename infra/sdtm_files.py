@@ -23,7 +23,7 @@ from domain.csv_cells import restored
 Value = str | float | None
 
 # Files a CSV export writes besides the SDTM domains; the importer does not read them.
-NOT_SDTM = frozenset({"audit_trail"})
+NOT_SDTM = frozenset({"audit_trail", "adsl", "adlist"})  # + the analysis datasets
 
 
 class SdtmFileError(Exception):

@@ -219,7 +219,8 @@ class _Export:
                    "STATUS": header["status"], "LOCKED": yes_no(header["locked"])}
 
     def ds(self) -> Iterator[Row]:
-        """Consent, enrollment, and completion or withdrawal as recorded by then."""
+        """Consent, enrolment (the investigator's allocation to an arm: DSDECOD ENROLLED, never
+        RANDOMIZED) and completion or withdrawal as recorded by then."""
         ending = SQL("AND a.recorded_at <= %(t)s") if self.when else SQL("")
         query = SQL(
             "SELECT h.data, e.event_type, e.observed_at FROM {s}.{v} h "
@@ -231,14 +232,17 @@ class _Export:
                 in_force=in_force(self.when, "h"))
         for header, ended, ended_at in self._stream(query, "csv_ds", endings=list(ENDINGS)):
             key = self._key(header["subject"], "DS")
-            events = [("INFORMED CONSENT OBTAINED", "PROTOCOL MILESTONE", header["consent_date"])]
+            consent = "INFORMED CONSENT OBTAINED"
+            events = [(consent, consent, "PROTOCOL MILESTONE", header["consent_date"])]
             if header["enrolled_on"]:
-                events.append(("RANDOMIZED", "PROTOCOL MILESTONE", header["enrolled_on"]))
+                # Nothing here randomises: the investigator enrols the subject into an arm.
+                events.append((f"ALLOCATED TO {_text(header['arm'])} BY THE INVESTIGATOR",
+                               "ENROLLED", "PROTOCOL MILESTONE", header["enrolled_on"]))
             if ended in ENDINGS:
-                events.append((ENDINGS[ended], "DISPOSITION EVENT",
+                events.append((ENDINGS[ended], ENDINGS[ended], "DISPOSITION EVENT",
                                dtc(utc_text(ended_at)) if ended_at else ""))
-            for seq, (term, category, start) in enumerate(events, 1):
-                yield {**key, "DSSEQ": seq, "DSTERM": term, "DSDECOD": term,
+            for seq, (term, decod, category, start) in enumerate(events, 1):
+                yield {**key, "DSSEQ": seq, "DSTERM": term, "DSDECOD": decod,
                        "DSCAT": category, "DSSTDTC": start}
 
     def dv(self) -> Iterator[Row]:

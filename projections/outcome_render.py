@@ -51,7 +51,9 @@ def to_rich(tables: dict[str, Any]) -> list[Table]:
     out = []
     for endpoint_id, endpoint in sorted(tables["endpoints"].items()):
         table = Table(title=f"{tables['study_id']} · {endpoint['type']} · {endpoint['title']} "
-                            f"({endpoint_id}) as of {tables['as_of'] or 'now'}")
+                            f"({endpoint_id}) as of {tables['as_of'] or 'now'}"
+                            + (f", valid at {tables['valid_at']}" if tables.get("valid_at")
+                               else ""))
         for column in ("parameter", "time point", "arm", "unit", "n / subjects", "mean / %",
                        "SD / events", "median", "Q1", "Q3"):
             table.add_column(column)

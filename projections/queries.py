@@ -27,7 +27,7 @@ from projections.history_view import (
     audit_column,
 )
 from projections.outcome_state import HEADER_KIND, VISIT_KIND
-from projections.outcomes.facts import facts
+from projections.outcomes.facts import facts, outcome_facts_at_valid_time
 from projections.projector import HEADER
 
 
@@ -109,6 +109,18 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
     books = [facts(header, visits.get(sid, []), records.get(sid, {}))
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def outcome_books(conn: psycopg.Connection[Any], schema: str, as_of: datetime | None = None,
+                  valid_at: datetime | None = None) -> list[dict[str, Any]]:
+    """What the outcome tables read as of ``as_of``: the kept outcome facts, or with
+    ``valid_at`` those of what each casebook said held at that clinical time (read from the
+    whole casebooks: the kept facts hold only the latest lab result of a visit)."""
+    if valid_at is None:
+        return outcome_facts_as_of(conn, schema, as_of)
+    when = require_aware("valid_at", valid_at)
+    return [outcome_facts_at_valid_time(book, when)
+            for book in casebooks_as_of(conn, schema, as_of)]
 
 
 def cell_sources(conn: psycopg.Connection[Any], schema: str, study_id: str,

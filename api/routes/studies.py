@@ -220,12 +220,14 @@ def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str
 @router.get("/v1/studies/{study}/outcomes", response_model=None,
             responses=_typed(Outcomes, "The outcome tables"))
 def get_outcomes(request: Request, principal: CurrentPrincipal, study: str,
-             as_of: AsOf = None) -> dict[str, Any]:
-    """The study's outcome tables as of ``as_of`` (default: now)."""
+                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+    """The study's outcome tables as of ``as_of`` (default: now); with ``valid_at``, of what
+    the records said held at that clinical time."""
     study_app(request, study)
     principal.grant_for(Action.READ, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
-    result: dict[str, Any] = runtime_of(request).outcomes(study, when)
+    valid = require_aware("valid_at", valid_at) if valid_at is not None else None
+    result: dict[str, Any] = runtime_of(request).outcomes(study, when, valid)
     return result
 
 
@@ -234,13 +236,15 @@ def get_outcomes(request: Request, principal: CurrentPrincipal, study: str,
 def get_outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
                  cell: Annotated[str, Query(alias="id", max_length=500,
                                             description="The cell's id, as the tables give it")],
-                 as_of: AsOf = None) -> dict[str, Any]:
-    """The subjects and records behind one cell of the outcome tables as of ``as_of``, each
-    record with the log positions of its events (their inclusion proofs: the ledger routes)."""
+                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+    """The subjects and records behind one cell of the outcome tables as of ``as_of`` (and
+    ``valid_at``), each record with the log positions of its events (their inclusion proofs:
+    the ledger routes)."""
     study_app(request, study)
     principal.grant_for(Action.READ, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
-    result: dict[str, Any] = runtime_of(request).outcome_cell(study, cell, when)
+    valid = require_aware("valid_at", valid_at) if valid_at is not None else None
+    result: dict[str, Any] = runtime_of(request).outcome_cell(study, cell, when, valid)
     return result
 
 

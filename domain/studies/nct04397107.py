@@ -93,6 +93,7 @@ RANGES: dict[str, dict[str, dict[str, Any]]] = {
         "C4": {"low": 0.01, "high": 0.8, "unit": "g/L"},
         "ANTIDSDNA": {"low": 0, "high": 3000, "unit": "IU/mL"},
         "TREG": {"low": 0.5, "high": 30, "unit": "% of CD4+"},
+        "CD4": {"low": 100, "high": 3000, "unit": "cells/uL"},
         "IL6": {"low": 0, "high": 200, "unit": "pg/mL"},
     },
 }

@@ -149,7 +149,9 @@ def _clinic_time(day: date, rng: random.Random) -> datetime:
 
 
 def make_children(rng: random.Random) -> list[Child]:
-    """46 children: SLE, pSS and JIA; block-randomised 1:1 to IL2 and STD."""
+    """46 children: SLE, pSS and JIA, each allocated to IL2 or STD by the investigator (the
+    study is open-label and not randomised: the registry says the patients were divided into
+    groups); the investigator keeps the groups even, two of each in every four children."""
     diseases = ["SLE"] * 24 + ["PSS"] * 8 + ["JIA"] * 14
     rng.shuffle(diseases)
     span = (LAST_ENROLLMENT - STUDY_START).days
@@ -157,7 +159,7 @@ def make_children(rng: random.Random) -> list[Child]:
     children = []
     arms: list[str] = []
     for i, (disease, start) in enumerate(zip(diseases, starts, strict=True)):
-        if not arms:
+        if not arms:  # the next four children: two to each group, in the order they come
             arms = ["IL2", "IL2", "STD", "STD"]
             rng.shuffle(arms)
         age = rng.randint(6, 17)
@@ -210,17 +212,15 @@ def _plan_child(plan: Plan, child: Child) -> None:
     _plan_therapy_start(plan, child, steroid_id, "prednisone", "glucocorticoid",
                         prednisone, "QD", enrolled_at)
     immuno_id = rid("CM")
-    # Each at its usual frequency: methotrexate for JIA is weekly, never daily.
-    immuno_drug, immuno_dose, frequency = {
-        "SLE": ("mycophenolate mofetil", 500.0, "BID"),
-        "PSS": ("hydroxychloroquine", 200.0, "QD"),
-        "JIA": ("methotrexate", 10.0, "QW")}[child.disease]
-    _plan_therapy_start(plan, child, immuno_id, immuno_drug, "immunosuppressant",
-                        immuno_dose, frequency, enrolled_at)
-
     weight = child.weight_kg
     height = child.height_cm
     baseline_bsa = mosteller_bsa(height, weight).value
+    immuno_drug, immuno_dose, frequency = _standard_immunosuppressant(
+        child.disease, baseline_bsa, weight, rng)
+    _plan_therapy_start(plan, child, immuno_id, immuno_drug, "immunosuppressant",
+                        immuno_dose, frequency, enrolled_at)
+    baselines = {code: rng.uniform(low, high) for code, (_, _, (low, high)) in LAB_PLAN.items()}
+    measured: list[tuple[datetime, float]] = []  # each visit's time and BSA
     end: datetime | None = None
     last_entered = enrolled_at
     baseline_entered = enrolled_at
@@ -234,7 +234,8 @@ def _plan_child(plan: Plan, child: Child) -> None:
         if day:
             height = round(height + rng.uniform(0, 0.6) * day / 91, 1)
             weight = round(weight * rng.uniform(0.98, 1.04), 1)
-        last_entered = _plan_visit(plan, child, visit, observed, height, weight, rid)
+        measured.append((observed, mosteller_bsa(height, weight).value))
+        last_entered = _plan_visit(plan, child, visit, observed, height, weight, baselines, rid)
         if visit == child.late_visit:
             _plan_late_visit_review(plan, child, last_entered)
         if not day:
@@ -252,7 +253,7 @@ def _plan_child(plan: Plan, child: Child) -> None:
     cutoff = end - timedelta(days=4)
     if child.arm == "IL2":
         first_dose = max(enrolled_at + timedelta(hours=1), baseline_entered - timedelta(hours=1))
-        _plan_il2(plan, child, baseline, baseline_bsa, rid, first=first_dose,
+        _plan_il2(plan, child, baseline, measured, rid, first=first_dose,
                   floor=baseline_entered + timedelta(minutes=30), last=cutoff)
     _plan_adverse_events(plan, child, baseline, rid, last=cutoff)
     investigator = plan.caller(INVESTIGATOR)
@@ -274,6 +275,20 @@ def _plan_child(plan: Plan, child: Child) -> None:
                         password=plan.signer_password))
     plan.on_subject(LOCK_AT, child.code, "lock", plan.caller(DATA_MANAGER), LockCasebook(
         study=STUDY, subject=child.code, reason=Reason("database_lock", "final database lock")))
+
+
+def _standard_immunosuppressant(disease: str, bsa: float, weight: float,
+                                 rng: random.Random) -> tuple[str, float, str]:
+    """The standard immunosuppressant of the disease in a paediatric dose, at its usual
+    frequency: mycophenolate mofetil 600 mg/m² twice a day (at most 1 g a dose) for SLE,
+    hydroxychloroquine 5 mg/kg a day (at most 400 mg) for pSS, methotrexate 10-15 mg/m² once
+    a week for JIA (never daily); each rounded as the tablets or suspension allow."""
+    if disease == "SLE":
+        return "mycophenolate mofetil", min(1000.0, round(600 * bsa / 50) * 50.0), "BID"
+    if disease == "PSS":
+        return "hydroxychloroquine", min(400.0, max(50.0, round(5 * weight / 50) * 50.0)), "QD"
+    tablets = [k * 2.5 for k in range(1, 11) if 10 * bsa <= k * 2.5 <= 15 * bsa]
+    return "methotrexate", rng.choice(tablets) if tablets else 2.5, "QW"
 
 
 def _plan_therapy_start(plan: Plan, child: Child, record_id: str, drug: str, category: str,
@@ -307,13 +322,19 @@ LAB_PLAN: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
     "C4": ("g/L", (0.1, 0.4), (0.05, 0.25)),
     "ANTIDSDNA": ("IU/mL", (0.0, 100.0), (50.0, 600.0)),
     "TREG": ("% of CD4+", (5.0, 10.0), (2.0, 6.0)),
+    # Measured with Treg at every visit: Treg cells/uL = % of CD4+ x CD4+ cells/uL.
+    "CD4": ("cells/uL", (500.0, 1500.0), (300.0, 900.0)),
     "IL6": ("pg/mL", (0.0, 7.0), (2.0, 30.0)),
 }
+# The tests IL-2 raises (Treg, complement, and CD4+ counts as lymphopenia recovers).
+RISING = ("C3", "C4", "TREG", "CD4")
 
 
 def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height: float,
-                weight: float, rid: Callable[[str], str]) -> datetime:
-    """Plan one visit's vitals, labs and score; return when its last entry is made."""
+                weight: float, baselines: dict[str, float],
+                rid: Callable[[str], str]) -> datetime:
+    """Plan one visit's vitals, labs (around the child's own ``baselines``, moved by the
+    treatment's effect) and score; return when its last entry is made."""
     rng = plan.rng
     day = VISIT_DAYS[visit]
     vitals_id = rid("VS")
@@ -328,13 +349,13 @@ def _plan_visit(plan: Plan, child: Child, visit: str, observed: datetime, height
     # The effect of IL-2 on Treg and complement, as the study hypothesised.
     effect = min(day, 182) / 182 * (1.0 if child.arm == "IL2" else 0.35)
     c3_low = False
-    for code, (unit, (low, high), (b_low, b_high)) in LAB_PLAN.items():
-        baseline_value = rng.uniform(b_low, b_high)
-        if code in ("C3", "C4", "TREG"):
+    for code, (unit, (low, high), _) in LAB_PLAN.items():
+        baseline_value = baselines[code] * rng.uniform(0.9, 1.1)  # day-to-day variation
+        if code in RISING:
             value = baseline_value * (1 + effect * rng.uniform(0.3, 0.9))
         else:
             value = baseline_value * (1 - effect * rng.uniform(0.2, 0.6))
-        value = round(value, 2)
+        value = round(value, 0 if unit == "cells/uL" else 2)
         lab_id = rid("LB")
         lab_caller = plan.caller(COORDINATOR)
         lab_time = entered + timedelta(minutes=5)
@@ -468,14 +489,15 @@ def _plan_lab_correction(plan: Plan, child: Child, lab_id: str, corrected: float
                     VerifySource(study=STUDY, subject=child.code, record_id=lab_id))
 
 
-def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
+def _plan_il2(plan: Plan, child: Child, baseline: date, measured: Sequence[tuple[datetime, float]],
               rid: Callable[[str], str], first: datetime, floor: datetime,
               last: datetime) -> None:
     """500,000 IU/m² SC on 5 consecutive days, then every 2 weeks for 6 months.
 
-    The first dose follows the baseline height and weight (its BSA), and is entered after them.
+    Each dose follows the BSA of the dose day: that of the latest visit's height and weight
+    (``measured``: each visit's time and BSA). The first dose is entered after the baseline
+    measurements.
     """
-    dose = round(500_000 * bsa, -4)
     induction, maintenance = nct04397107.IL2_SCHEDULE
     days = [*range(induction["days"]), *range(18, 183, 14)]
     missed = plan.rng.choice(days[6:-1]) if child.missed_dose else None
@@ -488,6 +510,8 @@ def _plan_il2(plan: Plan, child: Child, baseline: date, bsa: float,
         if day == missed:
             _plan_missed_dose(plan, child, when)
             continue
+        bsa = [area for measured_at, area in measured if measured_at <= when][-1]
+        dose = round(500_000 * bsa, -4)
         dose_id = rid("EX")
         coordinator = plan.caller(COORDINATOR)
         frequency = (induction if day < induction["days"] else maintenance)["frequency"]
@@ -512,33 +536,60 @@ def _plan_missed_dose(plan: Plan, child: Child, when: datetime) -> None:
                         occurred_on=missed_on, severity="minor"))
 
 
-AE_MENU = [
-    ("Injection site erythema", "injection_site_reaction", 1, True),
-    ("Influenza-like illness", "influenza_like_symptoms", 1, True),
-    ("Pyrexia", "fever", 1, False),
-    ("Upper respiratory tract infection", "infection", 2, False),
-    ("Pneumonia", "infection", 3, False),
-]
+@dataclass(frozen=True)
+class AdverseEvent:
+    """An adverse event the children may have: its term, the registry's category, CTCAE
+    grade, whether only IL-2 causes it, the causality the investigator judges it with on IL-2
+    and on standard therapy alone (the choices weighted as listed), and how common it is."""
+
+    term: str
+    category: str
+    grade: int
+    il2_only: bool
+    on_il2: tuple[str, ...]
+    on_standard: tuple[str, ...]
+    weight: int  # how common it is among the others
+
+
+# Injection-site reactions and influenza-like symptoms are IL-2's own (related); fever is often
+# IL-2's too; infections on immunosuppressants are judged mostly not related, now and then
+# possibly; a transaminase rise on methotrexate or mycophenolate, possibly or probably.
+AE_MENU = (
+    AdverseEvent("Injection site erythema", "injection_site_reaction", 1, True,
+                 ("definite", "probable", "probable"), (), 4),
+    AdverseEvent("Influenza-like illness", "influenza_like_symptoms", 1, True,
+                 ("probable", "possible", "possible"), (), 3),
+    AdverseEvent("Pyrexia", "fever", 1, False,
+                 ("possible", "possible", "unlikely"), ("unlikely", "not_related"), 2),
+    AdverseEvent("Upper respiratory tract infection", "infection", 1, False,
+                 ("not_related", "not_related", "unlikely", "unlikely", "possible"),
+                 ("not_related", "not_related", "unlikely", "unlikely", "possible"), 4),
+    AdverseEvent("Herpes zoster", "infection", 2, False,
+                 ("possible", "unlikely"), ("possible", "unlikely"), 1),
+    AdverseEvent("Pneumonia", "infection", 3, False,
+                 ("unlikely", "not_related", "possible"), ("unlikely", "not_related"), 1),
+    AdverseEvent("Alanine aminotransferase increased", "drug_induced_liver_damage", 1, False,
+                 ("possible", "probable"), ("possible", "probable"), 1),
+)
 
 
 def _plan_adverse_events(plan: Plan, child: Child, baseline: date,
                          rid: Callable[[str], str], last: datetime) -> None:
     rng = plan.rng
-    chance = 0.45 if child.arm == "IL2" else 0.2
+    chance = 0.5 if child.arm == "IL2" else 0.25
     if rng.random() > chance:
         return
-    term, category, grade, il2_only = rng.choice(AE_MENU)
-    if il2_only and child.arm != "IL2":
-        term, category, grade, il2_only = AE_MENU[3]
+    menu = [ae for ae in AE_MENU if child.arm == "IL2" or not ae.il2_only]
+    ae = rng.choices(menu, [ae.weight for ae in menu])[0]
+    relationship = rng.choice(ae.on_il2 if child.arm == "IL2" else ae.on_standard)
     onset = _clinic_time(baseline + timedelta(days=rng.randint(3, 150)), rng)
     if onset > last:
         return
-    serious = grade >= 3
+    serious = ae.grade >= 3
     details = {
-        "term": term, "category": category, "grade": grade, "serious": serious,
+        "term": ae.term, "category": ae.category, "grade": ae.grade, "serious": serious,
         "seriousness_criteria": ["hospitalisation"] if serious else [],
-        "relationship": "possible" if child.arm == "IL2" else "unlikely",
-        "action_taken": "none", "outcome": "recovering",
+        "relationship": relationship, "action_taken": "none", "outcome": "recovering",
     }
     ae_id = rid("AE")
     reporter = plan.caller(INVESTIGATOR)

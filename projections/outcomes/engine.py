@@ -174,6 +174,11 @@ def _bsa(book: Book, when: datetime) -> tuple[float, str] | None:
     return float(latest["derived"]["bsa"]["value"]), latest["record_id"]
 
 
+def bsa_in_force(book: Book, day: date) -> tuple[float, str] | None:
+    """The BSA in force at the end of ``day`` (latest vitals by then) and its record's id."""
+    return _bsa(book, _end_of(day))
+
+
 def _parameter(record: dict[str, Any]) -> str:
     fields = record["fields"]
     return GLUCOCORTICOID if fields["category"] == GLUCOCORTICOID else str(fields["drug"])
@@ -514,9 +519,11 @@ def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables
 
 
 def outcome_tables(casebooks: Sequence[Book], study_id: str, endpoints: Sequence[Endpoint],
-                   as_of: datetime | None) -> dict[str, Any]:
-    """The tables of ``endpoints`` from the given casebooks, or their outcome facts."""
+                   as_of: datetime | None, valid_at: datetime | None = None) -> dict[str, Any]:
+    """The tables of ``endpoints`` from the given casebooks, or their outcome facts (those
+    of a clinical time ``valid_at``, when the tables are of one)."""
     return {"study_id": study_id, "as_of": as_of.isoformat() if as_of else None,
+            "valid_at": valid_at.isoformat() if valid_at else None,
             "method": METHOD, "endpoints": _compute(casebooks, endpoints).endpoints}
 
 
@@ -524,6 +531,12 @@ def cell_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint],
                        cell: str) -> Contributions | None:
     """The subjects and records behind ``cell`` (None: no such cell)."""
     return _compute(casebooks, endpoints).cells.get(cell)
+
+
+def all_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]
+                      ) -> dict[str, Contributions]:
+    """Every cell's subjects and records (the listings behind the tables)."""
+    return _compute(casebooks, endpoints).cells
 
 
 def to_json(tables: dict[str, Any]) -> str:

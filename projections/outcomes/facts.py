@@ -11,7 +11,10 @@ a casebook's facts or from the casebook itself (the oracle's).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
+
+from projections.casebook import at_valid_time
 
 # The record kinds the tables read whole (native kinds, and the SDTM domains of an imported
 # study's endpoints); of the labs they read the latest of each visit and test, and of every
@@ -57,3 +60,18 @@ def outcome_facts(book: dict[str, Any]) -> dict[str, Any]:
     visits = {view["visit"] for views in book["records"].values() for view in views
               if view.get("visit") is not None}
     return facts(book, visits, records)
+
+
+def outcome_facts_at_valid_time(book: dict[str, Any], valid_at: datetime) -> dict[str, Any]:
+    """The outcome facts of what the casebook ``book`` said held at clinical time
+    ``valid_at``: records begun by then with their fields as they stood then and derived
+    values recomputed (:func:`projections.casebook.at_valid_time`), each timeline cut at
+    ``valid_at`` (a taper or stop observed later is not yet known), the visits of those
+    records, the latest lab result of each visit among them."""
+    facts_then = outcome_facts(at_valid_time(book, valid_at))
+    for views in facts_then["records"].values():
+        for view in views:
+            if "timeline" in view:
+                view["timeline"] = [entry for entry in view["timeline"]
+                                    if datetime.fromisoformat(entry["observed_at"]) <= valid_at]
+    return facts_then

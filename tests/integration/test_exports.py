@@ -447,7 +447,8 @@ def test_the_cli_exports_each_format(study: Study, tmp_path: Path) -> None:
                     study.settings)
     assert code == 0, out
     assert {p.name for p in (tmp_path / "csv").iterdir()} == {
-        *(f"{d}.csv" for d in COLUMNS), "audit_trail.csv", "audit_trail.jsonl"}
+        *(f"{d}.csv" for d in COLUMNS), "audit_trail.csv", "audit_trail.jsonl", "ADSL.csv",
+        "ADLIST.csv"}
     code, out = run([*base, "--format", "xlsx", "-o", str(tmp_path / "x")], study.settings)
     assert code == 2 and "odm-snapshot" in out
 

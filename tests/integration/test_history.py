@@ -281,7 +281,14 @@ def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
     reactions = _row(now, "adverse-drug-reactions/reactions:any/Y1/IL2")
     every = _row(now, "adverse-drug-reactions/all:any/Y1/IL2")
     assert 0 < reactions["events"] <= every["events"]
-    assert _row(now, "adverse-drug-reactions/reactions:any/Y1/STD")["events"] == 0
+    # Injection-site reactions are IL-2's own; infections on standard therapy are AEs, mostly
+    # not reactions.
+    assert _row(now, "adverse-drug-reactions/all:injection_site_reaction/Y1/STD")["events"] == 0
+    assert (_row(now, "adverse-drug-reactions/reactions:infection/Y1/STD")["events"]
+            < _row(now, "adverse-drug-reactions/all:infection/Y1/STD")["events"])
+    # Treg absolute counts (% of CD4+ x CD4+ cells/uL) at every visit.
+    for visit in ("BASELINE", *nct04397107.FOLLOW_UP):
+        assert _row(now, f"immune-response/TREG/{visit}/IL2")["n"] > 0
 
 
 def test_a_cell_opens_onto_its_records_whose_events_the_ledger_proves(demo: Runtime) -> None:
@@ -499,3 +506,37 @@ def test_only_a_long_log_is_replayed_in_parts_and_not_by_a_daemon() -> None:
     daemon.start()
     assert answers.get(timeout=60) == 1
     daemon.join()
+
+
+def test_outcomes_at_a_valid_time_are_those_of_what_held_then(demo: Runtime) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from projections.oracle import oracle_casebooks
+    from projections.outcomes.engine import outcome_tables
+    from projections.outcomes.facts import outcome_facts_at_valid_time
+
+    valid = datetime(2021, 9, 1, tzinfo=UTC)
+    then = demo.outcomes(STUDY, None, valid)
+    now = demo.outcomes(STUDY)
+    assert then["valid_at"] == valid.isoformat() and now["valid_at"] is None
+    # By September 2021 few children had reached month 12, and later AEs had not begun.
+    cell = "dose/glucocorticoid/M12/IL2"
+    assert _row(then, cell)["n"] < _row(now, cell)["n"]
+    every = "adverse-drug-reactions/all:any/Y1/IL2"
+    assert _row(then, every)["events"] <= _row(now, every)["events"]
+    oracle = [outcome_facts_at_valid_time(book, valid)
+              for book in oracle_casebooks(demo.study(STUDY), None)]
+    assert then == outcome_tables(oracle, STUDY, nct04397107.ENDPOINTS, None, valid)
+    env = {"TRIALLEDGER_HOME": str(demo.settings.home)}
+    result = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--format", "json",
+                                      "--valid-at", valid.isoformat(),
+                                      "--database-url", demo.url], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == then
+    naive = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--valid-at", "2021-09-01",
+                                     "--database-url", demo.url], env=env)
+    assert naive.exit_code == 2 and "--valid-at" in naive.output

@@ -125,6 +125,7 @@ def test_a_casebook_file_is_never_named_as_a_windows_device(code: str) -> None:
 @pytest.mark.parametrize("when", [PAST_THE_END, BEFORE_THE_START])
 @pytest.mark.parametrize(("path", "name"), [
     ("/subjects/001", "as_of"), ("/subjects/001", "valid_at"), ("/outcomes", "as_of"),
+    ("/outcomes", "valid_at"),
     ("/audit", "from"), ("/audit", "to"), ("/exports/csv", "as_of")])
 def test_a_time_the_server_cannot_represent_is_422_naming_the_parameter(
         enrolled: Runtime, path: str, name: str, when: str) -> None:
