@@ -13,6 +13,7 @@ import multiprocessing
 import time
 from multiprocessing.synchronize import Event
 
+from application.outage import Outage
 from application.runtime import Runtime
 from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused
 from infra.logging import configure_logging, get_logger
@@ -34,19 +35,30 @@ class SealingRounds:
         # checkpoint covering it comes with the last round that still fits in the interval.
         self._checkpoint_after = max(0.0, checkpoint_interval - round_interval)
         self._last_checkpoint: dict[str, float] = {}
+        self.outage = Outage()
 
     def seal_all(self) -> None:
-        """One round over every study."""
-        for study_id, _ in self.runtime.studies():
+        """One round over every study. The database being away ends the round (logged by
+        :attr:`outage`, once, then at a back-off); the next round tries again."""
+        try:
+            studies = self.runtime.studies()
+        except Exception as e:
+            if not self.outage.failed(e):
+                raise
+            return
+        for study_id, _ in studies:
             try:
                 self._seal_and_project(study_id)
             except SealingRefused as e:
                 # Never seal past a bad event; say so loudly, keep serving reads.
                 log.error("ledger.sealing_refused", study=study_id, reason=str(e))
-            except Exception:
-                # One study's failure (the database restarting, read tables the role may not
-                # rebuild) must not end the rounds: the next round tries again.
+            except Exception as e:
+                if self.outage.failed(e):
+                    return
+                # One study's failure (read tables the role may not rebuild) must not end
+                # the rounds: the next round tries again.
                 log.exception("ledger.round_failed", study=study_id)
+        self.outage.succeeded()
 
     def _seal_and_project(self, study_id: str) -> None:
         now = time.monotonic()
