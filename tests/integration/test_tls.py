@@ -137,8 +137,8 @@ def test_serve_connects_with_tls_and_answers_https(cluster: PrivateCluster,
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port),
              "--database-url", url, "--tls-cert", str(certificates.cert),
              "--tls-key", str(certificates.key)],
-            env={**environ, "TRIALLEDGER_HOME": str(home),
-                 "SSL_CERT_FILE": str(certificates.ca)}, stdout=out, stderr=subprocess.STDOUT)
+            env={**environ, "TRIALLEDGER_HOME": str(home)}, stdout=out,
+            stderr=subprocess.STDOUT)
     base = f"https://localhost:{port}"
     try:
         _wait_https(base, certificates, log, process)
