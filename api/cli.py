@@ -159,8 +159,11 @@ def _options(
     log_format: Annotated[str, typer.Option(
         "--log-format", envvar=LOG_FORMAT_ENV,
         help="Log lines on stderr: json, console, or auto (console on a terminal, else "
-             "JSON). The level is INFO for serve and demo, else WARNING; "
-             f"{LOG_LEVEL_ENV} overrides it.")] = "auto",
+             "JSON).")] = "auto",
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", envvar=LOG_LEVEL_ENV,
+        help="Lowest level logged: DEBUG, INFO, WARNING, ERROR (default: INFO for serve and "
+             "demo, else WARNING).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option(
         "--debug", help="On an error, print its traceback, not only its line.")] = False,
     _version: Annotated[bool, typer.Option(
@@ -169,6 +172,8 @@ def _options(
 ) -> None:
     """Options of every command (given before the command's name)."""
     _Run.debug = debug
+    if log_level is not None:
+        os.environ[LOG_LEVEL_ENV] = log_level  # read below; the children inherit it
     try:
         resolved_format(log_format)
         resolved_level()
@@ -228,10 +233,30 @@ def serve(
         min=1, help="Server processes; more than one moves sealing and projecting out of the "
                     "processes that answer requests.")] = 1,
     checkpoint_interval: CheckpointInterval = CHECKPOINT_INTERVAL,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="Serve HTTPS with this certificate chain (PEM; with --tls-key).",
+        show_default=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", help="The certificate's private key (PEM).", show_default=False)] = None,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (HTTPS when given a certificate and key)."""
+    tls = _tls(tls_cert, tls_key)
     with _runtime(_settings(database_url, serving=True)) as runtime:
-        _serve(runtime, host, port, workers, checkpoint_interval)
+        _serve(runtime, host, port, workers, checkpoint_interval, tls)
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with; both or neither, readable."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        err_console.print("[red]--tls-cert and --tls-key go together.[/red]")
+        raise typer.Exit(2)
+    for path in (cert, key):
+        if not path.is_file():
+            err_console.print(f"[red]{path}: no such file.[/red]")
+            raise typer.Exit(2)
+    return cert, key
 
 
 # Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, then the
@@ -242,7 +267,8 @@ STOP_BOUND = 8.0
 
 
 def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
-           checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
+           checkpoint_interval: float = CHECKPOINT_INTERVAL,
+           tls: tuple[Path, Path] | None = None) -> None:
     import uvicorn
 
     from api.app import SERVE_PARENT, SERVE_URL, create_app
@@ -258,7 +284,8 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
 
     sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
     sealer.start()
-    console.print(f"Serving the API on http://{host}:{port} with {workers} process"
+    scheme = "https" if tls else "http"
+    console.print(f"Serving the API on {scheme}://{host}:{port} with {workers} process"
                   f"{'es' if workers > 1 else ''} (Ctrl-C to stop)")
     # uvicorn answers SIGTERM by re-raising it once it has shut down; with the default
     # handler that would end the process before the sealer, the database connections and an
@@ -271,6 +298,8 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
                                    "access_log": False, "http": "httptools", "loop": "uvloop",
                                    "timeout_graceful_shutdown": STOP_GRACE,
                                    "server_header": False}
+        if tls is not None:
+            options.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
         if workers == 1:
             served = create_app(runtime)
             CollectorPauses().install()
@@ -1000,8 +1029,18 @@ def _cli_envelope() -> Envelope:
 
 
 def main() -> None:
-    """Entry point."""
-    app(prog_name="trialledger")
+    """Entry point. A database that cannot be reached (down, or refusing more clients) ends
+    any command with one line and exit code 2, not a traceback."""
+    from infra.unavailable import unavailable_reason
+
+    try:
+        app(prog_name="trialledger")
+    except Exception as e:
+        reason = unavailable_reason(e)
+        if reason is None:
+            raise
+        err_console.print(f"[red]{reason}[/red]", soft_wrap=True, highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

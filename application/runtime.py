@@ -14,7 +14,6 @@ from uuid import UUID
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
-from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
 
@@ -39,6 +38,7 @@ from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper, VerifyingMapper
+from infra.pools import SharedPool, open_shared_pool
 from infra.postgres import (
     connect,
     database,
@@ -46,7 +46,7 @@ from infra.postgres import (
     reachable,
     schema_for_study,
 )
-from infra.recorder import AppendOnlyApplicationRecorder
+from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
 from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
@@ -76,6 +76,7 @@ class Runtime:
     _directory: DirectoryApplication | None = None
     _people: People | None = None
     _pool: ConnectionPool | None = None
+    _store_pool: SharedPool | None = None
     _sessions: SessionStore | None = None
     _idempotency: IdempotencyStore | None = None
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -123,7 +124,19 @@ class Runtime:
         return eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned,
                                  lock_timeout=self.settings.write_lock_timeout,
                                  statement_timeout=self.settings.write_statement_timeout,
-                                 connection_wait=self.settings.database_wait)
+                                 connection_wait=self.settings.database_wait,
+                                 store_pool=self._store_pool_token())
+
+    def _store_pool_token(self) -> str:
+        """The token of the pool every event store and read table of this runtime lends
+        from (opened on first use; see :mod:`infra.pools`)."""
+        if self._store_pool is None:
+            with self._init_lock:
+                if self._store_pool is None:
+                    self._store_pool = open_shared_pool(
+                        self.url, self.settings.store_pool_size,
+                        timeout=self.settings.database_wait)
+        return self._store_pool.token
 
     def _commit_in_groups(self, app: StudyApplication) -> None:
         recorder = app.recorder
@@ -199,7 +212,8 @@ class Runtime:
                 if self._pool is None:
                     # Checked before each lending: a connection the database dropped
                     # (a restart) is replaced, not handed to a request.
-                    pool = ConnectionPool(self.url, min_size=1, max_size=16,
+                    pool = ConnectionPool(self.url, min_size=0,
+                                          max_size=self.settings.api_pool_size,
                                           kwargs={"autocommit": True}, open=True,
                                           check=ConnectionPool.check_connection,
                                           timeout=self.settings.database_wait)
@@ -303,10 +317,8 @@ class Runtime:
 
     def history_view(self, study_id: str) -> HistoryView:
         """The study's history and audit tables (created if missing)."""
-        env = Environment("History", eventsourcing_env(
-            self.url, schema_for_study(study_id), create_table=not self.settings.provisioned,
-            connection_wait=self.settings.database_wait))
-        view: HistoryView = PostgresFactory(env).tracking_recorder(HistoryView)
+        env = Environment("History", self._eventsourcing_env(schema_for_study(study_id)))
+        view: HistoryView = TrialLedgerFactory(env).tracking_recorder(HistoryView)
         return view
 
     def project(self, study_id: str, *, rebuild: bool = False,
@@ -394,6 +406,9 @@ class Runtime:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._store_pool is not None:
+            self._store_pool.shutdown()
+            self._store_pool = None
 
 
 @contextmanager

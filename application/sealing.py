@@ -13,6 +13,7 @@ import multiprocessing
 import time
 from multiprocessing.synchronize import Event
 
+from application.outage import Outage
 from application.runtime import Runtime
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused, SealResult
@@ -35,25 +36,39 @@ class SealingRounds:
         # checkpoint covering it comes with the last round that still fits in the interval.
         self._checkpoint_after = max(0.0, checkpoint_interval - round_interval)
         self._last_checkpoint: dict[str, float] = {}
+        self.outage = Outage()
 
     def seal_all(self) -> None:
-        """One round over every study and the directory."""
+        """One round over the directory and every study. The database being away ends the
+        round (logged by :attr:`outage`, once, then at a back-off); the next round tries
+        again."""
+        try:
+            studies = self.runtime.studies()
+        except Exception as e:
+            if not self.outage.failed(e):
+                raise
+            return
         try:
             self._seal_directory()
         except SealingRefused as e:
             log.error("ledger.sealing_refused", study=DIRECTORY_LOG, reason=str(e))
-        except Exception:
+        except Exception as e:
+            if self.outage.failed(e):
+                return
             log.exception("ledger.round_failed", study=DIRECTORY_LOG)
-        for study_id, _ in self.runtime.studies():
+        for study_id, _ in studies:
             try:
                 self._seal_and_project(study_id)
             except SealingRefused as e:
                 # Never seal past a bad event; say so loudly, keep serving reads.
                 log.error("ledger.sealing_refused", study=study_id, reason=str(e))
-            except Exception:
-                # One study's failure (the database restarting, read tables the role may not
-                # rebuild) must not end the rounds: the next round tries again.
+            except Exception as e:
+                if self.outage.failed(e):
+                    return
+                # One study's failure (read tables the role may not rebuild) must not end
+                # the rounds: the next round tries again.
                 log.exception("ledger.round_failed", study=study_id)
+        self.outage.succeeded()
 
     def _due(self, name: str) -> bool:
         """True if the log ``name`` (a study id, or the directory's) is due a checkpoint."""

@@ -21,7 +21,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import set_json_loads
 
 from infra.logging import get_logger
-from infra.recorder import LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV
+from infra.recorder import CONNINFO_ENV, LOCK_TIMEOUT_ENV, STATEMENT_TIMEOUT_ENV, STORE_POOL_ENV
 
 log = get_logger(__name__)
 
@@ -135,14 +135,18 @@ def schema_for_study(study_id: str) -> str:
 def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
                       lock_timeout: float = WRITE_LOCK_TIMEOUT,
                       statement_timeout: float = WRITE_STATEMENT_TIMEOUT,
-                      connection_wait: float = DATABASE_WAIT) -> dict[str, str]:
+                      connection_wait: float = DATABASE_WAIT,
+                      store_pool: str = "") -> dict[str, str]:
     """The ``eventsourcing`` environment for an application stored in ``schema`` of ``url``;
     its writes wait ``lock_timeout`` seconds at most for the events table's lock, and each of
     their statements runs ``statement_timeout`` seconds at most (0: no limit); a read or
     write waits ``connection_wait`` seconds at most for a connection (whole seconds, at least
-    one)."""
+    one). Its connections come from the shared pool with the token ``store_pool`` (see
+    :mod:`infra.pools`), or, without one, from a pool of its own on the whole ``url``."""
     params = conninfo_to_dict(url)
     return {
+        CONNINFO_ENV: url,
+        STORE_POOL_ENV: store_pool,
         "PERSISTENCE_MODULE": "infra.recorder:TrialLedgerFactory",
         "APPLICATION_RECORDER_TOPIC": "infra.recorder:AppendOnlyApplicationRecorder",
         "PROCESS_RECORDER_TOPIC": "infra.recorder:AppendOnlyProcessRecorder",
@@ -155,12 +159,14 @@ def eventsourcing_env(url: str, schema: str, *, create_table: bool = True,
         # Off on purpose: in eventsourcing 9.5.6 the DB-function insert path skips the
         # table lock that keeps notification ids gap-free and in commit order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        # A server's request threads read concurrently; connections open only when needed.
-        "POSTGRES_POOL_SIZE": "4",
+        # The POSTGRES_* connection parameters above are what eventsourcing requires; the
+        # connections themselves are made with CONNINFO_ENV. A pool of its own (no shared
+        # one) opens connections only when needed, a few at most.
+        "POSTGRES_POOL_SIZE": "0",
         # A pooled connection is checked before it is lent: after the database restarted,
         # a dead one is replaced instead of failing the request it was lent to.
         "POSTGRES_PRE_PING": "y",
-        "POSTGRES_MAX_OVERFLOW": "12",
+        "POSTGRES_MAX_OVERFLOW": "4",
         # How long taking a connection from the pool may wait (eventsourcing's default, 30 s,
         # is how long each request would hang while the database is away).
         "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(connection_wait))),

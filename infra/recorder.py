@@ -35,11 +35,13 @@ from eventsourcing.postgres import (
     PostgresFactory,
     PostgresProcessRecorder,
 )
-from eventsourcing.utils import retry
+from eventsourcing.utils import Environment, EnvType, retry
 from psycopg import Cursor
 from psycopg.errors import LockNotAvailable, QueryCanceled
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
+
+from infra.pools import shared_pool
 
 REFUSE_FUNCTION = "trialledger_refuse_change"
 
@@ -81,6 +83,9 @@ COPY_FROM = 100
 # statements may run, before PostgreSQL gives up on it (seconds; 0: no limit). Set from the
 # deployment's settings through the eventsourcing environment (see TrialLedgerFactory).
 LOCK_TIMEOUT_ENV = "TRIALLEDGER_WRITE_LOCK_TIMEOUT"
+# The database URL, whole, and the token of the runtime's shared pool (see infra.pools).
+CONNINFO_ENV = "TRIALLEDGER_CONNINFO"
+STORE_POOL_ENV = "TRIALLEDGER_STORE_POOL"
 STATEMENT_TIMEOUT_ENV = "TRIALLEDGER_WRITE_STATEMENT_TIMEOUT"
 
 # Attempts at a write that lost its connection (as eventsourcing's own insert_events).
@@ -225,10 +230,9 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         if pid is None:
             return True
         # A connection of its own: the pool's may all be waiting for the lock.
-        params = self.datastore.pool.kwargs
-        assert isinstance(params, dict)  # as PostgresDatastore makes its pool
-        server = {k: params[k] for k in ("dbname", "host", "port", "user", "password")}
-        with psycopg.connect(**server, autocommit=True, connect_timeout=5) as conn:
+        conninfo = self.datastore.pool.conninfo
+        assert isinstance(conninfo, str)  # as TrialLedgerFactory gives it
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
             # Waits (up to 5 s) until the backend has exited: its transaction is then over.
             row = conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()
         return bool(row and row[0])
@@ -321,8 +325,24 @@ def _timed_out(error: Exception) -> bool:
 
 
 class TrialLedgerFactory(PostgresFactory):
-    """eventsourcing's PostgreSQL factory, handing the deployment's write timeouts to the
-    application recorder."""
+    """eventsourcing's PostgreSQL factory, on the whole URL: its datastore lends from the
+    runtime's shared pool (``STORE_POOL_ENV``), or else connects with the URL of
+    ``CONNINFO_ENV``, every parameter included; and it hands the deployment's write timeouts
+    to the application recorder."""
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        shared = shared_pool(self.env.get(STORE_POOL_ENV) or "")
+        if shared is not None:
+            self.datastore.pool = shared
+            return
+        conninfo = self.env.get(CONNINFO_ENV)
+        if conninfo:
+            # The pool is not open yet: its connections will all be made with the URL
+            # (keyword arguments would override the URL's host list, so only rows remain).
+            pool = self.datastore.pool
+            pool.conninfo = conninfo
+            pool.kwargs = {"row_factory": dict_row}
 
     def application_recorder(self) -> ApplicationRecorder:
         """The application recorder named in the environment, with its write timeouts."""

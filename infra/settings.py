@@ -50,6 +50,10 @@ class Settings:
     - ``sign_in_per_account`` / ``sign_in_per_address``: sign-in attempts allowed per minute
       for one account / from one network address, in each server process (0: no limit).
     - ``totp_roles``: roles whose holders must sign in (and sign) with a TOTP code.
+    - ``store_pool_size`` / ``api_pool_size``: database connections a process holds at most
+      for the event store (events, read tables) / for the API's own tables (sessions,
+      idempotency keys, readiness), opened when needed (``TRIALLEDGER_STORE_POOL_SIZE``,
+      default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 2).
     """
 
     database_url: str | None
@@ -92,6 +96,8 @@ class Settings:
     sign_in_per_account: int = 10
     sign_in_per_address: int = 100
     totp_roles: frozenset[str] = frozenset()
+    store_pool_size: int = 4
+    api_pool_size: int = 2
 
     @property
     def keys_dir(self) -> Path:
@@ -128,6 +134,8 @@ class Settings:
             sign_in_per_account=_count("TRIALLEDGER_SIGN_IN_PER_ACCOUNT", 10),
             sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
             totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
+            store_pool_size=_pool_size("TRIALLEDGER_STORE_POOL_SIZE", 4),
+            api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
         )
 
 
@@ -195,6 +203,14 @@ def _count(name: str, default: int) -> int:
     if not raw.isdigit():
         raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
     return int(raw)
+
+
+def _pool_size(name: str, default: int) -> int:
+    """A number of connections (1 or more) from the environment variable ``name``."""
+    size = _count(name, default)
+    if size < 1:
+        raise ValueError(f"{name} must be a number of connections (1 or more), not {size}")
+    return size
 
 
 def _roles(name: str) -> frozenset[str]:

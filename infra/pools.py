@@ -1,0 +1,73 @@
+"""The event store's connection pool: one per runtime, bounded, connecting with the whole URL.
+
+eventsourcing's ``PostgresDatastore`` builds a pool of its own for every application (each
+study, the directory, each study's read tables), from five parameters of the URL: the others
+(``sslmode``, ``sslrootcert``, ``application_name``, ``target_session_attrs``, a list of
+hosts) were dropped, and each pool kept connections of its own. A runtime opens one
+:class:`SharedPool` instead and every datastore it creates lends from it (see
+:class:`infra.recorder.TrialLedgerFactory`), found through a token in the eventsourcing
+environment.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from eventsourcing.postgres import ConnectionPool
+from psycopg import Connection
+from psycopg.rows import DictRow, dict_row
+
+# How long a connection may sit in a transaction doing nothing before the server ends it
+# (seconds): eventsourcing's default for its own pools, kept for every store connection.
+IDLE_IN_TRANSACTION_TIMEOUT = 5
+
+_registry: dict[str, SharedPool] = {}
+_registry_lock = threading.Lock()
+
+
+def _configure(conn: Connection[DictRow]) -> None:
+    """What eventsourcing's datastore does to each new connection."""
+    conn.autocommit = True
+    conn.execute(f"SET idle_in_transaction_session_timeout = "
+                 f"'{IDLE_IN_TRANSACTION_TIMEOUT * 1000}ms'")
+
+
+class SharedPool(ConnectionPool[Connection[DictRow]]):
+    """A pool lent to many datastores: closing one of them leaves it open for the others;
+    its owner ends it with :meth:`shutdown`. Connections are opened when needed (none at
+    rest after ten idle minutes), at most ``max_size`` at once."""
+
+    def __init__(self, conninfo: str, max_size: int, *, timeout: float = 30.0) -> None:
+        super().__init__(conninfo, connection_class=Connection[DictRow],
+                         kwargs={"row_factory": dict_row}, min_size=0, max_size=max_size,
+                         open=False, configure=_configure, timeout=timeout,
+                         # A connection the database dropped (a restart) is replaced, not
+                         # handed to whoever asked.
+                         check=ConnectionPool.check_connection)
+        self.token = uuid.uuid4().hex
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Closing a datastore: the pool stays open for the others."""
+
+    def shutdown(self) -> None:
+        """Close the pool and its connections; datastores that lend from it fail after."""
+        with _registry_lock:
+            _registry.pop(self.token, None)
+        super().close()
+
+
+def open_shared_pool(conninfo: str, max_size: int, **kwargs: Any) -> SharedPool:
+    """A new :class:`SharedPool` on ``conninfo``, open, findable by its token."""
+    pool = SharedPool(conninfo, max_size, **kwargs)
+    pool.open()
+    with _registry_lock:
+        _registry[pool.token] = pool
+    return pool
+
+
+def shared_pool(token: str) -> SharedPool | None:
+    """The open pool with this token, if any (a token from another process finds none)."""
+    with _registry_lock:
+        return _registry.get(token)
