@@ -73,7 +73,8 @@ class Record(Model):
     fields: dict[str, Json]
     derived: dict[str, Json] = {}
     entered_at: datetime
-    changes: list[dict[str, Json]] = []
+    changes: int = 0
+    """How many times the record was corrected."""
     timeline: list[dict[str, Json]] = []
     flags: list[dict[str, Json]] = []
 
