@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -36,12 +35,13 @@ binary file."""
 class _Session:
     """What both clients share: the token, the versions seen, and when to retry."""
 
-    def __init__(self, retries: int, max_retry_wait: float) -> None:
-        self.token: Token | None = None
+    def __init__(self, token: Token | None, retries: int, max_retry_wait: float,
+                 idempotency_keys: bool) -> None:
+        self.token = token
+        self.idempotency_keys = idempotency_keys
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self._versions: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
 
     def version(self, study: str, subject: str) -> int | None:
         """The version of the subject this client last saw (read or wrote), if any."""
@@ -57,7 +57,8 @@ class _Session:
         """The headers of ``call``: token, and for a write its idempotency key and If-Match."""
         headers = self.auth_headers()
         if call.is_write:
-            headers["Idempotency-Key"] = str(uuid.uuid4())
+            if self.idempotency_keys:
+                headers["Idempotency-Key"] = str(uuid.uuid4())
             version = call.version
             if version is None and call.subject is not None:
                 version = self._versions.get(call.subject)
@@ -66,12 +67,15 @@ class _Session:
         return headers
 
     def may_retry(self, call: Call[Any], headers: dict[str, str], attempt: int) -> bool:
-        """Whether ``call`` may be sent again: a read or a POST (the server answers a repeated
-        key with the first answer), or a correction or removal carrying If-Match (a repeat of
-        one that was stored is refused as stale: the server keeps keys of POSTs only)."""
+        """Whether ``call`` may be sent again: a read, a POST with an idempotency key (the
+        server answers a repeated key with the first answer), or a correction or removal
+        carrying If-Match (a repeat of one that was stored is refused as stale: the server
+        keeps keys of POSTs only)."""
         if attempt >= self.retries:
             return False
-        return call.method in ("GET", "POST") or "If-Match" in headers
+        if call.method == "POST":
+            return "Idempotency-Key" in headers
+        return call.method == "GET" or "If-Match" in headers
 
     def backoff(self, attempt: int) -> float:
         """The wait before retry ``attempt + 1`` after a connection error."""
@@ -93,8 +97,9 @@ class _Session:
         if call.tracks and call.subject is not None:
             etag = response.headers.get("etag", "").removeprefix("W/").strip('"')
             if etag.isdigit():
-                with self._lock:
-                    self._versions[call.subject] = int(etag)
+                # Versions only grow: a late or replayed answer never takes one back.
+                seen = self._versions.get(call.subject, 0)
+                self._versions[call.subject] = max(seen, int(etag))
         return call.read(response)
 
 
@@ -155,16 +160,19 @@ class _Sink:
 class Client:
     """A blocking client of one TrialLedger server.
 
-    ``Client("http://127.0.0.1:8000")``, then :meth:`sign_in`; every operation of
-    :mod:`trialledger_client.operations` is a method. ``retries`` bounds the retries of one
+    ``Client("http://127.0.0.1:8000")``, then :meth:`sign_in` (or pass the ``token`` of
+    another client's sign-in); every operation of :mod:`trialledger_client.operations` is a
+    method. ``retries`` bounds the retries of one
     call after a connection error or a 503 with Retry-After (each wait at most
-    ``max_retry_wait`` seconds); ``transport`` and ``timeout`` go to httpx.
+    ``max_retry_wait`` seconds); ``transport`` and ``timeout`` go to httpx. With
+    ``idempotency_keys=False`` writes carry no key and a POST is never retried (for a caller
+    whose every entry names its own ``record_id``, which the server refuses to store twice).
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0, retries: int = 3,
-                 max_retry_wait: float = 10.0,
+    def __init__(self, base_url: str, *, token: Token | None = None, timeout: float = 60.0,
+                 retries: int = 3, max_retry_wait: float = 10.0, idempotency_keys: bool = True,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.session = _Session(retries, max_retry_wait)
+        self.session = _Session(token, retries, max_retry_wait, idempotency_keys)
         self.http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -286,16 +294,19 @@ class Client:
     outcomes = _operation(ops.outcomes)
     outcome_cell = _operation(ops.outcome_cell)
     list_deviations = _operation(ops.list_deviations)
+    checkpoint = _operation(ops.checkpoint)
+    inclusion_proof = _operation(ops.inclusion_proof)
+    consistency_proof = _operation(ops.consistency_proof)
 
 
 class AsyncClient:
     """The asyncio twin of :class:`Client`: the same operations, awaited."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0, retries: int = 3,
-                 max_retry_wait: float = 10.0,
+    def __init__(self, base_url: str, *, token: Token | None = None, timeout: float = 60.0,
+                 retries: int = 3, max_retry_wait: float = 10.0, idempotency_keys: bool = True,
                  transport: httpx.AsyncBaseTransport | None = None,
                  limits: httpx.Limits | None = None) -> None:
-        self.session = _Session(retries, max_retry_wait)
+        self.session = _Session(token, retries, max_retry_wait, idempotency_keys)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
                                       limits=limits or httpx.Limits())
 
@@ -408,3 +419,6 @@ class AsyncClient:
     outcomes = _async_operation(ops.outcomes)
     outcome_cell = _async_operation(ops.outcome_cell)
     list_deviations = _async_operation(ops.list_deviations)
+    checkpoint = _async_operation(ops.checkpoint)
+    inclusion_proof = _async_operation(ops.inclusion_proof)
+    consistency_proof = _async_operation(ops.consistency_proof)

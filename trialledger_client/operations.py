@@ -426,3 +426,24 @@ def export_request(study: str, export_format: ExportFormat, *,
                    as_of: datetime | None = None) -> tuple[str, dict[str, str | int]]:
     """The path and query of an export (streamed by the clients, not read whole)."""
     return _study_path(study, "exports", export_format), _params(as_of=as_of)
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+def checkpoint(study: str) -> Call[dict[str, Json]]:
+    """The latest signed checkpoint of the study's ledger (404 before the first)."""
+    return Call("GET", _study_path(study, "ledger", "checkpoint"), _json_object)
+
+
+def inclusion_proof(study: str, event: int, *,
+                    tree_size: int | None = None) -> Call[dict[str, Json]]:
+    """RFC 9162 inclusion proof of the event at log position ``event``."""
+    return Call("GET", _study_path(study, "ledger", "proofs", "inclusion"), _json_object,
+                params=_params(event=event, tree_size=tree_size))
+
+
+def consistency_proof(study: str, from_size: int, *,
+                      to_size: int | None = None) -> Call[dict[str, Json]]:
+    """RFC 9162 consistency proof between two tree sizes."""
+    return Call("GET", _study_path(study, "ledger", "proofs", "consistency"), _json_object,
+                params=_params(**{"from": from_size, "to": to_size}))
