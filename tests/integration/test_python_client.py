@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -257,3 +259,14 @@ def test_the_asyncio_client_writes_and_reads(served: Served) -> None:
             return value
 
     assert asyncio.run(scenario()) == 0.9
+
+
+def test_the_client_works_without_the_server_packages() -> None:
+    # As installed alone: none of the server's packages can be imported.
+    code = ("import sys\n"
+            "for name in ('domain', 'application', 'projections', 'infra', 'api'):\n"
+            "    sys.modules[name] = None\n"
+            "import trialledger_client\n"
+            "trialledger_client.Client('http://127.0.0.1:9').close()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
