@@ -1,7 +1,7 @@
 """HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
 
     python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1]
-                               [--load-processes 2] [--idempotency-keys] [--database-url URL]
+                               [--load-processes 4] [--idempotency-keys] [--database-url URL]
 
 A bounded (closed-loop) load generator on loopback, written with the Python client
 (``trialledger_client.AsyncClient``): each client keeps one keep-alive connection and sends
@@ -136,7 +136,7 @@ def _run_share(load: Load, subjects: list[str]
     return latencies, statuses, elapsed, time.process_time() - cpu
 
 
-def load(load: Load, clients: int, processes: int
+def load(work: Load, clients: int, processes: int
          ) -> tuple[list[float], dict[int, int], float, float]:
     """Run ``clients`` closed-loop clients, each with a keep-alive connection of its own and
     writing to its own subject, shared among ``processes`` load processes (the client's
@@ -145,7 +145,7 @@ def load(load: Load, clients: int, processes: int
     subjects = [f"B{n:03d}" for n in range(clients)]
     shares = [subjects[i::processes] for i in range(processes)]
     with ProcessPoolExecutor(processes) as pool:
-        results = list(pool.map(_run_share, [load] * processes, shares))
+        results = list(pool.map(_run_share, [work] * processes, shares))
     statuses: dict[int, int] = {}
     for _, share, _, _ in results:
         for status, count in share.items():
@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1,
                         help="`trialledger serve --workers` (processes answering requests)")
-    parser.add_argument("--load-processes", type=int, default=2,
+    parser.add_argument("--load-processes", type=int, default=4,
                         help="processes the clients are shared among")
     parser.add_argument("--idempotency-keys", action="store_true",
                         help="send an Idempotency-Key with every write, as the Python client "
