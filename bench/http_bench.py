@@ -1,10 +1,17 @@
 """HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
 
-    python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1] [--database-url URL]
+    python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1]
+                               [--load-processes 4] [--idempotency-keys] [--database-url URL]
 
-A bounded (closed-loop) load generator on loopback: each client keeps one keep-alive
-connection and sends its next POST only when the last one was answered, each to its own
-subject (so no write waits on another's version). Every 201 is a committed, signed event;
+A bounded (closed-loop) load generator on loopback, written with the Python client
+(``trialledger_client.AsyncClient``): each client keeps one keep-alive connection and sends
+its next POST only when the last one was answered, each to its own subject (so no write
+waits on another's version), with If-Match as the client sends it; with
+``--idempotency-keys``, an Idempotency-Key too (the client's default; without, each entry's
+own record id already makes it safe to retry). The clients are shared among
+``--load-processes`` processes, so that the client's work on a batch of answers (about
+0.3 ms of CPU per request) overlaps the server's instead of adding to every round trip, as
+the clients of separate machines would. Every 201 is a committed, signed event;
 the run counts them in the database afterwards. In the same run, pgbench measures
 PostgreSQL's own single-row INSERT transaction rate with as many clients (the ceiling), and
 the ratio is printed. Targets: >= 1,000 committed signed events/s, p99 <= 50 ms.
@@ -25,12 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
+from loopback_transport import LoopbackTransport  # bench/ is the script's directory
 from psycopg.conninfo import conninfo_to_dict
 
 from application.runtime import Runtime
@@ -39,10 +48,12 @@ from domain.studies import nct04397107
 from infra.passwords import hash_password
 from infra.postgres import connect, database, schema_for_study, temporary_database
 from infra.settings import Settings
+from trialledger_client import AsyncClient, Client, ProblemError, Token
 
 STUDY = nct04397107.STUDY_ID
 SETUP = Envelope(Actor("bench", "Bench Setup", "coordinator", "JLU1"), "bench", "system", "b")
 PASSWORD = "bench-coordinator-password"
+T0 = datetime(2021, 1, 11, tzinfo=UTC)
 
 
 def set_up(runtime: Runtime, subjects: int) -> None:
@@ -68,46 +79,79 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _client(port: int, token: str, subject: str, stop_at: float,
-                  latencies: list[float], statuses: dict[int, int], run_id: str) -> None:
-    """One keep-alive connection, one request at a time, until ``stop_at``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    path = f"/v1/studies/{STUDY}/subjects/{subject}/labs"
+async def _client(client: AsyncClient, subject: str, stop_at: float, latencies: list[float],
+                  statuses: dict[int, int], run_id: str) -> None:
+    """One request at a time through the Python client, until ``stop_at``."""
     n = 0
-    try:
-        while time.perf_counter() < stop_at:
-            n += 1
-            observed = datetime(2021, 1, 11, tzinfo=UTC) + timedelta(seconds=n)
-            body = orjson.dumps({"observed_at": observed.isoformat(), "code": "C3",
-                                 "value": 0.8, "unit": "g/L",
-                                 "record_id": f"{run_id}-{n}"})
-            request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                       f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            status = int(head.split(b" ", 2)[1])
-            statuses[status] = statuses.get(status, 0) + 1
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+    while time.perf_counter() < stop_at:
+        n += 1
+        started = time.perf_counter()
+        try:
+            await client.record_lab(STUDY, subject, observed_at=T0 + timedelta(seconds=n),
+                                    code="C3", value=0.8, unit="g/L", record_id=f"{run_id}-{n}")
+            status = 201
+        except ProblemError as e:
+            status = e.status
+        latencies.append(time.perf_counter() - started)
+        statuses[status] = statuses.get(status, 0) + 1
 
 
-async def load(port: int, token: str, clients: int, seconds: float,
-               run_id: str) -> tuple[list[float], dict[int, int], float]:
-    """Run ``clients`` closed-loop clients for ``seconds``; latencies, statuses, elapsed."""
+@dataclass(frozen=True)
+class Load:
+    """A load to run: against which server, as whom, how long, how."""
+
+    port: int
+    token: Token
+    seconds: float
+    run_id: str
+    keys: bool
+
+
+async def _load_share(load: Load, subjects: list[str]
+                      ) -> tuple[list[float], dict[int, int], float]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(_client(port, token, f"B{n:03d}", stop_at, latencies, statuses,
-                                   run_id) for n in range(clients)))
-    return latencies, statuses, time.perf_counter() - started
+    connections = [AsyncClient(f"http://127.0.0.1:{load.port}", token=load.token, retries=0,
+                               idempotency_keys=load.keys,
+                               transport=LoopbackTransport("127.0.0.1", load.port))
+                   for _ in subjects]
+    try:
+        started = time.perf_counter()
+        stop_at = started + load.seconds
+        await asyncio.gather(*(_client(client, subject, stop_at, latencies, statuses,
+                                       load.run_id)
+                               for subject, client in zip(subjects, connections, strict=True)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for client in connections:
+            await client.aclose()
+    return latencies, statuses, elapsed
+
+
+def _run_share(load: Load, subjects: list[str]
+               ) -> tuple[list[float], dict[int, int], float, float]:
+    """One load process: a client per subject given; latencies, statuses, elapsed, CPU."""
+    cpu = time.process_time()
+    latencies, statuses, elapsed = asyncio.run(_load_share(load, subjects))
+    return latencies, statuses, elapsed, time.process_time() - cpu
+
+
+def load(work: Load, clients: int, processes: int
+         ) -> tuple[list[float], dict[int, int], float, float]:
+    """Run ``clients`` closed-loop clients, each with a keep-alive connection of its own and
+    writing to its own subject, shared among ``processes`` load processes (the client's
+    work on each answer then overlaps the server's, as separate client machines' would);
+    latencies, statuses, elapsed seconds, and the CPU seconds the load processes used."""
+    subjects = [f"B{n:03d}" for n in range(clients)]
+    shares = [subjects[i::processes] for i in range(processes)]
+    with ProcessPoolExecutor(processes) as pool:
+        results = list(pool.map(_run_share, [work] * processes, shares))
+    statuses: dict[int, int] = {}
+    for _, share, _, _ in results:
+        for status, count in share.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return ([latency for share, _, _, _ in results for latency in share], statuses,
+            max(r[2] for r in results), sum(r[3] for r in results))
 
 
 def pgbench_rate(url: str, clients: int, seconds: int) -> float:
@@ -136,7 +180,8 @@ def pgbench_rate(url: str, clients: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
+def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
+        processes: int) -> None:
     """Set up, serve, load, count, compare."""
     with temporary_database(server_url, "tl_httpbench") as url, \
             tempfile.TemporaryDirectory() as home:
@@ -158,13 +203,14 @@ def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
                 stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_ready(port)
-            token = httpx.post(f"http://127.0.0.1:{port}/v1/auth/token", json={
-                "username": "coordinator", "password": PASSWORD}).json()["access_token"]
+            with Client(f"http://127.0.0.1:{port}") as client:
+                token = client.sign_in("coordinator", PASSWORD)
             # Warm-up: caches, prepared statements, pools.
-            asyncio.run(load(port, token, clients, 2, "warm"))
+            load(Load(port, token, 2, "warm", keys), clients, processes)
             with connect(url) as conn:
                 warm = _events(conn)
-            latencies, statuses, elapsed = asyncio.run(load(port, token, clients, seconds, "run"))
+            latencies, statuses, elapsed, client_cpu = load(
+                Load(port, token, seconds, "run", keys), clients, processes)
         except Exception:
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
@@ -178,7 +224,9 @@ def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
     rate = committed / elapsed
     ordered = sorted(latencies)
     p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
-    print(f"HTTP writes, {clients} clients, {workers} server process(es), {elapsed:.1f} s "
+    print(f"HTTP writes, {clients} clients in {processes} load process(es), "
+          f"{workers} server process(es), "
+          f"{'with' if keys else 'without'} idempotency keys, {elapsed:.1f} s "
           f"(after {warm - events_before} warm-up events):")
     print(f"  answers: {dict(sorted(statuses.items()))}; 201s {ok}, events committed {committed}"
           f" ({'match' if ok == committed else 'MISMATCH'})")
@@ -186,6 +234,8 @@ def run(server_url: str, clients: int, seconds: int, workers: int) -> None:
     print(f"  latency ms: p50 {statistics.median(ordered) * 1000:.1f}, "
           f"p95 {ordered[int(len(ordered) * 0.95) - 1] * 1000:.1f}, p99 {p99:.1f}"
           f"   (target p99 <= 50)")
+    print(f"  load generator CPU per request: {client_cpu / len(latencies) * 1e6:,.0f} µs "
+          f"(the Python client's own work)")
     print(f"PostgreSQL single-row INSERT transactions (pgbench, {clients} clients): "
           f"{ceiling:,.0f} tps")
     print(f"  ratio HTTP signed events / PostgreSQL ceiling: {rate / ceiling:.3f}")
@@ -214,11 +264,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1,
                         help="`trialledger serve --workers` (processes answering requests)")
+    parser.add_argument("--load-processes", type=int, default=4,
+                        help="processes the clients are shared among")
+    parser.add_argument("--idempotency-keys", action="store_true",
+                        help="send an Idempotency-Key with every write, as the Python client "
+                             "does by default (the server then claims and completes each key)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as pgdata, \
             database(args.database_url, Path(pgdata) / "pgdata") as server_url:
-        run(server_url, args.clients, args.seconds, args.workers)
+        run(server_url, args.clients, args.seconds, args.workers, args.idempotency_keys,
+            args.load_processes)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
 """`trialledger serve` as a real process (uvicorn on loopback, real PostgreSQL), played through
-from tests.support import free_port, wait_until_ready
 the whole workflow over HTTP by every role, from the first admin to the regulator."""
 
 from __future__ import annotations
@@ -11,20 +10,27 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from domain.studies import nct04397107
 from tests.support import free_port, wait_until_ready
+from trialledger_client import (
+    Client,
+    Forbidden,
+    Locked,
+    NotFound,
+    Reason,
+    StaleVersion,
+    Unauthorized,
+)
 
 pytestmark = pytest.mark.slow  # every test here starts real servers
 
 STUDY = nct04397107.STUDY_ID
-SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
+T0 = datetime(2021, 1, 11, 8, tzinfo=UTC)
 def password_of(username: str) -> str:
     """Each person's password (one the password rules accept)."""
     return f"{username} amber canyon whistle"
@@ -54,11 +60,11 @@ class Server:
     base: str
     log: Path
 
-    def token(self, username: str) -> dict[str, str]:
-        response = httpx.post(f"{self.base}/v1/auth/token",
-                              json={"username": username, "password": password_of(username)})
-        assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    def client(self, username: str) -> Client:
+        """A Python client signed in as ``username``."""
+        client = Client(self.base)
+        client.sign_in(username, password_of(username))
+        return client
 
 
 # One process, and two workers (sealing and projecting in the parent; the workers' reads
@@ -88,108 +94,92 @@ def server(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         process.wait(timeout=20)
 
 
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 def test_the_whole_workflow_over_http(server: Server) -> None:
-    base = server.base
-    admin = server.token("ada")
-    _ok(httpx.post(f"{base}/v1/studies", json=nct04397107.definition(), headers=admin), 201)
+    admin = server.client("ada")
+    admin.register_study(nct04397107.definition())
     for username, (name, role, site) in PEOPLE.items():
-        _ok(httpx.post(f"{base}/v1/users", headers=admin, json={
-            "username": username, "full_name": name, "password": password_of(username),
-            "roles": [{"role": role, "study": STUDY, "site": site}],
-            "identity_verified_by": "hospital badge checked in person"}), 201)
+        admin.add_user(username, name, password_of(username),
+                       roles=[{"role": role, "study": STUDY, "site": site}],
+                       identity_verified_by="hospital badge checked in person")
     coordinator, investigator, monitor, data_manager, regulator = (
-        server.token(u) for u in PEOPLE)
+        server.client(u) for u in PEOPLE)
 
     # The coordinator enrolls a child and enters vitals and a C3 result.
-    enrolment = {"subject": "001", "site": "JLU1", "date_of_birth": "2010-05-01", "sex": "F",
-                 "disease": "SLE", "consent_date": "2021-01-10", "arm": "IL2",
-                 "enrolled_on": "2021-01-10", "screening": nct04397107.ELIGIBLE_SCREENING_ANSWERS}
-    _ok(httpx.post(f"{base}/v1/studies/{STUDY}/subjects", json=enrolment, headers=coordinator),
-        201)
-    _ok(httpx.post(f"{base}{SUBJECT}/vitals", headers=coordinator, json={
-        "record_id": "VS1", "observed_at": "2021-01-11T08:00:00+00:00", "visit": "BASELINE",
-        "measurements": {"HEIGHT": {"value": 142.0, "unit": "cm"},
-                         "WEIGHT": {"value": 36.5, "unit": "kg"}}}), 201)
-    lab = _ok(httpx.post(f"{base}{SUBJECT}/labs", headers=coordinator, json={
-        "record_id": "LB1", "observed_at": "2021-01-11T08:00:00+00:00", "visit": "BASELINE",
-        "code": "C3", "value": 0.8, "unit": "g/L"}), 201)
-    before_correction = datetime.fromisoformat(lab["recorded_at"]) + timedelta(microseconds=1)
+    coordinator.enrol(STUDY, "001", site="JLU1", date_of_birth=date(2010, 5, 1), sex="F",
+                      disease="SLE", consent_date=date(2021, 1, 10), arm="IL2",
+                      enrolled_on=date(2021, 1, 10),
+                      screening=nct04397107.ELIGIBLE_SCREENING_ANSWERS)
+    coordinator.record_vitals(STUDY, "001", record_id="VS1", observed_at=T0, visit="BASELINE",
+                              measurements={"HEIGHT": (142.0, "cm"), "WEIGHT": (36.5, "kg")})
+    lab = coordinator.record_lab(STUDY, "001", record_id="LB1", observed_at=T0,
+                                 visit="BASELINE", code="C3", value=0.8, unit="g/L")
+    before_correction = lab.recorded_at + timedelta(microseconds=1)
 
-    # The monitor queries it; the coordinator corrects it in answer, with a reason.
-    _ok(httpx.post(f"{base}{SUBJECT}/queries", headers=monitor, json={
-        "query_id": "Q1", "record_id": "LB1", "field": "value",
-        "text": "0.8 does not match the lab report"}), 201)
+    # The monitor queries it; the coordinator corrects it in answer, with a reason (If-Match:
+    # the version the coordinator read, sent by the client).
+    monitor.open_query(STUDY, "001", query_id="Q1", record_id="LB1", field="value",
+                       text="0.8 does not match the lab report")
     time.sleep(0.01)
-    read = httpx.get(f"{base}{SUBJECT}", headers=coordinator)
-    corrected = httpx.patch(f"{base}{SUBJECT}/labs/LB1", headers={
-        **coordinator, "If-Match": read.headers["etag"]}, json={
-        "field": "value", "value": 0.6, "query_id": "Q1",
-        "reason": {"code": "transcription_error", "text": "lab report says 0.6"}})
-    _ok(corrected)
+    read = coordinator.casebook(STUDY, "001")
+    corrected = coordinator.correct(STUDY, "001", "labs", "LB1", field="value", value=0.6,
+                                    query_id="Q1", reason=Reason(
+                                        code="transcription_error", text="lab report says 0.6"))
     # The same If-Match again is stale now.
-    stale = httpx.patch(f"{base}{SUBJECT}/labs/LB1", headers={
-        **coordinator, "If-Match": read.headers["etag"]}, json={
-        "field": "value", "value": 0.7,
-        "reason": {"code": "transcription_error", "text": "stale"}})
-    assert stale.status_code == 412
-    book = _ok(httpx.get(f"{base}{SUBJECT}", headers=monitor))
-    assert book["queries"]["Q1"]["status"] == "answered"
+    with pytest.raises(StaleVersion):
+        coordinator.correct(STUDY, "001", "labs", "LB1", field="value", value=0.7,
+                            version=read.version,
+                            reason=Reason(code="transcription_error", text="stale"))
+    book = monitor.casebook(STUDY, "001")
+    assert book.queries["Q1"]["status"] == "answered"
     # The answer (the last event written) names the correction just before it.
-    answer = book["queries"]["Q1"]["answers"][0]
-    assert answer["correction_version"] == corrected.json()["version"] - 1
+    answer = book.queries["Q1"]["answers"][0]
+    assert answer["correction_version"] == corrected.version - 1
     assert answer["text"] == "lab report says 0.6"
-    _ok(httpx.post(f"{base}{SUBJECT}/queries/Q1/close", headers=monitor,
-                   json={"text": "resolved"}))
+    monitor.close_query(STUDY, "001", "Q1", text="resolved")
 
     # The investigator signs, re-entering username and password.
-    wrong = httpx.post(f"{base}{SUBJECT}/signatures", headers=investigator, json={
-        "meaning": "approval", "username": "wfang", "password": "not-the-password"})
-    assert wrong.status_code == 401
-    _ok(httpx.post(f"{base}{SUBJECT}/signatures", headers=investigator, json={
-        "signature_id": "SIG1", "meaning": "approval", "username": "wfang",
-        "password": password_of("wfang")}), 201)
-    signature = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))["signatures"]["SIG1"]
+    investigator.casebook(STUDY, "001")
+    with pytest.raises(Unauthorized):
+        investigator.sign(STUDY, "001", meaning="approval", username="wfang",
+                          password="not-the-password")
+    investigator.sign(STUDY, "001", signature_id="SIG1", meaning="approval", username="wfang",
+                      password=password_of("wfang"))
+    signature = regulator.casebook(STUDY, "001").signatures["SIG1"]
     assert signature["status"] == "valid"
     assert signature["printed_name"] == "Dr Wang Fang"
     assert signature["meaning_text"] == nct04397107.definition()["signature_meanings"][2]["text"]
     assert datetime.fromisoformat(signature["signed_at"]).utcoffset() == timedelta(0)
 
     # A later correction invalidates the signature, visibly; the history keeps both.
-    _ok(httpx.patch(f"{base}{SUBJECT}/labs/LB1", headers=coordinator, json={
-        "field": "reference_low", "value": 0.9,
-        "reason": {"code": "source_document_updated", "text": "range added from the report"}}))
-    signature = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))["signatures"]["SIG1"]
+    coordinator.casebook(STUDY, "001")
+    coordinator.correct(STUDY, "001", "labs", "LB1", field="reference_low", value=0.9,
+                        reason=Reason(code="source_document_updated",
+                                      text="range added from the report"))
+    signature = regulator.casebook(STUDY, "001").signatures["SIG1"]
     assert signature["status"] == "invalidated"
-    history = _ok(httpx.get(f"{base}{SUBJECT}/history", headers=monitor,
-                            params={"limit": 1000}))["entries"]
-    signature_rows = [e for e in history if e["field"] == "signature"]
-    assert [json.loads(json.dumps(e["new_value"]))["status"] for e in signature_rows] == [
-        "valid", "invalidated"]
+    signature_rows = [e for e in monitor.history(STUDY, "001", page_size=1000)
+                      if e.field == "signature"]
+    assert [e.new_value["status"] for e in signature_rows] == ["valid", "invalidated"]
 
     # The data manager locks the casebook; an edit after the lock is refused, nothing stored.
-    _ok(httpx.post(f"{base}{SUBJECT}/lock", headers=data_manager, json={
-        "reason": {"code": "database_lock", "text": "casebook complete"}}))
-    version = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))["version"]
-    refused = httpx.post(f"{base}{SUBJECT}/labs", headers=coordinator, json={
-        "observed_at": "2021-02-11T08:00:00+00:00", "code": "C4", "value": 0.1, "unit": "g/L"})
-    assert refused.status_code == 423
-    assert _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))["version"] == version
+    data_manager.casebook(STUDY, "001")
+    data_manager.lock_subject(STUDY, "001", reason=Reason(code="database_lock",
+                                                          text="casebook complete"))
+    version = regulator.casebook(STUDY, "001").version
+    coordinator.casebook(STUDY, "001")
+    with pytest.raises(Locked):
+        coordinator.record_lab(STUDY, "001", observed_at=T0 + timedelta(days=31), code="C4",
+                               value=0.1, unit="g/L")
+    assert regulator.casebook(STUDY, "001").version == version
 
     # The regulator reads the casebook as it stood before the correction: the old value.
-    past = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator,
-                         params={"as_of": before_correction.astimezone(UTC).isoformat()}))
-    assert past["records"]["labs"][0]["fields"]["value"] == 0.8
-    now = _ok(httpx.get(f"{base}{SUBJECT}", headers=regulator))
-    assert now["records"]["labs"][0]["fields"]["value"] == 0.6
+    past = regulator.casebook(STUDY, "001", as_of=before_correction)
+    assert past.record("LB1").fields["value"] == 0.8
+    assert regulator.casebook(STUDY, "001").record("LB1").fields["value"] == 0.6
     # ... and may not write.
-    assert httpx.post(f"{base}{SUBJECT}/labs", headers=regulator, json={
-        "observed_at": "2021-02-11T08:00:00+00:00", "code": "C4", "value": 0.1,
-        "unit": "g/L"}).status_code == 403
+    with pytest.raises(Forbidden):
+        regulator.record_lab(STUDY, "001", observed_at=T0 + timedelta(days=31), code="C4",
+                             value=0.1, unit="g/L")
 
     # Every request is in the access log with its id, person, route, status and latency.
     entries = [json.loads(line) for line in server.log.read_text().splitlines()
@@ -201,20 +191,19 @@ def test_the_whole_workflow_over_http(server: Server) -> None:
 
 
 def test_the_server_seals_in_the_background(server: Server) -> None:
-    admin = server.token("ada")
-    _ok(httpx.post(f"{server.base}/v1/studies", json=nct04397107.definition(), headers=admin),
-        201)
-    _ok(httpx.post(f"{server.base}/v1/users", headers=admin, json={
-        "username": "inspector", "full_name": "Ines Pector", "password": password_of("inspector"),
-        "roles": [{"role": "regulator", "study": STUDY, "site": "*"}]}), 201)
-    regulator = server.token("inspector")
+    admin = server.client("ada")
+    admin.register_study(nct04397107.definition())
+    admin.add_user("inspector", "Ines Pector", password_of("inspector"),
+                   roles=[{"role": "regulator", "study": STUDY, "site": "*"}])
+    regulator = server.client("inspector")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        response = httpx.get(f"{server.base}/v1/studies/{STUDY}/ledger/checkpoint",
-                             headers=regulator)
-        if response.status_code == 200:
-            # keyring opened + key registered + study registered
-            assert response.json()["tree_size"] == 3
-            return
-        time.sleep(0.5)
+        try:
+            checkpoint = regulator.checkpoint(STUDY)
+        except NotFound:
+            time.sleep(0.5)
+            continue
+        # keyring opened + key registered + study registered
+        assert checkpoint["tree_size"] == 3
+        return
     pytest.fail("no checkpoint was written by the background sealer")
