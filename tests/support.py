@@ -87,6 +87,23 @@ def study_with_a_corrected_lab(runtime: Runtime) -> None:
     app.close()
 
 
+def three_children_sealed(runtime: Runtime) -> None:
+    """NCT04397107 with children 001-003 enrolled an hour apart, each with a lab; sealed,
+    with checkpoints after the second child (size 11) and the third (size 15)."""
+    clock = simulated_clock()
+    app = runtime.study(nct04397107.STUDY_ID, clock=clock)
+    register(app)
+    for n, code in enumerate(("001", "002", "003")):
+        clock.set(T0 + timedelta(hours=n))
+        enroll(app, code)
+        app.on_subject(code, lambda s, t: s.record_lab_result(
+            "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
+        if n == 1:
+            runtime.seal(nct04397107.STUDY_ID, force_checkpoint=True)
+    runtime.seal(nct04397107.STUDY_ID, force_checkpoint=True)
+    app.close()
+
+
 def add_person(runtime: Runtime, username: str, role: str, *, study: str = "NCT04397107",
                site: str = "*", full_name: str | None = None) -> str:
     """Register ``username`` (password ``<username>-password``) holding ``role``; return the

@@ -20,7 +20,7 @@ from infra.ledger.sealer import SealingRefused
 from infra.postgres import schema_for_study
 from infra.signing import EventSigner
 from infra.verify import StudyVerification, verify_study
-from tests.support import T0, enroll, envelope, register, simulated_clock
+from tests.support import T0, enroll, simulated_clock, three_children_sealed
 
 STUDY = "NCT04397107"
 SCHEMA = schema_for_study(STUDY)
@@ -36,18 +36,7 @@ EVENTS = table(EVENTS_TABLE)
 @pytest.fixture
 def sealed(runtime: Runtime) -> Runtime:
     """Three children enrolled an hour apart, with labs; sealed, checkpointed twice."""
-    clock = simulated_clock()
-    app = runtime.study(STUDY, clock=clock)
-    register(app)
-    for n, code in enumerate(("001", "002", "003")):
-        clock.set(T0 + timedelta(hours=n))
-        enroll(app, code)
-        app.on_subject(code, lambda s, t: s.record_lab_result(
-            "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
-        if n == 1:
-            runtime.seal(STUDY, force_checkpoint=True)
-    runtime.seal(STUDY, force_checkpoint=True)
-    app.close()
+    three_children_sealed(runtime)
     return runtime
 
 

@@ -26,7 +26,14 @@ from infra.ledger.logs import DIRECTORY_EVENTS
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signing import EventSigner, SignedState
-from tests.support import T0, add_person, enroll, envelope, register, simulated_clock
+from tests.support import (
+    T0,
+    add_person,
+    enroll,
+    envelope,
+    simulated_clock,
+    three_children_sealed,
+)
 
 STUDY = "NCT04397107"
 SCHEMA = schema_for_study(STUDY)
@@ -45,18 +52,7 @@ CHECKPOINTS = table(store.CHECKPOINTS)
 
 @pytest.fixture
 def sealed(runtime: Runtime) -> Runtime:
-    clock = simulated_clock()
-    app = runtime.study(STUDY, clock=clock)
-    register(app)
-    for n, code in enumerate(("001", "002", "003")):
-        clock.set(T0 + timedelta(hours=n))
-        enroll(app, code)
-        app.on_subject(code, lambda s, t: s.record_lab_result(
-            "LB1", T0, "C3", 0.8, "g/L", envelope(), t))
-        if n == 1:
-            runtime.seal(STUDY, force_checkpoint=True)
-    runtime.seal(STUDY, force_checkpoint=True)
-    app.close()
+    three_children_sealed(runtime)
     return runtime
 
 
