@@ -22,12 +22,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from domain.studies import nct04397107
@@ -143,6 +142,21 @@ def server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             process.wait(timeout=20)
 
 
+def _gone(element: WebElement) -> bool:
+    """True once ``element``'s page has been replaced. Asked while the new page loads,
+    chromedriver may answer that the node "does not belong to the document" rather than
+    that it is stale: the same answer, in other words."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e):
+            return True
+        raise
+    return False
+
+
 class Browser:
     """A headless chromium on a fresh profile, watched for console errors and for requests
     leaving the server."""
@@ -177,7 +191,7 @@ class Browser:
         """Click ``element`` and wait for the page it loads."""
         page = self.find("html")
         element.click()
-        WebDriverWait(self.driver, 20).until(staleness_of(page))
+        WebDriverWait(self.driver, 20).until(lambda _: _gone(page))
 
     def wait(self, condition: Any, timeout: float = 20) -> Any:
         # An element read while htmx swaps the page part holding it is stale: read again.
