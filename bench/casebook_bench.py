@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 
 import pypdf
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
 from rich.console import Console
 
 from application.demo import run_demo
@@ -35,15 +36,6 @@ from infra.postgres import database, temporary_database
 from infra.settings import Settings
 
 STUDY = nct04397107.STUDY_ID
-
-
-def bench_line(name: str, value: float, unit: str, baseline: float | None = None,
-               **extra: float) -> str:
-    """The machine-readable line of one figure (``ratio`` is value / baseline)."""
-    line = f"BENCH {name} value={value:.2f} unit={unit}"
-    if baseline is not None:
-        line += f" baseline={baseline:.2f} ratio={value / baseline:.2f}"
-    return line + "".join(f" {key}={number:.2f}" for key, number in extra.items())
 
 
 def cpu_seconds() -> float:
