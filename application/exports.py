@@ -13,6 +13,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +28,7 @@ from infra.ledger.bundle import bundle_chunks
 from infra.ledger.sealer import SealingRefused
 from infra.logging import get_logger
 from infra.postgres import connect, schema_for_study
+from infra.replica import ReadSource
 from infra.zip_stream import ZipStream, write_file
 from projections.casebook_doc import Progress, casebook_files
 from projections.csv_export import write_csv
@@ -119,24 +121,44 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# Told which server an export reads from (a standby when one is configured).
+Told = Callable[[ReadSource], object]
+
+
+@contextmanager
+def _reading(runtime: Runtime, study: str, as_of: datetime | None,
+             told: Told | None) -> Iterator[Any]:
+    """The connection an export reads from: the standby's (when configured and it has
+    replayed ``as_of``) for a caller that takes the news (``told``); the primary's otherwise
+    — a bundle's renderings must agree with the checkpoint it has just sealed there."""
+    if told is None:
+        with connect(runtime.url) as conn:
+            yield conn
+        return
+    with runtime.reading(study, as_of) as (conn, source):
+        told(source)
+        yield conn
+
+
 def write_rendering(runtime: Runtime, study: str, export_format: str, out: IO[bytes],
-                    as_of: datetime | None, created_at: datetime | None = None) -> int:
+                    as_of: datetime | None, created_at: datetime | None = None,
+                    told: Told | None = None) -> int:
     """Write an ODM file (subjects or events written) to ``out``."""
     runtime.project(study)
     definition = runtime.study(study).definition()
     writer = write_snapshot if export_format == "odm-snapshot" else write_archive
-    with connect(runtime.url) as conn:
+    with _reading(runtime, study, as_of, told) as conn:
         return writer(conn, schema_for_study(study), definition, out, as_of, created_at)
 
 
 def write_csv_dir(runtime: Runtime, study: str, directory: Path,
-                  as_of: datetime | None) -> dict[str, int]:
+                  as_of: datetime | None, told: Told | None = None) -> dict[str, int]:
     """Write the CSV files into ``directory``, with the analysis datasets behind the
     outcome tables (ADSL.csv, ADLIST.csv) as of the same time; rows per file."""
     runtime.project(study)
     app = runtime.study(study)
     definition = app.definition()
-    with connect(runtime.url) as conn:
+    with _reading(runtime, study, as_of, told) as conn:
         counts = write_csv(conn, schema_for_study(study), definition, directory, as_of,
                            definition_data=app.study().definition_data)
         books = outcome_facts_as_of(conn, schema_for_study(study), as_of)
@@ -148,13 +170,13 @@ def write_csv_dir(runtime: Runtime, study: str, directory: Path,
 
 
 def write_domain_dir(runtime: Runtime, study: str, export_format: str, directory: Path,
-                     as_of: datetime | None,
-                     created_at: datetime | None = None) -> dict[str, int]:
+                     as_of: datetime | None, created_at: datetime | None = None,
+                     told: Told | None = None) -> dict[str, int]:
     """Write one file per SDTM domain in ``export_format`` (Dataset-JSON, its NDJSON form,
     or SAS XPORT v5) into ``directory``; rows per file."""
     runtime.project(study)
     definition = runtime.study(study).definition()
-    with connect(runtime.url) as conn:
+    with _reading(runtime, study, as_of, told) as conn:
         return write_domains(conn, schema_for_study(study), definition, directory,
                              DOMAIN_FORMATS[export_format], _software_version(), as_of,
                              created_at)
@@ -165,7 +187,8 @@ def _software_version() -> str:
 
 
 def casebook_zip(runtime: Runtime, study: str, as_of: datetime | None,
-                 progress: Progress | None = None) -> Generator[bytes, None, int]:
+                 progress: Progress | None = None,
+                 told: Told | None = None) -> Generator[bytes, None, int]:
     """The casebooks as a zip, ``<subject>.html`` and ``<subject>.pdf`` each, yielded subject
     by subject as they are rendered (``progress(done, total)`` told of each); returns the
     number of subjects."""
@@ -174,7 +197,7 @@ def casebook_zip(runtime: Runtime, study: str, as_of: datetime | None,
     archive = ZipStream(zipfile.ZIP_DEFLATED)
     subjects = 0
     with (tempfile.TemporaryDirectory(prefix="trialledger-casebooks-") as tmp,
-          connect(runtime.url) as conn):
+          _reading(runtime, study, as_of, told) as conn):
         for name, path in casebook_files(conn, schema_for_study(study), definition, Path(tmp),
                                          as_of, progress=progress):
             archive.add_file(path, name)
@@ -193,14 +216,14 @@ def write_casebook_zip(runtime: Runtime, study: str, path: Path, as_of: datetime
 
 
 def _directory_zip(runtime: Runtime, study: str, export_format: str,
-                   as_of: datetime | None) -> Iterator[bytes]:
+                   as_of: datetime | None, told: Told | None) -> Iterator[bytes]:
     """A zip of the files a directory export (CSV, or one file per domain) writes."""
     archive = ZipStream(zipfile.ZIP_DEFLATED)
     with tempfile.TemporaryDirectory(prefix="trialledger-files-") as tmp:
         if export_format == "csv":
-            write_csv_dir(runtime, study, Path(tmp), as_of)
+            write_csv_dir(runtime, study, Path(tmp), as_of, told)
         else:
-            write_domain_dir(runtime, study, export_format, Path(tmp), as_of)
+            write_domain_dir(runtime, study, export_format, Path(tmp), as_of, told=told)
         for file in sorted(Path(tmp).iterdir()):
             archive.add_file(file, file.name)
             yield from archive.drain()
@@ -274,20 +297,23 @@ def _domain_files(runtime: Runtime, study: str, export_format: str, directory: P
 
 
 def stream(runtime: Runtime, study: str, export_format: str, as_of: datetime | None,
-           envelope: Envelope) -> Iterator[bytes]:
+           envelope: Envelope, told: Told | None = None) -> Iterator[bytes]:
     """The export's bytes as they are produced (the export recorded already). The first
     chunk is made before this returns, so a failure up to then raises here, to a proper
     error answer; a failure after it is logged and cuts the stream off (a zip then lacks its
-    end record). Either failure is recorded as a failed export."""
+    end record). Either failure is recorded as a failed export. With ``told``, every format
+    but the bundle may be read from a standby, and ``told`` learns which server it was
+    (before this returns)."""
     chunks: Iterator[bytes]
     if export_format in ("odm-snapshot", "odm-archive"):
-        chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of))
+        chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of,
+                                                    told=told))
     elif export_format == "bundle":
         chunks = bundle(runtime, study, as_of)
     elif export_format == "casebook":
-        chunks = casebook_zip(runtime, study, as_of)
+        chunks = casebook_zip(runtime, study, as_of, told=told)
     else:
-        chunks = _directory_zip(runtime, study, export_format, as_of)
+        chunks = _directory_zip(runtime, study, export_format, as_of, told)
     def failed(e: Exception) -> None:
         try:
             record_export_failure(runtime, study, export_format, as_of,

@@ -47,11 +47,12 @@ from infra.postgres import (
     schema_for_study,
 )
 from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
+from infra.replica import Reads, ReadSource
 from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from infra.witness.client import endpoints
-from projections.history_view import PROJECTION_VERSION, HistoryView
+from projections.history_view import PROJECTION_VERSION, HistoryView, read_tables_ready
 from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import cell_sources, outcome_books
@@ -78,6 +79,7 @@ class Runtime:
     _pool: ConnectionPool | None = None
     _store_pool: SharedPool | None = None
     _sessions: SessionStore | None = None
+    _reads: Reads | None = None
     _idempotency: IdempotencyStore | None = None
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
     _known_studies: set[str] = field(default_factory=set)
@@ -363,30 +365,58 @@ class Runtime:
             self._projectors[study_id] = projector
         return projector
 
+    def reads(self) -> Reads:
+        """Connections for the reads a standby may answer (``DATABASE_READ_URL``)."""
+        if self._reads is None:
+            with self._init_lock:
+                if self._reads is None:
+                    self._reads = Reads(self.url, self.settings.database_read_url,
+                                        self.settings.read_pool_size)
+        return self._reads
+
+    @contextmanager
+    def reading(self, study_id: str, later_than: datetime | None = None
+                ) -> Iterator[tuple[psycopg.Connection[Any], ReadSource]]:
+        """A connection to read the study's read tables from — exports, audit pages,
+        outcome tables — and the server it is on: the standby when one is configured, holds
+        the tables of this projection version and has replayed a commit at least as late as
+        ``later_than``; the primary otherwise (see :mod:`infra.replica`)."""
+        schema = schema_for_study(study_id)
+        with self.reads().connection(
+                later_than, holds=lambda conn: read_tables_ready(conn, schema)) as read:
+            yield read
+
     def outcomes(self, study_id: str, as_of: datetime | None = None,
-                 valid_at: datetime | None = None) -> dict[str, Any]:
+                 valid_at: datetime | None = None,
+                 told: Callable[[ReadSource], object] | None = None) -> dict[str, Any]:
         """The study's outcome tables as of ``as_of``, from the (caught-up) read tables; with
-        ``valid_at``, of what the records said held at that clinical time."""
+        ``valid_at``, of what the records said held at that clinical time. ``told`` is told
+        which server answered (a standby when configured: see :meth:`reads`)."""
         self.project(study_id)
         endpoints = study_endpoints(self.study(study_id).definition())
-        with connect(self.url) as conn:
+        with self.reading(study_id, as_of) as (conn, source):
             books = outcome_books(conn, schema_for_study(study_id), as_of, valid_at)
+        if told is not None:
+            told(source)
         return outcome_tables(books, study_id, endpoints, as_of, valid_at)
 
     def outcome_cell(self, study_id: str, cell: str, as_of: datetime | None = None,
-                     valid_at: datetime | None = None) -> dict[str, Any]:
+                     valid_at: datetime | None = None,
+                     told: Callable[[ReadSource], object] | None = None) -> dict[str, Any]:
         """The subjects and records behind one cell of the outcome tables as of ``as_of``
         (and ``valid_at``), each record with the log positions of the events that made it
-        what it was then."""
+        what it was then. ``told``: as for :meth:`outcomes`."""
         self.project(study_id)
         endpoints = study_endpoints(self.study(study_id).definition())
         schema = schema_for_study(study_id)
-        with connect(self.url) as conn:
+        with self.reading(study_id, as_of) as (conn, source):
             books = outcome_books(conn, schema, as_of, valid_at)
             contributions = cell_contributions(books, endpoints, cell)
             if contributions is None:
                 raise NotFound(f"no cell {cell!r} in the outcome tables of {study_id}")
             subjects = cell_sources(conn, schema, study_id, contributions, as_of)
+        if told is not None:
+            told(source)
         return {"study_id": study_id, "cell": cell,
                 "as_of": as_of.isoformat() if as_of else None,
                 "valid_at": valid_at.isoformat() if valid_at else None, "subjects": subjects}
@@ -406,6 +436,9 @@ class Runtime:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
         if self._store_pool is not None:
             self._store_pool.shutdown()
             self._store_pool = None

@@ -54,6 +54,10 @@ class Settings:
       for the event store (events, read tables) / for the API's own tables (sessions,
       idempotency keys, readiness), opened when needed (``TRIALLEDGER_STORE_POOL_SIZE``,
       default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 2).
+    - ``database_read_url``: a standby of the database (``DATABASE_READ_URL``), optional; the
+      exports, audit pages and outcome tables are read there (see :mod:`infra.replica`), from
+      a pool of at most ``read_pool_size`` connections (``TRIALLEDGER_READ_POOL_SIZE``,
+      default 2).
     """
 
     database_url: str | None
@@ -98,6 +102,8 @@ class Settings:
     totp_roles: frozenset[str] = frozenset()
     store_pool_size: int = 4
     api_pool_size: int = 2
+    database_read_url: str | None = None
+    read_pool_size: int = 2
 
     @property
     def keys_dir(self) -> Path:
@@ -136,6 +142,8 @@ class Settings:
             totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
             store_pool_size=_pool_size("TRIALLEDGER_STORE_POOL_SIZE", 4),
             api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
+            database_read_url=env.get("DATABASE_READ_URL") or None,
+            read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
         )
 
 

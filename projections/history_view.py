@@ -162,6 +162,18 @@ TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
 VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
 
 
+
+def read_tables_ready(conn: Any, schema: str) -> bool:
+    """True if ``schema`` holds the read tables as this code's projection version builds
+    them (a standby may not have replayed their creation or their rebuild yet)."""
+    shape = f"{schema}.{SHAPE}"
+    row = conn.execute(SQL("SELECT to_regclass(%s) IS NOT NULL"), (shape,)).fetchone()
+    if row is None or not row[0]:
+        return False
+    version = conn.execute(SQL("SELECT max(version) FROM {}.{}").format(
+        Identifier(schema), Identifier(SHAPE))).fetchone()
+    return version is not None and version[0] == PROJECTION_VERSION
+
 class HistoryView(PostgresTrackingRecorder):
     """Tracking recorder plus the history and audit tables."""
 

@@ -85,10 +85,12 @@ def make_certificates(directory: Path) -> Certificates:
 
 
 class PrivateCluster:
-    """A cluster in a temporary directory listening on 127.0.0.1:``port`` only."""
+    """A cluster in a temporary directory listening on 127.0.0.1:``port`` only; with
+    ``primary``, a hot standby streaming from that cluster (``pg_basebackup -R``)."""
 
     def __init__(self, settings: dict[str, str] | None = None,
-                 certificates: Certificates | None = None) -> None:
+                 certificates: Certificates | None = None, *,
+                 primary: PrivateCluster | None = None) -> None:
         binaries = server_binaries(tls=certificates is not None)
         if binaries is None:
             pytest.skip("no PostgreSQL built with TLS on this machine (Debian's postgresql)")
@@ -114,8 +116,12 @@ class PrivateCluster:
                         ssl_cert_file=f"'{self.root / certificates.cert.name}'",
                         ssl_key_file=f"'{self.root / certificates.key.name}'")
         self._chown(self.root)
-        self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8",
-                  "-U", "postgres")
+        if primary is None:
+            self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8",
+                      "-U", "postgres")
+        else:
+            self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port),
+                      "-U", "postgres", "-D", str(self.pgdata), "-R", "-X", "stream")
         with (self.pgdata / "postgresql.conf").open("a") as out:
             out.writelines(f"{name} = {value}\n" for name, value in conf.items())
         self.start()

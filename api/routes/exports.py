@@ -16,6 +16,7 @@ from api.writes import runtime_of, study_app
 from application.exports import FILE_NAMES, MEDIA_TYPES, record_export, stream
 from domain.clock import require_aware
 from domain.permissions import Action
+from infra.replica import ON_PRIMARY, ReadSource
 
 router = APIRouter(tags=["exports"], responses=PROBLEM_RESPONSES)
 
@@ -40,8 +41,10 @@ def export_study(request: Request, principal: CurrentPrincipal, study: str, expo
     runtime = runtime_of(request)
     envelope = principal.envelope(grant)
     record_export(runtime, study, export_format, when, envelope)
+    sources: list[ReadSource] = []
+    chunks = stream(runtime, study, export_format, when, envelope, told=sources.append)
     return StreamingResponse(
-        stream(runtime, study, export_format, when, envelope),
-        media_type=MEDIA_TYPES[export_format],
+        chunks, media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition":
-                 f'attachment; filename="{study}-{FILE_NAMES[export_format]}"'})
+                 f'attachment; filename="{study}-{FILE_NAMES[export_format]}"',
+                 **(sources[0] if sources else ON_PRIMARY).headers()})

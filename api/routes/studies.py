@@ -169,16 +169,16 @@ def get_subject_history(request: Request, principal: CurrentPrincipal, study: st
         return unchanged
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
+    with runtime.reading(study) as (conn, source):
         page = audit_page(conn, schema_for_study(study),
                           AuditQuery({"subject_code": subject}), cursor, limit)
-    return JSONResponse(page, headers={"ETag": tag})
+    return JSONResponse(page, headers={"ETag": tag, **source.headers()})
 
 
 @router.get("/v1/studies/{study}/audit", response_model=None,
             responses=_typed(AuditPage, "One page of the audit trail"))
 def get_audit_trail(
-    request: Request, principal: CurrentPrincipal, study: str,
+    request: Request, response: Response, principal: CurrentPrincipal, study: str,
     site: str | None = None, subject: str | None = None, record_id: str | None = None,
     field: str | None = None, user_id: str | None = None, event_type: str | None = None,
     recorded_from: Annotated[datetime | None, Query(alias="from")] = None,
@@ -203,8 +203,10 @@ def get_audit_trail(
                        require_aware("to", recorded_to) if recorded_to else None)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
-        return audit_page(conn, schema_for_study(study), query, cursor, limit)
+    with runtime.reading(study, query.recorded_to) as (conn, source):
+        page = audit_page(conn, schema_for_study(study), query, cursor, limit)
+    response.headers.update(source.headers())
+    return page
 
 
 @router.post("/v1/studies/{study}/audit/reviews", status_code=201, response_model=None,
@@ -219,24 +221,27 @@ def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str
 
 @router.get("/v1/studies/{study}/outcomes", response_model=None,
             responses=_typed(Outcomes, "The outcome tables"))
-def get_outcomes(request: Request, principal: CurrentPrincipal, study: str,
-                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+def get_outcomes(request: Request, response: Response, principal: CurrentPrincipal,
+                 study: str, as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
     """The study's outcome tables as of ``as_of`` (default: now); with ``valid_at``, of what
     the records said held at that clinical time."""
     study_app(request, study)
     principal.grant_for(Action.READ, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = require_aware("valid_at", valid_at) if valid_at is not None else None
-    result: dict[str, Any] = runtime_of(request).outcomes(study, when, valid)
+    result: dict[str, Any] = runtime_of(request).outcomes(
+        study, when, valid, told=lambda source: response.headers.update(source.headers()))
     return result
 
 
 @router.get("/v1/studies/{study}/outcomes/cell", response_model=None,
             responses=_typed(OutcomeCell, "The subjects and records behind the cell"))
-def get_outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
-                 cell: Annotated[str, Query(alias="id", max_length=500,
-                                            description="The cell's id, as the tables give it")],
-                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+def get_outcome_cell(request: Request, response: Response, principal: CurrentPrincipal,
+                     study: str,
+                     cell: Annotated[str, Query(
+                         alias="id", max_length=500,
+                         description="The cell's id, as the tables give it")],
+                     as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
     """The subjects and records behind one cell of the outcome tables as of ``as_of`` (and
     ``valid_at``), each record with the log positions of its events (their inclusion proofs:
     the ledger routes)."""
@@ -244,14 +249,15 @@ def get_outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
     principal.grant_for(Action.READ, study, None)
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = require_aware("valid_at", valid_at) if valid_at is not None else None
-    result: dict[str, Any] = runtime_of(request).outcome_cell(study, cell, when, valid)
+    result: dict[str, Any] = runtime_of(request).outcome_cell(
+        study, cell, when, valid, told=lambda source: response.headers.update(source.headers()))
     return result
 
 
 @router.get("/v1/studies/{study}/diff", response_model=None,
             responses=_typed(list[Change], "What changed, by subject and record"))
 def get_changes(
-    request: Request, principal: CurrentPrincipal, study: str,
+    request: Request, response: Response, principal: CurrentPrincipal, study: str,
     since: Annotated[datetime, Query(alias="from", description="Older recorded time")],
     until: Annotated[datetime, Query(alias="to", description="Newer recorded time")],
 ) -> list[dict[str, Any]]:
@@ -260,8 +266,10 @@ def get_changes(
     principal.grant_for(Action.READ, study, None)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
-        return diff(conn, schema_for_study(study), since, until)
+    with runtime.reading(study, until) as (conn, source):
+        changes = diff(conn, schema_for_study(study), since, until)
+    response.headers.update(source.headers())
+    return changes
 
 
 @router.post("/v1/studies/{study}/lock", response_model=None,
