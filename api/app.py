@@ -22,6 +22,7 @@ from api.middleware import (
     UrlText,
 )
 from api.openapi import describe, operation_id
+from api.read_headers import ReadSourceHeaders
 from api.routes import (
     deviations,
     exports,
@@ -96,6 +97,7 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
     # reads a body, idempotency sees the buffered body (once the database is known to be
     # there); every answer, the middlewares'
     # own included, gets the security headers.
+    app.add_middleware(ReadSourceHeaders)
     app.add_middleware(Idempotency, runtime=runtime)
     app.add_middleware(DatabaseAwayGate, runtime=runtime)
     app.add_middleware(UrlText)

@@ -28,7 +28,7 @@ from infra.ledger.bundle import bundle_chunks
 from infra.ledger.sealer import SealingRefused
 from infra.logging import get_logger
 from infra.postgres import connect, schema_for_study
-from infra.replica import ReadSource
+from infra.replica import ON_PRIMARY, ReadSource
 from infra.zip_stream import ZipStream, write_file
 from projections.casebook_doc import Progress, casebook_files
 from projections.csv_export import write_csv
@@ -309,6 +309,8 @@ def stream(runtime: Runtime, study: str, export_format: str, as_of: datetime | N
         chunks = _piped(lambda out: write_rendering(runtime, study, export_format, out, as_of,
                                                     told=told))
     elif export_format == "bundle":
+        if told is not None:
+            told(ON_PRIMARY)
         chunks = bundle(runtime, study, as_of)
     elif export_format == "casebook":
         chunks = casebook_zip(runtime, study, as_of, told=told)

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import CurrentPrincipal
+from api.read_headers import READ_FROM, tell
 from api.schemas import PROBLEM_RESPONSES
 from api.writes import runtime_of, study_app
 from application.exports import FILE_NAMES, MEDIA_TYPES, record_export, stream
 from domain.clock import require_aware
 from domain.permissions import Action
-from infra.replica import ON_PRIMARY, ReadSource
 
 router = APIRouter(tags=["exports"], responses=PROBLEM_RESPONSES)
 
@@ -25,7 +25,8 @@ Format = Literal["odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-
 
 
 @router.get("/v1/studies/{study}/exports/{export_format}", response_class=StreamingResponse,
-            responses={200: {"description": "The file, streamed", "content": {
+            responses={200: {"description": "The file, streamed", "headers": READ_FROM,
+                             "content": {
                 media: {"schema": {"type": "string", "format": "binary"}}
                 for media in sorted(set(MEDIA_TYPES.values()))}}})
 def export_study(request: Request, principal: CurrentPrincipal, study: str, export_format: Format,
@@ -41,10 +42,8 @@ def export_study(request: Request, principal: CurrentPrincipal, study: str, expo
     runtime = runtime_of(request)
     envelope = principal.envelope(grant)
     record_export(runtime, study, export_format, when, envelope)
-    sources: list[ReadSource] = []
-    chunks = stream(runtime, study, export_format, when, envelope, told=sources.append)
     return StreamingResponse(
-        chunks, media_type=MEDIA_TYPES[export_format],
+        stream(runtime, study, export_format, when, envelope, told=tell(request)),
+        media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition":
-                 f'attachment; filename="{study}-{FILE_NAMES[export_format]}"',
-                 **(sources[0] if sources else ON_PRIMARY).headers()})
+                 f'attachment; filename="{study}-{FILE_NAMES[export_format]}"'})

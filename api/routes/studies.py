@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal, Forbidden
 from api.etags import NOT_MODIFIED, IfNoneMatch, etag, not_modified
+from api.read_headers import READ_FROM, tell
 from api.responses import (
     AuditPage,
     Casebook,
@@ -154,7 +155,7 @@ def get_casebook(request: Request, principal: CurrentPrincipal, study: str, subj
 
 @router.get("/v1/studies/{study}/subjects/{subject}/history", response_model=None,
             responses={**_typed(AuditPage, "One page of the subject's audit trail",
-                                headers=ETAG), **NOT_MODIFIED})
+                                headers={**ETAG, **READ_FROM}), **NOT_MODIFIED})
 def get_subject_history(request: Request, principal: CurrentPrincipal, study: str,
                         subject: str, if_none_match: IfNoneMatch = None,
                         cursor: Cursor = None, limit: Limit = 100) -> Response:
@@ -172,13 +173,14 @@ def get_subject_history(request: Request, principal: CurrentPrincipal, study: st
     with runtime.reading(study) as (conn, source):
         page = audit_page(conn, schema_for_study(study),
                           AuditQuery({"subject_code": subject}), cursor, limit)
-    return JSONResponse(page, headers={"ETag": tag, **source.headers()})
+    tell(request)(source)
+    return JSONResponse(page, headers={"ETag": tag})
 
 
 @router.get("/v1/studies/{study}/audit", response_model=None,
-            responses=_typed(AuditPage, "One page of the audit trail"))
+            responses=_typed(AuditPage, "One page of the audit trail", headers=READ_FROM))
 def get_audit_trail(
-    request: Request, response: Response, principal: CurrentPrincipal, study: str,
+    request: Request, principal: CurrentPrincipal, study: str,
     site: str | None = None, subject: str | None = None, record_id: str | None = None,
     field: str | None = None, user_id: str | None = None, event_type: str | None = None,
     recorded_from: Annotated[datetime | None, Query(alias="from")] = None,
@@ -205,7 +207,7 @@ def get_audit_trail(
     runtime.project(study)
     with runtime.reading(study, query.recorded_to) as (conn, source):
         page = audit_page(conn, schema_for_study(study), query, cursor, limit)
-    response.headers.update(source.headers())
+    tell(request)(source)
     return page
 
 
@@ -220,9 +222,9 @@ def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str
 
 
 @router.get("/v1/studies/{study}/outcomes", response_model=None,
-            responses=_typed(Outcomes, "The outcome tables"))
-def get_outcomes(request: Request, response: Response, principal: CurrentPrincipal,
-                 study: str, as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+            responses=_typed(Outcomes, "The outcome tables", headers=READ_FROM))
+def get_outcomes(request: Request, principal: CurrentPrincipal, study: str,
+                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
     """The study's outcome tables as of ``as_of`` (default: now); with ``valid_at``, of what
     the records said held at that clinical time."""
     study_app(request, study)
@@ -230,18 +232,17 @@ def get_outcomes(request: Request, response: Response, principal: CurrentPrincip
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = require_aware("valid_at", valid_at) if valid_at is not None else None
     result: dict[str, Any] = runtime_of(request).outcomes(
-        study, when, valid, told=lambda source: response.headers.update(source.headers()))
+        study, when, valid, told=tell(request))
     return result
 
 
 @router.get("/v1/studies/{study}/outcomes/cell", response_model=None,
-            responses=_typed(OutcomeCell, "The subjects and records behind the cell"))
-def get_outcome_cell(request: Request, response: Response, principal: CurrentPrincipal,
-                     study: str,
-                     cell: Annotated[str, Query(
-                         alias="id", max_length=500,
-                         description="The cell's id, as the tables give it")],
-                     as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
+            responses=_typed(OutcomeCell, "The subjects and records behind the cell",
+                             headers=READ_FROM))
+def get_outcome_cell(request: Request, principal: CurrentPrincipal, study: str,
+                 cell: Annotated[str, Query(alias="id", max_length=500,
+                                            description="The cell's id, as the tables give it")],
+                 as_of: AsOf = None, valid_at: ValidAt = None) -> dict[str, Any]:
     """The subjects and records behind one cell of the outcome tables as of ``as_of`` (and
     ``valid_at``), each record with the log positions of its events (their inclusion proofs:
     the ledger routes)."""
@@ -250,14 +251,15 @@ def get_outcome_cell(request: Request, response: Response, principal: CurrentPri
     when = require_aware("as_of", as_of) if as_of is not None else None
     valid = require_aware("valid_at", valid_at) if valid_at is not None else None
     result: dict[str, Any] = runtime_of(request).outcome_cell(
-        study, cell, when, valid, told=lambda source: response.headers.update(source.headers()))
+        study, cell, when, valid, told=tell(request))
     return result
 
 
 @router.get("/v1/studies/{study}/diff", response_model=None,
-            responses=_typed(list[Change], "What changed, by subject and record"))
+            responses=_typed(list[Change], "What changed, by subject and record",
+                             headers=READ_FROM))
 def get_changes(
-    request: Request, response: Response, principal: CurrentPrincipal, study: str,
+    request: Request, principal: CurrentPrincipal, study: str,
     since: Annotated[datetime, Query(alias="from", description="Older recorded time")],
     until: Annotated[datetime, Query(alias="to", description="Newer recorded time")],
 ) -> list[dict[str, Any]]:
@@ -268,7 +270,7 @@ def get_changes(
     runtime.project(study)
     with runtime.reading(study, until) as (conn, source):
         changes = diff(conn, schema_for_study(study), since, until)
-    response.headers.update(source.headers())
+    tell(request)(source)
     return changes
 
 
