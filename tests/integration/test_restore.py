@@ -1,0 +1,145 @@
+"""`trialledger restore`: a study rebuilt in an empty database from a verified bundle holds
+the same event bytes, signatures, leaves and checkpoint roots as its source; the server then
+carries on appending and `verify` passes. A bundle that does not verify, and a target that
+holds the study already, are refused with nothing stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from application.exports import write_bundle_file, write_rendering
+from application.runtime import Runtime
+from infra.catalog import EVENTS_TABLE
+from infra.keys import public_pem
+from infra.ledger import store
+from infra.ledger.restore import log_signed
+from infra.postgres import connect, schema_for_study, temporary_database
+from infra.settings import Settings
+from infra.signing import SignedState, key_id_for
+from tests.support import api_client, three_children_sealed
+
+STUDY = "NCT04397107"
+SCHEMA = schema_for_study(STUDY)
+ROOT = Path(__file__).resolve().parents[2]
+LEGACY = ROOT / "tests" / "data" / "nct04397107-demo-bundle-69e9d0d.zip.xz"
+LEGACY_KEYS = ROOT / "tests" / "data" / "nct04397107-demo-bundle-69e9d0d.keys.pem"
+
+
+def trialledger(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """The command in its own process, as an operator runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRIALLEDGER_HOME": str(home),
+           "COLUMNS": "200"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with connect(url) as conn:
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in conn.execute(query).fetchall()]
+
+
+def events(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, f"SELECT notification_id, originator_id, originator_version, topic, state "
+                     f"FROM {SCHEMA}.{EVENTS_TABLE} ORDER BY notification_id")
+
+
+def leaves(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, f"SELECT leaf_index, notification_id, leaf_hash FROM {SCHEMA}."
+                     f"{store.LEAVES} ORDER BY leaf_index")
+
+
+def checkpoints(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, f"SELECT tree_size, root, note, key_id FROM {SCHEMA}.{store.CHECKPOINTS} "
+                     "ORDER BY tree_size")
+
+
+@pytest.fixture
+def source(runtime: Runtime, tmp_path: Path) -> tuple[Path, Path]:
+    """Three children sealed (checkpoints at sizes 11 and 15), exported as a bundle; the
+    bundle and the source's public key."""
+    three_children_sealed(runtime)
+    bundle = tmp_path / "bundle.zip"
+    write_bundle_file(runtime, STUDY, bundle)
+    key = runtime.signing_key().public_key()
+    pem = tmp_path / "source.pem"
+    pem.write_bytes(f"# key id: {key_id_for('trialledger', key)}\n".encode() + public_pem(key))
+    return bundle, pem
+
+
+@pytest.fixture
+def target(server_url: str) -> Iterator[str]:
+    """Another empty database on the same server."""
+    with temporary_database(server_url, "tl_restore") as url:
+        yield url
+
+
+def test_restore_rebuilds_the_study_byte_for_byte_and_carries_on(
+        runtime: Runtime, db_url: str, source: tuple[Path, Path], target: str,
+        tmp_path: Path) -> None:
+    bundle, pem = source
+    home = tmp_path / "target-home"  # another deployment: its own signing key
+    done = trialledger("restore", "--bundle", str(bundle), "--public-key", str(pem),
+                       "--database-url", target, home=home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"restored study {STUDY}" in done.stdout and "users" in done.stdout
+
+    # The same positions, bytes and signatures, leaves and checkpoints.
+    exported = events(db_url)
+    restored = events(target)
+    assert restored[:len(exported)] == exported
+    assert [SignedState.unpack(e[4]).signature for e in restored[:len(exported)]] == [
+        SignedState.unpack(e[4]).signature for e in exported]
+    assert leaves(target)[:len(exported)] == leaves(db_url)
+    assert checkpoints(target) == checkpoints(db_url)
+    assert [c[0] for c in checkpoints(target)] == [11, 15]
+    # Nodes rebuilt as the sealer stores them, so proofs from the restored tree are the
+    # source's.
+    nodes = f"SELECT level, idx, hash FROM {SCHEMA}.{store.NODES}"
+    assert set(rows(db_url, nodes)) <= set(rows(target, nodes))
+    # This deployment's key is registered after the restored events (then sealed).
+    assert len(restored) == len(exported) + 1
+    assert restored[-1][3] == "Keyring.KeyRegistered.v1"
+
+    # The read tables were replayed: the ODM snapshot as of the export is the source's.
+    with zipfile.ZipFile(bundle) as z:
+        as_of = datetime.fromisoformat(json.loads(z.read("manifest.json"))["as_of"])
+    made = datetime(2026, 1, 1, tzinfo=UTC)
+    on_target = Runtime(Settings(database_url=target, home=home), target)
+    try:
+        assert snapshot(on_target, as_of, made) == snapshot(runtime, as_of, made)
+
+        # The server carries on: a new lab over HTTP lands after the restored positions.
+        coordinator = api_client(on_target, "coordinator", site="JLU1")
+        answer = coordinator.post(f"/v1/studies/{STUDY}/subjects/001/labs", json={
+            "observed_at": "2021-01-11T08:00:00+00:00", "code": "C4", "value": 0.2,
+            "unit": "g/L"})
+        assert answer.status_code == 201, answer.text
+        on_target.seal(STUDY, force_checkpoint=True)
+        on_target.seal_directory(force_checkpoint=True)
+    finally:
+        on_target.close()
+    after = events(target)
+    assert after[:len(restored)] == restored and after[-1][0] > restored[-1][0]
+    verified = trialledger("verify", "--database-url", target, home=home)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"{STUDY}: {len(after)} events" in verified.stdout
+
+
+def snapshot(runtime: Runtime, as_of: datetime, made: datetime) -> bytes:
+    out = io.BytesIO()
+    write_rendering(runtime, STUDY, "odm-snapshot", out, as_of, made)
+    return out.getvalue()
