@@ -24,7 +24,6 @@ from application.runtime import Runtime
 from infra.catalog import EVENTS_TABLE
 from infra.keys import public_pem
 from infra.ledger import store
-from infra.ledger.restore import log_signed
 from infra.postgres import connect, schema_for_study, temporary_database
 from infra.settings import Settings
 from infra.signing import SignedState, key_id_for
@@ -143,3 +142,66 @@ def snapshot(runtime: Runtime, as_of: datetime, made: datetime) -> bytes:
     out = io.BytesIO()
     write_rendering(runtime, STUDY, "odm-snapshot", out, as_of, made)
     return out.getvalue()
+
+
+def test_a_bundle_that_does_not_verify_is_refused_with_nothing_stored(
+        source: tuple[Path, Path], target: str, tmp_path: Path) -> None:
+    bundle, pem = source
+    changed = tmp_path / "changed.zip"
+    data = bytearray(bundle.read_bytes())
+    at = data.index(b'"topic":"Subject.') + len(b'"topic":"')
+    data[at] ^= 0x20  # one letter of one event's stored topic
+    changed.write_bytes(bytes(data))
+    done = trialledger("restore", "--bundle", str(changed), "--public-key", str(pem),
+                       "--database-url", target, home=tmp_path / "home")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "BUNDLE INVALID" in done.stdout and len(done.stdout.strip().splitlines()) == 1
+    assert rows(target, "SELECT count(*) FROM pg_namespace WHERE nspname = "
+                        f"'{SCHEMA}'") == [(0,)]
+    # The right bundle under a key the operator does not trust is refused alike.
+    other = tmp_path / "other.pem"
+    other.write_text(LEGACY_KEYS.read_text())
+    done = trialledger("restore", "--bundle", str(bundle), "--public-key", str(other),
+                       "--database-url", target, home=tmp_path / "home")
+    assert done.returncode == 1 and "unknown key" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_study_the_database_holds_already_is_refused(
+        db_url: str, source: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, pem = source
+    before = events(db_url)
+    done = trialledger("restore", "--bundle", str(bundle), "--public-key", str(pem),
+                       "--database-url", db_url, home=tmp_path / "home")
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already holds events" in lines[0], done.stderr
+    assert events(db_url) == before
+
+
+def test_missing_files_are_usage_errors(source: tuple[Path, Path], target: str,
+                                        tmp_path: Path) -> None:
+    bundle, pem = source
+    for args in (["--bundle", str(tmp_path / "none.zip"), "--public-key", str(pem)],
+                 ["--bundle", str(bundle), "--public-key", str(tmp_path / "none.pem")],
+                 ["--bundle", str(bundle)]):
+        done = trialledger("restore", *args, "--database-url", target, home=tmp_path / "h")
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow(seconds=60)
+def test_a_bundle_of_an_earlier_version_restores_and_verifies(target: str,
+                                                              tmp_path: Path) -> None:
+    bundle = tmp_path / "legacy.zip"
+    bundle.write_bytes(lzma.decompress(LEGACY.read_bytes()))
+    home = tmp_path / "home"
+    done = trialledger("restore", "--bundle", str(bundle), "--public-key", str(LEGACY_KEYS),
+                       "--database-url", target, home=home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(bundle) as z:
+        points = [json.loads(line) for line in z.read("checkpoints.jsonl").splitlines()]
+    assert [(c[0], c[2]) for c in checkpoints(target)] == [
+        (p["tree_size"], p["note"]) for p in points]
+    assert len(events(target)) == 2841 + 1  # and this deployment's key, registered
+    verified = trialledger("verify", "--database-url", target, home=home)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
