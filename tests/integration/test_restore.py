@@ -9,10 +9,12 @@ import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,18 @@ from application.runtime import Runtime
 from infra.catalog import EVENTS_TABLE
 from infra.keys import public_pem
 from infra.ledger import store
+from infra.ledger.note import verifier_key
 from infra.postgres import connect, schema_for_study, temporary_database
 from infra.settings import Settings
 from infra.signing import SignedState, key_id_for
-from tests.support import api_client, three_children_sealed
+from tests.support import (
+    api_client,
+    enroll,
+    free_port,
+    study_with_a_child,
+    three_children_sealed,
+    wait_until_ready,
+)
 
 STUDY = "NCT04397107"
 SCHEMA = schema_for_study(STUDY)
@@ -36,10 +46,11 @@ LEGACY = ROOT / "tests" / "data" / "nct04397107-demo-bundle-69e9d0d.zip.xz"
 LEGACY_KEYS = ROOT / "tests" / "data" / "nct04397107-demo-bundle-69e9d0d.keys.pem"
 
 
-def trialledger(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """The command in its own process, as an operator runs it."""
+def trialledger(*args: str, home: Path,
+                witnesses: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in its own process, as an operator runs it (naming ``witnesses``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRIALLEDGER_HOME": str(home),
-           "COLUMNS": "200"}
+           "COLUMNS": "200", **({"TRIALLEDGER_WITNESSES": witnesses} if witnesses else {})}
     env.pop("DATABASE_URL", None)
     return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
@@ -205,3 +216,75 @@ def test_a_bundle_of_an_earlier_version_restores_and_verifies(target: str,
     assert len(events(target)) == 2841 + 1  # and this deployment's key, registered
     verified = trialledger("verify", "--database-url", target, home=home)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.fixture
+def witness_entry(runtime: Runtime, tmp_path: Path) -> Iterator[str]:
+    """A witness (``witness init`` then ``witness serve``, a process of its own) trusting the
+    source's log key; its ``URL=VKEY`` entry."""
+    state, home = tmp_path / "witness-state", tmp_path / "witness-home"
+    done = trialledger("witness", "init", "--state-dir", str(state), "--name",
+                       "witness.test/w1", home=home)
+    assert done.returncode == 0, done.stderr
+    log_key = verifier_key("trialledger", runtime.signing_key().public_key())
+    port = free_port()
+    log = tmp_path / "witness.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "witness", "serve", "--state-dir", str(state),
+             "--port", str(port), "--log-key", log_key],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TRIALLEDGER_HOME": str(home)},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, log, process)
+        yield f"{url}={done.stdout.strip()}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow(seconds=40)
+def test_a_witnessed_bundle_restores_its_cosignatures_and_the_witness_carries_on(
+        runtime: Runtime, db_url: str, witness_entry: str, target: str,
+        tmp_path: Path) -> None:
+    study_with_a_child(runtime)
+    source = Runtime(replace(runtime.settings, witnesses=(witness_entry,)), db_url)
+    bundle = tmp_path / "witnessed.zip"
+    try:
+        write_bundle_file(source, STUDY, bundle)
+    finally:
+        source.close()
+    key = runtime.signing_key().public_key()
+    pem = tmp_path / "source.pem"
+    pem.write_bytes(public_pem(key))
+    cosigned = f"SELECT tree_size, note FROM {SCHEMA}.{store.COSIGNED} ORDER BY tree_size"
+    assert rows(db_url, cosigned), "the source has a witnessed checkpoint"
+
+    # The same deployment (its key copied), on a new database, naming the same witness.
+    home = tmp_path / "restored-home"
+    shutil.copytree(runtime.settings.home / "keys", home / "keys")
+    done = trialledger("restore", "--bundle", str(bundle), "--public-key", str(pem),
+                       "--database-url", target, home=home, witnesses=witness_entry)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 witnessed" in done.stdout
+    assert rows(target, cosigned) == rows(db_url, cosigned)
+    witnessed_sizes = [size for size, _ in rows(db_url, cosigned)]
+    assert [c[:3] for c in checkpoints(target)] == [
+        c[:3] for c in checkpoints(db_url) if c[0] in witnessed_sizes]
+    assert len(events(target)) == len(events(db_url))  # the same key: nothing registered
+
+    # The restored deployment appends, the witness cosigns the extension, verify holds.
+    on_target = Runtime(Settings(database_url=target, home=home, witnesses=(witness_entry,)),
+                        target)
+    try:
+        app = on_target.study(STUDY)
+        enroll(app, "002")
+        on_target.seal(STUDY, force_checkpoint=True)
+    finally:
+        on_target.close()
+    assert len(rows(target, cosigned)) == len(rows(db_url, cosigned)) + 1
+    verified = trialledger("verify", "--database-url", target, home=home,
+                           witnesses=witness_entry)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "witnessed by witness.test/w1" in verified.stdout
