@@ -566,8 +566,9 @@ def restore(
     report, loaded = restored.report, restored.loaded
     console.print(f"[green]✓[/green] restored study {report.study} from {bundle}: "
                   f"{loaded.events} events, {loaded.leaves} leaves, {loaded.checkpoints} "
-                  f"checkpoints (latest size {report.latest_size}) as exported, "
-                  f"{loaded.cosigned} witnessed; read tables rebuilt from "
+                  f"checkpoints (latest size {report.latest_size}"
+                  f"{f', {loaded.cosigned} witnessed' if loaded.cosigned else ''}) as "
+                  f"exported; read tables rebuilt from "
                   f"{restored.projected} events; tree size now {restored.tree_size}. "
                   "People, roles and API clients are not in a bundle: add them with "
                   "`trialledger users` and `clients`.", soft_wrap=True, highlight=False)
