@@ -46,6 +46,8 @@ from infra.settings import Settings
 from infra.verify import StudyVerification
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from application.runtime import Runtime
 
 
@@ -394,22 +396,12 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
     from application.verification import verify_bundle_remembering
-    from infra.ledger.offline import BundleInvalid, load_public_keys
+    from infra.ledger.offline import BundleInvalid
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
         raise typer.Exit(2)
-    if not bundle.is_file():
-        err_console.print(f"[red]--bundle {escape(str(bundle))}: no such file.[/red]",
-                          soft_wrap=True)
-        raise typer.Exit(2)
-    try:
-        trusted = load_public_keys(public_key.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        # The key the caller trusts cannot be read: a usage error, not bad evidence.
-        err_console.print(f"[red]--public-key {escape(str(public_key))}: "
-                          f"{escape(_one_line(e))}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from None
+    trusted = _trusted_keys(bundle, public_key)
     settings = _settings(None)
     try:
         report = verify_bundle_remembering(settings, bundle, trusted, held)
@@ -426,6 +418,23 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
                      f"{settings.quorum})" if settings.quorum else
                      "the checkpoints are unwitnessed: no witnesses are configured "
                      "(TRIALLEDGER_WITNESSES)"), soft_wrap=True)
+
+
+def _trusted_keys(bundle: Path, public_key: Path) -> dict[str, Ed25519PublicKey]:
+    """The keys in ``public_key`` (exit 2 if they cannot be read, or ``bundle`` is no file)."""
+    from infra.ledger.offline import load_public_keys
+
+    if not bundle.is_file():
+        err_console.print(f"[red]--bundle {escape(str(bundle))}: no such file.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        return load_public_keys(public_key.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        # The key the caller trusts cannot be read: a usage error, not bad evidence.
+        err_console.print(f"[red]--public-key {escape(str(public_key))}: "
+                          f"{escape(_one_line(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def print_verification(results: list[StudyVerification], quorum: int = 0) -> bool:
@@ -524,6 +533,45 @@ def rebuild(
                 count = runtime.project(study_id, rebuild=True,
                                         on_batch=partial(bar.advance, task))
             console.print(f"{study_id}: replayed {count} events into the read tables")
+
+
+@app.command()
+def restore(
+    bundle: Annotated[Path, typer.Option(help="The bundle (export --format bundle).")],
+    public_key: Annotated[Path, typer.Option(
+        help="The trusted public key(s) (PEM) the bundle must verify against.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Rebuild a study in a database that does not hold it yet, from a bundle that verifies
+    offline: the same events (positions, bytes, signatures), leaves and checkpoints, then the
+    read tables. A bundle that does not verify is refused (exit 1), as is a study that holds
+    events already (exit 2). People, roles and API clients are not in a bundle: add them
+    with `users` and `clients`."""
+    from application.restore import restore_bundle
+    from infra.ledger.offline import BundleInvalid
+    from infra.ledger.restore import TargetNotEmpty
+
+    trusted = _trusted_keys(bundle, public_key)
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            restored = restore_bundle(runtime, bundle, trusted)
+        except BundleInvalid as e:
+            console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}; nothing restored",
+                          soft_wrap=True)
+            raise typer.Exit(1) from None
+        except TargetNotEmpty as e:
+            err_console.print(f"[red]{escape(str(e))}: restore needs a database without it; "
+                              "nothing restored.[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+    report, loaded = restored.report, restored.loaded
+    console.print(f"[green]✓[/green] restored study {report.study} from {bundle}: "
+                  f"{loaded.events} events, {loaded.leaves} leaves, {loaded.checkpoints} "
+                  f"checkpoints (latest size {report.latest_size}"
+                  f"{f', {loaded.cosigned} witnessed' if loaded.cosigned else ''}) as "
+                  f"exported; read tables rebuilt from "
+                  f"{restored.projected} events; tree size now {restored.tree_size}. "
+                  "People, roles and API clients are not in a bundle: add them with "
+                  "`trialledger users` and `clients`.", soft_wrap=True, highlight=False)
 
 
 def _require_listing_format(output_format: str) -> None:

@@ -122,6 +122,16 @@ class Runtime:
             self._apps[study_id] = app
         return app
 
+    def create_study_storage(self, study_id: str) -> None:
+        """The study's schema, catalogue entry, events and ledger tables, left empty for a
+        restore to fill: unlike :meth:`study`, no signing key is registered (which would
+        be an event before the restored ones)."""
+        schema = schema_for_study(study_id)
+        with self._setting_up() as conn:
+            if conn is not None:
+                catalog.add_study(conn, study_id, schema)
+            StudyApplication(study_id, env=self._eventsourcing_env(schema)).close()
+
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:
         return eventsourcing_env(self.url, schema, create_table=not self.settings.provisioned,
                                  lock_timeout=self.settings.write_lock_timeout,

@@ -56,6 +56,19 @@ def _remember_public_key(keys_dir: Path, name: str, key: Ed25519PublicKey) -> No
         path.write_bytes(public_pem(key))
 
 
+def trust_public_keys(settings: Settings, public_keys: dict[str, Ed25519PublicKey]) -> None:
+    """Keep ``public_keys`` (by key id) among the deployment's known keys, e.g. those a
+    restored log was signed with, so that online verification can anchor it."""
+    settings.keys_dir.mkdir(parents=True, exist_ok=True)
+    for key_id, key in public_keys.items():
+        # The id names a file: a key name with a path in it must not write elsewhere.
+        if "/" in key_id or "\\" in key_id or key_id.startswith("."):
+            raise ValueError(f"key id {key_id!r} cannot name a key file")
+        path = settings.keys_dir / f"{key_id}.pub"
+        if not path.exists():
+            path.write_bytes(public_pem(key))
+
+
 def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
     """The deployment's signing key: from the environment, a file, or created on first use."""
     if settings.signing_key_pem:
