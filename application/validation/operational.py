@@ -6,7 +6,6 @@ invalidates it, the reconstruction before and after, then the store's guards and
 from __future__ import annotations
 
 import secrets
-import shutil
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from domain.errors import InvalidInput, Unauthenticated
 from domain.studies import nct04397107
 from infra import keys
 from infra.catalog import EVENTS_TABLE
+from infra.ledger.bundle import canonical_info
 from infra.ledger.offline import BundleInvalid, verify_bundle
 from infra.passwords import hash_password
 from infra.postgres import connect, schema_for_study
@@ -293,18 +293,19 @@ def odm_valid(ctx: Context) -> str:
     return f"{' and '.join(said)} validate against {ctx.odm_xsd.name}"
 
 
-def _flip_a_byte_of(bundle: zipfile.ZipFile, member: str, path: Path) -> None:
-    """Change one byte of ``member``'s stored data in the zip file at ``path``."""
-    info = bundle.getinfo(member)
-    with path.open("r+b") as f:
-        f.seek(info.header_offset + 26)
-        name_length = int.from_bytes(f.read(2), "little")
-        extra_length = int.from_bytes(f.read(2), "little")
-        where = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
-        f.seek(where)
-        byte = f.read(1)
-        f.seek(where)
-        f.write(bytes([byte[0] ^ 0x01]))
+def _with_an_event_changed(original: Path, tampered: Path) -> None:
+    """Copy the bundle at ``original`` to ``tampered`` as a well-formed, canonical zip whose
+    events.jsonl has one character of its first event's stored bytes changed: only the
+    signed manifest and the events' signatures can tell."""
+    with zipfile.ZipFile(original) as source, zipfile.ZipFile(tampered, "w") as copy:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "events.jsonl":
+                at = data.index(b'"state":"') + len(b'"state":"') + 8
+                data = data[:at] + (b"B" if data[at:at + 1] != b"B" else b"C") + data[at + 1:]
+            # As the bundle writes its members (zip64 headers), so the copy stays canonical.
+            with copy.open(canonical_info(info.filename), "w", force_zip64=True) as member:
+                member.write(data)
 
 
 def tamper_detected(ctx: Context) -> str:
@@ -318,14 +319,12 @@ def tamper_detected(ctx: Context) -> str:
     except BundleInvalid as e:
         raise CheckFailed(f"the untouched bundle does not verify: {e}") from None
     tampered = ctx.work / "bundle-tampered.zip"
-    shutil.copyfile(original, tampered)
-    with zipfile.ZipFile(original) as bundle:
-        _flip_a_byte_of(bundle, "events.jsonl", tampered)
+    _with_an_event_changed(original, tampered)
     try:
         verify_bundle(tampered, public_keys)
     except BundleInvalid as e:
         return (f"the bundle ({report.events} events, checkpoint size {report.latest_size}) "
-                f"verifies; the copy with one changed byte is refused: {e}")
+                f"verifies; a copy with one character of an event changed is refused: {e}")
     raise CheckFailed("a bundle with a changed byte in its events verified")
 
 
