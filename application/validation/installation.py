@@ -55,7 +55,7 @@ def _requirements(dist: Distribution) -> list[str]:
     return names
 
 
-def _record_mismatches(dist: Distribution) -> tuple[int, list[str]]:
+def record_mismatches(dist: Distribution) -> tuple[int, list[str]]:
     """(files checked, files whose SHA-256 differs from the RECORD or that are missing)."""
     checked, bad = 0, []
     for file in dist.files or []:
@@ -90,7 +90,7 @@ def packages(ctx: Context) -> str:
         queue.extend(d for d in map(_installed, _requirements(dist)) if d is not None)
     rows, problems, files = [], [], 0
     for _, dist in sorted(seen.items()):
-        checked, bad = _record_mismatches(dist)
+        checked, bad = record_mismatches(dist)
         files += checked
         problems += bad
         rows.append({"name": dist.metadata["Name"], "version": dist.version, "files": checked})
