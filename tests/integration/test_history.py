@@ -132,6 +132,7 @@ def test_status_changes_reach_the_audit_trail_with_old_and_new(demo: Runtime) ->
                if e["field"] == "status")
 
 
+@pytest.mark.requirement("R16")
 def test_audit_pages_cover_everything_once(demo: Runtime) -> None:
     seen: list[int] = []
     cursor = None
