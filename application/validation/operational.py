@@ -5,6 +5,7 @@ invalidates it, the reconstruction before and after, then the store's guards and
 
 from __future__ import annotations
 
+import getpass
 import secrets
 import zipfile
 from datetime import UTC, date, datetime, timedelta
@@ -50,8 +51,10 @@ REASON = Reason("transcription_error", "validation: value checked against the so
 
 
 def _operator(ctx: Context) -> Caller:
-    return Caller("system:validate", "validate", "TrialLedger validation", (OPERATOR_GRANT,),
-                  CLIENT, f"{ctx.study}-set-up", "cli")
+    """The operating-system user running the validation, as the set-up commands name them."""
+    operator = getpass.getuser()
+    return Caller(f"os:{operator}", operator, operator, (OPERATOR_GRANT,), CLIENT,
+                  f"{ctx.study}-set-up", "cli")
 
 
 def _investigator(ctx: Context) -> Caller:
