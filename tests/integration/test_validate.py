@@ -71,7 +71,8 @@ def _validation_study(url: str) -> str:
         return next(s for s, _ in list_studies(conn) if s.startswith("VALIDATION-"))
 
 
-@pytest.mark.requirement("R23", "R1", "R3", "R9", "R10", "R13", "R21", "R22")
+@pytest.mark.requirement("R23", "R1", "R2", "R3", "R4", "R6", "R7", "R8", "R9", "R10",
+                          "R13", "R14", "R15", "R17", "R19", "R21", "R22")
 @pytest.mark.slow(seconds=60)
 def test_a_fresh_database_validates_and_the_signed_report_verifies(durable: str,
                                                                    tmp_path: Path) -> None:
