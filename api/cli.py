@@ -716,7 +716,7 @@ def validate(
     --bundle` accepts) into --out. Exit 0 only when every check passes; 1 naming the
     requirements a failed check covers. Run it as the database owner (as `db grant`)."""
     from application.validation.operational import DEFAULT_ODM_XSD
-    from application.validation.run import run_validation
+    from application.validation.run import CannotValidate, run_validation
 
     if out.exists() and not out.is_dir():
         err_console.print(f"[red]--out {escape(str(out))}: not a directory.[/red]",
@@ -728,7 +728,11 @@ def validate(
                           soft_wrap=True)
         raise typer.Exit(2)
     with _runtime(_settings(database_url)) as runtime:
-        validation = run_validation(runtime, out, xsd)
+        try:
+            validation = run_validation(runtime, out, xsd)
+        except CannotValidate as e:
+            err_console.print(f"[red]{escape(str(e))}.[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
     for result in validation.results:
         mark = "[green]✓[/green]" if result.passed else "[red]✗[/red]"
         console.print(f"{mark} {result.check.name} ({', '.join(result.check.requirements)}): "

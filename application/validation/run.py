@@ -18,6 +18,10 @@ from infra.logging import get_logger
 _log = get_logger("trialledger.validate")
 
 
+class CannotValidate(Exception):
+    """The deployment cannot be validated as asked (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Validation:
     """What a run found and where its report is."""
@@ -58,6 +62,9 @@ def run_validation(runtime: Runtime, out: Path, odm_xsd: Path) -> Validation:
     """Run every check in a new validation study and write its report into ``out``: the
     HTML and the PDF, and the signed report (a bundle of the validation study's ledger with
     both, which `trialledger verify --bundle` accepts)."""
+    if runtime.settings.provisioned:
+        raise CannotValidate("validate creates a study of its own, with its tables: run it as "
+                             "the database owner, without TRIALLEDGER_PROVISIONED")
     started = datetime.now(UTC)
     study = validation_study_id(started)
     runtime.study(study)  # its schema and ledger, so a report can be signed whatever fails

@@ -20,6 +20,7 @@ from application.runtime import Runtime
 from application.validation.installation import key_storage, record_mismatches, roles_and_grants
 from application.validation.model import CheckFailed, Context
 from application.validation.operational import DEFAULT_ODM_XSD
+from application.validation.run import CannotValidate, run_validation
 from infra.catalog import EVENTS_TABLE
 from infra.postgres import schema_for_study
 from infra.roles import create_login_role, grant_app_role, grant_directory
@@ -116,3 +117,12 @@ def test_an_installed_file_changed_after_installation_is_named(tmp_path: Path) -
         1, ["demo-pkg: demo_pkg/__init__.py differs from its RECORD"])
     (tmp_path / "demo_pkg" / "__init__.py").unlink()
     assert record_mismatches(dist)[1] == ["demo-pkg: demo_pkg/__init__.py is missing"]
+
+
+@pytest.mark.requirement("R23")
+def test_a_provisioned_application_role_is_told_to_run_it_as_the_owner(
+        settings: Settings, db_url: str, tmp_path: Path) -> None:
+    provisioned = Runtime(replace(settings, provisioned=True), db_url)
+    with pytest.raises(CannotValidate, match="run it as the database owner"):
+        run_validation(provisioned, tmp_path, DEFAULT_ODM_XSD)
+    assert not any(tmp_path.iterdir())
