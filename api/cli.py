@@ -748,6 +748,55 @@ def export(
     console.print(f"Wrote {output}: {summary}")
 
 
+@app.command()
+def validate(
+    database_url: DatabaseUrl = None,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Directory for the report (created if missing).")] = Path("."),
+    odm_xsd: Annotated[Path | None, typer.Option(
+        "--odm-xsd", envvar="TRIALLEDGER_ODM_XSD",
+        help="The ODM 1.3.2 XSD the exports are validated against (default: "
+             "../shared/standards/odm-1.3.2/ODM1-3-2.xsd beside the project).",
+        show_default=False)] = None,
+) -> None:
+    """Installation and operational qualification of this deployment, in a validation study
+    of its own; writes <study>.html, <study>.pdf and the signed <study>.zip (which `verify
+    --bundle` accepts) into --out. Exit 0 only when every check passes; 1 naming the
+    requirements a failed check covers. Run it as the database owner (as `db grant`)."""
+    from application.validation.operational import DEFAULT_ODM_XSD
+    from application.validation.run import CannotValidate, run_validation
+
+    if out.exists() and not out.is_dir():
+        err_console.print(f"[red]--out {escape(str(out))}: not a directory.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
+    xsd = odm_xsd or DEFAULT_ODM_XSD
+    if not xsd.is_file():
+        err_console.print(f"[red]--odm-xsd {escape(str(xsd))}: no such file.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            validation = run_validation(runtime, out, xsd)
+        except CannotValidate as e:
+            err_console.print(f"[red]{escape(str(e))}.[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+    for result in validation.results:
+        mark = "[green]✓[/green]" if result.passed else "[red]✗[/red]"
+        console.print(f"{mark} {result.check.name} ({', '.join(result.check.requirements)}): "
+                      f"{escape(result.evidence)}", soft_wrap=True, highlight=False)
+    console.print(f"Report: {validation.report} (signed; check it with trialledger verify "
+                  f"--bundle), {validation.html}, {validation.pdf}", soft_wrap=True,
+                  highlight=False)
+    failed = validation.failed_requirements
+    if failed:
+        console.print(f"[red]✗ VALIDATION FAILED[/red] in {validation.study}: requirement(s) "
+                      f"{', '.join(failed)} not met", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]✓ VALIDATED[/green] in {validation.study}: every check passed",
+                  soft_wrap=True, highlight=False)
+
+
 @contextmanager
 def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, moved by the ``(done, total)`` calls of the yielded function

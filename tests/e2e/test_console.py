@@ -324,6 +324,7 @@ def test_the_time_slider_crosses_a_correction(browser: Browser) -> None:
     browser.shot("casebook-history")
 
 
+@pytest.mark.requirement("R16")
 @pytest.mark.slow(seconds=20)
 def test_the_audit_trail_filtered_to_one_user_and_field_pages_each_row_once(
         server: Server, browser: Browser) -> None:
@@ -362,6 +363,7 @@ def test_the_audit_trail_filtered_to_one_user_and_field_pages_each_row_once(
     assert len(set(seen)) == len(seen)
 
 
+@pytest.mark.requirement("R12")
 @pytest.mark.slow(seconds=25)
 def test_query_raised_answered_by_correction_and_closed_across_roles(browser: Browser) -> None:
     casebook = f"/ui/studies/{STUDY}/subjects/002"
@@ -407,6 +409,7 @@ def test_query_raised_answered_by_correction_and_closed_across_roles(browser: Br
     browser.shot("query-closed")
 
 
+@pytest.mark.requirement("R9", "R10")
 @pytest.mark.slow(seconds=20)
 def test_signature_refused_with_a_wrong_password_then_shown_and_invalidated(
         server: Server, browser: Browser) -> None:
@@ -436,6 +439,7 @@ def test_signature_refused_with_a_wrong_password_then_shown_and_invalidated(
     browser.shot("signature-invalidated")
 
 
+@pytest.mark.requirement("R20")
 @pytest.mark.slow(seconds=15)
 def test_a_coordinator_of_another_site_sees_none_of_its_subjects(browser: Browser) -> None:
     browser.sign_in("zhao")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -99,6 +100,7 @@ def test_refusals_name_the_field_and_store_nothing(runtime: Runtime) -> None:
     assert unknown.status_code == 404
 
 
+@pytest.mark.requirement("R20")
 def test_a_coordinator_reads_only_their_own_sites(runtime: Runtime) -> None:
     study_with_a_child(runtime)
     client = _signed_in(runtime, "coordinator", "JLU2")

@@ -264,6 +264,7 @@ def people(runtime: Runtime) -> dict[tuple[str, str], Person]:
     return result
 
 
+@pytest.mark.requirement("R19")
 @pytest.mark.slow(seconds=120)
 def test_every_role_at_every_site_on_every_endpoint(runtime: Runtime,
                                                     people: dict[tuple[str, str], Person]

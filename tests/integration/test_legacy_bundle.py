@@ -44,6 +44,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.requirement("R17")
 def test_the_old_bundle_verifies_offline(bundle: Path) -> None:
     report = verify_bundle(bundle, load_public_keys(KEYS.read_text()))
     assert report.study == STUDY

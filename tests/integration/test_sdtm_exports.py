@@ -121,6 +121,7 @@ def test_qs_holds_sledai_and_essdai_items_and_totals(study: Study, tmp_path: Pat
     assert (renal["QSORRES"], renal["QSSTRESC"]) == ("HIGH ACTIVITY", "3")
 
 
+@pytest.mark.requirement("R22")
 def test_dataset_json_validates_and_holds_every_domain(study: Study, tmp_path: Path) -> None:
     counts = _export(study, "json", tmp_path)
     assert set(counts) == {f"{d.lower()}.json" for d in COLUMNS}
