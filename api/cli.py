@@ -41,7 +41,7 @@ from infra.logging import (
     resolved_format,
     resolved_level,
 )
-from infra.postgres import connect
+from infra.postgres import EmbeddedPostgresMissing, connect
 from infra.settings import Settings
 from infra.verify import StudyVerification
 
@@ -79,7 +79,7 @@ def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, psycopg.OperationalError):
         return f"the database is not reachable: {text}"
-    if isinstance(error, OSError):
+    if isinstance(error, OSError | EmbeddedPostgresMissing):
         return text
     return f"{type(error).__name__}: {text}"
 
@@ -105,7 +105,8 @@ DatabaseUrl = Annotated[
     typer.Option(
         "--database-url",
         envvar="DATABASE_URL",
-        help="PostgreSQL URL; without one an embedded PostgreSQL is started.",
+        help="PostgreSQL URL; without one an embedded PostgreSQL is started (installed with "
+             "trialledger[embedded]).",
         show_default=False,
     ),
 ]
@@ -295,7 +296,9 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
         # The access log is the app's own (structlog); uvicorn's would repeat it.
         # No "server: uvicorn" banner: it tells an attacker which exploits to try.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                                   "access_log": False, "http": "httptools", "loop": "uvloop",
+                                   "access_log": False, "http": "httptools",
+                                   # uvloop when installed (trialledger[fast]), else asyncio's.
+                                   "loop": "auto",
                                    "timeout_graceful_shutdown": STOP_GRACE,
                                    "server_header": False}
         if tls is not None:
@@ -394,7 +397,7 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
     from application.verification import verify_bundle_remembering
-    from infra.ledger.offline import BundleInvalid, load_public_keys
+    from trialledger_verifier.bundle import BundleInvalid, load_public_keys
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")

@@ -2,7 +2,9 @@
 
 This module stands alone on purpose: it imports only the standard library and `cryptography`,
 and re-implements the few formats it checks, so a regulator's engineer can read it in an
-afternoon and trust it without trusting the code that wrote the log.
+afternoon and trust it without trusting the code that wrote the log. It ships twice: inside
+the server's package (whose ``trialledger verify --bundle`` calls it) and as the small
+``trialledger-verifier`` package (``verifier/pyproject.toml``), one implementation for both.
 
 What it checks, in order, stopping at the first failure:
 1. the members are exactly the files manifest.json lists (the ledger's four among them) plus

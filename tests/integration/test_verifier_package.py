@@ -1,0 +1,151 @@
+"""The offline verifier as its own package (``verifier/``): its wheel, installed into a clean
+virtual environment with nothing but ``cryptography``, verifies a real bundle and refuses one
+with a byte changed; an editable install works the same; and its command line's exit codes."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trialledger_verifier.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DATA = ROOT / "tests" / "data"
+BUNDLE = DATA / "nct04397107-demo-bundle-69e9d0d.zip.xz"
+KEYS = DATA / "nct04397107-demo-bundle-69e9d0d.keys.pem"
+# What a clean environment may hold besides the verifier: cryptography and its own needs, and
+# what `python -m venv` puts there.
+ALLOWED = {"trialledger-verifier", "cryptography", "cffi", "pycparser", "pip", "setuptools"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "bundle.zip"
+    path.write_bytes(lzma.decompress(BUNDLE.read_bytes()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tampered(bundle: Path) -> Path:
+    """The bundle with one byte changed in the middle of its events."""
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path = bundle.with_name("tampered.zip")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the verifier's two directories as the repository lays them out, so building
+    writes nothing into the working tree."""
+    copy = tmp_path_factory.mktemp("sources")
+    for name in ("verifier", "trialledger_verifier"):
+        shutil.copytree(ROOT / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    return copy
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what would reach the repository or a database."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATABASE_URL")}
+
+
+def _clean_venv(where: Path) -> Path:
+    """A new virtual environment (no system site-packages); its bin directory."""
+    # venv bases it on the interpreter the tests' own venv was made from, not on that venv.
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    return where / "bin"
+
+
+def _pip(bin_dir: Path, *args: str) -> None:
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", *args], check=True, env=_clean_env())
+
+
+def _installed(bin_dir: Path) -> set[str]:
+    listing = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import importlib.metadata as m; "
+         "print('\\n'.join(d.metadata['Name'] for d in m.distributions()))"],
+        capture_output=True, text=True, check=True, env=_clean_env(),
+        cwd=bin_dir).stdout
+    return {name.strip().lower() for name in listing.split()}
+
+
+def _verify(command: list[str], bundle: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command, "--bundle", str(bundle), "--public-key", str(KEYS)],
+                          capture_output=True, text=True, check=False, env=_clean_env(),
+                          cwd=bundle.parent)
+
+
+@pytest.mark.slow(seconds=20)
+def test_the_wheel_alone_verifies_a_bundle_in_a_clean_environment(
+        sources: Path, bundle: Path, tampered: Path, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "--disable-pip-version-check", "-w", str(wheels),
+                    str(sources / "verifier")], check=True)
+    [wheel] = wheels.glob("trialledger_verifier-*.whl")
+    bin_dir = _clean_venv(tmp_path / "venv")
+    _pip(bin_dir, str(wheel))
+    assert _installed(bin_dir) <= ALLOWED, "the verifier pulled in more than cryptography"
+    assert "psycopg" not in _installed(bin_dir)
+
+    good = _verify([str(bin_dir / "trialledger-verify")], bundle)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.startswith(f"OK {bundle}: study NCT04397107, 2841 events")
+    bad = _verify([str(bin_dir / "trialledger-verify")], tampered)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.stdout.startswith(f"BUNDLE INVALID {tampered}: ")
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow(seconds=15)
+def test_an_editable_install_of_the_verifier_alone_works(
+        sources: Path, bundle: Path, tmp_path: Path) -> None:
+    bin_dir = _clean_venv(tmp_path / "venv")
+    _pip(bin_dir, "-e", str(sources / "verifier"))
+    assert _installed(bin_dir) <= ALLOWED
+    result = _verify([str(bin_dir / "python"), "-m", "trialledger_verifier"], bundle)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Editable: the code run is the source tree's, not a copy.
+    where = subprocess.run([str(bin_dir / "python"), "-c",
+                            "import trialledger_verifier; print(trialledger_verifier.__file__)"],
+                           capture_output=True, text=True, check=True,
+                           env=_clean_env(), cwd=tmp_path).stdout.strip()
+    assert Path(where).parent == sources / "trialledger_verifier"
+
+
+def test_the_command_line_exit_codes(bundle: Path, tampered: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    key = ["--public-key", str(KEYS)]
+    assert main(["--bundle", str(bundle), *key]) == 0
+    assert "every signature, key, leaf and root verifies" in capsys.readouterr().out
+    assert main(["--bundle", str(tampered), *key]) == 1
+    assert capsys.readouterr().out.startswith(f"BUNDLE INVALID {tampered}: ")
+
+    # Usage errors: one line on stderr naming the option, exit 2.
+    assert main(["--bundle", str(tmp_path / "absent.zip"), *key]) == 2
+    assert "--bundle" in capsys.readouterr().err
+    assert main(["--bundle", str(bundle), "--public-key", str(tmp_path / "absent.pem")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trialledger-verify: --public-key") and err.count("\n") == 1
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello\n")
+    assert main(["--bundle", str(bundle), "--public-key", str(not_a_key)]) == 2
+    assert "no public key" in capsys.readouterr().err
+
+
+def test_a_held_checkpoint_from_another_log_is_refused(
+        bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    held = tmp_path / "held.txt"
+    held.write_text("trialledger/OTHER\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+    assert main(["--bundle", str(bundle), "--public-key", str(KEYS),
+                 "--checkpoint", str(held)]) == 1
+    assert "the held checkpoint is for trialledger/OTHER" in capsys.readouterr().out
