@@ -333,8 +333,9 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     origin = f"trialledger/{study}"
 
     def events() -> Any:
-        # Streamed twice (revocations first), so memory stays flat for any size of log.
-        for line in io.TextIOWrapper(bundle.open("events.jsonl")):
+        # Streamed twice (revocations first), so memory stays flat for any size of log. Read
+        # as UTF-8 everywhere, not in the locale's encoding (a regulator's Windows: cp1252).
+        for line in io.TextIOWrapper(bundle.open("events.jsonl"), encoding="utf-8"):
             yield json.loads(line)
 
     revoked: dict[str, datetime] = {}
@@ -348,8 +349,9 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     retired: set[str] = set()
     versions: dict[str, int] = {}
     tree = _Tree()
-    leaves = io.TextIOWrapper(bundle.open("leaves.jsonl"))
-    points = [json.loads(line) for line in io.TextIOWrapper(bundle.open("checkpoints.jsonl"))]
+    leaves = io.TextIOWrapper(bundle.open("leaves.jsonl"), encoding="utf-8")
+    with io.TextIOWrapper(bundle.open("checkpoints.jsonl"), encoding="utf-8") as lines:
+        points = [json.loads(line) for line in lines]
     held = held_checkpoint.split("\n") if held_checkpoint is not None else None
     if held is not None and (len(held) < 3 or not held[1].isdigit()):
         raise BundleInvalid("the held checkpoint is malformed")

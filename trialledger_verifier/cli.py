@@ -39,7 +39,7 @@ class _Unusable(Exception):
 def _read(option: str, path: Path) -> str:
     """The text of ``path``; :class:`_Unusable` naming ``option`` when it cannot be read."""
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")  # not the locale's (Windows: cp1252)
     except OSError as e:
         raise _Unusable(f"{option} {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
