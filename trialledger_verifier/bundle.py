@@ -165,6 +165,24 @@ def _cosigned_by(note: str, witnesses: dict[str, Ed25519PublicKey]) -> tuple[str
     return tuple(names)
 
 
+def load_witness_key(vkey: str) -> tuple[str, Ed25519PublicKey]:
+    """A witness's name and key from its C2SP verifier key
+    ``<name>+<hex key id>+<base64(0x04 ‖ Ed25519 key)>``; the key id must match the key."""
+    name, _, rest = vkey.strip().partition("+")
+    hex_id, _, blob = rest.partition("+")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        wanted = bytes.fromhex(hex_id)
+    except ValueError:
+        raise BundleInvalid(f"not a verifier key (<name>+<key id>+<key>): {vkey.strip()!r}"
+                            ) from None
+    if not name or len(raw) != 33 or raw[:1] != b"\x04":
+        raise BundleInvalid(f"not a witness's (cosignature/v1) verifier key: {vkey.strip()!r}")
+    if hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4] != wanted:
+        raise BundleInvalid(f"witness key {name}: its key id does not match its key")
+    return name, Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
 def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 

@@ -12,7 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from infra.ledger.cosignature import Cosigner
+from infra.ledger.note import verifier_key
+from trialledger_verifier.bundle import BundleInvalid, load_witness_key
 from trialledger_verifier.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -149,3 +154,32 @@ def test_a_held_checkpoint_from_another_log_is_refused(
     assert main(["--bundle", str(bundle), "--public-key", str(KEYS),
                  "--checkpoint", str(held)]) == 1
     assert "the held checkpoint is for trialledger/OTHER" in capsys.readouterr().out
+
+
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def test_a_witness_key_reads_as_the_server_writes_it() -> None:
+    key = Ed25519PrivateKey.generate()
+    vkey = Cosigner("witness.example/w1", key.public_key()).vkey
+    name, public = load_witness_key(vkey)
+    assert name == "witness.example/w1"
+    assert public.public_bytes(Encoding.Raw, PublicFormat.Raw) == _raw(key)
+    with pytest.raises(BundleInvalid, match="cosignature/v1"):
+        load_witness_key(verifier_key("trialledger", key.public_key()))  # a log's key
+    wrong_id = vkey.replace(vkey.split("+")[1], "00000000")
+    with pytest.raises(BundleInvalid, match="key id does not match"):
+        load_witness_key(wrong_id)
+
+
+def test_witnesses_asked_for_and_absent_fail_the_bundle(
+        bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vkey = Cosigner("witness.example/w1", Ed25519PrivateKey.generate().public_key()).vkey
+    key = ["--bundle", str(bundle), "--public-key", str(KEYS)]
+    assert main([*key, "--witness", vkey]) == 1
+    assert "carries 0 valid cosignatures of the 1 required" in capsys.readouterr().out
+    assert main([*key, "--witness", vkey, "--quorum", "2"]) == 2
+    assert capsys.readouterr().err.startswith("trialledger-verify: --quorum 2")
+    assert main([*key, "--witness", "not-a-key"]) == 2
+    assert capsys.readouterr().err.startswith("trialledger-verify: --witness")
