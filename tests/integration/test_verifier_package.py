@@ -15,8 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from domain.keyring import Keyring
+from domain.topics import stored_names
 from infra.ledger.cosignature import Cosigner
 from infra.ledger.note import verifier_key
+from infra.ledger.sealer import SEAL_INTERVAL
+from trialledger_verifier import bundle as offline
 from trialledger_verifier.bundle import BundleInvalid, load_witness_key
 from trialledger_verifier.cli import main
 
@@ -183,3 +187,12 @@ def test_witnesses_asked_for_and_absent_fail_the_bundle(
     assert capsys.readouterr().err.startswith("trialledger-verify: --quorum 2")
     assert main([*key, "--witness", "not-a-key"]) == 2
     assert capsys.readouterr().err.startswith("trialledger-verify: --witness")
+
+
+def test_the_verifier_knows_the_servers_contracts() -> None:
+    """The verifier keeps its own copy of what it must know of the server (it imports none of
+    it): the key events' stored names, and how long an event may wait to be sealed."""
+    assert frozenset(stored_names(Keyring.KeyRegistered)) == offline.KEY_REGISTERED
+    assert frozenset(stored_names(Keyring.KeyRetired)) == offline.KEY_RETIRED
+    assert frozenset(stored_names(Keyring.KeyRevoked)) == offline.KEY_REVOKED
+    assert offline.UNSEALED_GRACE_SECONDS == 2 * SEAL_INTERVAL
