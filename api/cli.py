@@ -41,7 +41,7 @@ from infra.logging import (
     resolved_format,
     resolved_level,
 )
-from infra.postgres import connect
+from infra.postgres import EmbeddedPostgresMissing, connect
 from infra.settings import Settings
 from infra.verify import StudyVerification
 
@@ -81,7 +81,7 @@ def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, psycopg.OperationalError):
         return f"the database is not reachable: {text}"
-    if isinstance(error, OSError):
+    if isinstance(error, OSError | EmbeddedPostgresMissing):
         return text
     return f"{type(error).__name__}: {text}"
 
@@ -107,7 +107,8 @@ DatabaseUrl = Annotated[
     typer.Option(
         "--database-url",
         envvar="DATABASE_URL",
-        help="PostgreSQL URL; without one an embedded PostgreSQL is started.",
+        help="PostgreSQL URL; without one an embedded PostgreSQL is started (installed with "
+             "trialledger[embedded]).",
         show_default=False,
     ),
 ]
@@ -297,7 +298,9 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
         # The access log is the app's own (structlog); uvicorn's would repeat it.
         # No "server: uvicorn" banner: it tells an attacker which exploits to try.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                                   "access_log": False, "http": "httptools", "loop": "uvloop",
+                                   "access_log": False, "http": "httptools",
+                                   # uvloop when installed (trialledger[fast]), else asyncio's.
+                                   "loop": "auto",
                                    "timeout_graceful_shutdown": STOP_GRACE,
                                    "server_header": False}
         if tls is not None:
@@ -396,7 +399,7 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
     from application.verification import verify_bundle_remembering
-    from infra.ledger.offline import BundleInvalid
+    from trialledger_verifier.bundle import BundleInvalid
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
@@ -422,7 +425,7 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
 
 def _trusted_keys(bundle: Path, public_key: Path) -> dict[str, Ed25519PublicKey]:
     """The keys in ``public_key`` (exit 2 if they cannot be read, or ``bundle`` is no file)."""
-    from infra.ledger.offline import load_public_keys
+    from trialledger_verifier.bundle import load_public_keys
 
     if not bundle.is_file():
         err_console.print(f"[red]--bundle {escape(str(bundle))}: no such file.[/red]",
@@ -548,8 +551,8 @@ def restore(
     events already (exit 2). People, roles and API clients are not in a bundle: add them
     with `users` and `clients`."""
     from application.restore import restore_bundle
-    from infra.ledger.offline import BundleInvalid
     from infra.ledger.restore import TargetNotEmpty
+    from trialledger_verifier.bundle import BundleInvalid
 
     trusted = _trusted_keys(bundle, public_key)
     with _runtime(_settings(database_url)) as runtime:

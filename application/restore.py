@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from application.runtime import Runtime
 from application.verification import verify_bundle_remembering
 from infra import keys
-from infra.ledger.offline import BundleReport
 from infra.ledger.restore import LoadedLedger, TargetNotEmpty, holds_events, load_ledger
 from infra.postgres import connect, schema_for_study
+from trialledger_verifier.bundle import BundleReport
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Restored:
 def restore_bundle(runtime: Runtime, path: Path,
                    trusted: dict[str, Ed25519PublicKey]) -> Restored:
     """Verify the bundle at ``path`` offline against ``trusted`` (raises
-    :class:`~infra.ledger.offline.BundleInvalid`), then restore its study into this
+    :class:`~trialledger_verifier.bundle.BundleInvalid`), then restore its study into this
     deployment's database; raise :class:`~infra.ledger.restore.TargetNotEmpty`, storing
     nothing, if the study holds events there already."""
     report = verify_bundle_remembering(runtime.settings, path, trusted, None)

@@ -32,10 +32,10 @@ from domain.studies import nct04397107
 from infra import keys
 from infra.catalog import EVENTS_TABLE
 from infra.ledger.bundle import canonical_info
-from infra.ledger.offline import BundleInvalid, verify_bundle
 from infra.passwords import hash_password
 from infra.postgres import connect, schema_for_study
 from projections.queries import casebook_as_of
+from trialledger_verifier.bundle import BundleInvalid, verify_bundle
 
 # The standards beside the project's checkout (../shared/standards), as the tests use them.
 DEFAULT_ODM_XSD = (Path(__file__).resolve().parents[3] / "shared" / "standards" / "odm-1.3.2"

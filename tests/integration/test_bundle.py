@@ -22,10 +22,10 @@ from api.cli import app as cli
 from application.runtime import Runtime
 from infra.keys import public_pem
 from infra.ledger.bundle import canonical_info
-from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from tests.support import T0, enroll, envelope, register, simulated_clock
+from trialledger_verifier.bundle import BundleInvalid, load_public_keys, verify_bundle
 
 STUDY = "NCT04397107"
 XSD = (Path(__file__).resolve().parents[2] / ".." / "shared" / "standards" / "odm-1.3.2"

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import temporary_database
 from infra.settings import Settings
 from tests.support import free_port, wait_until_ready
+from trialledger_verifier.bundle import BundleInvalid, load_public_keys, verify_bundle
 
 STUDY = "NCT04397107"
 
