@@ -256,6 +256,10 @@ class Idempotency:
         try:
             replay = await run_in_threadpool(self._claim, username, key, digest)
         except DATABASE_ERRORS as e:
+            # The claim may have committed before its answer was lost: this request did not
+            # run, so its claim is freed when the key comes again.
+            with self._unreleased_lock:
+                self._unreleased.add((username, key))
             await self._database_away(send, e)
             return
         if replay is not None:

@@ -6,6 +6,7 @@ and ``bench/failover_bench.py``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -19,11 +20,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from application.runtime import Runtime
-from domain.subject.state import subject_uuid
 from domain.studies import nct04397107
 from domain.subject.events import LabResultRecorded
+from domain.subject.state import subject_uuid
 from infra.postgres import connect, schema_for_study
 from infra.settings import Settings
+from tests.auto_failover import AutoFailoverFormation
 from tests.support import add_person, enroll, free_port, register, wait_until_ready
 from trialledger_client import (
     Client,
@@ -40,6 +42,9 @@ OBSERVED = datetime(2021, 1, 11, 8, tzinfo=UTC)
 # How long a writer waits before sending again after a refusal it may retry (the database
 # away, a connection cut): short, so that the first write after the failover is seen soon.
 RESEND_WAIT = 0.1
+# Seconds of writing before the calm phase is timed (the server's first writes fill its
+# caches and pools: not the pauses of a running server).
+WARM_UP = 2.0
 
 
 def subject_code(client: int) -> str:
@@ -202,9 +207,54 @@ def sealed_and_stored(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@dataclass(frozen=True)
+class Drill:
+    """A drill's writes and when each phase began: calm, the failover, the SIGKILL."""
+
+    writes: Writes
+    started_at: float
+    failover_at: float
+    killed_at: float
+    ended_at: float
+
+    def windows(self) -> dict[str, float]:
+        """The longest pause in acknowledgements in each phase (seconds): ``calm`` (the
+        baseline: clients only), ``failover`` and ``sigkill`` (each from the disruption to
+        the next one)."""
+        acknowledged = self.writes.acknowledged
+        return {"calm": longest_pause(acknowledged, self.started_at, self.failover_at),
+                "failover": longest_pause(acknowledged, self.failover_at, self.killed_at),
+                "sigkill": longest_pause(acknowledged, self.killed_at, self.ended_at)}
+
+
+def drill(formation: AutoFailoverFormation, base: str, token: Token, clients: int,
+          steady: float) -> Drill:
+    """Write with ``clients`` clients through the server at ``base``: after a warm-up,
+    ``steady`` seconds of calm, then ``pg_autoctl perform failover`` (node1 to node2) and
+    ``steady`` seconds once the formation has settled, then SIGKILL of the new primary's
+    postmaster (its pg_autoctl starts it again) and ``steady`` seconds once the formation has
+    settled again."""
+    load = WriteLoad(base, token, clients)
+    load.start()
+    time.sleep(WARM_UP)
+    started_at = time.monotonic()
+    time.sleep(steady)
+    failover_at = time.monotonic()
+    formation.perform_failover()
+    formation.wait_for_states({"node1": "secondary", "node2": "primary"})
+    time.sleep(steady)
+    killed_at = time.monotonic()
+    formation.kill_postmaster("node2")
+    time.sleep(1.0)  # before the monitor has even seen the node go
+    formation.wait_for_states({"node1": "secondary", "node2": "primary"})
+    time.sleep(steady)
+    writes = load.stop()
+    return Drill(writes, started_at, failover_at, killed_at, time.monotonic())
+
+
 def longest_pause(acknowledged: dict[str, float], start: float, end: float) -> float:
     """The longest time between consecutive acknowledgements (or ``start``/``end``) within
     [``start``, ``end``]: how long no write was acknowledged."""
     times = sorted(t for t in acknowledged.values() if start <= t <= end)
     marks = [start, *times, end]
-    return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(marks))

@@ -19,8 +19,7 @@ import pytest
 from tests.auto_failover import AutoFailoverFormation, pg_autoctl_missing
 from tests.failover_drill import (
     WRITER,
-    WriteLoad,
-    longest_pause,
+    drill,
     sealed_and_stored,
     served,
     set_up,
@@ -64,39 +63,27 @@ def test_no_acknowledged_write_is_lost_through_a_failover_and_a_killed_primary(
     with served(url, home, log) as base:
         with Client(base) as client:
             token = client.sign_in(WRITER, password)
-        load = WriteLoad(base, token, CLIENTS)
-        load.start()
-        time.sleep(STEADY)
-        failover_at = time.monotonic()
-        formation.perform_failover()
-        formation.wait_for_states({"node1": "secondary", "node2": "primary"})
-        time.sleep(STEADY)
-        killed_at = time.monotonic()
-        formation.kill_postmaster("node2")
-        time.sleep(STEADY)
-        formation.wait_for_states({"node1": "secondary", "node2": "primary"})
-        time.sleep(STEADY)
-        writes = load.stop()
-        ended_at = time.monotonic()
-
+        run = drill(formation, base, token, CLIENTS, STEADY)
+        writes = run.writes
         stored = stored_lab_records(url, home, CLIENTS)
         lost = sorted(r for r in writes.acknowledged if stored[r] == 0)
         duplicated = sorted(r for r, n in stored.items() if n > 1)
+        windows = run.windows()
         figures = {
             "acknowledged": len(writes.acknowledged),
             "found stored after a lost answer": len(writes.found_stored),
             "lost": len(lost), "duplicated": len(duplicated),
-            "unavailability window, failover (s)": round(
-                longest_pause(writes.acknowledged, failover_at, killed_at), 2),
-            "unavailability window, SIGKILL (s)": round(
-                longest_pause(writes.acknowledged, killed_at, ended_at), 2),
+            "unavailability window, failover (s)": round(windows["failover"], 2),
+            "unavailability window, SIGKILL (s)": round(windows["sigkill"], 2),
+            "longest pause before (s)": round(windows["calm"], 2),
             "refusals on the way": dict(writes.refusals),
         }
         record_property("figures", f"pg_auto_failover drill, {CLIENTS} clients: {figures}")
         assert not lost and not duplicated, figures
         # Writes went on after each disruption.
-        assert any(t > killed_at + STEADY for t in writes.acknowledged.values()), figures
-        assert any(failover_at + STEADY < t < killed_at for t in writes.acknowledged.values())
+        assert any(t > run.ended_at - STEADY for t in writes.acknowledged.values()), figures
+        assert any(run.killed_at - STEADY < t < run.killed_at
+                   for t in writes.acknowledged.values()), figures
         # Every refusal on the way was one a client may retry: no 500.
         assert set(writes.refusals) <= {"503", "409", "412", "connection failed",
                                         "422 record_id exists"}, figures
