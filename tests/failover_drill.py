@@ -197,14 +197,31 @@ def stored_lab_records(url: str, home: Path, clients: int) -> Counter[str]:
         runtime.close()
 
 
-def sealed_and_stored(url: str) -> tuple[int, int]:
-    """(leaves sealed, events stored) of the study."""
+def caught_up(url: str, home: Path, bound: float) -> dict[str, int]:
+    """Wait (at most ``bound`` seconds) until the server's sealer has sealed, and its
+    projector projected, every event of the study; the log's last position, the leaves
+    sealed and the position projected, as they were last read."""
     schema = schema_for_study(STUDY)
-    with connect(url) as conn:
-        row = conn.execute(f"SELECT (SELECT count(*) FROM {schema}.ledger_leaves),"
-                           f" (SELECT count(*) FROM {schema}.trialledger_events)").fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    runtime = Runtime(Settings(database_url=url, home=home), url)
+    deadline = time.monotonic() + bound
+    try:
+        app = runtime.study(STUDY)
+        view = runtime.history_view(STUDY)
+        while True:
+            with connect(url) as conn:
+                row = conn.execute(f"SELECT coalesce(max(notification_id), 0)"
+                                   f" FROM {schema}.ledger_leaves").fetchone()
+            assert row is not None
+            positions = {"stored": int(app.recorder.max_notification_id() or 0),
+                         "sealed": int(row[0]),
+                         "projected": int(view.max_tracking_id(app.name) or 0)}
+            if positions["stored"] == positions["sealed"] == positions["projected"] or \
+                    time.monotonic() > deadline:
+                app.close()
+                return positions
+            time.sleep(1)
+    finally:
+        runtime.close()
 
 
 @dataclass(frozen=True)
