@@ -161,10 +161,23 @@ class AutoFailoverFormation:
                                    f"{self.logs()}")
             time.sleep(0.5)
 
-    def primary(self) -> str:
-        """The node the monitor has as primary now."""
-        return next(name for name, (reported, _) in self.states().items()
-                    if reported in ("primary", "wait_primary"))
+    def wait_for_a_primary_and_a_secondary(self, bound: float = STATE_BOUND) -> None:
+        """Wait until one node is primary and the other its secondary (whichever way round:
+        after a node's PostgreSQL died, its pg_autoctl may start it again before the monitor
+        would fail over, or not) and the primary takes writes."""
+        deadline = time.monotonic() + bound
+        while True:
+            try:
+                states = sorted(self.states().values())
+                if states == [("primary", "primary"), ("secondary", "secondary")]:
+                    with psycopg.connect(self.uri(), connect_timeout=2) as conn:
+                        conn.execute("SELECT 1")
+                    return
+            except (RuntimeError, KeyError, psycopg.OperationalError):
+                states = []
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"formation states {states}: {self.logs()}")
+            time.sleep(0.5)
 
     def perform_failover(self) -> None:
         """``pg_autoctl perform failover``: the secondary is promoted, the primary demoted

@@ -250,7 +250,7 @@ def drill(formation: AutoFailoverFormation, base: str, token: Token, clients: in
     ``steady`` seconds of calm, then ``pg_autoctl perform failover`` (node1 to node2) and
     ``steady`` seconds once the formation has settled, then SIGKILL of the new primary's
     postmaster (its pg_autoctl starts it again) and ``steady`` seconds once the formation has
-    settled again."""
+    a writable primary and a secondary again."""
     load = WriteLoad(base, token, clients)
     load.start()
     time.sleep(WARM_UP)
@@ -263,7 +263,7 @@ def drill(formation: AutoFailoverFormation, base: str, token: Token, clients: in
     killed_at = time.monotonic()
     formation.kill_postmaster("node2")
     time.sleep(1.0)  # before the monitor has even seen the node go
-    formation.wait_for_states({"node1": "secondary", "node2": "primary"})
+    formation.wait_for_a_primary_and_a_secondary()
     time.sleep(steady)
     writes = load.stop()
     return Drill(writes, started_at, failover_at, killed_at, time.monotonic())
