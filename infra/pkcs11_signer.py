@@ -4,8 +4,10 @@ The key is a CKK_EC_EDWARDS pair on the token (an HSM, or SoftHSM2 for tests and
 found by its label; signatures are CKM_EDDSA, which for Ed25519 are the RFC 8032 signatures a
 file key makes. A key the token would let out (extractable, or not sensitive) is refused.
 
-A PKCS#11 session runs one operation at a time, so signing is serialised per process; each
-process (a server worker, the sealer, a bulk load's signing process) opens its own session.
+A token's login belongs to the whole process (logging out of one session logs out all), so
+a process holds one logged-in session per token, shared by its signers and closed with the
+last of them; it runs one operation at a time, so their signing is serialised. Each process
+(a server worker, the sealer, a bulk load's signing process) opens its own.
 """
 
 from __future__ import annotations
@@ -59,7 +61,47 @@ class TokenKey:
         return cls(**json.loads(data))
 
 
-def _session(where: TokenKey) -> Any:
+@dataclass
+class _Shared:
+    """A process's logged-in session on one token, and how many signers use it."""
+
+    session: Any
+    pin: str
+    lock: threading.Lock
+    users: int = 0
+
+
+_shared: dict[tuple[str, str], _Shared] = {}
+_shared_lock = threading.Lock()
+
+
+def _acquire(where: TokenKey) -> _Shared:
+    """The process's session on the token (opened and logged in by the first user)."""
+    place = (where.module, where.token_label)
+    with _shared_lock:
+        shared = _shared.get(place)
+        if shared is None:
+            shared = _shared[place] = _Shared(_open(where), where.pin, threading.Lock())
+        elif shared.pin != where.pin:
+            # The process is logged in already: a wrong PIN must not ride on that login.
+            raise SigningKeyError(f"PKCS#11 token {where.token_label!r}: the PIN is not "
+                                  "correct")
+        shared.users += 1
+        return shared
+
+
+def _release(where: TokenKey) -> None:
+    """One user fewer; the last closes the session (which logs the process out)."""
+    place = (where.module, where.token_label)
+    with _shared_lock:
+        shared = _shared[place]
+        shared.users -= 1
+        if shared.users == 0:
+            del _shared[place]
+            shared.session.close()
+
+
+def _open(where: TokenKey) -> Any:
     """A read-write session of the user on the token."""
     try:
         token = pkcs11.lib(where.module).get_token(token_label=where.token_label)
@@ -90,18 +132,23 @@ class Pkcs11Signer:
 
     def __init__(self, where: TokenKey) -> None:
         self.where = where
-        self._session = _session(where)
+        self._shared = _acquire(where)
+        self._closed = False
         try:
-            self._private = self._session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC_EDWARDS,
-                                                  label=where.key_label)
-            public = self._session.get_key(ObjectClass.PUBLIC_KEY, KeyType.EC_EDWARDS,
-                                           label=where.key_label)
-            if self._private[Attribute.EXTRACTABLE] or not self._private[Attribute.SENSITIVE]:
+            with self._shared.lock:
+                session = self._shared.session
+                self._private = session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC_EDWARDS,
+                                                label=where.key_label)
+                public = session.get_key(ObjectClass.PUBLIC_KEY, KeyType.EC_EDWARDS,
+                                         label=where.key_label)
+                loose = (self._private[Attribute.EXTRACTABLE]
+                         or not self._private[Attribute.SENSITIVE])
+                point = bytes(public[Attribute.EC_POINT])
+            if loose:
                 raise SigningKeyError(f"{where.describe()} could leave the token (extractable "
                                       "or not sensitive): generate it on the token with "
                                       "CKA_EXTRACTABLE false and CKA_SENSITIVE true")
-            self._public = Ed25519PublicKey.from_public_bytes(
-                _raw_point(bytes(public[Attribute.EC_POINT])))
+            self._public = Ed25519PublicKey.from_public_bytes(_raw_point(point))
         except NoSuchKey:
             self.close()
             raise SigningKeyError(f"no Ed25519 key pair labelled {where.key_label!r} on "
@@ -113,7 +160,6 @@ class Pkcs11Signer:
         except SigningKeyError:
             self.close()
             raise
-        self._lock = threading.Lock()
         try:
             # The public key found by the label must be the private key's own.
             self._public.verify(self.sign(_PROBE), _PROBE)
@@ -128,7 +174,7 @@ class Pkcs11Signer:
 
     def sign(self, data: bytes) -> bytes:
         """The Ed25519 signature of ``data``, made on the token."""
-        with self._lock:
+        with self._shared.lock:
             try:
                 signature: bytes = self._private.sign(data, mechanism=Mechanism.EDDSA)
             except PKCS11Error as e:
@@ -141,14 +187,17 @@ class Pkcs11Signer:
         return TOKEN_KEY + self.where.to_bytes()
 
     def close(self) -> None:
-        """End the session."""
-        self._session.close()
+        """Stop using the token (the process's session ends with its last signer)."""
+        if not self._closed:
+            self._closed = True
+            _release(self.where)
 
 
 def generate_key(where: TokenKey) -> Ed25519PublicKey:
     """Generate an Ed25519 key pair on the token under ``where.key_label``: private, sensitive
     and never extractable; return its public key. Refuses a label already in use."""
-    session = _session(where)
+    shared = _acquire(where)
+    session = shared.session
     try:
         existing = list(session.get_objects({Attribute.LABEL: where.key_label}))
         if existing:
@@ -166,4 +215,4 @@ def generate_key(where: TokenKey) -> Ed25519PublicKey:
         raise SigningKeyError(f"{where.describe()}: the token could not generate it "
                               f"({type(e).__name__} {e})".rstrip()) from None
     finally:
-        session.close()
+        _release(where)
