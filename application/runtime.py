@@ -166,6 +166,10 @@ class Runtime:
         if self._directory is None:
             with self._init_lock:
                 if self._directory is None:
+                    if self.signed:
+                        # The directory has no keyring: its signer is checked against the
+                        # studies' (before the set-up lock, which opening a study takes too).
+                        self.require_signing_key()
                     with self._setting_up() as conn:
                         if conn is not None:
                             catalog.ensure_catalog(conn)

@@ -260,13 +260,16 @@ def test_a_key_file_replaced_by_hand_is_refused_until_a_rotation_records_it(
     assert served.stderr.count("\n") == 1 and "Traceback" not in served.stderr
     assert f"signing key {new_id} is not in the keyring" in served.stderr
     assert old_id in served.stderr and "keys rotate" in served.stderr
-    # So does every write; sealing signs no checkpoint with it either.
+    # So does every write, to a study or to the directory (people, sign-ins); sealing signs
+    # no checkpoint with it either.
     with pytest.raises(SigningKeyError, match="replaced without a rotation"):
         write(settings, db_url, "002")
     runtime = Runtime(settings, db_url)
     try:
         with pytest.raises(SigningKeyError, match="replaced without a rotation"):
             runtime.seal(STUDY, force_checkpoint=True)
+        with pytest.raises(SigningKeyError, match="replaced without a rotation"):
+            runtime.people()
     finally:
         runtime.close()
     assert signed_by(db_url) == before and new_id not in checkpoint_keys(db_url)
