@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from application.runtime import Runtime
+from application.sealing import BackgroundSealer
 from domain.keyring import Keyring
 from infra import keys
 from infra.ledger import store
@@ -284,3 +286,31 @@ def test_a_key_file_replaced_by_hand_is_refused_until_a_rotation_records_it(
     code, output = run(["keys", "rotate", "--from-key-file", str(key_file),
                         "--database-url", db_url], settings)
     assert code == 2 and "already the configured key" in " ".join(output.split()), output
+
+
+def test_the_servers_sealer_process_signs_checkpoints_on_the_token_with_its_own_session(
+    settings: Settings, db_url: str, token: str
+) -> None:
+    hsm, _ = new_token_key(settings)
+    runtime = Runtime(hsm, db_url)
+    try:
+        app = runtime.study(STUDY)
+        register(app)
+        enroll(app, "001")
+        key_id = key_id_for(hsm.key_name, runtime.signing_key().public_key())
+        # The sealer is a process of its own (spawned, as under `serve`), with its own session
+        # on the token while this process keeps its own open.
+        sealer = BackgroundSealer(runtime, interval=0.2, checkpoint_interval=0.5)
+        sealer.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not checkpoint_keys(db_url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            sealer.stop()
+        assert checkpoint_keys(db_url) == [key_id]
+        enroll(app, "002")  # this process's session still signs
+    finally:
+        runtime.close()
+    code, output = run(["verify", "--database-url", db_url], hsm)
+    assert code == 0, output
