@@ -157,6 +157,10 @@ class Pkcs11Signer:
             self.close()
             raise SigningKeyError(f"more than one key labelled {where.key_label!r} on PKCS#11 "
                                   f"token {where.token_label!r}") from None
+        except PKCS11Error as e:  # e.g. a token that will not tell an attribute
+            self.close()
+            raise SigningKeyError(f"{where.describe()}: {type(e).__name__} {e}".rstrip()
+                                  ) from None
         except SigningKeyError:
             self.close()
             raise

@@ -35,7 +35,7 @@ from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signers import SigningKeyError
 from infra.signing import EventSigner, SignedState, key_id_for
-from tests.support import enroll, free_port, register
+from tests.support import api_client, enroll, free_port, register
 
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 TOKEN = "trialledger-tests"
@@ -314,3 +314,31 @@ def test_the_servers_sealer_process_signs_checkpoints_on_the_token_with_its_own_
         runtime.close()
     code, output = run(["verify", "--database-url", db_url], hsm)
     assert code == 0, output
+
+
+def test_a_token_that_fails_to_sign_is_a_503_with_nothing_stored(
+    settings: Settings, db_url: str, token: str
+) -> None:
+    hsm, label = new_token_key(settings)
+    runtime = Runtime(hsm, db_url)
+    try:
+        app = runtime.study(STUDY)
+        register(app)
+        enroll(app, "001")
+        coordinator = api_client(runtime, "coordinator", site="JLU1")
+        vitals = {"observed_at": "2021-02-09T09:00:00+00:00", "visit": "M1",
+                  "measurements": {"WEIGHT": {"value": 36.0, "unit": "kg"}}}
+        first = coordinator.post(f"/v1/studies/{STUDY}/subjects/001/vitals", json=vitals)
+        assert first.status_code == 201, first.text
+        before = signed_by(db_url)
+        # The key disappears from the token under the running server (this process is
+        # logged in to the token already: the new session shares the login).
+        with pkcs11.lib(str(MODULE)).get_token(token_label=TOKEN).open(rw=True) as session:
+            session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC_EDWARDS, label=label).destroy()
+        answer = coordinator.post(f"/v1/studies/{STUDY}/subjects/001/vitals", json=vitals)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "cannot sign" in answer.json()["detail"] and label in answer.json()["detail"]
+        assert signed_by(db_url) == before
+    finally:
+        runtime.close()
