@@ -43,6 +43,7 @@ from infra.logging import (
 )
 from infra.postgres import EmbeddedPostgresMissing, connect
 from infra.settings import Settings
+from infra.signers import SigningKeyError
 from infra.verify import StudyVerification
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
     try:
         with open_runtime(settings) as runtime:
             yield runtime
-    except keys.SigningKeyError as e:
+    except SigningKeyError as e:
         err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
 
@@ -245,6 +246,7 @@ def serve(
     """Serve the HTTP API (HTTPS when given a certificate and key)."""
     tls = _tls(tls_cert, tls_key)
     with _runtime(_settings(database_url, serving=True)) as runtime:
+        runtime.require_signing_key()  # a key that may not sign stops the server here
         _serve(runtime, host, port, workers, checkpoint_interval, tls)
 
 
@@ -863,23 +865,82 @@ def import_sdtm(
 
 
 @keys_app.command("rotate")
-def keys_rotate(database_url: DatabaseUrl = None) -> None:
-    """Create a new signing key, registered in every study by an event the old key signs."""
+def keys_rotate(
+    database_url: DatabaseUrl = None,
+    from_key_file: Annotated[Path | None, typer.Option(
+        "--from-key-file", help="The key being replaced, a PEM file (mode 0600): the "
+        "configured key (file or PKCS#11) is the new one.", show_default=False)] = None,
+    from_pkcs11_key_label: Annotated[str | None, typer.Option(
+        "--from-pkcs11-key-label", help="The key being replaced, by its label on the "
+        "configured PKCS#11 token.", show_default=False)] = None,
+) -> None:
+    """Move to a new signing key, registered in every study by an event the old key signs.
 
+    Without --from-*: create the next key in the data directory (the embedded default).
+    With one: the configured key (a key file, or a PKCS#11 key) is the new key and the named
+    one, still active, vouches for it."""
     settings = _settings(database_url)
+    if from_key_file is None and from_pkcs11_key_label is None:
+        _rotate_embedded(settings)
+        return
+    try:
+        old = keys.previous_key(settings, from_key_file, from_pkcs11_key_label)
+        new = keys.load_signing_key(settings)
+    except SigningKeyError as e:
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    from infra.signers import close_signer
+    from infra.signing import key_id_for, public_key_b64
+
+    new_id = key_id_for(settings.key_name, new.public_key())
+    new_public = public_key_b64(new.public_key())
+    close_signer(new)  # its public key is all a rotation needs (and is remembered now)
+    with _runtime(settings) as runtime:
+        runtime.use_signer(old)  # the old key signs the events that vouch for the new one
+        old_id = _current_key_id(runtime)
+        if old_id == new_id:
+            err_console.print(f"[red]{old_id} is already the configured key: configure the new "
+                              "key, then name the old one.[/red]")
+            raise typer.Exit(2)
+        studies = [s for s, _ in runtime.studies()]
+        _register_in(runtime, studies, old_id, new_id, new_public)
+    console.print(f"Rotated to {new_id} in {len(studies)} studies; {old_id} is retired.")
+
+
+def _rotate_embedded(settings: Settings) -> None:
     with _runtime(settings) as runtime:
         studies = [s for s, _ in runtime.studies()]
         old_id = _current_key_id(runtime)
-
-        def register(new_id: str, new_public: str) -> None:
-            for study_id in studies:
-                app = runtime.study(study_id)
-                keyring = app.keyring()
-                if keyring is None or new_id not in keyring.keys:
-                    app.register_key(new_id, new_public, _system(), retire=old_id)
-
-        new_id = keys.rotate(settings, register)
+        new_id = keys.rotate(settings, partial(_register_in, runtime, studies, old_id))
     console.print(f"Rotated to {new_id} in {len(studies)} studies; the old key is retired.")
+
+
+def _register_in(runtime: Runtime, studies: list[str], old_id: str, new_id: str,
+                 new_public: str) -> None:
+    """Register ``new_id`` in every study not holding it yet (resumable), retiring
+    ``old_id``, by events the runtime's key (the old one) signs."""
+    for study_id in studies:
+        app = runtime.study(study_id)
+        keyring = app.keyring()
+        if keyring is None or new_id not in keyring.keys:
+            app.register_key(new_id, new_public, _system(), retire=old_id)
+
+
+@keys_app.command("hsm-generate")
+def keys_hsm_generate() -> None:
+    """Generate the configured PKCS#11 key (TRIALLEDGER_PKCS11_KEY_LABEL) on the token: an
+    Ed25519 pair whose private half is sensitive and never extractable."""
+    from infra.pkcs11_signer import generate_key
+    from infra.signing import key_id_for
+
+    settings = _settings(None)
+    try:
+        public = generate_key(keys.token_key(settings))
+    except SigningKeyError as e:
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"Generated {key_id_for(settings.key_name, public)} as "
+                  f"{settings.pkcs11_key_label!r} on token {settings.pkcs11_token_label!r}.")
 
 
 @keys_app.command("revoke")

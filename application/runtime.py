@@ -12,7 +12,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
@@ -33,7 +32,6 @@ from domain.signed_application import MapperFactory
 from domain.studies.protocols import study_endpoints
 from infra import catalog, keys
 from infra.idempotency import IdempotencyStore
-from infra.keys import SigningKeyError
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
@@ -50,6 +48,7 @@ from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
 from infra.replica import Reads, ReadSource
 from infra.sessions import SessionStore
 from infra.settings import Settings
+from infra.signers import Signer, SigningKeyError, close_signer
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView, read_tables_ready
@@ -72,7 +71,7 @@ class Runtime:
     url: str
     signed: bool = True
     _apps: dict[str, StudyApplication] = field(default_factory=dict)
-    _key: Ed25519PrivateKey | None = None
+    _key: Signer | None = None
     _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
     _directory: DirectoryApplication | None = None
     _people: People | None = None
@@ -179,6 +178,10 @@ class Runtime:
         if self._directory is None:
             with self._init_lock:
                 if self._directory is None:
+                    if self.signed:
+                        # The directory has no keyring: its signer is checked against the
+                        # studies' (before the set-up lock, which opening a study takes too).
+                        self.require_signing_key()
                     with self._setting_up() as conn:
                         if conn is not None:
                             catalog.ensure_catalog(conn)
@@ -249,11 +252,19 @@ class Runtime:
         return self._idempotency
 
     def _register_signing_key(self, app: StudyApplication) -> None:
-        """Make sure the study's keyring knows the key about to sign its events."""
+        """Make sure the study's keyring knows the key about to sign its events: a new study
+        registers it as its first key; a study whose keyring does not hold it refuses it (a
+        key replaced by hand, not by a recorded rotation)."""
         key = self.signing_key()
         key_id = key_id_for(self.settings.key_name, key.public_key())
         keyring = app.keyring()
         state = keyring.keys.get(key_id) if keyring else None
+        if keyring is not None and state is None:
+            active = ", ".join(k for k, s in keyring.keys.items() if s == "active") or "none"
+            raise SigningKeyError(
+                f"the signing key {key_id} is not in the keyring of study {app.study_id} "
+                f"(active: {active}): the key was replaced without a rotation; record it with "
+                "`trialledger keys rotate --from-key-file OLD_KEY` (or --from-pkcs11-key-label)")
         if state is None:
             try:
                 app.register_key(key_id, public_key_b64(key.public_key()), system_envelope())
@@ -266,11 +277,27 @@ class Runtime:
             raise SigningKeyError(f"the signing key {key_id} is {state} for study "
                                   f"{app.study_id}; it must not sign again")
 
-    def signing_key(self) -> Ed25519PrivateKey:
-        """The deployment's current signing key."""
+    def signing_key(self) -> Signer:
+        """The deployment's current signing key (a file key or a PKCS#11 token's)."""
         if self._key is None:
-            self._key = keys.load_signing_key(self.settings)
+            with self._init_lock:
+                if self._key is None:
+                    self._key = keys.load_signing_key(self.settings)
         return self._key
+
+    def use_signer(self, signer: Signer) -> None:
+        """Sign with ``signer`` rather than the configured key: a rotation's old key, which
+        vouches for the new one. Only before any study or the directory is opened."""
+        if self._apps or self._directory is not None:
+            raise RuntimeError("use_signer: the runtime has already opened applications")
+        self._key = signer
+
+    def require_signing_key(self) -> None:
+        """Open every study, so that a key that may not sign any of them (replaced without a
+        rotation, retired, revoked) stops a server before it serves
+        (:class:`infra.signers.SigningKeyError`)."""
+        for study_id, _ in self.studies():
+            self.study(study_id)
 
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
         """Seal the study's new events into its ledger (and checkpoint if due or forced);
@@ -288,6 +315,8 @@ class Runtime:
 
     def _seal(self, conn: psycopg.Connection[Any], log: str, schema: str,
               force_checkpoint: bool) -> SealResult:
+        if log != DIRECTORY_LOG:
+            self.study(log)  # a checkpoint is signed only by a key the study's keyring holds
         result = seal(conn, log, schema, keys.load_public_keys(self.settings),
                       self.signing_key(), self.settings.key_name,
                       force_checkpoint=force_checkpoint)
@@ -452,6 +481,9 @@ class Runtime:
         if self._store_pool is not None:
             self._store_pool.shutdown()
             self._store_pool = None
+        if self._key is not None:
+            close_signer(self._key)
+            self._key = None
 
 
 @contextmanager

@@ -24,7 +24,10 @@ class Settings:
     - ``database_url``: a PostgreSQL URL; ``None`` means "start the embedded server".
     - ``home``: the data directory (embedded PostgreSQL data, signing keys).
     - ``signing_key_file`` / ``signing_key_pem``: a signing key given by file or environment;
-      when neither is set, a key is created in ``home/keys`` on first use.
+      when neither is set (nor a PKCS#11 key), a key is created in ``home/keys`` on first use.
+    - ``pkcs11_module`` / ``pkcs11_token_label`` / ``pkcs11_key_label``: sign with the
+      Ed25519 key of that label on that token of that PKCS#11 module (an HSM); the user PIN
+      from ``pkcs11_pin`` or the first line of ``pkcs11_pin_file``.
     - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
       the application, running as a role that owns nothing, must not try to create them.
     - ``write_lock_timeout`` / ``write_statement_timeout``: seconds a write waits for the
@@ -65,6 +68,11 @@ class Settings:
     signing_key_file: Path | None = None
     signing_key_pem: str | None = None
     key_name: str = "trialledger"
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_key_label: str | None = None
+    pkcs11_pin: str | None = None
+    pkcs11_pin_file: Path | None = None
     provisioned: bool = False
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
@@ -126,6 +134,7 @@ class Settings:
             signing_key_file=Path(key_file).expanduser() if key_file else None,
             signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
             key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
+            **_pkcs11(env, bool(key_file or env.get("TRIALLEDGER_SIGNING_KEY"))),
             provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
             write_lock_timeout=_seconds("TRIALLEDGER_WRITE_LOCK_TIMEOUT", WRITE_LOCK_TIMEOUT),
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
@@ -145,6 +154,32 @@ class Settings:
             database_read_url=env.get("DATABASE_READ_URL") or None,
             read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
         )
+
+
+PKCS11_VARIABLES = ("TRIALLEDGER_PKCS11_MODULE", "TRIALLEDGER_PKCS11_TOKEN_LABEL",
+                    "TRIALLEDGER_PKCS11_KEY_LABEL")
+
+
+def _pkcs11(env: os._Environ[str], key_given: bool) -> dict[str, Any]:
+    """The PKCS#11 key's settings: the module, token and key label go together, with a PIN,
+    and exclude a key given by file or environment."""
+    values = {name: env.get(name, "").strip() for name in PKCS11_VARIABLES}
+    if not any(values.values()):
+        return {}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} must be set with the other TRIALLEDGER_PKCS11_* "
+                         "variables")
+    if key_given:
+        raise ValueError("TRIALLEDGER_PKCS11_* and TRIALLEDGER_SIGNING_KEY(_FILE) name two "
+                         "signing keys: set one")
+    pin, pin_file = env.get("TRIALLEDGER_PKCS11_PIN"), env.get("TRIALLEDGER_PKCS11_PIN_FILE")
+    if bool(pin) == bool(pin_file):
+        raise ValueError("set one of TRIALLEDGER_PKCS11_PIN and TRIALLEDGER_PKCS11_PIN_FILE")
+    module, token, key = values.values()
+    return {"pkcs11_module": module, "pkcs11_token_label": token, "pkcs11_key_label": key,
+            "pkcs11_pin": pin or None,
+            "pkcs11_pin_file": Path(pin_file).expanduser() if pin_file else None}
 
 
 def _witnesses(listed: str, quorum: str) -> dict[str, Any]:
