@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infra.signers import Signer, handover
@@ -60,12 +61,6 @@ def _batched(signer: Signer, messages: list[bytes], batch: int = 500) -> float:
         process.close()
 
 
-def _line(name: str, value: float, unit: str, baseline: float, **extra: float) -> str:
-    extras = "".join(f" {k}={v:.4g}" for k, v in extra.items())
-    return (f"BENCH {name} value={value:.6g} unit={unit} baseline={baseline:.6g} "
-            f"ratio={value / baseline:.4g}{extras}")
-
-
 def main() -> None:
     """Measure and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,10 +90,10 @@ def main() -> None:
         cuts = statistics.quantiles(ms, n=100)
         return {"p50_ms": cuts[49], "p99_ms": cuts[98]}
 
-    print(_line("sign.file_key", file_rate, "signatures/s", file_rate, **quantiles(file_ms)))
-    print(_line("sign.pkcs11_softhsm2", token_rate, "signatures/s", file_rate,
+    print(bench_line("sign.file_key", file_rate, "signatures/s", file_rate, **quantiles(file_ms)))
+    print(bench_line("sign.pkcs11_softhsm2", token_rate, "signatures/s", file_rate,
                 **quantiles(token_ms)))
-    print(_line("sign.pkcs11_softhsm2_batched", token_batched, "signatures/s", file_batched))
+    print(bench_line("sign.pkcs11_softhsm2_batched", token_batched, "signatures/s", file_batched))
 
 
 if __name__ == "__main__":
