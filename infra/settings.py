@@ -15,6 +15,8 @@ from infra.postgres import DATABASE_WAIT, WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TI
 COMMIT_TIMEOUT = 30.0
 
 PRODUCTION, DEVELOPMENT = "production", "development"
+# Many sealing rounds (every 2 s) and a long round's work: a busy sealer is not stalled.
+STALL_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Settings:
       for the event store (events, read tables) / for the API's own tables (sessions,
       idempotency keys, readiness), opened when needed (``TRIALLEDGER_STORE_POOL_SIZE``,
       default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 2).
+    - ``stall_after``: seconds the sealer (which also projects) may go without a round, or
+      without progress while events wait, before ``/readyz`` says it has stalled
+      (``TRIALLEDGER_STALL_AFTER``, default 60).
     """
 
     database_url: str | None
@@ -98,6 +103,7 @@ class Settings:
     totp_roles: frozenset[str] = frozenset()
     store_pool_size: int = 4
     api_pool_size: int = 2
+    stall_after: float = STALL_AFTER
 
     @property
     def keys_dir(self) -> Path:
@@ -136,6 +142,7 @@ class Settings:
             totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
             store_pool_size=_pool_size("TRIALLEDGER_STORE_POOL_SIZE", 4),
             api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
+            stall_after=_wait("TRIALLEDGER_STALL_AFTER", STALL_AFTER),
         )
 
 
@@ -170,9 +177,9 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
-def _wait(name: str) -> float:
-    """A connection wait in seconds (more than 0) from the environment variable ``name``."""
-    value = _seconds(name, DATABASE_WAIT)
+def _wait(name: str, default: float = DATABASE_WAIT) -> float:
+    """A wait in seconds (more than 0) from the environment variable ``name``."""
+    value = _seconds(name, default)
     if value <= 0:
         raise ValueError(f"{name} must be a number of seconds more than 0, not {value:g}")
     return value
