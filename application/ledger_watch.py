@@ -122,8 +122,8 @@ def stalls(lags: list[LedgerLag]) -> list[str]:
         name = "the directory" if lag.log == DIRECTORY_LOG else f"study {lag.log}"
         if lag.sealing_stalled:
             found.append(f"sealer: {lag.unsealed} events of {name} wait to be sealed, "
-                         f"none sealed for {lag.sealing_seconds:.0f} s")
+                         f"the oldest for up to {lag.sealing_seconds:.0f} s")
         if lag.projection_stalled:
             found.append(f"projector: {lag.unprojected} events of {name} wait to be "
-                         f"projected, behind for {lag.projection_seconds or 0:.0f} s")
+                         f"projected, the oldest for up to {lag.projection_seconds or 0:.0f} s")
     return found
