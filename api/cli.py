@@ -261,8 +261,9 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     return cert, key
 
 
-# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, the
-# sealer's last round (sealing what those requests wrote) SEALER_GRACE more, then the process
+# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, the group
+# commit up to twice CLOSE_WAIT (domain.group_commit), the sealer's last round (sealing what
+# those requests wrote) SEALER_GRACE more, then the process
 # ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded PostgreSQL is
 # then stopped by its guardian, see infra.postgres).
 STOP_GRACE = 2
@@ -337,8 +338,10 @@ def _serve_from(run_dir: Path, runtime: Runtime, host: str, port: int, workers: 
             os.environ[SERVE_STATUS] = str(status_path)
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
-        # Only now, with every request answered and its writes committed: the sealer's last
-        # round seals them.
+        # Every request answered: the group commit flushes what is queued (and ends a write
+        # stuck holding the events table's lock, which the sealer would wait for), then the
+        # sealer's last round seals it all.
+        runtime.close()
         sealer.stop(wait=SEALER_GRACE)
 
 
