@@ -3,7 +3,8 @@
 
 ``TRIALLEDGER_LOG_FORMAT`` chooses: ``json``, ``console``, or ``auto`` (the default: console
 when stderr is a terminal, else JSON). ``TRIALLEDGER_LOG_LEVEL`` (e.g. ``INFO``) overrides the
-level a command asks for. Child processes (the sealer, server workers) inherit both.
+level a command asks for. Child processes (the sealer, server workers) inherit both. Every
+line names the service and its version.
 """
 
 from __future__ import annotations
