@@ -64,7 +64,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """Every metric in the text format: all processes' in multiprocess mode, plus the
         ledger's as read now."""
-        self.figures.refresh(self.runtime.pools(), now=True)
+        self.figures.refresh(self.runtime.pools, now=True)
         parts = []
         if multiprocess():
             parts.append(generate_latest(multiprocess_registry()))

@@ -91,7 +91,7 @@ class AccessLog:
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
             self.metrics.latency.labels(scope["method"], path).observe(elapsed)
-            self.metrics.figures.refresh(self.metrics.runtime.pools())
+            self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
                       client=state.get("client"), method=scope["method"], route=path,

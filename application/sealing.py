@@ -140,7 +140,7 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
         # Ends with the server, even one killed before it could say stop.
         while not stopping.wait(interval) and (server is None or server.is_alive()):
             _guarded(rounds.seal_all)
-            figures.refresh(runtime.pools())
+            figures.refresh(runtime.pools)
         if stopping.is_set():
             _guarded(rounds.final_round)
             log.info("ledger.sealer_stopped")

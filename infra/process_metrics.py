@@ -14,6 +14,7 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,10 @@ class ProcessFigures:
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def refresh(self, pools: dict[str, ConnectionPool[Any]], *, now: bool = False) -> None:
-        """Copy the figures if due (or ``now``)."""
+    def refresh(self, pools: Callable[[], dict[str, ConnectionPool[Any]]], *,
+                now: bool = False) -> None:
+        """Copy the figures and those of the ``pools`` (asked for only then) if due (or
+        ``now``)."""
         moment = time.monotonic()
         if not now and moment < self._next:
             return
@@ -119,7 +122,7 @@ class ProcessFigures:
                     gauge = gauges.process.get(sample.name.removesuffix("_total"))
                     if gauge is not None:
                         gauge.labels(self.role).set(sample.value)
-            for name, pool in pools.items():
+            for name, pool in pools().items():
                 stats = pool.get_stats()
                 gauges.pool_size.labels(self.role, name).set(stats.get("pool_size", 0))
                 gauges.pool_available.labels(self.role, name).set(
