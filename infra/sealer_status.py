@@ -87,7 +87,10 @@ def ledger_state(conn: psycopg.Connection[Any], log: str, schema: str,
     read tables and the name they track it under, None for none); one round trip of index
     lookups, and index scans over the events not yet sealed or projected."""
     s = Identifier(schema)
-    tracked = projection is not None and _exists(conn, schema, projection[0])
+    events, tracked = _exist(conn, schema, events_table(log),
+                             None if projection is None else projection[0])
+    if not events:  # a study being set up: listed, its events table not yet made
+        return LedgerState(0, 0, None if projection is None else 0, 0, None, 0)
     projected = (SQL("(SELECT coalesce(max(notification_id), 0) FROM {}.{}"
                      " WHERE application_name = %s)").format(s, Identifier(projection[0]))
                  if projection is not None and tracked
@@ -113,6 +116,10 @@ def ledger_state(conn: psycopg.Connection[Any], log: str, schema: str,
         0 if note is None else max(0, len(split_note(str(note))[1]) - 1))
 
 
-def _exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',)).fetchone()
-    return row is not None and row[0] is not None
+def _exist(conn: psycopg.Connection[Any], schema: str, events: str,
+           tracking: str | None) -> tuple[bool, bool]:
+    """Whether the ``events`` table and the ``tracking`` table exist in ``schema``."""
+    row = conn.execute("SELECT to_regclass(%s), to_regclass(%s)",
+                       (f'"{schema}"."{events}"',
+                        None if tracking is None else f'"{schema}"."{tracking}"')).fetchone()
+    return row is not None and row[0] is not None, row is not None and row[1] is not None
