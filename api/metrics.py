@@ -23,6 +23,7 @@ from infra.process_metrics import (
     multiprocess,
     multiprocess_registry,
 )
+from infra.unavailable import unavailable_reason
 
 _log = get_logger(__name__)
 
@@ -90,8 +91,10 @@ class LedgerCollector(Collector):
         try:
             beat_age, lags = ledger_lags(self.runtime, self.status_path,
                                          self.runtime.settings.stall_after)
-        except Exception as e:  # a scrape must answer: the database's absence shows elsewhere
-            _log.warning("metrics.ledger_unavailable", error=type(e).__name__)
+        except Exception as e:  # a scrape must answer, with what it has
+            # The database being away is the sealer's to log (once, then at a back-off).
+            if unavailable_reason(e) is None:
+                _log.exception("metrics.ledger_failed")
             return
         heartbeat = GaugeMetricFamily("trialledger_sealer_heartbeat_age_seconds",
                                       "Seconds since the sealer's last heartbeat")

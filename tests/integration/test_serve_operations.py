@@ -126,8 +126,12 @@ def _wait_for(check: Callable[[], bool], what: str) -> None:
 def test_two_workers_report_every_request_and_process(served_study: Path, db_url: str,
                                                       tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    process, base = _serve(served_study, log, "--database-url", db_url, "--workers", "2")
+    run_dirs = tmp_path / "tmp"  # where the server makes its temporary directory
+    run_dirs.mkdir()
+    process, base = _serve(served_study, log, "--database-url", db_url, "--workers", "2",
+                           TMPDIR=str(run_dirs))
     try:
+        assert [p.name[:18] for p in run_dirs.iterdir()] == ["trialledger-serve-"]
         asked = 40
         for _ in range(asked):  # a new connection each: the two workers share them out
             assert httpx.get(f"{base}/healthz").status_code == 200
@@ -145,8 +149,11 @@ def test_two_workers_report_every_request_and_process(served_study: Path, db_url
             assert any(s.labels["role"] == "sealer" for s in processes)
             assert "trialledger_sealing_lag_events" in families
         assert len(api_pids) == 2, api_pids
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=EXIT_BOUND)
     finally:
         _stop(process)
+    assert not list(run_dirs.iterdir()), "the metrics directory outlived the server"
     lines = [json.loads(line) for line in log.read_text().splitlines()
              if line.startswith("{")]
     assert lines
