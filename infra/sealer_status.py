@@ -10,6 +10,7 @@ runs per request.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from infra.atomic_file import write_atomically
 from infra.ledger import store
 from infra.ledger.cosignature import split_note
 from infra.ledger.logs import events_table
@@ -53,8 +53,11 @@ class SealerStatus:
 
 
 def write_status(path: Path, status: SealerStatus) -> None:
-    """Replace the status file (readers see the old one or the new, never a mix)."""
-    write_atomically(path, json.dumps(asdict(status)).encode())
+    """Replace the status file (readers see the old one or the new, never a mix). Not
+    flushed to disk: it describes a running server, and is written after every log visited."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(json.dumps(asdict(status)).encode())
+    os.replace(tmp, path)
 
 
 def read_status(path: Path) -> SealerStatus | None:
