@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -264,21 +266,41 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     return cert, key
 
 
-# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, then the
-# process ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded
-# PostgreSQL is then stopped by its guardian, see infra.postgres).
+# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, the group
+# commit up to twice CLOSE_WAIT (domain.group_commit), the sealer's last round (sealing what
+# those requests wrote) SEALER_GRACE more, then the process
+# ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded PostgreSQL is
+# then stopped by its guardian, see infra.postgres).
 STOP_GRACE = 2
+SEALER_GRACE = 4.0
 STOP_BOUND = 8.0
 
 
 def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
            checkpoint_interval: float = CHECKPOINT_INTERVAL,
            tls: tuple[Path, Path] | None = None) -> None:
+    # Before anything makes a metric: every process of this server (the workers and the
+    # sealer, which inherit the environment) writes its metrics where a scrape reads them all.
+    from infra.process_metrics import start_multiprocess
+
+    run_dir = Path(tempfile.mkdtemp(prefix="trialledger-serve-"))
+    (run_dir / "metrics").mkdir()
+    start_multiprocess(run_dir / "metrics")
+    try:
+        _serve_from(run_dir, runtime, host, port, workers, checkpoint_interval, tls)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _serve_from(run_dir: Path, runtime: Runtime, host: str, port: int, workers: int,
+                checkpoint_interval: float, tls: tuple[Path, Path] | None) -> None:
     import uvicorn
 
-    from api.app import SERVE_PARENT, SERVE_URL, create_app
+    from api.app import SERVE_PARENT, SERVE_STATUS, SERVE_URL, create_app
     from api.collector import CollectorPauses
+    from application.ledger_watch import start_watch
     from application.sealing import BackgroundSealer
+    from infra.sealer_status import STATUS_FILE
 
     class BoundedStopServer(uvicorn.Server):
         """uvicorn's server, whose stop signal also arms the bound on the stop."""
@@ -287,7 +309,10 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             _arm_stop_bound()
             super().handle_exit(sig, frame)
 
-    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
+    status_path = run_dir / STATUS_FILE
+    start_watch(status_path)
+    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval,
+                              status_path=status_path)
     sealer.start()
     scheme = "https" if tls else "http"
     console.print(f"Serving the API on {scheme}://{host}:{port} with {workers} process"
@@ -308,7 +333,7 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
         if tls is not None:
             options.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
         if workers == 1:
-            served = create_app(runtime)
+            served = create_app(runtime, status_path=status_path)
             CollectorPauses().install()
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped, as asked
                 BoundedStopServer(uvicorn.Config(served, **options)).run()
@@ -317,9 +342,14 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
             os.environ[SERVE_PARENT] = str(os.getpid())
+            os.environ[SERVE_STATUS] = str(status_path)
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
-        sealer.stop(wait=STOP_GRACE)
+        # Every request answered: the group commit flushes what is queued (and ends a write
+        # stuck holding the events table's lock, which the sealer would wait for), then the
+        # sealer's last round seals it all.
+        runtime.close()
+        sealer.stop(wait=SEALER_GRACE)
 
 
 def _stop_on_sigterm(signum: int, _: FrameType | None) -> None:

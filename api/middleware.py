@@ -16,11 +16,11 @@ from urllib.parse import parse_qsl
 
 import orjson
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import Metrics
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
@@ -45,23 +45,6 @@ async def _send_body(send: Send, status: int, body: bytes, content_type: str = P
                 "headers": [(b"content-type", content_type.encode()),
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
-
-
-class Metrics:
-    """Prometheus metrics of one app (its own registry, so two apps in a process don't mix)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("trialledger_http_requests_total", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("trialledger_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
-        # An alarm: a person or client refused because their directory record was altered.
-        self.directory_verification_failures = Counter(
-            "trialledger_directory_verification_failures",
-            "Directory records refused because they fail verification (tampering)",
-            registry=self.registry)
 
 
 class AccessLog:
@@ -112,6 +95,7 @@ class AccessLog:
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
             self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
                       client=state.get("client"), method=scope["method"], route=path,

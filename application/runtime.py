@@ -46,6 +46,7 @@ from infra.postgres import (
 )
 from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
 from infra.replica import Reads, ReadSource
+from infra.sealer_status import LedgerState, ledger_state
 from infra.sessions import SessionStore
 from infra.settings import Settings
 from infra.signers import Signer, SigningKeyError, close_signer
@@ -55,6 +56,9 @@ from projections.history_view import PROJECTION_VERSION, HistoryView, read_table
 from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import cell_sources, outcome_books
+
+# The name of the read tables' eventsourcing environment, which names their tracking table.
+HISTORY_ENV = "History"
 
 
 def system_envelope() -> Envelope:
@@ -89,6 +93,8 @@ class Runtime:
     _service: TrialService | None = None
     # Set when a request finds the database unreachable; see application/database_away.py.
     database_away: DatabaseAway = field(init=False)
+    # Told of each refused sign-in (True: it locked the account), e.g. by a server's metrics.
+    on_sign_in_refused: Callable[[bool], None] = field(default=lambda _: None)
 
     def __post_init__(self) -> None:
         self.database_away = DatabaseAway(lambda: reachable(self.url))
@@ -202,7 +208,8 @@ class Runtime:
                         self.directory(),
                         limits=SignInLimits(self.settings.sign_in_per_account,
                                             self.settings.sign_in_per_address),
-                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions)
+                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions,
+                        on_refused=lambda locked_out: self.on_sign_in_refused(locked_out))
         return self._people
 
     def _end_sessions(self, username: str) -> None:
@@ -337,6 +344,34 @@ class Runtime:
         with connect(self.url) as conn:
             return catalog.list_studies(conn)
 
+    def sealed_logs(self) -> list[str]:
+        """Every log the sealer follows: the directory's (once it has a ledger), then each
+        study's."""
+        with self.pool().connection() as conn:
+            directory = store.has_ledger(conn, catalog.CATALOG_SCHEMA)
+            studies = [s for s, _ in catalog.list_studies(conn)]
+        return [DIRECTORY_LOG, *studies] if directory else studies
+
+    def ledger_state(self, log: str) -> LedgerState:
+        """How far ``log`` (a study id or :data:`DIRECTORY_LOG`) is sealed and projected,
+        and its newest checkpoint, as stored now."""
+        if log == DIRECTORY_LOG:
+            schema, projection = catalog.CATALOG_SCHEMA, None
+        else:
+            schema = schema_for_study(log)
+            projection = (f"{HISTORY_ENV.lower()}_tracking", StudyApplication.name)
+        with self.pool().connection() as conn:
+            return ledger_state(conn, log, schema, projection)
+
+    def pools(self) -> dict[str, ConnectionPool[Any]]:
+        """The connection pools this runtime has open, by use (for their statistics)."""
+        opened: dict[str, ConnectionPool[Any]] = {}
+        if self._pool is not None:
+            opened["api"] = self._pool
+        if self._store_pool is not None:
+            opened["store"] = self._store_pool
+        return opened
+
     def _mapper_factory(self, study_id: str) -> MapperFactory:
         signer = EventSigner(study_id, self.signing_key(), self.settings.key_name)
 
@@ -358,7 +393,7 @@ class Runtime:
 
     def history_view(self, study_id: str) -> HistoryView:
         """The study's history and audit tables (created if missing)."""
-        env = Environment("History", self._eventsourcing_env(schema_for_study(study_id)))
+        env = Environment(HISTORY_ENV, self._eventsourcing_env(schema_for_study(study_id)))
         view: HistoryView = TrialLedgerFactory(env).tracking_recorder(HistoryView)
         return view
 

@@ -15,6 +15,8 @@ from infra.postgres import DATABASE_WAIT, WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TI
 COMMIT_TIMEOUT = 30.0
 
 PRODUCTION, DEVELOPMENT = "production", "development"
+# Many sealing rounds (every 2 s) and a long round's work: a busy sealer is not stalled.
+STALL_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Settings:
       exports, audit pages and outcome tables are read there (see :mod:`infra.replica`), from
       a pool of at most ``read_pool_size`` connections (``TRIALLEDGER_READ_POOL_SIZE``,
       default 2).
+    - ``stall_after``: seconds the sealer (which also projects) may go without a round, or
+      without progress while events wait, before ``/readyz`` says it has stalled
+      (``TRIALLEDGER_STALL_AFTER``, default 60).
     """
 
     database_url: str | None
@@ -112,6 +117,7 @@ class Settings:
     api_pool_size: int = 2
     database_read_url: str | None = None
     read_pool_size: int = 2
+    stall_after: float = STALL_AFTER
 
     @property
     def keys_dir(self) -> Path:
@@ -153,6 +159,7 @@ class Settings:
             api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
             database_read_url=env.get("DATABASE_READ_URL") or None,
             read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
+            stall_after=_wait("TRIALLEDGER_STALL_AFTER", STALL_AFTER),
         )
 
 
@@ -213,9 +220,9 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
-def _wait(name: str) -> float:
-    """A connection wait in seconds (more than 0) from the environment variable ``name``."""
-    value = _seconds(name, DATABASE_WAIT)
+def _wait(name: str, default: float = DATABASE_WAIT) -> float:
+    """A wait in seconds (more than 0) from the environment variable ``name``."""
+    value = _seconds(name, default)
     if value <= 0:
         raise ValueError(f"{name} must be a number of seconds more than 0, not {value:g}")
     return value
