@@ -29,13 +29,13 @@ from application.sealing import BackgroundSealer
 from domain.keyring import Keyring
 from infra import keys
 from infra.ledger import store
-from infra.ledger.offline import load_public_keys, verify_bundle
 from infra.pkcs11_signer import ED25519_OID, Pkcs11Signer, TokenKey, generate_key
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signers import SigningKeyError
 from infra.signing import EventSigner, SignedState, key_id_for
 from tests.support import api_client, enroll, free_port, register
+from trialledger_verifier.bundle import load_public_keys, verify_bundle
 
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 TOKEN = "trialledger-tests"
