@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ PEOPLE = {
     "mchen": ("Chen Mei", "monitor", "JLU1"),
     "zhao": ("Zhao Lei", "coordinator", "JLU2"),
     "locky": ("Lok Kee", "monitor", "JLU1"),
+    "rgale": ("Ruth Gale", "regulator", "*"),
 }
 LAB_VALUES = (0.8, 0.9, 1.0, 1.2, 0.7, 1.1, 0.95)  # entered by lwei on subject 003
 
@@ -459,3 +461,74 @@ def test_docs_served_from_the_server_alone(browser: Browser) -> None:
     browser.wait(lambda: browser.finds(".opblock-tag"))
     assert "TrialLedger" in browser.find(".info .title").text
     browser.shot("docs")
+
+
+def _sealed_correction(server: Server) -> int:
+    """The log position of subject 001's correction, once a signed checkpoint covers it."""
+    headers = server.headers("rgale")
+    entries = _ok(httpx.get(f"{server.base}/v1/studies/{STUDY}/audit", headers=headers, params={
+        "subject": "001", "record_id": "LB-001", "field": "value"}))["entries"]
+    position = int(entries[-1]["position"])
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{server.base}/v1/studies/{STUDY}/ledger/proofs/inclusion",
+                    params={"event": position}, headers=headers).status_code != 200:
+        assert time.monotonic() < deadline, f"no checkpoint covers event {position}"
+        time.sleep(0.2)
+    return position
+
+
+def _verdict(browser: Browser) -> str:
+    browser.wait(lambda: browser.find("#verdict").get_attribute("data-verdict") != "pending")
+    return browser.find("#verdict").get_attribute("data-verdict") or ""
+
+
+@pytest.mark.slow(seconds=30)
+def test_the_regulator_page_checks_an_inclusion_proof_itself_and_sees_tampering(
+        server: Server, browser: Browser) -> None:
+    position = _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/regulator")
+    formats = {a.get_attribute("data-format") for a in browser.finds("#downloads a")}
+    assert {"bundle", "odm-snapshot", "csv", "casebook"} <= formats
+    # A download streams through the console's session: the ODM snapshot, as XML.
+    head = browser.driver.execute_async_script(
+        "const done = arguments[0];"
+        f"fetch('/ui/studies/{STUDY}/exports/odm-snapshot')"
+        ".then(r => r.text().then(t => done([r.status, t.slice(0, 5)])));")
+    assert head == [200, "<?xml"]
+
+    browser.find("#event").send_keys(str(position))
+    browser.click("#show-proof")
+    assert _verdict(browser) == "verified", browser.find("#verdict").text
+    text = browser.find("#verdict").text
+    tree_size = browser.find("#p-size").get_attribute("value")
+    assert text.startswith(f"Event {position} verified against checkpoint {tree_size} ")
+    assert "cosigned by no witness (none configured)" in text
+    browser.shot("regulator-verified")
+
+    # One hash of the audit path changed: the page's own check fails.
+    browser.driver.execute_script(
+        "const path = document.getElementById('p-path');"
+        "const hashes = path.value.split('\\n');"
+        "hashes[0] = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));"
+        "path.value = hashes.join('\\n');"
+        "document.getElementById('verdict').dataset.verdict = 'pending';")
+    browser.find("#check-again").click()
+    assert _verdict(browser) == "failed"
+    assert "does not lead to the root of checkpoint" in browser.find("#verdict").text
+    browser.shot("regulator-tampered-path")
+
+    # The path restored but one byte of the checkpoint's signature flipped: refused too.
+    browser.open(f"/ui/studies/{STUDY}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
+    browser.driver.execute_script(
+        "const note = document.getElementById('p-note');"
+        "const [body, sigs] = note.value.split('\\n\\n');"
+        "const [name, blob] = sigs.slice(2).trim().split(' ');"
+        "const raw = Uint8Array.from(atob(blob), c => c.charCodeAt(0)); raw[20] ^= 1;"
+        "note.value = body + '\\n\\n\\u2014 ' + name + ' ' +"
+        " btoa(String.fromCharCode(...raw)) + '\\n';"
+        "document.getElementById('verdict').dataset.verdict = 'pending';")
+    browser.find("#check-again").click()
+    assert _verdict(browser) == "failed"
+    assert "no valid signature by a key of this study" in browser.find("#verdict").text
