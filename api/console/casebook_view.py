@@ -63,6 +63,13 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+def figure(value: Any) -> str:
+    """A figure of the outcome tables: two decimals for a fraction, a dash for none."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def changed_fields(before: dict[str, Any] | None,
                    after: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
     """What differs between two renderings of a record or subject header: (name, before,

@@ -62,6 +62,7 @@ templates.env.filters["utc"] = view.utc_text
 templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
+templates.env.filters["figure"] = view.figure
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
 OLDEST_QUERIES = 50  # open queries the dashboard lists (all are counted)

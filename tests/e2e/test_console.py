@@ -532,3 +532,4 @@ def test_the_regulator_page_checks_an_inclusion_proof_itself_and_sees_tampering(
     browser.find("#check-again").click()
     assert _verdict(browser) == "failed"
     assert "no valid signature by a key of this study" in browser.find("#verdict").text
+

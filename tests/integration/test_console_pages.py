@@ -10,7 +10,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from application.runtime import Runtime
-from tests.support import T0, add_person, study_with_a_child, study_with_a_corrected_lab
+from tests.support import (
+    T0,
+    add_person,
+    envelope,
+    study_with_a_child,
+    study_with_a_corrected_lab,
+)
 
 STUDY = "NCT04397107"
 CASEBOOK = f"/ui/studies/{STUDY}/subjects/001"
@@ -211,3 +217,40 @@ def test_a_value_history_as_a_page_and_as_the_fragment_its_marker_opens(
     assert "— → 0.8" in before.text and "0.8 → 0.6" not in before.text
     other_site = _signed_in(runtime, "coordinator", "JLU2")
     assert other_site.get(url, params={"record": "LB1", "field": "value"}).status_code == 403
+
+
+
+def test_outcome_tables_link_each_figure_to_the_records_behind_it(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    app = runtime.study(STUDY)
+    app.on_subject("001", lambda s, t: s.record_lab_result(
+        "LB2", T0, "C3", 0.7, "g/L", envelope(), t, visit="BASELINE"))
+    app.close()
+    cell = next(row["cell"] for row in runtime.outcomes(STUDY)["endpoints"]["complement-dsdna"]
+                ["rows"] if row.get("n"))
+    client = _signed_in(runtime, "regulator", "*")
+    tables = client.get(f"/ui/studies/{STUDY}/outcomes")
+    assert tables.status_code == 200
+    row = re.search(rf'<tr data-cell="{re.escape(cell)}">(.*?)</tr>', tables.text, re.S)
+    assert row is not None
+    link = re.search(r'<a class="figure" href="([^"]+)">1</a>', row.group(1))
+    assert link is not None, row.group(1)  # n = 1: the one C3 at baseline
+    behind = client.get(link.group(1).replace("&amp;", "&"))
+    assert behind.status_code == 200
+    record = re.search(r'<tr class="record" data-subject="001" data-record="LB2">(.*?)</tr>',
+                       behind.text, re.S)
+    assert record is not None, behind.text
+    positions = [int(p) for p in re.findall(r"regulator\?event=(\d+)", record.group(1))]
+    expected = runtime.outcome_cell(STUDY, cell)["subjects"][0]["records"]
+    assert positions == next(r["positions"] for r in expected if r["record_id"] == "LB2")
+    # A cell the tables do not have is refused by name, nothing else shown.
+    unknown = client.get(f"/ui/studies/{STUDY}/outcomes/cell", params={"id": "no/such/cell"})
+    assert unknown.status_code == 404
+    assert "no cell" in unknown.text
+    # As of a time before any data the page says so and still answers.
+    earlier = client.get(f"/ui/studies/{STUDY}/outcomes",
+                         params={"as_of": (T0 - timedelta(days=1)).isoformat()})
+    assert earlier.status_code == 200
+    assert "As the system recorded the data at" in earlier.text
+    typo = client.get(f"/ui/studies/{STUDY}/outcomes", params={"as_of": "yesterday"})
+    assert typo.status_code == 422 and "as_of" in typo.text
