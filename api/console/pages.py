@@ -79,7 +79,7 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-def _refusal(exc: Exception) -> tuple[int, str]:
+def refusal(exc: Exception) -> tuple[int, str]:
     """The status and one line for a refused read or write (the API's own mapping)."""
     if isinstance(exc, ValidationError):
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "input" for e in exc.errors())
@@ -196,7 +196,7 @@ async def change_password(request: Request, current_password: str = Form(""),
         await call(people.change_own_password, request, principal, PasswordChangeIn(
             current_password=current_password, new_password=new_password, totp=totp or None))
     except (DomainError, ValidationError, TooManyAttempts) as e:
-        status, message = (429, str(e)) if isinstance(e, TooManyAttempts) else _refusal(e)
+        status, message = (429, str(e)) if isinstance(e, TooManyAttempts) else refusal(e)
         return page(request, "password.html", status, principal=principal, csrf=expected,
                      error=message)
     response = RedirectResponse("/ui/sign-in?why=password-changed", status_code=303)
@@ -245,7 +245,7 @@ def _overview(request: Request, principal: Principal, study: str) -> Overview:
 def error_page(request: Request, principal: Principal, csrf: str,
                exc: Exception) -> HTMLResponse:
     """The error page for a refused read or write."""
-    status, message = _refusal(exc)
+    status, message = refusal(exc)
     return page(request, "error.html", status, principal=principal, csrf=csrf,
                  message=message)
 
@@ -335,7 +335,7 @@ async def _write(request: Request, study: str, subject: str, csrf: str,
     try:
         await call(write, principal)
     except (DomainError, ValidationError) as e:
-        status, message = _refusal(e)
+        status, message = refusal(e)
         try:
             return await _casebook(request, principal, expected, study, subject,
                                    status=status, error=message)

@@ -533,3 +533,34 @@ def test_the_regulator_page_checks_an_inclusion_proof_itself_and_sees_tampering(
     assert _verdict(browser) == "failed"
     assert "no valid signature by a key of this study" in browser.find("#verdict").text
 
+
+
+@pytest.mark.slow(seconds=25)
+def test_the_sdv_worklist_marks_a_record_verified_until_it_changes(
+        server: Server, browser: Browser) -> None:
+    browser.sign_in("mchen")
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    row = 'tr.awaiting[data-subject="003"][data-record="LB-003-1"]'
+    assert "never verified" in browser.find(row).text
+    awaiting = len(browser.finds("tr.awaiting"))
+    browser.shot("sdv-worklist")
+    browser.click(f"{row} button")
+    assert "003 LB-003-1 marked verified" in browser.find("#notice").text
+    assert browser.finds(row) == []
+    assert len(browser.finds("tr.awaiting")) == awaiting - 1
+
+    # A correction after the verification puts the record back on the list, saying so.
+    _ok(httpx.patch(f"{server.base}/v1/studies/{STUDY}/subjects/003/labs/LB-003-1",
+                    headers=server.headers("lwei"), json={
+                        "field": "value", "value": 0.91,
+                        "reason": {"code": "transcription_error", "text": "re-read"}}))
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    assert "changed since verified at revision" in browser.find(row).text
+    assert "by Chen Mei" in browser.find(row).text
+    browser.shot("sdv-changed-since")
+    browser.click("#sign-out")
+
+    # A coordinator of another site has nothing of this site's to verify (nor may verify).
+    browser.sign_in("zhao")
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    assert browser.find("#sdv-none").text == "Nothing awaits verification at your sites."
