@@ -433,6 +433,8 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
                  next_url=(f"?{urlencode({**kept, 'cursor': trail['next_cursor']})}"
                            if trail["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,
+                 csv_url=f"/ui/studies/{study}/audit.csv?"
+                         + urlencode({k: v for k, v in kept.items() if k != "limit"}),
                  filter_url=lambda **more: f"?{urlencode({**kept, **more})}")
 
 

@@ -3,16 +3,25 @@ tests/e2e/test_console.py play the screens through)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.console import audit_csv
 from application.runtime import Runtime
+from infra.postgres import connect, schema_for_study
+from projections.queries import AuditQuery, audit_page
 from tests.support import (
     T0,
     add_person,
+    correction,
     envelope,
     study_with_a_child,
     study_with_a_corrected_lab,
@@ -254,3 +263,40 @@ def test_outcome_tables_link_each_figure_to_the_records_behind_it(runtime: Runti
     assert "As the system recorded the data at" in earlier.text
     typo = client.get(f"/ui/studies/{STUDY}/outcomes", params={"as_of": "yesterday"})
     assert typo.status_code == 422 and "as_of" in typo.text
+
+
+def test_the_audit_view_downloads_as_csv_every_row_and_no_formula(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    study_with_a_corrected_lab(runtime)
+    app = runtime.study(STUDY)
+    for i, value in enumerate((0.5, 0.4, 0.3)):
+        app.on_subject("001", lambda s, t, v=value, n=i: s.correct(
+            "LB1", "value", v, correction(f"=HYPERLINK(\"http://evil/{n}\")"), t))
+    app.close()
+    monkeypatch.setattr(audit_csv, "BATCH", 2)  # several pages make one file
+    client = _signed_in(runtime)
+    page = client.get(f"/ui/studies/{STUDY}/audit", params={"field": "value"})
+    link = re.search(r'<a href="([^"]+)" id="audit-csv"', page.text)
+    assert link is not None
+    answer = client.get(link.group(1).replace("&amp;", "&"))
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert "attachment" in answer.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    api = runtime_trail(runtime, field="value")
+    assert [(int(r["position"]), r["new_value"]) for r in rows] == [
+        (e["position"], str(e["new_value"])) for e in api]
+    assert len(rows) == 5  # the first entry, then four corrections
+    injected = [r["reason_text"] for r in rows if "HYPERLINK" in r["reason_text"]]
+    assert len(injected) == 3 and all(t.startswith("'=HYPERLINK") for t in injected)
+    # A bad filter is a page naming it, not a broken file.
+    refused = client.get(f"/ui/studies/{STUDY}/audit.csv", params={"recorded_from": "soon"})
+    assert refused.status_code == 422 and "recorded_from" in refused.text
+
+
+def runtime_trail(runtime: Runtime, **filters: str) -> list[dict[str, Any]]:
+    """Every audit entry the filters select, from the read tables."""
+    runtime.project(STUDY)
+    with connect(runtime.url) as conn:
+        return audit_page(conn, schema_for_study(STUDY), AuditQuery(filters), None,
+                          1000)["entries"]
