@@ -54,7 +54,12 @@ from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import Action, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
-from projections.subject_changes import Instants, change_instants, field_changes
+from projections.subject_changes import (
+    Instants,
+    change_instants,
+    field_changes,
+    removed_records,
+)
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -263,10 +268,13 @@ def _instants(request: Request, principal: Principal, study: str,
     return instants
 
 
-def _field_changes(request: Request, study: str, subject: str,
-                   as_of: datetime | None) -> dict[tuple[str, str], dict[str, Any]]:
+def _field_changes(request: Request, study: str, subject: str, as_of: datetime | None
+                   ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """Each field's changes by ``as_of``, and the records removed by then."""
     with connect(runtime_of(request).url) as conn:
-        return field_changes(conn, schema_for_study(study), subject, as_of)
+        schema = schema_for_study(study)
+        return (field_changes(conn, schema, subject, as_of),
+                removed_records(conn, schema, subject, as_of))
 
 
 async def _casebook(request: Request, principal: Principal, csrf: str, study: str,
@@ -281,10 +289,11 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
                          when.as_of, valid)
     book = orjson.loads(answer.body)
     definition = (await call(studies.get_study, request, principal, study))["definition"]
+    changes, removed = await call(_field_changes, request, study, subject, when.as_of)
     return page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
                  valid_at=view.input_text(valid), now=datetime.now(UTC),
-                 changes=await call(_field_changes, request, study, subject, when.as_of),
+                 changes=changes, removed=removed,
                  queries=view.queries_on(book),
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)

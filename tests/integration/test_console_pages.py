@@ -23,6 +23,7 @@ from tests.support import (
     add_person,
     correction,
     envelope,
+    simulated_clock,
     study_with_a_child,
     study_with_a_corrected_lab,
 )
@@ -300,3 +301,22 @@ def runtime_trail(runtime: Runtime, **filters: str) -> list[dict[str, Any]]:
     with connect(runtime.url) as conn:
         return audit_page(conn, schema_for_study(STUDY), AuditQuery(filters), None,
                           1000)["entries"]
+
+
+def test_a_removed_record_is_shown_as_removed_from_its_removal_on(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    clock = simulated_clock(T0 + timedelta(days=20))
+    app = runtime.study(STUDY, clock=clock)
+    app.on_subject("001", lambda s, t: s.remove("LB1", correction("entered twice"), t))
+    app.close()
+    client = _signed_in(runtime)
+    now = client.get(CASEBOOK).text
+    removed = re.search(r'<tr class="removed" data-record="LB1">(.*?)</tr>', now, re.S)
+    assert removed is not None, now
+    assert "<del>" in removed.group(1) and "value 0.6" in removed.group(1)
+    assert "transcription_error: entered twice" in removed.group(1)
+    assert 'data-record="LB1" data-field=' not in now  # no longer among the live records
+    # Before its removal it is a live record again, and nothing says removed.
+    before = client.get(CASEBOOK, params={"as_of": (T0 + timedelta(days=10)).isoformat()}).text
+    assert 'data-record="LB1" data-field="value"' in before
+    assert 'class="removed"' not in before
