@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from fastapi.testclient import TestClient
 
 from api.app import create_app
