@@ -68,6 +68,7 @@ templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
 templates.env.filters["figure"] = view.figure
+templates.env.filters["site_time"] = view.site_time
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
 OLDEST_QUERIES = 50  # open queries the dashboard lists (all are counted)
@@ -255,6 +256,11 @@ def error_page(request: Request, principal: Principal, csrf: str,
                  message=message)
 
 
+def _zones(request: Request, principal: Principal, study: str) -> dict[str, str]:
+    """The study's sites' time zones (from its definition, as the API serves it)."""
+    return view.site_zones(studies.get_study(request, principal, study)["definition"])
+
+
 def _instants(request: Request, principal: Principal, study: str,
               subject: str) -> Instants:
     """The subject's change instants, once the person may read its site (the same grant
@@ -294,6 +300,7 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
                  study=study, book=book, when=when, typed=view.input_text(typed),
                  valid_at=view.input_text(valid), now=datetime.now(UTC),
                  changes=changes, removed=removed,
+                 zone=view.site_zones(definition).get(str(book["site"])),
                  queries=view.queries_on(book),
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)
@@ -313,13 +320,14 @@ async def value_history(request: Request, study: str, subject: str, record: str 
             studies.get_audit_trail, request, principal, study, instants.site, subject,
             record or None, field or None, None, None, None,
             until + timedelta(microseconds=1) if until else None, None, 1000)
+        zones = await call(_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     # htmx asks for the rows alone, to put them in the marker it opened.
     name = "history_rows.html" if request.headers.get("hx-request") == "true" else "history.html"
     return page(request, name, principal=principal, csrf=csrf, study=study,
                  subject=subject, record=record, field=field, entries=trail["entries"],
-                 more=trail["next_cursor"] is not None)
+                 more=trail["next_cursor"] is not None, zones=zones)
 
 
 @router.get("/studies/{study}/subjects/{subject}")
@@ -434,11 +442,12 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
             view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
+        zones = await call(_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}
     return page(request, "audit.html", principal=principal, csrf=csrf, study=study,
-                 filters=filters, entries=trail["entries"],
+                 filters=filters, entries=trail["entries"], zones=zones,
                  next_url=(f"?{urlencode({**kept, 'cursor': trail['next_cursor']})}"
                            if trail["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,

@@ -8,6 +8,7 @@ import io
 import re
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -319,3 +320,18 @@ def test_a_removed_record_is_shown_as_removed_from_its_removal_on(runtime: Runti
     before = client.get(CASEBOOK, params={"as_of": (T0 + timedelta(days=10)).isoformat()}).text
     assert 'data-record="LB1" data-field="value"' in before
     assert 'class="removed"' not in before
+
+
+def test_times_show_utc_and_the_sites_clock(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)  # LB1 collected at T0: 09:00 UTC, 17:00 in Changchun
+    client = _signed_in(runtime)
+    casebook = client.get(CASEBOOK).text
+    assert ('<time datetime="2021-01-10T09:00:00+00:00">2021-01-10 09:00:00+00:00</time> '
+            '<span class="local">(site 2021-01-10 17:00:00+08:00 Asia/Shanghai)</span>'
+            in casebook)
+    corrected = (T0 + timedelta(days=9)).astimezone(ZoneInfo("Asia/Shanghai"))
+    local = f"(site {corrected.isoformat(sep=' ')} Asia/Shanghai)"
+    assert local in casebook  # the change marker's time
+    assert local in client.get(f"/ui/studies/{STUDY}/audit").text
+    assert local in client.get(f"{CASEBOOK}/history", params={"record": "LB1",
+                                                               "field": "value"}).text
