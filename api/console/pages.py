@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import DIRECT, Principal, request_id
 from api.console import casebook_view as view
+from api.console.ledger_status import ledger_status
 from api.console.session import (
     COOKIE,
     SIGN_IN_COOKIE,
@@ -37,6 +38,7 @@ from api.console.session import (
 )
 from api.problems import status_of
 from api.routes import ledger, monitoring, people, records, studies
+from api.routes.deviations import list_deviations
 from api.routes.people import address_of
 from api.schemas import (
     CorrectionIn,
@@ -224,7 +226,8 @@ async def study_list(request: Request) -> HTMLResponse:
 async def study_page(request: Request, study: str) -> HTMLResponse:
     """A study's dashboard and its subjects, at the sites you may read: enrolment by site and
     arm, open queries with their age, SDV progress, casebooks awaiting signature or whose
-    signature was invalidated, and the ledger's newest checkpoint."""
+    signature was invalidated, protocol deviations, and the ledger: its newest checkpoint,
+    that checkpoint's age and cosigners, and the last verification."""
     principal, csrf = await signed_in(request)
     try:
         # The API's subject list checks the grant and brings the read tables up to date.
@@ -232,14 +235,18 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
         glance = await call(_overview, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
+    deviations = await call(list_deviations, request, principal, study)
     try:
         checkpoint: dict[str, Any] | str = await call(ledger.get_checkpoint, request,
                                                        principal, study)
     except DomainError as e:
         checkpoint = str(e)
+    runtime = runtime_of(request)
+    status = None if isinstance(checkpoint, str) else await call(
+        ledger_status, runtime.url, runtime.settings, study, checkpoint)
     return page(request, "study.html", principal=principal, csrf=csrf, study=study,
-                 subjects=subjects, glance=glance, checkpoint=checkpoint,
-                 now=datetime.now(UTC), oldest=OLDEST_QUERIES)
+                subjects=subjects, glance=glance, checkpoint=checkpoint, ledger=status,
+                deviations=deviations, now=datetime.now(UTC), oldest=OLDEST_QUERIES)
 
 
 def _overview(request: Request, principal: Principal, study: str) -> Overview:

@@ -16,16 +16,20 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.console import audit_csv
 from application.runtime import Runtime
+from application.verification import verify_remembering
+from infra.keys import load_public_keys
 from infra.postgres import connect, schema_for_study
 from projections.queries import AuditQuery, audit_page
 from tests.support import (
     T0,
     add_person,
+    api_client,
     correction,
     envelope,
     simulated_clock,
     study_with_a_child,
     study_with_a_corrected_lab,
+    three_children_sealed,
 )
 
 STUDY = "NCT04397107"
@@ -335,3 +339,29 @@ def test_times_show_utc_and_the_sites_clock(runtime: Runtime) -> None:
     assert local in client.get(f"/ui/studies/{STUDY}/audit").text
     assert local in client.get(f"{CASEBOOK}/history", params={"record": "LB1",
                                                                "field": "value"}).text
+
+
+def test_the_dashboard_shows_deviations_and_the_ledgers_state(runtime: Runtime) -> None:
+    three_children_sealed(runtime)
+    investigator = api_client(runtime, "investigator", site="JLU1")
+    assert investigator.post(f"/v1/studies/{STUDY}/subjects/002/deviations", json={
+        "category": "missed_visit", "severity": "major", "occurred_on": "2021-02-09",
+        "description": "Month 1 visit missed: family travelling"}).status_code == 201
+    client = _signed_in(runtime)
+    dashboard = client.get(f"/ui/studies/{STUDY}").text
+    deviations = re.search(r'<table id="deviations">(.*?)</table>', dashboard, re.S)
+    assert deviations is not None
+    assert "Month 1 visit missed: family travelling" in deviations.group(1)
+    assert "Protocol deviations (1)" in dashboard
+    assert "Newest checkpoint: 15 events sealed" in dashboard
+    assert re.search(r'<p id="checkpoint-age">Signed at <time>[^<]+\+00:00</time>, '
+                     r"under a minute ago</p>", dashboard)
+    assert "No witnesses configured: signed by the log's key alone" in dashboard
+    assert "Not yet verified here" in dashboard
+
+    with connect(runtime.url) as conn:
+        assert verify_remembering(conn, runtime.settings, STUDY, schema_for_study(STUDY),
+                                  load_public_keys(runtime.settings)).ok
+    verified = client.get(f"/ui/studies/{STUDY}").text
+    assert re.search(r"Last verified here at <time>[^<]+\+00:00</time> "
+                     r"\(through checkpoint 15\)", verified)
