@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -365,3 +366,15 @@ def test_the_dashboard_shows_deviations_and_the_ledgers_state(runtime: Runtime) 
     verified = client.get(f"/ui/studies/{STUDY}").text
     assert re.search(r"Last verified here at <time>[^<]+\+00:00</time> "
                      r"\(through checkpoint 15\)", verified)
+
+
+def test_an_idle_session_ends_and_the_console_says_so(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    assert client.get("/ui/studies").status_code == 200
+    runtime.sessions().idle_timeout = timedelta(seconds=1)  # the deployment's, shortened
+    time.sleep(1.5)
+    idle = client.get("/ui/studies")
+    assert idle.status_code == 303
+    assert idle.headers["location"] == "/ui/sign-in?why=ended"
+    assert "idle too long" in client.get(idle.headers["location"]).text
