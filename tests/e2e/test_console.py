@@ -564,3 +564,81 @@ def test_the_sdv_worklist_marks_a_record_verified_until_it_changes(
     browser.sign_in("zhao")
     browser.open(f"/ui/studies/{STUDY}/sdv")
     assert browser.find("#sdv-none").text == "Nothing awaits verification at your sites."
+
+
+# Accessibility checks run in the page: every form control labelled, every button named,
+# lang and title set, no interactive element kept from the keyboard, and text contrast at
+# least WCAG AA (4.5:1) against the nearest opaque background.
+A11Y_PROBLEMS = """
+const problems = [];
+if (!document.documentElement.lang) problems.push("html has no lang");
+if (!document.title.trim()) problems.push("page has no title");
+const named = (el) => (el.labels && el.labels.length) || el.getAttribute("aria-label")
+  || el.getAttribute("aria-labelledby");
+for (const el of document.querySelectorAll("input, select, textarea")) {
+  if (el.type === "hidden") continue;
+  if (!named(el)) problems.push(`unlabelled ${el.tagName} ${el.id || el.name}`);
+}
+for (const el of document.querySelectorAll("button, a[href], summary")) {
+  if (!(el.textContent.trim() || el.getAttribute("aria-label")))
+    problems.push(`unnamed ${el.outerHTML.slice(0, 120)}`);
+}
+for (const el of document.querySelectorAll("a[href], button, input, select, textarea, summary"))
+  if (el.tabIndex < 0) problems.push(`kept from the keyboard: ${el.outerHTML.slice(0, 60)}`);
+const rgb = (text) => text.match(/[0-9.]+/g).map(Number);
+const lum = ([r, g, b]) => [r, g, b].map((c) => {
+  c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+}).reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+const backdrop = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length < 4 || c[3] === 1) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const seen = new Set();
+while (walker.nextNode()) {
+  const el = walker.currentNode.parentElement;
+  if (!walker.currentNode.textContent.trim() || seen.has(el) || !el.getClientRects().length)
+    continue;
+  seen.add(el);
+  const fg = lum(rgb(getComputedStyle(el).color).slice(0, 3)), bg = lum(backdrop(el));
+  const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+  if (ratio < 4.5)
+    problems.push(`contrast ${ratio.toFixed(2)}: ${el.textContent.trim().slice(0, 30)}`);
+}
+return problems;
+"""
+
+
+def _accessible(browser: Browser, path: str) -> None:
+    browser.open(path)
+    problems = browser.driver.execute_script(A11Y_PROBLEMS)
+    assert problems == [], (path, problems)
+    # Tab reaches the first link, and the focus is drawn (an outline, not nothing).
+    browser.find("body").send_keys(Keys.TAB)
+    focused = browser.driver.execute_script(
+        "const s = getComputedStyle(document.activeElement);"
+        "return [document.activeElement.tagName, s.outlineStyle, s.outlineWidth];")
+    assert focused[0] == "A" and focused[1] != "none" and focused[2] != "0px", (path, focused)
+
+
+@pytest.mark.slow(seconds=60)
+def test_every_screen_labels_its_controls_and_keeps_contrast(
+        server: Server, browser: Browser) -> None:
+    _accessible(browser, "/ui/sign-in")
+    browser.sign_in("mchen")
+    study = f"/ui/studies/{STUDY}"
+    for path in ("/ui/studies", study, f"{study}/subjects/001",
+                 f"{study}/subjects/001/history?record=LB-001&field=value",
+                 f"{study}/audit", f"{study}/diff", f"{study}/sdv", "/ui/password"):
+        _accessible(browser, path)
+    browser.click("#sign-out")
+    browser.sign_in("rgale")
+    position = _sealed_correction(server)
+    for path in (f"{study}/regulator", f"{study}/outcomes",
+                 f"{study}/outcomes/cell?id=adverse-drug-reactions%2Fall%3Aany%2FY1%2FIL2"):
+        _accessible(browser, path)
+    _accessible(browser, f"{study}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
