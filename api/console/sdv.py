@@ -18,7 +18,7 @@ from api.routes import monitoring
 from api.schemas import SdvIn
 from api.writes import runtime_of, study_app
 from domain.errors import DomainError
-from domain.permissions import Action, readable_sites
+from domain.permissions import Action, permitting_grant, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.monitoring_lists import sdv_worklist
 
@@ -45,8 +45,11 @@ async def _page(request: Request, principal: Principal, csrf: str, study: str, *
         total, rows = await call(_worklist, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
+    # The button only where the person holds the permission the write will ask for.
+    verifiable = {r["site"] for r in rows
+                  if permitting_grant(principal.user.grants, Action.SDV, study, r["site"])}
     return page(request, "sdv.html", status, principal=principal, csrf=csrf, study=study,
-                total=total, rows=rows, shown=SHOWN, error=error,
+                total=total, rows=rows, shown=SHOWN, error=error, verifiable=verifiable,
                 done=request.query_params.get("done", ""))
 
 

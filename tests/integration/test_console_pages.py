@@ -378,3 +378,24 @@ def test_an_idle_session_ends_and_the_console_says_so(runtime: Runtime) -> None:
     assert idle.status_code == 303
     assert idle.headers["location"] == "/ui/sign-in?why=ended"
     assert "idle too long" in client.get(idle.headers["location"]).text
+
+
+def test_sdv_marks_only_with_the_monitors_permission(runtime: Runtime) -> None:
+    study_with_a_corrected_lab(runtime)
+    sdv = f"/ui/studies/{STUDY}/sdv"
+    coordinator = _signed_in(runtime, "coordinator", "JLU1")
+    listed = coordinator.get(sdv).text
+    assert 'data-record="LB1"' in listed and "not yours to verify" in listed
+    assert "Mark verified" not in listed
+    refused = coordinator.post(sdv, data={"subject": "001", "record_id": "LB1",
+                                          "csrf": _csrf(listed)})
+    assert refused.status_code == 403 and "Forbidden" in refused.text
+    monitor = _signed_in(runtime)
+    page = monitor.get(sdv).text
+    done = monitor.post(sdv, data={"subject": "001", "record_id": "LB1", "csrf": _csrf(page)})
+    assert done.status_code == 303
+    assert 'data-record="LB1"' not in monitor.get(sdv).text
+    assert runtime_trail(runtime, event_type="SourceVerified")[0]["record_id"] == "LB1"
+    unknown = monitor.post(sdv, data={"subject": "001", "record_id": "LB9",
+                                      "csrf": _csrf(page)})
+    assert unknown.status_code == 404 and "LB9" in unknown.text
