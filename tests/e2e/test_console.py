@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -31,6 +32,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from domain.studies import nct04397107
+from infra.ledger.cosignature import Cosigner, add_cosignatures, cosign, split_note
 from infra.postgres import temporary_database
 from tests.support import free_port, wait_until_ready
 
@@ -642,3 +644,31 @@ def test_every_screen_labels_its_controls_and_keeps_contrast(
         _accessible(browser, path)
     _accessible(browser, f"{study}/regulator?event={position}")
     assert _verdict(browser) == "verified"
+
+
+@pytest.mark.slow(seconds=25)
+def test_the_regulator_page_checks_a_witness_cosignature_itself(
+        server: Server, browser: Browser) -> None:
+    position = _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
+    # A witness cosigns the served checkpoint (made here: this deployment names none); the
+    # page is told the witness's verifier key, as a deployment naming it would tell it.
+    private = Ed25519PrivateKey.generate()
+    witness = Cosigner("witness.example", private.public_key())
+    note = browser.find("#p-note").get_attribute("value") or ""
+    body, _ = split_note(note)
+    line = cosign(body, witness.name, private, int(time.time()))
+    forged = line[:-10] + ("A" if line[-10] != "A" else "B") + line[-9:]
+    for cosigned, expected in ((add_cosignatures(note, [line]), "cosigned by witness.example."),
+                               (add_cosignatures(note, [forged]), "cosigned by no witness.")):
+        browser.driver.execute_script(
+            "document.getElementById('p-note').value = arguments[0];"
+            "document.getElementById('proof-form').dataset.witnesses = arguments[1];"
+            "document.getElementById('verdict').dataset.verdict = 'pending';",
+            cosigned, json.dumps([witness.vkey]))
+        browser.find("#check-again").click()
+        assert _verdict(browser) == "verified", browser.find("#verdict").text
+        assert browser.find("#verdict").text.endswith(expected), browser.find("#verdict").text
+    browser.shot("regulator-cosigned")

@@ -93,7 +93,9 @@ async function signedBy(note, keys) {
 async function cosignedBy(note, witnesses) {
   const names = [];
   for (const vkey of witnesses) {
-    const [name, id, blob] = vkey.split("+");
+    // name+hexid+base64: the base64 may hold "+" itself.
+    const [name, id, ...rest] = vkey.split("+");
+    const blob = rest.join("+");
     const publicKey = bytes(blob).slice(1);
     for (const line of note.lines) {
       if (line.name !== name || hex(line.raw.slice(0, 4)) !== id || line.raw.length !== 76) continue;
