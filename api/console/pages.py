@@ -72,6 +72,9 @@ templates.env.filters["age"] = view.age
 templates.env.filters["figure"] = view.figure
 templates.env.filters["site_time"] = view.site_time
 
+templates.env.globals["idle_seconds"] = lambda request: int(
+    runtime_of(request).sessions().idle_timeout.total_seconds())
+
 AUDIT_PAGE = 25  # rows per page of the audit trail
 OLDEST_QUERIES = 50  # open queries the dashboard lists (all are counted)
 T = TypeVar("T")
@@ -181,6 +184,19 @@ async def sign_out(request: Request, csrf: str = Form("")) -> Response:
     check_csrf(request, expected, csrf)
     await call(_end, request, request.cookies[COOKIE])
     response = RedirectResponse("/ui/sign-in?why=signed-out", status_code=303)
+    drop_session(response)
+    return response
+
+
+@router.get("/timed-out")
+async def timed_out(request: Request) -> Response:
+    """Where an idle page goes (``static/idle.js``): the session ends as an idle time-out
+    would end it, and the sign-in page says why. A GET, as a page's timer can only navigate;
+    the SameSite=Strict cookie keeps other sites from ending sessions through it."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        await call(_end, request, token)
+    response = RedirectResponse("/ui/sign-in?why=ended", status_code=303)
     drop_session(response)
     return response
 

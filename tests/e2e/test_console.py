@@ -672,3 +672,19 @@ def test_the_regulator_page_checks_a_witness_cosignature_itself(
         assert _verdict(browser) == "verified", browser.find("#verdict").text
         assert browser.find("#verdict").text.endswith(expected), browser.find("#verdict").text
     browser.shot("regulator-cosigned")
+
+
+@pytest.mark.slow(seconds=20)
+def test_an_idle_page_signs_itself_off(browser: Browser) -> None:
+    browser.sign_in("mchen")
+    browser.open(f"/ui/studies/{STUDY}/subjects/001")
+    assert browser.find("body").get_attribute("data-idle-seconds") == "900"  # the store's
+    # The time-out shortened in the page, then a request through htmx re-arms its clock.
+    browser.driver.execute_script("document.body.dataset.idleSeconds = '1';")
+    page = browser.find("html")
+    browser.find("#step").send_keys(Keys.ARROW_LEFT)
+    browser.wait(lambda: _gone(page) and "/ui/sign-in" in browser.driver.current_url)
+    assert "Your session ended" in browser.find("#notice").text
+    browser.shot("idle-signed-off")
+    browser.open("/ui/studies")  # the session itself ended, not only the page
+    assert "/ui/sign-in" in browser.driver.current_url

@@ -399,3 +399,18 @@ def test_sdv_marks_only_with_the_monitors_permission(runtime: Runtime) -> None:
     unknown = monitor.post(sdv, data={"subject": "001", "record_id": "LB9",
                                       "csrf": _csrf(page)})
     assert unknown.status_code == 404 and "LB9" in unknown.text
+
+
+def test_a_timed_out_page_ends_its_session(runtime: Runtime) -> None:
+    study_with_a_child(runtime)
+    client = _signed_in(runtime)
+    page = client.get("/ui/studies").text
+    assert 'data-idle-seconds="900"' in page and "/ui/static/idle.js" in page
+    token = client.cookies["tl_session"]
+    out = client.get("/ui/timed-out")
+    assert out.status_code == 303 and out.headers["location"] == "/ui/sign-in?why=ended"
+    assert client.get("/ui/studies").headers["location"] == "/ui/sign-in"  # cookie gone
+    # ... and the session with it, wherever its token would be shown.
+    assert client.get("/v1/studies", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 401
+    assert "idle.js" not in client.get("/ui/sign-in").text
