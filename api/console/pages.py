@@ -38,7 +38,6 @@ from api.console.session import (
 )
 from api.problems import status_of
 from api.routes import ledger, monitoring, people, records, studies
-from api.routes.deviations import list_deviations
 from api.routes.people import address_of
 from api.schemas import (
     CorrectionIn,
@@ -56,6 +55,7 @@ from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import Action, readable_sites
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
+from projections.deviations import deviation_list
 from projections.subject_changes import (
     Instants,
     change_instants,
@@ -248,10 +248,9 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
     try:
         # The API's subject list checks the grant and brings the read tables up to date.
         subjects = await call(studies.list_subjects, request, principal, study)
-        glance = await call(_overview, request, principal, study)
+        glance, deviations = await call(_overview, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
-    deviations = await call(list_deviations, request, principal, study)
     try:
         checkpoint: dict[str, Any] | str = await call(ledger.get_checkpoint, request,
                                                        principal, study)
@@ -265,10 +264,14 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
                 deviations=deviations, now=datetime.now(UTC), oldest=OLDEST_QUERIES)
 
 
-def _overview(request: Request, principal: Principal, study: str) -> Overview:
+def _overview(request: Request, principal: Principal, study: str
+              ) -> tuple[Overview, list[dict[str, Any]]]:
+    """The study at a glance and its protocol deviations (as ``GET …/deviations`` lists
+    them), at the sites the person may read, from one connection."""
+    sites = readable_sites(principal.user.grants, study)
     with connect(runtime_of(request).url) as conn:
-        return overview(conn, schema_for_study(study),
-                        readable_sites(principal.user.grants, study))
+        schema = schema_for_study(study)
+        return overview(conn, schema, sites), deviation_list(conn, schema, sites, None, None)
 
 
 def error_page(request: Request, principal: Principal, csrf: str,
