@@ -688,3 +688,28 @@ def test_an_idle_page_signs_itself_off(browser: Browser) -> None:
     browser.shot("idle-signed-off")
     browser.open("/ui/studies")  # the session itself ended, not only the page
     assert "/ui/sign-in" in browser.driver.current_url
+
+
+@pytest.mark.slow(seconds=30)
+def test_an_outcome_figure_opens_its_records_and_their_signed_events(
+        server: Server, browser: Browser) -> None:
+    _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/outcomes")
+    # The C3 at baseline of the IL2 arm: the three children's first labs.
+    row = browser.find('table[data-endpoint="complement-dsdna"] tr[data-cell*="C3"]'
+                       '[data-cell*="BASELINE"]')
+    figure = row.find_element(By.CSS_SELECTOR, "a.figure")
+    assert figure.text == "3"
+    browser.shot("outcomes")
+    browser.press(figure)
+    records = browser.finds("#cell-sources tr.record")
+    assert sorted(r.get_attribute("data-subject") or "" for r in records) == [
+        "001", "002", "003"]
+    browser.shot("outcome-cell")
+    # The corrected record's events: its entry and its correction, each with its proof.
+    corrected = browser.find('#cell-sources tr.record[data-record="LB-001"]')
+    events = corrected.find_elements(By.CSS_SELECTOR, "a")
+    assert len(events) == 2
+    browser.press(events[0])
+    assert _verdict(browser) == "verified", browser.find("#verdict").text
