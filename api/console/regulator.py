@@ -18,6 +18,7 @@ from api.console.pages import call, error_page, page
 from api.console.session import signed_in
 from api.problems import status_of
 from api.routes import exports, ledger
+from api.writes import runtime_of
 from domain.errors import DomainError, InvalidInput
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -36,19 +37,21 @@ EXPORTS = {
 
 
 @router.get("/studies/{study}/regulator")
-async def regulator_page(request: Request, study: str,
-                         event: int | None = Query(None, ge=1, le=2**62)) -> HTMLResponse:
+async def regulator_page(request: Request, study: str, event: str = "") -> HTMLResponse:
     """The downloads, and (with ``event``) that event's inclusion proof, checked in the
     page against the newest checkpoint."""
     principal, csrf = await signed_in(request)
     try:
+        if event and not (event.isdigit() and 1 <= int(event) <= 2**62):
+            raise InvalidInput("event", "is an event's log position: a whole number from 1")
         keys = await call(ledger.list_ledger_keys, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
-    settings = request.app.state.runtime.settings
+    settings = runtime_of(request).settings
     return page(request, "regulator.html", principal=principal, csrf=csrf, study=study,
-                 event=event, exports=EXPORTS, keys=[k.model_dump(mode="json") for k in keys],
-                 witnesses=[entry.partition("=")[2] for entry in settings.witnesses])
+                event=int(event) if event else None, exports=EXPORTS,
+                keys=[k.model_dump(mode="json") for k in keys],
+                witnesses=[entry.partition("=")[2] for entry in settings.witnesses])
 
 
 @router.get("/studies/{study}/exports/{export_format}")

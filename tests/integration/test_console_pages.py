@@ -8,14 +8,15 @@ import io
 import re
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.console import audit_csv
+from api.console import audit_csv, regulator
+from api.routes import exports
 from application.runtime import Runtime
 from application.verification import verify_remembering
 from infra.keys import load_public_keys
@@ -414,3 +415,20 @@ def test_a_timed_out_page_ends_its_session(runtime: Runtime) -> None:
     assert client.get("/v1/studies", headers={"Authorization": f"Bearer {token}"}
                       ).status_code == 401
     assert "idle.js" not in client.get("/ui/sign-in").text
+
+
+def test_the_regulator_view_offers_every_export_and_names_a_bad_event(
+        runtime: Runtime) -> None:
+    assert set(regulator.EXPORTS) == set(get_args(exports.Format))
+    study_with_a_child(runtime)
+    client = _signed_in(runtime, "regulator", "*")
+    page = client.get(f"/ui/studies/{STUDY}/regulator").text
+    assert all(f'/exports/{name}"' in page for name in regulator.EXPORTS)
+    for wrong in ("zero", "0", "-3"):
+        refused = client.get(f"/ui/studies/{STUDY}/regulator", params={"event": wrong})
+        assert refused.status_code == 422 and "event" in refused.text
+    unknown = client.get(f"/ui/studies/{STUDY}/exports/pdf")
+    assert unknown.status_code == 422 and "export_format" in unknown.text
+    # A coordinator may not export: refused by the export route's own permission.
+    coordinator = _signed_in(runtime, "coordinator", "JLU1")
+    assert coordinator.get(f"/ui/studies/{STUDY}/exports/csv").status_code == 403
