@@ -282,7 +282,7 @@ def error_page(request: Request, principal: Principal, csrf: str,
                  message=message)
 
 
-def _zones(request: Request, principal: Principal, study: str) -> dict[str, str]:
+def study_zones(request: Request, principal: Principal, study: str) -> dict[str, str]:
     """The study's sites' time zones (from its definition, as the API serves it)."""
     return view.site_zones(studies.get_study(request, principal, study)["definition"])
 
@@ -346,7 +346,7 @@ async def value_history(request: Request, study: str, subject: str, record: str 
             studies.get_audit_trail, request, principal, study, instants.site, subject,
             record or None, field or None, None, None, None,
             until + timedelta(microseconds=1) if until else None, None, 1000)
-        zones = await call(_zones, request, principal, study)
+        zones = await call(study_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     # htmx asks for the rows alone, to put them in the marker it opened.
@@ -468,7 +468,7 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
             view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
-        zones = await call(_zones, request, principal, study)
+        zones = await call(study_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.auth import Principal
-from api.console.pages import call, error_page, page, refusal
+from api.console.pages import call, error_page, page, refusal, study_zones
 from api.console.session import check_csrf, signed_in
 from api.routes import monitoring
 from api.schemas import SdvIn
@@ -43,6 +43,7 @@ async def _page(request: Request, principal: Principal, csrf: str, study: str, *
                 status: int = 200, error: str = "") -> HTMLResponse:
     try:
         total, rows = await call(_worklist, request, principal, study)
+        zones = await call(study_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     # The button only where the person holds the permission the write will ask for.
@@ -50,6 +51,7 @@ async def _page(request: Request, principal: Principal, csrf: str, study: str, *
                   if permitting_grant(principal.user.grants, Action.SDV, study, r["site"])}
     return page(request, "sdv.html", status, principal=principal, csrf=csrf, study=study,
                 total=total, rows=rows, shown=SHOWN, error=error, verifiable=verifiable,
+                zones=zones,
                 done=request.query_params.get("done", ""))
 
 
