@@ -11,6 +11,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.domain import Aggregate
 
@@ -99,7 +100,20 @@ class StudyDefinition:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e
         if definition.end_date < definition.start_date:
             raise InvalidInput("end_date", "is before start_date")
+        for code, site in definition.sites.items():
+            _check_zone(code, site.get("time_zone"))
         return definition
+
+
+def _check_zone(site: str, zone: Any) -> None:
+    """A site's optional time zone (where its local times are shown) is an IANA name."""
+    if zone is None:
+        return
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidInput("sites.time_zone", f"site {site}: {zone!r} is not a known IANA "
+                                              "time zone (such as Asia/Shanghai)") from None
 
 
 def _ranges(ranges: Any) -> dict[str, dict[str, dict[str, Any]]]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
+from domain.clock import in_offset
 from domain.errors import InvalidInput
 
 
@@ -63,6 +65,13 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+def figure(value: Any) -> str:
+    """A figure of the outcome tables: two decimals for a fraction, a dash for none."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def changed_fields(before: dict[str, Any] | None,
                    after: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
     """What differs between two renderings of a record or subject header: (name, before,
@@ -98,6 +107,23 @@ def utc_text(value: str | datetime | None) -> str:
         return ""
     when = datetime.fromisoformat(value) if isinstance(value, str) else value
     return when.astimezone(UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def site_time(value: str | datetime | None, zone: str | None, offset: str | None = None) -> str:
+    """A time as the site's clock showed it, with its offset: in the site's time zone (IANA
+    name, from the study's definition), else at the offset it was entered with; blank when
+    neither is known (the UTC time beside it says it all)."""
+    if value is None or not (zone or offset):
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = when.astimezone(ZoneInfo(zone)) if zone else in_offset(when, offset)
+    return local.isoformat(sep=" ", timespec="seconds") + (f" {zone}" if zone else "")
+
+
+def site_zones(definition: dict[str, Any]) -> dict[str, str]:
+    """Each site's time zone, where the study's definition names one."""
+    return {str(s["code"]): str(s["time_zone"]) for s in definition.get("sites", [])
+            if s.get("time_zone")}
 
 
 def input_text(value: datetime | None) -> str:

@@ -219,7 +219,7 @@ def definition() -> dict[str, Any]:
         ],
         "sites": [
             {"code": "JLU1", "name": "The First Hospital of Jilin University",
-             "city": "Changchun", "country": "CN"},
+             "city": "Changchun", "country": "CN", "time_zone": "Asia/Shanghai"},
         ],
         "visits": [
             {"code": code, "name": name, "day": day, "window_days": window}
