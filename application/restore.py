@@ -56,8 +56,9 @@ def restore_bundle(runtime: Runtime, path: Path,
         loaded = load_ledger(conn, schema, bundle)
     # The keys the operator trusts anchor the log for online verification from now on.
     keys.trust_public_keys(runtime.settings, trusted)
+    # This deployment's key joins the log (an event) if the log does not know it yet.
+    runtime.adopt_restored_study(study)
     projected = runtime.project(study, rebuild=True)
-    # Opening the study registered this deployment's key if the log did not know it yet:
-    # sealed now, so the log has no unsealed tail.
+    # Sealed now, so the log has no unsealed tail.
     sealed = runtime.seal(study)
     return Restored(report, loaded, projected, sealed.tree_size)

@@ -108,7 +108,18 @@ class Runtime:
                 return self._apps[study_id]
             return self._open_study(study_id, clock)
 
-    def _open_study(self, study_id: str, clock: Clock | None) -> StudyApplication:
+    def adopt_restored_study(self, study_id: str) -> StudyApplication:
+        """Open a study just restored from a bundle signed by another deployment's keys: this
+        deployment's key joins its keyring as the log's next event, signed by that key. The
+        restore is the recorded operator action that vouches for it (a key that appears in a
+        log any other way is refused: see :meth:`_register_signing_key`)."""
+        with self._init_lock:
+            if study_id in self._apps:
+                raise RuntimeError(f"{study_id} is open already: adopt it before opening it")
+            return self._open_study(study_id, None, adopting=True)
+
+    def _open_study(self, study_id: str, clock: Clock | None, *,
+                    adopting: bool = False) -> StudyApplication:
         schema = schema_for_study(study_id)
         with self._setting_up() as conn:
             if conn is not None:
@@ -120,7 +131,7 @@ class Runtime:
                 mapper_factory=self._mapper_factory(study_id) if self.signed else None,
             )
             if self.signed:
-                self._register_signing_key(app)
+                self._register_signing_key(app, adopting=adopting)
         if clock is None:
             if self._group_commit:
                 self._commit_in_groups(app)
@@ -258,15 +269,15 @@ class Runtime:
             self._idempotency = IdempotencyStore()
         return self._idempotency
 
-    def _register_signing_key(self, app: StudyApplication) -> None:
+    def _register_signing_key(self, app: StudyApplication, *, adopting: bool = False) -> None:
         """Make sure the study's keyring knows the key about to sign its events: a new study
         registers it as its first key; a study whose keyring does not hold it refuses it (a
-        key replaced by hand, not by a recorded rotation)."""
+        key replaced by hand, not by a recorded rotation) unless ``adopting`` a restored log."""
         key = self.signing_key()
         key_id = key_id_for(self.settings.key_name, key.public_key())
         keyring = app.keyring()
         state = keyring.keys.get(key_id) if keyring else None
-        if keyring is not None and state is None:
+        if keyring is not None and state is None and not adopting:
             active = ", ".join(k for k, s in keyring.keys.items() if s == "active") or "none"
             raise SigningKeyError(
                 f"the signing key {key_id} is not in the keyring of study {app.study_id} "

@@ -228,7 +228,11 @@ def _refused(conn: psycopg.Connection[Any], statement: str) -> str | None:
     return None
 
 
-def _unguarded(conn: psycopg.Connection[Any]) -> list[str]:
+# What the run saw of the triggers before it opened any study (see run_validation).
+UNGUARDED_AT_START = "unguarded_at_start"
+
+
+def unguarded_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """The append-only tables (every study's, the directory's) whose triggers are missing or
     disabled."""
     problems = []
@@ -259,7 +263,10 @@ def append_only(ctx: Context) -> str:
     first = f"(SELECT min(notification_id) FROM {table})"
     said = []
     with connect(ctx.runtime.url) as conn:
-        problems = _unguarded(conn)
+        now = unguarded_tables(conn)
+        problems = [*(f"{problem} (when validation started)"
+                      for problem in ctx.facts.get(UNGUARDED_AT_START, []) if problem not in now),
+                    *now]
         guarded = len(record_tables(conn))
         for statement in (f"UPDATE {table} SET topic = topic WHERE notification_id = {first}",
                           f"DELETE FROM {table} WHERE notification_id = {first}",

@@ -12,8 +12,10 @@ from pathlib import Path
 from application.runtime import Runtime
 from application.validation.checks import CHECKS
 from application.validation.model import Check, CheckFailed, Context, Result
+from application.validation.operational import UNGUARDED_AT_START, unguarded_tables
 from application.validation.report import write_report
 from infra.logging import get_logger
+from infra.postgres import connect
 
 _log = get_logger("trialledger.validate")
 
@@ -67,9 +69,14 @@ def run_validation(runtime: Runtime, out: Path, odm_xsd: Path) -> Validation:
                              "the database owner, without TRIALLEDGER_PROVISIONED")
     started = datetime.now(UTC)
     study = validation_study_id(started)
+    # Seen before anything opens a study: opening one re-creates the triggers it lacks,
+    # which would hide that someone had dropped them.
+    with connect(runtime.url) as conn:
+        unguarded = unguarded_tables(conn)
     runtime.study(study)  # its schema and ledger, so a report can be signed whatever fails
     with tempfile.TemporaryDirectory(prefix="trialledger-validate-") as tmp:
         ctx = Context(runtime, study, Path(tmp), odm_xsd)
+        ctx.facts[UNGUARDED_AT_START] = unguarded
         results = tuple(_run(check, ctx) for check in CHECKS)
         out.mkdir(parents=True, exist_ok=True)
         paths = write_report(ctx, results, started, out)
