@@ -141,8 +141,8 @@ def subjects_in_store(runtime: Runtime) -> int:
     """How many subjects a kept store holds."""
     with psycopg.connect(runtime.url) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".trialledger_events '
-                           "WHERE originator_version = 1 AND topic LIKE %s",
-                           ("%Subject.Consented",)).fetchone()
+                           "WHERE originator_version = 1 AND topic LIKE %s",  # topics end in .v<n>
+                           ("%Subject.Consented.%",)).fetchone()
     return row[0] if row else 0
 
 

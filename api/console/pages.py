@@ -277,11 +277,13 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
                          when.as_of, valid)
     book = orjson.loads(answer.body)
     definition = (await _call(studies.get_study, request, principal, study))["definition"]
+    changes = await _call(_field_changes, request, study, subject, when.as_of)
+    rows = view.record_rows(book, changes, view.queries_on(book),
+                            f"/ui/studies/{study}/subjects/{book['subject']}/history",
+                            when.as_of)
     return _page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
-                 valid_at=view.input_text(valid), now=datetime.now(UTC),
-                 changes=await _call(_field_changes, request, study, subject, when.as_of),
-                 queries=view.queries_on(book),
+                 valid_at=view.input_text(valid), now=datetime.now(UTC), rows=rows,
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)
 
