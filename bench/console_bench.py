@@ -43,6 +43,7 @@ from read_bench import STUDY, generate, subjects_in_store  # type: ignore[import
 from api.app import create_app
 from application.runtime import Runtime
 from domain.envelope import Actor, Envelope
+from infra import pools
 from infra.logging import configure_logging
 from infra.passwords import hash_password
 from infra.postgres import database, schema_for_study, with_dbname
@@ -128,6 +129,10 @@ def kept_store(settings: Settings, events: int, regenerate: bool) -> Iterator[tu
             subjects = subjects_in_store(runtime)
         else:
             print(f"writing a store of {events} events into {name} (kept for later runs)")
+            # A shared, loaded machine can stall the writer between the statements of one
+            # transaction for longer than the store's 5 s idle limit (seen at load 24 on 2
+            # cores), which ends the run; the generator alone gets more slack.
+            pools.IDLE_IN_TRANSACTION_TIMEOUT = 120
             started = time.perf_counter()
             runtime = Runtime(settings, url)
             subjects = generate(runtime, events, random.Random(1))

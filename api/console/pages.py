@@ -231,13 +231,13 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
         checkpoint = str(e)
     return _page(request, "study.html", principal=principal, csrf=csrf, study=study,
                  subjects=subjects, glance=glance, checkpoint=checkpoint,
-                 now=datetime.now(UTC), oldest=OLDEST_QUERIES)
+                 now=datetime.now(UTC))
 
 
 def _overview(request: Request, principal: Principal, study: str) -> Overview:
     with connect(runtime_of(request).url) as conn:
         return overview(conn, schema_for_study(study),
-                        readable_sites(principal.user.grants, study))
+                        readable_sites(principal.user.grants, study), OLDEST_QUERIES)
 
 
 def _error(request: Request, principal: Principal, csrf: str, exc: Exception) -> HTMLResponse:
