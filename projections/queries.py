@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
@@ -155,19 +155,24 @@ def cell_sources(conn: psycopg.Connection[Any], schema: str, study_id: str,
             for code in sorted(contributions)]
 
 
+SUMMARY_KEYS = ("subject", "site", "status", "arm", "disease", "locked")
+
+
 def subject_list(conn: psycopg.Connection[Any], schema: str,
                  sites: set[str] | None) -> list[dict[str, Any]]:
     """Every subject as it stands (code, site, status, arm, lock, version), at ``sites``
     (None: every site), by subject code."""
+    # Only these keys of each header are sent: a whole header holds every query ever raised.
+    at_sites = SQL("") if sites is None else SQL(" AND h.data->>'site' = ANY(%(sites)s)")
     rows = conn.execute(
-        SQL("SELECT h.data, (SELECT max(v.version) FROM {s}.{v} v"
+        SQL("SELECT {keys}, (SELECT max(v.version) FROM {s}.{v} v"
             " WHERE v.subject_id = h.subject_id) FROM {s}.{v} h"
-            " WHERE h.record_id = '' AND h.recorded_to IS NULL").format(
-            s=Identifier(schema), v=Identifier(VERSIONS))).fetchall()
-    listed = [{"subject": h["subject"], "site": h["site"], "status": h["status"],
-               "arm": h["arm"], "disease": h["disease"], "locked": h["locked"],
-               "version": int(version)}
-              for h, version in rows if sites is None or h["site"] in sites]
+            " WHERE h.record_id = '' AND h.recorded_to IS NULL{at}").format(
+            keys=SQL(", ").join(SQL("h.data->{}").format(Literal(k)) for k in SUMMARY_KEYS),
+            s=Identifier(schema), v=Identifier(VERSIONS), at=at_sites),
+        {"sites": sorted(sites or ())}).fetchall()
+    listed = [{**dict(zip(SUMMARY_KEYS, row[:-1], strict=True)), "version": int(row[-1])}
+              for row in rows]
     return sorted(listed, key=lambda s: str(s["subject"]))
 
 
