@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
 from projections.history_view import VERSIONS
 from projections.projector import HEADER
+from projections.queries import current_headers
 
 
 @dataclass
@@ -29,15 +30,6 @@ class Overview:
     invalidated: list[str] = field(default_factory=list)
 
 
-def _headers(schema: str, sites: set[str] | None, joined: Composable | None = None) -> Composed:
-    """FROM and WHERE of the current subject headers (alias ``h``) at ``sites`` (None: every
-    site), and what is ``joined`` to each."""
-    at_sites = SQL("") if sites is None else SQL(" AND h.data->>'site' = ANY(%(sites)s)")
-    return SQL("{s}.{v} h{joined} WHERE h.record_id = %(h)s AND h.recorded_to IS NULL{at}"
-               ).format(s=Identifier(schema), v=Identifier(VERSIONS), joined=joined or SQL(""),
-                        at=at_sites)
-
-
 def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
              oldest: int = 50) -> Overview:
     """The study as it stands now, at ``sites`` (None: every site), with the ``oldest`` open
@@ -48,13 +40,13 @@ def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
             " AND recorded_to IS NULL AND data IS NOT NULL GROUP BY subject_id").format(
             s=Identifier(schema), v=Identifier(VERSIONS)), params).fetchall())
     subjects = conn.execute(
-        SQL("SELECT h.subject_id, h.data->>'subject', h.data->>'site', h.data->>'arm',"
-            " (SELECT count(*) FROM jsonb_object_keys(h.data->'sdv')),"
-            " (SELECT count(*) FROM jsonb_each(h.data->'queries') q"
+        SQL("SELECT h.subject_id, h.d->>'subject', h.d->>'site', h.d->>'arm',"
+            " (SELECT count(*) FROM jsonb_object_keys(h.d->'sdv')),"
+            " (SELECT count(*) FROM jsonb_each(h.d->'queries') q"
             "  WHERE q.value->>'status' <> 'closed'),"
-            " ARRAY(SELECT s.value->>'status' FROM jsonb_each(h.data->'signatures') s)"
-            " FROM {} ORDER BY h.data->>'subject' COLLATE \"C\"").format(_headers(schema, sites)),
-        params).fetchall()
+            " ARRAY(SELECT s.value->>'status' FROM jsonb_each(h.d->'signatures') s)"
+            " FROM {} ORDER BY h.d->>'subject' COLLATE \"C\"").format(
+            current_headers(schema, sites)), params).fetchall()
     out = Overview()
     for subject_id, code, site, arm, verified, open_queries, statuses in subjects:
         key = (str(site), str(arm))
@@ -68,10 +60,10 @@ def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
     out.oldest_open_queries = [
         {"subject": code, "query_id": query_id, **query}
         for code, query_id, query in conn.execute(
-            SQL("SELECT h.data->>'subject', q.key, q.value FROM {}"
-                " AND q.value->>'status' <> 'closed' ORDER BY q.value->>'opened_at' COLLATE"
-                " \"C\", h.data->>'subject' COLLATE \"C\", q.key COLLATE \"C\""
-                " LIMIT %(oldest)s").format(_headers(
-                    schema, sites, SQL(" CROSS JOIN LATERAL jsonb_each(h.data->'queries') q"))),
+            SQL("SELECT h.d->>'subject', q.key, q.value FROM {}"
+                " CROSS JOIN LATERAL jsonb_each(h.d->'queries') q"
+                " WHERE q.value->>'status' <> 'closed' ORDER BY q.value->>'opened_at' COLLATE"
+                " \"C\", h.d->>'subject' COLLATE \"C\", q.key COLLATE \"C\""
+                " LIMIT %(oldest)s").format(current_headers(schema, sites)),
             params)]
     return out
