@@ -58,48 +58,60 @@ LABS = [("C3", "g/L"), ("C4", "g/L"), ("ANTIDSDNA", "IU/mL"), ("TREG", "% of CD4
 
 
 def generate(runtime: Runtime, events: int, rng: random.Random) -> int:
-    """Write about ``events`` events; return how many subjects."""
+    """Write about ``events`` events; return how many subjects.
+
+    The writes of every subject go in recorded-time order across subjects (enrolments spread
+    over 280 days, each subject's visits up to a year later): the clock only moves forward, so
+    written one subject after another, every later subject's history would land on the
+    instant the first one's ended.
+    """
     clock = SimulatedClock(START - timedelta(days=1))
     app = runtime.study(STUDY, clock=clock)
     app.register_study(nct04397107.definition(), COORD)
-    per_subject = 490  # 3 to enroll, then 5 visits of 97 and half as many corrections
+    # 3 to enroll, then 5 visits of 97 (their out-of-range lab checks add about 170 checks
+    # and queries) and half as many corrections.
+    per_subject = 657
     subjects = max(1, -(-events // per_subject))
     span = timedelta(days=700)
+    visits = [("BASELINE", 0), ("M1", 30), ("M3", 91), ("M6", 182), ("M12", 365)]
+    schedule: list[tuple[datetime, int, int, int]] = []  # (when, subject, visit, correction)
     for n in range(subjects):
-        code = f"{n:05d}"
         enrolled = START + span * (n / subjects) * 0.4
-        clock.set(enrolled)
-        app.enroll_subject(code, "JLU1", date(2010, 5, 1), "F", "SLE", enrolled.date(),
-                           nct04397107.ELIGIBLE_SCREENING_ANSWERS,
-                           "IL2" if n % 2 else "STD", enrolled.date(), COORD)
-        written = 3
-        visits = [("BASELINE", 0), ("M1", 30), ("M3", 91), ("M6", 182), ("M12", 365)]
-
-        def visit_batch(subject: Subject, at: datetime, day: int, visit: str, k: int,
-                        enrolled: datetime = enrolled) -> None:
-            when = enrolled + timedelta(days=day)
-            subject.record_vital_signs(f"VS{k}", when, {"HEIGHT": (140.0, "cm"),
-                                                        "WEIGHT": (35.0 + k, "kg")}, COORD, at,
-                                       visit=visit)
-            if day == 0:
-                subject.start_therapy("CM1", when, "prednisone", "glucocorticoid", 40.0, "PO",
-                                      COORD, at)
-            else:
-                subject.change_therapy("CM1", when, max(5.0, 40.0 - 7 * k), COORD, at)
-            for j in range(95):
-                code_, unit = LABS[j % len(LABS)]
-                subject.record_lab_result(f"LB{k}-{j}", when, code_, rng.uniform(0.1, 2.0),
-                                          unit, COORD, at, visit=visit)
-
-        for k, (visit, day) in enumerate(visits):
-            clock.set(enrolled + timedelta(days=day, hours=3))
-            app.on_subject(code, lambda s, t, d=day, v=visit, i=k: visit_batch(s, t, d, v, i))
-            written += 97
+        schedule.append((enrolled, n, -1, -1))
+        for k, (_, day) in enumerate(visits):
+            schedule.append((enrolled + timedelta(days=day, hours=3), n, k, -1))
             if rng.random() < 0.5:
-                clock.set(enrolled + timedelta(days=day + 20))
-                app.on_subject(code, lambda s, t, i=k: s.correct(
-                    f"LB{i}-{rng.randrange(95)}", "value", 1.0, FIX, t))
-                written += 1
+                schedule.append((enrolled + timedelta(days=day + 20), n, k, rng.randrange(95)))
+    schedule.sort()
+
+    def visit_batch(subject: Subject, at: datetime, n: int, k: int) -> None:
+        visit, day = visits[k]
+        when = START + span * (n / subjects) * 0.4 + timedelta(days=day)
+        subject.record_vital_signs(f"VS{k}", when, {"HEIGHT": (140.0, "cm"),
+                                                    "WEIGHT": (35.0 + k, "kg")}, COORD, at,
+                                   visit=visit)
+        if day == 0:
+            subject.start_therapy("CM1", when, "prednisone", "glucocorticoid", 40.0, "PO",
+                                  COORD, at)
+        else:
+            subject.change_therapy("CM1", when, max(5.0, 40.0 - 7 * k), COORD, at)
+        for j in range(95):
+            code_, unit = LABS[j % len(LABS)]
+            subject.record_lab_result(f"LB{k}-{j}", when, code_, rng.uniform(0.1, 2.0),
+                                      unit, COORD, at, visit=visit)
+
+    for at, n, k, lab in schedule:
+        clock.set(at)
+        code = f"{n:05d}"
+        if k < 0:
+            app.enroll_subject(code, "JLU1", date(2010, 5, 1), "F", "SLE", at.date(),
+                               nct04397107.ELIGIBLE_SCREENING_ANSWERS,
+                               "IL2" if n % 2 else "STD", at.date(), COORD)
+        elif lab < 0:
+            app.on_subject(code, lambda s, t, n=n, k=k: visit_batch(s, t, n, k))
+        else:
+            app.on_subject(code, lambda s, t, k=k, lab=lab: s.correct(
+                f"LB{k}-{lab}", "value", 1.0, FIX, t))
     app.close()
     return subjects
 
@@ -129,8 +141,8 @@ def subjects_in_store(runtime: Runtime) -> int:
     """How many subjects a kept store holds."""
     with psycopg.connect(runtime.url) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".trialledger_events '
-                           "WHERE originator_version = 1 AND topic LIKE %s",
-                           ("%Subject.Consented",)).fetchone()
+                           "WHERE originator_version = 1 AND topic LIKE %s",  # topics end in .v<n>
+                           ("%Subject.Consented.%",)).fetchone()
     return row[0] if row else 0
 
 

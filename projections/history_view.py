@@ -150,7 +150,14 @@ class _Table:
 
 VERSIONS_TABLE = _Table(VERSIONS, VERSIONS_DDL, VERSIONS_KEY, (
     ("current", SQL("subject_id, record_id"), SQL("recorded_to IS NULL")),
-    ("time", SQL("recorded_from"), None)), VERSION_COLUMNS)
+    ("time", SQL("recorded_from"), None),
+    # A subject's latest version in one probe (the subject list asks it of every subject;
+    # otherwise each read all of the subject's versions: 1 s for the list at 1M events).
+    ("version", SQL("subject_id, version"), None),
+    # Each subject's count of records as they stand (the dashboard's), from the index alone
+    # rather than a scan of every version: 0.9 s at 1M events.
+    ("records", SQL("subject_id"),
+     SQL("recorded_to IS NULL AND data IS NOT NULL AND record_id <> ''"))), VERSION_COLUMNS)
 FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (), FACT_COLUMNS)
 EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
     (column, SQL("{}, position").format(Identifier(column)), None)

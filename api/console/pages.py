@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -271,7 +272,8 @@ def _overview(request: Request, principal: Principal, study: str
     sites = readable_sites(principal.user.grants, study)
     with connect(runtime_of(request).url) as conn:
         schema = schema_for_study(study)
-        return overview(conn, schema, sites), deviation_list(conn, schema, sites, None, None)
+        return (overview(conn, schema, sites, OLDEST_QUERIES),
+                deviation_list(conn, schema, sites, None, None))
 
 
 def error_page(request: Request, principal: Principal, csrf: str,
@@ -287,41 +289,56 @@ def study_zones(request: Request, principal: Principal, study: str) -> dict[str,
     return view.site_zones(studies.get_study(request, principal, study)["definition"])
 
 
-def _instants(request: Request, principal: Principal, study: str,
-              subject: str) -> Instants:
-    """The subject's change instants, once the person may read its site (the same grant
-    check as the API's casebook route)."""
+def _caught_up(request: Request, study: str) -> str:
+    """The database URL, once the study's read tables are up to date."""
     study_app(request, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
-        instants = change_instants(conn, schema_for_study(study), subject)
+    return runtime.url
+
+
+def _readable_instants(conn: psycopg.Connection[Any], principal: Principal, study: str,
+                       subject: str) -> Instants:
+    """The subject's change instants, once the person may read its site (the same grant
+    check as the API's casebook route)."""
+    instants = change_instants(conn, schema_for_study(study), subject)
     principal.grant_for(Action.READ, study, instants.site)
     return instants
 
 
-def _field_changes(request: Request, study: str, subject: str, as_of: datetime | None
-                   ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
-    """Each field's changes by ``as_of``, and the records removed by then."""
-    with connect(runtime_of(request).url) as conn:
+def _instants(request: Request, principal: Principal, study: str,
+              subject: str) -> Instants:
+    with connect(_caught_up(request, study)) as conn:
+        return _readable_instants(conn, principal, study, subject)
+
+
+def _moment(request: Request, principal: Principal, study: str, subject: str,
+            step: int | None, as_of: str | None, valid_at: str | None,
+            ) -> tuple[view.Moment, datetime | None, datetime | None,
+                       dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """Where the slider stands, the recorded and clinical times typed, each field's changes
+    by then and the records removed by then: read on one connection, once the person may
+    read the subject's site."""
+    with connect(_caught_up(request, study)) as conn:
+        instants = _readable_instants(conn, principal, study, subject)
+        typed = view.typed_time(as_of, "as_of")
+        valid = view.typed_time(valid_at, "valid_at")
+        when = view.moment(instants.times, step, typed)
         schema = schema_for_study(study)
-        return (field_changes(conn, schema, subject, as_of),
-                removed_records(conn, schema, subject, as_of))
+        return (when, typed, valid, field_changes(conn, schema, subject, when.as_of),
+                removed_records(conn, schema, subject, when.as_of))
 
 
 async def _casebook(request: Request, principal: Principal, csrf: str, study: str,
                     subject: str, *, step: int | None = None, as_of: str | None = None,
                     valid_at: str | None = None, status: int = 200, error: str = "",
                     notice: str = "") -> HTMLResponse:
-    instants = await call(_instants, request, principal, study, subject)
-    typed = view.typed_time(as_of, "as_of")
-    valid = view.typed_time(valid_at, "valid_at")
-    when = view.moment(instants.times, step, typed)
+    when, typed, valid, changes, removed = await call(_moment, request, principal, study,
+                                                      subject, step, as_of, valid_at)
     answer = await call(studies.get_casebook, request, principal, study, subject, None,
                          when.as_of, valid)
     book = orjson.loads(answer.body)
     definition = (await call(studies.get_study, request, principal, study))["definition"]
-    changes, removed = await call(_field_changes, request, study, subject, when.as_of)
     return page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
                  valid_at=view.input_text(valid), now=datetime.now(UTC),
