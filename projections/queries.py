@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,10 @@ from projections.history_view import (
     AUDIT_CHANGES,
     AUDIT_COLUMNS,
     AUDIT_EVENTS,
+    FACT_PERIOD,
+    OPEN_FACT,
     OUTCOME_FACTS,
+    SHOWN_CLOSED_FACT,
     VERSIONS,
     audit_column,
 )
@@ -91,14 +95,22 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
     """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
     as the system showed them at ``as_of`` (now when None), by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
-    valid = (SQL("recorded_to IS NULL") if when is None else
-             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
+    table = SQL("SELECT subject_id, kind, data FROM {}.{} WHERE data IS NOT NULL AND ").format(
+        Identifier(schema), Identifier(OUTCOME_FACTS))
+    # Each part matches one of the table's time indexes (their conditions spelled alike).
+    query = table + OPEN_FACT
+    if when is not None:
+        query += SQL(" AND recorded_from <= %(t)s UNION ALL ") + table + SHOWN_CLOSED_FACT
+        query += SQL(" AND ") + FACT_PERIOD + SQL(" @> %(t)s::timestamptz")
+    return facts_of_rows(conn.execute(query, {"t": when}))
+
+
+def facts_of_rows(rows: Iterable[tuple[Any, str, Any]]) -> list[dict[str, Any]]:
+    """Every subject's outcome facts, by subject code, from the rows (subject id, kind,
+    data) of the facts shown at one time, in any order."""
     headers: dict[Any, dict[str, Any]] = {}
     visits: dict[Any, list[str]] = {}
     records: dict[Any, dict[str, list[dict[str, Any]]]] = {}
-    rows = conn.execute(
-        SQL("SELECT subject_id, kind, data FROM {}.{} WHERE {} AND data IS NOT NULL").format(
-            Identifier(schema), Identifier(OUTCOME_FACTS), valid), {"t": when})
     for subject_id, kind, data in rows:
         if kind == HEADER_KIND:
             headers[subject_id] = data
