@@ -30,7 +30,7 @@ DOSE_FIELDS = ("dose_mg", "dose_mg_per_day", "frequency")  # what a course's dai
 GLUCOCORTICOID = "glucocorticoid"
 
 Book = dict[str, Any]
-_BY_VISIT = "_by_visit"  # a book's key of its records by kind and visit, while computing
+_LATEST = "_latest"  # a book's key of its latest records by visit and field, while computing
 Contributions = dict[str, set[str]]  # subject -> record ids
 
 
@@ -148,17 +148,17 @@ def _in_window(book: Book, record: dict[str, Any], timepoint: Timepoint) -> bool
     return first <= _day(book, record["observed_at"]) <= last
 
 
-def _visit_latest(book: Book, kind: str, visit: str,
-                  match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    # Asked per subject, kind, visit and test: each kind's records are split by visit once.
-    index: dict[str, dict[str, list[dict[str, Any]]]] = book.setdefault(_BY_VISIT, {})
-    if kind not in index:
-        by_visit: dict[str, list[dict[str, Any]]] = {}
-        for record in _records(book, kind):
-            by_visit.setdefault(record["visit"], []).append(record)
-        index[kind] = by_visit
-    found = [r for r in index[kind].get(visit, ()) if match(r)]
-    return found[-1] if found else None  # records are in clinical-time order
+def _visit_latest(book: Book, kind: str, visit: str, name: str,
+                  value: Any) -> dict[str, Any] | None:
+    """The latest record of ``kind`` at ``visit`` whose field ``name`` is ``value``."""
+    # Asked per subject, visit and test: each kind's latest records are found once.
+    index: dict[tuple[str, str], dict[tuple[Any, Any], dict[str, Any]]] = book.setdefault(
+        _LATEST, {})
+    if (kind, name) not in index:
+        # Records are in clinical-time order: the last of a visit and value is the latest.
+        index[kind, name] = {(r["visit"], r["fields"].get(name)): r
+                             for r in _records(book, kind)}
+    return index[kind, name].get((visit, value))
 
 
 # --- doses per m² -------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def _by_visit_and_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], o
 
 def _lab_value(book: Book, visit: str, code: str,
                convert: Mapping[str, float] | None) -> Item | None:
-    record = _visit_latest(book, "labs", visit, lambda r: r["fields"]["code"] == code)
+    record = _visit_latest(book, "labs", visit, "code", code)
     if record is None:
         return None
     fields = record["fields"]
@@ -368,7 +368,7 @@ def lab_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables
 def _absolute(book: Book, visit: str, code: str, unit: str,
               percent_of: Mapping[str, str]) -> Item | None:
     """An absolute count as measured, or as % of its parent x the parent's count."""
-    record = _visit_latest(book, "labs", visit, lambda r: r["fields"]["code"] == code)
+    record = _visit_latest(book, "labs", visit, "code", code)
     if record is None:
         return None
     fields = record["fields"]
@@ -418,8 +418,7 @@ def score_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tabl
     instrument = endpoint.parameters["instrument"]
 
     def total(book: Book, visit: str) -> Item | None:
-        record = _visit_latest(book, "assessments", visit,
-                               lambda r: r["fields"]["instrument"] == instrument)
+        record = _visit_latest(book, "assessments", visit, "instrument", instrument)
         if record is None:
             return None
         return Item(book["subject"], float(record["derived"]["total"]["value"]),
@@ -542,7 +541,7 @@ MEASURES: Mapping[str, Callable[[Endpoint, Mapping[str, list[Book]], Tables], No
 
 
 def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables:
-    # Copies: the engine keeps its look-up indexes in them (_BY_VISIT), not in the caller's.
+    # Copies: the engine keeps its look-up indexes in them (_LATEST), not in the caller's.
     books = [dict(book) if "visits" in book else outcome_facts(book) for book in casebooks]
     out = Tables()
     for endpoint in endpoints:
