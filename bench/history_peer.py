@@ -17,7 +17,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from projections.history_view import OUTCOME_FACTS
-from projections.queries import facts_of_rows
+from projections.queries import FACT_ROW, facts_of_rows
 
 PEER = "history_peer"
 COLUMNS = SQL("subject_id uuid NOT NULL, fact text NOT NULL, kind text NOT NULL,"
@@ -54,11 +54,11 @@ def build(conn: psycopg.Connection[Any], schema: str) -> int:
 
 def facts_as_of(conn: psycopg.Connection[Any], as_of: datetime) -> list[dict[str, Any]]:
     """Every subject's outcome facts as of ``as_of``, from the peer's tables (the rows
-    assembled as :func:`projections.queries.outcome_facts_as_of` assembles its own)."""
+    read and assembled as :func:`projections.queries.outcome_facts_as_of` reads its own)."""
     rows = conn.execute(SQL(
-        "SELECT subject_id, kind, data FROM {0}.current WHERE sys_period @> %(t)s::timestamptz"
-        " UNION ALL SELECT subject_id, kind, data FROM {0}.history"
-        " WHERE sys_period @> %(t)s::timestamptz").format(Identifier(PEER)), {"t": as_of})
+        "SELECT {1} FROM {0}.current WHERE sys_period @> %(t)s::timestamptz"
+        " UNION ALL SELECT {1} FROM {0}.history WHERE sys_period @> %(t)s::timestamptz")
+        .format(Identifier(PEER), FACT_ROW), {"t": as_of})
     return facts_of_rows(rows)
 
 
