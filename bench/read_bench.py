@@ -171,6 +171,133 @@ def ask_peer(conn: psycopg.Connection[Any], when: datetime) -> dict[str, Any]:
                           when)
 
 
+def rebuild_figures(runtime: Runtime, total: int,
+                    one_process: bool) -> tuple[float, dict[str, float]]:
+    """Rebuild the read tables (one process per core; first in one process too, if asked)
+    next to a plain read of the log; print the rates, return their BENCH line's extras."""
+    plain_read_rate = read_rate(runtime)
+    parts = parts_for(total)
+    extra = {"processes": float(parts), "plain_read": plain_read_rate}
+    if one_process:
+        started = time.perf_counter()
+        runtime.project(STUDY, rebuild=True, parts=1)
+        extra["one_process"] = total / (time.perf_counter() - started)
+    started = time.perf_counter()
+    runtime.project(STUDY, rebuild=True, parts=parts)
+    rate = total / (time.perf_counter() - started)
+    print(f"  rebuild                      {rate:7.0f} events/s   (target >= 15k events/s and "
+          f">= 0.8 x read and decode; {parts} processes)")
+    print("    baselines: " + "   ".join(f"{k.replace('_', ' ')} {v:7.0f} events/s"
+                                          for k, v in extra.items() if k != "processes"))
+    return rate, extra
+
+
+def sql_figures(url: str, subjects: int, rng: random.Random, samples: int,
+                kept: bool) -> dict[str, Any]:
+    """The SQL questions: casebooks as of T (enrolled by T; not enrolled yet, apart), the
+    outcome tables at early, middle and late T next to the history-table peer, audit pages."""
+    found, missing = as_of_questions(rng, subjects, samples)
+    audit_codes = [read_store.code(rng.randrange(subjects)) for _ in range(50)]
+    sql_ms, missing_ms, audit_ms = [], [], []
+    outcomes: list[tuple[str, datetime, int, int, float, float]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        peer_rows = history_peer.build(conn, SCHEMA)
+        for code, asked in found:
+            sql_ms.append(timed(casebook_as_of, conn, SCHEMA, STUDY, code, asked)[0] * 1000)
+        for code, asked in missing:
+            t0 = time.perf_counter()
+            with contextlib.suppress(NotFound):
+                casebook_as_of(conn, SCHEMA, STUDY, code, asked)
+                raise SystemExit(f"subject {code} was found as of {asked} before enrolment")
+            missing_ms.append((time.perf_counter() - t0) * 1000)
+        for name, when, enrolled in outcome_times(subjects):
+            ours, peer = [], []
+            for _ in range(OUTCOME_REPEATS):  # in turn: the same cache for both
+                seconds, tables = timed(ask_outcomes, conn, when)
+                ours.append(seconds)
+                seconds, peer_tables = timed(ask_peer, conn, when)
+                peer.append(seconds)
+                if tables != peer_tables:
+                    raise SystemExit(f"the peer's outcome tables as of {when} differ")
+            seen = len(outcome_facts_as_of(conn, SCHEMA, when))
+            outcomes.append((name, when, enrolled, seen, statistics.median(ours),
+                             statistics.median(peer)))
+        for code in audit_codes:
+            query = AuditQuery({"subject_code": code})
+            audit_ms.append(timed(audit_page, conn, SCHEMA, query, None, 100)[0] * 1000)
+        if kept:
+            history_peer.drop(conn)
+    return {"found": found, "missing": missing, "audit_codes": audit_codes, "sql_ms": sql_ms,
+            "missing_ms": missing_ms, "audit_ms": audit_ms, "outcomes": outcomes,
+            "peer_rows": peer_rows}
+
+
+def memory_figures(runtime: Runtime, total: int, sql: dict[str, Any]) -> dict[str, Any]:
+    """The in-memory replay's answers to the same subject and audit questions."""
+    memory, load_s = load_in_memory(runtime)
+    gc.freeze()  # a million loaded events: keep the collector off them, as a cache would
+    started = time.perf_counter()
+    for events in memory.values():
+        fold(events, datetime.max.replace(tzinfo=UTC))
+    fold_rate = sum(len(e) for e in memory.values()) / (time.perf_counter() - started)
+
+    def in_memory(code: str, asked: datetime) -> None:
+        subject = fold(memory[subject_uuid(STUDY, code)], asked)
+        if subject is not None:
+            casebook(subject, as_of=asked)
+
+    audit_ms = []
+    for code in sql["audit_codes"]:
+        t0 = time.perf_counter()
+        events = memory[subject_uuid(STUDY, code)][:100]
+        _ = [(e.timestamp, e.envelope.actor.user_id) for e in events]
+        audit_ms.append((time.perf_counter() - t0) * 1000)
+    return {"found_ms": [timed(in_memory, c, a)[0] * 1000 for c, a in sql["found"]],
+            "missing_ms": [timed(in_memory, c, a)[0] * 1000 for c, a in sql["missing"]],
+            "audit_ms": audit_ms, "load_s": load_s, "decode_rate": total / load_s,
+            "fold_rate": fold_rate}
+
+
+def report(total: int, subjects: int, store: str, sql: dict[str, Any],
+           mem: dict[str, Any] | None, rebuild: tuple[float, dict[str, float]] | None) -> None:
+    """The human-readable figures, then one BENCH line per figure."""
+    sql_ms, missing_ms, audit_ms = sql["sql_ms"], sql["missing_ms"], sql["audit_ms"]
+    print(f"read benchmark: {total} events, {subjects} subjects ({store})")
+    print(f"  subject as-of (SQL)          p50 {pct(sql_ms, 50):7.1f} ms  "
+          f"p95 {pct(sql_ms, 95):7.1f} ms  p99 {pct(sql_ms, 99):7.1f} ms   (target p95 <= "
+          f"20 ms; {len(sql_ms)} questions, each about a subject enrolled by T)")
+    if mem:
+        print(f"  subject as-of (in-memory)    p50 {pct(mem['found_ms'], 50):7.1f} ms  "
+              f"p95 {pct(mem['found_ms'], 95):7.1f} ms   (after loading every event: "
+              f"{mem['load_s']:.0f} s; read and decode {mem['decode_rate']:.0f} events/s, "
+              f"fold {mem['fold_rate']:.0f} events/s)")
+    if missing_ms:
+        print(f"  not enrolled yet (SQL)       p50 {pct(missing_ms, 50):7.1f} ms  "
+              f"p95 {pct(missing_ms, 95):7.1f} ms   ({len(missing_ms)} questions, apart)")
+    print(f"  outcome tables as of T       (target <= 1 s and <= 1.2 x the history-table "
+          f"peer, {sql['peer_rows']} rows; median of {OUTCOME_REPEATS})")
+    for name, when, enrolled, seen, ours_s, peer_s in sql["outcomes"]:
+        print(f"    {name:7s} {when:%Y-%m-%d}  {seen:5d} subjects seen ({enrolled} enrolled)"
+              f"   ours {ours_s:6.2f} s   peer {peer_s:6.2f} s   ratio {ours_s / peer_s:5.2f}")
+    print(f"  audit page, 100 rows         p50 {statistics.median(audit_ms):7.1f} ms  "
+          f"p95 {pct(audit_ms, 95):7.1f} ms   (target <= 50 ms)")
+    print(bench_line("read.as_of", pct(sql_ms, 95), "ms",
+                     pct(mem["found_ms"], 95) if mem else None,
+                     p50_ms=pct(sql_ms, 50), p99_ms=pct(sql_ms, 99)))
+    if missing_ms:
+        print(bench_line("read.as_of_not_found", pct(missing_ms, 95), "ms",
+                         pct(mem["missing_ms"], 95) if mem else None,
+                         p50_ms=pct(missing_ms, 50), p99_ms=pct(missing_ms, 99)))
+    for name, _, _, seen, ours_s, peer_s in sql["outcomes"]:
+        print(bench_line(f"read.outcomes_{name}", ours_s, "s", peer_s, subjects=seen))
+    print(bench_line("read.audit_page", pct(audit_ms, 95), "ms",
+                     pct(mem["audit_ms"], 95) if mem else None,
+                     p50_ms=statistics.median(audit_ms), p99_ms=pct(audit_ms, 99)))
+    if rebuild is not None and mem:
+        rate, extra = rebuild
+        print(bench_line("read.rebuild", rate, "events/s", mem["decode_rate"], **extra))
+
+
 def main() -> None:
     """Generate, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -184,6 +311,9 @@ def main() -> None:
     parser.add_argument("--home", default=None, help="TrialLedger home (default: temporary)")
     parser.add_argument("--one-process-rebuild", action="store_true",
                         help="also time a rebuild in one process (at 1M events: minutes)")
+    parser.add_argument("--sql-only", action="store_true",
+                        help="a kept store's SQL questions only: no rebuild, no in-memory "
+                             "replay (their figures and baselines are left out)")
     args = parser.parse_args()
     rng = random.Random(1)
     home = Path(args.home or tempfile.mkdtemp(prefix="tl-bench-"))
@@ -201,119 +331,28 @@ def main() -> None:
         subjects = (subjects_in_store(runtime) if args.store
                     else read_store.generate(runtime, args.events, rng))
         rng = random.Random(2)  # the same questions, whether generated now or kept
-        generate_s = time.perf_counter() - started
+        store = ("kept store" if args.store
+                 else f"generated in {time.perf_counter() - started:.0f} s")
         total = runtime.study(STUDY).recorder.max_notification_id() or 0
-        print(f"store: {total} events, {subjects} subjects "
-              f"({'kept' if args.store else f'generated in {generate_s:.0f} s'})", flush=True)
-
-        plain_read_rate = read_rate(runtime)
-        parts = parts_for(total)
-        one_part_rate = float("nan")
-        if args.one_process_rebuild:
-            started = time.perf_counter()
-            runtime.project(STUDY, rebuild=True, parts=1)
-            one_part_rate = total / (time.perf_counter() - started)
-        started = time.perf_counter()
-        runtime.project(STUDY, rebuild=True, parts=parts)
-        rebuild_rate = total / (time.perf_counter() - started)
+        print(f"store: {total} events, {subjects} subjects ({store})", flush=True)
+        if args.sql_only and not args.store:
+            parser.error("--sql-only asks a kept store (--store)")
+        rebuild = None
+        if args.sql_only:
+            runtime.project(STUDY)  # catch up, if anything is left
+        else:
+            rebuild = rebuild_figures(runtime, total, args.one_process_rebuild)
         # The SQL questions need no aggregates: drop the generator's in-process caches (a
         # million objects the garbage collector would otherwise walk during the measurements).
         runtime.close()
         gc.collect()
-
-        found, missing = as_of_questions(rng, subjects, args.samples)
-        audit_codes = [read_store.code(rng.randrange(subjects)) for _ in range(50)]
-        sql_ms, missing_ms, audit_ms = [], [], []
-        outcomes: list[tuple[str, datetime, int, int, float, float]] = []
-        with psycopg.connect(url, autocommit=True) as conn:
-            peer_rows = history_peer.build(conn, SCHEMA)
-            for code, asked in found:
-                sql_ms.append(timed(casebook_as_of, conn, SCHEMA, STUDY, code, asked)[0] * 1000)
-            for code, asked in missing:
-                t0 = time.perf_counter()
-                with contextlib.suppress(NotFound):
-                    casebook_as_of(conn, SCHEMA, STUDY, code, asked)
-                    raise SystemExit(f"subject {code} was found as of {asked} before enrolment")
-                missing_ms.append((time.perf_counter() - t0) * 1000)
-            for name, when, enrolled in outcome_times(subjects):
-                ours, peer = [], []
-                for _ in range(OUTCOME_REPEATS):  # in turn: the same cache for both
-                    seconds, tables = timed(ask_outcomes, conn, when)
-                    ours.append(seconds)
-                    seconds, peer_tables = timed(ask_peer, conn, when)
-                    peer.append(seconds)
-                    if tables != peer_tables:
-                        raise SystemExit(f"the peer's outcome tables as of {when} differ")
-                seen = len(outcome_facts_as_of(conn, SCHEMA, when))
-                outcomes.append((name, when, enrolled, seen, statistics.median(ours),
-                                 statistics.median(peer)))
-            for code in audit_codes:
-                query = AuditQuery({"subject_code": code})
-                audit_ms.append(timed(audit_page, conn, SCHEMA, query, None, 100)[0] * 1000)
-            if args.store:
-                history_peer.drop(conn)
-
-        runtime = Runtime(settings, url)
-        memory, load_s = load_in_memory(runtime)
-        gc.freeze()  # a million loaded events: keep the collector off them, as a cache would
-        started = time.perf_counter()
-        for events in memory.values():
-            fold(events, datetime.max.replace(tzinfo=UTC))
-        fold_rate = sum(len(e) for e in memory.values()) / (time.perf_counter() - started)
-
-        def in_memory(code: str, asked: datetime) -> None:
-            subject = fold(memory[subject_uuid(STUDY, code)], asked)
-            if subject is not None:
-                casebook(subject, as_of=asked)
-
-        mem_ms = [timed(in_memory, c, a)[0] * 1000 for c, a in found]
-        mem_missing_ms = [timed(in_memory, c, a)[0] * 1000 for c, a in missing]
-        audit_mem_ms = []
-        for code in audit_codes:
-            t0 = time.perf_counter()
-            events = memory[subject_uuid(STUDY, code)][:100]
-            _ = [(e.timestamp, e.envelope.actor.user_id) for e in events]
-            audit_mem_ms.append((time.perf_counter() - t0) * 1000)
-        runtime.close()
-
-    decode_rate = total / load_s
-    print(f"read benchmark: {total} events, {subjects} subjects "
-          f"({'kept store' if args.store else f'generated in {generate_s:.0f} s'})")
-    print(f"  subject as-of (SQL)          p50 {pct(sql_ms, 50):7.1f} ms  "
-          f"p95 {pct(sql_ms, 95):7.1f} ms  p99 {pct(sql_ms, 99):7.1f} ms   "
-          f"(target p95 <= 20 ms; {len(found)} questions, each about a subject enrolled by T)")
-    print(f"  subject as-of (in-memory)    p50 {pct(mem_ms, 50):7.1f} ms  "
-          f"p95 {pct(mem_ms, 95):7.1f} ms   (after loading every event: {load_s:.0f} s)")
-    if missing:
-        print(f"  not enrolled yet (SQL)       p50 {pct(missing_ms, 50):7.1f} ms  "
-              f"p95 {pct(missing_ms, 95):7.1f} ms   in-memory p50 "
-              f"{pct(mem_missing_ms, 50):.2f} ms   ({len(missing)} questions, apart)")
-    print(f"  outcome tables as of T       (target <= 1 s and <= 1.2 x the history-table peer; "
-          f"peer: {peer_rows} rows; median of {OUTCOME_REPEATS})")
-    for name, when, enrolled, seen, ours_s, peer_s in outcomes:
-        print(f"    {name:7s} {when:%Y-%m-%d}  {seen:5d} subjects seen ({enrolled} enrolled)"
-              f"   ours {ours_s:6.2f} s   peer {peer_s:6.2f} s   ratio {ours_s / peer_s:5.2f}")
-    print(f"  audit page, 100 rows         p50 {statistics.median(audit_ms):7.1f} ms  "
-          f"p95 {pct(audit_ms, 95):7.1f} ms   in-memory p50 "
-          f"{statistics.median(audit_mem_ms):.2f} ms   (target <= 50 ms)")
-    print(f"  rebuild                      {rebuild_rate:7.0f} events/s   "
-          f"(target >= 15k events/s and >= 0.8 x read and decode; {parts} processes)")
-    print(f"    baselines: plain read {plain_read_rate:7.0f} events/s   read and decode "
-          f"{decode_rate:7.0f} events/s   in-memory fold {fold_rate:7.0f} events/s   "
-          f"rebuild in one process {one_part_rate:7.0f} events/s")
-    print(bench_line("read.as_of", pct(sql_ms, 95), "ms", pct(mem_ms, 95),
-                     p50_ms=pct(sql_ms, 50), p99_ms=pct(sql_ms, 99)))
-    if missing:
-        print(bench_line("read.as_of_not_found", pct(missing_ms, 95), "ms",
-                         pct(mem_missing_ms, 95), p50_ms=pct(missing_ms, 50),
-                         p99_ms=pct(missing_ms, 99)))
-    for name, _, _, seen, ours_s, peer_s in outcomes:
-        print(bench_line(f"read.outcomes_{name}", ours_s, "s", peer_s, subjects=seen))
-    print(bench_line("read.audit_page", pct(audit_ms, 95), "ms", pct(audit_mem_ms, 95),
-                     p50_ms=statistics.median(audit_ms), p99_ms=pct(audit_ms, 99)))
-    print(bench_line("read.rebuild", rebuild_rate, "events/s", decode_rate,
-                     processes=parts, plain_read=plain_read_rate,
-                     **({"one_process": one_part_rate} if args.one_process_rebuild else {})))
+        sql = sql_figures(url, subjects, rng, args.samples, bool(args.store))
+        mem = None
+        if not args.sql_only:
+            runtime = Runtime(settings, url)
+            mem = memory_figures(runtime, total, sql)
+            runtime.close()
+    report(total, subjects, store, sql, mem, rebuild)
 
 
 if __name__ == "__main__":
