@@ -43,6 +43,7 @@ import psycopg
 import read_store
 from bench_lines import bench_line
 from psycopg.sql import SQL, Identifier
+from read_store import START, STUDY, generate  # also export_bench's and console_bench's
 
 from application.rebuild_parts import parts_for
 from application.runtime import Runtime
@@ -55,9 +56,7 @@ from projections.casebook import casebook
 from projections.outcomes.engine import outcome_tables
 from projections.queries import AuditQuery, audit_page, casebook_as_of, outcome_facts_as_of
 
-STUDY = read_store.STUDY
 SCHEMA = schema_for_study(STUDY)
-START = read_store.START
 OUTCOME_REPEATS = 3  # each outcome question is asked this often (ours and the peer's in turn)
 
 
@@ -329,7 +328,7 @@ def main() -> None:
         runtime = Runtime(settings, url)
         started = time.perf_counter()
         subjects = (subjects_in_store(runtime) if args.store
-                    else read_store.generate(runtime, args.events, rng))
+                    else generate(runtime, args.events, rng))
         rng = random.Random(2)  # the same questions, whether generated now or kept
         store = ("kept store" if args.store
                  else f"generated in {time.perf_counter() - started:.0f} s")
