@@ -31,10 +31,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import psycopg
 import read_store
 from bench_lines import bench_line
 from psycopg.sql import SQL, Identifier
-from read_store import START, STUDY, generate  # also export_bench's and console_bench's
+from read_store import STUDY, generate  # also export_bench's and console_bench's
 
 from application.rebuild_parts import parts_for
 from application.runtime import Runtime
@@ -118,39 +117,6 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-Question = tuple[str, datetime]  # subject code, as of
-
-
-def as_of_questions(rng: random.Random, subjects: int,
-                    samples: int) -> tuple[list[Question], list[Question]]:
-    """``samples`` questions at times drawn over the whole study about subjects enrolled by
-    then, and a quarter as many about subjects not enrolled yet (answered "not found")."""
-    enrolments = [read_store.enrolled_at(n, subjects) for n in range(subjects)]
-    end = read_store.study_end(subjects)
-    found: list[Question] = []
-    for _ in range(samples):
-        asked = START + (end - START) * rng.random()
-        found.append((read_store.code(rng.randrange(bisect_right(enrolments, asked))), asked))
-    missing: list[Question] = []
-    while subjects > 1 and len(missing) < samples // 4:
-        asked = START + (enrolments[-1] - START) * rng.random()
-        enrolled = bisect_right(enrolments, asked)
-        if enrolled < subjects:
-            missing.append((read_store.code(rng.randrange(enrolled, subjects)), asked))
-    return found, missing
-
-
-def outcome_times(subjects: int) -> list[tuple[str, datetime, int]]:
-    """(name, T, subjects enrolled by T) of the outcome questions: a day after a quarter and
-    half of the subjects are enrolled, and after the study's last event."""
-    points = []
-    for name, share in (("early", 0.25), ("middle", 0.5)):
-        enrolled = max(1, round(subjects * share))
-        points.append((name, read_store.enrolled_at(enrolled - 1, subjects) + timedelta(days=1),
-                       enrolled))
-    return [*points, ("late", read_store.study_end(subjects), subjects)]
-
-
 def timed(question: Callable[..., Any], *args: Any) -> tuple[float, Any]:
     """Seconds ``question(*args)`` took, and its answer."""
     started = time.perf_counter()
@@ -195,7 +161,7 @@ def sql_figures(url: str, subjects: int, rng: random.Random, samples: int,
                 kept: bool) -> dict[str, Any]:
     """The SQL questions: casebooks as of T (enrolled by T; not enrolled yet, apart), the
     outcome tables at early, middle and late T next to the history-table peer, audit pages."""
-    found, missing = as_of_questions(rng, subjects, samples)
+    found, missing = read_store.as_of_questions(rng, subjects, samples)
     audit_codes = [read_store.code(rng.randrange(subjects)) for _ in range(50)]
     sql_ms, missing_ms, audit_ms = [], [], []
     outcomes: list[tuple[str, datetime, int, int, float, float]] = []
@@ -209,7 +175,7 @@ def sql_figures(url: str, subjects: int, rng: random.Random, samples: int,
                 casebook_as_of(conn, SCHEMA, STUDY, code, asked)
                 raise SystemExit(f"subject {code} was found as of {asked} before enrolment")
             missing_ms.append((time.perf_counter() - t0) * 1000)
-        for name, when, enrolled in outcome_times(subjects):
+        for name, when, enrolled in read_store.outcome_times(subjects):
             ours, peer = [], []
             for _ in range(OUTCOME_REPEATS):  # in turn: the same cache for both
                 seconds, tables = timed(ask_outcomes, conn, when)

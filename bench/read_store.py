@@ -11,6 +11,7 @@ the visits, a correction: about 490 events.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
@@ -120,3 +121,35 @@ def _steps(app: StudyApplication, n: int, subjects: int,
         if rng.random() < 0.5:
             steps.append((enrolled + timedelta(days=day + 20), correction(k)))
     return steps
+
+
+Question = tuple[str, datetime]  # subject code, as of
+
+
+def as_of_questions(rng: random.Random, subjects: int,
+                    samples: int) -> tuple[list[Question], list[Question]]:
+    """``samples`` questions at times drawn over the whole study about subjects enrolled by
+    then, and a quarter as many about subjects not enrolled yet (answered "not found")."""
+    enrolments = [enrolled_at(n, subjects) for n in range(subjects)]
+    end = study_end(subjects)
+    found: list[Question] = []
+    for _ in range(samples):
+        asked = START + (end - START) * rng.random()
+        found.append((code(rng.randrange(bisect_right(enrolments, asked))), asked))
+    missing: list[Question] = []
+    while subjects > 1 and len(missing) < samples // 4:
+        asked = START + (enrolments[-1] - START) * rng.random()
+        enrolled = bisect_right(enrolments, asked)
+        if enrolled < subjects:
+            missing.append((code(rng.randrange(enrolled, subjects)), asked))
+    return found, missing
+
+
+def outcome_times(subjects: int) -> list[tuple[str, datetime, int]]:
+    """(name, T, subjects enrolled by T) of the outcome questions: a day after a quarter and
+    half of the subjects are enrolled, and after the study's last event."""
+    enrolments = [enrolled_at(n, subjects) for n in range(subjects)]
+    times = [(name, enrolments[max(1, round(subjects * share)) - 1] + timedelta(days=1))
+             for name, share in (("early", 0.25), ("middle", 0.5))]
+    times.append(("late", study_end(subjects)))
+    return [(name, when, bisect_right(enrolments, when)) for name, when in times]
