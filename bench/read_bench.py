@@ -85,7 +85,7 @@ def subjects_in_store(runtime: Runtime) -> int:
     with psycopg.connect(runtime.url) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".trialledger_events '
                            "WHERE originator_version = 1 AND topic LIKE %s",
-                           ("%Subject.Consented",)).fetchone()
+                           ("Subject.%",)).fetchone()
     return row[0] if row else 0
 
 
