@@ -157,8 +157,7 @@ def rebuild_figures(runtime: Runtime, total: int,
     return rate, extra
 
 
-def sql_figures(url: str, subjects: int, rng: random.Random, samples: int,
-                kept: bool) -> dict[str, Any]:
+def sql_figures(url: str, subjects: int, rng: random.Random, samples: int) -> dict[str, Any]:
     """The SQL questions: casebooks as of T (enrolled by T; not enrolled yet, apart), the
     outcome tables at early, middle and late T next to the history-table peer, audit pages."""
     found, missing = read_store.as_of_questions(rng, subjects, samples)
@@ -190,8 +189,7 @@ def sql_figures(url: str, subjects: int, rng: random.Random, samples: int,
         for code in audit_codes:
             query = AuditQuery({"subject_code": code})
             audit_ms.append(timed(audit_page, conn, SCHEMA, query, None, 100)[0] * 1000)
-        if kept:
-            history_peer.drop(conn)
+        history_peer.drop(conn)
     return {"found": found, "missing": missing, "audit_codes": audit_codes, "sql_ms": sql_ms,
             "missing_ms": missing_ms, "audit_ms": audit_ms, "outcomes": outcomes,
             "peer_rows": peer_rows}
@@ -311,7 +309,7 @@ def main() -> None:
         # million objects the garbage collector would otherwise walk during the measurements).
         runtime.close()
         gc.collect()
-        sql = sql_figures(url, subjects, rng, args.samples, bool(args.store))
+        sql = sql_figures(url, subjects, rng, args.samples)
         mem = None
         if not args.sql_only:
             runtime = Runtime(settings, url)
