@@ -10,7 +10,10 @@ read tables, then runs each export in a fresh process, in this one run:
   - the regulator's bundle (``export --format bundle``: the ledger, casebooks, CSV,
     Dataset-JSON, ODM, XPT and the signed manifest)       (targets: <= 10 min at 1M events,
                                                             peak RSS <= 300 MB, <= 3x archive)
-Peak RSS is the process tree's: the export and its rendering workers, sampled together.
+Peak RSS is the process tree's: the export and its rendering workers, sampled together every
+0.1 s (summed RSS, which counts shared pages once per process, and summed PSS, which does not).
+Wall time on a shared machine is mostly waiting: the CPU seconds (with the workers') are
+printed beside it.
 With --keep-store the generated database outlives the run (its signing key stays in --home)
 and --store URL --home DIR measures it again without generating. Prints, per export:
 
@@ -48,12 +51,12 @@ def measure(what: str, url: str, home: Path, output: Path) -> None:
 
     runtime = Runtime(Settings(database_url=url, home=home), url)
     try:
-        started = time.perf_counter()
+        started, subjects = time.perf_counter(), 0
         if what == "archive":
             with output.open("wb") as out:
                 write_rendering(runtime, STUDY, "odm-archive", out, None)
         elif what == "casebooks":
-            write_casebook_zip(runtime, STUDY, output, None)
+            subjects = write_casebook_zip(runtime, STUDY, output, None)
         else:
             write_bundle_file(runtime, STUDY, output)
         elapsed = time.perf_counter() - started
@@ -61,17 +64,21 @@ def measure(what: str, url: str, home: Path, output: Path) -> None:
         runtime.close()
     times = os.times()  # with the finished rendering workers'
     cpu = times.user + times.system + times.children_user + times.children_system
-    print(json.dumps({"seconds": elapsed, "cpu_s": cpu, "bytes": output.stat().st_size}))
+    print(json.dumps({"seconds": elapsed, "cpu_s": cpu, "bytes": output.stat().st_size,
+                      "subjects": subjects}))
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of ``process`` and all its descendants now (0 once it is gone)."""
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """Resident bytes of ``process`` and all its descendants now, summed: their RSS (shared
+    pages counted in each process) and their PSS (shared pages split between them)."""
+    rss = pss = 0
     with contextlib.suppress(psutil.Error):
         for p in [process, *process.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-    return total
+                memory = p.memory_full_info()
+                rss += memory.rss
+                pss += memory.pss
+    return rss, pss
 
 
 def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]:
@@ -80,15 +87,17 @@ def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]
                               "--home", str(home), "--output", str(output)],
                              stdout=subprocess.PIPE, text=True)
     watched = psutil.Process(child.pid)
-    peak = 0
+    peak_rss = peak_pss = 0
     while child.poll() is None:
-        peak = max(peak, tree_rss(watched))
+        rss, pss = tree_memory(watched)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.1)
     out = child.stdout.read() if child.stdout else ""
     if child.returncode:
         raise SystemExit(f"{what} failed with exit code {child.returncode}")
     figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    figures["peak_mb"] = peak / 2**20
+    figures["peak_mb"] = peak_rss / 2**20
+    figures["peak_pss_mb"] = peak_pss / 2**20
     output.unlink()
     return figures
 
@@ -110,7 +119,7 @@ def main() -> None:
     if args.measure:
         measure(args.measure, args.store, home, Path(args.output))
         return
-    from read_bench import generate, keep_database, subjects_in_store
+    from read_bench import generate, keep_database
 
     from application.runtime import Runtime
     from infra.postgres import database, temporary_database
@@ -128,8 +137,8 @@ def main() -> None:
                    else stack.enter_context(temporary_database(server, "tl_bench")))
         runtime = Runtime(settings, url)
         started = time.perf_counter()
-        subjects = (subjects_in_store(runtime) if args.store
-                    else generate(runtime, args.events, random.Random(1)))
+        if not args.store:
+            generate(runtime, args.events, random.Random(1))
         generated_s = time.perf_counter() - started
         total = runtime.study(STUDY).recorder.max_notification_id() or 0
         runtime.project(STUDY)
@@ -140,21 +149,23 @@ def main() -> None:
             figures[what] = run_child(what, url, home, out / what)
             f = figures[what]
             print(f"  {what:10} {f['seconds']:8.1f} s  CPU {f['cpu_s']:8.1f} s  "
-                  f"peak RSS (tree) {f['peak_mb']:6.0f} MB  {f['bytes'] / 2**20:8.0f} MiB  "
+                  f"peak RSS (tree) {f['peak_mb']:6.0f} MB (PSS {f['peak_pss_mb']:4.0f})  "
+                  f"{f['bytes'] / 2**20:6.0f} MiB  "
                   f"(load {os.getloadavg()[0]:.1f})",
                   flush=True)
         out.rmdir()
-    print(f"bundle benchmark: {total} events, {subjects} subjects "
+    print(f"bundle benchmark: {total} events, {figures['casebooks']['subjects']:.0f} subjects "
           f"({'kept store' if args.store else f'generated in {generated_s:.0f} s'}); "
           "targets: bundle <= 600 s at 1M events, peak RSS <= 300 MB, <= 3x odm-archive")
     archive = figures["archive"]
     print(bench_line("odm_archive", archive["seconds"], "s", peak_rss_mb=archive["peak_mb"],
-                     cpu_s=archive["cpu_s"], events=total))
+                     peak_pss_mb=archive["peak_pss_mb"], cpu_s=archive["cpu_s"],
+                     events=total))
     for what in ("casebooks", "bundle"):
         f = figures[what]
         print(bench_line(what if what == "bundle" else "casebook_zip", f["seconds"], "s",
-                         archive["seconds"], peak_rss_mb=f["peak_mb"], cpu_s=f["cpu_s"],
-                         events=total))
+                         archive["seconds"], peak_rss_mb=f["peak_mb"],
+                         peak_pss_mb=f["peak_pss_mb"], cpu_s=f["cpu_s"], events=total))
 
 
 if __name__ == "__main__":
