@@ -760,7 +760,8 @@ def export(
 
     def write(path: Path) -> str:
         if export_format == "bundle":
-            manifest = write_bundle_file(runtime, study, path, when)
+            with _progress_bar("Bundle: casebooks") as tell:
+                manifest = write_bundle_file(runtime, study, path, when, tell)
             return f"{len(manifest['files'])} files as of {manifest['as_of']}, signed manifest"
         if export_format == "casebook":
             with _progress_bar("Casebooks") as tell:

@@ -18,8 +18,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
-from statsmodels.stats.proportion import confint_proportions_2indep
 
 DIGITS = 4
 
@@ -75,6 +73,10 @@ def hodges_lehmann(test: Sequence[float], reference: Sequence[float],
                            "level": level}
     if not test or not reference:
         return out
+    # Imported when first needed: scipy and statsmodels add 150 MB to every process that
+    # imports the outcome engine (an export, its workers), and most never compare arms.
+    from scipy import stats as scipy_stats
+
     m, n = len(test), len(reference)
     z = float(scipy_stats.norm.ppf(1 - (1 - level) / 2))
     c = math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12))
@@ -97,6 +99,8 @@ def newcombe(test_count: int, test_n: int, reference_count: int, reference_n: in
                            "ci_high": None, "level": level}
     if not test_n or not reference_n:
         return out
+    from statsmodels.stats.proportion import confint_proportions_2indep  # see hodges_lehmann
+
     low, high = confint_proportions_2indep(test_count, test_n, reference_count, reference_n,
                                            method="newcomb", compare="diff",
                                            alpha=1 - level)

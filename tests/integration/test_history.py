@@ -434,6 +434,51 @@ def test_a_rebuild_in_parts_gives_the_same_tables(demo: Runtime) -> None:
     assert dump(demo.url) == before
 
 
+def test_the_parts_of_a_rebuild_hold_no_more_connections_than_their_bound(
+    demo: Runtime,
+) -> None:
+    # However many parts are asked for, their connections together (as the server counts
+    # them) stay within the bound: fewer parts run when more would need more.
+    import threading
+    import time
+
+    from application.rebuild_parts import (
+        CONNECTIONS_PER_PART,
+        PART_APPLICATION_NAME,
+        PartsReplay,
+    )
+    from projections.history_view import PROJECTION_VERSION
+
+    demo.project(STUDY)
+    before = dump(demo.url)
+    bound = 2 * CONNECTIONS_PER_PART
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def count_connections() -> None:
+        with psycopg.connect(demo.url, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE application_name = %s",
+                                   (PART_APPLICATION_NAME,)).fetchone()
+                seen.append(row[0] if row else 0)
+                time.sleep(0.005)
+
+    projector = HistoryProjector(demo.study(STUDY), demo.history_view(STUDY))
+    replay = PartsReplay(demo.settings, demo.url, STUDY, 6, batch_size=50, connections=bound)
+    counter = threading.Thread(target=count_connections)
+    counter.start()
+    try:
+        projector.rebuild(PROJECTION_VERSION, replay=replay)
+    finally:
+        stop.set()
+        counter.join()
+        projector.view.datastore.close()
+    assert len(replay.processes) == 2
+    assert 0 < max(seen) <= bound
+    assert dump(demo.url) == before
+
+
 def test_the_parts_of_the_log_hold_each_event_once_and_each_subject_whole(
     demo: Runtime,
 ) -> None:
