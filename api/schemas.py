@@ -762,3 +762,16 @@ class AuditReviewIn(Body):
                              "comment": "Reviewed: no unexplained changes"})
     through_position: int = Field(ge=1, le=2**62)
     comment: str = Field(default="", max_length=limits.TEXT)
+
+
+class RedactionIn(Body):
+    """A request that identifying values entered by mistake be redacted: one declared
+    field of one record, or (neither given) every identifying value of the subject."""
+
+    model_config = _example({"request_id": "RD-1", "record_id": "AE-1", "field": "term",
+                             "reason": {"code": "entered_in_error",
+                                        "text": "patient name typed into the term"}})
+    request_id: str = Field(min_length=1, max_length=limits.ID)
+    record_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+    field: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+    reason: ReasonIn

@@ -25,6 +25,8 @@ class Settings:
     - ``home``: the data directory (embedded PostgreSQL data, signing keys).
     - ``signing_key_file`` / ``signing_key_pem``: a signing key given by file or environment;
       when neither is set, a key is created in ``home/keys`` on first use.
+    - ``field_kek_file``: the key-encryption key of identifying values
+      (``TRIALLEDGER_FIELD_KEK_FILE``, 32 bytes, mode 0600); unset, created in ``home/keys``.
     - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
       the application, running as a role that owns nothing, must not try to create them.
     - ``write_lock_timeout`` / ``write_statement_timeout``: seconds a write waits for the
@@ -65,6 +67,8 @@ class Settings:
     signing_key_file: Path | None = None
     signing_key_pem: str | None = None
     key_name: str = "trialledger"
+    # The key-encryption key of identifying values (infra.field_keys); None: home/keys.
+    field_kek_file: Path | None = None
     provisioned: bool = False
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
@@ -126,6 +130,8 @@ class Settings:
             signing_key_file=Path(key_file).expanduser() if key_file else None,
             signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
             key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
+            field_kek_file=(Path(env["TRIALLEDGER_FIELD_KEK_FILE"]).expanduser()
+                            if env.get("TRIALLEDGER_FIELD_KEK_FILE") else None),
             provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
             write_lock_timeout=_seconds("TRIALLEDGER_WRITE_LOCK_TIMEOUT", WRITE_LOCK_TIMEOUT),
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",

@@ -1,0 +1,216 @@
+"""Redaction by crypto-shredding: an identifying value entered by mistake is sealed in its
+event; once a data manager's request is approved by an admin (another person), its key is
+destroyed and the value is gone from every output and from the database, while every event
+signature, ledger proof and the offline bundle still verify."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pypdf
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.sql import SQL, Identifier
+from typer.testing import CliRunner
+
+from api.cli import app as cli
+from application.runtime import Runtime
+from domain.subject.state import subject_uuid
+from infra import keys
+from infra.catalog import EVENTS_TABLE
+from infra.ledger.offline import verify_bundle
+from infra.postgres import schema_for_study
+from infra.sealed_fields import SEALED
+from infra.settings import Settings
+from infra.signing import SignedState, leaf_data
+from tests.support import api_client, study_with_a_child
+
+STUDY = "NCT04397107"
+SUBJECT = f"/v1/studies/{STUDY}/subjects/001"
+NAME = "Xanthippe Doelington"  # typed into the term by mistake
+AE = {"record_id": "AE-1", "observed_at": "2021-01-12T20:00:00+08:00",
+      "term": f"Rash reported by mother {NAME}", "category": "other", "grade": 1,
+      "serious": False, "seriousness_criteria": [], "relationship": "unlikely",
+      "action_taken": "none", "outcome": "recovering"}
+REASON = {"code": "entered_in_error", "text": "a person's name typed into the term"}
+EXPORTS = ("odm-snapshot", "odm-archive", "csv", "dataset-json", "casebook", "bundle")
+
+
+def _texts(payload: bytes) -> Iterator[str]:
+    """Every text a reader of ``payload`` can get: itself, each zip member's (nested zips
+    included), each PDF's extracted text."""
+    if payload[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            for name in z.namelist():
+                yield from _texts(z.read(name))
+    elif payload[:5] == b"%PDF-":
+        reader = pypdf.PdfReader(io.BytesIO(payload))
+        yield " ".join(" ".join(p.extract_text() for p in reader.pages).split())
+        yield payload.decode("latin-1")
+    else:
+        yield payload.decode("utf-8", errors="replace")
+
+
+def _mentions(payload: bytes, text: str) -> bool:
+    return any(text in t for t in _texts(payload))
+
+
+def _database_bytes(db_url: str) -> bytes:
+    """Every row of every table of the database, as COPY copies it (what pg_dump dumps; the
+    embedded server is newer than the Debian pg_dump, so the rows are copied directly)."""
+    out = bytearray()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type ="
+            " 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        assert len(tables) > 10
+        for schema, table in tables:
+            # Binary: bytea (the stored events) as its bytes, not hex.
+            with conn.cursor().copy(SQL("COPY {}.{} TO STDOUT (FORMAT binary)").format(
+                    Identifier(schema), Identifier(table))) as copy:
+                for chunk in copy:
+                    out += chunk
+    return bytes(out)
+
+
+def _person_with_two_roles(runtime: Runtime, username: str) -> TestClient:
+    """One person who is both a data manager and an admin, signed in."""
+    from api.app import create_app
+    from infra.passwords import hash_password
+    from tests.support import envelope
+
+    def grants(user: object, at: object) -> None:
+        user.grant("data_manager", STUDY, "*", envelope(), at)  # type: ignore[attr-defined]
+        user.grant("admin", STUDY, "*", envelope(), at)  # type: ignore[attr-defined]
+
+    runtime.directory().register_user(username, "Solo Person", hash_password("pw-solo-1234"),
+                                      envelope(), grants)
+    client = TestClient(create_app(runtime))
+    token = client.post("/v1/auth/token", json={"username": username,
+                                                "password": "pw-solo-1234"})
+    assert token.status_code == 200, token.text
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def _stored_ae(db_url: str) -> tuple[bytes, bytes]:
+    """The stored state (signed envelope) of the AE's first entry, and its ledger leaf."""
+    schema = schema_for_study(STUDY)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state, l.leaf_hash"
+            " FROM {}.{} e JOIN {}.ledger_leaves l ON l.notification_id = e.notification_id"
+            " WHERE e.topic = 'Subject.AdverseEventReported.v1' ORDER BY e.notification_id"
+            " LIMIT 1").format(
+                Identifier(schema), Identifier(EVENTS_TABLE), Identifier(schema))).fetchone()
+    assert row is not None
+    oid, version, topic, state, leaf_hash = row
+    import hashlib
+    computed = hashlib.sha256(b"\x00" + leaf_data(STUDY, str(oid), version, topic,
+                                                  bytes(state))).digest()
+    assert computed == bytes(leaf_hash)  # the leaf covers the stored bytes...
+    return bytes(state), bytes(leaf_hash)
+
+
+@pytest.mark.requirement("R6")
+def test_the_leaf_and_signature_cover_the_ciphertext(runtime: Runtime, db_url: str) -> None:
+    study_with_a_child(runtime)
+    coordinator = api_client(runtime, "coordinator", site="JLU1")
+    assert coordinator.post(f"{SUBJECT}/adverse-events", json=AE).status_code == 201
+    runtime.seal(STUDY, force_checkpoint=True)
+    state, _ = _stored_ae(db_url)
+    payload = SignedState.unpack(state).payload
+    # ...and what is stored holds the sealed term, not the name; the other fields are plain.
+    assert NAME.encode() not in state and SEALED.encode() in payload
+    assert b'"grade":1' in payload.replace(b" ", b"")
+    # Read back through the application, it is the value entered.
+    book = coordinator.get(SUBJECT).json()
+    assert book["records"]["adverse-events"][0]["fields"]["term"] == AE["term"]
+
+
+@pytest.mark.requirement("R6")
+def test_a_redacted_value_is_gone_and_everything_still_verifies(
+        runtime: Runtime, settings: Settings, db_url: str, tmp_path: Path) -> None:
+    study_with_a_child(runtime)
+    coordinator = api_client(runtime, "coordinator", site="JLU1")
+    data_manager = api_client(runtime, "data_manager", username="dm")
+    admin = api_client(runtime, "admin", username="adm")
+    regulator = api_client(runtime, "regulator", username="insp")
+    assert coordinator.post(f"{SUBJECT}/adverse-events", json=AE).status_code == 201
+    # A correction that still holds the name: its old and new values are sealed too.
+    fixed = coordinator.patch(f"{SUBJECT}/adverse-events/AE-1", json={
+        "field": "term", "value": f"Rash ({NAME})",
+        "reason": {"code": "transcription_error", "text": "wording"}})
+    assert fixed.status_code == 200, fixed.text
+    other = {**AE, "record_id": "AE-2", "term": "Fever"}
+    assert coordinator.post(f"{SUBJECT}/adverse-events", json=other).status_code == 201
+    assert _mentions(regulator.get(SUBJECT).content, NAME)  # readable before
+    runtime.seal(STUDY, force_checkpoint=True)
+    state_before, leaf_before = _stored_ae(db_url)
+
+    # Refused: a request by someone who is not a data manager, on an undeclared field, and
+    # an approval by the requester (one person holding both roles).
+    body = {"request_id": "RD-1", "record_id": "AE-1", "field": "term", "reason": REASON}
+    assert coordinator.post(f"{SUBJECT}/redactions", json=body).status_code == 403
+    undeclared = data_manager.post(f"{SUBJECT}/redactions", json={**body, "field": "grade"})
+    assert undeclared.status_code == 422 and "field" in undeclared.text
+    solo = _person_with_two_roles(runtime, "solo")
+    assert solo.post(f"{SUBJECT}/redactions", json={**body, "request_id": "RD-0"}
+                     ).status_code == 201
+    alone = solo.post(f"{SUBJECT}/redactions/RD-0/approve")
+    assert alone.status_code == 403 and "another person" in alone.text
+    assert data_manager.post(f"{SUBJECT}/redactions/RD-0/approve").status_code == 403
+    assert _mentions(regulator.get(SUBJECT).content, NAME)  # nothing destroyed yet
+
+    assert data_manager.post(f"{SUBJECT}/redactions", json=body).status_code == 201
+    approved = admin.post(f"{SUBJECT}/redactions/RD-1/approve")
+    assert approved.status_code == 200, approved.text
+
+    # The value is gone from every read and export; the marker stands in its place.
+    book = regulator.get(SUBJECT).json()
+    terms = {r["record_id"]: r["fields"]["term"] for r in book["records"]["adverse-events"]}
+    assert terms["AE-2"] == "Fever"
+    assert terms["AE-1"].startswith("[redacted on ") and REASON["text"] in terms["AE-1"]
+    reads = [regulator.get(SUBJECT), regulator.get(f"{SUBJECT}/history"),
+             regulator.get(f"/v1/studies/{STUDY}/audit", params={"limit": 1000}),
+             regulator.get(SUBJECT, params={"as_of": "2100-01-01T00:00:00+00:00"})]
+    reads += [regulator.get(f"/v1/studies/{STUDY}/exports/{f}") for f in EXPORTS]
+    for response in reads:
+        assert response.status_code == 200, (response.url, response.text[:300])
+        assert not _mentions(response.content, "Doelington"), response.url
+    assert _mentions(reads[-1].content, "[redacted on ")  # the bundle's casebooks
+    # ... and a rebuild of the read tables from the events shows the marker too.
+    runtime.project(STUDY, rebuild=True)
+    assert regulator.get(SUBJECT).json()["records"]["adverse-events"][0]["fields"][
+        "term"] == terms["AE-1"]
+
+    # The request and its approval are in the audit trail, each by its person.
+    audit = regulator.get(f"/v1/studies/{STUDY}/audit", params={"limit": 1000}).json()
+    rows = [(e["event_type"], e["printed_name"], e["role"], e["new_value"]["request_id"],
+             e["reason_text"]) for e in audit["entries"]
+            if e["event_type"].startswith("Redaction")]
+    assert ("RedactionRequested", "Dm", "data_manager", "RD-1", REASON["text"]) in rows
+    assert ("RedactionApproved", "Adm", "admin", "RD-1", None) in rows
+    assert ("RedactionApproved", "Solo Person", "admin", "RD-0", None) not in rows
+
+    # Nowhere in the database's rows; the events themselves are untouched.
+    dump = _database_bytes(db_url)
+    assert b"Doelington" not in dump and SEALED.encode() in dump
+    assert _stored_ae(db_url) == (state_before, leaf_before)
+
+    # Every signature and proof verifies, online and from the bundle offline.
+    runtime.seal(STUDY, force_checkpoint=True)
+    result = CliRunner().invoke(cli, ["verify", "--database-url", db_url, "--study", STUDY],
+                                env={"TRIALLEDGER_HOME": str(settings.home)})
+    assert result.exit_code == 0, result.output
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(regulator.get(f"/v1/studies/{STUDY}/exports/bundle").content)
+    report = verify_bundle(bundle, keys.load_public_keys(settings))
+    assert report.study == STUDY and report.events > 0
+    assert not _mentions(bundle.read_bytes(), "Doelington")
+    assert subject_uuid(STUDY, "001")  # the subject's events stay where they were
