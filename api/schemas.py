@@ -434,6 +434,11 @@ class StudyIn(Body):
         description="The outcome measures (domain/endpoints.py: id, type, title, measure, "
                     "population, timepoints, unit, derivation, statistic, comparison, "
                     "parameters); none: the study has no outcome tables")
+    identifying_items: dict[str, list[str]] = Field(
+        default_factory=dict, max_length=20,
+        description="Record kind -> fields that may identify a person (free text, "
+                    "initials...): stored sealed, each value under a key of its own that a "
+                    "two-person redaction destroys")
 
 
 class EnrollmentIn(Body):

@@ -33,12 +33,12 @@ from domain.signed_application import MapperFactory
 from domain.studies.protocols import study_endpoints
 from domain.subject import Subject
 from infra import catalog, keys
+from infra.field_keys import FieldKeys, create_key_tables, load_kek
 from infra.idempotency import IdempotencyStore
 from infra.keys import SigningKeyError
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
-from infra.field_keys import FieldKeys, create_key_tables, load_kek
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import SharedPool, open_shared_pool
 from infra.postgres import (
@@ -336,13 +336,13 @@ class Runtime:
     def field_keys(self, study_id: str) -> FieldKeys:
         """The data keys of the study's identifying values (see :mod:`infra.field_keys`)."""
         with self._init_lock:
-            keys = self._field_keys.get(study_id)
-            if keys is None:
+            field_keys = self._field_keys.get(study_id)
+            if field_keys is None:
                 if self._kek is None:
                     self._kek = load_kek(self.settings)
-                keys = FieldKeys(self.url, schema_for_study(study_id), self._kek)
-                self._field_keys[study_id] = keys
-            return keys
+                field_keys = FieldKeys(self.url, schema_for_study(study_id), self._kek)
+                self._field_keys[study_id] = field_keys
+            return field_keys
 
     def shred(self, study_id: str, subject: Subject, request_id: str) -> None:
         """Carry out an approved redaction: destroy the data keys of the values it covers,
@@ -474,8 +474,8 @@ class Runtime:
 
     def close(self) -> None:
         """Close every application's and projector's connection pool."""
-        for keys in self._field_keys.values():
-            keys.close()
+        for field_keys in self._field_keys.values():
+            field_keys.close()
         self._field_keys.clear()
         for projector in self._projectors.values():
             projector.view.datastore.close()

@@ -94,9 +94,9 @@ class FieldSealer:
                          self._sealed(kid, data_key, value))
         return out
 
-    def _sealed(self, kid: str, data_key: bytes, value: Any) -> dict[str, Any]:
+    def _sealed(self, kid: str, data_key: bytes, value: Any) -> dict[str, Any] | None:
         if value is None:
-            return value  # type: ignore[no-any-return]  # nothing to hide: None stays None
+            return None  # nothing to hide: a value absent stays absent
         nonce = secrets.token_bytes(12)
         ct = AESGCM(data_key).encrypt(nonce, orjson.dumps(value), self._aad(kid))
         return {SEALED: {"key": kid, "nonce": base64.b64encode(nonce).decode(),
