@@ -214,3 +214,44 @@ def test_a_redacted_value_is_gone_and_everything_still_verifies(
     assert report.study == STUDY and report.events > 0
     assert not _mentions(bundle.read_bytes(), "Doelington")
     assert subject_uuid(STUDY, "001")  # the subject's events stay where they were
+
+
+def _cli(settings: Settings, db_url: str, *args: str, password: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        cli, ["redact", "--database-url", db_url, "--study", STUDY, "--subject", "001",
+              "--password-stdin", *args],
+        input=password + "\n", env={"TRIALLEDGER_HOME": str(settings.home)})
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.mark.requirement("R6")
+def test_redact_on_the_command_line_takes_two_people(
+        runtime: Runtime, settings: Settings, db_url: str) -> None:
+    from tests.support import add_person
+
+    study_with_a_child(runtime)
+    coordinator = api_client(runtime, "coordinator", site="JLU1")
+    assert coordinator.post(f"{SUBJECT}/adverse-events", json=AE).status_code == 201
+    dm_password = add_person(runtime, "dm", "data_manager")
+    admin_password = add_person(runtime, "adm", "admin")
+
+    code, out = _cli(settings, db_url, "--username", "dm", "--request-id", "RD-9",
+                     "--reason", REASON["text"], password=dm_password)
+    assert code == 0 and "Requested redaction RD-9" in out, out
+    code, out = _cli(settings, db_url, "--username", "dm", "--approve", "RD-9",
+                     password=dm_password)
+    assert code == 2 and "may not approve_redaction" in out, out
+    code, out = _cli(settings, db_url, "--username", "adm", "--approve", "RD-9",
+                     password="wrong-password")
+    assert code == 2, out
+    code, out = _cli(settings, db_url, "--username", "dm", "--record", "AE-1",
+                     password=dm_password)
+    assert code == 2 and "--reason" in out, out
+    assert _mentions(coordinator.get(SUBJECT).content, NAME)  # nothing destroyed yet
+
+    code, out = _cli(settings, db_url, "--username", "adm", "--approve", "RD-9",
+                     password=admin_password)
+    assert code == 0 and "keys are destroyed" in out, out
+    term = coordinator.get(SUBJECT).json()["records"]["adverse-events"][0]["fields"]["term"]
+    assert term.startswith("[redacted on ") and term.endswith(f": {REASON['text']}]")
+    assert b"Doelington" not in _database_bytes(db_url)
