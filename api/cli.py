@@ -863,6 +863,9 @@ def redact(
                     study=study, subject=subject, request_id=approve), caller)
                 console.print(f"Approved redaction {approve} of {study}/{subject}: its keys "
                               "are destroyed.")
+                if runtime.settings.provisioned:
+                    console.print(f"The read tables still hold the values: run `trialledger "
+                                  f"rebuild --study {study}` as the owner.")
                 return
             rid = request_id or f"RD-{uuid.uuid4().hex[:12]}"
             runtime.service().handle(RequestRedaction(

@@ -39,6 +39,7 @@ from infra.keys import SigningKeyError
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
+from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import SharedPool, open_shared_pool
 from infra.postgres import (
@@ -347,7 +348,8 @@ class Runtime:
     def shred(self, study_id: str, subject: Subject, request_id: str) -> None:
         """Carry out an approved redaction: destroy the data keys of the values it covers,
         forget stored answers that held them, and rebuild the read tables (which then read
-        the marker from the events). Safe to run again for the same request."""
+        the marker from the events; in a provisioned deployment the owner rebuilds them).
+        Safe to run again for the same request."""
         request = subject.redactions[request_id]
         on = datetime.fromisoformat(request["approved_at"]).date()
         self.field_keys(study_id).shred(str(subject.id), request["items"], on,
@@ -355,6 +357,12 @@ class Runtime:
         with self.pool().connection() as conn:
             self.idempotency().forget_mentions(
                 conn, sorted({item["record_id"] for item in request["items"]}))
+        if self.settings.provisioned:
+            # The application's role may not create tables: the owner rebuilds them.
+            get_logger(__name__).warning(
+                "redaction.read_tables_stale", study=study_id, request_id=request_id,
+                action=f"run `trialledger rebuild --study {study_id}` as the owner")
+            return
         self.project(study_id, rebuild=True)
 
     def _verifying_mapper_factory(self) -> MapperFactory:

@@ -278,6 +278,57 @@ def test_redact_on_the_command_line_takes_two_people(
     code, out = _cli(settings, db_url, "--username", "adm", "--approve", "RD-9",
                      password=admin_password)
     assert code == 0 and "keys are destroyed" in out, out
+    # Approving again carries it out again (the keys could outlive a recorded approval).
+    code, out = _cli(settings, db_url, "--username", "adm", "--approve", "RD-9",
+                     password=admin_password)
+    assert code == 0, out
     term = coordinator.get(SUBJECT).json()["records"]["adverse-events"][0]["fields"]["term"]
     assert term.startswith("[redacted on ") and term.endswith(f": {REASON['text']}]")
     assert b"Doelington" not in _database_bytes(db_url)
+
+
+@pytest.mark.requirement("R6")
+def test_the_application_role_destroys_keys_and_the_owner_rebuilds(
+        runtime: Runtime, settings: Settings, db_url: str) -> None:
+    from dataclasses import replace
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from infra.roles import create_login_role, grant_app_role, grant_directory
+
+    study_with_a_child(runtime)
+    runtime.project(STUDY)  # the owner makes the read tables
+    runtime.people()
+    runtime.pool()  # ...and the directory's, sessions and idempotency keys
+    role = "tl_app_redaction"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_login_role(conn, role, None)
+        grant_directory(conn, role)
+        grant_app_role(conn, role, schema_for_study(STUDY))
+    params = {k: v for k, v in conninfo_to_dict(db_url).items() if v is not None}
+    app = Runtime(replace(settings, provisioned=True), make_conninfo("", **{**params,
+                                                                        "user": role}))
+    try:
+        coordinator = api_client(app, "coordinator", site="JLU1")
+        data_manager = api_client(app, "data_manager", username="dm")
+        admin = api_client(app, "admin", username="adm")
+        assert coordinator.post(f"{SUBJECT}/adverse-events", json=AE).status_code == 201
+        body = {"request_id": "RD-1", "record_id": "AE-1", "field": "term", "reason": REASON}
+        assert data_manager.post(f"{SUBJECT}/redactions", json=body).status_code == 201
+        approved = admin.post(f"{SUBJECT}/redactions/RD-1/approve")
+        assert approved.status_code == 200, approved.text
+        schema = Identifier(schema_for_study(STUDY))
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            assert conn.execute(SQL("SELECT count(*) FROM {}.field_keys").format(schema)
+                                ).fetchone() == (0,)
+            assert conn.execute(SQL("SELECT request_id FROM {}.shredded_keys").format(schema)
+                                ).fetchall() == [("RD-1",)]
+        runtime.project(STUDY, rebuild=True)  # as the owner
+        term = coordinator.get(SUBJECT).json()["records"]["adverse-events"][0]["fields"]["term"]
+        assert term.startswith("[redacted on ")
+        assert b"Doelington" not in _database_bytes(db_url)
+    finally:
+        app.close()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
