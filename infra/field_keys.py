@@ -73,7 +73,8 @@ def key_tables(schema: str) -> list[SQL | Any]:
     return [
         SQL("CREATE TABLE IF NOT EXISTS {}.{} (key_id text PRIMARY KEY, subject_id text NOT NULL,"
             " record_id text NOT NULL, field text NOT NULL, wrapped bytea NOT NULL,"
-            " created_at timestamptz NOT NULL DEFAULT now())").format(s, Identifier(KEY_TABLE)),
+            " created_at timestamptz NOT NULL DEFAULT now(),"
+            " UNIQUE (subject_id, record_id, field))").format(s, Identifier(KEY_TABLE)),
         SQL("CREATE TABLE IF NOT EXISTS {}.{} (key_id text PRIMARY KEY,"
             " subject_id text NOT NULL, record_id text NOT NULL, field text NOT NULL,"
             " redacted_on date NOT NULL, reason text NOT NULL, request_id text NOT NULL,"
@@ -82,9 +83,11 @@ def key_tables(schema: str) -> list[SQL | Any]:
     ]
 
 
-def key_id(subject_id: str, record_id: str, field: str) -> str:
-    """The id of the data key of one field of one record of one subject."""
-    return f"{subject_id}/{record_id}/{field}"
+def key_id(subject_id: str, record_id: str, field: str, generation: int = 1) -> str:
+    """The id of a data key of one field of one record of one subject: after a redaction,
+    a new value of that field gets a key of the next generation."""
+    base = f"{subject_id}/{record_id}/{field}"
+    return base if generation == 1 else f"{base}#{generation}"
 
 
 class FieldKeys:
@@ -103,25 +106,62 @@ class FieldKeys:
         self._shredded = SQL("{}.{}").format(Identifier(schema), Identifier(SHREDDED_TABLE))
 
     def create(self, subject_id: str, record_id: str, field: str) -> tuple[str, bytes]:
-        """The (id, data key) of this field, made and stored (wrapped) if it has none.
+        """The (id, data key) of this field: its current key, else one made and stored
+        (wrapped), of the generation after any destroyed.
 
         Stored before the event that uses it commits: a key whose event never committed
         is an orphan that seals nothing, never an event without its key.
         """
-        kid = key_id(subject_id, record_id, field)
-        data_key = secrets.token_bytes(32)
         with self._pool.connection() as conn:
-            row = conn.execute(SQL(
+            current = self._current(conn, subject_id, record_id, field)
+            if current is not None:
+                return current
+            shredded = conn.execute(SQL(
+                "SELECT count(*) FROM {} WHERE subject_id = %s AND record_id = %s AND field = %s"
+            ).format(self._shredded), (subject_id, record_id, field)).fetchone()
+            kid = key_id(subject_id, record_id, field, 1 + (shredded[0] if shredded else 0))
+            data_key = secrets.token_bytes(32)
+            made = conn.execute(SQL(
                 "INSERT INTO {} (key_id, subject_id, record_id, field, wrapped)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
-                " RETURNING key_id").format(self._keys),
-                (kid, subject_id, record_id, field, aes_key_wrap(self._kek, data_key))).fetchone()
-        if row is not None:
-            return kid, data_key
-        existing = self.data_key(kid)
-        if not isinstance(existing, bytes):
-            raise FieldKeyError(f"the key of {kid} was destroyed: its field is redacted")
-        return kid, existing
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING key_id").format(
+                    self._keys),
+                (kid, subject_id, record_id, field, aes_key_wrap(self._kek, data_key))
+            ).fetchone()
+            if made is not None:
+                return kid, data_key
+            # Another writer made it at the same moment: use theirs.
+            current = self._current(conn, subject_id, record_id, field)
+        if current is None:
+            raise FieldKeyError(f"the key of {kid} was destroyed as it was made")
+        return current
+
+    def for_change(self, subject_id: str, record_id: str, field: str
+                   ) -> tuple[str, bytes] | None:
+        """The key a change of this field is sealed under: its current key, a new one if
+        its values were redacted, None if it never had one (a record entered before its
+        study declared the field, or this existed: its values stay plain)."""
+        with self._pool.connection() as conn:
+            current = self._current(conn, subject_id, record_id, field)
+            if current is not None:
+                return current
+            redacted = conn.execute(SQL(
+                "SELECT 1 FROM {} WHERE subject_id = %s AND record_id = %s AND field = %s"
+                " LIMIT 1").format(self._shredded), (subject_id, record_id, field)).fetchone()
+        return None if redacted is None else self.create(subject_id, record_id, field)
+
+    def _current(self, conn: psycopg.Connection[Any], subject_id: str, record_id: str,
+                 field: str) -> tuple[str, bytes] | None:
+        row = conn.execute(SQL(
+            "SELECT key_id, wrapped FROM {} WHERE subject_id = %s AND record_id = %s"
+            " AND field = %s").format(self._keys), (subject_id, record_id, field)).fetchone()
+        return None if row is None else (row[0], self._unwrap(row[0], bytes(row[1])))
+
+    def _unwrap(self, kid: str, wrapped: bytes) -> bytes:
+        try:
+            return aes_key_unwrap(self._kek, wrapped)
+        except InvalidUnwrap as e:
+            raise FieldKeyError(f"the data key {kid} does not unwrap under this deployment's "
+                                "key-encryption key") from e
 
     def data_key(self, kid: str) -> bytes | str | None:
         """The data key ``kid``; the redaction marker if it was destroyed; None if this
@@ -133,11 +173,7 @@ class FieldKeys:
                 gone = conn.execute(SQL("SELECT redacted_on, reason FROM {} WHERE key_id = %s"
                                         ).format(self._shredded), (kid,)).fetchone()
                 return None if gone is None else marker(gone[0], gone[1])
-        try:
-            return aes_key_unwrap(self._kek, bytes(row[0]))
-        except InvalidUnwrap as e:
-            raise FieldKeyError(f"the data key {kid} does not unwrap under this deployment's "
-                                "key-encryption key") from e
+        return self._unwrap(kid, bytes(row[0]))
 
     def opened(self, kid: str) -> bytes | str:
         """The data key ``kid``, else the text to show in place of its values."""
@@ -146,17 +182,22 @@ class FieldKeys:
 
     def shred(self, subject_id: str, items: Sequence[dict[str, str]], on: date, reason: str,
               request_id: str) -> int:
-        """Destroy the data keys of ``items`` (record_id, field) of the subject, remembering
-        when and why; return how many were destroyed (a retry destroys none again)."""
-        kids = [key_id(subject_id, i["record_id"], i["field"]) for i in items]
+        """Destroy the current data keys of ``items`` (record_id, field) of the subject,
+        remembering when and why; return how many were destroyed (a retry destroys none)."""
+        records = [i["record_id"] for i in items]
+        fields = [i["field"] for i in items]
+        covered = ("subject_id = %(s)s AND (record_id, field) IN"
+                   " (SELECT * FROM unnest(%(r)s::text[], %(f)s::text[]))")
+        values = {"s": subject_id, "r": records, "f": fields, "on": on, "why": reason,
+                  "req": request_id}
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(SQL(
                 "INSERT INTO {} (key_id, subject_id, record_id, field, redacted_on, reason,"
-                " request_id) SELECT key_id, subject_id, record_id, field, %s, %s, %s"
-                " FROM {} WHERE key_id = ANY(%s) ON CONFLICT (key_id) DO NOTHING").format(
-                    self._shredded, self._keys), (on, reason, request_id, kids))
-            deleted = conn.execute(SQL("DELETE FROM {} WHERE key_id = ANY(%s)").format(
-                self._keys), (kids,)).rowcount
+                " request_id) SELECT key_id, subject_id, record_id, field, %(on)s, %(why)s,"
+                " %(req)s FROM {} WHERE " + covered + " ON CONFLICT (key_id) DO NOTHING"
+            ).format(self._shredded, self._keys), values)
+            deleted = conn.execute(SQL("DELETE FROM {} WHERE " + covered).format(self._keys),
+                                   values).rowcount
         return deleted
 
     def close(self) -> None:

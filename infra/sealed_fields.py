@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from infra.field_keys import FieldKeys, key_id
+from infra.field_keys import FieldKeys
 
 SEALED = "sealed.v1"
 _SEALED_BYTES = b'"sealed.v1"'
@@ -78,16 +78,17 @@ class FieldSealer:
     def _sealed_existing(self, subject_id: str, record_id: str, values: dict[str, Any],
                          every: set[str], *, nested: bool) -> dict[str, Any] | None:
         """``values`` (name -> value, or name -> {old, new}) with each value of a field that
-        has a key sealed under it (a record entered before sealing has none: it stays plain)."""
+        has a key sealed under it (a record entered before sealing has none: it stays plain;
+        one whose values were redacted gets a new key)."""
         out: dict[str, Any] | None = None
         for name, value in values.items():
             head = name.partition(".")[0]
             if head not in every:
                 continue
-            data_key = self.keys.data_key(key_id(subject_id, record_id, head))
-            if not isinstance(data_key, bytes):
+            key = self.keys.for_change(subject_id, record_id, head)
+            if key is None:
                 continue
-            kid = key_id(subject_id, record_id, head)
+            kid, data_key = key
             out = dict(values) if out is None else out
             out[name] = ({k: self._sealed(kid, data_key, v) for k, v in value.items()}
                          if nested and isinstance(value, dict) else

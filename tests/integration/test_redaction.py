@@ -241,6 +241,21 @@ def test_a_redacted_value_is_gone_and_everything_still_verifies(
     assert report.study == STUDY and report.events > 0
     assert not _mentions(bundle.read_bytes(), "Doelington")
 
+    # The field can be entered again: the new value is sealed under a key of its own.
+    again = coordinator.patch(f"{SUBJECT}/adverse-events/AE-1", json={
+        "field": "term", "value": "Rash, left forearm",
+        "reason": {"code": "new_information", "text": "term entered again"}})
+    assert again.status_code == 200, again.text
+    record = regulator.get(SUBJECT).json()["records"]["adverse-events"][0]
+    assert record["fields"]["term"] == "Rash, left forearm"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        last = conn.execute(SQL("SELECT state FROM {}.{} ORDER BY notification_id DESC LIMIT 1"
+                                ).format(Identifier(schema_for_study(STUDY)),
+                                         Identifier(EVENTS_TABLE))).fetchone()
+    assert last is not None and b"forearm" not in bytes(last[0])
+    assert SEALED.encode() in bytes(last[0])
+    assert "[redacted on " in regulator.get(f"{SUBJECT}/history").text
+
 
 def _cli(settings: Settings, db_url: str, *args: str, password: str) -> tuple[int, str]:
     result = CliRunner().invoke(
