@@ -113,27 +113,39 @@ class FieldKeys:
         is an orphan that seals nothing, never an event without its key.
         """
         with self._pool.connection() as conn:
+            # A first entry, the common case, is one round trip: its first key is new.
+            made = self._insert(conn, subject_id, record_id, field, 1)
+            if made is not None:
+                return made
             current = self._current(conn, subject_id, record_id, field)
             if current is not None:
                 return current
             shredded = conn.execute(SQL(
                 "SELECT count(*) FROM {} WHERE subject_id = %s AND record_id = %s AND field = %s"
             ).format(self._shredded), (subject_id, record_id, field)).fetchone()
-            kid = key_id(subject_id, record_id, field, 1 + (shredded[0] if shredded else 0))
-            data_key = secrets.token_bytes(32)
-            made = conn.execute(SQL(
-                "INSERT INTO {} (key_id, subject_id, record_id, field, wrapped)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING key_id").format(
-                    self._keys),
-                (kid, subject_id, record_id, field, aes_key_wrap(self._kek, data_key))
-            ).fetchone()
-            if made is not None:
-                return kid, data_key
-            # Another writer made it at the same moment: use theirs.
-            current = self._current(conn, subject_id, record_id, field)
+            generation = 1 + (shredded[0] if shredded else 0)
+            made = self._insert(conn, subject_id, record_id, field, generation)
+            # Else another writer made it at the same moment: use theirs.
+            current = made or self._current(conn, subject_id, record_id, field)
         if current is None:
-            raise FieldKeyError(f"the key of {kid} was destroyed as it was made")
+            raise FieldKeyError(f"the key of {record_id}.{field} was destroyed as it was made")
         return current
+
+    def _insert(self, conn: psycopg.Connection[Any], subject_id: str, record_id: str,
+                field: str, generation: int) -> tuple[str, bytes] | None:
+        """Store a new key of ``generation`` for the field; None if one exists (this
+        generation, or another current one) or this generation was destroyed."""
+        kid = key_id(subject_id, record_id, field, generation)
+        data_key = secrets.token_bytes(32)
+        # Never a key id that was destroyed: its values must stay unreadable.
+        made = conn.execute(SQL(
+            "INSERT INTO {} (key_id, subject_id, record_id, field, wrapped)"
+            " SELECT %(k)s, %(s)s, %(r)s, %(f)s, %(w)s WHERE NOT EXISTS"
+            " (SELECT 1 FROM {} WHERE key_id = %(k)s)"
+            " ON CONFLICT DO NOTHING RETURNING key_id").format(self._keys, self._shredded),
+            {"k": kid, "s": subject_id, "r": record_id, "f": field,
+             "w": aes_key_wrap(self._kek, data_key)}).fetchone()
+        return None if made is None else (kid, data_key)
 
     def for_change(self, subject_id: str, record_id: str, field: str
                    ) -> tuple[str, bytes] | None:
