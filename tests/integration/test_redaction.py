@@ -210,7 +210,8 @@ def test_a_redacted_value_is_gone_and_everything_still_verifies(
         assert response.status_code == 200, (response.url, response.text[:300])
         assert not _mentions(response.content, "Doelington"), response.url
     assert "[redacted on " in pages[0].text
-    assert _mentions(reads[-1].content, "[redacted on ")  # the bundle's casebooks
+    assert _mentions(reads[-1].content, "[redacted on ")  # the bundle's casebooks...
+    assert _mentions(reads[-1].content, "RD-1 approved: AE-1 term")  # ...and their changes
     # ... and a rebuild of the read tables from the events shows the marker too.
     runtime.project(STUDY, rebuild=True)
     assert regulator.get(SUBJECT).json()["records"]["adverse-events"][0]["fields"][
