@@ -139,6 +139,7 @@ class Runtime:
         with self._setting_up() as conn:
             if conn is not None:
                 catalog.add_study(conn, study_id, schema)
+                create_key_tables(conn, schema)
             StudyApplication(study_id, env=self._eventsourcing_env(schema)).close()
 
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:

@@ -5,8 +5,10 @@ signature, ledger proof and the offline bundle still verify."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +44,15 @@ EXPORTS = ("odm-snapshot", "odm-archive", "csv", "dataset-json", "casebook", "bu
 
 def _texts(payload: bytes) -> Iterator[str]:
     """Every text a reader of ``payload`` can get: itself, each zip member's (nested zips
-    included), each PDF's extracted text."""
+    included), each PDF's extracted text, a bundle's stored events (base64 in events.jsonl)."""
     if payload[:4] == b"PK\x03\x04":
         with zipfile.ZipFile(io.BytesIO(payload)) as z:
             for name in z.namelist():
                 yield from _texts(z.read(name))
+                if name.endswith("events.jsonl"):
+                    for line in z.read(name).splitlines():
+                        state = base64.b64decode(json.loads(line)["state"])
+                        yield state.decode("utf-8", errors="replace")
     elif payload[:5] == b"%PDF-":
         reader = pypdf.PdfReader(io.BytesIO(payload))
         yield " ".join(" ".join(p.extract_text() for p in reader.pages).split())
@@ -348,3 +354,37 @@ def test_the_application_role_destroys_keys_and_the_owner_rebuilds(
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.requirement("R6")
+def test_a_bundle_carries_no_key_so_a_restore_shows_sealed_values_as_unavailable(
+        runtime: Runtime, settings: Settings, db_url: str, server_url: str,
+        tmp_path: Path) -> None:
+    from application.runtime import open_runtime
+    from domain.redaction import KEY_UNAVAILABLE
+    from infra.keys import public_pem
+    from infra.postgres import temporary_database
+    from infra.signing import key_id_for
+
+    study_with_a_child(runtime)
+    coordinator = api_client(runtime, "coordinator", site="JLU1")
+    assert coordinator.post(f"{SUBJECT}/adverse-events", json=AE).status_code == 201
+    regulator = api_client(runtime, "regulator", username="insp")
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(regulator.get(f"/v1/studies/{STUDY}/exports/bundle").content)
+    with zipfile.ZipFile(bundle) as z:  # its events hold the term sealed, and no key
+        events = b"".join(base64.b64decode(json.loads(line)["state"])
+                          for line in z.read("events.jsonl").splitlines())
+    assert b"Doelington" not in events and SEALED.encode() in events
+    key = runtime.signing_key().public_key()
+    pem = tmp_path / "source.pem"
+    pem.write_bytes(f"# key id: {key_id_for('trialledger', key)}\n".encode() + public_pem(key))
+    home = tmp_path / "target-home"
+    with temporary_database(server_url, "tl_restore") as target:
+        done = CliRunner().invoke(cli, ["restore", "--bundle", str(bundle), "--public-key",
+                                        str(pem), "--database-url", target],
+                                  env={"TRIALLEDGER_HOME": str(home)})
+        assert done.exit_code == 0, done.output
+        with open_runtime(Settings(database_url=target, home=home)) as restored:
+            term = restored.study(STUDY).subject("001").records["AE-1"].fields["term"]
+    assert term == KEY_UNAVAILABLE
