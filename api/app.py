@@ -32,6 +32,7 @@ from api.routes import (
     operations,
     people,
     records,
+    redactions,
     studies,
 )
 from application.runtime import Runtime
@@ -99,7 +100,7 @@ def create_app(runtime: Runtime, lifespan: Any = None,
     # traffic, come first. (No path of one router matches a path of another, so the order
     # changes nothing else.)
     for module in (records, operations, people, studies, monitoring, deviations, ledger,
-                   exports):
+                   exports, redactions):
         app.include_router(module.router)
     console.install(app)
     # Outermost last: the access log sees every answer, the limit applies before anything

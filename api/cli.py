@@ -849,6 +849,73 @@ def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
         yield tell
 
 
+@app.command()
+def redact(
+    study: Annotated[str, typer.Option(help="The study.")],
+    subject: Annotated[str, typer.Option(help="The subject code.")],
+    username: Annotated[str, typer.Option(
+        help="Who acts: a data manager requests, an admin (another person) approves.")],
+    record: Annotated[str | None, typer.Option(
+        help="One record (with --field); neither: every identifying value of the subject.")
+    ] = None,
+    field: Annotated[str | None, typer.Option(help="A declared identifying field.")] = None,
+    reason: Annotated[str | None, typer.Option(
+        help="Why (shown in place of the value: [redacted on <date>: <reason>]).")] = None,
+    request_id: Annotated[str | None, typer.Option(
+        help="The new request's id (default: generated).")] = None,
+    approve: Annotated[str | None, typer.Option(
+        help="Approve this request id instead of requesting: destroys the values' keys.")
+    ] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read USERNAME's password from stdin (else prompted).")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Redact identifying values entered by mistake (crypto-shredding, two-person): a data
+    manager requests it with a reason, an admin approves it with --approve. Exit 2 when
+    refused."""
+    import uuid
+
+    from application.people import SignIn
+    from application.sign_in_limits import TooManyAttempts
+    from domain.commands import ApproveRedaction, RequestRedaction
+    from domain.directory import SignInRefused
+    from domain.envelope import Reason
+    from domain.errors import DomainError
+
+    if approve is None and not reason:
+        err_console.print("[red]--reason is required to request a redaction.[/red]")
+        raise typer.Exit(2)
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                else typer.prompt(f"Password for {username}", hide_input=True))
+    request = f"cli-{uuid.uuid4()}"
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            user = runtime.people().sign_in(SignIn(username, password, "trialledger-cli",
+                                                   request, "redaction"))
+            caller = Caller.of(user, "trialledger-cli", request, "cli")
+            if approve is not None:
+                runtime.service().handle(ApproveRedaction(
+                    study=study, subject=subject, request_id=approve), caller)
+                console.print(f"Approved redaction {approve} of {study}/{subject}: its keys "
+                              "are destroyed.")
+                if runtime.settings.provisioned:
+                    console.print(f"The read tables still hold the values: run `trialledger "
+                                  f"rebuild --study {study}` as the owner.")
+                return
+            rid = request_id or f"RD-{uuid.uuid4().hex[:12]}"
+            runtime.service().handle(RequestRedaction(
+                study=study, subject=subject, request_id=rid, record_id=record, field=field,
+                reason=Reason("entered_in_error", reason or "")), caller)
+        except (DomainError, SignInRefused, TooManyAttempts) as e:
+            err_console.print(f"[red]{escape(str(e) or type(e).__name__)}[/red]",
+                              soft_wrap=True)
+            raise typer.Exit(2) from None
+    console.print(f"Requested redaction {rid} of {study}/{subject}; an admin approves it "
+                  f"with: trialledger redact --study {study} --subject {subject} "
+                  f"--approve {rid} --username ADMIN")
+
+
 @app.command("import-sdtm")
 def import_sdtm(
     study: Annotated[str, typer.Option(help="The study to load into (registered from the "

@@ -30,11 +30,14 @@ from domain.errors import Conflict, InvalidState, NotFound
 from domain.service import StudyApplication
 from domain.signed_application import MapperFactory
 from domain.studies.protocols import study_endpoints
+from domain.subject import Subject
 from infra import catalog, keys
+from infra.field_keys import FieldKeys, create_key_tables, load_kek
 from infra.idempotency import IdempotencyStore
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
+from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import SharedPool, open_shared_pool
 from infra.postgres import (
@@ -46,6 +49,7 @@ from infra.postgres import (
 )
 from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
 from infra.replica import Reads, ReadSource
+from infra.sealed_fields import FieldSealer
 from infra.sealer_status import LedgerState, ledger_state
 from infra.sessions import SessionStore
 from infra.settings import Settings
@@ -91,6 +95,8 @@ class Runtime:
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
     _group_commit: bool = False
     _service: TrialService | None = None
+    _kek: bytes | None = None
+    _field_keys: dict[str, FieldKeys] = field(default_factory=dict)
     # Set when a request finds the database unreachable; see application/database_away.py.
     database_away: DatabaseAway = field(init=False)
     # Told of each refused sign-in (True: it locked the account), e.g. by a server's metrics.
@@ -130,7 +136,10 @@ class Runtime:
                 clock=clock,
                 mapper_factory=self._mapper_factory(study_id) if self.signed else None,
             )
+            if conn is not None:
+                create_key_tables(conn, schema)
             if self.signed:
+                self._bind_sealer(app)
                 self._register_signing_key(app, adopting=adopting)
         if clock is None:
             if self._group_commit:
@@ -146,6 +155,7 @@ class Runtime:
         with self._setting_up() as conn:
             if conn is not None:
                 catalog.add_study(conn, study_id, schema)
+                create_key_tables(conn, schema)
             StudyApplication(study_id, env=self._eventsourcing_env(schema)).close()
 
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:
@@ -187,7 +197,7 @@ class Runtime:
     def service(self) -> TrialService:
         """The front door of every write to this deployment's studies."""
         if self._service is None:
-            self._service = TrialService(self, PeopleReauthenticator(self.people))
+            self._service = TrialService(self, PeopleReauthenticator(self.people), self)
         return self._service
 
     def directory(self) -> DirectoryApplication:
@@ -385,11 +395,51 @@ class Runtime:
 
     def _mapper_factory(self, study_id: str) -> MapperFactory:
         signer = EventSigner(study_id, self.signing_key(), self.settings.key_name)
+        sealer = FieldSealer(study_id, self.field_keys(study_id))
 
         def factory(transcoder: Transcoder) -> Mapper[UUID]:
-            return SigningMapper(transcoder, signer)
+            return SigningMapper(transcoder, signer, sealer)
 
         return factory
+
+    @staticmethod
+    def _bind_sealer(app: StudyApplication) -> None:
+        """Tell the study's sealer what its definition declares identifying (asked when a
+        record is written: the study is registered by then, and its definition cached)."""
+        mapper = app.mapper
+        if isinstance(mapper, SigningMapper) and mapper.sealer is not None:
+            mapper.sealer.identifying = lambda: app.definition().identifying
+
+    def field_keys(self, study_id: str) -> FieldKeys:
+        """The data keys of the study's identifying values (see :mod:`infra.field_keys`)."""
+        with self._init_lock:
+            field_keys = self._field_keys.get(study_id)
+            if field_keys is None:
+                if self._kek is None:
+                    self._kek = load_kek(self.settings)
+                field_keys = FieldKeys(self.url, schema_for_study(study_id), self._kek)
+                self._field_keys[study_id] = field_keys
+            return field_keys
+
+    def shred(self, study_id: str, subject: Subject, request_id: str) -> None:
+        """Carry out an approved redaction: destroy the data keys of the values it covers,
+        forget stored answers that held them, and rebuild the read tables (which then read
+        the marker from the events; in a provisioned deployment the owner rebuilds them).
+        Safe to run again for the same request."""
+        request = subject.redactions[request_id]
+        on = datetime.fromisoformat(request["approved_at"]).date()
+        self.field_keys(study_id).shred(str(subject.id), request["items"], on,
+                                        request["reason"], request_id)
+        with self.pool().connection() as conn:
+            self.idempotency().forget_mentions(
+                conn, sorted({item["record_id"] for item in request["items"]}))
+        if self.settings.provisioned:
+            # The application's role may not create tables: the owner rebuilds them.
+            get_logger(__name__).warning(
+                "redaction.read_tables_stale", study=study_id, request_id=request_id,
+                action=f"run `trialledger rebuild --study {study_id}` as the owner")
+            return
+        self.project(study_id, rebuild=True)
 
     def _verifying_mapper_factory(self) -> MapperFactory:
         """The directory's mapper: signs what it stores, and checks every event it loads
@@ -508,6 +558,9 @@ class Runtime:
 
     def close(self) -> None:
         """Close every application's and projector's connection pool."""
+        for field_keys in self._field_keys.values():
+            field_keys.close()
+        self._field_keys.clear()
         for projector in self._projectors.values():
             projector.view.datastore.close()
         self._projectors.clear()

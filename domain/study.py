@@ -21,6 +21,7 @@ from domain.endpoints import Endpoint, parse_endpoints
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
 from domain.identifiers import study_id_problem
+from domain.redaction import parse_identifying
 from domain.rules.eligibility import Criterion
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/")
@@ -66,6 +67,9 @@ class StudyDefinition:
     # The outcome measures it declares (domain.endpoints); None when its stored definition
     # predates them (see domain.studies.protocols.study_endpoints).
     endpoints: tuple[Endpoint, ...] | None = None
+    # The items that may identify a person (kind -> fields: free text, initials...): stored
+    # sealed, each under a key of its own that a redaction destroys (domain.redaction).
+    identifying: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -95,6 +99,7 @@ class StudyDefinition:
                 ranges=_ranges(data.get("ranges") or {}),
                 endpoints=(parse_endpoints(data["endpoints"]) if "endpoints" in data
                            else None),
+                identifying=parse_identifying(data.get("identifying_items")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e

@@ -30,6 +30,8 @@ class Settings:
     - ``pkcs11_module`` / ``pkcs11_token_label`` / ``pkcs11_key_label``: sign with the
       Ed25519 key of that label on that token of that PKCS#11 module (an HSM); the user PIN
       from ``pkcs11_pin`` or the first line of ``pkcs11_pin_file``.
+    - ``field_kek_file``: the key-encryption key of identifying values
+      (``TRIALLEDGER_FIELD_KEK_FILE``, 32 bytes, mode 0600); unset, created in ``home/keys``.
     - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
       the application, running as a role that owns nothing, must not try to create them.
     - ``write_lock_timeout`` / ``write_statement_timeout``: seconds a write waits for the
@@ -78,6 +80,8 @@ class Settings:
     pkcs11_key_label: str | None = None
     pkcs11_pin: str | None = None
     pkcs11_pin_file: Path | None = None
+    # The key-encryption key of identifying values (infra.field_keys); None: home/keys.
+    field_kek_file: Path | None = None
     provisioned: bool = False
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
@@ -141,6 +145,8 @@ class Settings:
             signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
             key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
             **_pkcs11(env, bool(key_file or env.get("TRIALLEDGER_SIGNING_KEY"))),
+            field_kek_file=(Path(env["TRIALLEDGER_FIELD_KEK_FILE"]).expanduser()
+                            if env.get("TRIALLEDGER_FIELD_KEK_FILE") else None),
             provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
             write_lock_timeout=_seconds("TRIALLEDGER_WRITE_LOCK_TIMEOUT", WRITE_LOCK_TIMEOUT),
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",

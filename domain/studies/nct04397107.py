@@ -241,4 +241,7 @@ def definition() -> dict[str, Any]:
         ],
         "ranges": RANGES,
         "endpoints": [e.to_dict() for e in ENDPOINTS],
+        # The reported term is free text: a name or initials typed into it by mistake can
+        # be redacted (crypto-shredded) without losing the rest of the event.
+        "identifying_items": {"adverse-events": ["term"]},
     }
