@@ -36,7 +36,7 @@ from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
 from infra.mapper import SigningMapper, VerifyingMapper
-from infra.pools import SharedPool, open_shared_pool
+from infra.pools import CheckWhenIdle, SharedPool, open_shared_pool
 from infra.postgres import (
     connect,
     database,
@@ -225,12 +225,13 @@ class Runtime:
         if self._pool is None:
             with self._init_lock:
                 if self._pool is None:
-                    # Checked before each lending: a connection the database dropped
-                    # (a restart) is replaced, not handed to a request.
+                    # Checked before a lending after a rest: a connection the database
+                    # dropped (a restart) is replaced, not handed to a request.
+                    freshness = CheckWhenIdle()
                     pool = ConnectionPool(self.url, min_size=0,
                                           max_size=self.settings.api_pool_size,
                                           kwargs={"autocommit": True}, open=True,
-                                          check=ConnectionPool.check_connection,
+                                          check=freshness.check, reset=freshness.reset,
                                           timeout=self.settings.database_wait)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):

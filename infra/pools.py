@@ -12,7 +12,9 @@ environment.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+import weakref
 from typing import Any
 
 from eventsourcing.postgres import ConnectionPool
@@ -71,3 +73,33 @@ def shared_pool(token: str) -> SharedPool | None:
     """The open pool with this token, if any (a token from another process finds none)."""
     with _registry_lock:
         return _registry.get(token)
+
+
+class CheckWhenIdle:
+    """A pool's ``check`` and ``reset`` that check a connection (a round trip) only when it
+    sat in the pool longer than ``idle`` seconds.
+
+    Under load a connection comes back within milliseconds and checking it before each
+    lending doubles the round trips of a short request; one the database dropped while in
+    use is discarded by the pool on its return anyway, so what a check finds is one that went
+    bad while resting. A restart seen by a connection lent within ``idle`` of its last use
+    fails that request (503, nothing stored), as a restart during the request would.
+    """
+
+    def __init__(self, idle: float = 1.0) -> None:
+        self.idle = idle
+        self._returned: weakref.WeakKeyDictionary[Connection[Any], float] = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+
+    def reset(self, conn: Connection[Any]) -> None:
+        """Note when ``conn`` came back to the pool."""
+        with self._lock:
+            self._returned[conn] = time.monotonic()
+
+    def check(self, conn: Connection[Any]) -> None:
+        """Check ``conn`` unless it came back within ``idle`` seconds (raises if it is bad)."""
+        with self._lock:
+            returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned >= self.idle:
+            ConnectionPool.check_connection(conn)
