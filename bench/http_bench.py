@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -248,32 +248,66 @@ class Target:
     count: Callable[[], int]
 
 
-def _serve_and_load(target: Target, name: str, seconds: float, keys: bool, clients: int,
-                    processes: int) -> Measured:
-    """Start a server, warm it up, load it, stop it."""
+@contextlib.contextmanager
+def _serving(target: Target) -> Iterator[subprocess.Popen[bytes]]:
+    """A started server, ready, stopped afterwards (its log printed if anything failed)."""
     with target.log.open("w") as out:
         server = subprocess.Popen(target.command, env=target.env, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
         _wait_ready(target.port)
-        token = target.token()
-        # Warm-up: caches, prepared statements, pools.
-        load(Load(target.port, token, 2, f"warm-{name}", keys), clients, processes)
-        count = target.count
-        work = Load(target.port, token, seconds, name, keys)
-        before = count()
-        cpu_before = _tree_cpu(server.pid)
-        latencies, statuses, elapsed, client_cpu = load(work, clients, processes)
-        server_cpu = _tree_cpu(server.pid) - cpu_before
-    except Exception:
+        yield server
+    except BaseException:
         print(target.log.read_text()[-3000:], file=sys.stderr)
         raise
     finally:
         server.terminate()
         server.wait(timeout=30)
-    stored = count() - before
+
+
+def _measure(target: Target, server: subprocess.Popen[bytes], work: Load, clients: int,
+             processes: int) -> Measured:
+    """Load a running server for ``work.seconds``."""
+    before = target.count()
+    cpu_before = _tree_cpu(server.pid)
+    latencies, statuses, elapsed, client_cpu = load(work, clients, processes)
+    server_cpu = _tree_cpu(server.pid) - cpu_before
+    stored = target.count() - before
     return Measured(stored / elapsed, statuses.get(201, 0), stored, statuses, latencies,
                     elapsed, client_cpu, server_cpu)
+
+
+def _merged(parts: list[Measured]) -> Measured:
+    """The slices of one server's load as one run."""
+    statuses: dict[int, int] = {}
+    for part in parts:
+        for status, count in part.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    elapsed = sum(p.elapsed for p in parts)
+    stored = sum(p.stored for p in parts)
+    return Measured(stored / elapsed, sum(p.ok for p in parts), stored, statuses,
+                    [latency for p in parts for latency in p.latencies], elapsed,
+                    sum(p.client_cpu for p in parts), sum(p.server_cpu for p in parts))
+
+
+def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: bool,
+            clients: int, processes: int) -> tuple[Measured, Measured]:
+    """Both servers up at once, loaded in turn, ``slices`` times each for ``seconds`` in
+    all, so that a change in the machine's other load hits both alike."""
+    with _serving(targets[0]) as first, _serving(targets[1]) as second:
+        servers = (first, second)
+        tokens = [target.token() for target in targets]
+        for target, token in zip(targets, tokens, strict=True):
+            # Warm-up: caches, prepared statements, pools.
+            load(Load(target.port, token, 2, "warm", keys), clients, processes)
+        parts: tuple[list[Measured], list[Measured]] = ([], [])
+        for n in range(slices):
+            for target, server, token, done in zip(targets, servers, tokens, parts,
+                                                   strict=True):
+                done.append(_measure(target, server,
+                                     Load(target.port, token, seconds / slices, f"run{n}",
+                                          keys), clients, processes))
+    return _merged(parts[0]), _merged(parts[1])
 
 
 def _uvicorn_options(workers: int) -> list[str]:
@@ -284,8 +318,8 @@ def _uvicorn_options(workers: int) -> list[str]:
 
 
 def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
-        processes: int) -> None:
-    """Set up, serve and load TrialLedger, then the bare endpoint; pgbench; compare."""
+        processes: int, slices: int) -> None:
+    """Set up, serve and load TrialLedger and the bare endpoint in turn; pgbench; compare."""
     with temporary_database(server_url, "tl_httpbench") as url, \
             tempfile.TemporaryDirectory() as home:
         settings = Settings(database_url=url, home=Path(home))
@@ -313,23 +347,23 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
             with Client(f"http://127.0.0.1:{port}") as client:
                 return client.sign_in("coordinator", PASSWORD)
 
-        served = _serve_and_load(Target(
-            [sys.executable, "-m", "api.cli", "serve", "--database-url", url,
-             "--port", str(port), "--workers", str(workers)],
-            env, port, Path(home) / "server.log", sign_in, events),
-            "run", seconds, keys, clients, processes)
-        bare = _serve_and_load(Target(
-            [sys.executable, "-m", "uvicorn", "--factory", "bare_insert_app:create_app",
-             "--app-dir", str(Path(__file__).parent), "--port", str(bare_port),
-             *_uvicorn_options(workers)],
-            {**env, BARE_URL: url}, bare_port, Path(home) / "bare.log",
-            lambda: Token(access_token="unused", token_type="bearer", expires_at=T0,
-                          idle_timeout_seconds=0, username="-", full_name="-", client="-"),
-            bare_rows), "bare", seconds, keys, clients, processes)
+        served, bare = compare((
+            Target([sys.executable, "-m", "api.cli", "serve", "--database-url", url,
+                    "--port", str(port), "--workers", str(workers)],
+                   env, port, Path(home) / "server.log", sign_in, events),
+            Target([sys.executable, "-m", "uvicorn", "--factory", "bare_insert_app:create_app",
+                    "--app-dir", str(Path(__file__).parent), "--port", str(bare_port),
+                    *_uvicorn_options(workers)],
+                   {**env, BARE_URL: url}, bare_port, Path(home) / "bare.log",
+                   lambda: Token(access_token="unused", token_type="bearer", expires_at=T0,
+                                 idle_timeout_seconds=0, username="-", full_name="-",
+                                 client="-"),
+                   bare_rows)), seconds, slices, keys, clients, processes)
         ceiling = pgbench_rate(url, clients, min(seconds, 10))
     print(f"HTTP writes, {clients} clients in {processes} load process(es), "
           f"{workers} server process(es), "
-          f"{'with' if keys else 'without'} idempotency keys, {seconds} s each:")
+          f"{'with' if keys else 'without'} idempotency keys, {seconds} s each "
+          f"in {slices} turns:")
     print(served.describe("TrialLedger committed signed events"))
     print(bare.describe("bare FastAPI + psycopg, one durable INSERT per request"))
     print(f"PostgreSQL single-row INSERT transactions (pgbench, {clients} clients): "
@@ -371,12 +405,14 @@ def main() -> None:
     parser.add_argument("--idempotency-keys", action="store_true",
                         help="send an Idempotency-Key with every write, as the Python client "
                              "does by default (the server then claims and completes each key)")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="turns each server's load is cut into, alternating with the other")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as pgdata, \
             database(args.database_url, Path(pgdata) / "pgdata") as server_url:
         run(server_url, args.clients, args.seconds, args.workers, args.idempotency_keys,
-            args.load_processes)
+            args.load_processes, args.slices)
 
 
 if __name__ == "__main__":
