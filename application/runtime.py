@@ -227,11 +227,10 @@ class Runtime:
                 if self._pool is None:
                     # Checked before a lending after a rest: a connection the database
                     # dropped (a restart) is replaced, not handed to a request.
-                    freshness = CheckWhenIdle()
                     pool = ConnectionPool(self.url, min_size=0,
                                           max_size=self.settings.api_pool_size,
                                           kwargs={"autocommit": True}, open=True,
-                                          check=freshness.check, reset=freshness.reset,
+                                          check=CheckWhenIdle().check,
                                           timeout=self.settings.database_wait)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):
