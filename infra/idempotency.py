@@ -60,32 +60,27 @@ class IdempotencyStore:
 
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | None:
-        """Claim the key for this request; None if claimed now, else the earlier request.
-
-        One round trip: the claim and, when the key is held, the row that holds it."""
+        """Claim the key for this request; None if claimed now, else the earlier request."""
         now = datetime.now(UTC)
         # A new key, an expired answer, or a claim whose request died: this request's now.
-        # Otherwise the holder's row, as the statement's snapshot shows it.
-        row = conn.execute(SQL(
-            "WITH claimed AS ("
-            " INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
+        claimed = conn.execute(SQL(
+            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
             " VALUES (%(u)s, %(k)s, %(d)s, %(now)s)"
             " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
             "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
             " WHERE k.completed_at < %(expired)s"
             "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
-            " RETURNING 1)"
-            " SELECT true, NULL, NULL, NULL FROM claimed"
-            " UNION ALL"
-            " SELECT false, request_sha256, status, body FROM {t}"
-            " WHERE username = %(u)s AND key = %(k)s AND NOT EXISTS (SELECT FROM claimed)"
-            ).format(t=self._table),
+            " RETURNING 1").format(t=self._table),
             {"u": username, "k": key, "d": request_sha256, "now": now,
              "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchone()
-        if row is None:  # held by a request that committed after this statement began: ask
-            return self.claim(conn, username, key, request_sha256)  # again, as it stands now
-        mine, digest, status, body = row
-        return None if mine else Replay(digest, status, body)
+        if claimed is not None:
+            return None
+        row = conn.execute(SQL("SELECT request_sha256, status, body FROM {}"
+                               " WHERE username = %s AND key = %s").format(self._table),
+                           (username, key)).fetchone()
+        if row is None:  # released by its failed request just now: try again
+            return self.claim(conn, username, key, request_sha256)
+        return Replay(row[0], row[1], row[2])
 
     def complete(self, conn: psycopg.Connection[Any], username: str, key: str, status: int,
                  body: Any) -> None:
