@@ -9,6 +9,7 @@ more in ``bench/http_bench.py``), and a failure there cannot take the API down.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from multiprocessing.synchronize import Event
@@ -22,6 +23,8 @@ from infra.settings import Settings
 
 log = get_logger(__name__)
 
+SEALER_STORE_POOL_SIZE = 3
+"""Event-store connections the sealer's process holds at most."""
 
 
 class SealingRounds:
@@ -101,7 +104,10 @@ class SealingRounds:
 def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval: float,
                         checkpoint_interval: float) -> None:
     configure_logging()
-    runtime = Runtime(settings, url)
+    # One study at a time: sealing, then projecting (a reader and a writer thread). The
+    # server's own pools (4 + 3) keep the rest of a default server's ten connections.
+    runtime = Runtime(dataclasses.replace(
+        settings, store_pool_size=min(settings.store_pool_size, SEALER_STORE_POOL_SIZE)), url)
     try:
         rounds = SealingRounds(runtime, checkpoint_interval, interval)
         server = multiprocessing.parent_process()
