@@ -1,6 +1,6 @@
 """HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
 
-    python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1]
+    python bench/http_bench.py [--clients 32] [--seconds 20] [--slices 4] [--workers 1]
                                [--load-processes 4] [--idempotency-keys] [--database-url URL]
 
 A bounded (closed-loop) load generator on loopback, written with the Python client
@@ -16,7 +16,9 @@ the run counts them in the database afterwards.
 
 The baseline, in the same run: a bare FastAPI + psycopg endpoint (``bare_insert_app.py``)
 doing one durable INSERT per request, served by uvicorn with the settings ``trialledger
-serve`` uses (workers, loop, HTTP parser) and loaded by the same generator; then pgbench
+serve`` uses (workers, loop, HTTP parser) and loaded by the same generator, both servers up
+at once and loaded in turns (``--slices`` each, so that the machine's other load hits both
+alike); then pgbench
 with as many clients, the database's own ceiling. Each run prints the CPU share the load
 generator and the server took, so a starved server shows. Targets: >= 0.7 x the bare
 endpoint's requests/s, p99 <= 50 ms at 32 clients. Ends with BENCH lines
