@@ -339,8 +339,7 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
 
         def bare_rows() -> int:
             with connect(url) as conn:
-                row = conn.execute("SELECT count(*) FROM bare_rows").fetchone()
-                return int(row[0])
+                return _count(conn, "SELECT count(*) FROM bare_rows")
 
         port, bare_port = _free_port(), _free_port()
         env = {**os.environ, "TRIALLEDGER_HOME": home}
@@ -379,10 +378,14 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
     print(bench_line("pgbench", ceiling, "tps"))
 
 
-def _events(conn: Any) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {schema_for_study(STUDY)}.trialledger_events"
-                       ).fetchone()
+def _count(conn: Any, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None
     return int(row[0])
+
+
+def _events(conn: Any) -> int:
+    return _count(conn, f"SELECT count(*) FROM {schema_for_study(STUDY)}.trialledger_events")
 
 
 def _wait_ready(port: int) -> None:
