@@ -193,6 +193,12 @@ class DatabaseAwayGate:
         await self.app(scope, receive, send)
 
 
+def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 class Idempotency:
     """A POST with ``Idempotency-Key`` runs once per person and key; retries get its answer.
 
@@ -224,7 +230,14 @@ class Idempotency:
         headers = dict(scope["headers"])
         key = headers.get(b"idempotency-key", b"").decode("latin-1")
         try:
-            username = await run_in_threadpool(self._username, headers) if key else None
+            username = None
+            token = _bearer_token(headers) if key else None
+            if token is not None:
+                # A token this process checked within the sessions' touch_every: no thread
+                # hop, no round trip (the route's own check reads the same cache).
+                cached = self.runtime.sessions().cached(token)
+                username = (cached.username if cached is not None
+                            else await run_in_threadpool(self._username, token))
         except DATABASE_ERRORS as e:
             await self._database_away(send, e)
             return
@@ -277,13 +290,9 @@ class Idempotency:
         await self.app(scope, receive, capture)
         await run_in_threadpool(self._complete, username, key, captured)
 
-    def _username(self, headers: dict[bytes, bytes]) -> str | None:
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
+    def _username(self, token: str) -> str | None:
         with self.runtime.pool().connection() as conn:
-            session = self.runtime.sessions().resolve(conn, token.strip())
+            session = self.runtime.sessions().resolve(conn, token)
         return None if session is None else str(session.username)
 
     def _claim(self, username: str, key: str, digest: str) -> Any:

@@ -39,7 +39,7 @@ from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
 from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
-from infra.pools import SharedPool, open_shared_pool
+from infra.pools import CheckWhenIdle, SharedPool, open_shared_pool
 from infra.postgres import (
     connect,
     database,
@@ -253,12 +253,12 @@ class Runtime:
         if self._pool is None:
             with self._init_lock:
                 if self._pool is None:
-                    # Checked before each lending: a connection the database dropped
-                    # (a restart) is replaced, not handed to a request.
+                    # Checked before a lending after a rest: a connection the database
+                    # dropped (a restart) is replaced, not handed to a request.
                     pool = ConnectionPool(self.url, min_size=0,
                                           max_size=self.settings.api_pool_size,
                                           kwargs={"autocommit": True}, open=True,
-                                          check=ConnectionPool.check_connection,
+                                          check=CheckWhenIdle().check,
                                           timeout=self.settings.database_wait)
                     if not self.settings.provisioned:
                         with pool.connection() as conn, catalog.setting_up(conn):

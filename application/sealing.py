@@ -9,6 +9,7 @@ more in ``bench/http_bench.py``), and a failure there cannot take the API down.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import signal
 import time
@@ -27,6 +28,8 @@ from infra.settings import Settings
 
 log = get_logger(__name__)
 
+SEALER_STORE_POOL_SIZE = 3
+"""Event-store connections the sealer's process holds at most."""
 
 
 class SealingRounds:
@@ -131,7 +134,10 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
     # Ctrl-C sent to the whole process group must not end it before that last round.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    runtime = Runtime(settings, url)
+    # One study at a time: sealing, then projecting (a reader and a writer thread). The
+    # server's own pools (4 + 3) keep the rest of a default server's ten connections.
+    runtime = Runtime(dataclasses.replace(
+        settings, store_pool_size=min(settings.store_pool_size, SEALER_STORE_POOL_SIZE)), url)
     figures = ProcessFigures("sealer")
     try:
         rounds = SealingRounds(runtime, checkpoint_interval, interval,

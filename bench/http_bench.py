@@ -1,6 +1,6 @@
 """HTTP write throughput: 32 concurrent clients entering lab results through `trialledger serve`.
 
-    python bench/http_bench.py [--clients 32] [--seconds 20] [--workers 1]
+    python bench/http_bench.py [--clients 32] [--seconds 20] [--slices 4] [--workers 1]
                                [--load-processes 4] [--idempotency-keys] [--database-url URL]
 
 A bounded (closed-loop) load generator on loopback, written with the Python client
@@ -12,9 +12,17 @@ own record id already makes it safe to retry). The clients are shared among
 ``--load-processes`` processes, so that the client's work on a batch of answers (about
 0.3 ms of CPU per request) overlaps the server's instead of adding to every round trip, as
 the clients of separate machines would. Every 201 is a committed, signed event;
-the run counts them in the database afterwards. In the same run, pgbench measures
-PostgreSQL's own single-row INSERT transaction rate with as many clients (the ceiling), and
-the ratio is printed. Targets: >= 1,000 committed signed events/s, p99 <= 50 ms.
+the run counts them in the database afterwards.
+
+The baseline, in the same run: a bare FastAPI + psycopg endpoint (``bare_insert_app.py``)
+doing one durable INSERT per request, served by uvicorn with the settings ``trialledger
+serve`` uses (workers, loop, HTTP parser) and loaded by the same generator, both servers up
+at once and loaded in turns (``--slices`` each, so that the machine's other load hits both
+alike); then pgbench
+with as many clients, the database's own ceiling. Each run prints the CPU share the load
+generator and the server took, so a starved server shows. Targets: >= 0.7 x the bare
+endpoint's requests/s, p99 <= 50 ms at 32 clients. Ends with BENCH lines
+(``http_writes``, ``bare_insert``, ``pgbench``).
 Runs in a temporary database (dropped afterwards) on the given or an embedded server.
 """
 
@@ -27,11 +35,11 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -39,7 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loopback_transport import LoopbackTransport  # bench/ is the script's directory
+from bare_insert_app import TABLE_DDL as BARE_TABLE_DDL  # bench/ is the script's directory
+from bare_insert_app import URL as BARE_URL
+from bench_lines import bench_line
+from loopback_transport import LoopbackTransport
 from psycopg.conninfo import conninfo_to_dict
 
 from application.runtime import Runtime
@@ -180,71 +191,201 @@ def pgbench_rate(url: str, clients: int, seconds: int) -> float:
     return float(match.group(1))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One server's run under the load: rate, latencies, and who used the CPU."""
+
+    rate: float
+    ok: int
+    stored: int
+    statuses: dict[int, int]
+    latencies: list[float]
+    elapsed: float
+    client_cpu: float
+    server_cpu: float
+
+    def percentile(self, share: float) -> float:
+        """A latency percentile, in milliseconds."""
+        ordered = sorted(self.latencies)
+        return ordered[max(int(len(ordered) * share) - 1, 0)] * 1000
+
+    def describe(self, what: str) -> str:
+        """Lines for the report."""
+        cores = os.cpu_count() or 1
+        busy = self.elapsed * cores
+        return (f"{what}: {self.rate:,.0f}/s; answers {dict(sorted(self.statuses.items()))},"
+                f" 201s {self.ok}, rows stored {self.stored}"
+                f" ({'match' if self.ok == self.stored else 'MISMATCH'})\n"
+                f"  latency ms: p50 {self.percentile(0.5):.1f}, p95 {self.percentile(0.95):.1f},"
+                f" p99 {self.percentile(0.99):.1f}\n"
+                f"  CPU share of the {cores} cores: load generator "
+                f"{self.client_cpu / busy:.0%} ({self.client_cpu / len(self.latencies) * 1e6:,.0f}"
+                f" µs/request), server processes {self.server_cpu / busy:.0%}")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+    return total
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server to load: how to start it, where it listens, who signs in, what it stored."""
+
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    token: Callable[[], Token]
+    count: Callable[[], int]
+
+
+@contextlib.contextmanager
+def _serving(target: Target) -> Iterator[subprocess.Popen[bytes]]:
+    """A started server, ready, stopped afterwards (its log printed if anything failed)."""
+    with target.log.open("w") as out:
+        server = subprocess.Popen(target.command, env=target.env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(target.port)
+        yield server
+    except BaseException:
+        print(target.log.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _measure(target: Target, server: subprocess.Popen[bytes], work: Load, clients: int,
+             processes: int) -> Measured:
+    """Load a running server for ``work.seconds``."""
+    before = target.count()
+    cpu_before = _tree_cpu(server.pid)
+    latencies, statuses, elapsed, client_cpu = load(work, clients, processes)
+    server_cpu = _tree_cpu(server.pid) - cpu_before
+    stored = target.count() - before
+    return Measured(stored / elapsed, statuses.get(201, 0), stored, statuses, latencies,
+                    elapsed, client_cpu, server_cpu)
+
+
+def _merged(parts: list[Measured]) -> Measured:
+    """The slices of one server's load as one run."""
+    statuses: dict[int, int] = {}
+    for part in parts:
+        for status, count in part.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    elapsed = sum(p.elapsed for p in parts)
+    stored = sum(p.stored for p in parts)
+    return Measured(stored / elapsed, sum(p.ok for p in parts), stored, statuses,
+                    [latency for p in parts for latency in p.latencies], elapsed,
+                    sum(p.client_cpu for p in parts), sum(p.server_cpu for p in parts))
+
+
+def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: bool,
+            clients: int, processes: int) -> tuple[Measured, Measured]:
+    """Both servers up at once, loaded in turn, ``slices`` times each for ``seconds`` in
+    all, so that a change in the machine's other load hits both alike."""
+    with _serving(targets[0]) as first, _serving(targets[1]) as second:
+        servers = (first, second)
+        tokens = [target.token() for target in targets]
+        for target, token in zip(targets, tokens, strict=True):
+            # Warm-up: caches, prepared statements, pools.
+            load(Load(target.port, token, 2, "warm", keys), clients, processes)
+        parts: tuple[list[Measured], list[Measured]] = ([], [])
+        for n in range(slices):
+            for target, server, token, done in zip(targets, servers, tokens, parts,
+                                                   strict=True):
+                done.append(_measure(target, server,
+                                     Load(target.port, token, seconds / slices, f"run{n}",
+                                          keys), clients, processes))
+    return _merged(parts[0]), _merged(parts[1])
+
+
+def _uvicorn_options(workers: int) -> list[str]:
+    """The options ``trialledger serve`` gives uvicorn (see ``api.cli._serve``)."""
+    return ["--workers", str(workers), "--http", "httptools", "--loop", "auto",
+            "--log-level", "warning", "--no-access-log", "--no-server-header",
+            "--timeout-graceful-shutdown", "2"]
+
+
 def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
-        processes: int) -> None:
-    """Set up, serve, load, count, compare."""
+        processes: int, slices: int) -> None:
+    """Set up, serve and load TrialLedger and the bare endpoint in turn; pgbench; compare."""
     with temporary_database(server_url, "tl_httpbench") as url, \
             tempfile.TemporaryDirectory() as home:
         settings = Settings(database_url=url, home=Path(home))
         runtime = Runtime(settings, url)
         try:
             set_up(runtime, clients)
-            with connect(url) as conn:
-                events_before = _events(conn)
         finally:
             runtime.close()
-        port = _free_port()
-        log = Path(home) / "server.log"
-        with log.open("w") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--database-url", url,
-                 "--port", str(port), "--workers", str(workers)],
-                env={**os.environ, "TRIALLEDGER_HOME": home},
-                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(port)
-            with Client(f"http://127.0.0.1:{port}") as client:
-                token = client.sign_in("coordinator", PASSWORD)
-            # Warm-up: caches, prepared statements, pools.
-            load(Load(port, token, 2, "warm", keys), clients, processes)
-            with connect(url) as conn:
-                warm = _events(conn)
-            latencies, statuses, elapsed, client_cpu = load(
-                Load(port, token, seconds, "run", keys), clients, processes)
-        except Exception:
-            print(log.read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         with connect(url) as conn:
-            committed = _events(conn) - warm
+            conn.execute(BARE_TABLE_DDL)
+
+        def events() -> int:
+            with connect(url) as conn:
+                return _events(conn)
+
+        def bare_rows() -> int:
+            with connect(url) as conn:
+                return _count(conn, "SELECT count(*) FROM bare_rows")
+
+        port, bare_port = _free_port(), _free_port()
+        env = {**os.environ, "TRIALLEDGER_HOME": home}
+
+        def sign_in() -> Token:
+            with Client(f"http://127.0.0.1:{port}") as client:
+                return client.sign_in("coordinator", PASSWORD)
+
+        served, bare = compare((
+            Target([sys.executable, "-m", "api.cli", "serve", "--database-url", url,
+                    "--port", str(port), "--workers", str(workers)],
+                   env, port, Path(home) / "server.log", sign_in, events),
+            Target([sys.executable, "-m", "uvicorn", "--factory", "bare_insert_app:create_app",
+                    "--app-dir", str(Path(__file__).parent), "--port", str(bare_port),
+                    *_uvicorn_options(workers)],
+                   {**env, BARE_URL: url}, bare_port, Path(home) / "bare.log",
+                   lambda: Token(access_token="unused", token_type="bearer", expires_at=T0,
+                                 idle_timeout_seconds=0, username="-", full_name="-",
+                                 client="-"),
+                   bare_rows)), seconds, slices, keys, clients, processes)
         ceiling = pgbench_rate(url, clients, min(seconds, 10))
-    ok = statuses.get(201, 0)
-    rate = committed / elapsed
-    ordered = sorted(latencies)
-    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
     print(f"HTTP writes, {clients} clients in {processes} load process(es), "
           f"{workers} server process(es), "
-          f"{'with' if keys else 'without'} idempotency keys, {elapsed:.1f} s "
-          f"(after {warm - events_before} warm-up events):")
-    print(f"  answers: {dict(sorted(statuses.items()))}; 201s {ok}, events committed {committed}"
-          f" ({'match' if ok == committed else 'MISMATCH'})")
-    print(f"  committed signed events/s: {rate:,.0f}   (target >= 1,000)")
-    print(f"  latency ms: p50 {statistics.median(ordered) * 1000:.1f}, "
-          f"p95 {ordered[int(len(ordered) * 0.95) - 1] * 1000:.1f}, p99 {p99:.1f}"
-          f"   (target p99 <= 50)")
-    print(f"  load generator CPU per request: {client_cpu / len(latencies) * 1e6:,.0f} µs "
-          f"(the Python client's own work)")
+          f"{'with' if keys else 'without'} idempotency keys, {seconds} s each "
+          f"in {slices} turns:")
+    print(served.describe("TrialLedger committed signed events"))
+    print(bare.describe("bare FastAPI + psycopg, one durable INSERT per request"))
     print(f"PostgreSQL single-row INSERT transactions (pgbench, {clients} clients): "
-          f"{ceiling:,.0f} tps")
-    print(f"  ratio HTTP signed events / PostgreSQL ceiling: {rate / ceiling:.3f}")
+          f"{ceiling:,.0f} tps (the database's own ceiling)")
+    print(f"  ratio TrialLedger / bare endpoint: {served.rate / bare.rate:.3f} (target >= 0.7),"
+          f" p99 {served.percentile(0.99):.1f} ms (target <= 50)")
+    print(bench_line("http_writes", served.rate, "ev/s", baseline=bare.rate,
+                     p50_ms=served.percentile(0.5), p99_ms=served.percentile(0.99)))
+    print(bench_line("bare_insert", bare.rate, "req/s", baseline=ceiling,
+                     p50_ms=bare.percentile(0.5), p99_ms=bare.percentile(0.99)))
+    print(bench_line("pgbench", ceiling, "tps"))
+
+
+def _count(conn: Any, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _events(conn: Any) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {schema_for_study(STUDY)}.trialledger_events"
-                       ).fetchone()
-    return int(row[0])
+    return _count(conn, f"SELECT count(*) FROM {schema_for_study(STUDY)}.trialledger_events")
 
 
 def _wait_ready(port: int) -> None:
@@ -269,12 +410,14 @@ def main() -> None:
     parser.add_argument("--idempotency-keys", action="store_true",
                         help="send an Idempotency-Key with every write, as the Python client "
                              "does by default (the server then claims and completes each key)")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="turns each server's load is cut into, alternating with the other")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as pgdata, \
             database(args.database_url, Path(pgdata) / "pgdata") as server_url:
         run(server_url, args.clients, args.seconds, args.workers, args.idempotency_keys,
-            args.load_processes)
+            args.load_processes, args.slices)
 
 
 if __name__ == "__main__":

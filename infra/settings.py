@@ -60,7 +60,10 @@ class Settings:
     - ``store_pool_size`` / ``api_pool_size``: database connections a process holds at most
       for the event store (events, read tables) / for the API's own tables (sessions,
       idempotency keys, readiness), opened when needed (``TRIALLEDGER_STORE_POOL_SIZE``,
-      default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 2).
+      default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 3: a write with an idempotency key
+      takes two turns of it, its claim and its answer). The background sealer's process
+      holds at most :data:`application.sealing.SEALER_STORE_POOL_SIZE` of them for the
+      event store.
     - ``database_read_url``: a standby of the database (``DATABASE_READ_URL``), optional; the
       exports, audit pages and outcome tables are read there (see :mod:`infra.replica`), from
       a pool of at most ``read_pool_size`` connections (``TRIALLEDGER_READ_POOL_SIZE``,
@@ -118,7 +121,7 @@ class Settings:
     sign_in_per_address: int = 100
     totp_roles: frozenset[str] = frozenset()
     store_pool_size: int = 4
-    api_pool_size: int = 2
+    api_pool_size: int = 3
     database_read_url: str | None = None
     read_pool_size: int = 2
     stall_after: float = STALL_AFTER
@@ -162,7 +165,7 @@ class Settings:
             sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
             totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
             store_pool_size=_pool_size("TRIALLEDGER_STORE_POOL_SIZE", 4),
-            api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
+            api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 3),
             database_read_url=env.get("DATABASE_READ_URL") or None,
             read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
             stall_after=_wait("TRIALLEDGER_STALL_AFTER", STALL_AFTER),
