@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from domain.blinding import Mask
+from projections.blinding import masked
 from projections.history_view import VERSIONS
 from projections.projector import HEADER
 
@@ -27,8 +29,10 @@ class Overview:
     invalidated: list[str] = field(default_factory=list)
 
 
-def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None) -> Overview:
-    """The study as it stands now, at ``sites`` (None: every site)."""
+def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
+             mask: Mask | None = None) -> Overview:
+    """The study as it stands now, at ``sites`` (None: every site); for a blind person
+    (``mask``), enrolment by site only, the arms pooled."""
     counts = dict(conn.execute(
         SQL("SELECT subject_id, count(*) FROM {s}.{v} WHERE record_id <> %(h)s"
             " AND recorded_to IS NULL AND data IS NOT NULL GROUP BY subject_id").format(
@@ -38,7 +42,8 @@ def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None)
             " AND recorded_to IS NULL").format(s=Identifier(schema), v=Identifier(VERSIONS)),
         {"h": HEADER}).fetchall()
     out = Overview()
-    for subject_id, header in sorted(headers, key=lambda row: str(row[1]["subject"])):
+    for subject_id, shown in sorted(headers, key=lambda row: str(row[1]["subject"])):
+        header = masked(shown, mask)
         if sites is not None and header["site"] not in sites:
             continue
         code = str(header["subject"])

@@ -26,7 +26,7 @@ AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 5  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 6  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
@@ -68,7 +68,9 @@ CHANGE_COLUMNS = ("position", "seq", "record_id", "record_kind", "field", "old_v
                   "new_value", "observed_at")
 # Each filter of the audit trail has an index on the table holding its column, in commit
 # order after it: a filtered page is one ordered index range, however rare the value.
-EVENTS_INDEXED = ("subject_code", "site", "user_id", "event_type", "recorded_at")
+# (edit_point and role: the after-lock and sponsor-staff review filters.)
+EVENTS_INDEXED = ("subject_code", "site", "user_id", "event_type", "recorded_at", "edit_point",
+                  "role")
 CHANGES_INDEXED = ("record_id", "field")
 AUDIT_COLUMNS = (
     "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "record_id",

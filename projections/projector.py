@@ -293,7 +293,8 @@ def _summary(event: Study.Event | Keyring.Event) -> Any:
         return {"study_id": event.definition.get("study_id")}
     return {k: v for k, v in vars(event).items()
             if k in ("key_id", "effective_at", "revocation_reason", "through_position",
-                     "comment", "export_format", "as_of", "failure")} or None
+                     "comment", "export_format", "as_of", "failure", "review_filter", "parameters",
+                     "subject_code")} or None
 
 
 def _json(value: Any) -> str | None:

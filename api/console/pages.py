@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import DIRECT, Principal, request_id
+from api.blinded import mask_of
 from api.console import casebook_view as view
 from api.console.session import (
     COOKIE,
@@ -237,7 +238,8 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
 def _overview(request: Request, principal: Principal, study: str) -> Overview:
     with connect(runtime_of(request).url) as conn:
         return overview(conn, schema_for_study(study),
-                        readable_sites(principal.user.grants, study))
+                        readable_sites(principal.user.grants, study),
+                        mask_of(request, principal, study))
 
 
 def _error(request: Request, principal: Principal, csrf: str, exc: Exception) -> HTMLResponse:
