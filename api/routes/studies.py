@@ -197,6 +197,8 @@ def get_audit_trail(
     field: str | None = None, user_id: str | None = None, event_type: str | None = None,
     recorded_from: Annotated[datetime | None, Query(alias="from")] = None,
     recorded_to: Annotated[datetime | None, Query(alias="to")] = None,
+    cursor: Cursor = None, limit: Limit = 100,
+    # (After the others: the console passes those by position.)
     review: Annotated[ReviewName | None, Query(description=REVIEW_DESCRIPTION)] = None,
     late_days: Annotated[int | None, Query(
         ge=1, le=100_000, description="review=late-entry: recorded more than this many days "
@@ -205,7 +207,6 @@ def get_audit_trail(
         ge=1, le=100_000, description="review=frequent-critical: a critical field of one "
                                       "subject changed at least this often (default: the "
                                       "study's)")] = None,
-    cursor: Cursor = None, limit: Limit = 100,
 ) -> dict[str, Any]:
     """The study's audit trail in commit order, filtered, one page at a time; with
     ``review``, only the changes that review filter selects (ICH E6(R3) audit-trail review).
