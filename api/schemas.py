@@ -240,6 +240,16 @@ class ReasonOnly(Body):
     reason: ReasonIn
 
 
+class UnblindingIn(Body):
+    """Which subject to unblind to you, and why (e.g. an emergency)."""
+
+    model_config = _example({"subject": "001", "reason": {
+        "code": "other", "text": "Emergency: treatment of a serious adverse event depends "
+                                 "on the arm"}})
+    subject: SubjectCode
+    reason: ReasonIn
+
+
 # --- auth and people -----------------------------------------------------------------------
 
 class TokenRequest(Body):

@@ -30,6 +30,7 @@ from api.schemas import (
     EnrollmentIn,
     ReasonOnly,
     StudyIn,
+    UnblindingIn,
     written_response,
 )
 from api.writes import IfMatch, reason_of, runtime_of, service_of, study_app, written
@@ -251,15 +252,15 @@ def review_audit_trail(request: Request, principal: CurrentPrincipal, study: str
         principal.caller))
 
 
-@router.post("/v1/studies/{study}/subjects/{subject}/unblind", response_model=None,
-             responses=_typed(StudyOut, "Unblinded to you"))
-def unblind_subject(request: Request, principal: CurrentPrincipal, study: str, subject: str,
-                    body: ReasonOnly) -> dict[str, Any]:
+@router.post("/v1/studies/{study}/unblindings", status_code=201, response_model=None,
+             responses={201: {"model": StudyOut, "description": "Unblinded to you"}})
+def unblind_subject(request: Request, principal: CurrentPrincipal, study: str,
+                    body: UnblindingIn) -> dict[str, Any]:
     """Disclose one subject's blinded items (arm, drug identity) to you, in a blinded study,
     with a reason (e.g. an emergency): a role the study declares may unblind, at the
     subject's site. Recorded in the audit trail; afterwards you see that subject unmasked."""
     return _study_view(request, principal, service_of(request).handle(UnblindSubject(
-        study=study, subject=subject, reason=reason_of(body.reason)), principal.caller))
+        study=study, subject=body.subject, reason=reason_of(body.reason)), principal.caller))
 
 
 @router.get("/v1/studies/{study}/outcomes", response_model=None,

@@ -50,6 +50,7 @@ def _seed(runtime: Runtime) -> None:
     clock = simulated_clock()
     app = runtime.study(BLIND, clock=clock)
     app.register_study(blinded_definition(), envelope())
+    meanings = app.definition().signature_meanings
     for code, arm in zip(("001", "002"), ARMS, strict=True):
         app.enroll_subject(code, SITE, T0.date().replace(year=2010), "F", "SLE", T0.date(),
                            nct04397107.ELIGIBLE_SCREENING_ANSWERS, arm, T0.date(), envelope())
@@ -63,9 +64,7 @@ def _seed(runtime: Runtime) -> None:
                                                     envelope(reason=WHY), t))
         app.on_subject(code, lambda s, t: s.record_lab_result("LB1", T0, "C3", 0.8, "g/L",
                                                               envelope(), t))
-        definition = app.definition()
-        app.on_subject(code, lambda s, t: s.sign("SIG1", "approval",
-                                                 definition.signature_meanings, INVESTIGATOR,
+        app.on_subject(code, lambda s, t: s.sign("SIG1", "approval", meanings, INVESTIGATOR,
                                                  envelope(INVESTIGATOR), t))
     app.close()
     runtime.seal(BLIND, force_checkpoint=True)
@@ -201,15 +200,15 @@ def test_emergency_unblinding_is_recorded_and_shows_that_subject_to_its_author(
         blinded: Runtime) -> None:
     investigator = api_client(blinded, "investigator", study=BLIND, site=SITE)
     assert investigator.get(f"{S}/subjects/001").json()["arm"] == MASK
-    no_reason = investigator.post(f"{S}/subjects/001/unblind", json={})
+    no_reason = investigator.post(f"{S}/unblindings", json={"subject": "001"})
     assert no_reason.status_code == 422, no_reason.text
     monitor = api_client(blinded, "monitor", study=BLIND)
-    refused = monitor.post(f"{S}/subjects/001/unblind", json={"reason": {
+    refused = monitor.post(f"{S}/unblindings", json={"subject": "001", "reason": {
         "code": "other", "text": "curious"}})
     assert refused.status_code == 403
-    done = investigator.post(f"{S}/subjects/001/unblind", json={"reason": {
+    done = investigator.post(f"{S}/unblindings", json={"subject": "001", "reason": {
         "code": "other", "text": "emergency: anaphylaxis, treatment depends on the arm"}})
-    assert done.status_code == 200, done.text
+    assert done.status_code == 201, done.text
     assert investigator.get(f"{S}/subjects/001").json()["arm"] == "QXARM"
     assert investigator.get(f"{S}/subjects/002").json()["arm"] == MASK
     subjects = {s["subject"]: s["arm"] for s in investigator.get(f"{S}/subjects").json()}
@@ -220,7 +219,7 @@ def test_emergency_unblinding_is_recorded_and_shows_that_subject_to_its_author(
     [row] = rows["entries"]
     assert row["role"] == "investigator" and row["new_value"] == {"subject_code": "001"}
     assert row["reason_text"] == "emergency: anaphylaxis, treatment depends on the arm"
-    again = investigator.post(f"{S}/subjects/001/unblind", json={"reason": {
+    again = investigator.post(f"{S}/unblindings", json={"subject": "001", "reason": {
         "code": "other", "text": "again"}})
     assert again.status_code == 409
 
@@ -232,6 +231,6 @@ def test_an_open_study_masks_nothing_and_cannot_be_unblinded(runtime: Runtime) -
     monitor = api_client(runtime, "monitor")
     assert monitor.get("/v1/studies/NCT04397107/subjects/001").json()["arm"] == "IL2"
     investigator = api_client(runtime, "investigator")
-    refused = investigator.post("/v1/studies/NCT04397107/subjects/001/unblind", json={
-        "reason": {"code": "other", "text": "emergency"}})
+    refused = investigator.post("/v1/studies/NCT04397107/unblindings", json={
+        "subject": "001", "reason": {"code": "other", "text": "emergency"}})
     assert refused.status_code == 409, refused.text
