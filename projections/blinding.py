@@ -42,6 +42,8 @@ def masked(value: Any, mask: Mask | None, kind: str | None = None,
     field = value.get("field")
     changed = (isinstance(field, str)
                and mask.hides(field.rpartition(".")[2] or field, kind))
-    return {key: MASK if mask.hides(key, kind) or (changed and key in CHANGE_VALUES)
+    # (No value stays None: that there was none discloses nothing.)
+    return {key: MASK if item is not None and (mask.hides(key, kind)
+                                               or (changed and key in CHANGE_VALUES))
             else masked(item, mask, key if key in RECORD_KINDS else kind, subject)
             for key, item in value.items()}

@@ -234,3 +234,16 @@ def test_an_open_study_masks_nothing_and_cannot_be_unblinded(runtime: Runtime) -
     refused = investigator.post("/v1/studies/NCT04397107/unblindings", json={
         "subject": "001", "reason": {"code": "other", "text": "emergency"}})
     assert refused.status_code == 409, refused.text
+
+
+def test_a_bad_blinding_declaration_is_refused_naming_its_field(runtime: Runtime) -> None:
+    admin = api_client(runtime, "admin", study=BLIND)
+    bad = {**blinded_definition(), "blinding": {"items": ["arm"], "roles": ["sponsor"]}}
+    refused = admin.post("/v1/studies", json=bad)
+    assert refused.status_code == 422, refused.text
+    assert "blinding.roles" in refused.text
+    assert admin.get(S).status_code == 404  # nothing stored
+    registered = admin.post("/v1/studies", json=blinded_definition())
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["definition"]["blinding"]["roles"] == [
+        "investigator", "coordinator", "monitor", "data_manager"]
