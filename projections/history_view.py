@@ -56,7 +56,8 @@ EVENTS_DDL = SQL(
 EVENTS_KEY = SQL("position")
 CHANGES_DDL = SQL(
     "position bigint NOT NULL, seq integer NOT NULL, record_id text, record_kind text,"
-    " field text NOT NULL, old_value jsonb, new_value jsonb, observed_at timestamptz")
+    " field text NOT NULL, old_value jsonb, new_value jsonb, observed_at timestamptz,"
+    " entry_lag_s double precision")
 CHANGES_KEY = SQL("position, seq")
 
 EVENT_COLUMNS = (
@@ -64,8 +65,10 @@ EVENT_COLUMNS = (
     "printed_name", "role", "actor_site", "client", "source", "request_id", "edit_point",
     "reason_code", "reason_text",
 )
+# entry_lag_s: of a first entry (no old value), seconds from observation to recording (the
+# late-entry review filter's column; the audit trail's rows do not show it).
 CHANGE_COLUMNS = ("position", "seq", "record_id", "record_kind", "field", "old_value",
-                  "new_value", "observed_at")
+                  "new_value", "observed_at", "entry_lag_s")
 # Each filter of the audit trail has an index on the table holding its column, in commit
 # order after it: a filtered page is one ordered index range, however rare the value.
 # (edit_point and role: the after-lock and sponsor-staff review filters.)
@@ -157,9 +160,14 @@ FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (), FACT_COLUMNS)
 EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
     (column, SQL("{}, position").format(Identifier(column)), None)
     for column in EVENTS_INDEXED), EVENT_COLUMNS)
-CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, tuple(
-    (column, SQL("{}, position, seq").format(Identifier(column)), None)
-    for column in CHANGES_INDEXED), CHANGE_COLUMNS)
+CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, (
+    *((column, SQL("{}, position, seq").format(Identifier(column)), None)
+      for column in CHANGES_INDEXED),
+    # The review filters: late entries (rare), and corrections (a value replaced or removed:
+    # few beside the entries) of critical fields.
+    ("entry_lag_s", SQL("entry_lag_s, position, seq"), SQL("entry_lag_s IS NOT NULL")),
+    ("corrections", SQL("field, record_kind, position, seq"), SQL("old_value IS NOT NULL"))),
+    CHANGE_COLUMNS)
 TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
 VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
 
@@ -195,6 +203,11 @@ class HistoryView(PostgresTrackingRecorder):
         for table in TABLES:
             statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, PRIMARY KEY ({}))")
                               .format(s, Identifier(table.name), table.ddl, table.key))
+            if table is CHANGES_TABLE:
+                # Tables of projection version 5 lack it (their rebuild follows); its index
+                # needs it first.
+                statements.append(SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS entry_lag_s"
+                                      " double precision").format(s, Identifier(table.name)))
             statements.extend(table.create_indexes(s, ""))
         statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
             s, Identifier(SHAPE)))

@@ -2,8 +2,9 @@
 
 Each is a condition on one page's rows (``e``: audit_events, ``c``: audit_changes), kept in
 commit order, so a filtered page pages like any other. after-lock and sponsor-staff read
-indexed columns of the events (edit_point, role); after-signature and frequent-critical look
-up the subject's signature rows and field changes through the subject_code and field indexes.
+indexed columns of the events (edit_point, role); late-entry the indexed lag of each first
+entry; frequent-critical the partial index of corrections, once per page, as a set of rows;
+after-signature looks up the subject's signing rows through the subject_code index.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 from psycopg.sql import SQL, Composable, Identifier
 
 from domain.review import ReviewFilter
-from projections.history_view import AUDIT_CHANGES, AUDIT_EVENTS
+from projections.history_view import AUDIT_CHANGES, AUDIT_EVENTS, VERSIONS
+
+DAY_S = 86_400.0
 
 
 def review_condition(schema: str, review: ReviewFilter) -> tuple[Composable, dict[str, Any]]:
@@ -26,12 +29,10 @@ def review_condition(schema: str, review: ReviewFilter) -> tuple[Composable, dic
         return SQL("e.role = ANY(%(review_roles)s)"), {
             "review_roles": list(review.sponsor_roles)}
     if review.name == "late-entry":
-        # Entries (no value before), not corrections of an old record: a correction is late
-        # by nature and the other filters see it.
-        return (SQL("c.old_value IS NULL AND c.observed_at IS NOT NULL"
-                    " AND e.recorded_at - c.observed_at"
-                    " > make_interval(days => %(review_late_days)s)"),
-                {"review_late_days": review.late_days})
+        # Only first entries carry a lag: a correction of an old record is late by nature,
+        # and the other filters see it.
+        return (SQL("c.entry_lag_s > %(review_late_s)s"),
+                {"review_late_s": review.late_days * DAY_S})
     if review.name == "after-signature":
         # A data change (not a signature, query or SDV mark) after the subject's first
         # signing; signing rows are the subject-level signature rows (record_id NULL).
@@ -47,35 +48,25 @@ def review_condition(schema: str, review: ReviewFilter) -> tuple[Composable, dic
 def _frequent_critical(review: ReviewFilter, s: Identifier, e: Identifier,
                        c: Identifier) -> tuple[Composable, dict[str, Any]]:
     """Changes (an existing value replaced or removed) of a critical field of one subject
-    changed ``min_changes`` times or more; a lab's test code is the record's first ``code``."""
+    changed ``min_changes`` times or more; a lab's test code is its record's latest (one probe
+    of the versions' key)."""
     if not review.critical_fields:
         return SQL("FALSE"), {}
-    kinds = [f.kind for f in review.critical_fields]
-    fields = [f.field for f in review.critical_fields]
-    codes = [f.code or "" for f in review.critical_fields]
-    def code_of(changes: str, events: str) -> Composable:
-        # The test code a lab record was first entered with (the same record id may recur
-        # in another subject's casebook).
-        return SQL("COALESCE((SELECT k.new_value #>> '{{}}' FROM {s}.{c} k JOIN {s}.{e} ke"
-                   " ON ke.position = k.position WHERE ke.subject_code = {ev}.subject_code"
-                   " AND k.record_id = {ch}.record_id AND k.field = 'code'"
-                   " ORDER BY k.position LIMIT 1), '')").format(
-            s=s, c=c, e=e, ev=Identifier(events), ch=Identifier(changes))
-
-    def critical(changes: str, events: str) -> Composable:
-        return SQL(
-            "{ch}.old_value IS NOT NULL AND EXISTS (SELECT 1 FROM unnest("
-            "%(crit_kinds)s::text[], %(crit_fields)s::text[], %(crit_codes)s::text[])"
-            " AS f(kind, field, code) WHERE f.kind = {ch}.record_kind"
-            " AND f.field = {ch}.field AND (f.code = '' OR f.code = {code}))").format(
-            ch=Identifier(changes), code=code_of(changes, events))
-
     condition = SQL(
-        "{mine} AND (SELECT count(*) FROM {s}.{e} e2 JOIN {s}.{c} c2"
-        " ON c2.position = e2.position WHERE e2.subject_code = e.subject_code"
-        " AND c2.record_kind = c.record_kind AND c2.field = c.field AND {theirs}"
-        " AND {code2} = {code1}) >= %(crit_min)s").format(
-        mine=critical("c", "e"), theirs=critical("c2", "e2"), s=s, e=e, c=c,
-        code1=code_of("c", "e"), code2=code_of("c2", "e2"))
-    return condition, {"crit_kinds": kinds, "crit_fields": fields, "crit_codes": codes,
+        "(c.position, c.seq) IN (SELECT position, seq FROM (SELECT x.position, x.seq,"
+        " count(*) OVER (PARTITION BY x.subject_code, x.record_kind, x.field, x.code) AS n"
+        " FROM (SELECT cc.position, cc.seq, ce.subject_code, cc.record_kind, cc.field,"
+        " COALESCE(k.code, '') AS code FROM {s}.{c} cc"
+        " JOIN {s}.{e} ce ON ce.position = cc.position"
+        " LEFT JOIN LATERAL (SELECT v.data -> 'fields' ->> 'code' AS code FROM {s}.{v} v"
+        " WHERE v.subject_id = ce.subject_id AND v.record_id = cc.record_id"
+        " AND v.data IS NOT NULL ORDER BY v.position DESC LIMIT 1) k ON TRUE"
+        " WHERE cc.old_value IS NOT NULL AND cc.field = ANY(%(crit_fields)s)) x"
+        " WHERE EXISTS (SELECT 1 FROM unnest(%(crit_kinds)s::text[], %(crit_fields)s::text[],"
+        " %(crit_codes)s::text[]) AS f(kind, field, code) WHERE f.kind = x.record_kind"
+        " AND f.field = x.field AND (f.code = '' OR f.code = x.code))) counted"
+        " WHERE n >= %(crit_min)s)").format(s=s, e=e, c=c, v=Identifier(VERSIONS))
+    return condition, {"crit_kinds": [f.kind for f in review.critical_fields],
+                       "crit_fields": [f.field for f in review.critical_fields],
+                       "crit_codes": [f.code or "" for f in review.critical_fields],
                        "crit_min": review.min_changes}
