@@ -247,7 +247,7 @@ def audit_page(conn: psycopg.Connection[Any], schema: str, query: AuditQuery,
         conditions.append(SQL("e.recorded_at < %(t_to)s"))
         params["t_to"] = require_aware("recorded_to", query.recorded_to)
     if query.review is not None:
-        condition, review_params = review_condition(schema, query.review)
+        condition, review_params = review_condition(conn, schema, query.review, position)
         conditions.append(condition)
         params.update(review_params)
     rows = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg.sql import SQL, Composable, Identifier
 
 from domain.review import ReviewFilter
@@ -19,8 +20,10 @@ from projections.history_view import AUDIT_CHANGES, AUDIT_EVENTS, VERSIONS
 DAY_S = 86_400.0
 
 
-def review_condition(schema: str, review: ReviewFilter) -> tuple[Composable, dict[str, Any]]:
-    """The WHERE condition selecting the rows ``review`` asks for, and its parameters."""
+def review_condition(conn: psycopg.Connection[Any], schema: str, review: ReviewFilter,
+                     after: int) -> tuple[Composable, dict[str, Any]]:
+    """The WHERE condition selecting the rows ``review`` asks for, of a page starting at
+    log position ``after``, and its parameters."""
     s, e, c = Identifier(schema), Identifier(AUDIT_EVENTS), Identifier(AUDIT_CHANGES)
     if review.name == "after-lock":
         # The domain marks every edit of a casebook that was once locked as post_lock.
@@ -42,18 +45,23 @@ def review_condition(schema: str, review: ReviewFilter) -> tuple[Composable, dic
             " JOIN {s}.{c} sc ON sc.position = se.position"
             " WHERE se.subject_code = e.subject_code AND sc.field = 'signature'"
             " AND sc.record_id IS NULL AND se.position < e.position)").format(s=s, e=e, c=c), {}
-    return _frequent_critical(review, s, e, c)
+    rows = _frequent_critical(conn, review, after, s, e, c)
+    # The rows found first, then the page reads them by key: one plan, whatever the trail
+    # (as one query, the planner could scan the whole trail testing each row).
+    return (SQL("(c.position, c.seq) IN (SELECT p, q FROM unnest(%(crit_p)s::bigint[],"
+                " %(crit_q)s::int[]) AS u(p, q))"),
+            {"crit_p": [p for p, _ in rows], "crit_q": [q for _, q in rows]})
 
 
-def _frequent_critical(review: ReviewFilter, s: Identifier, e: Identifier,
-                       c: Identifier) -> tuple[Composable, dict[str, Any]]:
+def _frequent_critical(conn: psycopg.Connection[Any], review: ReviewFilter, after: int,
+                       s: Identifier, e: Identifier, c: Identifier) -> list[tuple[int, int]]:
     """Changes (an existing value replaced or removed) of a critical field of one subject
     changed ``min_changes`` times or more; a lab's test code is its record's latest (one probe
     of the versions' key)."""
     if not review.critical_fields:
-        return SQL("FALSE"), {}
-    condition = SQL(
-        "(c.position, c.seq) IN (SELECT position, seq FROM (SELECT x.position, x.seq,"
+        return []
+    query = SQL(
+        "SELECT position, seq FROM (SELECT x.position, x.seq,"
         " count(*) OVER (PARTITION BY x.subject_code, x.record_kind, x.field, x.code) AS n"
         " FROM (SELECT cc.position, cc.seq, ce.subject_code, cc.record_kind, cc.field,"
         " COALESCE(k.code, '') AS code FROM {s}.{c} cc"
@@ -65,8 +73,11 @@ def _frequent_critical(review: ReviewFilter, s: Identifier, e: Identifier,
         " WHERE EXISTS (SELECT 1 FROM unnest(%(crit_kinds)s::text[], %(crit_fields)s::text[],"
         " %(crit_codes)s::text[]) AS f(kind, field, code) WHERE f.kind = x.record_kind"
         " AND f.field = x.field AND (f.code = '' OR f.code = x.code))) counted"
-        " WHERE n >= %(crit_min)s)").format(s=s, e=e, c=c, v=Identifier(VERSIONS))
-    return condition, {"crit_kinds": [f.kind for f in review.critical_fields],
-                       "crit_fields": [f.field for f in review.critical_fields],
-                       "crit_codes": [f.code or "" for f in review.critical_fields],
-                       "crit_min": review.min_changes}
+        " WHERE n >= %(crit_min)s AND position >= %(after)s").format(
+        s=s, e=e, c=c, v=Identifier(VERSIONS))
+    rows = conn.execute(query, {
+        "crit_kinds": [f.kind for f in review.critical_fields],
+        "crit_fields": [f.field for f in review.critical_fields],
+        "crit_codes": [f.code or "" for f in review.critical_fields],
+        "crit_min": review.min_changes, "after": after}).fetchall()
+    return [(int(p), int(q)) for p, q in rows]
