@@ -37,3 +37,9 @@ def refuse_blind(request: Request, principal: Principal, study: str, what: str) 
         raise Forbidden(f"{principal.user.username} is blinded at {study}: {what} would "
                         "disclose the allocation")
 
+
+
+def view_key(mask: Mask | None, subject: str) -> str | None:
+    """What tells a masked view of ``subject`` from an unmasked one in its ETag (None:
+    unmasked), so an unblinding is not answered 304 from a masked copy."""
+    return None if mask is None or subject in mask.visible_subjects else "blinded"

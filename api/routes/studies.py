@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal, Forbidden, Principal
-from api.blinded import refuse_blind, shown
+from api.blinded import mask_of, refuse_blind, shown, view_key
 from api.etags import NOT_MODIFIED, IfNoneMatch, etag, not_modified
 from api.read_headers import READ_FROM, tell
 from api.responses import (
@@ -156,7 +156,8 @@ def get_casebook(request: Request, principal: CurrentPrincipal, study: str, subj
     else:
         when = require_aware("as_of", as_of)
         subject_then = app.subject_as_of(subject, when)
-    tag = etag(subject_then.version, when, clinical)
+    tag = etag(subject_then.version, when, clinical,
+               view_key(mask_of(request, principal, study), subject))
     unchanged = not_modified(if_none_match, tag)
     if unchanged is not None:
         return unchanged
@@ -177,7 +178,8 @@ def get_subject_history(request: Request, principal: CurrentPrincipal, study: st
     app = study_app(request, study)
     current = app.subject(subject)
     principal.grant_for(Action.READ, study, current.site)
-    tag = etag(current.version, "history", cursor, limit)
+    tag = etag(current.version, "history", cursor, limit,
+               view_key(mask_of(request, principal, study), subject))
     unchanged = not_modified(if_none_match, tag)
     if unchanged is not None:
         return unchanged

@@ -199,7 +199,8 @@ def test_blinded_exporters_are_refused_and_unblinded_ones_see_the_arms(
 def test_emergency_unblinding_is_recorded_and_shows_that_subject_to_its_author(
         blinded: Runtime) -> None:
     investigator = api_client(blinded, "investigator", study=BLIND, site=SITE)
-    assert investigator.get(f"{S}/subjects/001").json()["arm"] == MASK
+    masked_copy = investigator.get(f"{S}/subjects/001")
+    assert masked_copy.json()["arm"] == MASK
     no_reason = investigator.post(f"{S}/unblindings", json={"subject": "001"})
     assert no_reason.status_code == 422, no_reason.text
     monitor = api_client(blinded, "monitor", study=BLIND)
@@ -210,6 +211,9 @@ def test_emergency_unblinding_is_recorded_and_shows_that_subject_to_its_author(
         "code": "other", "text": "emergency: anaphylaxis, treatment depends on the arm"}})
     assert done.status_code == 201, done.text
     assert investigator.get(f"{S}/subjects/001").json()["arm"] == "QXARM"
+    # A copy of the masked view is not "not modified": the view changed.
+    assert investigator.get(f"{S}/subjects/001", headers={
+        "If-None-Match": masked_copy.headers["ETag"]}).json()["arm"] == "QXARM"
     assert investigator.get(f"{S}/subjects/002").json()["arm"] == MASK
     subjects = {s["subject"]: s["arm"] for s in investigator.get(f"{S}/subjects").json()}
     assert subjects == {"001": "QXARM", "002": MASK}
