@@ -53,6 +53,7 @@ from application.sign_in_limits import TooManyAttempts
 from domain.envelope import REASON_CODES
 from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import Action, readable_sites
+from domain.review import REVIEW_FILTERS
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
 from projections.subject_changes import Instants, change_instants, field_changes
@@ -406,28 +407,29 @@ async def sign(request: Request, study: str, subject: str, meaning: str = Form("
 async def audit_trail(request: Request, study: str, site: str = "", subject: str = "",
                       user_id: str = "", field: str = "", event_type: str = "",
                       recorded_from: str = "", recorded_to: str = "", cursor: str = "",
-                      limit: int = AUDIT_PAGE) -> HTMLResponse:
+                      limit: int = AUDIT_PAGE, review: str = "") -> HTMLResponse:
     """The study's audit trail, filtered (site, subject, user, field, event type, recorded
-    time range), ``limit`` rows a page, forward by cursor. Whoever reads one site only sees
-    it chosen for them (the API asks them to name it)."""
+    time range, review filter), ``limit`` rows a page, forward by cursor. Whoever reads one
+    site only sees it chosen for them (the API asks them to name it)."""
     principal, csrf = await signed_in(request)
     sites = readable_sites(principal.user.grants, study)
     if not site and sites is not None and len(sites) == 1:
         site = next(iter(sites))
     filters = {"site": site, "subject": subject, "user_id": user_id, "field": field,
                "event_type": event_type, "recorded_from": recorded_from,
-               "recorded_to": recorded_to, "limit": str(limit)}
+               "recorded_to": recorded_to, "limit": str(limit), "review": review}
     try:
         page = await _call(
             studies.get_audit_trail, request, principal, study, site or None, subject or None,
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
-            view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
+            view.typed_time(recorded_to, "recorded_to"), cursor or None, limit,
+            review=review or None)
     except DomainError as e:
         return _error(request, principal, csrf, e)
     kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}
     return _page(request, "audit.html", principal=principal, csrf=csrf, study=study,
-                 filters=filters, entries=page["entries"],
+                 filters=filters, entries=page["entries"], reviews=REVIEW_FILTERS,
                  next_url=(f"?{urlencode({**kept, 'cursor': page['next_cursor']})}"
                            if page["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,

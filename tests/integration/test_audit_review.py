@@ -9,12 +9,14 @@ the C4 corrected (after-lock).
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from application.runtime import Runtime
 from domain.envelope import Actor, Reason
 from domain.studies import nct04397107
@@ -22,6 +24,7 @@ from tests.support import (
     DATA_MANAGER,
     SITE,
     T0,
+    add_person,
     api_client,
     enroll,
     envelope,
@@ -179,3 +182,20 @@ def test_sign_off_names_its_filter_and_stops_at_the_log(monitor: TestClient) -> 
          "review_filter": "late-entry", "parameters": {"late_days": 10}},
         {"through_position": last, "comment": "", "review_filter": None, "parameters": {}}]
     assert all(r["role"] == "monitor" for r in signed)
+
+
+def test_the_console_filters_the_trail_for_review(runtime: Runtime) -> None:
+    _seed(runtime)
+    password = add_person(runtime, "console-monitor", "monitor", site=SITE)
+    console = TestClient(create_app(runtime), follow_redirects=False)
+    form = re.search(r'name="csrf" value="([^"]+)"', console.get("/ui/sign-in").text)
+    assert form is not None
+    assert console.post("/ui/sign-in", data={"username": "console-monitor",
+                                             "password": password,
+                                             "csrf": form.group(1)}).status_code == 303
+    page = console.get(f"/ui/studies/{STUDY}/audit", params={"review": "late-entry"})
+    assert page.status_code == 200, page.text
+    assert "LB2" in page.text and "LB1" not in page.text and "DS1" not in page.text
+    assert '<option value="late-entry" title=' in page.text and " selected>" in page.text
+    refused = console.get(f"/ui/studies/{STUDY}/audit", params={"review": "everything"})
+    assert refused.status_code == 422 and "review" in refused.text
