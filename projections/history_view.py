@@ -333,6 +333,14 @@ class HistoryView(PostgresTrackingRecorder):
             self._copy(curs, rows, "", "")
             self._insert_tracking(curs, tracking)
 
+    def analyze(self) -> None:
+        """Refresh the planner's statistics of the tables (a role that owns them may; for
+        another, PostgreSQL skips them with a warning)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for table in TABLES:
+                curs.execute(SQL("ANALYZE {}.{}").format(Identifier(self.datastore.schema),
+                                                        Identifier(table.name)))
+
     def shape_version(self) -> int | None:
         """The projection version the tables were built by (None: never stamped)."""
         with self.datastore.transaction(commit=False) as curs:
