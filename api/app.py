@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from api import console, problems
 from api.collector import CollectorPauses
+from api.metrics import Metrics
 from api.middleware import (
     AccessLog,
     BodyLimit,
     DatabaseAwayGate,
     Exposure,
     Idempotency,
-    Metrics,
     SecurityHeaders,
     UrlText,
 )
@@ -31,17 +32,21 @@ from api.routes import (
     operations,
     people,
     records,
+    redactions,
     studies,
 )
 from application.runtime import Runtime
 from infra.logging import configure_logging
 from infra.parent_death import die_with_parent
+from infra.process_metrics import process_ended
 from infra.settings import Settings
 
 # Where `trialledger serve --workers N` hands its worker processes the database URL, and
 # its own process id (its workers end when it does).
 SERVE_URL = "TRIALLEDGER_SERVE_DATABASE_URL"
 SERVE_PARENT = "TRIALLEDGER_SERVE_PARENT_PID"
+# ... and the file its sealer tells of its progress in (see application.ledger_watch).
+SERVE_STATUS = "TRIALLEDGER_SERVE_SEALER_STATUS"
 
 DESCRIPTION = """Event-sourced, tamper-evident audit trail for clinical-trial data.
 
@@ -63,14 +68,17 @@ def create_worker_app() -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         runtime.close()
+        process_ended()
 
-    app = create_app(runtime, lifespan=lifespan)
+    app = create_app(runtime, lifespan=lifespan, status_path=Path(os.environ[SERVE_STATUS]))
     CollectorPauses().install()
     return app
 
 
-def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
-    """The FastAPI application serving one deployment."""
+def create_app(runtime: Runtime, lifespan: Any = None,
+               status_path: Path | None = None) -> FastAPI:
+    """The FastAPI application serving one deployment; ``status_path``: where its sealer
+    tells of its progress (``/readyz`` and ``/metrics`` then watch it)."""
     # FastAPI's own OpenTelemetry hooks are off: the access log and /metrics are the app's,
     # and checking for a configured provider on every request costs as much as routing it.
     # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN, which a server of
@@ -83,14 +91,16 @@ def create_app(runtime: Runtime, lifespan: Any = None) -> FastAPI:
                              "operation_spans": False})
     app.state.runtime = runtime
     runtime.commit_in_groups()
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(runtime, status_path)
+    app.state.sealer_status = status_path
+    runtime.on_sign_in_refused = app.state.metrics.sign_in_refused
     problems.install(app)
     describe(app)
     # Routes are matched in order, one pattern after another: first entries, the bulk of the
     # traffic, come first. (No path of one router matches a path of another, so the order
     # changes nothing else.)
     for module in (records, operations, people, studies, monitoring, deviations, ledger,
-                   exports):
+                   exports, redactions):
         app.include_router(module.router)
     console.install(app)
     # Outermost last: the access log sees every answer, the limit applies before anything

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -41,8 +43,9 @@ from infra.logging import (
     resolved_format,
     resolved_level,
 )
-from infra.postgres import connect
+from infra.postgres import EmbeddedPostgresMissing, connect
 from infra.settings import Settings
+from infra.signers import SigningKeyError
 from infra.verify import StudyVerification
 
 if TYPE_CHECKING:
@@ -81,7 +84,7 @@ def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, psycopg.OperationalError):
         return f"the database is not reachable: {text}"
-    if isinstance(error, OSError):
+    if isinstance(error, OSError | EmbeddedPostgresMissing):
         return text
     return f"{type(error).__name__}: {text}"
 
@@ -107,7 +110,8 @@ DatabaseUrl = Annotated[
     typer.Option(
         "--database-url",
         envvar="DATABASE_URL",
-        help="PostgreSQL URL; without one an embedded PostgreSQL is started.",
+        help="PostgreSQL URL; without one an embedded PostgreSQL is started (installed with "
+             "trialledger[embedded]).",
         show_default=False,
     ),
 ]
@@ -132,7 +136,7 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
     try:
         with open_runtime(settings) as runtime:
             yield runtime
-    except keys.SigningKeyError as e:
+    except SigningKeyError as e:
         err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
 
@@ -244,6 +248,7 @@ def serve(
     """Serve the HTTP API (HTTPS when given a certificate and key)."""
     tls = _tls(tls_cert, tls_key)
     with _runtime(_settings(database_url, serving=True)) as runtime:
+        runtime.require_signing_key()  # a key that may not sign stops the server here
         _serve(runtime, host, port, workers, checkpoint_interval, tls)
 
 
@@ -261,21 +266,41 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     return cert, key
 
 
-# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, then the
-# process ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded
-# PostgreSQL is then stopped by its guardian, see infra.postgres).
+# Bounds of a stop (SIGTERM or Ctrl-C): requests in flight get STOP_GRACE seconds, the group
+# commit up to twice CLOSE_WAIT (domain.group_commit), the sealer's last round (sealing what
+# those requests wrote) SEALER_GRACE more, then the process
+# ends within STOP_BOUND seconds of the signal whatever it is doing (an embedded PostgreSQL is
+# then stopped by its guardian, see infra.postgres).
 STOP_GRACE = 2
+SEALER_GRACE = 4.0
 STOP_BOUND = 8.0
 
 
 def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
            checkpoint_interval: float = CHECKPOINT_INTERVAL,
            tls: tuple[Path, Path] | None = None) -> None:
+    # Before anything makes a metric: every process of this server (the workers and the
+    # sealer, which inherit the environment) writes its metrics where a scrape reads them all.
+    from infra.process_metrics import start_multiprocess
+
+    run_dir = Path(tempfile.mkdtemp(prefix="trialledger-serve-"))
+    (run_dir / "metrics").mkdir()
+    start_multiprocess(run_dir / "metrics")
+    try:
+        _serve_from(run_dir, runtime, host, port, workers, checkpoint_interval, tls)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _serve_from(run_dir: Path, runtime: Runtime, host: str, port: int, workers: int,
+                checkpoint_interval: float, tls: tuple[Path, Path] | None) -> None:
     import uvicorn
 
-    from api.app import SERVE_PARENT, SERVE_URL, create_app
+    from api.app import SERVE_PARENT, SERVE_STATUS, SERVE_URL, create_app
     from api.collector import CollectorPauses
+    from application.ledger_watch import start_watch
     from application.sealing import BackgroundSealer
+    from infra.sealer_status import STATUS_FILE
 
     class BoundedStopServer(uvicorn.Server):
         """uvicorn's server, whose stop signal also arms the bound on the stop."""
@@ -284,7 +309,10 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             _arm_stop_bound()
             super().handle_exit(sig, frame)
 
-    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval)
+    status_path = run_dir / STATUS_FILE
+    start_watch(status_path)
+    sealer = BackgroundSealer(runtime, checkpoint_interval=checkpoint_interval,
+                              status_path=status_path)
     sealer.start()
     scheme = "https" if tls else "http"
     console.print(f"Serving the API on {scheme}://{host}:{port} with {workers} process"
@@ -297,13 +325,15 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
         # The access log is the app's own (structlog); uvicorn's would repeat it.
         # No "server: uvicorn" banner: it tells an attacker which exploits to try.
         options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                                   "access_log": False, "http": "httptools", "loop": "uvloop",
+                                   "access_log": False, "http": "httptools",
+                                   # uvloop when installed (trialledger[fast]), else asyncio's.
+                                   "loop": "auto",
                                    "timeout_graceful_shutdown": STOP_GRACE,
                                    "server_header": False}
         if tls is not None:
             options.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
         if workers == 1:
-            served = create_app(runtime)
+            served = create_app(runtime, status_path=status_path)
             CollectorPauses().install()
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped, as asked
                 BoundedStopServer(uvicorn.Config(served, **options)).run()
@@ -312,9 +342,14 @@ def _serve(runtime: Runtime, host: str, port: int, workers: int = 1,
             # embedded server included); this process keeps sealing and projecting.
             os.environ[SERVE_URL] = runtime.url
             os.environ[SERVE_PARENT] = str(os.getpid())
+            os.environ[SERVE_STATUS] = str(status_path)
             uvicorn.run("api.app:create_worker_app", factory=True, workers=workers, **options)
     finally:
-        sealer.stop(wait=STOP_GRACE)
+        # Every request answered: the group commit flushes what is queued (and ends a write
+        # stuck holding the events table's lock, which the sealer would wait for), then the
+        # sealer's last round seals it all.
+        runtime.close()
+        sealer.stop(wait=SEALER_GRACE)
 
 
 def _stop_on_sigterm(signum: int, _: FrameType | None) -> None:
@@ -396,7 +431,7 @@ def _require_study(studies: list[tuple[str, str]], study: str) -> None:
 
 def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> None:
     from application.verification import verify_bundle_remembering
-    from infra.ledger.offline import BundleInvalid
+    from trialledger_verifier.bundle import BundleInvalid
 
     if public_key is None:
         err_console.print("[red]--bundle needs --public-key (the key you trust).[/red]")
@@ -422,7 +457,7 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
 
 def _trusted_keys(bundle: Path, public_key: Path) -> dict[str, Ed25519PublicKey]:
     """The keys in ``public_key`` (exit 2 if they cannot be read, or ``bundle`` is no file)."""
-    from infra.ledger.offline import load_public_keys
+    from trialledger_verifier.bundle import load_public_keys
 
     if not bundle.is_file():
         err_console.print(f"[red]--bundle {escape(str(bundle))}: no such file.[/red]",
@@ -548,8 +583,8 @@ def restore(
     events already (exit 2). People, roles and API clients are not in a bundle: add them
     with `users` and `clients`."""
     from application.restore import restore_bundle
-    from infra.ledger.offline import BundleInvalid
     from infra.ledger.restore import TargetNotEmpty
+    from trialledger_verifier.bundle import BundleInvalid
 
     trusted = _trusted_keys(bundle, public_key)
     with _runtime(_settings(database_url)) as runtime:
@@ -725,7 +760,8 @@ def export(
 
     def write(path: Path) -> str:
         if export_format == "bundle":
-            manifest = write_bundle_file(runtime, study, path, when)
+            with _progress_bar("Bundle: casebooks") as tell:
+                manifest = write_bundle_file(runtime, study, path, when, tell)
             return f"{len(manifest['files'])} files as of {manifest['as_of']}, signed manifest"
         if export_format == "casebook":
             with _progress_bar("Casebooks") as tell:
@@ -748,6 +784,55 @@ def export(
     console.print(f"Wrote {output}: {summary}")
 
 
+@app.command()
+def validate(
+    database_url: DatabaseUrl = None,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Directory for the report (created if missing).")] = Path("."),
+    odm_xsd: Annotated[Path | None, typer.Option(
+        "--odm-xsd", envvar="TRIALLEDGER_ODM_XSD",
+        help="The ODM 1.3.2 XSD the exports are validated against (default: "
+             "../shared/standards/odm-1.3.2/ODM1-3-2.xsd beside the project).",
+        show_default=False)] = None,
+) -> None:
+    """Installation and operational qualification of this deployment, in a validation study
+    of its own; writes <study>.html, <study>.pdf and the signed <study>.zip (which `verify
+    --bundle` accepts) into --out. Exit 0 only when every check passes; 1 naming the
+    requirements a failed check covers. Run it as the database owner (as `db grant`)."""
+    from application.validation.operational import DEFAULT_ODM_XSD
+    from application.validation.run import CannotValidate, run_validation
+
+    if out.exists() and not out.is_dir():
+        err_console.print(f"[red]--out {escape(str(out))}: not a directory.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
+    xsd = odm_xsd or DEFAULT_ODM_XSD
+    if not xsd.is_file():
+        err_console.print(f"[red]--odm-xsd {escape(str(xsd))}: no such file.[/red]",
+                          soft_wrap=True)
+        raise typer.Exit(2)
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            validation = run_validation(runtime, out, xsd)
+        except CannotValidate as e:
+            err_console.print(f"[red]{escape(str(e))}.[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+    for result in validation.results:
+        mark = "[green]✓[/green]" if result.passed else "[red]✗[/red]"
+        console.print(f"{mark} {result.check.name} ({', '.join(result.check.requirements)}): "
+                      f"{escape(result.evidence)}", soft_wrap=True, highlight=False)
+    console.print(f"Report: {validation.report} (signed; check it with trialledger verify "
+                  f"--bundle), {validation.html}, {validation.pdf}", soft_wrap=True,
+                  highlight=False)
+    failed = validation.failed_requirements
+    if failed:
+        console.print(f"[red]✗ VALIDATION FAILED[/red] in {validation.study}: requirement(s) "
+                      f"{', '.join(failed)} not met", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]✓ VALIDATED[/green] in {validation.study}: every check passed",
+                  soft_wrap=True, highlight=False)
+
+
 @contextmanager
 def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, moved by the ``(done, total)`` calls of the yielded function
@@ -762,6 +847,73 @@ def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield tell
+
+
+@app.command()
+def redact(
+    study: Annotated[str, typer.Option(help="The study.")],
+    subject: Annotated[str, typer.Option(help="The subject code.")],
+    username: Annotated[str, typer.Option(
+        help="Who acts: a data manager requests, an admin (another person) approves.")],
+    record: Annotated[str | None, typer.Option(
+        help="One record (with --field); neither: every identifying value of the subject.")
+    ] = None,
+    field: Annotated[str | None, typer.Option(help="A declared identifying field.")] = None,
+    reason: Annotated[str | None, typer.Option(
+        help="Why (shown in place of the value: [redacted on <date>: <reason>]).")] = None,
+    request_id: Annotated[str | None, typer.Option(
+        help="The new request's id (default: generated).")] = None,
+    approve: Annotated[str | None, typer.Option(
+        help="Approve this request id instead of requesting: destroys the values' keys.")
+    ] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read USERNAME's password from stdin (else prompted).")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Redact identifying values entered by mistake (crypto-shredding, two-person): a data
+    manager requests it with a reason, an admin approves it with --approve. Exit 2 when
+    refused."""
+    import uuid
+
+    from application.people import SignIn
+    from application.sign_in_limits import TooManyAttempts
+    from domain.commands import ApproveRedaction, RequestRedaction
+    from domain.directory import SignInRefused
+    from domain.envelope import Reason
+    from domain.errors import DomainError
+
+    if approve is None and not reason:
+        err_console.print("[red]--reason is required to request a redaction.[/red]")
+        raise typer.Exit(2)
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                else typer.prompt(f"Password for {username}", hide_input=True))
+    request = f"cli-{uuid.uuid4()}"
+    with _runtime(_settings(database_url)) as runtime:
+        try:
+            user = runtime.people().sign_in(SignIn(username, password, "trialledger-cli",
+                                                   request, "redaction"))
+            caller = Caller.of(user, "trialledger-cli", request, "cli")
+            if approve is not None:
+                runtime.service().handle(ApproveRedaction(
+                    study=study, subject=subject, request_id=approve), caller)
+                console.print(f"Approved redaction {approve} of {study}/{subject}: its keys "
+                              "are destroyed.")
+                if runtime.settings.provisioned:
+                    console.print(f"The read tables still hold the values: run `trialledger "
+                                  f"rebuild --study {study}` as the owner.")
+                return
+            rid = request_id or f"RD-{uuid.uuid4().hex[:12]}"
+            runtime.service().handle(RequestRedaction(
+                study=study, subject=subject, request_id=rid, record_id=record, field=field,
+                reason=Reason("entered_in_error", reason or "")), caller)
+        except (DomainError, SignInRefused, TooManyAttempts) as e:
+            err_console.print(f"[red]{escape(str(e) or type(e).__name__)}[/red]",
+                              soft_wrap=True)
+            raise typer.Exit(2) from None
+    console.print(f"Requested redaction {rid} of {study}/{subject}; an admin approves it "
+                  f"with: trialledger redact --study {study} --subject {subject} "
+                  f"--approve {rid} --username ADMIN")
 
 
 @app.command("import-sdtm")
@@ -811,23 +963,82 @@ def import_sdtm(
 
 
 @keys_app.command("rotate")
-def keys_rotate(database_url: DatabaseUrl = None) -> None:
-    """Create a new signing key, registered in every study by an event the old key signs."""
+def keys_rotate(
+    database_url: DatabaseUrl = None,
+    from_key_file: Annotated[Path | None, typer.Option(
+        "--from-key-file", help="The key being replaced, a PEM file (mode 0600): the "
+        "configured key (file or PKCS#11) is the new one.", show_default=False)] = None,
+    from_pkcs11_key_label: Annotated[str | None, typer.Option(
+        "--from-pkcs11-key-label", help="The key being replaced, by its label on the "
+        "configured PKCS#11 token.", show_default=False)] = None,
+) -> None:
+    """Move to a new signing key, registered in every study by an event the old key signs.
 
+    Without --from-*: create the next key in the data directory (the embedded default).
+    With one: the configured key (a key file, or a PKCS#11 key) is the new key and the named
+    one, still active, vouches for it."""
     settings = _settings(database_url)
+    if from_key_file is None and from_pkcs11_key_label is None:
+        _rotate_embedded(settings)
+        return
+    try:
+        old = keys.previous_key(settings, from_key_file, from_pkcs11_key_label)
+        new = keys.load_signing_key(settings)
+    except SigningKeyError as e:
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    from infra.signers import close_signer
+    from infra.signing import key_id_for, public_key_b64
+
+    new_id = key_id_for(settings.key_name, new.public_key())
+    new_public = public_key_b64(new.public_key())
+    close_signer(new)  # its public key is all a rotation needs (and is remembered now)
+    with _runtime(settings) as runtime:
+        runtime.use_signer(old)  # the old key signs the events that vouch for the new one
+        old_id = _current_key_id(runtime)
+        if old_id == new_id:
+            err_console.print(f"[red]{old_id} is already the configured key: configure the new "
+                              "key, then name the old one.[/red]")
+            raise typer.Exit(2)
+        studies = [s for s, _ in runtime.studies()]
+        _register_in(runtime, studies, old_id, new_id, new_public)
+    console.print(f"Rotated to {new_id} in {len(studies)} studies; {old_id} is retired.")
+
+
+def _rotate_embedded(settings: Settings) -> None:
     with _runtime(settings) as runtime:
         studies = [s for s, _ in runtime.studies()]
         old_id = _current_key_id(runtime)
-
-        def register(new_id: str, new_public: str) -> None:
-            for study_id in studies:
-                app = runtime.study(study_id)
-                keyring = app.keyring()
-                if keyring is None or new_id not in keyring.keys:
-                    app.register_key(new_id, new_public, _system(), retire=old_id)
-
-        new_id = keys.rotate(settings, register)
+        new_id = keys.rotate(settings, partial(_register_in, runtime, studies, old_id))
     console.print(f"Rotated to {new_id} in {len(studies)} studies; the old key is retired.")
+
+
+def _register_in(runtime: Runtime, studies: list[str], old_id: str, new_id: str,
+                 new_public: str) -> None:
+    """Register ``new_id`` in every study not holding it yet (resumable), retiring
+    ``old_id``, by events the runtime's key (the old one) signs."""
+    for study_id in studies:
+        app = runtime.study(study_id)
+        keyring = app.keyring()
+        if keyring is None or new_id not in keyring.keys:
+            app.register_key(new_id, new_public, _system(), retire=old_id)
+
+
+@keys_app.command("hsm-generate")
+def keys_hsm_generate() -> None:
+    """Generate the configured PKCS#11 key (TRIALLEDGER_PKCS11_KEY_LABEL) on the token: an
+    Ed25519 pair whose private half is sensitive and never extractable."""
+    from infra.pkcs11_signer import generate_key
+    from infra.signing import key_id_for
+
+    settings = _settings(None)
+    try:
+        public = generate_key(keys.token_key(settings))
+    except SigningKeyError as e:
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"Generated {key_id_for(settings.key_name, public)} as "
+                  f"{settings.pkcs11_key_label!r} on token {settings.pkcs11_token_label!r}.")
 
 
 @keys_app.command("revoke")

@@ -8,17 +8,19 @@ nothing on the hot path beyond what it does.
 from __future__ import annotations
 
 import hmac
+import threading
 import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import psycopg
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import Metrics
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
@@ -28,6 +30,8 @@ from infra.logging import get_logger
 from infra.settings import Settings
 
 _log = get_logger("trialledger.access")
+# What a lost database connection raises (a pool's wait for one too: PoolTimeout).
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 def _problem(status: int, title: str, detail: str, **extra: Any) -> tuple[int, bytes]:
@@ -41,23 +45,6 @@ async def _send_body(send: Send, status: int, body: bytes, content_type: str = P
                 "headers": [(b"content-type", content_type.encode()),
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
-
-
-class Metrics:
-    """Prometheus metrics of one app (its own registry, so two apps in a process don't mix)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("trialledger_http_requests_total", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("trialledger_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
-        # An alarm: a person or client refused because their directory record was altered.
-        self.directory_verification_failures = Counter(
-            "trialledger_directory_verification_failures",
-            "Directory records refused because they fail verification (tampering)",
-            registry=self.registry)
 
 
 class AccessLog:
@@ -108,6 +95,7 @@ class AccessLog:
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
             self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
                       client=state.get("client"), method=scope["method"], route=path,
@@ -215,6 +203,19 @@ class Idempotency:
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
+        # Claims of failed requests this process could not free (the database went away
+        # with the request, a failover): freed before the key is claimed again, so that a
+        # retry runs instead of waiting out the lease.
+        self._unreleased: set[tuple[str, str]] = set()
+        self._unreleased_lock = threading.Lock()
+
+    async def _database_away(self, send: Send, error: Exception) -> None:
+        """Answer 503 (nothing stored) when the key's own table is out of reach."""
+        _log.error("database unavailable", error=str(error))
+        await run_in_threadpool(self.runtime.database_away.confirm)
+        await _send_body(send, *_problem(
+            503, "Service unavailable", "the database is not reachable; nothing was "
+            "stored, retry later"), headers=[(b"retry-after", str(RETRY_AFTER).encode())])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -222,7 +223,11 @@ class Idempotency:
             return
         headers = dict(scope["headers"])
         key = headers.get(b"idempotency-key", b"").decode("latin-1")
-        username = await run_in_threadpool(self._username, headers) if key else None
+        try:
+            username = await run_in_threadpool(self._username, headers) if key else None
+        except DATABASE_ERRORS as e:
+            await self._database_away(send, e)
+            return
         if username is None:
             await self.app(scope, receive, send)
             return
@@ -232,7 +237,15 @@ class Idempotency:
                                                       "message": f"at most {MAX_KEY_LENGTH}"}]))
             return
         digest = request_digest("POST", scope["path"], scope["state"].get("body", b""))
-        replay = await run_in_threadpool(self._claim, username, key, digest)
+        try:
+            replay = await run_in_threadpool(self._claim, username, key, digest)
+        except DATABASE_ERRORS as e:
+            # The claim may have committed before its answer was lost: this request did not
+            # run, so its claim is freed when the key comes again.
+            with self._unreleased_lock:
+                self._unreleased.add((username, key))
+            await self._database_away(send, e)
+            return
         if replay is not None:
             if replay.request_sha256 != digest:
                 await _send_body(send, *_problem(
@@ -275,6 +288,12 @@ class Idempotency:
 
     def _claim(self, username: str, key: str, digest: str) -> Any:
         with self.runtime.pool().connection() as conn:
+            with self._unreleased_lock:
+                unreleased = (username, key) in self._unreleased
+            if unreleased:
+                self.runtime.idempotency().release(conn, username, key)
+                with self._unreleased_lock:
+                    self._unreleased.discard((username, key))
             return self.runtime.idempotency().claim(conn, username, key, digest)
 
     def _complete(self, username: str, key: str, captured: dict[str, Any]) -> None:
@@ -286,16 +305,25 @@ class Idempotency:
             content = orjson.loads(bytes(captured["body"])) if captured["body"] else None
         except orjson.JSONDecodeError:
             content = None
-        with self.runtime.pool().connection() as conn:
+        try:
+            with self.runtime.pool().connection() as conn:
+                if captured["status"] >= 500:
+                    # A server error promises nothing: free the key so a retry runs again (a
+                    # record entered under the client's own record_id is then refused as a
+                    # duplicate if the first attempt did commit).
+                    self.runtime.idempotency().release(conn, username, key)
+                else:
+                    self.runtime.idempotency().complete(
+                        conn, username, key, captured["status"],
+                        {"content": content, "content_type": content_type,
+                         "headers": headers})
+        except DATABASE_ERRORS as e:
+            # The answer is sent; only the key's record is missing.
             if captured["status"] >= 500:
-                # A server error promises nothing: free the key so a retry runs again (a
-                # record entered under the client's own record_id is then refused as a
-                # duplicate if the first attempt did commit).
-                self.runtime.idempotency().release(conn, username, key)
-            else:
-                self.runtime.idempotency().complete(
-                    conn, username, key, captured["status"],
-                    {"content": content, "content_type": content_type, "headers": headers})
+                with self._unreleased_lock:
+                    self._unreleased.add((username, key))
+            _log.warning("idempotency key not recorded", status=captured["status"],
+                         error=str(e))
 
 
 # Every answer of the API is data or an error, never a page: nothing may be framed, run or

@@ -30,6 +30,7 @@ from domain.errors import (
 )
 from domain.group_commit import CommitTimedOut
 from infra.logging import get_logger
+from infra.signers import SigningKeyError
 
 _log = get_logger("trialledger.api")
 
@@ -126,6 +127,14 @@ def install(app: FastAPI) -> None:
         response = problem(503, "Service unavailable", str(exc))
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.exception_handler(SigningKeyError)
+    async def cannot_sign(request: Request, exc: SigningKeyError) -> JSONResponse:
+        # The key may not sign (see docs/key-management.md) or its token failed: an
+        # operator's matter, not the request's; nothing unsigned is ever stored.
+        _log.error("signing key unavailable", request_id=_request_id(request), error=str(exc))
+        return problem(503, "Service unavailable", f"the server cannot sign: {exc}; nothing "
+                       "was stored")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -451,6 +451,11 @@ class StudyIn(Body):
         description="The outcome measures (domain/endpoints.py: id, type, title, measure, "
                     "population, timepoints, unit, derivation, statistic, comparison, "
                     "parameters); none: the study has no outcome tables")
+    identifying_items: dict[str, list[str]] = Field(
+        default_factory=dict, max_length=20,
+        description="Record kind -> fields that may identify a person (free text, "
+                    "initials...): stored sealed, each value under a key of its own that a "
+                    "two-person redaction destroys")
 
 
 class EnrollmentIn(Body):
@@ -788,3 +793,16 @@ class AuditReviewIn(Body):
     min_changes: int | None = Field(default=None, ge=1, le=100_000,
                                     description="review=frequent-critical's threshold, if "
                                                 "not the study's")
+
+
+class RedactionIn(Body):
+    """A request that identifying values entered by mistake be redacted: one declared
+    field of one record, or (neither given) every identifying value of the subject."""
+
+    model_config = _example({"request_id": "RD-1", "record_id": "AE-1", "field": "term",
+                             "reason": {"code": "entered_in_error",
+                                        "text": "patient name typed into the term"}})
+    request_id: str = Field(min_length=1, max_length=limits.ID)
+    record_id: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+    field: str | None = Field(default=None, min_length=1, max_length=limits.ID)
+    reason: ReasonIn

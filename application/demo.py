@@ -204,8 +204,9 @@ def print_people(people: DemoPeople, console: Console) -> None:
 
 def print_next_steps(console: Console, base_url: str, credentials: Path, *,
                      serving: bool) -> None:
-    """How to reach the API, and a copy-paste shell snippet (curl) that signs in as the
-    monitor and reads the audit trail. Printed without wrapping, so it can be pasted."""
+    """How to reach the API, a copy-paste shell snippet (curl) that signs in as the monitor
+    and reads the audit trail, and last the web console's address. Printed without
+    wrapping, so it can be pasted."""
     study = nct04397107.STUDY_ID
     lines = ["", "Next steps:"]
     if not serving:
@@ -213,8 +214,6 @@ def print_next_steps(console: Console, base_url: str, credentials: Path, *,
                      "TRIALLEDGER_HOME; --host and --port choose where)")
     lines += [f"  The API: {base_url}/v1 (OpenAPI at {base_url}/openapi.json, "
               f"browsable at {base_url}/docs)",
-              f"  The web console: {base_url}/ui/ (sign in as any person of the demo: "
-              f"usernames and passwords in {credentials})",
               "  Sign in as the monitor and read the audit trail:"]
     password = (f'import json,sys; print(json.load(open(sys.argv[1]))["people"]'
                 f'["{MONITOR}"]["password"])')
@@ -227,7 +226,10 @@ def print_next_steps(console: Console, base_url: str, credentials: Path, *,
         f"curl -sf -H \"Authorization: Bearer $TOKEN\" "
         f"'{base_url}/v1/studies/{study}/audit?limit=5'",
     ]
-    for line in lines + [f"    {line}" for line in snippet]:
+    # The console's address last: the line a person reads before opening a browser.
+    console_line = (f"Open the web console: {base_url}/ui/ (sign in as any person of the demo: "
+                    f"usernames and passwords in {credentials})")
+    for line in [*lines, *(f"    {line}" for line in snippet), "", console_line]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 

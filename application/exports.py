@@ -230,11 +230,12 @@ def _directory_zip(runtime: Runtime, study: str, export_format: str,
     yield from archive.finish()
 
 
-def bundle(runtime: Runtime, study: str,
-           as_of: datetime | None = None) -> Generator[bytes, None, dict[str, Any]]:
+def bundle(runtime: Runtime, study: str, as_of: datetime | None = None,
+           progress: Progress | None = None) -> Generator[bytes, None, dict[str, Any]]:
     """Seal (with a fresh checkpoint), then the bundle, yielded member by member: the whole
-    ledger, then the casebooks (subject by subject), the CSV files and the ODM snapshot and
-    archive as of ``as_of`` (default: now), then the signed manifest, which it returns."""
+    ledger, then the casebooks (subject by subject, ``progress(done, total)`` told of each),
+    the CSV files and the ODM snapshot and archive as of ``as_of`` (default: now), then the
+    signed manifest, which it returns."""
     try:
         runtime.seal(study, force_checkpoint=True)
     except SealingRefused as e:
@@ -248,22 +249,23 @@ def bundle(runtime: Runtime, study: str,
         manifest: dict[str, Any] = yield from bundle_chunks(
             conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),
             runtime.signing_key(), runtime.settings.key_name,
-            files=_renderings(runtime, study, Path(tmp), when, created), as_of=when,
+            files=_renderings(runtime, study, Path(tmp), when, created, progress), as_of=when,
             created_at=created, software_version=f"trialledger {_software_version()}",
             witnessed=bool(runtime.settings.witnesses))
     return manifest
 
 
 def write_bundle_file(runtime: Runtime, study: str, path: Path,
-                      as_of: datetime | None = None) -> dict[str, Any]:
+                      as_of: datetime | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
     """Write the bundle (the bytes :func:`bundle` yields) to ``path``; return its manifest.
     The file appears whole or not at all."""
-    manifest: dict[str, Any] = write_file(bundle(runtime, study, as_of), path)
+    manifest: dict[str, Any] = write_file(bundle(runtime, study, as_of, progress), path)
     return manifest
 
 
 def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
-                created: datetime) -> Iterator[tuple[str, Path]]:
+                created: datetime, progress: Progress | None) -> Iterator[tuple[str, Path]]:
     """The bundle's renderings as (bundle name, file), sorted by name, each rendered into
     ``directory`` when it is asked for: casebooks/ subject by subject, csv/, dataset-json/,
     odm/, xpt/."""
@@ -271,7 +273,8 @@ def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
     definition = runtime.study(study).definition()
     with connect(runtime.url) as conn:
         for name, path in casebook_files(conn, schema_for_study(study), definition,
-                                         directory / BUNDLE_CASEBOOKS, as_of, created):
+                                         directory / BUNDLE_CASEBOOKS, as_of, created,
+                                         progress):
             yield f"{BUNDLE_CASEBOOKS}/{name}", path
     csv = directory / BUNDLE_CSV
     write_csv_dir(runtime, study, csv, as_of)

@@ -183,8 +183,10 @@ class People:
     def __init__(self, directory: DirectoryApplication, *,
                  limits: SignInLimits | None = None,
                  totp_roles: frozenset[str] = frozenset(),
-                 end_sessions: Callable[[str], None] = lambda _: None) -> None:
+                 end_sessions: Callable[[str], None] = lambda _: None,
+                 on_refused: Callable[[bool], None] = lambda _: None) -> None:
         self.directory = directory
+        self._on_refused = on_refused
         self.totp_roles = totp_roles
         self._limiter = SignInLimiter(limits or SignInLimits())
         self._end_sessions = end_sessions
@@ -379,7 +381,8 @@ class People:
                 check_password, lambda u: self_envelope(u, command.client, command.request_id),
                 second_factor=second, address=command.address,
                 unknown_envelope=anonymous_envelope(command.client, command.request_id))
-        except SignInRefused:
+        except SignInRefused as refused:
+            self._on_refused(refused.locked_out)
             if asked == ["enrol"]:
                 raise Unauthenticated("a second factor is required for your role: enrol one "
                                       "(POST /v1/auth/totp), then sign in with its code "

@@ -7,6 +7,7 @@ the rebuild's staging tables; the parent process then indexes and swaps them in 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from typing import Any
+
+from psycopg.conninfo import make_conninfo
 
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
@@ -24,6 +27,14 @@ log = get_logger(__name__)
 # short replays in a few seconds in one process.
 PARTS_FROM = 50_000
 MAX_PARTS = 8
+# Connections a part holds: one for its reader thread, one for its writer thread.
+CONNECTIONS_PER_PART = 2
+# What the parts of one rebuild hold together at most, however many parts are asked for: a
+# server shared with a deployment's other processes has few to spare (PostgreSQL's default
+# max_connections is 100).
+REBUILD_CONNECTIONS = MAX_PARTS * CONNECTIONS_PER_PART
+# How the parts' connections are named in pg_stat_activity.
+PART_APPLICATION_NAME = "trialledger-rebuild-part"
 
 
 class RebuildFailed(RuntimeError):
@@ -43,15 +54,19 @@ def parts_for(events: int) -> int:
 
 class PartsReplay:
     """Replays a study's log in ``parts`` child processes (a ``replay`` for
-    :meth:`projections.projector.HistoryProjector.rebuild`)."""
+    :meth:`projections.projector.HistoryProjector.rebuild`), holding at most ``connections``
+    database connections together: fewer parts than asked for when that many would need
+    more."""
 
     def __init__(self, settings: Settings, url: str, study_id: str, parts: int, *,
                  signed: bool = True, batch_size: int = 5000,
-                 on_batch: Callable[[int], object] | None = None) -> None:
-        self.settings = settings
-        self.url = url
+                 on_batch: Callable[[int], object] | None = None,
+                 connections: int = REBUILD_CONNECTIONS) -> None:
+        # Each part's pool holds what its two threads use, and no more.
+        self.settings = dataclasses.replace(settings, store_pool_size=CONNECTIONS_PER_PART)
+        self.url = make_conninfo(url, application_name=PART_APPLICATION_NAME)
         self.study_id = study_id
-        self.parts = parts
+        self.parts = max(1, min(parts, connections // CONNECTIONS_PER_PART))
         self.signed = signed
         self.batch_size = batch_size
         self.on_batch = on_batch

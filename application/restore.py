@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from application.runtime import Runtime
 from application.verification import verify_bundle_remembering
 from infra import keys
-from infra.ledger.offline import BundleReport
 from infra.ledger.restore import LoadedLedger, TargetNotEmpty, holds_events, load_ledger
 from infra.postgres import connect, schema_for_study
+from trialledger_verifier.bundle import BundleReport
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Restored:
 def restore_bundle(runtime: Runtime, path: Path,
                    trusted: dict[str, Ed25519PublicKey]) -> Restored:
     """Verify the bundle at ``path`` offline against ``trusted`` (raises
-    :class:`~infra.ledger.offline.BundleInvalid`), then restore its study into this
+    :class:`~trialledger_verifier.bundle.BundleInvalid`), then restore its study into this
     deployment's database; raise :class:`~infra.ledger.restore.TargetNotEmpty`, storing
     nothing, if the study holds events there already."""
     report = verify_bundle_remembering(runtime.settings, path, trusted, None)
@@ -56,8 +56,9 @@ def restore_bundle(runtime: Runtime, path: Path,
         loaded = load_ledger(conn, schema, bundle)
     # The keys the operator trusts anchor the log for online verification from now on.
     keys.trust_public_keys(runtime.settings, trusted)
+    # This deployment's key joins the log (an event) if the log does not know it yet.
+    runtime.adopt_restored_study(study)
     projected = runtime.project(study, rebuild=True)
-    # Opening the study registered this deployment's key if the log did not know it yet:
-    # sealed now, so the log has no unsealed tail.
+    # Sealed now, so the log has no unsealed tail.
     sealed = runtime.seal(study)
     return Restored(report, loaded, projected, sealed.tree_size)

@@ -12,7 +12,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Mapper, Transcoder
 from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
@@ -31,12 +30,14 @@ from domain.errors import Conflict, InvalidState, NotFound
 from domain.service import StudyApplication
 from domain.signed_application import MapperFactory
 from domain.studies.protocols import study_endpoints
+from domain.subject import Subject
 from infra import catalog, keys
+from infra.field_keys import FieldKeys, create_key_tables, load_kek
 from infra.idempotency import IdempotencyStore
-from infra.keys import SigningKeyError
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
+from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import SharedPool, open_shared_pool
 from infra.postgres import (
@@ -48,14 +49,20 @@ from infra.postgres import (
 )
 from infra.recorder import AppendOnlyApplicationRecorder, TrialLedgerFactory
 from infra.replica import Reads, ReadSource
+from infra.sealed_fields import FieldSealer
+from infra.sealer_status import LedgerState, ledger_state
 from infra.sessions import SessionStore
 from infra.settings import Settings
+from infra.signers import Signer, SigningKeyError, close_signer
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView, read_tables_ready
 from projections.outcomes.engine import cell_contributions, outcome_tables
 from projections.projector import HistoryProjector
 from projections.queries import cell_sources, outcome_books
+
+# The name of the read tables' eventsourcing environment, which names their tracking table.
+HISTORY_ENV = "History"
 
 # A catch-up of this many events refreshes the read tables' planner statistics.
 ANALYZE_AFTER = 10_000
@@ -75,7 +82,7 @@ class Runtime:
     url: str
     signed: bool = True
     _apps: dict[str, StudyApplication] = field(default_factory=dict)
-    _key: Ed25519PrivateKey | None = None
+    _key: Signer | None = None
     _projectors: dict[str, HistoryProjector] = field(default_factory=dict)
     _directory: DirectoryApplication | None = None
     _people: People | None = None
@@ -91,8 +98,12 @@ class Runtime:
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
     _group_commit: bool = False
     _service: TrialService | None = None
+    _kek: bytes | None = None
+    _field_keys: dict[str, FieldKeys] = field(default_factory=dict)
     # Set when a request finds the database unreachable; see application/database_away.py.
     database_away: DatabaseAway = field(init=False)
+    # Told of each refused sign-in (True: it locked the account), e.g. by a server's metrics.
+    on_sign_in_refused: Callable[[bool], None] = field(default=lambda _: None)
 
     def __post_init__(self) -> None:
         self.database_away = DatabaseAway(lambda: reachable(self.url))
@@ -106,7 +117,18 @@ class Runtime:
                 return self._apps[study_id]
             return self._open_study(study_id, clock)
 
-    def _open_study(self, study_id: str, clock: Clock | None) -> StudyApplication:
+    def adopt_restored_study(self, study_id: str) -> StudyApplication:
+        """Open a study just restored from a bundle signed by another deployment's keys: this
+        deployment's key joins its keyring as the log's next event, signed by that key. The
+        restore is the recorded operator action that vouches for it (a key that appears in a
+        log any other way is refused: see :meth:`_register_signing_key`)."""
+        with self._init_lock:
+            if study_id in self._apps:
+                raise RuntimeError(f"{study_id} is open already: adopt it before opening it")
+            return self._open_study(study_id, None, adopting=True)
+
+    def _open_study(self, study_id: str, clock: Clock | None, *,
+                    adopting: bool = False) -> StudyApplication:
         schema = schema_for_study(study_id)
         with self._setting_up() as conn:
             if conn is not None:
@@ -117,8 +139,11 @@ class Runtime:
                 clock=clock,
                 mapper_factory=self._mapper_factory(study_id) if self.signed else None,
             )
+            if conn is not None:
+                create_key_tables(conn, schema)
             if self.signed:
-                self._register_signing_key(app)
+                self._bind_sealer(app)
+                self._register_signing_key(app, adopting=adopting)
         if clock is None:
             if self._group_commit:
                 self._commit_in_groups(app)
@@ -133,6 +158,7 @@ class Runtime:
         with self._setting_up() as conn:
             if conn is not None:
                 catalog.add_study(conn, study_id, schema)
+                create_key_tables(conn, schema)
             StudyApplication(study_id, env=self._eventsourcing_env(schema)).close()
 
     def _eventsourcing_env(self, schema: str) -> dict[str, str]:
@@ -174,7 +200,7 @@ class Runtime:
     def service(self) -> TrialService:
         """The front door of every write to this deployment's studies."""
         if self._service is None:
-            self._service = TrialService(self, PeopleReauthenticator(self.people))
+            self._service = TrialService(self, PeopleReauthenticator(self.people), self)
         return self._service
 
     def directory(self) -> DirectoryApplication:
@@ -182,6 +208,10 @@ class Runtime:
         if self._directory is None:
             with self._init_lock:
                 if self._directory is None:
+                    if self.signed:
+                        # The directory has no keyring: its signer is checked against the
+                        # studies' (before the set-up lock, which opening a study takes too).
+                        self.require_signing_key()
                     with self._setting_up() as conn:
                         if conn is not None:
                             catalog.ensure_catalog(conn)
@@ -202,7 +232,8 @@ class Runtime:
                         self.directory(),
                         limits=SignInLimits(self.settings.sign_in_per_account,
                                             self.settings.sign_in_per_address),
-                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions)
+                        totp_roles=self.settings.totp_roles, end_sessions=self._end_sessions,
+                        on_refused=lambda locked_out: self.on_sign_in_refused(locked_out))
         return self._people
 
     def _end_sessions(self, username: str) -> None:
@@ -251,12 +282,20 @@ class Runtime:
             self._idempotency = IdempotencyStore()
         return self._idempotency
 
-    def _register_signing_key(self, app: StudyApplication) -> None:
-        """Make sure the study's keyring knows the key about to sign its events."""
+    def _register_signing_key(self, app: StudyApplication, *, adopting: bool = False) -> None:
+        """Make sure the study's keyring knows the key about to sign its events: a new study
+        registers it as its first key; a study whose keyring does not hold it refuses it (a
+        key replaced by hand, not by a recorded rotation) unless ``adopting`` a restored log."""
         key = self.signing_key()
         key_id = key_id_for(self.settings.key_name, key.public_key())
         keyring = app.keyring()
         state = keyring.keys.get(key_id) if keyring else None
+        if keyring is not None and state is None and not adopting:
+            active = ", ".join(k for k, s in keyring.keys.items() if s == "active") or "none"
+            raise SigningKeyError(
+                f"the signing key {key_id} is not in the keyring of study {app.study_id} "
+                f"(active: {active}): the key was replaced without a rotation; record it with "
+                "`trialledger keys rotate --from-key-file OLD_KEY` (or --from-pkcs11-key-label)")
         if state is None:
             try:
                 app.register_key(key_id, public_key_b64(key.public_key()), system_envelope())
@@ -269,11 +308,27 @@ class Runtime:
             raise SigningKeyError(f"the signing key {key_id} is {state} for study "
                                   f"{app.study_id}; it must not sign again")
 
-    def signing_key(self) -> Ed25519PrivateKey:
-        """The deployment's current signing key."""
+    def signing_key(self) -> Signer:
+        """The deployment's current signing key (a file key or a PKCS#11 token's)."""
         if self._key is None:
-            self._key = keys.load_signing_key(self.settings)
+            with self._init_lock:
+                if self._key is None:
+                    self._key = keys.load_signing_key(self.settings)
         return self._key
+
+    def use_signer(self, signer: Signer) -> None:
+        """Sign with ``signer`` rather than the configured key: a rotation's old key, which
+        vouches for the new one. Only before any study or the directory is opened."""
+        if self._apps or self._directory is not None:
+            raise RuntimeError("use_signer: the runtime has already opened applications")
+        self._key = signer
+
+    def require_signing_key(self) -> None:
+        """Open every study, so that a key that may not sign any of them (replaced without a
+        rotation, retired, revoked) stops a server before it serves
+        (:class:`infra.signers.SigningKeyError`)."""
+        for study_id, _ in self.studies():
+            self.study(study_id)
 
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
         """Seal the study's new events into its ledger (and checkpoint if due or forced);
@@ -291,6 +346,8 @@ class Runtime:
 
     def _seal(self, conn: psycopg.Connection[Any], log: str, schema: str,
               force_checkpoint: bool) -> SealResult:
+        if log != DIRECTORY_LOG:
+            self.study(log)  # a checkpoint is signed only by a key the study's keyring holds
         result = seal(conn, log, schema, keys.load_public_keys(self.settings),
                       self.signing_key(), self.settings.key_name,
                       force_checkpoint=force_checkpoint)
@@ -311,13 +368,81 @@ class Runtime:
         with connect(self.url) as conn:
             return catalog.list_studies(conn)
 
+    def sealed_logs(self) -> list[str]:
+        """Every log the sealer follows: the directory's (once it has a ledger), then each
+        study's."""
+        with self.pool().connection() as conn:
+            directory = store.has_ledger(conn, catalog.CATALOG_SCHEMA)
+            studies = [s for s, _ in catalog.list_studies(conn)]
+        return [DIRECTORY_LOG, *studies] if directory else studies
+
+    def ledger_state(self, log: str) -> LedgerState:
+        """How far ``log`` (a study id or :data:`DIRECTORY_LOG`) is sealed and projected,
+        and its newest checkpoint, as stored now."""
+        if log == DIRECTORY_LOG:
+            schema, projection = catalog.CATALOG_SCHEMA, None
+        else:
+            schema = schema_for_study(log)
+            projection = (f"{HISTORY_ENV.lower()}_tracking", StudyApplication.name)
+        with self.pool().connection() as conn:
+            return ledger_state(conn, log, schema, projection)
+
+    def pools(self) -> dict[str, ConnectionPool[Any]]:
+        """The connection pools this runtime has open, by use (for their statistics)."""
+        opened: dict[str, ConnectionPool[Any]] = {}
+        if self._pool is not None:
+            opened["api"] = self._pool
+        if self._store_pool is not None:
+            opened["store"] = self._store_pool
+        return opened
+
     def _mapper_factory(self, study_id: str) -> MapperFactory:
         signer = EventSigner(study_id, self.signing_key(), self.settings.key_name)
+        sealer = FieldSealer(study_id, self.field_keys(study_id))
 
         def factory(transcoder: Transcoder) -> Mapper[UUID]:
-            return SigningMapper(transcoder, signer)
+            return SigningMapper(transcoder, signer, sealer)
 
         return factory
+
+    @staticmethod
+    def _bind_sealer(app: StudyApplication) -> None:
+        """Tell the study's sealer what its definition declares identifying (asked when a
+        record is written: the study is registered by then, and its definition cached)."""
+        mapper = app.mapper
+        if isinstance(mapper, SigningMapper) and mapper.sealer is not None:
+            mapper.sealer.identifying = lambda: app.definition().identifying
+
+    def field_keys(self, study_id: str) -> FieldKeys:
+        """The data keys of the study's identifying values (see :mod:`infra.field_keys`)."""
+        with self._init_lock:
+            field_keys = self._field_keys.get(study_id)
+            if field_keys is None:
+                if self._kek is None:
+                    self._kek = load_kek(self.settings)
+                field_keys = FieldKeys(self.url, schema_for_study(study_id), self._kek)
+                self._field_keys[study_id] = field_keys
+            return field_keys
+
+    def shred(self, study_id: str, subject: Subject, request_id: str) -> None:
+        """Carry out an approved redaction: destroy the data keys of the values it covers,
+        forget stored answers that held them, and rebuild the read tables (which then read
+        the marker from the events; in a provisioned deployment the owner rebuilds them).
+        Safe to run again for the same request."""
+        request = subject.redactions[request_id]
+        on = datetime.fromisoformat(request["approved_at"]).date()
+        self.field_keys(study_id).shred(str(subject.id), request["items"], on,
+                                        request["reason"], request_id)
+        with self.pool().connection() as conn:
+            self.idempotency().forget_mentions(
+                conn, sorted({item["record_id"] for item in request["items"]}))
+        if self.settings.provisioned:
+            # The application's role may not create tables: the owner rebuilds them.
+            get_logger(__name__).warning(
+                "redaction.read_tables_stale", study=study_id, request_id=request_id,
+                action=f"run `trialledger rebuild --study {study_id}` as the owner")
+            return
+        self.project(study_id, rebuild=True)
 
     def _verifying_mapper_factory(self) -> MapperFactory:
         """The directory's mapper: signs what it stores, and checks every event it loads
@@ -332,7 +457,7 @@ class Runtime:
 
     def history_view(self, study_id: str) -> HistoryView:
         """The study's history and audit tables (created if missing)."""
-        env = Environment("History", self._eventsourcing_env(schema_for_study(study_id)))
+        env = Environment(HISTORY_ENV, self._eventsourcing_env(schema_for_study(study_id)))
         view: HistoryView = TrialLedgerFactory(env).tracking_recorder(HistoryView)
         return view
 
@@ -442,6 +567,9 @@ class Runtime:
 
     def close(self) -> None:
         """Close every application's and projector's connection pool."""
+        for field_keys in self._field_keys.values():
+            field_keys.close()
+        self._field_keys.clear()
         for projector in self._projectors.values():
             projector.view.datastore.close()
         self._projectors.clear()
@@ -461,6 +589,9 @@ class Runtime:
         if self._store_pool is not None:
             self._store_pool.shutdown()
             self._store_pool = None
+        if self._key is not None:
+            close_signer(self._key)
+            self._key = None
 
 
 @contextmanager

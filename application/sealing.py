@@ -10,14 +10,19 @@ more in ``bench/http_bench.py``), and a failure there cannot take the API down.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Event
+from pathlib import Path
 
+from application.ledger_watch import SealerWatch
 from application.outage import Outage
 from application.runtime import Runtime
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import CHECKPOINT_INTERVAL, SEAL_INTERVAL, SealingRefused, SealResult
 from infra.logging import configure_logging, get_logger
+from infra.process_metrics import ProcessFigures, process_ended
 from infra.settings import Settings
 
 log = get_logger(__name__)
@@ -30,8 +35,10 @@ class SealingRounds:
     ``checkpoint_interval`` for one, but signs no more often than that needs."""
 
     def __init__(self, runtime: Runtime, checkpoint_interval: float = CHECKPOINT_INTERVAL,
-                 round_interval: float = SEAL_INTERVAL) -> None:
+                 round_interval: float = SEAL_INTERVAL, watch: SealerWatch | None = None
+                 ) -> None:
         self.runtime = runtime
+        self.watch = watch
         # An event committed just after a checkpoint is sealed by the next round; the
         # checkpoint covering it comes with the last round that still fits in the interval.
         self._checkpoint_after = max(0.0, checkpoint_interval - round_interval)
@@ -42,6 +49,19 @@ class SealingRounds:
         """One round over the directory and every study. The database being away ends the
         round (logged by :attr:`outage`, once, then at a back-off); the next round tries
         again."""
+        try:
+            self._round()
+        finally:
+            if self.watch is not None:
+                self.watch.beat()
+
+    def final_round(self) -> None:
+        """The round of a sealer that is stopping: seals what is pending and signs a
+        checkpoint over it, whatever the checkpoint interval."""
+        self._last_checkpoint.clear()
+        self.seal_all()
+
+    def _round(self) -> None:
         try:
             studies = self.runtime.studies()
         except Exception as e:
@@ -88,6 +108,11 @@ class SealingRounds:
         result = self.runtime.seal_directory(force_checkpoint=self._due(DIRECTORY_LOG))
         if result is not None:
             self._sealed(DIRECTORY_LOG, result, started)
+            self._visited(DIRECTORY_LOG)
+
+    def _visited(self, log: str) -> None:
+        if self.watch is not None:
+            self.watch.visited(log)
 
     def _seal_and_project(self, study_id: str) -> None:
         started = time.monotonic()
@@ -96,23 +121,39 @@ class SealingRounds:
         projected = self.runtime.project(study_id)
         if projected:
             log.info("projection.caught_up", study=study_id, events=projected)
+        self._visited(study_id)
 
 
 def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval: float,
-                        checkpoint_interval: float) -> None:
+                        checkpoint_interval: float, status_path: Path | None) -> None:
     configure_logging()
+    # Its server stops it (the event) once the requests in flight are answered; a SIGTERM or
+    # Ctrl-C sent to the whole process group must not end it before that last round.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime = Runtime(settings, url)
+    figures = ProcessFigures("sealer")
     try:
-        rounds = SealingRounds(runtime, checkpoint_interval, interval)
+        rounds = SealingRounds(runtime, checkpoint_interval, interval,
+                               None if status_path is None else SealerWatch(runtime, status_path))
         server = multiprocessing.parent_process()
         # Ends with the server, even one killed before it could say stop.
         while not stopping.wait(interval) and (server is None or server.is_alive()):
-            try:
-                rounds.seal_all()
-            except Exception:  # e.g. the list of studies unreadable: the next round tries again
-                log.exception("ledger.round_failed")
+            _guarded(rounds.seal_all)
+            figures.refresh(runtime.pools)
+        if stopping.is_set():
+            _guarded(rounds.final_round)
+            log.info("ledger.sealer_stopped")
     finally:
         runtime.close()
+        process_ended()
+
+
+def _guarded(run: Callable[[], None]) -> None:
+    try:
+        run()
+    except Exception:  # e.g. the list of studies unreadable: the next round tries again
+        log.exception("ledger.round_failed")
 
 
 class BackgroundSealer:
@@ -120,13 +161,14 @@ class BackgroundSealer:
     child process, on the runtime's database; see :class:`SealingRounds`."""
 
     def __init__(self, runtime: Runtime, interval: float = SEAL_INTERVAL,
-                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL,
+                 status_path: Path | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self._stopping = context.Event()
         self._process = context.Process(
             target=_seal_until_stopped, name="trialledger-sealer", daemon=True,
             args=(runtime.settings, runtime.url, self._stopping,
-                  min(interval, checkpoint_interval), checkpoint_interval))
+                  min(interval, checkpoint_interval), checkpoint_interval, status_path))
 
     def start(self) -> None:
         """Start the child process."""
@@ -138,8 +180,9 @@ class BackgroundSealer:
         return self._process.pid
 
     def stop(self, wait: float = 30.0) -> None:
-        """Stop after the current round (or, past ``wait`` seconds, at once: what a round
-        writes, it writes in transactions, and the next round resumes where it stopped)."""
+        """Stop after the current round and a last one that seals what is pending (or, past
+        ``wait`` seconds, at once: what a round writes, it writes in transactions, and the
+        next start resumes where it stopped)."""
         self._stopping.set()
         self._process.join(timeout=wait)
         if self._process.is_alive():

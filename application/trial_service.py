@@ -22,6 +22,7 @@ from domain.commands import (
     ACTIONS,
     AdministerDose,
     AnswerQuery,
+    ApproveRedaction,
     ChangeTherapy,
     CloseQuery,
     Complete,
@@ -37,6 +38,7 @@ from domain.commands import (
     RegisterStudy,
     RemoveRecord,
     ReportAdverseEvent,
+    RequestRedaction,
     ResolveAdverseEvent,
     SignCasebook,
     SignOffAuditReview,
@@ -85,12 +87,22 @@ class Reauthenticator(Protocol):
         ``envelope``."""
 
 
+class Shredder(Protocol):
+    """Carries out an approved redaction outside the events (the runtime)."""
+
+    def shred(self, study_id: str, subject: Subject, request_id: str) -> None:
+        """Destroy the keys of the values redaction ``request_id`` of ``subject`` covers,
+        and purge the read side of them."""
+
+
 class TrialService:
     """Runs every command of every study on behalf of its caller."""
 
-    def __init__(self, studies: Studies, reauthenticator: Reauthenticator) -> None:
+    def __init__(self, studies: Studies, reauthenticator: Reauthenticator,
+                 shredder: Shredder | None = None) -> None:
         self._studies = studies
         self._reauthenticator = reauthenticator
+        self._shredder = shredder
 
     # --- the doors ---------------------------------------------------------------------
 
@@ -111,6 +123,8 @@ class TrialService:
             app = self.study_app(command.study)
             if isinstance(command, SignCasebook):
                 self._reauthenticate(app, command, caller)
+            if isinstance(command, ApproveRedaction):
+                return self._approve_redaction(app, command, caller)
             may_act, run = self._write(app, command, caller)
             return app.on_subject(command.subject, run,
                                   expected_version=command.expected_version, may_act=may_act)
@@ -122,7 +136,9 @@ class TrialService:
         """:meth:`handle` for an event loop: when the study and subject are cached here, the
         checks and the command run on the loop, and the loop serves other requests while the
         commit is under way; what has to read the store runs in a worker thread."""
-        if isinstance(command, SignCasebook):  # re-authentication reads and writes the store
+        if isinstance(command, SignCasebook | ApproveRedaction):
+            # Re-authentication reads and writes the store; a redaction destroys keys and
+            # rebuilds the read tables.
             return await asyncio.to_thread(self.handle, command, caller)
         app = self._studies.opened_study(command.study)
         if app is None or not app.is_cached(study_uuid(command.study)):
@@ -182,6 +198,25 @@ class TrialService:
             _perform(command, subject, envelope, at, app.definition(), caller, grant)
 
         return may_act, run
+
+    def _approve_redaction(self, app: StudyApplication, command: ApproveRedaction,
+                           caller: Caller) -> Subject:
+        """Record the approval, then carry it out: a key is never destroyed without its
+        approval in the audit trail. Approving a request already approved carries it out
+        again (the keys outlive a recorded approval if the process stopped between)."""
+        if self._shredder is None:
+            raise InvalidInput("request_id", "this deployment cannot destroy keys")
+        subject = app.subject(command.subject)
+        request = subject.redactions.get(command.request_id)
+        if request is not None and request["status"] == "approved":
+            caller.grant_for(Action.APPROVE_REDACTION, app.study_id, subject.site)
+        else:
+            may_act, run = self._write(app, command, caller)
+            subject = app.on_subject(command.subject, run,
+                                     expected_version=command.expected_version,
+                                     may_act=may_act)
+        self._shredder.shred(command.study, subject, command.request_id)
+        return subject
 
     def _reauthenticate(self, app: StudyApplication, command: SignCasebook,
                         caller: Caller) -> None:
@@ -364,5 +399,10 @@ def _perform(command: SubjectCommand, s: Subject, env: Envelope, at: datetime,
             s.lock(env, at)
         case UnlockCasebook():
             s.unlock(env, at)
+        case RequestRedaction():
+            s.request_redaction(command.request_id, command.record_id, command.field,
+                                definition.identifying, env, at)
+        case ApproveRedaction():
+            s.approve_redaction(command.request_id, env, at)
         case _:
             raise TypeError(f"no handler for {type(command).__name__}")

@@ -17,11 +17,11 @@ from infra.catalog import CATALOG_SCHEMA
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG, origin
 from infra.ledger.note import Checkpoint
-from infra.ledger.offline import BundleReport, verify_bundle
 from infra.settings import Settings
 from infra.verifier_memory import VerifierMemory
 from infra.verify import StudyVerification, Witnessing, verify_study
 from infra.witness.client import endpoints
+from trialledger_verifier.bundle import BundleReport, verify_bundle
 
 
 def memory_of(settings: Settings) -> VerifierMemory:

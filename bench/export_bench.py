@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
 
 from domain.studies import nct04397107
 from domain.study import StudyDefinition
@@ -117,6 +118,11 @@ def main() -> None:
         print(f"  {label:36} {total / f['seconds']:9.0f} events/s  {f['seconds']:7.1f} s  "
               f"peak RSS {f['peak_mb']:6.0f} MB{size}")
     print("  (target: archive peak RSS <= 300 MB)")
+    plain = total / figures["baseline"]["seconds"]
+    for what in ("archive", "snapshot"):
+        f = figures[what]
+        print(bench_line(f"odm_{what}", total / f["seconds"], "ev/s", plain,
+                         peak_rss_mb=f["peak_mb"]))
     for path in out.iterdir():
         path.unlink()
     out.rmdir()

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
+
 from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer
 from application.trial_service import TrialService
@@ -126,6 +128,8 @@ def main() -> None:
     rate = result.events_added / import_s
     print(f"  batched import vs per-event path: x{rate / (slow / per_event_s):.1f}; "
           f"target 10000 events/s {'met' if rate >= 10_000 else 'NOT met'}")
+    print(bench_line("sdtm_import", rate, "ev/s", built / build_s))
+    print(bench_line("sdtm_import_per_event", slow / per_event_s, "ev/s", built / build_s))
 
 
 if __name__ == "__main__":

@@ -2,18 +2,23 @@
 
     python bench/read_bench.py [--events 1000000] [--database-url URL] [--store URL]
 
-The generator writes subjects with visits, therapy tapers, lab panels and corrections through
-the application service, recorded over two simulated years. Then, next to an in-memory replay
-(all events loaded once, folded per question) answering the same questions in the same run:
-  - a subject's casebook as of a random recorded time: p50 / p95   (target p95 <= 20 ms)
-  - the study's outcome tables as of a random time                 (target <= 1 s)
+The generator (``read_store``) enrols one subject after another across two years of
+simulated recorded time, each followed for a year (1M events: 2,041 subjects). Then, each
+next to a baseline measured in the same run:
+  - a subject's casebook as of a recorded time T drawn over the whole study, about a subject
+    enrolled by T: p50 / p95 / p99 (target p95 <= 20 ms); beside it, questions about subjects
+    not yet enrolled at T (a cheap "not found", reported apart). Baseline: an in-memory replay
+    (every event loaded once, folded per question)
+  - the study's outcome tables as of an early, a middle and a late T (a quarter, half, all of
+    the subjects enrolled; the late T after the last event) (target <= 1 s and <= 1.2 x the
+    baseline): a current + history table model of the same outcome facts (``history_peer``)
   - one page of the audit trail, filtered by subject               (target <= 50 ms)
-  - rebuild rate of the read tables                                (target >= 15k events/s)
-    (one process per core), next to a plain read of the events (no decoding), a read that
-    decodes them and a rebuild in one process
+  - rebuild rate of the read tables (one process per core)         (target >= 15k events/s,
+    >= 0.8 x reading and decoding every event), next to a plain read of the events (no
+    decoding) and, with --one-process-rebuild, a rebuild in one process
 Runs in a temporary database (dropped afterwards) on the given or an embedded server; or, with
 --store URL --home DIR, on a database kept by an earlier run (--keep-store --home DIR),
-without generating again.
+without generating again. Ends with one BENCH line per figure (``bench_lines``).
 """
 
 from __future__ import annotations
@@ -27,17 +32,20 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import history_peer  # bench/ is the script's directory, hence on sys.path
 import psycopg
+import read_store
+from bench_lines import bench_line
 from psycopg.sql import SQL, Identifier
+from read_store import STUDY, generate  # also export_bench's and console_bench's
 
 from application.rebuild_parts import parts_for
 from application.runtime import Runtime
-from domain.clock import SimulatedClock
-from domain.envelope import Actor, Envelope, Reason
 from domain.errors import NotFound
 from domain.studies import nct04397107
 from domain.subject import Subject, subject_uuid
@@ -47,61 +55,8 @@ from projections.casebook import casebook
 from projections.outcomes.engine import outcome_tables
 from projections.queries import AuditQuery, audit_page, casebook_as_of, outcome_facts_as_of
 
-STUDY = nct04397107.STUDY_ID
 SCHEMA = schema_for_study(STUDY)
-START = datetime(2020, 8, 15, 8, 0, tzinfo=UTC)
-COORD = Envelope(Actor("u-c", "Bench Coordinator", "coordinator", "JLU1"), "bench", "system", "b")
-FIX = Envelope(Actor("u-dm", "Bench Data Manager", "data_manager", "JLU1"), "bench", "system",
-               "b", "data_management", Reason("transcription_error", "checked at monitoring"))
-LABS = [("C3", "g/L"), ("C4", "g/L"), ("ANTIDSDNA", "IU/mL"), ("TREG", "% of CD4+"),
-        ("IL6", "pg/mL")]
-
-
-def generate(runtime: Runtime, events: int, rng: random.Random) -> int:
-    """Write about ``events`` events; return how many subjects."""
-    clock = SimulatedClock(START - timedelta(days=1))
-    app = runtime.study(STUDY, clock=clock)
-    app.register_study(nct04397107.definition(), COORD)
-    per_subject = 490  # 3 to enroll, then 5 visits of 97 and half as many corrections
-    subjects = max(1, -(-events // per_subject))
-    span = timedelta(days=700)
-    for n in range(subjects):
-        code = f"{n:05d}"
-        enrolled = START + span * (n / subjects) * 0.4
-        clock.set(enrolled)
-        app.enroll_subject(code, "JLU1", date(2010, 5, 1), "F", "SLE", enrolled.date(),
-                           nct04397107.ELIGIBLE_SCREENING_ANSWERS,
-                           "IL2" if n % 2 else "STD", enrolled.date(), COORD)
-        written = 3
-        visits = [("BASELINE", 0), ("M1", 30), ("M3", 91), ("M6", 182), ("M12", 365)]
-
-        def visit_batch(subject: Subject, at: datetime, day: int, visit: str, k: int,
-                        enrolled: datetime = enrolled) -> None:
-            when = enrolled + timedelta(days=day)
-            subject.record_vital_signs(f"VS{k}", when, {"HEIGHT": (140.0, "cm"),
-                                                        "WEIGHT": (35.0 + k, "kg")}, COORD, at,
-                                       visit=visit)
-            if day == 0:
-                subject.start_therapy("CM1", when, "prednisone", "glucocorticoid", 40.0, "PO",
-                                      COORD, at)
-            else:
-                subject.change_therapy("CM1", when, max(5.0, 40.0 - 7 * k), COORD, at)
-            for j in range(95):
-                code_, unit = LABS[j % len(LABS)]
-                subject.record_lab_result(f"LB{k}-{j}", when, code_, rng.uniform(0.1, 2.0),
-                                          unit, COORD, at, visit=visit)
-
-        for k, (visit, day) in enumerate(visits):
-            clock.set(enrolled + timedelta(days=day, hours=3))
-            app.on_subject(code, lambda s, t, d=day, v=visit, i=k: visit_batch(s, t, d, v, i))
-            written += 97
-            if rng.random() < 0.5:
-                clock.set(enrolled + timedelta(days=day + 20))
-                app.on_subject(code, lambda s, t, i=k: s.correct(
-                    f"LB{i}-{rng.randrange(95)}", "value", 1.0, FIX, t))
-                written += 1
-    app.close()
-    return subjects
+OUTCOME_REPEATS = 3  # each outcome question is asked this often (ours and the peer's in turn)
 
 
 def read_rate(runtime: Runtime) -> float:
@@ -130,7 +85,7 @@ def subjects_in_store(runtime: Runtime) -> int:
     with psycopg.connect(runtime.url) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{SCHEMA}".trialledger_events '
                            "WHERE originator_version = 1 AND topic LIKE %s",
-                           ("%Subject.Consented",)).fetchone()
+                           ("Subject.%",)).fetchone()
     return row[0] if row else 0
 
 
@@ -162,6 +117,150 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def timed(question: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Seconds ``question(*args)`` took, and its answer."""
+    started = time.perf_counter()
+    answer = question(*args)
+    return time.perf_counter() - started, answer
+
+
+def ask_outcomes(conn: psycopg.Connection[Any], when: datetime) -> dict[str, Any]:
+    """The study's outcome tables as of ``when``, from the projection's outcome facts."""
+    return outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY,
+                          nct04397107.ENDPOINTS, when)
+
+
+def ask_peer(conn: psycopg.Connection[Any], when: datetime) -> dict[str, Any]:
+    """The same tables from the history-table peer's facts."""
+    return outcome_tables(history_peer.facts_as_of(conn, when), STUDY, nct04397107.ENDPOINTS,
+                          when)
+
+
+def rebuild_figures(runtime: Runtime, total: int,
+                    one_process: bool) -> tuple[float, dict[str, float]]:
+    """Rebuild the read tables (one process per core; first in one process too, if asked)
+    next to a plain read of the log; print the rates, return their BENCH line's extras."""
+    plain_read_rate = read_rate(runtime)
+    parts = parts_for(total)
+    extra = {"processes": float(parts), "plain_read": plain_read_rate}
+    if one_process:
+        started = time.perf_counter()
+        runtime.project(STUDY, rebuild=True, parts=1)
+        extra["one_process"] = total / (time.perf_counter() - started)
+    started = time.perf_counter()
+    runtime.project(STUDY, rebuild=True, parts=parts)
+    rate = total / (time.perf_counter() - started)
+    print(f"  rebuild                      {rate:7.0f} events/s   (target >= 15k events/s and "
+          f">= 0.8 x read and decode; {parts} processes)")
+    print("    baselines: " + "   ".join(f"{k.replace('_', ' ')} {v:7.0f} events/s"
+                                          for k, v in extra.items() if k != "processes"))
+    return rate, extra
+
+
+def sql_figures(url: str, subjects: int, rng: random.Random, samples: int) -> dict[str, Any]:
+    """The SQL questions: casebooks as of T (enrolled by T; not enrolled yet, apart), the
+    outcome tables at early, middle and late T next to the history-table peer, audit pages."""
+    found, missing = read_store.as_of_questions(rng, subjects, samples)
+    audit_codes = [read_store.code(rng.randrange(subjects)) for _ in range(50)]
+    sql_ms, missing_ms, audit_ms = [], [], []
+    outcomes: list[tuple[str, datetime, int, int, float, float]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        peer_rows = history_peer.build(conn, SCHEMA)
+        for code, asked in found:
+            sql_ms.append(timed(casebook_as_of, conn, SCHEMA, STUDY, code, asked)[0] * 1000)
+        for code, asked in missing:
+            t0 = time.perf_counter()
+            with contextlib.suppress(NotFound):
+                casebook_as_of(conn, SCHEMA, STUDY, code, asked)
+                raise SystemExit(f"subject {code} was found as of {asked} before enrolment")
+            missing_ms.append((time.perf_counter() - t0) * 1000)
+        for name, when, enrolled in read_store.outcome_times(subjects):
+            ours, peer = [], []
+            for _ in range(OUTCOME_REPEATS):  # in turn: the same cache for both
+                seconds, tables = timed(ask_outcomes, conn, when)
+                ours.append(seconds)
+                seconds, peer_tables = timed(ask_peer, conn, when)
+                peer.append(seconds)
+                if tables != peer_tables:
+                    raise SystemExit(f"the peer's outcome tables as of {when} differ")
+            seen = len(outcome_facts_as_of(conn, SCHEMA, when))
+            outcomes.append((name, when, enrolled, seen, statistics.median(ours),
+                             statistics.median(peer)))
+        for code in audit_codes:
+            query = AuditQuery({"subject_code": code})
+            audit_ms.append(timed(audit_page, conn, SCHEMA, query, None, 100)[0] * 1000)
+        history_peer.drop(conn)
+    return {"found": found, "missing": missing, "audit_codes": audit_codes, "sql_ms": sql_ms,
+            "missing_ms": missing_ms, "audit_ms": audit_ms, "outcomes": outcomes,
+            "peer_rows": peer_rows}
+
+
+def memory_figures(runtime: Runtime, total: int, sql: dict[str, Any]) -> dict[str, Any]:
+    """The in-memory replay's answers to the same subject and audit questions."""
+    memory, load_s = load_in_memory(runtime)
+    gc.freeze()  # a million loaded events: keep the collector off them, as a cache would
+    started = time.perf_counter()
+    for events in memory.values():
+        fold(events, datetime.max.replace(tzinfo=UTC))
+    fold_rate = sum(len(e) for e in memory.values()) / (time.perf_counter() - started)
+
+    def in_memory(code: str, asked: datetime) -> None:
+        subject = fold(memory[subject_uuid(STUDY, code)], asked)
+        if subject is not None:
+            casebook(subject, as_of=asked)
+
+    audit_ms = []
+    for code in sql["audit_codes"]:
+        t0 = time.perf_counter()
+        events = memory[subject_uuid(STUDY, code)][:100]
+        _ = [(e.timestamp, e.envelope.actor.user_id) for e in events]
+        audit_ms.append((time.perf_counter() - t0) * 1000)
+    return {"found_ms": [timed(in_memory, c, a)[0] * 1000 for c, a in sql["found"]],
+            "missing_ms": [timed(in_memory, c, a)[0] * 1000 for c, a in sql["missing"]],
+            "audit_ms": audit_ms, "load_s": load_s, "decode_rate": total / load_s,
+            "fold_rate": fold_rate}
+
+
+def report(total: int, subjects: int, store: str, sql: dict[str, Any],
+           mem: dict[str, Any] | None, rebuild: tuple[float, dict[str, float]] | None) -> None:
+    """The human-readable figures, then one BENCH line per figure."""
+    sql_ms, missing_ms, audit_ms = sql["sql_ms"], sql["missing_ms"], sql["audit_ms"]
+    print(f"read benchmark: {total} events, {subjects} subjects ({store})")
+    print(f"  subject as-of (SQL)          p50 {pct(sql_ms, 50):7.1f} ms  "
+          f"p95 {pct(sql_ms, 95):7.1f} ms  p99 {pct(sql_ms, 99):7.1f} ms   (target p95 <= "
+          f"20 ms; {len(sql_ms)} questions, each about a subject enrolled by T)")
+    if mem:
+        print(f"  subject as-of (in-memory)    p50 {pct(mem['found_ms'], 50):7.1f} ms  "
+              f"p95 {pct(mem['found_ms'], 95):7.1f} ms   (after loading every event: "
+              f"{mem['load_s']:.0f} s; read and decode {mem['decode_rate']:.0f} events/s, "
+              f"fold {mem['fold_rate']:.0f} events/s)")
+    if missing_ms:
+        print(f"  not enrolled yet (SQL)       p50 {pct(missing_ms, 50):7.1f} ms  "
+              f"p95 {pct(missing_ms, 95):7.1f} ms   ({len(missing_ms)} questions, apart)")
+    print(f"  outcome tables as of T       (target <= 1 s and <= 1.2 x the history-table "
+          f"peer, {sql['peer_rows']} rows; median of {OUTCOME_REPEATS})")
+    for name, when, enrolled, seen, ours_s, peer_s in sql["outcomes"]:
+        print(f"    {name:7s} {when:%Y-%m-%d}  {seen:5d} subjects seen ({enrolled} enrolled)"
+              f"   ours {ours_s:6.2f} s   peer {peer_s:6.2f} s   ratio {ours_s / peer_s:5.2f}")
+    print(f"  audit page, 100 rows         p50 {statistics.median(audit_ms):7.1f} ms  "
+          f"p95 {pct(audit_ms, 95):7.1f} ms   (target <= 50 ms)")
+    print(bench_line("read.as_of", pct(sql_ms, 95), "ms",
+                     pct(mem["found_ms"], 95) if mem else None,
+                     p50_ms=pct(sql_ms, 50), p99_ms=pct(sql_ms, 99)))
+    if missing_ms:
+        print(bench_line("read.as_of_not_found", pct(missing_ms, 95), "ms",
+                         pct(mem["missing_ms"], 95) if mem else None,
+                         p50_ms=pct(missing_ms, 50), p99_ms=pct(missing_ms, 99)))
+    for name, _, _, seen, ours_s, peer_s in sql["outcomes"]:
+        print(bench_line(f"read.outcomes_{name}", ours_s, "s", peer_s, subjects=seen))
+    print(bench_line("read.audit_page", pct(audit_ms, 95), "ms",
+                     pct(mem["audit_ms"], 95) if mem else None,
+                     p50_ms=statistics.median(audit_ms), p99_ms=pct(audit_ms, 99)))
+    if rebuild is not None and mem:
+        rate, extra = rebuild
+        print(bench_line("read.rebuild", rate, "events/s", mem["decode_rate"], **extra))
+
+
 def main() -> None:
     """Generate, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -173,6 +272,11 @@ def main() -> None:
     parser.add_argument("--keep-store", action="store_true",
                         help="keep the generated database (its signing key stays in --home)")
     parser.add_argument("--home", default=None, help="TrialLedger home (default: temporary)")
+    parser.add_argument("--one-process-rebuild", action="store_true",
+                        help="also time a rebuild in one process (at 1M events: minutes)")
+    parser.add_argument("--sql-only", action="store_true",
+                        help="a kept store's SQL questions only: no rebuild, no in-memory "
+                             "replay (their figures and baselines are left out)")
     args = parser.parse_args()
     rng = random.Random(1)
     home = Path(args.home or tempfile.mkdtemp(prefix="tl-bench-"))
@@ -190,87 +294,28 @@ def main() -> None:
         subjects = (subjects_in_store(runtime) if args.store
                     else generate(runtime, args.events, rng))
         rng = random.Random(2)  # the same questions, whether generated now or kept
-        generate_s = time.perf_counter() - started
+        store = ("kept store" if args.store
+                 else f"generated in {time.perf_counter() - started:.0f} s")
         total = runtime.study(STUDY).recorder.max_notification_id() or 0
-
-        plain_read_rate = read_rate(runtime)
-        parts = parts_for(total)
-        started = time.perf_counter()
-        runtime.project(STUDY, rebuild=True, parts=1)
-        one_part_rate = total / (time.perf_counter() - started)
-        started = time.perf_counter()
-        runtime.project(STUDY, rebuild=True, parts=parts)
-        rebuild_rate = total / (time.perf_counter() - started)
+        print(f"store: {total} events, {subjects} subjects ({store})", flush=True)
+        if args.sql_only and not args.store:
+            parser.error("--sql-only asks a kept store (--store)")
+        rebuild = None
+        if args.sql_only:
+            runtime.project(STUDY)  # catch up, if anything is left
+        else:
+            rebuild = rebuild_figures(runtime, total, args.one_process_rebuild)
         # The SQL questions need no aggregates: drop the generator's in-process caches (a
         # million objects the garbage collector would otherwise walk during the measurements).
         runtime.close()
         gc.collect()
-
-        end = START + timedelta(days=800)
-        codes = [f"{n:05d}" for n in range(subjects)]
-        questions = [(rng.choice(codes), START + (end - START) * rng.random())
-                     for _ in range(args.samples)]
-        audit_codes = [rng.choice(codes) for _ in range(50)]
-        when = START + timedelta(days=400)
-        sql_ms, audit_ms = [], []
-        with psycopg.connect(url) as conn:
-            for code, asked in questions:
-                t0 = time.perf_counter()
-                with contextlib.suppress(NotFound):  # asked before the subject existed
-                    casebook_as_of(conn, SCHEMA, STUDY, code, asked)
-                sql_ms.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY,
-                           nct04397107.ENDPOINTS, when)
-            outcomes_sql = time.perf_counter() - t0
-            for code in audit_codes:
-                t0 = time.perf_counter()
-                audit_page(conn, SCHEMA, AuditQuery({"subject_code": code}), limit=100)
-                audit_ms.append((time.perf_counter() - t0) * 1000)
-
-        runtime = Runtime(settings, url)
-        memory, load_s = load_in_memory(runtime)
-        gc.freeze()  # a million loaded events: keep the collector off them, as a cache would
-        started = time.perf_counter()
-        for events in memory.values():
-            fold(events, datetime.max.replace(tzinfo=UTC))
-        fold_rate = sum(len(e) for e in memory.values()) / (time.perf_counter() - started)
-        mem_ms, audit_mem_ms = [], []
-        for code, asked in questions:
-            t0 = time.perf_counter()
-            subject = fold(memory[subject_uuid(STUDY, code)], asked)
-            if subject is not None:
-                casebook(subject, as_of=asked)
-            mem_ms.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        books = [casebook(s, as_of=when) for e in memory.values()
-                 if (s := fold(e, when)) is not None]
-        outcome_tables(sorted(books, key=lambda b: str(b["subject"])), STUDY,
-                       nct04397107.ENDPOINTS, when)
-        outcomes_mem = time.perf_counter() - t0
-        for code in audit_codes:
-            t0 = time.perf_counter()
-            events = memory[subject_uuid(STUDY, code)][:100]
-            _ = [(e.timestamp, e.envelope.actor.user_id) for e in events]
-            audit_mem_ms.append((time.perf_counter() - t0) * 1000)
-        runtime.close()
-
-    print(f"read benchmark: {total} events, {subjects} subjects "
-          f"({'kept store' if args.store else f'generated in {generate_s:.0f} s'})")
-    print(f"  subject as-of (SQL)          p50 {pct(sql_ms, 50):7.1f} ms  "
-          f"p95 {pct(sql_ms, 95):7.1f} ms   (target p95 <= 20 ms)")
-    print(f"  subject as-of (in-memory)    p50 {pct(mem_ms, 50):7.1f} ms  "
-          f"p95 {pct(mem_ms, 95):7.1f} ms   (after loading every event: {load_s:.0f} s)")
-    print(f"  outcome tables as of T       SQL {outcomes_sql:7.2f} s   "
-          f"in-memory {outcomes_mem:7.2f} s   (target <= 1 s)")
-    print(f"  audit page, 100 rows         p50 {statistics.median(audit_ms):7.1f} ms  "
-          f"p95 {pct(audit_ms, 95):7.1f} ms   in-memory p50 "
-          f"{statistics.median(audit_mem_ms):.2f} ms   (target <= 50 ms)")
-    print(f"  rebuild                      {rebuild_rate:7.0f} events/s   "
-          f"(target >= 15k events/s; {parts} processes)")
-    print(f"    baselines: plain read {plain_read_rate:7.0f} events/s   read and decode "
-          f"{total / load_s:7.0f} events/s   in-memory fold {fold_rate:7.0f} events/s   "
-          f"rebuild in one process {one_part_rate:7.0f} events/s")
+        sql = sql_figures(url, subjects, rng, args.samples)
+        mem = None
+        if not args.sql_only:
+            runtime = Runtime(settings, url)
+            mem = memory_figures(runtime, total, sql)
+            runtime.close()
+    report(total, subjects, store, sql, mem, rebuild)
 
 
 if __name__ == "__main__":

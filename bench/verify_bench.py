@@ -21,6 +21,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from application.runtime import Runtime
@@ -163,6 +164,9 @@ def main() -> None:
     print(f"  online verify, {cores} workers               {every:10.0f} events/s")
     target = 2 * raw
     print(f"  all-core verify / (2 x raw rate)       {every / target:10.2f} (target >= 0.70)")
+    print(bench_line("verify_online_1_worker", one, "ev/s", raw))
+    print(bench_line(f"verify_online_{cores}_workers", every, "ev/s", target))
+    print(bench_line("sealing_lag_max", max(lags, default=0), "events"))
 
 
 if __name__ == "__main__":

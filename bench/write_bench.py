@@ -16,6 +16,8 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
+
 from application.runtime import Runtime
 from domain.clock import SimulatedClock
 from domain.envelope import Actor, Envelope
@@ -94,6 +96,9 @@ def main() -> None:
         unsigned, signed_rate = rates[(False, per_save)], rates[(True, per_save)]
         print(f"{per_save:>12} {unsigned:>14.0f} {signed_rate:>12.0f} "
               f"{signed_rate / unsigned:>16.2f}")
+    for per_save in (1, 100):
+        print(bench_line(f"signed_writes_{per_save}_per_save", rates[(True, per_save)], "ev/s",
+                         rates[(False, per_save)]))
 
 
 if __name__ == "__main__":

@@ -320,6 +320,27 @@ class UnlockCasebook(SubjectCommand):
     reason: Reason | None
 
 
+# --- redaction of identifying values entered by mistake (two-person) -------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRedaction(SubjectCommand):
+    """Ask that a declared identifying value (``record_id`` and ``field``; neither: every
+    one of the subject) be redacted, with the reason the redaction marker will show."""
+
+    request_id: str
+    record_id: str | None = None
+    field: str | None = None
+    reason: Reason | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApproveRedaction(SubjectCommand):
+    """Approve a pending redaction request (another person than its requester): its
+    values' keys are destroyed."""
+
+    request_id: str
+
+
 # What each command asks to do, in the terms of :mod:`domain.permissions` (a correction of
 # an adverse event's medical coding may be coding instead: the service decides).
 ACTIONS: dict[type[StudyCommand | EnrolSubject | SubjectCommand], Action] = {
@@ -351,4 +372,6 @@ ACTIONS: dict[type[StudyCommand | EnrolSubject | SubjectCommand], Action] = {
     RecordDeviation: Action.DEVIATE,
     LockCasebook: Action.LOCK,
     UnlockCasebook: Action.LOCK,
+    RequestRedaction: Action.REQUEST_REDACTION,
+    ApproveRedaction: Action.APPROVE_REDACTION,
 }

@@ -40,7 +40,13 @@ _SAVE_ATTEMPTS = 20  # per record, against other processes writing the same acco
 
 
 class SignInRefused(Exception):
-    """Wrong username or password, or an account that may not sign in (never says which)."""
+    """Wrong username or password, or an account that may not sign in (never says which to
+    the person; ``locked_out`` tells the operators' counters that this attempt locked the
+    account)."""
+
+    def __init__(self, locked_out: bool = False) -> None:
+        super().__init__()
+        self.locked_out = locked_out
 
 
 class DirectoryApplication(SignedApplication):
@@ -144,7 +150,10 @@ class DirectoryApplication(SignedApplication):
                                      or anonymous_envelope(client, "sign-in"))
             raise SignInRefused()
 
+        locked: list[bool] = []
+
         def attempt(user: User) -> bool:
+            was_locked = user.locked_out
             ok = matches if user.password_hash == seen.password_hash else check(
                 user.password_hash, password)  # changed meanwhile: check the new one
             ok = ok and user.can_sign_in() and (second_factor is None or second_factor(user))
@@ -152,11 +161,12 @@ class DirectoryApplication(SignedApplication):
                 user.logged_in(client, purpose, envelope_for(user), self.clock.now())
             else:
                 user.login_failed(client, purpose, envelope_for(user), self.clock.now())
+            locked[:] = [user.locked_out and not was_locked]
             return ok
 
         user, signed_in = self.record(username, attempt)
         if not signed_in:
-            raise SignInRefused()
+            raise SignInRefused(locked_out=locked[-1])
         return user
 
     def record(self, username: str, command: Callable[[User], _T]) -> tuple[User, _T]:

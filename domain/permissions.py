@@ -31,6 +31,8 @@ class Action(StrEnum):
     MANAGE_USERS = "manage_users"  # people, roles, API clients
     SET_UP_STUDY = "set_up_study"  # register a study's definition
     IMPORT = "import"  # bulk loads of data sets (SDTM)
+    REQUEST_REDACTION = "request_redaction"  # ask that identifying values be redacted
+    APPROVE_REDACTION = "approve_redaction"  # approve (another person's) redaction request
 
 
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
@@ -40,10 +42,12 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "monitor": frozenset({Action.READ, Action.QUERY, Action.SDV, Action.REVIEW_AUDIT,
                           Action.DEVIATE}),
     "data_manager": frozenset({Action.READ, Action.QUERY, Action.CODE, Action.LOCK,
-                               Action.EXPORT, Action.DEVIATE, Action.UNBLIND}),
+                               Action.EXPORT, Action.DEVIATE, Action.REQUEST_REDACTION,
+                               Action.UNBLIND}),
     "regulator": frozenset({Action.READ, Action.EXPORT, Action.VERIFY}),
-    # Admins set up studies and people, and never see or touch clinical data.
-    "admin": frozenset({Action.MANAGE_USERS, Action.SET_UP_STUDY}),
+    # Admins set up studies and people, and never see or touch clinical data; approving a
+    # redaction destroys keys, it shows them no value.
+    "admin": frozenset({Action.MANAGE_USERS, Action.SET_UP_STUDY, Action.APPROVE_REDACTION}),
     # The operator at the machine (CLI set-up and imports): the system, never a person's grant.
     "system": frozenset({Action.SET_UP_STUDY, Action.IMPORT}),
 }

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eventsourcing.domain import Aggregate
 
@@ -21,6 +22,7 @@ from domain.endpoints import Endpoint, parse_endpoints
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
 from domain.identifiers import study_id_problem
+from domain.redaction import parse_identifying
 from domain.review import ReviewFilter, ReviewRules
 from domain.rules.eligibility import Criterion
 
@@ -70,6 +72,9 @@ class StudyDefinition:
     # The outcome measures it declares (domain.endpoints); None when its stored definition
     # predates them (see domain.studies.protocols.study_endpoints).
     endpoints: tuple[Endpoint, ...] | None = None
+    # The items that may identify a person (kind -> fields: free text, initials...): stored
+    # sealed, each under a key of its own that a redaction destroys (domain.redaction).
+    identifying: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Its critical fields and the audit-review filters' thresholds (domain.review).
     review: ReviewRules = field(default_factory=ReviewRules)
     # What is blinded and to whom (domain.blinding); None: an open study.
@@ -103,6 +108,7 @@ class StudyDefinition:
                 ranges=_ranges(data.get("ranges") or {}),
                 endpoints=(parse_endpoints(data["endpoints"]) if "endpoints" in data
                            else None),
+                identifying=parse_identifying(data.get("identifying_items")),
                 review=ReviewRules.from_dict(data.get("audit_review")),
                 blinding=Blinding.from_dict(data.get("blinding")),
             )
@@ -110,7 +116,20 @@ class StudyDefinition:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e
         if definition.end_date < definition.start_date:
             raise InvalidInput("end_date", "is before start_date")
+        for code, site in definition.sites.items():
+            _check_zone(code, site.get("time_zone"))
         return definition
+
+
+def _check_zone(site: str, zone: Any) -> None:
+    """A site's optional time zone (where its local times are shown) is an IANA name."""
+    if zone is None:
+        return
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidInput("sites.time_zone", f"site {site}: {zone!r} is not a known IANA "
+                                              "time zone (such as Asia/Shanghai)") from None
 
 
 def _ranges(ranges: Any) -> dict[str, dict[str, dict[str, Any]]]:

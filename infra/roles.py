@@ -15,6 +15,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
 from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
+from infra.field_keys import KEY_TABLE
 from infra.ledger import store
 
 READ_TABLES = ("casebook_versions", "outcome_facts", "audit_events", "audit_changes",
@@ -49,6 +50,12 @@ def grant_app_role(conn: psycopg.Connection[Any], role: str, schema: str) -> Non
         conn.execute(
             SQL("GRANT UPDATE ON {}.{} TO {}").format(
                 Identifier(schema), Identifier(EVENTS_TABLE), Identifier(role)
+            )
+        )
+        # A redaction destroys data keys (infra.field_keys): keys, never events.
+        conn.execute(
+            SQL("GRANT DELETE ON {}.{} TO {}").format(
+                Identifier(schema), Identifier(KEY_TABLE), Identifier(role)
             )
         )
         # The read tables are disposable projections, not records: the projector updates

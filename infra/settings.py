@@ -15,6 +15,8 @@ from infra.postgres import DATABASE_WAIT, WRITE_LOCK_TIMEOUT, WRITE_STATEMENT_TI
 COMMIT_TIMEOUT = 30.0
 
 PRODUCTION, DEVELOPMENT = "production", "development"
+# Many sealing rounds (every 2 s) and a long round's work: a busy sealer is not stalled.
+STALL_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,12 @@ class Settings:
     - ``database_url``: a PostgreSQL URL; ``None`` means "start the embedded server".
     - ``home``: the data directory (embedded PostgreSQL data, signing keys).
     - ``signing_key_file`` / ``signing_key_pem``: a signing key given by file or environment;
-      when neither is set, a key is created in ``home/keys`` on first use.
+      when neither is set (nor a PKCS#11 key), a key is created in ``home/keys`` on first use.
+    - ``pkcs11_module`` / ``pkcs11_token_label`` / ``pkcs11_key_label``: sign with the
+      Ed25519 key of that label on that token of that PKCS#11 module (an HSM); the user PIN
+      from ``pkcs11_pin`` or the first line of ``pkcs11_pin_file``.
+    - ``field_kek_file``: the key-encryption key of identifying values
+      (``TRIALLEDGER_FIELD_KEK_FILE``, 32 bytes, mode 0600); unset, created in ``home/keys``.
     - ``provisioned``: schemas and tables were made by their owner (``trialledger db grant``);
       the application, running as a role that owns nothing, must not try to create them.
     - ``write_lock_timeout`` / ``write_statement_timeout``: seconds a write waits for the
@@ -58,6 +65,9 @@ class Settings:
       exports, audit pages and outcome tables are read there (see :mod:`infra.replica`), from
       a pool of at most ``read_pool_size`` connections (``TRIALLEDGER_READ_POOL_SIZE``,
       default 2).
+    - ``stall_after``: seconds the sealer (which also projects) may go without a round, or
+      without progress while events wait, before ``/readyz`` says it has stalled
+      (``TRIALLEDGER_STALL_AFTER``, default 60).
     """
 
     database_url: str | None
@@ -65,6 +75,13 @@ class Settings:
     signing_key_file: Path | None = None
     signing_key_pem: str | None = None
     key_name: str = "trialledger"
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_key_label: str | None = None
+    pkcs11_pin: str | None = None
+    pkcs11_pin_file: Path | None = None
+    # The key-encryption key of identifying values (infra.field_keys); None: home/keys.
+    field_kek_file: Path | None = None
     provisioned: bool = False
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT
     write_statement_timeout: float = WRITE_STATEMENT_TIMEOUT
@@ -104,6 +121,7 @@ class Settings:
     api_pool_size: int = 2
     database_read_url: str | None = None
     read_pool_size: int = 2
+    stall_after: float = STALL_AFTER
 
     @property
     def keys_dir(self) -> Path:
@@ -126,6 +144,9 @@ class Settings:
             signing_key_file=Path(key_file).expanduser() if key_file else None,
             signing_key_pem=env.get("TRIALLEDGER_SIGNING_KEY") or None,
             key_name=env.get("TRIALLEDGER_KEY_NAME", "trialledger"),
+            **_pkcs11(env, bool(key_file or env.get("TRIALLEDGER_SIGNING_KEY"))),
+            field_kek_file=(Path(env["TRIALLEDGER_FIELD_KEK_FILE"]).expanduser()
+                            if env.get("TRIALLEDGER_FIELD_KEK_FILE") else None),
             provisioned=env.get("TRIALLEDGER_PROVISIONED", "").lower() in ("1", "true", "yes"),
             write_lock_timeout=_seconds("TRIALLEDGER_WRITE_LOCK_TIMEOUT", WRITE_LOCK_TIMEOUT),
             write_statement_timeout=_seconds("TRIALLEDGER_WRITE_STATEMENT_TIMEOUT",
@@ -144,7 +165,34 @@ class Settings:
             api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
             database_read_url=env.get("DATABASE_READ_URL") or None,
             read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
+            stall_after=_wait("TRIALLEDGER_STALL_AFTER", STALL_AFTER),
         )
+
+
+PKCS11_VARIABLES = ("TRIALLEDGER_PKCS11_MODULE", "TRIALLEDGER_PKCS11_TOKEN_LABEL",
+                    "TRIALLEDGER_PKCS11_KEY_LABEL")
+
+
+def _pkcs11(env: os._Environ[str], key_given: bool) -> dict[str, Any]:
+    """The PKCS#11 key's settings: the module, token and key label go together, with a PIN,
+    and exclude a key given by file or environment."""
+    values = {name: env.get(name, "").strip() for name in PKCS11_VARIABLES}
+    if not any(values.values()):
+        return {}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} must be set with the other TRIALLEDGER_PKCS11_* "
+                         "variables")
+    if key_given:
+        raise ValueError("TRIALLEDGER_PKCS11_* and TRIALLEDGER_SIGNING_KEY(_FILE) name two "
+                         "signing keys: set one")
+    pin, pin_file = env.get("TRIALLEDGER_PKCS11_PIN"), env.get("TRIALLEDGER_PKCS11_PIN_FILE")
+    if bool(pin) == bool(pin_file):
+        raise ValueError("set one of TRIALLEDGER_PKCS11_PIN and TRIALLEDGER_PKCS11_PIN_FILE")
+    module, token, key = values.values()
+    return {"pkcs11_module": module, "pkcs11_token_label": token, "pkcs11_key_label": key,
+            "pkcs11_pin": pin or None,
+            "pkcs11_pin_file": Path(pin_file).expanduser() if pin_file else None}
 
 
 def _witnesses(listed: str, quorum: str) -> dict[str, Any]:
@@ -178,9 +226,9 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
-def _wait(name: str) -> float:
-    """A connection wait in seconds (more than 0) from the environment variable ``name``."""
-    value = _seconds(name, DATABASE_WAIT)
+def _wait(name: str, default: float = DATABASE_WAIT) -> float:
+    """A wait in seconds (more than 0) from the environment variable ``name``."""
+    value = _seconds(name, default)
     if value <= 0:
         raise ValueError(f"{name} must be a number of seconds more than 0, not {value:g}")
     return value

@@ -17,10 +17,11 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from infra.ledger.note import key_hash
+from infra.signers import Signer, handover
 from infra.signing_process import SigningProcess
 
 MAGIC = b"TLS1"
@@ -126,9 +127,9 @@ class SignedState:
 
 
 class EventSigner:
-    """Signs events of one study with one Ed25519 key."""
+    """Signs events of one study with one Ed25519 key (a file key or a token's)."""
 
-    def __init__(self, study: str, private_key: Ed25519PrivateKey, key_name: str) -> None:
+    def __init__(self, study: str, private_key: Signer, key_name: str) -> None:
         self.study = study
         self._private_key = private_key
         self.public_key = private_key.public_key()
@@ -171,7 +172,7 @@ class EventSigner:
     def signing_process(self) -> SigningProcess:
         """A process of its own that signs with this signer's key (see :class:`SigningProcess`).
         """
-        return SigningProcess(self._private_key)
+        return SigningProcess(handover(self._private_key))
 
 
 def check_signature(

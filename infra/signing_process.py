@@ -7,13 +7,15 @@ signatures are deterministic (RFC 8032), so a signature made here is byte for by
 
 The child is a fresh interpreter running this module (not a fork: the parent runs
 connection-pool threads whose locks a fork would copy; nor multiprocessing's spawn, which
-re-runs the parent's main script). It reads the raw private key from its stdin, never from
-its arguments or environment, then answers requests until its stdin closes, so a parent that
-dies takes it along.
+re-runs the parent's main script). It reads its key from its stdin, never from its arguments
+or environment, then answers requests until its stdin closes, so a parent that dies takes it
+along. A key on a PKCS#11 token never leaves the token: the child is told where it is (and
+the PIN) and opens a session of its own.
 
-The protocol, on the child's stdin and stdout: the 32-byte key; then requests, each a 4-byte
-big-endian length and that many bytes of messages, each message preceded by its own 4-byte
-length; each answered with a 4-byte length and the 64-byte signatures, in order.
+The protocol, on the child's stdin and stdout: the hand-over of :func:`infra.signers.handover`
+as one frame (a 4-byte big-endian length and that many bytes); then requests, each a frame of
+messages, each message preceded by its own 4-byte length; each answered with a frame of the
+64-byte signatures, in order.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from infra.signers import FILE_KEY, TOKEN_KEY
 
 SIGNATURE_SIZE = 64
 _LENGTH = 4
@@ -38,7 +42,7 @@ class SigningProcessError(RuntimeError):
 class SigningProcess:
     """A child process that signs batches of messages with one key."""
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, handover: bytes) -> None:
         # The child imports this module as the parent does (the parent's own path first).
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._process = subprocess.Popen(
@@ -48,7 +52,7 @@ class SigningProcess:
         self._to: IO[bytes] = self._process.stdin
         self._from: IO[bytes] = self._process.stdout
         self._pending: list[int] = []  # sizes of the requests sent and not yet answered
-        self._write(private_key.private_bytes_raw())
+        self._write(len(handover).to_bytes(_LENGTH, "big") + handover)
 
     def send(self, messages: Sequence[bytes]) -> None:
         """Ask for the signatures of ``messages``; :meth:`receive` returns them, in order."""
@@ -103,12 +107,26 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
     return body if len(body) == size else None
 
 
+def _signing_function(handover: bytes) -> Callable[[memoryview], bytes]:
+    """The signing function of a hand-over: a file key's, or a session's on the token."""
+    kind, body = handover[:1], handover[1:]
+    if kind == FILE_KEY:
+        return Ed25519PrivateKey.from_private_bytes(body).sign
+    if kind == TOKEN_KEY:
+        # Imported here: a file key's signing process has no need of the PKCS#11 library.
+        from infra.pkcs11_signer import Pkcs11Signer, TokenKey
+
+        token = Pkcs11Signer(TokenKey.from_bytes(body))
+        return lambda message: token.sign(bytes(message))
+    raise SigningProcessError(f"unknown key hand-over {kind!r}")
+
+
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """The child's loop: the key, then requests until the end of ``requests``."""
-    key = requests.read(32)
-    if len(key) < 32:
+    """The child's loop: the key's hand-over, then requests until the end of ``requests``."""
+    handover = _read_frame(requests)
+    if handover is None:
         return
-    sign = Ed25519PrivateKey.from_private_bytes(key).sign
+    sign = _signing_function(handover)
     while (request := _read_frame(requests)) is not None:
         view = memoryview(request)
         signatures = []

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
-import polars as pl
 import psycopg
-import pyreadstat
 
 from domain.study import StudyDefinition
 from projections.sdtm_metadata import Column, Domain, Value, domains
@@ -31,6 +29,7 @@ VERSION = "1.1.0"
 ORIGINATOR = "TrialLedger"
 MDV_OID = "MDV.1"  # as in the ODM exports: a study's definition is registered once
 XPT_TEXT_BYTES = 200
+XPT_ROWS_AT_ONCE = 50_000  # rows of a domain turned into one typed frame at a time
 Layout = Literal["json", "ndjson", "xpt"]
 
 
@@ -148,18 +147,34 @@ def _write_json(domain: Domain, spool: _Spool, provenance: Provenance, out: IO[b
 
 
 def _write_xpt(domain: Domain, spool: _Spool, path: Path) -> None:
-    values: list[list[Value]] = [[] for _ in domain.columns]
+    # Imported when first needed: polars and pyreadstat weigh 60 MB in every process that
+    # imports this module (an export's casebook workers among them), for the XPT files only.
+    import polars as pl
+    import pyreadstat
+
+    schema = {c.name: pl.String if c.data_type == "string" else pl.Float64
+              for c in domain.columns}
+    # Typed columns built a slice of rows at a time: Python lists of every value of a long
+    # domain (a million lab results) would hold gigabytes at once.
+    frames, rows = [], []
     for line in spool.lines():
-        for column, value in zip(values, orjson.loads(line), strict=True):
-            column.append(value)
-    frame = pl.DataFrame(
-        {c.name: [_xpt_text(v) for v in column] if c.data_type == "string" else column
-         for c, column in zip(domain.columns, values, strict=True)},
-        schema={c.name: pl.String if c.data_type == "string" else pl.Float64
-                for c in domain.columns})
-    pyreadstat.write_xport(frame, str(path), file_label=domain.label[:40],
+        rows.append(orjson.loads(line))
+        if len(rows) == XPT_ROWS_AT_ONCE:
+            frames.append(_xpt_frame(domain, rows, schema))
+            rows = []
+    frames.append(_xpt_frame(domain, rows, schema))
+    pyreadstat.write_xport(pl.concat(frames), str(path), file_label=domain.label[:40],
                            column_labels={c.name: c.label[:40] for c in domain.columns},
                            table_name=domain.name, file_format_version=5)
+
+
+def _xpt_frame(domain: Domain, rows: list[list[Value]], schema: dict[str, Any]) -> Any:
+    import polars as pl
+
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in domain.columns]
+    return pl.DataFrame(
+        {c.name: [_xpt_text(v) for v in column] if c.data_type == "string" else list(column)
+         for c, column in zip(domain.columns, columns, strict=True)}, schema=schema)
 
 
 def _xpt_text(value: Value) -> str:

@@ -50,3 +50,30 @@ def signature_list(conn: psycopg.Connection[Any], schema: str, sites: set[str] |
     site or subject, by subject and time."""
     return sorted(_marks(conn, schema, "signatures", sites, site, subject),
                   key=lambda s: (str(s["subject"]), s["signed_at"], s["signature_id"]))
+
+
+def sdv_worklist(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
+                 limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """The records awaiting source-data verification at ``sites`` (None: every site): those
+    never verified, or changed since their verification. Their number, and the first
+    ``limit`` by subject and clinical time, each with the verification it had (if any)."""
+    site_filter = SQL("") if sites is None else SQL(" AND h.data->>'site' = ANY(%(sites)s)")
+    rows = conn.execute(
+        SQL("SELECT count(*) OVER (), h.data->>'subject', h.data->>'site', r.record_id, r.kind,"
+            " r.data->>'visit', r.data->>'observed_at', (r.data->>'changes')::int,"
+            " h.data->'sdv'->r.record_id"
+            " FROM {s}.{v} r JOIN {s}.{v} h ON h.subject_id = r.subject_id"
+            " AND h.record_id = '' AND h.recorded_to IS NULL"
+            " WHERE r.record_id <> '' AND r.recorded_to IS NULL AND r.data IS NOT NULL"
+            " AND (h.data->'sdv'->r.record_id IS NULL"
+            " OR (h.data->'sdv'->r.record_id->>'revision')::int <> (r.data->>'changes')::int)"
+            "{f} ORDER BY h.data->>'subject', r.data->>'observed_at', r.record_id"
+            " LIMIT %(limit)s").format(s=Identifier(schema), v=Identifier(VERSIONS),
+                                       f=site_filter),
+        {"sites": sorted(sites or ()), "limit": limit}).fetchall()
+    return (int(rows[0][0]) if rows else 0,
+            [{"subject": subject, "site": site, "record_id": record_id, "kind": kind,
+              "visit": visit, "observed_at": observed_at, "revision": revision,
+              "verified": verified}
+             for _, subject, site, record_id, kind, visit, observed_at, revision, verified
+             in rows])

@@ -213,9 +213,13 @@ class HistoryProjector(Projection[HistoryView]):
 
     @staticmethod
     def _workflow_rows(audit: _AuditRows, event: SubjectEvent, subject: Subject) -> None:
-        """Audit rows of signatures, queries, source-data verification, soft-check findings
-        and protocol deviations."""
+        """Audit rows of signatures, queries, source-data verification, soft-check findings,
+        protocol deviations and redactions."""
         new: Any
+        if isinstance(event, Subject.RedactionRequested | Subject.RedactionApproved):
+            # The request or approval itself (what it covers and why; never a value).
+            audit.row(None, "redaction", "", None, None, subject.redactions[event.request_id])
+            return
         if isinstance(event, Subject.Signed):
             audit.row(None, "signature", "", None, None, subject.signatures[event.signature_id])
             return

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
@@ -23,7 +25,10 @@ from projections.history_view import (
     AUDIT_CHANGES,
     AUDIT_COLUMNS,
     AUDIT_EVENTS,
+    FACT_PERIOD,
+    OPEN_FACT,
     OUTCOME_FACTS,
+    SHOWN_CLOSED_FACT,
     VERSIONS,
     audit_column,
 )
@@ -93,15 +98,29 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
     """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
     as the system showed them at ``as_of`` (now when None), by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
-    valid = (SQL("recorded_to IS NULL") if when is None else
-             SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
-    headers: dict[Any, dict[str, Any]] = {}
-    visits: dict[Any, list[str]] = {}
-    records: dict[Any, dict[str, list[dict[str, Any]]]] = {}
-    rows = conn.execute(
-        SQL("SELECT subject_id, kind, data FROM {}.{} WHERE {} AND data IS NOT NULL").format(
-            Identifier(schema), Identifier(OUTCOME_FACTS), valid), {"t": when})
-    for subject_id, kind, data in rows:
+    table = SQL("SELECT {} FROM {}.{} WHERE data IS NOT NULL AND ").format(
+        FACT_ROW, Identifier(schema), Identifier(OUTCOME_FACTS))
+    # Each part matches one of the table's time indexes (their conditions spelled alike).
+    query = table + OPEN_FACT
+    if when is not None:
+        query += SQL(" AND recorded_from <= %(t)s UNION ALL ") + table + SHOWN_CLOSED_FACT
+        query += SQL(" AND ") + FACT_PERIOD + SQL(" @> %(t)s::timestamptz")
+    return facts_of_rows(conn.execute(query, {"t": when}))
+
+
+# A fact's row as text: tens of thousands of facts parse faster by orjson than as jsonb by
+# the driver's json module, and the subject's id serves only to group them.
+FACT_ROW = SQL("subject_id::text, kind, data::text")
+
+
+def facts_of_rows(rows: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Every subject's outcome facts, by subject code, from the rows (:data:`FACT_ROW`:
+    subject id, kind, data) of the facts shown at one time, in any order."""
+    headers: dict[str, dict[str, Any]] = {}
+    visits: dict[str, list[str]] = {}
+    records: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for subject_id, kind, text in rows:
+        data = orjson.loads(text)
         if kind == HEADER_KIND:
             headers[subject_id] = data
         elif kind == VISIT_KIND:
@@ -157,19 +176,36 @@ def cell_sources(conn: psycopg.Connection[Any], schema: str, study_id: str,
             for code in sorted(contributions)]
 
 
+SUMMARY_KEYS = ("subject", "site", "status", "arm", "disease", "locked")
+
+
+def current_headers(schema: str, sites: set[str] | None) -> Composed:
+    """A FROM item: each subject's current header (``h.subject_id``, ``h.d``: its JSON) at
+    ``sites`` (None: every site; bind ``%(sites)s`` to a list of them).
+
+    A stored header is compressed and every ``data->`` of it decompresses all of it again (a
+    header holds every query ever raised on the subject: tens of kB); ``|| '{}'`` makes one
+    copy per row that the rest of the query reads, and OFFSET 0 keeps the planner from
+    folding the copy back into each use (the dashboard's queries: 30 times faster).
+    """
+    at_sites = SQL("") if sites is None else SQL(" AND data->>'site' = ANY(%(sites)s)")
+    return SQL("(SELECT subject_id, data || '{{}}'::jsonb AS d FROM {}.{} WHERE record_id = ''"
+               " AND recorded_to IS NULL{} OFFSET 0) h").format(
+        Identifier(schema), Identifier(VERSIONS), at_sites)
+
+
 def subject_list(conn: psycopg.Connection[Any], schema: str,
                  sites: set[str] | None) -> list[dict[str, Any]]:
     """Every subject as it stands (code, site, status, arm, lock, version), at ``sites``
     (None: every site), by subject code."""
     rows = conn.execute(
-        SQL("SELECT h.data, (SELECT max(v.version) FROM {s}.{v} v"
-            " WHERE v.subject_id = h.subject_id) FROM {s}.{v} h"
-            " WHERE h.record_id = '' AND h.recorded_to IS NULL").format(
-            s=Identifier(schema), v=Identifier(VERSIONS))).fetchall()
-    listed = [{"subject": h["subject"], "site": h["site"], "status": h["status"],
-               "arm": h["arm"], "disease": h["disease"], "locked": h["locked"],
-               "version": int(version)}
-              for h, version in rows if sites is None or h["site"] in sites]
+        SQL("SELECT {keys}, (SELECT max(v.version) FROM {s}.{v} v"
+            " WHERE v.subject_id = h.subject_id) FROM {h}").format(
+            keys=SQL(", ").join(SQL("h.d->{}").format(Literal(k)) for k in SUMMARY_KEYS),
+            s=Identifier(schema), v=Identifier(VERSIONS), h=current_headers(schema, sites)),
+        {"sites": sorted(sites or ())}).fetchall()
+    listed = [{**dict(zip(SUMMARY_KEYS, row[:-1], strict=True)), "version": int(row[-1])}
+              for row in rows]
     return sorted(listed, key=lambda s: str(s["subject"]))
 
 

@@ -53,3 +53,23 @@ def field_changes(conn: psycopg.Connection[Any], schema: str, subject_code: str,
                                          "printed_name": who, "reason_code": code,
                                          "reason_text": text}
             for record, name, count, at, who, code, text in rows}
+
+
+def removed_records(conn: psycopg.Connection[Any], schema: str, subject_code: str,
+                    as_of: datetime | None) -> list[dict[str, Any]]:
+    """The subject's records removed by ``as_of`` (None: now), oldest removal first: each
+    with its kind, the values it held, and who removed it, when and why."""
+    bound = SQL("") if as_of is None else SQL(" AND e.recorded_at <= %(t)s")
+    rows = conn.execute(
+        SQL("SELECT c.record_id, min(c.record_kind), e.position, e.recorded_at,"
+            " e.printed_name, e.role, e.reason_code, e.reason_text,"
+            " jsonb_object_agg(c.field, c.old_value)"
+            " FROM {s}.{e} e JOIN {s}.{c} c ON c.position = e.position"
+            " WHERE e.subject_code = %(code)s AND e.event_type = 'RecordRemoved'{bound}"
+            " GROUP BY c.record_id, e.position ORDER BY e.position").format(
+            s=Identifier(schema), e=Identifier(AUDIT_EVENTS), c=Identifier(AUDIT_CHANGES),
+            bound=bound), {"code": subject_code, "t": as_of}).fetchall()
+    return [{"record_id": record, "kind": kind, "position": position,
+             "removed_at": at.isoformat(), "printed_name": who, "role": role,
+             "reason_code": code, "reason_text": text, "fields": fields}
+            for record, kind, position, at, who, role, code, text, fields in rows]

@@ -132,3 +132,14 @@ def runtime(settings: Settings, db_url: str) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures tests recorded (``record_property("figures", ...)``, e.g. the
+    failover drill's), which reach the controller from xdist workers with the reports."""
+    for report in terminalreporter.getreports("passed"):
+        if report.when != "call":
+            continue
+        for name, value in report.user_properties:
+            if name == "figures":
+                terminalreporter.write_line(f"FIGURES {report.nodeid}: {value}")

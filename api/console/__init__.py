@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.console import pages
+from api.console import audit_csv, outcomes, pages, regulator, sdv
 from api.console.session import CsrfRefused, SignInNeeded
 
 STATIC = Path(__file__).parent / "static"
@@ -18,6 +18,10 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Serve the console, its static files and ``/docs`` from ``app``."""
     app.include_router(pages.router)
+    app.include_router(regulator.router)
+    app.include_router(outcomes.router)
+    app.include_router(sdv.router)
+    app.include_router(audit_csv.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="console-static")
 
     @app.get("/docs", include_in_schema=False)

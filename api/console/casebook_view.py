@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote_plus
+from zoneinfo import ZoneInfo
 
 import orjson
 
+from domain.clock import in_offset
 from domain.errors import InvalidInput
 
 
@@ -47,6 +50,83 @@ def queries_on(book: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FieldRow:
+    """One value of a record as its row shows it: the value's text, its last reason when it
+    changed, the queries on it, and its change marker (summary and history address)."""
+
+    name: str
+    value: str
+    changed: bool
+    reason: str
+    queries: list[str]
+    summary: str
+    history_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedRow:
+    """A derived value of a record: its value and unit, and (when it has one) its method and
+    inputs, or only its value."""
+
+    name: str
+    value: str
+    unit: str
+    method: str | None  # None: a plain value, without method or inputs
+    inputs: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRows:
+    """A record's rows on the casebook screen."""
+
+    record_id: str
+    observed_at: str
+    visit: str
+    fields: list[FieldRow]
+    derived: list[DerivedRow]
+
+
+def record_rows(book: dict[str, Any], changes: dict[tuple[str, str], dict[str, Any]],
+                queries: dict[tuple[str, str], list[dict[str, Any]]], history: str,
+                as_of: datetime | None) -> dict[str, list[RecordRows]]:
+    """Each kind's records with every value as its row shows it. Worked out here rather than
+    in the template: a long casebook has thousands of values, and per value a template's
+    filters (the history address above all) cost most of the page's time."""
+    moment = "" if as_of is None else "&as_of=" + quote_plus(as_of.isoformat(), safe="")
+    out: dict[str, list[RecordRows]] = {}
+    for kind, views in book["records"].items():
+        out[kind] = [RecordRows(
+            r["record_id"], utc_text(r["observed_at"]), r.get("visit") or "",
+            [_field_row(r["record_id"], name, value, changes.get((r["record_id"], name)),
+                        queries.get((r["record_id"], name), ()), history, moment)
+             for name, value in r["fields"].items()],
+            [_derived_row(name, d) for name, d in r["derived"].items()]) for r in views]
+    return out
+
+
+def _field_row(record_id: str, name: str, value: Any, change: dict[str, Any] | None,
+               queries: Any, history: str, moment: str) -> FieldRow:
+    changed = change is not None and change["count"] > 1
+    reason = (f"{change['reason_code']} — {change['reason_text']}"
+              if change is not None and changed and change["reason_code"] else "")
+    summary = (f"changed ({change['count']}), last by {change['printed_name']} at "
+               f"{utc_text(change['recorded_at'])}" if change is not None and changed
+               else "entered")
+    url = (f"{history}?record={quote_plus(record_id, safe='')}"
+           f"&field={quote_plus(name, safe='')}{moment}")
+    return FieldRow(name, shown(value), changed, reason,
+                    [f"{q['query_id']} {q['status']}" for q in queries], summary, url)
+
+
+def _derived_row(name: str, derived: Any) -> DerivedRow:
+    if isinstance(derived, dict):
+        return DerivedRow(name, shown(derived.get("value")), derived.get("unit") or "",
+                          derived.get("method") or "", orjson.dumps(derived.get("inputs"))
+                          .decode())
+    return DerivedRow(name, shown(derived), "", None, "")
+
+
 def kind_of(book: dict[str, Any], record_id: str) -> str | None:
     """The kind (``labs``, ``vitals``…) of a record of the casebook, None if it has none."""
     for kind, views in book["records"].items():
@@ -61,6 +141,13 @@ def shown(value: Any) -> str:
     if value is None:
         return "—"
     return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def figure(value: Any) -> str:
+    """A figure of the outcome tables: two decimals for a fraction, a dash for none."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def changed_fields(before: dict[str, Any] | None,
@@ -98,6 +185,23 @@ def utc_text(value: str | datetime | None) -> str:
         return ""
     when = datetime.fromisoformat(value) if isinstance(value, str) else value
     return when.astimezone(UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def site_time(value: str | datetime | None, zone: str | None, offset: str | None = None) -> str:
+    """A time as the site's clock showed it, with its offset: in the site's time zone (IANA
+    name, from the study's definition), else at the offset it was entered with; blank when
+    neither is known (the UTC time beside it says it all)."""
+    if value is None or not (zone or offset):
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = when.astimezone(ZoneInfo(zone)) if zone else in_offset(when, offset)
+    return local.isoformat(sep=" ", timespec="seconds") + (f" {zone}" if zone else "")
+
+
+def site_zones(definition: dict[str, Any]) -> dict[str, str]:
+    """Each site's time zone, where the study's definition names one."""
+    return {str(s["code"]): str(s["time_zone"]) for s in definition.get("sites", [])
+            if s.get("time_zone")}
 
 
 def input_text(value: datetime | None) -> str:

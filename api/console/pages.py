@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -23,8 +24,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import DIRECT, Principal, request_id
-from api.blinded import mask_of
+from api.blinded import mask_of, shown
 from api.console import casebook_view as view
+from api.console.ledger_status import ledger_status
 from api.console.session import (
     COOKIE,
     SIGN_IN_COOKIE,
@@ -56,7 +58,13 @@ from domain.permissions import Action, readable_sites
 from domain.review import REVIEW_FILTERS
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
-from projections.subject_changes import Instants, change_instants, field_changes
+from projections.deviations import deviation_list
+from projections.subject_changes import (
+    Instants,
+    change_instants,
+    field_changes,
+    removed_records,
+)
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -64,22 +72,28 @@ templates.env.filters["utc"] = view.utc_text
 templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
+templates.env.filters["figure"] = view.figure
+templates.env.filters["site_time"] = view.site_time
+
+templates.env.globals["idle_seconds"] = lambda request: int(
+    runtime_of(request).sessions().idle_timeout.total_seconds())
 
 AUDIT_PAGE = 25  # rows per page of the audit trail
 OLDEST_QUERIES = 50  # open queries the dashboard lists (all are counted)
 T = TypeVar("T")
 
 
-def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render the console template ``name`` with ``context``."""
     return templates.TemplateResponse(request, name, context, status_code=status)
 
 
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the API's (synchronous) route functions in a worker thread."""
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-def _refusal(exc: Exception) -> tuple[int, str]:
+def refusal(exc: Exception) -> tuple[int, str]:
     """The status and one line for a refused read or write (the API's own mapping)."""
     if isinstance(exc, ValidationError):
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "input" for e in exc.errors())
@@ -110,7 +124,7 @@ async def sign_in_page(request: Request, why: str = "") -> HTMLResponse:
 def _sign_in_form(request: Request, status: int, *, notice: str = "", error: str = "",
                   username: str = "") -> HTMLResponse:
     csrf = sign_in_csrf(request)
-    response = _page(request, "sign_in.html", status, csrf=csrf, notice=notice, error=error,
+    response = page(request, "sign_in.html", status, csrf=csrf, notice=notice, error=error,
                      username=username)
     keep_sign_in_csrf(request, response, csrf)
     return response
@@ -130,13 +144,13 @@ async def sign_in(request: Request, username: str = Form(""), password: str = Fo
     attempt = SignIn(username, password, DIRECT, request_id(request), "session",
                      totp or None, address_of(request))
     try:
-        user = await _call(runtime.people().sign_in, attempt)
+        user = await call(runtime.people().sign_in, attempt)
     except TooManyAttempts as e:
         return _sign_in_form(request, 429, error=str(e), username=username)
     except Unauthenticated as e:
         return _sign_in_form(request, 401, username=username,
-                             error=await _call(_why_refused, request, username, e))
-    token = await _call(_issue, request, user.username)
+                             error=await call(_why_refused, request, username, e))
+    token = await call(_issue, request, user.username)
     response = RedirectResponse("/ui/studies", status_code=303)
     keep_session(request, response, token)
     return response
@@ -171,8 +185,21 @@ async def sign_out(request: Request, csrf: str = Form("")) -> Response:
     """End the session (its token is ended in the session store, as the API's sign-out)."""
     _, expected = await signed_in(request)
     check_csrf(request, expected, csrf)
-    await _call(_end, request, request.cookies[COOKIE])
+    await call(_end, request, request.cookies[COOKIE])
     response = RedirectResponse("/ui/sign-in?why=signed-out", status_code=303)
+    drop_session(response)
+    return response
+
+
+@router.get("/timed-out")
+async def timed_out(request: Request) -> Response:
+    """Where an idle page goes (``static/idle.js``): the session ends as an idle time-out
+    would end it, and the sign-in page says why. A GET, as a page's timer can only navigate;
+    the SameSite=Strict cookie keeps other sites from ending sessions through it."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        await call(_end, request, token)
+    response = RedirectResponse("/ui/sign-in?why=ended", status_code=303)
     drop_session(response)
     return response
 
@@ -181,7 +208,7 @@ async def sign_out(request: Request, csrf: str = Form("")) -> Response:
 async def password_page(request: Request) -> HTMLResponse:
     """The form to change your own password."""
     principal, csrf = await signed_in(request)
-    return _page(request, "password.html", principal=principal, csrf=csrf, error="")
+    return page(request, "password.html", principal=principal, csrf=csrf, error="")
 
 
 @router.post("/password")
@@ -193,11 +220,11 @@ async def change_password(request: Request, current_password: str = Form(""),
     principal, expected = await signed_in(request)
     check_csrf(request, expected, csrf)
     try:
-        await _call(people.change_own_password, request, principal, PasswordChangeIn(
+        await call(people.change_own_password, request, principal, PasswordChangeIn(
             current_password=current_password, new_password=new_password, totp=totp or None))
     except (DomainError, ValidationError, TooManyAttempts) as e:
-        status, message = (429, str(e)) if isinstance(e, TooManyAttempts) else _refusal(e)
-        return _page(request, "password.html", status, principal=principal, csrf=expected,
+        status, message = (429, str(e)) if isinstance(e, TooManyAttempts) else refusal(e)
+        return page(request, "password.html", status, principal=principal, csrf=expected,
                      error=message)
     response = RedirectResponse("/ui/sign-in?why=password-changed", status_code=303)
     drop_session(response)
@@ -209,81 +236,117 @@ async def study_list(request: Request) -> HTMLResponse:
     """The studies of this deployment you hold a role in."""
     principal, csrf = await signed_in(request)
     held = {g.study for g in principal.user.grants}
-    known = [s for s, _ in await _call(runtime_of(request).studies)]
+    known = [s for s, _ in await call(runtime_of(request).studies)]
     mine = [s for s in sorted(known) if "*" in held or s in held]
-    return _page(request, "studies.html", principal=principal, csrf=csrf, studies=mine)
+    return page(request, "studies.html", principal=principal, csrf=csrf, studies=mine)
 
 
 @router.get("/studies/{study}")
 async def study_page(request: Request, study: str) -> HTMLResponse:
     """A study's dashboard and its subjects, at the sites you may read: enrolment by site and
     arm, open queries with their age, SDV progress, casebooks awaiting signature or whose
-    signature was invalidated, and the ledger's newest checkpoint."""
+    signature was invalidated, protocol deviations, and the ledger: its newest checkpoint,
+    that checkpoint's age and cosigners, and the last verification."""
     principal, csrf = await signed_in(request)
     try:
         # The API's subject list checks the grant and brings the read tables up to date.
-        subjects = await _call(studies.list_subjects, request, principal, study)
-        glance = await _call(_overview, request, principal, study)
+        subjects = await call(studies.list_subjects, request, principal, study)
+        glance, deviations = await call(_overview, request, principal, study)
     except DomainError as e:
-        return _error(request, principal, csrf, e)
+        return error_page(request, principal, csrf, e)
     try:
-        checkpoint: dict[str, Any] | str = await _call(ledger.get_checkpoint, request,
+        checkpoint: dict[str, Any] | str = await call(ledger.get_checkpoint, request,
                                                        principal, study)
     except DomainError as e:
         checkpoint = str(e)
-    return _page(request, "study.html", principal=principal, csrf=csrf, study=study,
-                 subjects=subjects, glance=glance, checkpoint=checkpoint,
-                 now=datetime.now(UTC), oldest=OLDEST_QUERIES)
+    runtime = runtime_of(request)
+    status = None if isinstance(checkpoint, str) else await call(
+        ledger_status, runtime.url, runtime.settings, study, checkpoint)
+    return page(request, "study.html", principal=principal, csrf=csrf, study=study,
+                subjects=subjects, glance=glance, checkpoint=checkpoint, ledger=status,
+                deviations=deviations, now=datetime.now(UTC), oldest=OLDEST_QUERIES)
 
 
-def _overview(request: Request, principal: Principal, study: str) -> Overview:
+def _overview(request: Request, principal: Principal, study: str
+              ) -> tuple[Overview, list[dict[str, Any]]]:
+    """The study at a glance and its protocol deviations (as ``GET …/deviations`` lists
+    them), at the sites the person may read, from one connection."""
+    sites = readable_sites(principal.user.grants, study)
     with connect(runtime_of(request).url) as conn:
-        return overview(conn, schema_for_study(study),
-                        readable_sites(principal.user.grants, study),
-                        mask_of(request, principal, study))
+        schema = schema_for_study(study)
+        return (overview(conn, schema, sites, OLDEST_QUERIES, mask_of(request, principal, study)),
+                shown(request, principal, study,
+                      deviation_list(conn, schema, sites, None, None)))
 
 
-def _error(request: Request, principal: Principal, csrf: str, exc: Exception) -> HTMLResponse:
-    status, message = _refusal(exc)
-    return _page(request, "error.html", status, principal=principal, csrf=csrf,
+def error_page(request: Request, principal: Principal, csrf: str,
+               exc: Exception) -> HTMLResponse:
+    """The error page for a refused read or write."""
+    status, message = refusal(exc)
+    return page(request, "error.html", status, principal=principal, csrf=csrf,
                  message=message)
 
 
-def _instants(request: Request, principal: Principal, study: str,
-              subject: str) -> Instants:
-    """The subject's change instants, once the person may read its site (the same grant
-    check as the API's casebook route)."""
+def study_zones(request: Request, principal: Principal, study: str) -> dict[str, str]:
+    """The study's sites' time zones (from its definition, as the API serves it)."""
+    return view.site_zones(studies.get_study(request, principal, study)["definition"])
+
+
+def _caught_up(request: Request, study: str) -> str:
+    """The database URL, once the study's read tables are up to date."""
     study_app(request, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
-        instants = change_instants(conn, schema_for_study(study), subject)
+    return runtime.url
+
+
+def _readable_instants(conn: psycopg.Connection[Any], principal: Principal, study: str,
+                       subject: str) -> Instants:
+    """The subject's change instants, once the person may read its site (the same grant
+    check as the API's casebook route)."""
+    instants = change_instants(conn, schema_for_study(study), subject)
     principal.grant_for(Action.READ, study, instants.site)
     return instants
 
 
-def _field_changes(request: Request, study: str, subject: str,
-                   as_of: datetime | None) -> dict[tuple[str, str], dict[str, Any]]:
-    with connect(runtime_of(request).url) as conn:
-        return field_changes(conn, schema_for_study(study), subject, as_of)
+def _instants(request: Request, principal: Principal, study: str,
+              subject: str) -> Instants:
+    with connect(_caught_up(request, study)) as conn:
+        return _readable_instants(conn, principal, study, subject)
+
+
+def _moment(request: Request, principal: Principal, study: str, subject: str,
+            step: int | None, as_of: str | None, valid_at: str | None,
+            ) -> tuple[view.Moment, datetime | None, datetime | None,
+                       dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """Where the slider stands, the recorded and clinical times typed, each field's changes
+    by then and the records removed by then: read on one connection, once the person may
+    read the subject's site."""
+    with connect(_caught_up(request, study)) as conn:
+        instants = _readable_instants(conn, principal, study, subject)
+        typed = view.typed_time(as_of, "as_of")
+        valid = view.typed_time(valid_at, "valid_at")
+        when = view.moment(instants.times, step, typed)
+        schema = schema_for_study(study)
+        return (when, typed, valid, field_changes(conn, schema, subject, when.as_of),
+                removed_records(conn, schema, subject, when.as_of))
 
 
 async def _casebook(request: Request, principal: Principal, csrf: str, study: str,
                     subject: str, *, step: int | None = None, as_of: str | None = None,
                     valid_at: str | None = None, status: int = 200, error: str = "",
                     notice: str = "") -> HTMLResponse:
-    instants = await _call(_instants, request, principal, study, subject)
-    typed = view.typed_time(as_of, "as_of")
-    valid = view.typed_time(valid_at, "valid_at")
-    when = view.moment(instants.times, step, typed)
-    answer = await _call(studies.get_casebook, request, principal, study, subject, None,
+    when, typed, valid, changes, removed = await call(_moment, request, principal, study,
+                                                      subject, step, as_of, valid_at)
+    answer = await call(studies.get_casebook, request, principal, study, subject, None,
                          when.as_of, valid)
     book = orjson.loads(answer.body)
-    definition = (await _call(studies.get_study, request, principal, study))["definition"]
-    return _page(request, "casebook.html", status, principal=principal, csrf=csrf,
+    definition = (await call(studies.get_study, request, principal, study))["definition"]
+    return page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
                  valid_at=view.input_text(valid), now=datetime.now(UTC),
-                 changes=await _call(_field_changes, request, study, subject, when.as_of),
+                 changes=changes, removed=removed,
+                 zone=view.site_zones(definition).get(str(book["site"])),
                  queries=view.queries_on(book),
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)
@@ -298,18 +361,19 @@ async def value_history(request: Request, study: str, subject: str, record: str 
     principal, csrf = await signed_in(request)
     try:
         until = view.typed_time(as_of, "as_of")
-        instants = await _call(_instants, request, principal, study, subject)
-        page = await _call(
+        instants = await call(_instants, request, principal, study, subject)
+        trail = await call(
             studies.get_audit_trail, request, principal, study, instants.site, subject,
             record or None, field or None, None, None, None,
             until + timedelta(microseconds=1) if until else None, None, 1000)
+        zones = await call(study_zones, request, principal, study)
     except DomainError as e:
-        return _error(request, principal, csrf, e)
+        return error_page(request, principal, csrf, e)
     # htmx asks for the rows alone, to put them in the marker it opened.
     name = "history_rows.html" if request.headers.get("hx-request") == "true" else "history.html"
-    return _page(request, name, principal=principal, csrf=csrf, study=study,
-                 subject=subject, record=record, field=field, entries=page["entries"],
-                 more=page["next_cursor"] is not None)
+    return page(request, name, principal=principal, csrf=csrf, study=study,
+                 subject=subject, record=record, field=field, entries=trail["entries"],
+                 more=trail["next_cursor"] is not None, zones=zones)
 
 
 @router.get("/studies/{study}/subjects/{subject}")
@@ -322,7 +386,7 @@ async def casebook_page(request: Request, study: str, subject: str, step: int | 
         return await _casebook(request, principal, csrf, study, subject, step=step,
                                as_of=as_of, valid_at=valid_at)
     except DomainError as e:
-        return _error(request, principal, csrf, e)
+        return error_page(request, principal, csrf, e)
 
 
 async def _write(request: Request, study: str, subject: str, csrf: str,
@@ -332,14 +396,14 @@ async def _write(request: Request, study: str, subject: str, csrf: str,
     principal, expected = await signed_in(request)
     check_csrf(request, expected, csrf)
     try:
-        await _call(write, principal)
+        await call(write, principal)
     except (DomainError, ValidationError) as e:
-        status, message = _refusal(e)
+        status, message = refusal(e)
         try:
             return await _casebook(request, principal, expected, study, subject,
                                    status=status, error=message)
         except DomainError as e2:
-            return _error(request, principal, expected, e2)
+            return error_page(request, principal, expected, e2)
     query = urlencode({"done": done})
     return RedirectResponse(f"/ui/studies/{study}/subjects/{subject}?{query}#top",
                             status_code=303)
@@ -419,20 +483,23 @@ async def audit_trail(request: Request, study: str, site: str = "", subject: str
                "event_type": event_type, "recorded_from": recorded_from,
                "recorded_to": recorded_to, "limit": str(limit), "review": review}
     try:
-        page = await _call(
+        trail = await call(
             studies.get_audit_trail, request, principal, study, site or None, subject or None,
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
             view.typed_time(recorded_to, "recorded_to"), cursor or None, limit,
             review=review or None)
+        zones = await call(study_zones, request, principal, study)
     except DomainError as e:
-        return _error(request, principal, csrf, e)
+        return error_page(request, principal, csrf, e)
     kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}
-    return _page(request, "audit.html", principal=principal, csrf=csrf, study=study,
-                 filters=filters, entries=page["entries"], reviews=REVIEW_FILTERS,
-                 next_url=(f"?{urlencode({**kept, 'cursor': page['next_cursor']})}"
-                           if page["next_cursor"] else None),
+    return page(request, "audit.html", principal=principal, csrf=csrf, study=study,
+                 filters=filters, entries=trail["entries"], zones=zones, reviews=REVIEW_FILTERS,
+                 next_url=(f"?{urlencode({**kept, 'cursor': trail['next_cursor']})}"
+                           if trail["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,
+                 csv_url=f"/ui/studies/{study}/audit.csv?"
+                         + urlencode({k: v for k, v in kept.items() if k != "limit"}),
                  filter_url=lambda **more: f"?{urlencode({**kept, **more})}")
 
 
@@ -447,11 +514,11 @@ async def diff_page(request: Request, study: str, recorded_from: str = "",
     changes: list[dict[str, Any]] = []
     try:
         if since is not None and until is not None:
-            changes = await _call(studies.get_changes, request, principal, study, since,
+            changes = await call(studies.get_changes, request, principal, study, since,
                                   until)
     except DomainError as e:
-        return _error(request, principal, csrf, e)
-    return _page(request, "diff.html", principal=principal, csrf=csrf, study=study,
+        return error_page(request, principal, csrf, e)
+    return page(request, "diff.html", principal=principal, csrf=csrf, study=study,
                  recorded_from=recorded_from, recorded_to=recorded_to, asked=since and until,
                  changes=[{**c, "fields": view.changed_fields(c["before"], c["after"])}
                           for c in changes])
@@ -459,6 +526,6 @@ async def diff_page(request: Request, study: str, recorded_from: str = "",
 
 def refused_csrf(request: Request, _: CsrfRefused) -> HTMLResponse:
     """A form post without the session's CSRF token: refused, nothing done."""
-    return _page(request, "error.html", 403, principal=None, csrf="",
+    return page(request, "error.html", 403, principal=None, csrf="",
                  message="Forbidden: the form was not sent from this console "
                          "(missing or wrong CSRF token); nothing was done.")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.problems import problem
 from api.responses import Health, Readiness
 from api.writes import runtime_of
+from application.ledger_watch import ledger_lags, stalls
 
 router = APIRouter(tags=["operations"])
 
@@ -20,16 +24,31 @@ def get_liveness() -> Health:
 
 @router.get("/readyz", response_model=None,
             responses={200: {"model": Readiness, "description": "Ready"},
-                       503: {"model": Readiness,
-                             "description": "The database does not answer"}})
+                       503: {"description": "Not ready: the database does not answer, or the "
+                                            "sealer or the projector has stalled (problem+json "
+                                            "naming it in `detail` and `stalled`)",
+                             "content": {"application/problem+json": {}}}})
 def get_readiness(request: Request) -> JSONResponse:
-    """Readiness: the database answers (503 while it does not)."""
+    """Readiness: the database answers, and, while events wait, the sealer and the projector
+    have made progress within the stall bound (``TRIALLEDGER_STALL_AFTER``); 503 otherwise."""
+    runtime = runtime_of(request)
     try:
-        with runtime_of(request).pool().connection(timeout=2) as conn:
+        with runtime.pool().connection(timeout=2) as conn:
             conn.execute("SELECT 1")
     except Exception as e:  # any failure to reach the database means "not ready"
-        return JSONResponse({"status": "unavailable", "detail": type(e).__name__},
-                            status_code=503)
+        return problem(503, "Service unavailable", f"the database does not answer "
+                       f"({type(e).__name__})", stalled=["database"])
+    status_path: Path | None = request.app.state.sealer_status
+    if status_path is not None:
+        try:
+            _, lags = ledger_lags(runtime, status_path, runtime.settings.stall_after)
+        except Exception as e:  # the database went away between the two reads
+            return problem(503, "Service unavailable", f"the database does not answer "
+                           f"({type(e).__name__})", stalled=["database"])
+        stalled = stalls(lags)
+        if stalled:
+            return problem(503, "Service unavailable", "; ".join(stalled),
+                           stalled=sorted({s.partition(":")[0] for s in stalled}))
     return JSONResponse({"status": "ready"})
 
 
@@ -37,6 +56,7 @@ def get_readiness(request: Request) -> JSONResponse:
     "description": "Prometheus text exposition format",
     "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 def get_metrics(request: Request) -> Response:
-    """Prometheus metrics: requests by route and status, latency histograms."""
-    return Response(generate_latest(request.app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics of every server process: requests by route and status, latency,
+    sign-in failures and lock-outs, sealing and projection lag, checkpoint age and
+    cosignatures, pools and process figures (see the README's Operations section)."""
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -235,7 +235,7 @@ def definition() -> dict[str, Any]:
         ],
         "sites": [
             {"code": "JLU1", "name": "The First Hospital of Jilin University",
-             "city": "Changchun", "country": "CN"},
+             "city": "Changchun", "country": "CN", "time_zone": "Asia/Shanghai"},
         ],
         "visits": [
             {"code": code, "name": name, "day": day, "window_days": window}
@@ -258,4 +258,7 @@ def definition() -> dict[str, Any]:
         "ranges": RANGES,
         "endpoints": [e.to_dict() for e in ENDPOINTS],
         "audit_review": AUDIT_REVIEW,
+        # The reported term is free text: a name or initials typed into it by mistake can
+        # be redacted (crypto-shredded) without losing the rest of the event.
+        "identifying_items": {"adverse-events": ["term"]},
     }

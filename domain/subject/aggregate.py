@@ -18,7 +18,8 @@ Where each rule lives (one module per concern, each a part of ``Subject``):
 - :mod:`~domain.subject.soft_checks` soft checks, their queries, protocol deviations;
 - :mod:`~domain.subject.derivations` the BSA in force, values re-derived when it moves;
 - :mod:`~domain.subject.monitoring` e-signatures, queries, source-data verification;
-- :mod:`~domain.subject.participation` withdrawal, completion, locks.
+- :mod:`~domain.subject.participation` withdrawal, completion, locks;
+- :mod:`~domain.subject.redaction` two-person redaction of identifying values.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from domain.subject.enrolment import Enrolment
 from domain.subject.entries import RecordEntries
 from domain.subject.monitoring import Monitoring
 from domain.subject.participation import Participation
+from domain.subject.redaction import Redactions
 from domain.subject.sdtm_loading import SdtmLoading
 
 
@@ -38,7 +40,7 @@ from domain.subject.sdtm_loading import SdtmLoading
 # nothing of theirs. Monitoring builds on RecordChanges (a query answered by a correction), so
 # comes before it.
 class Subject(Enrolment, SdtmLoading, RecordEntries, Monitoring, RecordChanges, Participation,
-              Aggregate):
+              Redactions, Aggregate):
     """One child in the study: consent, screening, enrollment, records, withdrawal, lock."""
     TOPIC = "Subject.v1"
 
@@ -83,3 +85,6 @@ class Subject(Enrolment, SdtmLoading, RecordEntries, Monitoring, RecordChanges, 
     QueryAnswered = events.QueryAnswered
     QueryClosed = events.QueryClosed
     SourceVerified = events.SourceVerified
+    # redaction of identifying values entered by mistake
+    RedactionRequested = events.RedactionRequested
+    RedactionApproved = events.RedactionApproved

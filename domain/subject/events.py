@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.envelope import Actor, Envelope
 from domain.records import Record, copy_json
+from domain.redaction import marker
 from domain.subject.fields import set_field
 
 if TYPE_CHECKING:
@@ -456,3 +457,49 @@ class SourceVerified(Event):
             "revision": self.record_revision, "verified_at": self.timestamp.isoformat(),
             "verified_by": self.envelope.actor.printed_name,
         }
+
+
+# --- Redaction of identifying values entered by mistake (two-person) -------------------------
+
+class RedactionRequested(Event):
+    """A data manager asked that identifying values be redacted: ``items`` are the
+    (record_id, field) pairs covered; the reason is the envelope's."""
+    TOPIC = "Subject.RedactionRequested.v1"
+
+    request_id: str
+    items: list[dict[str, str]]
+
+    def apply(self, subject: Subject) -> None:
+        reason = self.envelope.reason
+        subject.redactions[self.request_id] = {
+            "request_id": self.request_id, "items": copy_json(self.items),
+            "reason": reason.text if reason else "", "status": "requested",
+            "requested_at": self.timestamp.isoformat(),
+            "requested_by": self.envelope.actor.user_id,
+            "requested_by_name": self.envelope.actor.printed_name,
+            "approved_at": None, "approved_by": None, "approved_by_name": None,
+        }
+
+
+class RedactionApproved(Event):
+    """An admin (not the requester) approved a redaction: from here on each covered value
+    reads as the redaction marker, and its key is destroyed (crypto-shredding)."""
+    TOPIC = "Subject.RedactionApproved.v1"
+
+    request_id: str
+
+    def apply(self, subject: Subject) -> None:
+        request = subject.redactions[self.request_id]
+        request.update(status="approved", approved_at=self.timestamp.isoformat(),
+                       approved_by=self.envelope.actor.user_id,
+                       approved_by_name=self.envelope.actor.printed_name)
+        text = marker(self.timestamp.date(), request["reason"])
+        for item in request["items"]:
+            name = item["field"]
+            record = subject.records[item["record_id"]] = subject.records[item["record_id"]].copy()
+            # Not a clinical change (signatures stay valid): the value is made unreadable.
+            if name in record.fields:
+                record.fields[name] = text
+            for entry in record.timeline:
+                if name in entry["fields"]:
+                    entry["fields"][name] = text

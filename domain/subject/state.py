@@ -77,6 +77,8 @@ class SubjectState(AggregateBase):
         self.queries: dict[str, dict[str, Any]] = {}
         self.sdv: dict[str, dict[str, Any]] = {}
         self.deviations: dict[str, dict[str, Any]] = {}
+        # Redaction requests by id (domain.subject.redaction), approved or not yet.
+        self.redactions: dict[str, dict[str, Any]] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         """A copy for a command to change (the aggregate cache hands out copies).
@@ -97,6 +99,7 @@ class SubjectState(AggregateBase):
         clone.queries = copy_json(self.queries)
         clone.sdv = copy_json(self.sdv)
         clone.deviations = copy_json(self.deviations)
+        clone.redactions = copy_json(self.redactions)
         return clone
 
     def _require_status(self, *statuses: str) -> None:

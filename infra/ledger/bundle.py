@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.sql import SQL, Identifier
 
 from infra.catalog import EVENTS_TABLE
@@ -31,6 +31,7 @@ from infra.keys import public_pem
 from infra.ledger import store
 from infra.ledger.logs import origin
 from infra.ledger.note import Checkpoint, sign_note, verifier_key
+from infra.signers import Signer
 from infra.zip_stream import ZipStream, write_file
 
 FORMAT = "trialledger-bundle/2"
@@ -105,7 +106,7 @@ def bundle_chunks(
     study: str,
     schema: str,
     public_keys: dict[str, Ed25519PublicKey],
-    private_key: Ed25519PrivateKey,
+    private_key: Signer,
     key_name: str,
     *,
     files: Iterable[tuple[str, Path]] = (),
@@ -184,7 +185,7 @@ def write_bundle(
     schema: str,
     path: Path,
     public_keys: dict[str, Ed25519PublicKey],
-    private_key: Ed25519PrivateKey,
+    private_key: Signer,
     key_name: str,
     *,
     files: Iterable[tuple[str, Path]] = (),

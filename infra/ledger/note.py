@@ -12,8 +12,10 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from infra.signers import Signer
 
 SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 ED25519 = b"\x01"
@@ -65,7 +67,7 @@ class Checkpoint:
         return cls(origin, int(size_text), root)
 
 
-def sign_note(body: str, name: str, private_key: Ed25519PrivateKey) -> str:
+def sign_note(body: str, name: str, private_key: Signer) -> str:
     """The signed note of ``body`` by key ``name``."""
     if not body.endswith("\n"):
         raise NoteError("note text must end with a newline")

@@ -4,7 +4,7 @@ with their notification ids (positions) and stored state (payload, signature, ke
 signed checkpoints and, for a witnessed bundle, the cosigned ones.
 
 Nothing is re-signed or re-encoded: what the offline verifier checked is what is stored. The
-caller verifies the bundle first (:mod:`infra.ledger.offline`); this module only copies it.
+caller verifies the bundle first (:mod:`trialledger_verifier.bundle`); this module only copies it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.sql import SQL, Identifier
 
 from infra.ledger import store
@@ -24,6 +24,7 @@ from infra.ledger.checker import revocation_from_payload as _revocation
 from infra.ledger.logs import events_table, label, origin
 from infra.ledger.merkle import Frontier, consistency_proof, leaf_hash, verify_consistency
 from infra.ledger.note import Checkpoint, sign_note
+from infra.signers import Signer
 from infra.signing import SignedState, key_id_for, leaf_data
 
 # The server's cadence (application/sealing.py), here so that the command line can show it
@@ -76,7 +77,7 @@ def seal(
     log: str,
     schema: str,
     anchors: dict[str, Ed25519PublicKey],
-    private_key: Ed25519PrivateKey,
+    private_key: Signer,
     key_name: str,
     *,
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -175,7 +176,7 @@ def _insert(conn: psycopg.Connection[Any], schema: str, leaves: list[tuple[int, 
 
 
 def _checkpoint(conn: psycopg.Connection[Any], log: str, schema: str, frontier: Frontier,
-                previous: tuple[int, bytes, str] | None, private_key: Ed25519PrivateKey,
+                previous: tuple[int, bytes, str] | None, private_key: Signer,
                 key_name: str) -> None:
     root = frontier.root()
     if previous is not None:

@@ -6,6 +6,7 @@ All four are append-only (triggers), like the events table.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -90,6 +91,14 @@ def latest_checkpoint(conn: psycopg.Connection[Any],
                            "LIMIT 1").format(Identifier(schema), Identifier(CHECKPOINTS))
                        ).fetchone()
     return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+
+def checkpoint_signed_at(conn: psycopg.Connection[Any], schema: str,
+                         size: int) -> datetime | None:
+    """When the checkpoint of ``size`` was signed and stored (None: there is none)."""
+    row = conn.execute(SQL("SELECT created_at FROM {}.{} WHERE tree_size = %s").format(
+        Identifier(schema), Identifier(CHECKPOINTS)), (size,)).fetchone()
+    return None if row is None else row[0]
 
 
 def leaf_index_of(conn: psycopg.Connection[Any], schema: str, position: int) -> int | None:

@@ -164,6 +164,7 @@ SUBJECT_LABELS = {
     "disease": "Disease", "sex": "Sex", "date_of_birth": "Date of birth",
     "consent_date": "Consent date", "locked": "Locked", "eligibility": "Eligibility",
     "arm": "Arm", "actual_arm": "Actual arm", "enrolled_on": "Enrolled on",
+    "redaction": "Redaction",
 }
 # What the casebook calls a derived value (its id stays in the data and the exports).
 DERIVED_LABELS = {
@@ -405,6 +406,11 @@ def _changes(rows: list[dict[str, Any]], offsets: dict[str, str | None], *,
         old, new = row["old_value"], row["new_value"]
         if (row["field"] or "").startswith("derived."):
             old, new = _derived_value(old), _derived_value(new)
+        elif row["field"] == "redaction" and isinstance(new, dict):
+            # A redaction request or approval: what it covers and why (never a value).
+            covered = ", ".join(f"{i.get('record_id')} {i.get('field')}"
+                                for i in new.get("items") or [])
+            new = f"{new.get('request_id')} {new.get('status')}: {covered}"
         elif row["field"] == "soft_check":
             # What a soft check found, in its words (its details are in the audit trail).
             old, new = (f"{v.get('check')}: {v.get('message')}" if isinstance(v, dict) else v

@@ -72,7 +72,8 @@ DATED_CHANGES = frozenset(
     name for name in _event_names(Subject.RecordChanged)
     if "observed_at" in inspect.get_annotations(getattr(Subject, name)))
 # Audit rows of the monitoring workflow rather than of clinical items.
-WORKFLOW_ROWS = frozenset({"signature", "query", "sdv", "soft_check", "deviation"})
+WORKFLOW_ROWS = frozenset({"signature", "query", "sdv", "soft_check", "deviation",
+                           "redaction"})
 DERIVED = "derived."  # audit rows of derived values: the Snapshot's, not transactions
 # ODM's edit points; a change at the site is the original entry point, which ODM leaves unnamed.
 EDIT_POINTS = {"monitoring": "Monitoring", "data_management": "DataManagement",
@@ -254,6 +255,9 @@ def _workflow(change: Change) -> etree._Element:
     elif change.field == "deviation":
         note = (f"protocol deviation {new['deviation_id']} ({new['category']}, "
                 f"{new['severity']}) on {new['occurred_on']}: {new['description']}")
+    elif change.field == "redaction":
+        covered = ", ".join(f"{i['record_id']}.{i['field']}" for i in new["items"])
+        note = f"redaction {new['request_id']} {new['status']} ({covered}): {new['reason']}"
     else:
         note = f"source verified: {change.record_id} at revision {new['revision']}"
     children += [element("SiteRef", {"LocationOID": change.site}),

@@ -29,10 +29,10 @@ COMMON_EVENT = "SE.COMMON"  # the study event of the subject form and of unsched
 # Keys of the subject header that ODM carries as keys (StudyOID, SubjectKey, SiteRef), not items.
 HEADER_KEYS = frozenset({"study_id", "subject", "site"})
 # The monitoring workflow in a header (signatures, queries, SDV marks, protocol deviations)
-# and a record's soft-check flags are no clinical items: the exports write them as ODM
+# a record's soft-check flags and redactions are no clinical items: the exports write them as ODM
 # Signature elements and annotations.
 WORKFLOW_FIELDS = frozenset({"signatures", "queries", "sdv", "signature", "query",
-                             "deviations", "deviation", "flags", "soft_check"})
+                             "deviations", "deviation", "flags", "soft_check", "redaction"})
 # An imported subject's header field holding its DM row's variables as given.
 DEMOGRAPHICS = "demographics"
 # ODM data types of SDTM variable types (XPT knows numbers and characters).

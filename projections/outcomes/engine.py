@@ -10,6 +10,7 @@ cell was computed from, which :func:`cell_contributions` returns (the drill-down
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,6 +30,7 @@ DOSE_FIELDS = ("dose_mg", "dose_mg_per_day", "frequency")  # what a course's dai
 GLUCOCORTICOID = "glucocorticoid"
 
 Book = dict[str, Any]
+_LATEST = "_latest"  # a book's key of its latest records by visit and field, while computing
 Contributions = dict[str, set[str]]  # subject -> record ids
 
 
@@ -146,10 +148,17 @@ def _in_window(book: Book, record: dict[str, Any], timepoint: Timepoint) -> bool
     return first <= _day(book, record["observed_at"]) <= last
 
 
-def _visit_latest(book: Book, kind: str, visit: str,
-                  match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    found = [r for r in _records(book, kind) if r["visit"] == visit and match(r)]
-    return found[-1] if found else None  # records are in clinical-time order
+def _visit_latest(book: Book, kind: str, visit: str, name: str,
+                  value: Any) -> dict[str, Any] | None:
+    """The latest record of ``kind`` at ``visit`` whose field ``name`` is ``value``."""
+    # Asked per subject, visit and test: each kind's latest records are found once.
+    index: dict[tuple[str, str], dict[tuple[Any, Any], dict[str, Any]]] = book.setdefault(
+        _LATEST, {})
+    if (kind, name) not in index:
+        # Records are in clinical-time order: the last of a visit and value is the latest.
+        index[kind, name] = {(r["visit"], r["fields"].get(name)): r
+                             for r in _records(book, kind)}
+    return index[kind, name].get((visit, value))
 
 
 # --- doses per m² -------------------------------------------------------------------------
@@ -208,13 +217,38 @@ def _doses_on(book: Book, day: date, weekly: set[str]) -> dict[str, Item] | None
     return doses
 
 
+def _dose_changes(book: Book) -> list[datetime]:
+    """Every time at which a dose per m² may change: vitals, therapies, their timelines'
+    steps and stops. Between two of them, a day's doses are those of the day before."""
+    times = [r["observed_at"] for r in _records(book, "vitals") if "bsa" in r["derived"]]
+    for record in _records(book, "therapies"):
+        times.append(record["observed_at"])
+        for entry in record["timeline"]:
+            times.append(entry["observed_at"])
+            if entry["fields"].get("stopped_at"):
+                times.append(entry["fields"]["stopped_at"])
+    return sorted(datetime.fromisoformat(t) for t in times)
+
+
 def _dose_items(book: Book, timepoint: Timepoint, weekly: set[str]) -> dict[str, Item]:
     """Each parameter's mean dose per m² over the timepoint's window (days with a BSA)."""
     assert timepoint.window is not None
     start = date.fromisoformat(book["enrolled_on"])
     first, last = timepoint.window
-    days = [d for d in (_doses_on(book, start + timedelta(days=offset), weekly)
-                        for offset in range(first, last + 1)) if d is not None]
+    changes = _dose_changes(book)
+    # A day's doses depend only on which changes came before its end (or at it): days alike
+    # share one computation (the same items, read only).
+    computed: dict[tuple[int, int], dict[str, Item] | None] = {}
+    days = []
+    for offset in range(first, last + 1):
+        day = start + timedelta(days=offset)
+        end = _end_of(day)
+        seen = (bisect_left(changes, end), bisect_right(changes, end))
+        if seen not in computed:
+            computed[seen] = _doses_on(book, day, weekly)
+        doses = computed[seen]
+        if doses is not None:
+            days.append(doses)
     out: dict[str, Item] = {}
     for name in {n for d in days for n in d}:
         present = [d[name] for d in days if name in d]
@@ -289,14 +323,16 @@ def _by_visit_and_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], o
     visits = _visit_codes(endpoint)
     base = visits[0]
     pairs: dict[str, dict[str, list[tuple[Item, Item]]]] = {}
+    baselines: dict[str, dict[str, Item]] = {}  # each arm's, computed once for every visit
     for visit in visits:
         changes: dict[str, list[Item]] = {}
         for arm, books in groups.items():
             items = [i for b in books if (i := value(b, visit)) is not None]
             out.summary(endpoint, parameter, visit, arm, unit, items)
             if visit == base:
+                baselines[arm] = {i.subject: i for i in items}
                 continue
-            baseline = {i.subject: i for b in books if (i := value(b, base)) is not None}
+            baseline = baselines[arm]
             both = [(baseline[i.subject], i) for i in items if i.subject in baseline]
             pairs.setdefault(visit, {})[arm] = both
             changes[arm] = [Item(i.subject, i.value - b.value, b.records | i.records)
@@ -311,7 +347,7 @@ def _by_visit_and_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], o
 
 def _lab_value(book: Book, visit: str, code: str,
                convert: Mapping[str, float] | None) -> Item | None:
-    record = _visit_latest(book, "labs", visit, lambda r: r["fields"]["code"] == code)
+    record = _visit_latest(book, "labs", visit, "code", code)
     if record is None:
         return None
     fields = record["fields"]
@@ -332,7 +368,7 @@ def lab_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables
 def _absolute(book: Book, visit: str, code: str, unit: str,
               percent_of: Mapping[str, str]) -> Item | None:
     """An absolute count as measured, or as % of its parent x the parent's count."""
-    record = _visit_latest(book, "labs", visit, lambda r: r["fields"]["code"] == code)
+    record = _visit_latest(book, "labs", visit, "code", code)
     if record is None:
         return None
     fields = record["fields"]
@@ -382,8 +418,7 @@ def score_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tabl
     instrument = endpoint.parameters["instrument"]
 
     def total(book: Book, visit: str) -> Item | None:
-        record = _visit_latest(book, "assessments", visit,
-                               lambda r: r["fields"]["instrument"] == instrument)
+        record = _visit_latest(book, "assessments", visit, "instrument", instrument)
         if record is None:
             return None
         return Item(book["subject"], float(record["derived"]["total"]["value"]),
@@ -506,7 +541,8 @@ MEASURES: Mapping[str, Callable[[Endpoint, Mapping[str, list[Book]], Tables], No
 
 
 def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables:
-    books = [book if "visits" in book else outcome_facts(book) for book in casebooks]
+    # Copies: the engine keeps its look-up indexes in them (_LATEST), not in the caller's.
+    books = [dict(book) if "visits" in book else outcome_facts(book) for book in casebooks]
     out = Tables()
     for endpoint in endpoints:
         groups = population(books, endpoint)

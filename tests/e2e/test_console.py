@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -30,6 +32,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from domain.studies import nct04397107
+from infra.ledger.cosignature import Cosigner, add_cosignatures, cosign, split_note
 from infra.postgres import temporary_database
 from tests.support import free_port, wait_until_ready
 
@@ -53,6 +56,7 @@ PEOPLE = {
     "mchen": ("Chen Mei", "monitor", "JLU1"),
     "zhao": ("Zhao Lei", "coordinator", "JLU2"),
     "locky": ("Lok Kee", "monitor", "JLU1"),
+    "rgale": ("Ruth Gale", "regulator", "*"),
 }
 LAB_VALUES = (0.8, 0.9, 1.0, 1.2, 0.7, 1.1, 0.95)  # entered by lwei on subject 003
 
@@ -324,6 +328,7 @@ def test_the_time_slider_crosses_a_correction(browser: Browser) -> None:
     browser.shot("casebook-history")
 
 
+@pytest.mark.requirement("R16")
 @pytest.mark.slow(seconds=20)
 def test_the_audit_trail_filtered_to_one_user_and_field_pages_each_row_once(
         server: Server, browser: Browser) -> None:
@@ -362,6 +367,7 @@ def test_the_audit_trail_filtered_to_one_user_and_field_pages_each_row_once(
     assert len(set(seen)) == len(seen)
 
 
+@pytest.mark.requirement("R12")
 @pytest.mark.slow(seconds=25)
 def test_query_raised_answered_by_correction_and_closed_across_roles(browser: Browser) -> None:
     casebook = f"/ui/studies/{STUDY}/subjects/002"
@@ -407,6 +413,7 @@ def test_query_raised_answered_by_correction_and_closed_across_roles(browser: Br
     browser.shot("query-closed")
 
 
+@pytest.mark.requirement("R9", "R10")
 @pytest.mark.slow(seconds=20)
 def test_signature_refused_with_a_wrong_password_then_shown_and_invalidated(
         server: Server, browser: Browser) -> None:
@@ -436,6 +443,7 @@ def test_signature_refused_with_a_wrong_password_then_shown_and_invalidated(
     browser.shot("signature-invalidated")
 
 
+@pytest.mark.requirement("R20")
 @pytest.mark.slow(seconds=15)
 def test_a_coordinator_of_another_site_sees_none_of_its_subjects(browser: Browser) -> None:
     browser.sign_in("zhao")
@@ -459,3 +467,253 @@ def test_docs_served_from_the_server_alone(browser: Browser) -> None:
     browser.wait(lambda: browser.finds(".opblock-tag"))
     assert "TrialLedger" in browser.find(".info .title").text
     browser.shot("docs")
+
+
+def _sealed_correction(server: Server) -> int:
+    """The log position of subject 001's correction, once a signed checkpoint covers it."""
+    headers = server.headers("rgale")
+    entries = _ok(httpx.get(f"{server.base}/v1/studies/{STUDY}/audit", headers=headers, params={
+        "subject": "001", "record_id": "LB-001", "field": "value"}))["entries"]
+    position = int(entries[-1]["position"])
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{server.base}/v1/studies/{STUDY}/ledger/proofs/inclusion",
+                    params={"event": position}, headers=headers).status_code != 200:
+        assert time.monotonic() < deadline, f"no checkpoint covers event {position}"
+        time.sleep(0.2)
+    return position
+
+
+def _verdict(browser: Browser) -> str:
+    browser.wait(lambda: browser.find("#verdict").get_attribute("data-verdict") != "pending")
+    return browser.find("#verdict").get_attribute("data-verdict") or ""
+
+
+@pytest.mark.slow(seconds=30)
+def test_the_regulator_page_checks_an_inclusion_proof_itself_and_sees_tampering(
+        server: Server, browser: Browser) -> None:
+    position = _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/regulator")
+    formats = {a.get_attribute("data-format") for a in browser.finds("#downloads a")}
+    assert {"bundle", "odm-snapshot", "csv", "casebook"} <= formats
+    # A download streams through the console's session: the ODM snapshot, as XML.
+    head = browser.driver.execute_async_script(
+        "const done = arguments[0];"
+        f"fetch('/ui/studies/{STUDY}/exports/odm-snapshot')"
+        ".then(r => r.text().then(t => done([r.status, t.slice(0, 5)])));")
+    assert head == [200, "<?xml"]
+
+    browser.find("#event").send_keys(str(position))
+    browser.click("#show-proof")
+    assert _verdict(browser) == "verified", browser.find("#verdict").text
+    text = browser.find("#verdict").text
+    tree_size = browser.find("#p-size").get_attribute("value")
+    assert text.startswith(f"Event {position} verified against checkpoint {tree_size} ")
+    assert "cosigned by no witness (none configured)" in text
+    browser.shot("regulator-verified")
+
+    # One hash of the audit path changed: the page's own check fails.
+    browser.driver.execute_script(
+        "const path = document.getElementById('p-path');"
+        "const hashes = path.value.split('\\n');"
+        "hashes[0] = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));"
+        "path.value = hashes.join('\\n');"
+        "document.getElementById('verdict').dataset.verdict = 'pending';")
+    browser.find("#check-again").click()
+    assert _verdict(browser) == "failed"
+    assert "does not lead to the root of checkpoint" in browser.find("#verdict").text
+    browser.shot("regulator-tampered-path")
+
+    # The path restored but one byte of the checkpoint's signature flipped: refused too.
+    browser.open(f"/ui/studies/{STUDY}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
+    browser.driver.execute_script(
+        "const note = document.getElementById('p-note');"
+        "const [body, sigs] = note.value.split('\\n\\n');"
+        "const [name, blob] = sigs.slice(2).trim().split(' ');"
+        "const raw = Uint8Array.from(atob(blob), c => c.charCodeAt(0)); raw[20] ^= 1;"
+        "note.value = body + '\\n\\n\\u2014 ' + name + ' ' +"
+        " btoa(String.fromCharCode(...raw)) + '\\n';"
+        "document.getElementById('verdict').dataset.verdict = 'pending';")
+    browser.find("#check-again").click()
+    assert _verdict(browser) == "failed"
+    assert "no valid signature by a key of this study" in browser.find("#verdict").text
+
+
+
+@pytest.mark.slow(seconds=25)
+def test_the_sdv_worklist_marks_a_record_verified_until_it_changes(
+        server: Server, browser: Browser) -> None:
+    browser.sign_in("mchen")
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    row = 'tr.awaiting[data-subject="003"][data-record="LB-003-1"]'
+    assert "never verified" in browser.find(row).text
+    awaiting = len(browser.finds("tr.awaiting"))
+    browser.shot("sdv-worklist")
+    browser.click(f"{row} button")
+    assert "003 LB-003-1 marked verified" in browser.find("#notice").text
+    assert browser.finds(row) == []
+    assert len(browser.finds("tr.awaiting")) == awaiting - 1
+
+    # A correction after the verification puts the record back on the list, saying so.
+    _ok(httpx.patch(f"{server.base}/v1/studies/{STUDY}/subjects/003/labs/LB-003-1",
+                    headers=server.headers("lwei"), json={
+                        "field": "value", "value": 0.91,
+                        "reason": {"code": "transcription_error", "text": "re-read"}}))
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    assert "changed since verified at revision" in browser.find(row).text
+    assert "by Chen Mei" in browser.find(row).text
+    browser.shot("sdv-changed-since")
+    browser.click("#sign-out")
+
+    # A coordinator of another site has nothing of this site's to verify (nor may verify).
+    browser.sign_in("zhao")
+    browser.open(f"/ui/studies/{STUDY}/sdv")
+    assert browser.find("#sdv-none").text == "Nothing awaits verification at your sites."
+
+
+# Accessibility checks run in the page: every form control labelled, every button named,
+# lang and title set, no interactive element kept from the keyboard, and text contrast at
+# least WCAG AA (4.5:1) against the nearest opaque background.
+A11Y_PROBLEMS = """
+const problems = [];
+if (!document.documentElement.lang) problems.push("html has no lang");
+if (!document.title.trim()) problems.push("page has no title");
+const named = (el) => (el.labels && el.labels.length) || el.getAttribute("aria-label")
+  || el.getAttribute("aria-labelledby");
+for (const el of document.querySelectorAll("input, select, textarea")) {
+  if (el.type === "hidden") continue;
+  if (!named(el)) problems.push(`unlabelled ${el.tagName} ${el.id || el.name}`);
+}
+for (const el of document.querySelectorAll("button, a[href], summary")) {
+  if (!(el.textContent.trim() || el.getAttribute("aria-label")))
+    problems.push(`unnamed ${el.outerHTML.slice(0, 120)}`);
+}
+for (const el of document.querySelectorAll("a[href], button, input, select, textarea, summary"))
+  if (el.tabIndex < 0) problems.push(`kept from the keyboard: ${el.outerHTML.slice(0, 60)}`);
+const rgb = (text) => text.match(/[0-9.]+/g).map(Number);
+const lum = ([r, g, b]) => [r, g, b].map((c) => {
+  c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+}).reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+const backdrop = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length < 4 || c[3] === 1) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const seen = new Set();
+while (walker.nextNode()) {
+  const el = walker.currentNode.parentElement;
+  if (!walker.currentNode.textContent.trim() || seen.has(el) || !el.getClientRects().length)
+    continue;
+  seen.add(el);
+  const fg = lum(rgb(getComputedStyle(el).color).slice(0, 3)), bg = lum(backdrop(el));
+  const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+  if (ratio < 4.5)
+    problems.push(`contrast ${ratio.toFixed(2)}: ${el.textContent.trim().slice(0, 30)}`);
+}
+return problems;
+"""
+
+
+def _accessible(browser: Browser, path: str) -> None:
+    browser.open(path)
+    problems = browser.driver.execute_script(A11Y_PROBLEMS)
+    assert problems == [], (path, problems)
+    # Tab reaches the first link, and the focus is drawn (an outline, not nothing).
+    browser.find("body").send_keys(Keys.TAB)
+    focused = browser.driver.execute_script(
+        "const s = getComputedStyle(document.activeElement);"
+        "return [document.activeElement.tagName, s.outlineStyle, s.outlineWidth];")
+    assert focused[0] == "A" and focused[1] != "none" and focused[2] != "0px", (path, focused)
+
+
+@pytest.mark.slow(seconds=60)
+def test_every_screen_labels_its_controls_and_keeps_contrast(
+        server: Server, browser: Browser) -> None:
+    _accessible(browser, "/ui/sign-in")
+    browser.sign_in("mchen")
+    study = f"/ui/studies/{STUDY}"
+    for path in ("/ui/studies", study, f"{study}/subjects/001",
+                 f"{study}/subjects/001/history?record=LB-001&field=value",
+                 f"{study}/audit", f"{study}/diff", f"{study}/sdv", "/ui/password"):
+        _accessible(browser, path)
+    browser.click("#sign-out")
+    browser.sign_in("rgale")
+    position = _sealed_correction(server)
+    for path in (f"{study}/regulator", f"{study}/outcomes",
+                 f"{study}/outcomes/cell?id=adverse-drug-reactions%2Fall%3Aany%2FY1%2FIL2"):
+        _accessible(browser, path)
+    _accessible(browser, f"{study}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
+
+
+@pytest.mark.slow(seconds=25)
+def test_the_regulator_page_checks_a_witness_cosignature_itself(
+        server: Server, browser: Browser) -> None:
+    position = _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/regulator?event={position}")
+    assert _verdict(browser) == "verified"
+    # A witness cosigns the served checkpoint (made here: this deployment names none); the
+    # page is told the witness's verifier key, as a deployment naming it would tell it.
+    private = Ed25519PrivateKey.generate()
+    witness = Cosigner("witness.example", private.public_key())
+    note = browser.find("#p-note").get_attribute("value") or ""
+    body, _ = split_note(note)
+    line = cosign(body, witness.name, private, int(time.time()))
+    forged = line[:-10] + ("A" if line[-10] != "A" else "B") + line[-9:]
+    for cosigned, expected in ((add_cosignatures(note, [line]), "cosigned by witness.example."),
+                               (add_cosignatures(note, [forged]), "cosigned by no witness.")):
+        browser.driver.execute_script(
+            "document.getElementById('p-note').value = arguments[0];"
+            "document.getElementById('proof-form').dataset.witnesses = arguments[1];"
+            "document.getElementById('verdict').dataset.verdict = 'pending';",
+            cosigned, json.dumps([witness.vkey]))
+        browser.find("#check-again").click()
+        assert _verdict(browser) == "verified", browser.find("#verdict").text
+        assert browser.find("#verdict").text.endswith(expected), browser.find("#verdict").text
+    browser.shot("regulator-cosigned")
+
+
+@pytest.mark.slow(seconds=20)
+def test_an_idle_page_signs_itself_off(browser: Browser) -> None:
+    browser.sign_in("mchen")
+    browser.open(f"/ui/studies/{STUDY}/subjects/001")
+    assert browser.find("body").get_attribute("data-idle-seconds") == "900"  # the store's
+    # The time-out shortened in the page, then a request through htmx re-arms its clock.
+    browser.driver.execute_script("document.body.dataset.idleSeconds = '1';")
+    page = browser.find("html")
+    browser.find("#step").send_keys(Keys.ARROW_LEFT)
+    browser.wait(lambda: _gone(page) and "/ui/sign-in" in browser.driver.current_url)
+    assert "Your session ended" in browser.find("#notice").text
+    browser.shot("idle-signed-off")
+    browser.open("/ui/studies")  # the session itself ended, not only the page
+    assert "/ui/sign-in" in browser.driver.current_url
+
+
+@pytest.mark.slow(seconds=30)
+def test_an_outcome_figure_opens_its_records_and_their_signed_events(
+        server: Server, browser: Browser) -> None:
+    _sealed_correction(server)
+    browser.sign_in("rgale")
+    browser.open(f"/ui/studies/{STUDY}/outcomes")
+    # The C3 at baseline of the IL2 arm: the three children's first labs.
+    row = browser.find('table[data-endpoint="complement-dsdna"] tr[data-cell*="C3"]'
+                       '[data-cell*="BASELINE"]')
+    figure = row.find_element(By.CSS_SELECTOR, "a.figure")
+    assert figure.text == "3"
+    browser.shot("outcomes")
+    browser.press(figure)
+    records = browser.finds("#cell-sources tr.record")
+    assert sorted(r.get_attribute("data-subject") or "" for r in records) == [
+        "001", "002", "003"]
+    browser.shot("outcome-cell")
+    # The corrected record's events: its entry and its correction, each with its proof.
+    corrected = browser.find('#cell-sources tr.record[data-record="LB-001"]')
+    events = corrected.find_elements(By.CSS_SELECTOR, "a")
+    assert len(events) == 2
+    browser.press(events[0])
+    assert _verdict(browser) == "verified", browser.find("#verdict").text

@@ -38,6 +38,7 @@ def stored(runtime: Runtime) -> Iterator[Runtime]:
         f"TRUNCATE {TABLE}",
     ],
 )
+@pytest.mark.requirement("R1", "R6")
 def test_even_the_owner_cannot_change_events(stored: Runtime, db_url: str, statement: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         before = conn.execute(f"SELECT count(*), max(md5(state)) FROM {TABLE}").fetchone()
@@ -53,6 +54,7 @@ def _as_role(db_url: str, role: str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
+@pytest.mark.requirement("R6")
 def test_the_application_role_owns_nothing_and_can_only_read_and_append(
     stored: Runtime, db_url: str, settings: Settings
 ) -> None:

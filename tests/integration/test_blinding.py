@@ -172,10 +172,16 @@ def test_a_blinded_monitor_never_sees_the_allocation(blinded: Runtime) -> None:
     console = _console(blinded, "console-monitor", password)
     for page in (f"/ui/studies/{BLIND}", f"/ui/studies/{BLIND}/subjects/001",
                  f"/ui/studies/{BLIND}/subjects/001/history", f"/ui/studies/{BLIND}/audit",
-                 f"/ui/studies/{BLIND}/diff?from={T0.isoformat()}"):
+                 f"/ui/studies/{BLIND}/diff?from={T0.isoformat()}",
+                 f"/ui/studies/{BLIND}/sdv", f"/ui/studies/{BLIND}/audit.csv"):
         answer = console.get(page)
         assert answer.status_code == 200, (page, answer.text)
         assert _leaks(answer.content) == [], page
+    # Pages by arm or of exports are refused (an error page), and show no arm either.
+    for page in (f"/ui/studies/{BLIND}/outcomes", f"/ui/studies/{BLIND}/regulator",
+                 f"/ui/studies/{BLIND}/exports/csv"):
+        answer = console.get(page)
+        assert answer.status_code < 500 and _leaks(answer.content) == [], page
 
 
 def test_blinded_exporters_are_refused_and_unblinded_ones_see_the_arms(

@@ -22,10 +22,10 @@ from api.cli import app as cli
 from application.runtime import Runtime
 from infra.keys import public_pem
 from infra.ledger.bundle import canonical_info
-from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from tests.support import T0, enroll, envelope, register, simulated_clock
+from trialledger_verifier.bundle import BundleInvalid, load_public_keys, verify_bundle
 
 STUDY = "NCT04397107"
 XSD = (Path(__file__).resolve().parents[2] / ".." / "shared" / "standards" / "odm-1.3.2"
@@ -95,6 +95,7 @@ def rebuilt(files: dict[str, bytes], path: Path) -> Path:
     return path
 
 
+@pytest.mark.requirement("R15")
 def test_the_bundle_verifies_offline_with_the_right_key(exported: tuple[Path, Path, int]) -> None:
     bundle, trusted, events = exported
     report = verify_bundle(bundle, load_public_keys(trusted.read_text()))
@@ -136,6 +137,7 @@ def _regions(bundle: Path) -> dict[str, tuple[int, int]]:
 
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.requirement("R15", "R21")
 @given(st.data())
 def test_any_changed_byte_fails(exported: tuple[Path, Path, int],
                                 tmp_path_factory: pytest.TempPathFactory,
@@ -209,6 +211,7 @@ def test_a_cut_off_bundle_is_refused_and_said_to_be_cut_off(exported: tuple[Path
         verify_bundle(tmp_path / "empty.zip", keys)
 
 
+@pytest.mark.requirement("R15")
 def test_a_changed_casebook_is_named(exported: tuple[Path, Path, int], tmp_path: Path) -> None:
     bundle, trusted, _ = exported
     files = members(bundle)
@@ -256,6 +259,7 @@ def test_the_bundle_holds_renderings_the_ledger_and_a_full_manifest(
     assert (report.files, report.as_of) == (len(manifest["files"]), manifest["as_of"])
 
 
+@pytest.mark.requirement("R22")
 def test_odm_files_in_the_bundle_validate_against_the_xsd(
         exported: tuple[Path, Path, int]) -> None:
     bundle, _, _ = exported

@@ -138,15 +138,18 @@ def test_the_zip_holds_one_html_and_one_pdf_per_subject(exported: Exported) -> N
     assert exported.now["001.pdf"].startswith(b"%PDF-")
 
 
+@pytest.mark.requirement("R12", "R14")
 def test_the_html_shows_values_history_reasons_queries_and_signatures(
         exported: Exported) -> None:
     _expect_corrected(html_text(exported.now["001.html"]))
 
 
+@pytest.mark.requirement("R14")
 def test_the_pdf_shows_the_same(exported: Exported) -> None:
     _expect_corrected(pdf_text(exported.now["001.pdf"]))
 
 
+@pytest.mark.requirement("R10", "R13")
 def test_as_of_before_the_correction_the_casebook_shows_the_signature_valid(
         exported: Exported) -> None:
     for text in (html_text(exported.before["001.html"]), pdf_text(exported.before["001.pdf"])):

@@ -50,7 +50,7 @@ def test_version_and_usage(tmp_path: Path) -> None:
 
 def test_an_unreachable_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    for command in (["verify"], ["users", "list"], ["keys", "list"]):
+    for command in (["verify"], ["users", "list"], ["keys", "list"], ["validate"]):
         done = trialledger(*command, "--database-url", closed, home=tmp_path)
         assert done.returncode == 2, (command, done.stderr)
         lines = done.stderr.strip().splitlines()

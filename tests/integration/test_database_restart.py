@@ -1,6 +1,7 @@
-"""While the database is away the API answers 503 with Retry-After, never 500, and once it is
-back the pooled connections it dropped are replaced and the API answers again (issue 14,
-R-1). A private embedded PostgreSQL, which this test stops and starts."""
+"""While the database is away the API answers 503 with Retry-After, never 500 (a write with an
+idempotency key too), and once it is back the pooled connections it dropped are replaced and
+the API answers again (issue 14, R-1). A private embedded PostgreSQL, which this test stops
+and starts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,12 @@ import pytest
 
 from application.runtime import Runtime
 from infra.settings import Settings
-from tests.support import api_client, study_with_a_child
+from tests.support import T0, api_client, study_with_a_child
 
 HISTORY = "/v1/studies/NCT04397107/subjects/001/history"
 CASEBOOK = "/v1/studies/NCT04397107/subjects/001"
+LAB = {"observed_at": (T0 + timedelta(days=1)).isoformat(), "code": "C3", "value": 0.8,
+       "unit": "g/L"}
 # How long the API may take to answer again once the database is back (a wait, not a speed
 # check: the pools reconnect on their own schedule).
 RECOVERY_BOUND = 60.0
@@ -57,10 +61,15 @@ def test_the_api_answers_503_while_the_database_is_away_then_recovers(
     try:
         study_with_a_child(runtime)
         client = api_client(runtime, "monitor")
+        writer = api_client(runtime, "coordinator", site="JLU1")
         for path in (HISTORY, CASEBOOK):
             assert client.get(path).status_code == 200
 
         _pg_ctl(private_server, "-m", "immediate", "stop")
+        # A write with an idempotency key, whose key cannot even be claimed: 503, not 500.
+        write = writer.post(f"{CASEBOOK}/labs", json=LAB, headers={"Idempotency-Key": "k-1"})
+        assert write.status_code == 503, (write.status_code, write.text)
+        assert int(write.headers["retry-after"]) > 0
         for path in (HISTORY, CASEBOOK, HISTORY):
             away = client.get(path)
             assert away.status_code == 503, (path, away.status_code, away.text)
@@ -81,5 +90,8 @@ def test_the_api_answers_503_while_the_database_is_away_then_recovers(
         assert set(statuses) <= {200, 503}, statuses
         assert not runtime.database_away.latched
         assert client.get(CASEBOOK).status_code == 200
+        # Its retry runs.
+        again = writer.post(f"{CASEBOOK}/labs", json=LAB, headers={"Idempotency-Key": "k-1"})
+        assert again.status_code == 201, again.text
     finally:
         runtime.close()

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import temporary_database
 from infra.settings import Settings
 from tests.support import free_port, wait_until_ready
+from trialledger_verifier.bundle import BundleInvalid, load_public_keys, verify_bundle
 
 STUDY = "NCT04397107"
 
@@ -145,11 +145,15 @@ def test_the_demo_people_sign_in_over_http_as_the_printed_next_steps_say(demo: D
     people = json.loads(credentials.read_text())["people"]
     assert {p["role"] for p in people.values()} == {
         "investigator", "coordinator", "monitor", "data_manager", "regulator", "admin"}
-    # The output ends with the next steps: the API's address, then a shell snippet.
+    # The output ends with the next steps: the API's address, a shell snippet, and last the
+    # web console's address.
     steps = demo.output[demo.output.index("Next steps:"):]
     base = f"http://127.0.0.1:{demo.port}"
     assert f"The API: {base}/v1" in steps and "trialledger serve" in steps
-    snippet = textwrap.dedent(steps.split("read the audit trail:\n", 1)[1])
+    assert steps.rstrip().splitlines()[-1] == (
+        f"Open the web console: {base}/ui/ (sign in as any person of the demo: usernames and "
+        f"passwords in {credentials})")
+    snippet = textwrap.dedent(steps.split("read the audit trail:\n", 1)[1].split("\n\n")[0])
     assert password_free(snippet, people)
 
     env = {**os.environ, "TRIALLEDGER_HOME": str(demo.settings.home)}

@@ -213,6 +213,7 @@ def item_value(groups: Groups, subject: str, form: str, repeat: str, item: str) 
     raise AssertionError(f"no {form} {repeat} for {subject}")
 
 
+@pytest.mark.requirement("R13", "R14", "R22")
 def test_the_snapshot_validates_and_shows_the_value_before_and_after_the_correction(
         study: Study) -> None:
     before = snapshot_groups(valid(render(study, write_snapshot, CORRECTED_AT
@@ -257,6 +258,7 @@ def audit_position(study: Study, event_type: str, record_id: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.requirement("R14", "R22")
 def test_the_archive_validates_and_audits_the_correction(study: Study) -> None:
     root = valid(render(study, write_archive))
     assert (root.get("FileType"), root.get("Archival")) == ("Transactional", "Yes")
@@ -370,6 +372,7 @@ def test_csv_files_hold_sdtm_columns_and_the_values_entered(study: Study,
     assert total is not None and counts["audit_trail.csv"] == total[0]
 
 
+@pytest.mark.requirement("R2", "R14")
 def test_the_audit_trail_files_carry_every_envelope_field(study: Study, tmp_path: Path) -> None:
     with psycopg.connect(study.runtime.url) as conn:
         write_csv(conn, SCHEMA, study.definition, tmp_path, CORRECTED_AT)
@@ -392,6 +395,7 @@ def test_the_audit_trail_files_carry_every_envelope_field(study: Study, tmp_path
     assert as_csv["client"] == fixed[0]["client"] and as_csv["request_id"]
 
 
+@pytest.mark.requirement("R18")
 def test_a_height_correction_rederives_the_dose_per_m2_in_the_snapshot_and_audit_trail(
         study: Study, tmp_path: Path) -> None:
     old_bsa = mosteller_bsa(HEIGHT, WEIGHT).value
@@ -453,6 +457,7 @@ def test_the_cli_exports_each_format(study: Study, tmp_path: Path) -> None:
     assert code == 2 and "odm-snapshot" in out
 
 
+@pytest.mark.requirement("R12")
 def test_signatures_queries_and_sdv_are_in_both_odm_files(study: Study) -> None:
     archive = valid(render(study, write_archive))
     signatures = list(archive.iter(f"{ODM}Signature"))

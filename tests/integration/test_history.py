@@ -72,6 +72,7 @@ def dump(url: str) -> list[Any]:
     return [versions, audit, facts]
 
 
+@pytest.mark.requirement("R13")
 def test_casebooks_from_sql_equal_the_fold_at_ten_random_times(demo: Runtime) -> None:
     rng = random.Random(4)
     app = demo.study(STUDY)
@@ -91,6 +92,7 @@ def test_casebooks_from_sql_equal_the_fold_at_ten_random_times(demo: Runtime) ->
             assert casebook_as_of(conn, SCHEMA, STUDY, "001") == casebook(app.subject("001"))
 
 
+@pytest.mark.requirement("R2")
 def test_the_audit_trail_names_who_what_old_new_and_why(demo: Runtime) -> None:
     with psycopg.connect(demo.url) as conn:
         page = audit_page(conn, SCHEMA, AuditQuery({"event_type": "RecordCorrected"}),
@@ -130,6 +132,7 @@ def test_status_changes_reach_the_audit_trail_with_old_and_new(demo: Runtime) ->
                if e["field"] == "status")
 
 
+@pytest.mark.requirement("R16")
 def test_audit_pages_cover_everything_once(demo: Runtime) -> None:
     seen: list[int] = []
     cursor = None
@@ -244,6 +247,7 @@ def _row(tables: dict[str, Any], cell: str) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.requirement("R13")
 def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
     demo: Runtime,
 ) -> None:
@@ -291,6 +295,7 @@ def test_outcomes_as_of_march_2021_differ_from_today_and_match_what_was_known(
         assert _row(now, f"immune-response/TREG/{visit}/IL2")["n"] > 0
 
 
+@pytest.mark.requirement("R18")
 def test_a_cell_opens_onto_its_records_whose_events_the_ledger_proves(demo: Runtime) -> None:
     import base64
     import json
@@ -426,6 +431,51 @@ def test_a_rebuild_in_parts_gives_the_same_tables(demo: Runtime) -> None:
     total = demo.study(STUDY).recorder.max_notification_id()
     assert demo.project(STUDY, rebuild=True, parts=3, on_batch=batches.append) == total
     assert sum(batches) == total and len(batches) >= 3  # each part reported
+    assert dump(demo.url) == before
+
+
+def test_the_parts_of_a_rebuild_hold_no_more_connections_than_their_bound(
+    demo: Runtime,
+) -> None:
+    # However many parts are asked for, their connections together (as the server counts
+    # them) stay within the bound: fewer parts run when more would need more.
+    import threading
+    import time
+
+    from application.rebuild_parts import (
+        CONNECTIONS_PER_PART,
+        PART_APPLICATION_NAME,
+        PartsReplay,
+    )
+    from projections.history_view import PROJECTION_VERSION
+
+    demo.project(STUDY)
+    before = dump(demo.url)
+    bound = 2 * CONNECTIONS_PER_PART
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def count_connections() -> None:
+        with psycopg.connect(demo.url, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE application_name = %s",
+                                   (PART_APPLICATION_NAME,)).fetchone()
+                seen.append(row[0] if row else 0)
+                time.sleep(0.005)
+
+    projector = HistoryProjector(demo.study(STUDY), demo.history_view(STUDY))
+    replay = PartsReplay(demo.settings, demo.url, STUDY, 6, batch_size=50, connections=bound)
+    counter = threading.Thread(target=count_connections)
+    counter.start()
+    try:
+        projector.rebuild(PROJECTION_VERSION, replay=replay)
+    finally:
+        stop.set()
+        counter.join()
+        projector.view.datastore.close()
+    assert len(replay.processes) == 2
+    assert 0 < max(seen) <= bound
     assert dump(demo.url) == before
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from application.runtime import Runtime
 from tests.support import (
     T0,
@@ -15,6 +17,7 @@ from tests.support import (
 )
 
 
+@pytest.mark.requirement("R13")
 def test_casebook_now_and_as_of(runtime: Runtime) -> None:
     study_with_a_corrected_lab(runtime)
     client = api_client(runtime)

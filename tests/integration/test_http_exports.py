@@ -11,8 +11,8 @@ from lxml import etree
 from application.runtime import Runtime
 from domain.study import Study
 from infra import keys
-from infra.ledger.offline import verify_bundle
 from tests.support import api_client, study_with_a_corrected_lab
+from trialledger_verifier.bundle import verify_bundle
 
 STUDY = "NCT04397107"
 XSD = (Path(__file__).resolve().parents[2] / ".." / "shared" / "standards" / "odm-1.3.2"

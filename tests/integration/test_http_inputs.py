@@ -109,6 +109,7 @@ def test_control_characters_in_the_url_are_refused_naming_the_parameter(
     assert [e["field"] for e in response.json()["errors"]] == [field]
 
 
+@pytest.mark.requirement("R3")
 def test_a_correction_without_a_reason_is_refused(runtime: Runtime,
                                                   coordinator: TestClient) -> None:
     coordinator.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "LB1"})
@@ -156,6 +157,7 @@ def test_idempotency_key_returns_the_first_result_and_refuses_another_body(
     assert _stored(runtime) == stored + 1
 
 
+@pytest.mark.requirement("R8", "R19")
 def test_five_wrong_passwords_lock_the_account_and_every_attempt_is_recorded(
         runtime: Runtime, coordinator: TestClient) -> None:
     from tests.support import add_person
@@ -175,6 +177,7 @@ def test_five_wrong_passwords_lock_the_account_and_every_attempt_is_recorded(
     assert names.count("LoginFailed") == 6 and "LockedOut" in names
 
 
+@pytest.mark.requirement("R19")
 def test_an_expired_or_ended_token_is_refused(runtime: Runtime,
                                               coordinator: TestClient) -> None:
     assert coordinator.get(SUBJECT).status_code == 200
@@ -184,6 +187,7 @@ def test_an_expired_or_ended_token_is_refused(runtime: Runtime,
     assert refused.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.requirement("R2", "R24")
 def test_an_api_client_transports_for_a_named_person_and_both_are_recorded(
         runtime: Runtime, coordinator: TestClient) -> None:
     from api.app import create_app
@@ -231,6 +235,7 @@ def test_enrolling_in_a_locked_study_is_423_like_every_other_casebook_write(
     assert not app.is_subject(example["subject"])
 
 
+@pytest.mark.requirement("R11")
 def test_an_edit_after_an_unlock_is_recorded_as_a_post_lock_edit(
         runtime: Runtime, coordinator: TestClient) -> None:
     manager = api_client(runtime, "data_manager")

@@ -94,6 +94,7 @@ def _steps() -> list[Step]:
         Step("POST", SUB + "/queries/{query}/close", "monitor", {**at, "query": "Q-1"}),
         Step("POST", SUB + "/sdv", "monitor", at),
         Step("POST", SUB + "/deviations", "lwei", at),
+        Step("POST", SUB + "/redactions", "data_manager", at),
         Step("POST", SUB + "/signatures", "lwei", at),
         Step("DELETE", SUB + "/{kind}/{record}", "lwei",
              {**at, "kind": "assessments", "record": "QS-1"}),

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from application.runtime import Runtime
+from domain.envelope import Reason
 from domain.studies import nct04397107
 from tests.support import T0, add_person, envelope, simulated_clock
 
@@ -158,6 +159,13 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
                  lambda _: {"reason": {"code": "database_lock", "text": "lock"}}),
         Endpoint("POST", sub + "/unlock", SUBJ + "/unlock", {"data_manager"}, "subject",
                  lambda _: {"reason": {"code": "new_information", "text": "unlock"}}),
+        Endpoint("POST", sub + "/redactions", SUBJ + "/redactions", {"data_manager"},
+                 "subject",
+                 lambda _: {"request_id": new_id(), "record_id": "AE0", "field": "term",
+                            "reason": {"code": "entered_in_error", "text": "a name"}}),
+        # Requested in set-up by the coordinator of the envelope: any admin is another person.
+        Endpoint("POST", sub + "/redactions/{request_id}/approve",
+                 SUBJ + "/redactions/RD0/approve", {"admin"}, "subject"),
         Endpoint("DELETE", sub + "/{kind}/{record}", SUBJ + "/labs/LB9", ENTER, "subject",
                  lambda _: {"reason": {"code": "duplicate_entry", "text": "entered twice"}}),
         Endpoint("POST", sub + "/therapies/{record}/stop", SUBJ + "/therapies/CM9/stop",
@@ -253,6 +261,8 @@ def people(runtime: Runtime) -> dict[tuple[str, str], Person]:
                 "relationship": "possible", "action_taken": "none",
                 "outcome": "recovering"}, envelope(), t)
         s.open_query("Q0", "LB0", "value", "please confirm", envelope(), t)
+        s.request_redaction("RD0", "AE9", "term", {"adverse-events": ("term",)},
+                            envelope(reason=Reason("entered_in_error", "a name")), t)
 
     app.on_subject("001", setup)
     app.close()
@@ -268,6 +278,7 @@ def people(runtime: Runtime) -> dict[tuple[str, str], Person]:
     return result
 
 
+@pytest.mark.requirement("R19")
 @pytest.mark.slow(seconds=120)
 def test_every_role_at_every_site_on_every_endpoint(runtime: Runtime,
                                                     people: dict[tuple[str, str], Person]

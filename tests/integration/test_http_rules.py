@@ -75,6 +75,7 @@ def test_a_visit_outside_the_schedule_is_422_naming_visit(runtime_with_child: Ru
     assert named(client.post(f"{SUBJ}/labs", json=lab(visit="M2")), 422) == ["visit"]
 
 
+@pytest.mark.requirement("R9")
 def test_a_signature_re_authenticates_its_signer(runtime_with_child: Runtime) -> None:
     inv = api_client(runtime_with_child, "investigator", site="JLU1", username="inv")
     body = {"meaning": "responsibility", "username": "inv", "password": "wrong"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from application.runtime import Runtime
 from tests.support import T0, api_client, enroll, register, simulated_clock
 
@@ -13,6 +15,7 @@ S = "/v1/studies/NCT04397107"
 SUBJ = f"{S}/subjects/001"
 
 
+@pytest.mark.requirement("R5")
 def test_a_suspicious_value_is_kept_queried_and_its_correction_keeps_both(
         runtime: Runtime) -> None:
     app = runtime.study("NCT04397107", clock=simulated_clock(T0 + timedelta(days=3)))

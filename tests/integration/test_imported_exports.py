@@ -22,12 +22,12 @@ from api.cli import app as cli
 from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer
 from domain.caller import OPERATOR_GRANT, Caller
-from infra.ledger.offline import load_public_keys, verify_bundle
 from infra.postgres import temporary_database
 from infra.settings import Settings
 from projections.casebook_doc import file_stem
 from projections.casebook_doc.model import ABSENT
 from tests.interchange import assert_xpt_matches, valid_dataset_json
+from trialledger_verifier.bundle import load_public_keys, verify_bundle
 
 SDTM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdiscpilot01" / "sdtm"
 STUDY = "CDISCPILOT01"

@@ -14,11 +14,11 @@ from application.runtime import Runtime
 from domain.keyring import Keyring
 from infra import keys
 from infra.ledger.bundle import write_bundle
-from infra.ledger.offline import BundleInvalid, load_public_keys, verify_bundle
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.signing import EventSigner, SignedState, key_id_for
 from tests.support import T0, enroll, register, simulated_clock
+from trialledger_verifier.bundle import BundleInvalid, load_public_keys, verify_bundle
 
 STUDY = "NCT04397107"
 EVENTS = f'"{schema_for_study(STUDY)}".trialledger_events'

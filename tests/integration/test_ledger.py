@@ -83,6 +83,7 @@ def test_an_untouched_store_passes(sealed: Runtime, db_url: str) -> None:
     assert (result.events_checked, result.sealed, result.checkpoints) == (15, 15, 2)
 
 
+@pytest.mark.requirement("R21")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_one_changed_byte(sealed: Runtime, db_url: str, workers: int) -> None:
     as_owner(db_url, f"UPDATE {EVENTS} SET state = set_byte(state, length(state) - 3, "
@@ -126,6 +127,7 @@ def test_a_forged_event_inserted(sealed: Runtime, db_url: str) -> None:
         sealed.seal(STUDY)
 
 
+@pytest.mark.requirement("R21")
 def test_two_events_swapped(sealed: Runtime, db_url: str) -> None:
     as_owner(
         db_url,

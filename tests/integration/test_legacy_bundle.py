@@ -24,12 +24,12 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 from application.runtime import Runtime
 from domain.service import StudyApplication
 from domain.subject import Subject
-from infra.ledger.offline import load_public_keys, verify_bundle
 from infra.mapper import SigningMapper
 from infra.postgres import schema_for_study
 from infra.signing import EventSigner
 from projections.oracle import fold_subjects
 from tests.support import study_with_a_corrected_lab
+from trialledger_verifier.bundle import load_public_keys, verify_bundle
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BUNDLE = DATA / "nct04397107-demo-bundle-69e9d0d.zip.xz"
@@ -44,6 +44,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.requirement("R17")
 def test_the_old_bundle_verifies_offline(bundle: Path) -> None:
     report = verify_bundle(bundle, load_public_keys(KEYS.read_text()))
     assert report.study == STUDY

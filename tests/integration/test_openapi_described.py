@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
@@ -106,6 +107,7 @@ def _two_sites(runtime: Runtime) -> None:
     app.close()
 
 
+@pytest.mark.requirement("R20")
 def test_the_lists_show_only_what_the_caller_may_read(runtime: Runtime) -> None:
     _two_sites(runtime)
     monitor = api_client(runtime, "monitor")

@@ -131,6 +131,7 @@ def promoted(url: str) -> bool:
 
 
 @pytest.mark.slow(seconds=90)
+@pytest.mark.requirement("R17")
 def test_backup_write_restore_to_a_time_verify(drill: Drill, tmp_path: Path) -> None:
     cluster = drill.cluster
     with connect(cluster.url()) as conn:

@@ -97,6 +97,7 @@ def target(server_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.requirement("R17")
 def test_restore_rebuilds_the_study_byte_for_byte_and_carries_on(
         runtime: Runtime, db_url: str, source: tuple[Path, Path], target: str,
         tmp_path: Path) -> None:
@@ -201,6 +202,7 @@ def test_missing_files_are_usage_errors(source: tuple[Path, Path], target: str,
 
 
 @pytest.mark.slow(seconds=60)
+@pytest.mark.requirement("R17")
 def test_a_bundle_of_an_earlier_version_restores_and_verifies(target: str,
                                                               tmp_path: Path) -> None:
     bundle = tmp_path / "legacy.zip"

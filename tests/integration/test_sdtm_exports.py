@@ -32,6 +32,7 @@ from domain.studies import nct04397107
 from domain.study import StudyDefinition
 from infra.postgres import schema_for_study
 from infra.settings import Settings
+from projections import dataset_json
 from projections.csv_export import COLUMNS, write_csv
 from projections.dataset_json import Layout, write_domains
 from tests.interchange import assert_xpt_matches, dataset_json_schema, valid_dataset_json
@@ -121,6 +122,7 @@ def test_qs_holds_sledai_and_essdai_items_and_totals(study: Study, tmp_path: Pat
     assert (renal["QSORRES"], renal["QSSTRESC"]) == ("HIGH ACTIVITY", "3")
 
 
+@pytest.mark.requirement("R22")
 def test_dataset_json_validates_and_holds_every_domain(study: Study, tmp_path: Path) -> None:
     counts = _export(study, "json", tmp_path)
     assert set(counts) == {f"{d.lower()}.json" for d in COLUMNS}
@@ -156,7 +158,11 @@ def test_ndjson_is_the_same_dataset_line_by_line(study: Study, tmp_path: Path) -
         assert {**metadata, "rows": [json.loads(line) for line in lines[1:]]} == document
 
 
-def test_xpt_files_read_back_to_the_dataset_json_values(study: Study, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows_at_once", [50_000, 2])
+def test_xpt_files_read_back_to_the_dataset_json_values(
+        study: Study, tmp_path: Path, rows_at_once: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2: each domain's frame is built from many slices of rows, as a long domain's is.
+    monkeypatch.setattr(dataset_json, "XPT_ROWS_AT_ONCE", rows_at_once)
     _export(study, "json", tmp_path / "json")
     counts = _export(study, "xpt", tmp_path / "xpt")
     assert set(counts) == {f"{d.lower()}.xpt" for d in COLUMNS}

@@ -59,6 +59,7 @@ def test_the_study_registers_once(app: StudyApplication) -> None:
         register(app)
 
 
+@pytest.mark.requirement("R13")
 def test_the_casebook_as_of_a_past_time_shows_the_old_value(app: StudyApplication) -> None:
     clock = app.clock
     assert hasattr(clock, "set")
@@ -88,6 +89,7 @@ def test_a_stale_expected_version_is_a_conflict_and_stores_nothing(app: StudyApp
     assert event_count(app) == before
 
 
+@pytest.mark.requirement("R7")
 def test_recorded_time_comes_from_the_service_clock(app: StudyApplication) -> None:
     clock = app.clock
     assert hasattr(clock, "set")

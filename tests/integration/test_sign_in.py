@@ -64,6 +64,7 @@ def test_sixty_parallel_wrong_sign_ins_are_all_recorded_and_lock_the_account(
         topics["User.LoginFailed.v1"] + 1
 
 
+@pytest.mark.requirement("R8")
 def test_an_unknown_user_costs_as_much_as_a_known_one_and_is_recorded(
         unlimited: Runtime) -> None:
     add_person(unlimited, "known", "coordinator")
@@ -156,6 +157,7 @@ def test_none_of_the_last_five_passwords_may_be_set_again(runtime: Runtime) -> N
     assert "last 3" in reused.json()["errors"][0]["message"]
 
 
+@pytest.mark.requirement("R9", "R19")
 def test_totp_enrolment_then_sign_in_and_signing_ask_for_a_code(runtime: Runtime) -> None:
     password = add_person(runtime, "twofa", "investigator")
     client = TestClient(create_app(runtime))
@@ -189,6 +191,7 @@ def test_totp_enrolment_then_sign_in_and_signing_ask_for_a_code(runtime: Runtime
                        ).status_code == 401
 
 
+@pytest.mark.requirement("R19")
 def test_a_role_that_requires_totp_refuses_the_password_alone(settings: Settings,
                                                                db_url: str) -> None:
     runtime = Runtime(replace(settings, totp_roles=frozenset({"investigator"})), db_url)

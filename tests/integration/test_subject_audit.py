@@ -4,6 +4,7 @@ the first: the header before an event is taken before the event is folded into i
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from application.runtime import Runtime
 from domain.envelope import Reason
@@ -15,6 +16,7 @@ from tests.support import DATA_MANAGER, enroll, envelope, register, simulated_cl
 STUDY = nct04397107.STUDY_ID
 
 
+@pytest.mark.requirement("R4", "R11")
 def test_screening_enrollment_and_lock_are_in_the_audit_trail(runtime: Runtime) -> None:
     clock = simulated_clock()
     app = runtime.study(STUDY, clock=clock)

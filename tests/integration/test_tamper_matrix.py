@@ -213,6 +213,7 @@ CASES: list[tuple[Tamper, list[str]]] = [
 ]
 
 
+@pytest.mark.requirement("R21")
 @pytest.mark.parametrize(("tamper", "named"), CASES, ids=[c[0].__name__ for c in CASES])
 def test_tampering_fails_verification_naming_what_broke(
     sealed: Runtime, settings: Settings, db_url: str, tamper: Tamper, named: list[str]
@@ -242,6 +243,7 @@ def test_an_extension_of_the_remembered_checkpoint_verifies(
     assert "18 sealed, 3 checkpoints verified" in output
 
 
+@pytest.mark.requirement("R21")
 def test_an_older_bundle_after_a_newer_one_is_refused_as_rolled_back(
     sealed: Runtime, settings: Settings, db_url: str, tmp_path: Path
 ) -> None:
@@ -269,6 +271,7 @@ def test_an_older_bundle_after_a_newer_one_is_refused_as_rolled_back(
 TOKEN = "/v1/auth/token"
 
 
+@pytest.mark.requirement("R6", "R8")
 def test_t4_a_role_grant_forged_in_the_directory_fails_verify_and_grants_nothing(
     runtime: Runtime, settings: Settings, db_url: str
 ) -> None:
@@ -312,6 +315,7 @@ def test_t4_a_role_grant_forged_in_the_directory_fails_verify_and_grants_nothing
         fresh.close()
 
 
+@pytest.mark.requirement("R6", "R8")
 def test_a_revocation_removed_from_the_directory_breaks_the_chain_and_grants_nothing(
     runtime: Runtime, settings: Settings, db_url: str
 ) -> None:

@@ -98,6 +98,7 @@ def _assert_all_named_and_encrypted(lines: list[str]) -> None:
         assert re.search(r"SSL enabled", line), line
 
 
+@pytest.mark.requirement("R25")
 def test_a_runtime_connects_only_with_the_whole_url(cluster: PrivateCluster,
                                                     certificates: Certificates, url: str,
                                                     tmp_path: Path) -> None:
@@ -118,6 +119,7 @@ def test_a_runtime_connects_only_with_the_whole_url(cluster: PrivateCluster,
     _assert_all_named_and_encrypted(_authorized_since(cluster, offset))
 
 
+@pytest.mark.requirement("R25")
 def test_serve_connects_with_tls_and_answers_https(cluster: PrivateCluster,
                                                    certificates: Certificates, url: str,
                                                    tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def checkpoint_response(runtime: Runtime) -> httpx.Response:
     return client.get(f"/v1/studies/{STUDY}/ledger/checkpoint")
 
 
+@pytest.mark.requirement("R21")
 def test_a_witnessed_deployment_serves_cosigned_checkpoints_and_verify_names_the_witness(
     runtime: Runtime, witness: ServedWitness, settings: Settings, db_url: str
 ) -> None:
@@ -125,6 +126,7 @@ def test_a_witnessed_deployment_serves_cosigned_checkpoints_and_verify_names_the
             "(quorum 1)" in output), output
 
 
+@pytest.mark.requirement("R21")
 def test_the_witness_refuses_a_rolled_back_or_forked_log(
     runtime: Runtime, witness: ServedWitness, db_url: str
 ) -> None:

@@ -129,6 +129,7 @@ def _run(app: StudyApplication, clock: SimulatedClock, step: tuple[Any, ...]) ->
 @example([(3 * 24 * 60, 120, "vitals", "001", "R1", 1.5), (60, 30, "dose", "001", "R2", 1.0),
           (60, 0, "correct", "001", "R1", 2.0), (60, 0, "lab", "001", "R3", 1.0)],
          [0.2, 0.99, 0.5, 1.0])
+@pytest.mark.requirement("R13")
 def test_sql_equals_the_oracle(deployment: tuple[Settings, str], steps: list[tuple[Any, ...]],
                                fractions: list[float]) -> None:
     runtime = Runtime(*deployment)

@@ -118,6 +118,7 @@ def fields(refused: pytest.ExceptionInfo[InvalidInput]) -> list[str]:
     return [p.field for p in refused.value.problems]
 
 
+@pytest.mark.requirement("R19")
 def test_a_write_needs_a_role_that_enters_data_at_the_subjects_site(trial: Trial) -> None:
     before = trial.stored()
     for who in (ELSEWHERE, MONITOR):
@@ -172,6 +173,7 @@ def sign(password: str = PASSWORD, username: str = "inv") -> SignCasebook:
                         meaning="responsibility", username=username, password=password)
 
 
+@pytest.mark.requirement("R9", "R8")
 def test_a_signature_needs_the_signers_password_again(trial: Trial) -> None:
     before = trial.stored()
     with pytest.raises(Unauthenticated):
@@ -182,6 +184,7 @@ def test_a_signature_needs_the_signers_password_again(trial: Trial) -> None:
     assert signed.signatures["SIG1"]["user_id"] == "u-inv"
 
 
+@pytest.mark.requirement("R9", "R24")
 def test_a_signature_is_its_signers_own(trial: Trial) -> None:
     other = caller("investigator", username="other")
     with pytest.raises(Forbidden):
@@ -220,6 +223,7 @@ def test_a_locked_casebook_refuses_writes_with_locked(trial: Trial) -> None:
     UpdateAdverseEvent(study=STUDY, subject="001", record_id="AE1", observed_at=T0 + 2 * DAY,
                        changes={"relationship": "not_related"}),
 ])
+@pytest.mark.requirement("R3")
 def test_a_change_of_what_was_recorded_needs_a_reason(trial: Trial, command: Any) -> None:
     trial.ae()
     with pytest.raises(InvalidInput) as refused:
@@ -234,6 +238,7 @@ def test_a_write_on_a_stale_version_is_refused(trial: Trial) -> None:
         trial.lab(record_id="LB2", expected_version=read)
 
 
+@pytest.mark.requirement("R2")
 def test_the_envelope_is_the_callers_in_the_role_granted(trial: Trial) -> None:
     trial.lab()
     *_, entered = trial.app.events.get(trial.app.subject("001").id)

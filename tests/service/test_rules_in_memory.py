@@ -61,6 +61,7 @@ def test_a_locked_study_refuses_enrolment_and_every_casebook_write(
     assert stored(app) == before
 
 
+@pytest.mark.requirement("R11")
 def test_after_a_lock_every_edit_is_a_post_lock_edit(app: StudyApplication) -> None:
     lock = envelope(DATA_MANAGER, correction("database lock").reason)
     write(app, lambda s, t: s.lock(lock, t))
@@ -120,6 +121,7 @@ def test_a_height_correction_rederives_the_dose_per_m2(app: StudyApplication) ->
     assert derived["inputs"]["bsa_m2"] == bsa
 
 
+@pytest.mark.requirement("R7")
 def test_the_service_clock_dates_what_is_recorded(app: StudyApplication) -> None:
     subject = write(app, lambda s, t: s.record_lab_result("LB1", T0 + DAY, "C3", 0.8, "g/L",
                                                           envelope(), t))

@@ -57,6 +57,7 @@ def replayed(events: list[Any]) -> Subject:
     return subject
 
 
+@pytest.mark.requirement("R18")
 def test_a_height_correction_rederives_the_bsa_and_every_later_dose_per_m2() -> None:
     subject = enrolled()
     vitals(subject, "VS1", START, 142.0, 36.5)

@@ -34,6 +34,7 @@ ROOTS = [
 ]
 
 
+@pytest.mark.requirement("R22")
 @pytest.mark.parametrize("size", range(9))
 def test_roots_match_the_rfc_6962_reference_vectors(size: int) -> None:
     tree = MemoryTree(leaf_hash(x) for x in LEAVES[:size])

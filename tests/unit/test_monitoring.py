@@ -29,6 +29,7 @@ def with_a_lab() -> Subject:
     return subject
 
 
+@pytest.mark.requirement("R9", "R10")
 def test_a_signature_binds_the_content_and_a_later_change_invalidates_it() -> None:
     subject = with_a_lab()
     digest = subject.content_digest()
@@ -59,6 +60,7 @@ def test_a_signature_needs_a_meaning_of_the_study() -> None:
     assert refused.value.problems[0].field == "meaning"
 
 
+@pytest.mark.requirement("R12")
 def test_a_correction_in_answer_is_linked_to_its_query() -> None:
     subject = with_a_lab()
     subject.open_query("Q1", "LB1", "value", "C3 of 0.8 does not match the source", envelope(),

@@ -39,6 +39,7 @@ def names(subject: Subject) -> list[str]:
     return [type(e).__name__ for e in subject.collect_events()]
 
 
+@pytest.mark.requirement("R5")
 def test_a_lab_outside_the_study_range_is_stored_flagged_and_queried_by_the_system() -> None:
     subject = enrolled()
     subject.record_lab_result("LB1", BASELINE, "C3", 8.0, "g/L", envelope(), NOW, 0.9, 1.8,
@@ -63,6 +64,7 @@ def test_a_value_inside_the_range_raises_nothing() -> None:
     assert subject.records["LB1"].flags == [] and subject.queries == {}
 
 
+@pytest.mark.requirement("R5")
 def test_the_correction_in_answer_keeps_both_values_and_clears_the_flag() -> None:
     subject = enrolled()
     subject.record_lab_result("LB1", BASELINE, "C3", 8.0, "g/L", envelope(), NOW, 0.9, 1.8)

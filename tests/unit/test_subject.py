@@ -37,6 +37,7 @@ def with_bsa(subject: Subject, at: datetime = NOW - 10 * DAY) -> Subject:
     return subject
 
 
+@pytest.mark.requirement("R4")
 def test_enrollment_stores_consent_screening_and_arm_as_three_events() -> None:
     subject = enrolled()
     events = subject.collect_events()
@@ -80,6 +81,7 @@ def test_records_are_refused_before_enrollment() -> None:
         (datetime(2020, 12, 1, tzinfo=UTC), "before informed consent"),
     ],
 )
+@pytest.mark.requirement("R7")
 def test_valid_time_must_lie_between_consent_and_recording(observed_at: datetime,
                                                           message: str) -> None:
     subject = enrolled()
@@ -87,6 +89,7 @@ def test_valid_time_must_lie_between_consent_and_recording(observed_at: datetime
         subject.record_lab_result("LB1", observed_at, "C3", 0.8, "g/L", envelope(), NOW)
 
 
+@pytest.mark.requirement("R7")
 def test_naive_timestamps_are_refused() -> None:
     with pytest.raises(InvalidInput, match="naive"):
         enrolled().record_lab_result("LB1", datetime(2021, 1, 20), "C3", 0.8, "g/L",
@@ -124,6 +127,7 @@ def test_a_dose_without_a_bsa_is_refused() -> None:
                                    envelope(), NOW)
 
 
+@pytest.mark.requirement("R1", "R2", "R3")
 def test_a_correction_names_field_old_new_and_reason_and_rederives() -> None:
     subject = with_bsa(enrolled())
     subject.collect_events()
@@ -136,6 +140,7 @@ def test_a_correction_names_field_old_new_and_reason_and_rederives() -> None:
     assert subject.records["VS1"].derived["bsa"]["value"] == pytest.approx(1.291)
 
 
+@pytest.mark.requirement("R3")
 def test_a_correction_or_removal_without_a_reason_is_refused() -> None:
     subject = with_bsa(enrolled())
     with pytest.raises(InvalidInput, match="reason"):
@@ -146,6 +151,7 @@ def test_a_correction_or_removal_without_a_reason_is_refused() -> None:
         Reason("transcription_error", "  ")
 
 
+@pytest.mark.requirement("R1")
 def test_a_removal_keeps_the_removed_values_in_the_event() -> None:
     subject = with_bsa(enrolled())
     subject.collect_events()
@@ -155,6 +161,7 @@ def test_a_removal_keeps_the_removed_values_in_the_event() -> None:
     assert subject.records["VS1"].removed
 
 
+@pytest.mark.requirement("R11")
 def test_a_locked_subject_refuses_edits_until_unlocked() -> None:
     subject = with_bsa(enrolled())
     subject.lock(correction("database lock"), NOW)

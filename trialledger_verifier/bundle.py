@@ -2,7 +2,9 @@
 
 This module stands alone on purpose: it imports only the standard library and `cryptography`,
 and re-implements the few formats it checks, so a regulator's engineer can read it in an
-afternoon and trust it without trusting the code that wrote the log.
+afternoon and trust it without trusting the code that wrote the log. It ships twice: inside
+the server's package (whose ``trialledger verify --bundle`` calls it) and as the small
+``trialledger-verifier`` package (``verifier/pyproject.toml``), one implementation for both.
 
 What it checks, in order, stopping at the first failure:
 1. the members are exactly the files manifest.json lists (the ledger's four among them) plus
@@ -161,6 +163,24 @@ def _cosigned_by(note: str, witnesses: dict[str, Ed25519PublicKey]) -> tuple[str
             raise BundleInvalid(f"the cosignature by witness {name} is forged") from None
         names.append(name)
     return tuple(names)
+
+
+def load_witness_key(vkey: str) -> tuple[str, Ed25519PublicKey]:
+    """A witness's name and key from its C2SP verifier key
+    ``<name>+<hex key id>+<base64(0x04 ‖ Ed25519 key)>``; the key id must match the key."""
+    name, _, rest = vkey.strip().partition("+")
+    hex_id, _, blob = rest.partition("+")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        wanted = bytes.fromhex(hex_id)
+    except ValueError:
+        raise BundleInvalid(f"not a verifier key (<name>+<key id>+<key>): {vkey.strip()!r}"
+                            ) from None
+    if not name or len(raw) != 33 or raw[:1] != b"\x04":
+        raise BundleInvalid(f"not a witness's (cosignature/v1) verifier key: {vkey.strip()!r}")
+    if hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4] != wanted:
+        raise BundleInvalid(f"witness key {name}: its key id does not match its key")
+    return name, Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -331,8 +351,9 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     origin = f"trialledger/{study}"
 
     def events() -> Any:
-        # Streamed twice (revocations first), so memory stays flat for any size of log.
-        for line in io.TextIOWrapper(bundle.open("events.jsonl")):
+        # Streamed twice (revocations first), so memory stays flat for any size of log. Read
+        # as UTF-8 everywhere, not in the locale's encoding (a regulator's Windows: cp1252).
+        for line in io.TextIOWrapper(bundle.open("events.jsonl"), encoding="utf-8"):
             yield json.loads(line)
 
     revoked: dict[str, datetime] = {}
@@ -346,8 +367,9 @@ def _verify_members(bundle: zipfile.ZipFile, manifest_text: str, manifest: dict[
     retired: set[str] = set()
     versions: dict[str, int] = {}
     tree = _Tree()
-    leaves = io.TextIOWrapper(bundle.open("leaves.jsonl"))
-    points = [json.loads(line) for line in io.TextIOWrapper(bundle.open("checkpoints.jsonl"))]
+    leaves = io.TextIOWrapper(bundle.open("leaves.jsonl"), encoding="utf-8")
+    with io.TextIOWrapper(bundle.open("checkpoints.jsonl"), encoding="utf-8") as lines:
+        points = [json.loads(line) for line in lines]
     held = held_checkpoint.split("\n") if held_checkpoint is not None else None
     if held is not None and (len(held) < 3 or not held[1].isdigit()):
         raise BundleInvalid("the held checkpoint is malformed")

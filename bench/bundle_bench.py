@@ -1,0 +1,172 @@
+"""Bundle benchmark on a generated store of --events signed events (default 1,000,000).
+
+    python bench/bundle_bench.py [--events 1000000] [--database-url URL]
+                                 [--keep-store --home DIR | --store URL --home DIR]
+
+Generates the store with read_bench's generator (about 490 events a subject), projects the
+read tables, then runs each export in a fresh process, in this one run:
+  - baseline: the ODM Transactional archive (``export --format odm-archive``) into a file
+  - the casebooks zip (``export --format casebook``)
+  - the regulator's bundle (``export --format bundle``: the ledger, casebooks, CSV,
+    Dataset-JSON, ODM, XPT and the signed manifest)       (targets: <= 10 min at 1M events,
+                                                            peak RSS <= 300 MB, <= 3x archive)
+Peak RSS is the process tree's: the export and its rendering workers, sampled together every
+0.1 s (summed RSS, which counts shared pages once per process, and summed PSS, which does not).
+Wall time on a shared machine is mostly waiting: the CPU seconds (with the workers') are
+printed beside it.
+With --keep-store the generated database outlives the run (its signing key stays in --home)
+and --store URL --home DIR measures it again without generating. Prints, per export:
+
+    BENCH bundle value=<s> unit=s baseline=<odm-archive s> ratio=<bundle / archive>
+          peak_rss_mb=<MB> events=<n>
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
+
+# The project's modules are imported inside the functions: the casebook workers are spawned
+# processes that import this script again, and must weigh what they weigh under the CLI.
+STUDY = "NCT04397107"
+EXPORTS = ("archive", "casebooks", "bundle")
+
+
+def measure(what: str, url: str, home: Path, output: Path) -> None:
+    """Child process: run one export into ``output``, print its figures as JSON."""
+    from application.exports import write_bundle_file, write_casebook_zip, write_rendering
+    from application.runtime import Runtime
+    from infra.settings import Settings
+
+    runtime = Runtime(Settings(database_url=url, home=home), url)
+    try:
+        started, subjects = time.perf_counter(), 0
+        if what == "archive":
+            with output.open("wb") as out:
+                write_rendering(runtime, STUDY, "odm-archive", out, None)
+        elif what == "casebooks":
+            subjects = write_casebook_zip(runtime, STUDY, output, None)
+        else:
+            write_bundle_file(runtime, STUDY, output)
+        elapsed = time.perf_counter() - started
+    finally:
+        runtime.close()
+    times = os.times()  # with the finished rendering workers'
+    cpu = times.user + times.system + times.children_user + times.children_system
+    print(json.dumps({"seconds": elapsed, "cpu_s": cpu, "bytes": output.stat().st_size,
+                      "subjects": subjects}))
+
+
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """Resident bytes of ``process`` and all its descendants now, summed: their RSS (shared
+    pages counted in each process) and their PSS (shared pages split between them)."""
+    rss = pss = 0
+    with contextlib.suppress(psutil.Error):
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                memory = p.memory_full_info()
+                rss += memory.rss
+                pss += memory.pss
+    return rss, pss
+
+
+def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]:
+    """Run one export in a child process, sampling its tree's resident memory meanwhile."""
+    child = subprocess.Popen([sys.executable, __file__, "--measure", what, "--store", url,
+                              "--home", str(home), "--output", str(output)],
+                             stdout=subprocess.PIPE, text=True)
+    watched = psutil.Process(child.pid)
+    peak_rss = peak_pss = 0
+    while child.poll() is None:
+        rss, pss = tree_memory(watched)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.1)
+    out = child.stdout.read() if child.stdout else ""
+    if child.returncode:
+        raise SystemExit(f"{what} failed with exit code {child.returncode}")
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    figures["peak_mb"] = peak_rss / 2**20
+    figures["peak_pss_mb"] = peak_pss / 2**20
+    output.unlink()
+    return figures
+
+
+def main() -> None:
+    """Generate (or take a kept store), export each way, print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--store", default=None,
+                        help="URL of a database holding a store generated by --keep-store")
+    parser.add_argument("--keep-store", action="store_true",
+                        help="keep the generated database (its signing key stays in --home)")
+    parser.add_argument("--home", default=None, help="TrialLedger home (default: temporary)")
+    parser.add_argument("--measure", choices=EXPORTS, help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    home = Path(args.home or tempfile.mkdtemp(prefix="tl-bench-"))
+    if args.measure:
+        measure(args.measure, args.store, home, Path(args.output))
+        return
+    from read_bench import generate, keep_database
+
+    from application.runtime import Runtime
+    from infra.postgres import database, temporary_database
+    from infra.settings import Settings
+
+    settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
+                        home=home)
+    with contextlib.ExitStack() as stack:
+        # A kept store on an embedded server needs that server started again.
+        server = stack.enter_context(database(settings.database_url, settings.pgdata))
+        if args.store:
+            url = args.store
+        else:
+            url = (keep_database(server, "tl_bench") if args.keep_store
+                   else stack.enter_context(temporary_database(server, "tl_bench")))
+        runtime = Runtime(settings, url)
+        started = time.perf_counter()
+        if not args.store:
+            generate(runtime, args.events, random.Random(1))
+        generated_s = time.perf_counter() - started
+        total = runtime.study(STUDY).recorder.max_notification_id() or 0
+        runtime.project(STUDY)
+        runtime.close()
+        out = Path(tempfile.mkdtemp(prefix="tl-bundle-"))
+        figures = {}
+        for what in EXPORTS:
+            figures[what] = run_child(what, url, home, out / what)
+            f = figures[what]
+            print(f"  {what:10} {f['seconds']:8.1f} s  CPU {f['cpu_s']:8.1f} s  "
+                  f"peak RSS (tree) {f['peak_mb']:6.0f} MB (PSS {f['peak_pss_mb']:4.0f})  "
+                  f"{f['bytes'] / 2**20:6.0f} MiB  "
+                  f"(load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+        out.rmdir()
+    print(f"bundle benchmark: {total} events, {figures['casebooks']['subjects']:.0f} subjects "
+          f"({'kept store' if args.store else f'generated in {generated_s:.0f} s'}); "
+          "targets: bundle <= 600 s at 1M events, peak RSS <= 300 MB, <= 3x odm-archive")
+    archive = figures["archive"]
+    print(bench_line("odm_archive", archive["seconds"], "s", peak_rss_mb=archive["peak_mb"],
+                     peak_pss_mb=archive["peak_pss_mb"], cpu_s=archive["cpu_s"],
+                     events=total))
+    for what in ("casebooks", "bundle"):
+        f = figures[what]
+        print(bench_line(what if what == "bundle" else "casebook_zip", f["seconds"], "s",
+                         archive["seconds"], peak_rss_mb=f["peak_mb"],
+                         peak_pss_mb=f["peak_pss_mb"], cpu_s=f["cpu_s"], events=total))
+
+
+if __name__ == "__main__":
+    main()
