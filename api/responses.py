@@ -36,6 +36,9 @@ class StudyOut(View):
     definition: dict[str, Any]
     locked: bool
     audit_reviewed_through: int | None
+    audit_reviews: dict[str, int] = Field(
+        default_factory=dict, description="The last position signed off per review filter "
+                                          "('all': the whole trail)")
     version: int
 
 

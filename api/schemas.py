@@ -240,6 +240,16 @@ class ReasonOnly(Body):
     reason: ReasonIn
 
 
+class UnblindingIn(Body):
+    """Which subject to unblind to you, and why (e.g. an emergency)."""
+
+    model_config = _example({"subject": "001", "reason": {
+        "code": "other", "text": "Emergency: treatment of a serious adverse event depends "
+                                 "on the arm"}})
+    subject: SubjectCode
+    reason: ReasonIn
+
+
 # --- auth and people -----------------------------------------------------------------------
 
 class TokenRequest(Body):
@@ -429,6 +439,13 @@ class StudyIn(Body):
         default_factory=dict, max_length=2,
         description="Soft ranges: vitals|labs -> code -> {low, high, unit}; a value outside "
                     "is kept, flagged and queried")
+    audit_review: dict[str, Any] | None = Field(
+        default=None, description="Audit-review rules (domain/review.py): late_days, "
+                                  "min_changes, sponsor_roles, critical_fields [{kind, field, "
+                                  "code?}]; none: the defaults")
+    blinding: dict[str, Any] | None = Field(
+        default=None, description="Blinding (domain/blinding.py): items (field or "
+                                  "kind.field), roles blinded, unblinding_roles; none: open")
     endpoints: list[dict[str, Any]] = Field(
         default_factory=list, max_length=50,
         description="The outcome measures (domain/endpoints.py: id, type, title, measure, "
@@ -767,6 +784,15 @@ class AuditReviewIn(Body):
                              "comment": "Reviewed: no unexplained changes"})
     through_position: int = Field(ge=1, le=2**62)
     comment: str = Field(default="", max_length=limits.TEXT)
+    review: Literal["after-signature", "after-lock", "sponsor-staff", "late-entry",
+                    "frequent-critical"] | None = Field(
+        default=None, description="The review filter signed off (none: the whole trail)")
+    late_days: int | None = Field(default=None, ge=1, le=100_000,
+                                  description="review=late-entry's threshold, if not the "
+                                              "study's")
+    min_changes: int | None = Field(default=None, ge=1, le=100_000,
+                                    description="review=frequent-critical's threshold, if "
+                                                "not the study's")
 
 
 class RedactionIn(Body):

@@ -64,6 +64,9 @@ from projections.queries import cell_sources, outcome_books
 # The name of the read tables' eventsourcing environment, which names their tracking table.
 HISTORY_ENV = "History"
 
+# A catch-up of this many events refreshes the read tables' planner statistics.
+ANALYZE_AFTER = 10_000
+
 
 def system_envelope() -> Envelope:
     """The envelope of what TrialLedger itself records (keys, seals), not a person."""
@@ -490,7 +493,13 @@ class Runtime:
             return replayed + projector.catch_up(on_batch=on_batch)
         if projector.view.shape_version() is None:
             projector.view.stamp_shape_version(PROJECTION_VERSION)
-        return projector.catch_up(on_batch=on_batch)
+        caught_up = projector.catch_up(on_batch=on_batch)
+        if caught_up >= ANALYZE_AFTER:
+            # Statistics that never saw the newest positions made the planner think a page
+            # near the trail's end empty and pick a nested loop scanning it per row (seconds
+            # for a review filter); autovacuum would come later.
+            projector.view.analyze()
+        return caught_up
 
     def _projector(self, study_id: str) -> HistoryProjector:
         """The study's projector, kept between calls (its pool and its cache of subjects)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, overload
 
+from domain.blinding import Mask
 from domain.caller import Caller
 from domain.commands import (
     ACTIONS,
@@ -45,6 +46,7 @@ from domain.commands import (
     StopTherapy,
     StudyCommand,
     SubjectCommand,
+    UnblindSubject,
     UnlockCasebook,
     UnlockStudy,
     UpdateAdverseEvent,
@@ -54,6 +56,7 @@ from domain.commands import (
 from domain.envelope import Envelope, Reason
 from domain.errors import Forbidden, InvalidInput, Locked, NotFound
 from domain.permissions import CODING_FIELDS, Action
+from domain.review import review_filter
 from domain.service import StudyApplication
 from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject
@@ -233,7 +236,37 @@ class TrialService:
                            command.arm, command.enrolled_on, caller.envelope(grant))
         return app.subject(command.subject)
 
+    def mask_for(self, caller: Caller, study_id: str) -> Mask | None:
+        """What ``caller`` must be shown masked at the study (None: nothing; an open study, or
+        a person holding no blinded role there). The masking follows from two recorded
+        facts, the study's blinding declaration and the person's grants (both in ledgers),
+        so a masked read writes no event of its own."""
+        study = self.study_app(study_id).study()
+        blinding = study.definition.blinding
+        roles = {g.role for g in caller.grants if g.study in ("*", study_id)}
+        if blinding is None or not blinding.blinds(roles):
+            return None
+        return Mask(blinding.items, frozenset(
+            code for code, users in study.unblinded.items() if caller.user_id in users))
+
+    def _unblind(self, command: UnblindSubject, caller: Caller) -> Study:
+        """Unblind one subject to the caller: a role the study declares may unblind, at the
+        subject's site, with a reason."""
+        app = self.study_app(command.study)
+        site = app.subject(command.subject).site
+        grant = caller.grant_for(Action.UNBLIND, command.study, site)
+        blinding = app.study().definition.blinding
+        if blinding is not None and grant.role not in blinding.unblinding_roles:
+            raise Forbidden(f"study {command.study} lets only "
+                            f"{', '.join(sorted(blinding.unblinding_roles)) or 'no role'} "
+                            "unblind a subject")
+        envelope = caller.envelope(grant, command.reason)
+        app.on_study(lambda s, t: s.unblind_subject(command.subject, envelope, t))
+        return app.study()
+
     def _on_study(self, command: StudyCommand, caller: Caller) -> Study:
+        if isinstance(command, UnblindSubject):
+            return self._unblind(command, caller)
         grant = caller.grant_for(ACTIONS[type(command)], command.study, None)
         if isinstance(command, RegisterStudy):
             app = self._studies.study(command.study)
@@ -246,8 +279,13 @@ class TrialService:
         elif isinstance(command, UnlockStudy):
             app.on_study(lambda s, t: s.unlock(envelope, t))
         elif isinstance(command, SignOffAuditReview):
-            app.on_study(lambda s, t: s.review_audit_trail(command.through_position,
-                                                           command.comment, envelope, t))
+            last = app.recorder.max_notification_id() or 0
+            review = (None if command.review is None else review_filter(
+                command.review, app.study().definition.review, command.late_days,
+                command.min_changes))
+            app.on_study(lambda s, t: s.review_audit_trail(
+                command.through_position, command.comment, envelope, t, last_position=last,
+                review=review))
         return app.study()
 
 

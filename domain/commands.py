@@ -81,6 +81,19 @@ class SignOffAuditReview(StudyCommand):
 
     through_position: int
     comment: str = ""
+    # The review filter signed off (domain.review; None: the whole trail) and its thresholds
+    # where the reviewer read it with other than the study's.
+    review: str | None = None
+    late_days: int | None = None
+    min_changes: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnblindSubject(StudyCommand):
+    """Disclose one subject's blinded items to the caller (e.g. emergency unblinding)."""
+
+    subject: str
+    reason: Reason | None
 
 
 # --- first entries --------------------------------------------------------------------------
@@ -336,6 +349,7 @@ ACTIONS: dict[type[StudyCommand | EnrolSubject | SubjectCommand], Action] = {
     LockStudy: Action.LOCK,
     UnlockStudy: Action.LOCK,
     SignOffAuditReview: Action.REVIEW_AUDIT,
+    UnblindSubject: Action.UNBLIND,
     RecordVitalSigns: Action.ENTER,
     AdministerDose: Action.ENTER,
     StartTherapy: Action.ENTER,

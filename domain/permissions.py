@@ -25,6 +25,7 @@ class Action(StrEnum):
     DEVIATE = "deviate"  # report protocol deviations
     LOCK = "lock"  # subject and study locks
     REVIEW_AUDIT = "review_audit"  # audit-trail review sign-off
+    UNBLIND = "unblind"  # disclose one subject's blinded items (a blinded study declares who)
     EXPORT = "export"  # exports and bundles
     VERIFY = "verify"  # integrity verification, ledger proofs
     MANAGE_USERS = "manage_users"  # people, roles, API clients
@@ -36,12 +37,13 @@ class Action(StrEnum):
 
 ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "investigator": frozenset({Action.READ, Action.ENTER, Action.SIGN, Action.ANSWER,
-                               Action.DEVIATE}),
+                               Action.DEVIATE, Action.UNBLIND}),
     "coordinator": frozenset({Action.READ, Action.ENTER, Action.ANSWER}),
     "monitor": frozenset({Action.READ, Action.QUERY, Action.SDV, Action.REVIEW_AUDIT,
                           Action.DEVIATE}),
     "data_manager": frozenset({Action.READ, Action.QUERY, Action.CODE, Action.LOCK,
-                               Action.EXPORT, Action.DEVIATE, Action.REQUEST_REDACTION}),
+                               Action.EXPORT, Action.DEVIATE, Action.REQUEST_REDACTION,
+                               Action.UNBLIND}),
     "regulator": frozenset({Action.READ, Action.EXPORT, Action.VERIFY}),
     # Admins set up studies and people, and never see or touch clinical data; approving a
     # redaction destroys keys, it shows them no value.

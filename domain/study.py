@@ -16,13 +16,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from eventsourcing.domain import Aggregate
 
 from domain import limits
+from domain.blinding import Blinding
 from domain.clock import require_aware
 from domain.endpoints import Endpoint, parse_endpoints
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState, Problem
 from domain.identifiers import study_id_problem
 from domain.redaction import parse_identifying
+from domain.review import ReviewFilter, ReviewRules
 from domain.rules.eligibility import Criterion
+
+# The key of the whole trail's sign-offs among those per review filter.
+ALL_CHANGES = "all"
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://trialledger.invalid/")
 
@@ -70,6 +75,10 @@ class StudyDefinition:
     # The items that may identify a person (kind -> fields: free text, initials...): stored
     # sealed, each under a key of its own that a redaction destroys (domain.redaction).
     identifying: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Its critical fields and the audit-review filters' thresholds (domain.review).
+    review: ReviewRules = field(default_factory=ReviewRules)
+    # What is blinded and to whom (domain.blinding); None: an open study.
+    blinding: Blinding | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -100,6 +109,8 @@ class StudyDefinition:
                 endpoints=(parse_endpoints(data["endpoints"]) if "endpoints" in data
                            else None),
                 identifying=parse_identifying(data.get("identifying_items")),
+                review=ReviewRules.from_dict(data.get("audit_review")),
+                blinding=Blinding.from_dict(data.get("blinding")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput("definition", f"malformed study definition: {e}") from e
@@ -188,6 +199,34 @@ class Study(Aggregate):
         def apply(self, study: Study) -> None:
             study.reviewed_through = max(study.reviewed_through, self.through_position)
 
+    class FilteredAuditTrailReviewed(Event):
+        """A reviewer signed off the audit trail through ``through_position`` as one review
+        filter (domain.review) selects it, with the thresholds it was read with; filter
+        ``None``: the whole trail."""
+        TOPIC = "Study.AuditTrailReviewed.v2"
+
+        through_position: int
+        comment: str
+        review_filter: str | None
+        parameters: dict[str, Any]
+
+        def apply(self, study: Study) -> None:
+            key = self.review_filter or ALL_CHANGES
+            study.reviews[key] = max(study.reviews.get(key, 0), self.through_position)
+            if self.review_filter is None:
+                study.reviewed_through = max(study.reviewed_through, self.through_position)
+
+    class SubjectUnblinded(Event):
+        """A subject's blinded items were disclosed to the person in the envelope, for the
+        reason it carries (e.g. an emergency)."""
+        TOPIC = "Study.SubjectUnblinded.v1"
+
+        subject_code: str
+
+        def apply(self, study: Study) -> None:
+            study.unblinded.setdefault(self.subject_code, set()).add(
+                self.envelope.actor.user_id)
+
     class ExportRecorded(Event):
         """Data left the system: what, as of when, and its SHA-256 when known."""
         TOPIC = "Study.ExportRecorded.v1"
@@ -211,6 +250,10 @@ class Study(Aggregate):
         self.definition = StudyDefinition.from_dict(definition)
         self.locked = False
         self.reviewed_through = 0
+        # The last position signed off per review filter (ALL_CHANGES: the whole trail).
+        self.reviews: dict[str, int] = {}
+        # Subject code -> the user ids it was unblinded to.
+        self.unblinded: dict[str, set[str]] = {}
         self.exports = 0
 
     @classmethod
@@ -246,17 +289,40 @@ class Study(Aggregate):
                            envelope=envelope)
 
     def review_audit_trail(self, through_position: int, comment: str, envelope: Envelope,
-                           at: datetime) -> None:
-        """Sign off the audit trail as reviewed through ``through_position``."""
+                           at: datetime, *, last_position: int,
+                           review: ReviewFilter | None = None) -> None:
+        """Sign off the audit trail (as ``review`` selects it; None: all of it) as reviewed
+        through ``through_position``, which must be a position the log holds
+        (``last_position``: its last)."""
         limits.check_text("comment", comment, limits.TEXT)
         if through_position < 1:
             raise InvalidInput("through_position", "must be a log position (1 or more)")
-        if through_position <= self.reviewed_through:
+        if through_position > last_position:
             raise InvalidInput("through_position",
-                               f"already reviewed through {self.reviewed_through}")
-        self.trigger_event(self.AuditTrailReviewed, timestamp=require_aware("recorded_at", at),
-                           envelope=envelope, through_position=through_position,
-                           comment=comment)
+                               f"is beyond the log's last position ({last_position})")
+        name = review.name if review is not None else None
+        done = self.reviews.get(name or ALL_CHANGES, 0)
+        if name is None:
+            done = max(done, self.reviewed_through)
+        if through_position <= done:
+            raise InvalidInput("through_position", f"already reviewed through {done}"
+                               + (f" for review={name}" if name else ""))
+        self.trigger_event(self.FilteredAuditTrailReviewed,
+                           timestamp=require_aware("recorded_at", at), envelope=envelope,
+                           through_position=through_position, comment=comment,
+                           review_filter=name,
+                           parameters=review.parameters() if review is not None else {})
+
+    def unblind_subject(self, subject_code: str, envelope: Envelope, at: datetime) -> None:
+        """Disclose a subject's blinded items to the person in ``envelope`` (reason
+        required); the study must be blinded."""
+        envelope.require_reason()
+        if self.definition.blinding is None:
+            raise InvalidState(f"study {self.definition.study_id} is not blinded")
+        if envelope.actor.user_id in self.unblinded.get(subject_code, set()):
+            raise InvalidState(f"subject {subject_code} is already unblinded to you")
+        self.trigger_event(self.SubjectUnblinded, timestamp=require_aware("recorded_at", at),
+                           envelope=envelope, subject_code=subject_code)
 
     def record_export(self, export_format: str, as_of: datetime | None, envelope: Envelope,
                       at: datetime) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
+from domain.blinding import Mask
+from projections.blinding import masked
 from projections.history_view import VERSIONS
 from projections.projector import HEADER
 from projections.queries import current_headers
@@ -31,9 +33,10 @@ class Overview:
 
 
 def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
-             oldest: int = 50) -> Overview:
+             oldest: int = 50, mask: Mask | None = None) -> Overview:
     """The study as it stands now, at ``sites`` (None: every site), with the ``oldest`` open
-    queries (all are counted)."""
+    queries (all are counted); for a blind person (``mask``), enrolment by site only, the
+    arms pooled."""
     params = {"h": HEADER, "sites": sorted(sites or ()), "oldest": oldest}
     # The condition of the index casebook_versions_records, word for word (a literal: with a
     # bound value the planner could not tell that the index covers it).
@@ -51,7 +54,7 @@ def overview(conn: psycopg.Connection[Any], schema: str, sites: set[str] | None,
             current_headers(schema, sites)), params).fetchall()
     out = Overview()
     for subject_id, code, site, arm, verified, open_queries, statuses in subjects:
-        key = (str(site), str(arm))
+        key = (str(site), str(masked({"arm": arm}, mask)["arm"]))
         out.enrolment[key] = out.enrolment.get(key, 0) + 1
         out.open_query_count += int(open_queries)
         out.records += int(counts.get(subject_id, 0))

@@ -26,7 +26,7 @@ AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 5  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 6  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
@@ -56,7 +56,8 @@ EVENTS_DDL = SQL(
 EVENTS_KEY = SQL("position")
 CHANGES_DDL = SQL(
     "position bigint NOT NULL, seq integer NOT NULL, record_id text, record_kind text,"
-    " field text NOT NULL, old_value jsonb, new_value jsonb, observed_at timestamptz")
+    " field text NOT NULL, old_value jsonb, new_value jsonb, observed_at timestamptz,"
+    " entry_lag_s double precision")
 CHANGES_KEY = SQL("position, seq")
 
 EVENT_COLUMNS = (
@@ -64,11 +65,15 @@ EVENT_COLUMNS = (
     "printed_name", "role", "actor_site", "client", "source", "request_id", "edit_point",
     "reason_code", "reason_text",
 )
+# entry_lag_s: of a first entry (no old value), seconds from observation to recording (the
+# late-entry review filter's column; the audit trail's rows do not show it).
 CHANGE_COLUMNS = ("position", "seq", "record_id", "record_kind", "field", "old_value",
-                  "new_value", "observed_at")
+                  "new_value", "observed_at", "entry_lag_s")
 # Each filter of the audit trail has an index on the table holding its column, in commit
 # order after it: a filtered page is one ordered index range, however rare the value.
-EVENTS_INDEXED = ("subject_code", "site", "user_id", "event_type", "recorded_at")
+# (edit_point and role: the after-lock and sponsor-staff review filters.)
+EVENTS_INDEXED = ("subject_code", "site", "user_id", "event_type", "recorded_at", "edit_point",
+                  "role")
 CHANGES_INDEXED = ("record_id", "field")
 AUDIT_COLUMNS = (
     "position", "recorded_at", "event_type", "subject_id", "subject_code", "site", "record_id",
@@ -183,9 +188,15 @@ FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (
 EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
     _Index(column, SQL("{}, position").format(Identifier(column)))
     for column in EVENTS_INDEXED), EVENT_COLUMNS)
-CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, tuple(
-    _Index(column, SQL("{}, position, seq").format(Identifier(column)))
-    for column in CHANGES_INDEXED), CHANGE_COLUMNS)
+CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, (
+    *(_Index(column, SQL("{}, position, seq").format(Identifier(column)))
+      for column in CHANGES_INDEXED),
+    # The review filters: late entries (rare), and corrections (a value replaced or removed:
+    # few beside the entries) of critical fields.
+    _Index("entry_lag_s", SQL("entry_lag_s, position, seq"), SQL("entry_lag_s IS NOT NULL")),
+    _Index("corrections", SQL("field, record_kind, position, seq"),
+           SQL("old_value IS NOT NULL"))),
+    CHANGE_COLUMNS)
 TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
 VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
 
@@ -221,6 +232,11 @@ class HistoryView(PostgresTrackingRecorder):
         for table in TABLES:
             statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} ({}, PRIMARY KEY ({}))")
                               .format(s, Identifier(table.name), table.ddl, table.key))
+            if table is CHANGES_TABLE:
+                # Tables of projection version 5 lack it (their rebuild follows); its index
+                # needs it first.
+                statements.append(SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS entry_lag_s"
+                                      " double precision").format(s, Identifier(table.name)))
             statements.extend(table.create_indexes(s, ""))
         statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
             s, Identifier(SHAPE)))
@@ -345,6 +361,14 @@ class HistoryView(PostgresTrackingRecorder):
                     )
             self._copy(curs, rows, "", "")
             self._insert_tracking(curs, tracking)
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics of the tables (a role that owns them may; for
+        another, PostgreSQL skips them with a warning)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for table in TABLES:
+                curs.execute(SQL("ANALYZE {}.{}").format(Identifier(self.datastore.schema),
+                                                        Identifier(table.name)))
 
     def shape_version(self) -> int | None:
         """The projection version the tables were built by (None: never stamped)."""

@@ -297,7 +297,8 @@ def _summary(event: Study.Event | Keyring.Event) -> Any:
         return {"study_id": event.definition.get("study_id")}
     return {k: v for k, v in vars(event).items()
             if k in ("key_id", "effective_at", "revocation_reason", "through_position",
-                     "comment", "export_format", "as_of", "failure")} or None
+                     "comment", "export_format", "as_of", "failure", "review_filter", "parameters",
+                     "subject_code")} or None
 
 
 def _json(value: Any) -> str | None:
@@ -321,7 +322,7 @@ class _AuditRows:
         self.rows = rows
         self.seq = 0
         self._shared: tuple[str | None, str, datetime | None] | None = None
-        self._before = self._after = ""
+        self._before = self._after = self._entry_after = ""
 
     def row(self, record_id: str | None, field: str, kind: str, observed: datetime | None,
             old: Any, new: Any) -> None:
@@ -332,11 +333,15 @@ class _AuditRows:
         if shared != self._shared:
             self._shared = shared
             self._before = f"\t{copy_text(record_id)}\t{copy_text(kind or None)}\t"
-            self._after = f"\t{copy_time(observed)}\n"
+            lag = (NULL if observed is None
+                   else repr((self.event.timestamp - observed).total_seconds()))
+            self._after = f"\t{copy_time(observed)}\t{NULL}\n"
+            self._entry_after = f"\t{copy_time(observed)}\t{lag}\n"
         self.rows.changes.append(
             f"{self.position}\t{self.seq}{self._before}"
             f"{copy_text(field or type(self.event).__name__)}\t"
-            f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}{self._after}")
+            f"{copy_json_text(_json(old))}\t{copy_json_text(_json(new))}"
+            f"{self._after if old is not None else self._entry_after}")
         self.seq += 1
 
     def _event_line(self) -> str:

@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
+from domain.review import ReviewFilter
 from domain.subject import subject_uuid
 from projections.casebook import assemble, at_valid_time
 from projections.history_view import (
@@ -34,6 +35,7 @@ from projections.history_view import (
 from projections.outcome_state import HEADER_KIND, VISIT_KIND
 from projections.outcomes.facts import facts, outcome_facts_at_valid_time
 from projections.projector import HEADER
+from projections.review_sql import review_condition
 
 
 def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
@@ -243,6 +245,8 @@ class AuditQuery:
     filters: dict[str, str] = field(default_factory=dict)
     recorded_from: datetime | None = None
     recorded_to: datetime | None = None
+    # A review filter (domain.review): only the changes it selects.
+    review: ReviewFilter | None = None
 
 
 def _decode_cursor(cursor: str) -> tuple[int, int]:
@@ -278,6 +282,10 @@ def audit_page(conn: psycopg.Connection[Any], schema: str, query: AuditQuery,
     if query.recorded_to is not None:
         conditions.append(SQL("e.recorded_at < %(t_to)s"))
         params["t_to"] = require_aware("recorded_to", query.recorded_to)
+    if query.review is not None:
+        condition, review_params = review_condition(conn, schema, query.review, position)
+        conditions.append(condition)
+        params.update(review_params)
     rows = conn.execute(
         SQL("SELECT c.seq, {} FROM {s}.{e} e JOIN {s}.{c} c ON c.position = e.position "
             "WHERE {} ORDER BY c.position, c.seq LIMIT %(limit)s").format(

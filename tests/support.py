@@ -118,14 +118,14 @@ def add_person(runtime: Runtime, username: str, role: str, *, study: str = "NCT0
 
 
 def api_client(runtime: Runtime, role: str = "regulator", *, site: str = "*",
-               username: str | None = None) -> TestClient:
+               username: str | None = None, study: str = "NCT04397107") -> TestClient:
     """An in-process HTTP client signed in as a new person holding ``role`` at ``site``."""
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
     name = username or f"{role}-{site}".replace("*", "all")
-    password = add_person(runtime, name, role, site=site)
+    password = add_person(runtime, name, role, site=site, study=study)
     client = TestClient(create_app(runtime))
     token = client.post("/v1/auth/token", json={"username": name, "password": password})
     assert token.status_code == 200, token.text

@@ -165,6 +165,8 @@ class Study(Model):
     definition: dict[str, Json]
     locked: bool
     audit_reviewed_through: int | None = None
+    # The last position signed off per review filter ("all": the whole trail).
+    audit_reviews: dict[str, int] = {}
     version: int
 
 

@@ -393,13 +393,17 @@ def audit_page(study: str, *, site: str | None = None, subject: str | None = Non
                record_id: str | None = None, field: str | None = None,
                user_id: str | None = None, event_type: str | None = None,
                recorded_from: datetime | None = None, recorded_to: datetime | None = None,
-               cursor: str | None = None, limit: int = 100) -> Call[AuditPage]:
+               cursor: str | None = None, limit: int = 100, review: str | None = None,
+               late_days: int | None = None,
+               min_changes: int | None = None) -> Call[AuditPage]:
     """One page of the study's audit trail in commit order, filtered (whoever reads only
-    some sites names one in ``site``)."""
+    some sites names one in ``site``); ``review`` names a review filter (after-signature,
+    after-lock, sponsor-staff, late-entry, frequent-critical) with its thresholds."""
     return Call("GET", _study_path(study, "audit"), _AUDIT_PAGE, params=_params(
         site=site, subject=subject, record_id=record_id, field=field, user_id=user_id,
-        event_type=event_type, cursor=cursor, limit=limit, **{"from": recorded_from,
-                                                              "to": recorded_to}))
+        event_type=event_type, cursor=cursor, limit=limit, review=review,
+        late_days=late_days, min_changes=min_changes, **{"from": recorded_from,
+                                                         "to": recorded_to}))
 
 
 def outcomes(study: str, *, as_of: datetime | None = None) -> Call[dict[str, Json]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
@@ -16,6 +16,7 @@ from api.console import casebook_view as view
 from api.console.pages import call, error_page
 from api.console.session import signed_in
 from api.routes import studies
+from api.routes.studies import ReviewName
 from domain.csv_cells import neutralised
 from domain.errors import DomainError
 from domain.permissions import readable_sites
@@ -50,8 +51,10 @@ def _lines(rows: list[dict[str, Any]], header: bool) -> bytes:
 @router.get("/studies/{study}/audit.csv")
 async def audit_csv(request: Request, study: str, site: str = "", subject: str = "",
                     user_id: str = "", field: str = "", event_type: str = "",
-                    recorded_from: str = "", recorded_to: str = "") -> Response:
-    """The audit trail as the page's filters select it, every row, as CSV (RFC 4180)."""
+                    recorded_from: str = "", recorded_to: str = "",
+                    review: str = "") -> Response:
+    """The audit trail as the page's filters (a review filter too) select it, every row, as
+    CSV (RFC 4180)."""
     principal, csrf = await signed_in(request)
     sites = readable_sites(principal.user.grants, study)
     if not site and sites is not None and len(sites) == 1:
@@ -62,7 +65,9 @@ async def audit_csv(request: Request, study: str, site: str = "", subject: str =
             request, principal, study, site or None, subject or None, None, field or None,
             user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
-            view.typed_time(recorded_to, "recorded_to"), cursor, BATCH)
+            view.typed_time(recorded_to, "recorded_to"), cursor, BATCH,
+            # The route checks the name (a console query string is any text).
+            review=cast("ReviewName | None", review or None))
 
     try:
         # The first page is read before the answer starts: a refusal is a page, not a file.

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import DIRECT, Principal, request_id
+from api.blinded import mask_of, shown
 from api.console import casebook_view as view
 from api.console.ledger_status import ledger_status
 from api.console.session import (
@@ -54,6 +55,7 @@ from application.sign_in_limits import TooManyAttempts
 from domain.envelope import REASON_CODES
 from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import Action, readable_sites
+from domain.review import REVIEW_FILTERS
 from infra.postgres import connect, schema_for_study
 from projections.dashboard import Overview, overview
 from projections.deviations import deviation_list
@@ -272,8 +274,9 @@ def _overview(request: Request, principal: Principal, study: str
     sites = readable_sites(principal.user.grants, study)
     with connect(runtime_of(request).url) as conn:
         schema = schema_for_study(study)
-        return (overview(conn, schema, sites, OLDEST_QUERIES),
-                deviation_list(conn, schema, sites, None, None))
+        return (overview(conn, schema, sites, OLDEST_QUERIES, mask_of(request, principal, study)),
+                shown(request, principal, study,
+                      deviation_list(conn, schema, sites, None, None)))
 
 
 def error_page(request: Request, principal: Principal, csrf: str,
@@ -468,29 +471,30 @@ async def sign(request: Request, study: str, subject: str, meaning: str = Form("
 async def audit_trail(request: Request, study: str, site: str = "", subject: str = "",
                       user_id: str = "", field: str = "", event_type: str = "",
                       recorded_from: str = "", recorded_to: str = "", cursor: str = "",
-                      limit: int = AUDIT_PAGE) -> HTMLResponse:
+                      limit: int = AUDIT_PAGE, review: str = "") -> HTMLResponse:
     """The study's audit trail, filtered (site, subject, user, field, event type, recorded
-    time range), ``limit`` rows a page, forward by cursor. Whoever reads one site only sees
-    it chosen for them (the API asks them to name it)."""
+    time range, review filter), ``limit`` rows a page, forward by cursor. Whoever reads one
+    site only sees it chosen for them (the API asks them to name it)."""
     principal, csrf = await signed_in(request)
     sites = readable_sites(principal.user.grants, study)
     if not site and sites is not None and len(sites) == 1:
         site = next(iter(sites))
     filters = {"site": site, "subject": subject, "user_id": user_id, "field": field,
                "event_type": event_type, "recorded_from": recorded_from,
-               "recorded_to": recorded_to, "limit": str(limit)}
+               "recorded_to": recorded_to, "limit": str(limit), "review": review}
     try:
         trail = await call(
             studies.get_audit_trail, request, principal, study, site or None, subject or None,
             None, field or None, user_id or None, event_type or None,
             view.typed_time(recorded_from, "recorded_from"),
-            view.typed_time(recorded_to, "recorded_to"), cursor or None, limit)
+            view.typed_time(recorded_to, "recorded_to"), cursor or None, limit,
+            review=review or None)
         zones = await call(study_zones, request, principal, study)
     except DomainError as e:
         return error_page(request, principal, csrf, e)
     kept = {k: v for k, v in filters.items() if v and (k != "limit" or limit != AUDIT_PAGE)}
     return page(request, "audit.html", principal=principal, csrf=csrf, study=study,
-                 filters=filters, entries=trail["entries"], zones=zones,
+                 filters=filters, entries=trail["entries"], zones=zones, reviews=REVIEW_FILTERS,
                  next_url=(f"?{urlencode({**kept, 'cursor': trail['next_cursor']})}"
                            if trail["next_cursor"] else None),
                  first_url=f"?{urlencode(kept)}" if cursor else None,

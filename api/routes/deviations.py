@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal
+from api.blinded import shown
 from api.responses import DeviationOut
 from api.schemas import PROBLEM_RESPONSES, DeviationIn, written_response
 from api.writes import IfMatch, runtime_of, service_of, study_app, written
@@ -51,4 +52,5 @@ def list_deviations(request: Request, principal: CurrentPrincipal, study: str,
     runtime = runtime_of(request)
     runtime.project(study)
     with connect(runtime.url) as conn:
-        return deviation_list(conn, schema_for_study(study), sites, site, subject)
+        return shown(request, principal, study,
+                     deviation_list(conn, schema_for_study(study), sites, site, subject))

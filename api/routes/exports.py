@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.auth import CurrentPrincipal
+from api.blinded import refuse_blind
 from api.read_headers import READ_FROM, tell
 from api.schemas import PROBLEM_RESPONSES
 from api.writes import runtime_of, study_app
@@ -38,6 +39,8 @@ def export_study(request: Request, principal: CurrentPrincipal, study: str, expo
     as of when) before its first byte leaves; one that fails is recorded as failed too."""
     study_app(request, study)
     grant = principal.grant_for(Action.EXPORT, study, None)
+    # Every export carries the allocation (the bundle its raw events): none to a blind person.
+    refuse_blind(request, principal, study, f"the {export_format} export")
     when = require_aware("as_of", as_of) if as_of is not None else None
     runtime = runtime_of(request)
     envelope = principal.envelope(grant)

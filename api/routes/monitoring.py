@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal
+from api.blinded import shown
 from api.responses import QueryOut, SignatureOut
 from api.schemas import PROBLEM_RESPONSES, QueryIn, SdvIn, SignatureIn, TextIn, written_response
 from api.writes import IfMatch, runtime_of, service_of, study_app, written
@@ -104,8 +105,9 @@ def list_queries(
     sites = _readable(request, principal, study)
     now = study_app(request, study).clock.now()
     with connect(runtime_of(request).url) as conn:
-        return query_list(conn, schema_for_study(study), sites, now, site=site,
-                          subject=subject, status=status, older_than_days=older_than_days)
+        return shown(request, principal, study, query_list(
+            conn, schema_for_study(study), sites, now, site=site, subject=subject,
+            status=status, older_than_days=older_than_days))
 
 
 @router.get("/v1/studies/{study}/signatures", response_model=None,
@@ -117,4 +119,5 @@ def list_signatures(request: Request, principal: CurrentPrincipal, study: str,
     invalidated by a later change."""
     sites = _readable(request, principal, study)
     with connect(runtime_of(request).url) as conn:
-        return signature_list(conn, schema_for_study(study), sites, site=site, subject=subject)
+        return shown(request, principal, study, signature_list(
+            conn, schema_for_study(study), sites, site=site, subject=subject))

@@ -200,6 +200,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
+# What an audit-trail review must see (domain.review): changes to the IL-2 dose, C3 and C4
+# (the complement endpoint), and an AE's grade and causality; entries a month late.
+AUDIT_REVIEW: dict[str, Any] = {
+    "late_days": 30,
+    "min_changes": 3,
+    "sponsor_roles": ["monitor", "data_manager"],
+    "critical_fields": [
+        {"kind": "doses", "field": "dose"},
+        {"kind": "labs", "field": "value", "code": "C3"},
+        {"kind": "labs", "field": "value", "code": "C4"},
+        {"kind": "adverse-events", "field": "grade"},
+        {"kind": "adverse-events", "field": "relationship"},
+    ],
+}
+
+
 def definition() -> dict[str, Any]:
     """The study definition, JSON-native, as registered."""
     return {
@@ -241,6 +257,7 @@ def definition() -> dict[str, Any]:
         ],
         "ranges": RANGES,
         "endpoints": [e.to_dict() for e in ENDPOINTS],
+        "audit_review": AUDIT_REVIEW,
         # The reported term is free text: a name or initials typed into it by mistake can
         # be redacted (crypto-shredded) without losing the rest of the event.
         "identifying_items": {"adverse-events": ["term"]},

@@ -185,6 +185,10 @@ def endpoints(runtime: Runtime) -> list[Endpoint]:
                  params={"from": T0.isoformat(), "to": (T0 + timedelta(days=30)).isoformat()}),
         Endpoint("POST", sid + "/audit/reviews", S + "/audit/reviews", {"monitor"}, "study",
                  lambda _: {"through_position": 1 + len(reviews_done), "comment": "ok"}),
+        # NCT04397107 is open-label: a role that may unblind is told so (409), others 403.
+        Endpoint("POST", sid + "/unblindings", S + "/unblindings",
+                 {"investigator", "data_manager"}, "subject",
+                 lambda _: {"subject": "001", "reason": {"code": "other", "text": "emergency"}}),
         Endpoint("POST", sid + "/lock", S + "/lock", {"data_manager"}, "study",
                  lambda _: {"reason": {"code": "database_lock", "text": "lock"}}),
         Endpoint("POST", sid + "/unlock", S + "/unlock", {"data_manager"}, "study",

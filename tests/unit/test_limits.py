@@ -80,7 +80,7 @@ def test_screening_queries_and_withdrawal_are_held_to_their_limits() -> None:
 def test_a_review_comment_is_held_to_its_limit() -> None:
     study = Study.register(nct04397107.definition(), envelope(), NOW)
     _refused("comment", lambda: study.review_audit_trail(1, "c" * (limits.TEXT + 1),
-                                                         envelope(), NOW))
+                                                         envelope(), NOW, last_position=1))
 
 
 @pytest.mark.parametrize("field", sorted(AE_FIELDS_NEEDING_REASON))
