@@ -67,7 +67,6 @@ from projections.subject_changes import (
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["utc"] = view.utc_text
-templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
 templates.env.filters["figure"] = view.figure
