@@ -51,9 +51,27 @@ def queries_on(book: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any
 
 
 @dataclass(frozen=True, slots=True)
+class SiteTime:
+    """A time as the console shows every time (``times.html``): the time as stored, in UTC,
+    and on the site's clock (blank when the site's clock is not known)."""
+
+    stamp: str
+    utc: str
+    local: str
+
+
+def site_clock(value: str | datetime | None, zone: str | None,
+               offset: str | None = None) -> SiteTime:
+    """``value`` in UTC and on the site's clock: its time zone, else the offset it was
+    entered with (see ``site_time``)."""
+    return SiteTime(str(value), utc_text(value), site_time(value, zone, offset))
+
+
+@dataclass(frozen=True, slots=True)
 class FieldRow:
     """One value of a record as its row shows it: the value's text, its last reason when it
-    changed, the queries on it, and its change marker (summary and history address)."""
+    changed, the queries on it, and its change marker (summary, the time of the last change
+    when it changed, and the history's address)."""
 
     name: str
     value: str
@@ -61,6 +79,7 @@ class FieldRow:
     reason: str
     queries: list[str]
     summary: str
+    changed_at: SiteTime | None
     history_url: str
 
 
@@ -81,42 +100,58 @@ class RecordRows:
     """A record's rows on the casebook screen."""
 
     record_id: str
-    observed_at: str
+    observed_at: SiteTime
     visit: str
     fields: list[FieldRow]
     derived: list[DerivedRow]
 
 
+@dataclass(frozen=True, slots=True)
+class RemovedRow:
+    """A removed record's row: the values it held, who removed it (name and role), when, and
+    why."""
+
+    record_id: str
+    kind: str
+    values: str
+    removed_by: str
+    removed_at: SiteTime
+    reason: str
+
+
 def record_rows(book: dict[str, Any], changes: dict[tuple[str, str], dict[str, Any]],
-                queries: dict[tuple[str, str], list[dict[str, Any]]], history: str,
-                as_of: datetime | None) -> dict[str, list[RecordRows]]:
-    """Each kind's records with every value as its row shows it. Worked out here rather than
-    in the template: a long casebook has thousands of values, and per value a template's
-    filters (the history address above all) cost most of the page's time."""
+                history: str, as_of: datetime | None,
+                zone: str | None) -> dict[str, list[RecordRows]]:
+    """Each kind's records with every value as its row shows it, times on the site's clock
+    of ``zone`` too. Worked out here rather than in the template: a long casebook has
+    thousands of values, and per value a template's filters (the history address above
+    all) cost most of the page's time."""
     moment = "" if as_of is None else "&as_of=" + quote_plus(as_of.isoformat(), safe="")
+    queries = queries_on(book)
     out: dict[str, list[RecordRows]] = {}
     for kind, views in book["records"].items():
         out[kind] = [RecordRows(
-            r["record_id"], utc_text(r["observed_at"]), r.get("visit") or "",
+            r["record_id"], site_clock(r["observed_at"], zone, r.get("observed_offset")),
+            r.get("visit") or "",
             [_field_row(r["record_id"], name, value, changes.get((r["record_id"], name)),
-                        queries.get((r["record_id"], name), ()), history, moment)
+                        queries.get((r["record_id"], name), ()), history, moment, zone)
              for name, value in r["fields"].items()],
             [_derived_row(name, d) for name, d in r["derived"].items()]) for r in views]
     return out
 
 
 def _field_row(record_id: str, name: str, value: Any, change: dict[str, Any] | None,
-               queries: Any, history: str, moment: str) -> FieldRow:
-    changed = change is not None and change["count"] > 1
-    reason = (f"{change['reason_code']} — {change['reason_text']}"
-              if change is not None and changed and change["reason_code"] else "")
-    summary = (f"changed ({change['count']}), last by {change['printed_name']} at "
-               f"{utc_text(change['recorded_at'])}" if change is not None and changed
-               else "entered")
+               queries: Any, history: str, moment: str, zone: str | None) -> FieldRow:
     url = (f"{history}?record={quote_plus(record_id, safe='')}"
            f"&field={quote_plus(name, safe='')}{moment}")
-    return FieldRow(name, shown(value), changed, reason,
-                    [f"{q['query_id']} {q['status']}" for q in queries], summary, url)
+    marks = [f"{q['query_id']} {q['status']}" for q in queries]
+    if change is None or change["count"] <= 1:
+        return FieldRow(name, shown(value), False, "", marks, "entered", None, url)
+    reason = (f"{change['reason_code']} — {change['reason_text']}"
+              if change["reason_code"] else "")
+    return FieldRow(name, shown(value), True, reason, marks,
+                    f"changed ({change['count']}), last by {change['printed_name']}",
+                    site_clock(change["recorded_at"], zone), url)
 
 
 def _derived_row(name: str, derived: Any) -> DerivedRow:
@@ -125,6 +160,18 @@ def _derived_row(name: str, derived: Any) -> DerivedRow:
                           derived.get("method") or "", orjson.dumps(derived.get("inputs"))
                           .decode())
     return DerivedRow(name, shown(derived), "", None, "")
+
+
+def removed_rows(removed: list[dict[str, Any]], zone: str | None) -> list[RemovedRow]:
+    """The removed records' rows (see ``projections.subject_changes.removed_records``), the
+    values each held in the order of their names, its removal's time on the site's clock of
+    ``zone`` too."""
+    return [RemovedRow(
+        r["record_id"], str(r["kind"]),
+        "; ".join(f"{name} {shown(value)}" for name, value in sorted(r["fields"].items())),
+        f"{r['printed_name']} ({r['role']})", site_clock(r["removed_at"], zone),
+        (r["reason_code"] or "") + (f": {r['reason_text']}" if r["reason_text"] else ""))
+        for r in removed]
 
 
 def kind_of(book: dict[str, Any], record_id: str) -> str | None:

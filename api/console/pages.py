@@ -69,11 +69,10 @@ from projections.subject_changes import (
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["utc"] = view.utc_text
-templates.env.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.env.filters["shown"] = view.shown
 templates.env.filters["age"] = view.age
 templates.env.filters["figure"] = view.figure
-templates.env.filters["site_time"] = view.site_time
+templates.env.filters["site_clock"] = view.site_clock
 
 templates.env.globals["idle_seconds"] = lambda request: int(
     runtime_of(request).sessions().idle_timeout.total_seconds())
@@ -342,12 +341,13 @@ async def _casebook(request: Request, principal: Principal, csrf: str, study: st
                          when.as_of, valid)
     book = orjson.loads(answer.body)
     definition = (await call(studies.get_study, request, principal, study))["definition"]
+    zone = view.site_zones(definition).get(str(book["site"]))
+    rows = view.record_rows(book, changes, f"/ui/studies/{study}/subjects/{book['subject']}"
+                            "/history", when.as_of, zone)
     return page(request, "casebook.html", status, principal=principal, csrf=csrf,
                  study=study, book=book, when=when, typed=view.input_text(typed),
-                 valid_at=view.input_text(valid), now=datetime.now(UTC),
-                 changes=changes, removed=removed,
-                 zone=view.site_zones(definition).get(str(book["site"])),
-                 queries=view.queries_on(book),
+                 valid_at=view.input_text(valid), now=datetime.now(UTC), rows=rows,
+                 removed=view.removed_rows(removed, zone), zone=zone,
                  meanings=definition.get("signature_meanings", []), reason_codes=REASON_CODES,
                  error=error, notice=notice, past=when.as_of is not None)
 
