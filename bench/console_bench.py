@@ -167,7 +167,11 @@ def main() -> None:
     with kept_store(settings, args.events, args.regenerate) as (url, subjects):
         runtime = Runtime(settings, url)
         total = runtime.study(STUDY).recorder.max_notification_id() or 0
-        runtime.project(STUDY)
+        started = time.perf_counter()
+        # After a projection version change this is the kept store's rebuild.
+        projected = runtime.project(STUDY)
+        print(f"read tables brought up to date ({projected} events) in "
+              f"{time.perf_counter() - started:.1f} s")
         api, console = _clients(runtime)
         asked = _questions(url, subjects, random.Random(2))
         study = f"/v1/studies/{STUDY}"

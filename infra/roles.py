@@ -19,7 +19,8 @@ from infra.field_keys import KEY_TABLE
 from infra.ledger import store
 
 READ_TABLES = ("casebook_versions", "outcome_facts", "audit_events", "audit_changes",
-               "history_tracking", "history_projection_version")
+               "subject_summaries", "open_queries", "history_tracking",
+               "history_projection_version")
 
 
 def create_login_role(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:

@@ -26,9 +26,11 @@ AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 6  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 7  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
+SUMMARIES = "subject_summaries"  # each subject as it stands: what the list and dashboard show
+OPEN_QUERIES = "open_queries"  # each query open now, by the time it was opened
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
 REBUILT = "_rebuild"  # suffix of the tables a rebuild fills, until they replace the old ones
 
@@ -47,6 +49,19 @@ FACTS_DDL = SQL(
 FACTS_KEY = SQL("subject_id, fact, position")
 FACT_COLUMNS = ("subject_id", "fact", "kind", "data", "version", "position", "recorded_from",
                 "recorded_to")
+# Kept from each subject's current header (which holds every query ever raised on it: tens of
+# kB that the subject list and the dashboard would otherwise unpack on every request).
+SUMMARY_KEYS = ("subject", "site", "status", "arm", "disease", "locked")  # the list's columns
+SUMMARIES_DDL = SQL(
+    "subject_id uuid NOT NULL, subject text COLLATE \"C\", site text, arm text,"
+    " listing jsonb NOT NULL, version bigint NOT NULL, records bigint NOT NULL,"
+    " verified bigint NOT NULL, open_queries bigint NOT NULL, signature text NOT NULL")
+SUMMARY_COLUMNS = ("subject_id", "subject", "site", "arm", "listing", "version", "records",
+                   "verified", "open_queries", "signature")
+OPEN_QUERIES_DDL = SQL(
+    "subject_id uuid NOT NULL, query_id text COLLATE \"C\" NOT NULL,"
+    " subject text COLLATE \"C\", site text, opened_at text COLLATE \"C\", query jsonb NOT NULL")
+OPEN_QUERY_COLUMNS = ("subject_id", "query_id", "subject", "site", "opened_at", "query")
 # An event's columns are kept once, not once per changed field (a lab result changes five).
 EVENTS_DDL = SQL(
     "position bigint NOT NULL, recorded_at timestamptz NOT NULL, event_type text NOT NULL,"
@@ -197,9 +212,15 @@ CHANGES_TABLE = _Table(AUDIT_CHANGES, CHANGES_DDL, CHANGES_KEY, (
     _Index("corrections", SQL("field, record_kind, position, seq"),
            SQL("old_value IS NOT NULL"))),
     CHANGE_COLUMNS)
-TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE)
+SUMMARIES_TABLE = _Table(SUMMARIES, SUMMARIES_DDL, SQL("subject_id"), (),
+                         SUMMARY_COLUMNS)
+OPEN_QUERIES_TABLE = _Table(OPEN_QUERIES, OPEN_QUERIES_DDL, SQL("subject_id, query_id"), (
+    # The dashboard's oldest open queries, in the order it lists them.
+    _Index("oldest", SQL("opened_at, subject, query_id")),), OPEN_QUERY_COLUMNS)
+TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE, SUMMARIES_TABLE,
+          OPEN_QUERIES_TABLE)
 VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
-
+DERIVED = (SUMMARIES_TABLE, OPEN_QUERIES_TABLE)  # derived from the current versions
 
 
 def read_tables_ready(conn: Any, schema: str) -> bool:
@@ -212,6 +233,7 @@ def read_tables_ready(conn: Any, schema: str) -> bool:
     version = conn.execute(SQL("SELECT max(version) FROM {}.{}").format(
         Identifier(schema), Identifier(SHAPE))).fetchone()
     return version is not None and version[0] == PROJECTION_VERSION
+
 
 class HistoryView(PostgresTrackingRecorder):
     """Tracking recorder plus the history and audit tables."""
@@ -284,7 +306,9 @@ class HistoryView(PostgresTrackingRecorder):
         # going, and the small ones fill in at the end.
         steps = [
             [CHANGES_TABLE.add_key(s, REBUILT)],
-            *[_closed_in_order(s, table) for table in VERSIONED],
+            # The summaries read the rebuilt versions once they are indexed.
+            _closed_in_order(s, VERSIONS_TABLE) + _derived_rebuilt(s),
+            _closed_in_order(s, FACTS_TABLE),
             *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
             [EVENTS_TABLE.add_key(s, REBUILT)],
             *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
@@ -360,6 +384,12 @@ class HistoryView(PostgresTrackingRecorder):
                          [v.recorded_from for v in closing]),
                     )
             self._copy(curs, rows, "", "")
+            touched = sorted({v.subject_id for v in rows.versions})
+            if touched:
+                # Only a new header version changes what a subject's open queries are.
+                headers = sorted({v.subject_id for v in rows.versions if v.record_id == ""})
+                for statement in _derive(schema, "", subjects=True):
+                    curs.execute(statement, {"subjects": touched, "headers": headers})
             self._insert_tracking(curs, tracking)
 
     def analyze(self) -> None:
@@ -440,6 +470,72 @@ def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:
         *table.create_indexes(s, REBUILT),
         SQL("ANALYZE {}.{}").format(s, new),
     ]
+
+
+def _current_headers(s: Identifier, versions: Identifier, subjects: Composable) -> Composed:
+    """A FROM item: each subject's current header (``h.subject_id``, ``h.d``: its JSON).
+
+    A stored header is compressed and every ``data->`` of it decompresses all of it again;
+    ``|| '{}'`` makes one copy per row that the rest of the query reads, and OFFSET 0 keeps
+    the planner from folding the copy back into each use (30 times faster).
+    """
+    return SQL("(SELECT subject_id, data || '{{}}'::jsonb AS d FROM {}.{} WHERE record_id = ''"
+               " AND recorded_to IS NULL{} OFFSET 0) h").format(s, versions, subjects)
+
+
+def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
+    """Statements writing the summaries and open queries (of the tables named with
+    ``suffix``) from the current versions: of the subjects bound to ``%(subjects)s``, their
+    open queries of those bound to ``%(headers)s`` (or, without ``subjects``, of all)."""
+    versions = Identifier(VERSIONS + suffix)
+    summaries, queries = (Identifier(SUMMARIES + suffix), Identifier(OPEN_QUERIES + suffix))
+    only = SQL(" AND subject_id = ANY(%(subjects)s)") if subjects else SQL("")
+    only_headers = SQL(" AND subject_id = ANY(%(headers)s)") if subjects else SQL("")
+    # What each column was computed from, as the dashboard and the list did from the headers;
+    # a subject's records as they stand are counted by the index casebook_versions_records.
+    summary = SQL(
+        "INSERT INTO {s}.{summaries} ({columns}) SELECT h.subject_id, h.d->>'subject',"
+        " h.d->>'site', h.d->>'arm', jsonb_build_object({listing}),"
+        " (SELECT max(v.version) FROM {s}.{versions} v WHERE v.subject_id = h.subject_id),"
+        " (SELECT count(*) FROM {s}.{versions} r WHERE r.subject_id = h.subject_id"
+        "  AND r.recorded_to IS NULL AND r.data IS NOT NULL AND r.record_id <> ''),"
+        " (SELECT count(*) FROM jsonb_object_keys(h.d->'sdv')),"
+        " (SELECT count(*) FROM jsonb_each(h.d->'queries') q"
+        "  WHERE q.value->>'status' <> 'closed'),"
+        " (SELECT CASE WHEN 'valid' = ANY(a) THEN 'valid' WHEN 'invalidated' = ANY(a)"
+        "  THEN 'invalidated' ELSE 'unsigned' END FROM (SELECT ARRAY("
+        "  SELECT g.value->>'status' FROM jsonb_each(h.d->'signatures') g) AS a) sig)"
+        " FROM {h}{upsert}").format(
+        s=s, summaries=summaries, versions=versions,
+        columns=SQL(", ").join(Identifier(c) for c in SUMMARY_COLUMNS),
+        listing=SQL(", ").join(SQL("{}, h.d->{}").format(Literal(k), Literal(k))
+                               for k in SUMMARY_KEYS),
+        h=_current_headers(s, versions, only),
+        upsert=SQL(" ON CONFLICT (subject_id) DO UPDATE SET {}").format(SQL(", ").join(
+            SQL("{} = EXCLUDED.{}").format(Identifier(c), Identifier(c))
+            for c in SUMMARY_COLUMNS[1:])) if subjects else SQL(""))
+    opened = SQL(
+        "INSERT INTO {s}.{queries} ({columns}) SELECT h.subject_id, q.key, h.d->>'subject',"
+        " h.d->>'site', q.value->>'opened_at', q.value FROM {h}"
+        " CROSS JOIN LATERAL jsonb_each(h.d->'queries') q"
+        " WHERE q.value->>'status' <> 'closed'").format(
+        s=s, queries=queries, h=_current_headers(s, versions, only_headers),
+        columns=SQL(", ").join(Identifier(c) for c in OPEN_QUERY_COLUMNS))
+    if not subjects:
+        return [summary, opened]
+    return [summary, SQL("DELETE FROM {}.{} WHERE subject_id = ANY(%(headers)s)").format(
+        s, queries), opened]
+
+
+def _derived_rebuilt(s: Identifier) -> list[Composed]:
+    """Make and fill the rebuild's summaries and open queries from its (indexed) versions."""
+    statements = [SQL("CREATE TABLE {}.{} ({})").format(s, Identifier(t.name + REBUILT), t.ddl)
+                  for t in DERIVED]
+    statements += _derive(s, REBUILT, subjects=False)
+    for table in DERIVED:
+        statements += [table.add_key(s, REBUILT), *table.create_indexes(s, REBUILT),
+                       SQL("ANALYZE {}.{}").format(s, Identifier(table.name + REBUILT))]
+    return statements
 
 
 def _create_audit_view(s: Identifier) -> Composed:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
+from psycopg.sql import SQL, Composable, Identifier
 
 from domain.clock import require_aware
 from domain.errors import InvalidInput, NotFound
@@ -29,6 +29,8 @@ from projections.history_view import (
     OPEN_FACT,
     OUTCOME_FACTS,
     SHOWN_CLOSED_FACT,
+    SUMMARIES,
+    SUMMARY_KEYS,
     VERSIONS,
     audit_column,
 )
@@ -176,36 +178,17 @@ def cell_sources(conn: psycopg.Connection[Any], schema: str, study_id: str,
             for code in sorted(contributions)]
 
 
-SUMMARY_KEYS = ("subject", "site", "status", "arm", "disease", "locked")
-
-
-def current_headers(schema: str, sites: set[str] | None) -> Composed:
-    """A FROM item: each subject's current header (``h.subject_id``, ``h.d``: its JSON) at
-    ``sites`` (None: every site; bind ``%(sites)s`` to a list of them).
-
-    A stored header is compressed and every ``data->`` of it decompresses all of it again (a
-    header holds every query ever raised on the subject: tens of kB); ``|| '{}'`` makes one
-    copy per row that the rest of the query reads, and OFFSET 0 keeps the planner from
-    folding the copy back into each use (the dashboard's queries: 30 times faster).
-    """
-    at_sites = SQL("") if sites is None else SQL(" AND data->>'site' = ANY(%(sites)s)")
-    return SQL("(SELECT subject_id, data || '{{}}'::jsonb AS d FROM {}.{} WHERE record_id = ''"
-               " AND recorded_to IS NULL{} OFFSET 0) h").format(
-        Identifier(schema), Identifier(VERSIONS), at_sites)
-
-
 def subject_list(conn: psycopg.Connection[Any], schema: str,
                  sites: set[str] | None) -> list[dict[str, Any]]:
     """Every subject as it stands (code, site, status, arm, lock, version), at ``sites``
-    (None: every site), by subject code."""
+    (None: every site), by subject code: from the subject summaries the projector keeps."""
+    at_sites = SQL("") if sites is None else SQL(" WHERE site = ANY(%(sites)s)")
     rows = conn.execute(
-        SQL("SELECT {keys}, (SELECT max(v.version) FROM {s}.{v} v"
-            " WHERE v.subject_id = h.subject_id) FROM {h}").format(
-            keys=SQL(", ").join(SQL("h.d->{}").format(Literal(k)) for k in SUMMARY_KEYS),
-            s=Identifier(schema), v=Identifier(VERSIONS), h=current_headers(schema, sites)),
+        SQL("SELECT listing, version FROM {}.{}{}").format(
+            Identifier(schema), Identifier(SUMMARIES), at_sites),
         {"sites": sorted(sites or ())}).fetchall()
-    listed = [{**dict(zip(SUMMARY_KEYS, row[:-1], strict=True)), "version": int(row[-1])}
-              for row in rows]
+    listed = [{**{k: listing.get(k) for k in SUMMARY_KEYS}, "version": int(version)}
+              for listing, version in rows]
     return sorted(listed, key=lambda s: str(s["subject"]))
 
 

@@ -24,10 +24,16 @@ from domain.studies import nct04397107
 from domain.subject import Subject
 from infra.postgres import schema_for_study
 from infra.settings import Settings
-from projections.history_view import AUDIT
+from projections.history_view import AUDIT, SUMMARY_KEYS
 from projections.oracle import oracle_casebook, oracle_casebooks, oracle_diff
 from projections.outcomes.facts import outcome_facts
-from projections.queries import casebook_as_of, casebooks_as_of, diff, outcome_facts_as_of
+from projections.queries import (
+    casebook_as_of,
+    casebooks_as_of,
+    diff,
+    outcome_facts_as_of,
+    subject_list,
+)
 from tests.support import COORDINATOR, DATA_MANAGER, envelope
 
 START = datetime(2021, 1, 1, 8, 0, tzinfo=UTC)
@@ -169,4 +175,8 @@ def _compare(runtime: Runtime, steps: list[tuple[Any, ...]], fractions: list[flo
                                           valid) == oracle_casebook(app, book["subject"], when,
                                                                     valid)
         assert diff(conn, schema, t1, t2) == oracle_diff(app, t1, t2)
+        # The kept subject summaries: each subject as the fold has it now.
+        assert subject_list(conn, schema, None) == [
+            {**{k: book.get(k) for k in SUMMARY_KEYS}, "version": book["version"]}
+            for book in oracle_casebooks(app)]
     app.close()
