@@ -27,8 +27,10 @@ log = get_logger(__name__)
 # short replays in a few seconds in one process.
 PARTS_FROM = 50_000
 MAX_PARTS = 8
-# Connections a part holds: one for its reader thread, one for its writer thread.
-CONNECTIONS_PER_PART = 2
+# Connections a part holds: one for its reader thread, one for its writer thread (its pool),
+# and, while it opens the study, the one that checks the study's tables are set up.
+POOLED_PER_PART = 2
+CONNECTIONS_PER_PART = POOLED_PER_PART + 1
 # What the parts of one rebuild hold together at most, however many parts are asked for: a
 # server shared with a deployment's other processes has few to spare (PostgreSQL's default
 # max_connections is 100).
@@ -63,7 +65,7 @@ class PartsReplay:
                  on_batch: Callable[[int], object] | None = None,
                  connections: int = REBUILD_CONNECTIONS) -> None:
         # Each part's pool holds what its two threads use, and no more.
-        self.settings = dataclasses.replace(settings, store_pool_size=CONNECTIONS_PER_PART)
+        self.settings = dataclasses.replace(settings, store_pool_size=POOLED_PER_PART)
         self.url = make_conninfo(url, application_name=PART_APPLICATION_NAME)
         self.study_id = study_id
         self.parts = max(1, min(parts, connections // CONNECTIONS_PER_PART))
