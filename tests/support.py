@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,3 +165,60 @@ def wait_until_ready(base: str, log: Path, process: subprocess.Popen[bytes] | No
         process.kill()
         process.wait()
     pytest.fail(f"the server did not start: {log.read_text() if log.exists() else ''}")
+
+
+def start_serve(home: Path, log: Path, *args: str, cli_options: Sequence[str] = (),
+                **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``trialledger [cli_options] serve --port P [args]`` as a process with
+    ``TRIALLEDGER_HOME=home`` and ``env`` (DATABASE_URL unset: ``args`` name the database),
+    its output in ``log``; return the process and its base URL once it is ready."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *cli_options, "serve", "--port", str(port),
+             *args], env={**environ, "TRIALLEDGER_HOME": str(home), **env}, stdout=out,
+            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_ready(base, log, process)
+    return process, base
+
+
+def home_of_a_served_study(db_url: str, home: Path) -> Path:
+    """``home``, whose key signed NCT04397107 with child 001 enrolled, and coordinator
+    ``lwei`` (password ``lwei-password``) at JLU1."""
+    from application.runtime import Runtime
+    from infra.settings import Settings
+
+    runtime = Runtime(Settings(database_url=db_url, home=home), db_url)
+    try:
+        app = runtime.study(nct04397107.STUDY_ID, clock=simulated_clock())
+        register(app)
+        enroll(app, "001")
+        app.close()
+        add_person(runtime, "lwei", "coordinator", site=SITE)
+    finally:
+        runtime.close()
+    return home
+
+
+@contextmanager
+def served_witness(state: Path, log_key: str, home: Path, log: Path) -> Iterator[str]:
+    """``trialledger witness serve`` on the state in ``state`` (made by ``witness init``),
+    cosigning the log of ``log_key``, its output in ``log``; yields its URL once it is
+    ready, and stops it after."""
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "witness", "serve", "--state-dir", str(state),
+             "--port", str(port), "--log-key", log_key],
+            env={**os.environ, "PYTHONPATH": str(root), "TRIALLEDGER_HOME": str(home)},
+            cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, log, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -33,10 +33,9 @@ from infra.signing import SignedState, key_id_for
 from tests.support import (
     api_client,
     enroll,
-    free_port,
+    served_witness,
     study_with_a_child,
     three_children_sealed,
-    wait_until_ready,
 )
 
 STUDY = "NCT04397107"
@@ -229,21 +228,8 @@ def witness_entry(runtime: Runtime, tmp_path: Path) -> Iterator[str]:
                        "witness.test/w1", home=home)
     assert done.returncode == 0, done.stderr
     log_key = verifier_key("trialledger", runtime.signing_key().public_key())
-    port = free_port()
-    log = tmp_path / "witness.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "witness", "serve", "--state-dir", str(state),
-             "--port", str(port), "--log-key", log_key],
-            env={**os.environ, "PYTHONPATH": str(ROOT), "TRIALLEDGER_HOME": str(home)},
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, log, process)
+    with served_witness(state, log_key, home, tmp_path / "witness.log") as url:
         yield f"{url}={done.stdout.strip()}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.slow(seconds=40)

@@ -11,10 +11,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,12 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.sql import SQL, Identifier
 
-from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study
 from infra.sealer_status import ledger_state
-from infra.settings import Settings
-from tests.support import add_person, enroll, free_port, register, simulated_clock, wait_until_ready
+from tests.support import home_of_a_served_study, start_serve
 
 STUDY = nct04397107.STUDY_ID
 # Waits, not speed checks: for /readyz to turn (the stall bound below plus a round), and for
@@ -42,34 +39,14 @@ pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(),
 
 
 def _serve(home: Path, log: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `trialledger serve`; return the process and its base URL once it is ready."""
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "--log-format", "json", "serve", "--port",
-             str(port), *args],
-            env={**environ, "TRIALLEDGER_HOME": str(home), **env}, stdout=out,
-            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ready(base, log, process)
-    return process, base
+    """Start `trialledger serve` logging JSON lines; return the process and its base URL."""
+    return start_serve(home, log, *args, cli_options=("--log-format", "json"), **env)
 
 
 @pytest.fixture
-def served_study(db_url: str, tmp_path: Path) -> Iterator[Path]:
+def served_study(db_url: str, tmp_path: Path) -> Path:
     """A home whose key signed NCT04397107 with child 001 enrolled and a coordinator."""
-    home = tmp_path / "home"
-    runtime = Runtime(Settings(database_url=db_url, home=home), db_url)
-    try:
-        app = runtime.study(STUDY, clock=simulated_clock())
-        register(app)
-        enroll(app, "001")
-        app.close()
-        add_person(runtime, "lwei", "coordinator", site="JLU1")
-    finally:
-        runtime.close()
-    yield home
+    return home_of_a_served_study(db_url, tmp_path / "home")
 
 
 def _sealer_of(pid: int) -> int:

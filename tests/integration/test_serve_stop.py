@@ -4,13 +4,9 @@ embedded PostgreSQL does not outlive it, however it ends."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,11 +14,9 @@ import psycopg
 import pytest
 from psycopg.sql import SQL, Identifier
 
-from application.runtime import Runtime
 from domain.studies import nct04397107
 from infra.postgres import schema_for_study
-from infra.settings import Settings
-from tests.support import add_person, enroll, free_port, register, simulated_clock, wait_until_ready
+from tests.support import home_of_a_served_study, start_serve
 
 STUDY = nct04397107.STUDY_ID
 # The issue's bound on a stop after SIGTERM.
@@ -32,34 +26,10 @@ ORPHAN_BOUND = 30.0
 
 
 
-def _serve(home: Path, log: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `trialledger serve`; return the process and its base URL once it is ready."""
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *args],
-            env={**environ, "TRIALLEDGER_HOME": str(home), **env}, stdout=out,
-            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ready(base, log, process)
-    return process, base
-
-
 @pytest.fixture
-def served_study(db_url: str, tmp_path: Path) -> Iterator[Path]:
+def served_study(db_url: str, tmp_path: Path) -> Path:
     """A home whose key signed NCT04397107 with child 001 enrolled and a coordinator."""
-    home = tmp_path / "home"
-    runtime = Runtime(Settings(database_url=db_url, home=home), db_url)
-    try:
-        app = runtime.study(STUDY, clock=simulated_clock())
-        register(app)
-        enroll(app, "001")
-        app.close()
-        add_person(runtime, "lwei", "coordinator", site="JLU1")
-    finally:
-        runtime.close()
-    yield home
+    return home_of_a_served_study(db_url, tmp_path / "home")
 
 
 def _sleeping_insert(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
@@ -74,7 +44,7 @@ def test_sigterm_stops_the_server_during_a_stuck_write(served_study: Path, db_ur
                                 Identifier("trialledger_events"))
     # A write that hangs holding the events-table lock, which neither PostgreSQL's timeouts
     # nor the watchdog end before the signal comes.
-    process, base = _serve(served_study, tmp_path / "server.log", "--database-url", db_url,
+    process, base = start_serve(served_study, tmp_path / "server.log", "--database-url", db_url,
                            TRIALLEDGER_COMMIT_TIMEOUT="600",
                            TRIALLEDGER_WRITE_STATEMENT_TIMEOUT="0")
     try:
@@ -132,7 +102,7 @@ def _postgres_of(pgdata: Path) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_a_killed_server_leaves_no_embedded_postgres_behind(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    process, _ = _serve(home, tmp_path / "server.log")
+    process, _ = start_serve(home, tmp_path / "server.log")
     pgdata = (home / "pgdata").resolve()
     try:
         assert _postgres_of(pgdata), "the server runs no embedded PostgreSQL"

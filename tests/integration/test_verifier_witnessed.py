@@ -3,9 +3,6 @@ process) verifies offline with that witness's key, and not with another witness'
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from application.runtime import Runtime
 from infra.ledger.cosignature import Cosigner
 from infra.ledger.note import verifier_key
 from infra.settings import Settings
-from tests.support import free_port, study_with_a_child, wait_until_ready
+from tests.support import served_witness, study_with_a_child
 from trialledger_verifier.cli import main
 
 STUDY = "NCT04397107"
@@ -39,21 +36,8 @@ def witness(settings: Settings, runtime: Runtime, tmp_path: Path) -> Iterator[st
     vkey = _cli("witness", "init", "--state-dir", str(state), "--name", "witness.test/w1",
                 settings=settings).strip()
     log_key = verifier_key(settings.key_name, runtime.signing_key().public_key())
-    port = free_port()
-    log = tmp_path / "witness.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "witness", "serve", "--state-dir", str(state),
-             "--port", str(port), "--log-key", log_key],
-            env={**os.environ, "TRIALLEDGER_HOME": str(settings.home)}, stdout=out,
-            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, log, process)
+    with served_witness(state, log_key, settings.home, tmp_path / "witness.log") as url:
         yield f"{url}={vkey}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.slow(seconds=20)

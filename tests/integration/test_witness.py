@@ -5,9 +5,6 @@ witnesses' quorum cosigned, and `verify` says who witnessed them."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,8 +26,15 @@ from infra.ledger.note import Checkpoint, sign_note, verifier_key
 from infra.postgres import schema_for_study
 from infra.settings import Settings
 from infra.witness.witness import request_body
-from tests.support import T0, add_person, enroll, free_port, simulated_clock, study_with_a_child
-from tests.support import wait_until_ready as _wait
+from tests.support import (
+    T0,
+    add_person,
+    enroll,
+    free_port,
+    served_witness,
+    simulated_clock,
+    study_with_a_child,
+)
 
 STUDY = "NCT04397107"
 SCHEMA = schema_for_study(STUDY)
@@ -57,21 +61,8 @@ def witness(settings: Settings, runtime: Runtime, tmp_path: Path) -> Iterator[Se
                       "witness.test/w1", home=settings.home)
     assert code == 0, vkey
     log_key = verifier_key(settings.key_name, runtime.signing_key().public_key())
-    port = free_port()
-    log = tmp_path / "witness.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "witness", "serve", "--state-dir", str(state),
-             "--port", str(port), "--log-key", log_key],
-            env={**os.environ, "TRIALLEDGER_HOME": str(settings.home)}, stdout=out,
-            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url, log, process)
+    with served_witness(state, log_key, settings.home, tmp_path / "witness.log") as url:
         yield ServedWitness(url, vkey.strip(), state)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def witnessed(runtime: Runtime, *entries: str, quorum: int | None = None) -> Runtime:
