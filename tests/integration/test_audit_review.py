@@ -103,6 +103,7 @@ def monitor(runtime: Runtime) -> TestClient:
     return api_client(runtime, "monitor")
 
 
+@pytest.mark.requirement("R16")
 def test_each_filter_selects_its_own_changes(monitor: TestClient) -> None:
     everything = _rows(monitor)
     # after-signature: 001's C3 correction, made after the casebook was signed (not the
@@ -155,6 +156,7 @@ def test_filter_parameters_are_checked(monitor: TestClient) -> None:
         assert field in response.text
 
 
+@pytest.mark.requirement("R16")
 def test_sign_off_names_its_filter_and_stops_at_the_log(monitor: TestClient) -> None:
     last = max(r["position"] for r in _rows(monitor))
     for position in (last + 1, 0):

@@ -151,6 +151,7 @@ def blinded(runtime: Runtime) -> Runtime:
     return runtime
 
 
+@pytest.mark.requirement("R20")
 def test_a_blinded_monitor_never_sees_the_allocation(blinded: Runtime) -> None:
     monitor = api_client(blinded, "monitor", study=BLIND)
     answers = _walk(monitor)
@@ -202,6 +203,7 @@ def test_blinded_exporters_are_refused_and_unblinded_ones_see_the_arms(
     assert casebooks.status_code == 200 and "QXARM" in _leaks(casebooks.content)
 
 
+@pytest.mark.requirement("R20")
 def test_emergency_unblinding_is_recorded_and_shows_that_subject_to_its_author(
         blinded: Runtime) -> None:
     investigator = api_client(blinded, "investigator", study=BLIND, site=SITE)
