@@ -119,22 +119,15 @@ def main() -> None:
     if args.measure:
         measure(args.measure, args.store, home, Path(args.output))
         return
-    from read_bench import generate, keep_database
+    from read_bench import generate, store_url
 
     from application.runtime import Runtime
-    from infra.postgres import database, temporary_database
     from infra.settings import Settings
 
     settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
                         home=home)
     with contextlib.ExitStack() as stack:
-        # A kept store on an embedded server needs that server started again.
-        server = stack.enter_context(database(settings.database_url, settings.pgdata))
-        if args.store:
-            url = args.store
-        else:
-            url = (keep_database(server, "tl_bench") if args.keep_store
-                   else stack.enter_context(temporary_database(server, "tl_bench")))
+        url = store_url(stack, settings, args.store, args.keep_store)
         runtime = Runtime(settings, url)
         started = time.perf_counter()
         if not args.store:

@@ -80,6 +80,18 @@ def keep_database(server_url: str, prefix: str) -> str:
     return url
 
 
+def store_url(stack: contextlib.ExitStack, settings: Settings, store: str | None,
+              keep: bool) -> str:
+    """The database a bench measures, its server started (and stopped by ``stack``; a kept
+    store on an embedded server needs that server started again): ``store`` when given, else
+    a new database, kept after the run with ``keep`` (--keep-store), dropped otherwise."""
+    server = stack.enter_context(database(settings.database_url, settings.pgdata))
+    if store:
+        return store
+    return (keep_database(server, "tl_bench") if keep
+            else stack.enter_context(temporary_database(server, "tl_bench")))
+
+
 def subjects_in_store(runtime: Runtime) -> int:
     """How many subjects a kept store holds."""
     with psycopg.connect(runtime.url) as conn:

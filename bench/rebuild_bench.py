@@ -90,23 +90,17 @@ def main() -> None:
     parser.add_argument("--home", default=None, help="TrialLedger home (default: temporary)")
     args = parser.parse_args()
     # Imported here: the rebuild's parts are spawned processes that import this script again.
-    from read_bench import generate, keep_database
+    from read_bench import generate, store_url
 
     from application.rebuild_parts import PART_APPLICATION_NAME, parts_for
     from application.runtime import Runtime
-    from infra.postgres import database, temporary_database
     from infra.settings import Settings
 
     home = Path(args.home or tempfile.mkdtemp(prefix="tl-bench-"))
     settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
                         home=home)
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(database(settings.database_url, settings.pgdata))
-        if args.store:
-            url = args.store
-        else:
-            url = (keep_database(server, "tl_bench") if args.keep_store
-                   else stack.enter_context(temporary_database(server, "tl_bench")))
+        url = store_url(stack, settings, args.store, args.keep_store)
         runtime = Runtime(settings, url)
         if not args.store:
             generate(runtime, args.events, random.Random(1))
