@@ -57,9 +57,13 @@ from infra.signers import Signer, SigningKeyError, close_signer
 from infra.signing import EventSigner, key_id_for, public_key_b64
 from infra.witness.client import endpoints
 from projections.history_view import PROJECTION_VERSION, HistoryView, read_tables_ready
-from projections.outcomes.engine import cell_contributions, outcome_tables
+from projections.outcomes.engine import (
+    cell_contributions,
+    outcome_tables,
+    tables_of_summaries,
+)
 from projections.projector import HistoryProjector
-from projections.queries import cell_sources, outcome_books
+from projections.queries import cell_sources, outcome_books, outcome_summaries_as_of
 
 # The name of the read tables' eventsourcing environment, which names their tracking table.
 HISTORY_ENV = "History"
@@ -538,10 +542,18 @@ class Runtime:
         which server answered (a standby when configured: see :meth:`reads`)."""
         self.project(study_id)
         endpoints = study_endpoints(self.study(study_id).definition())
+        schema = schema_for_study(study_id)
         with self.reading(study_id, as_of) as (conn, source):
-            books = outcome_books(conn, schema_for_study(study_id), as_of, valid_at)
+            # As of a recorded time, each subject's summary kept then (one row a subject);
+            # of a clinical time, or where a summary is wanting, the subjects' facts.
+            summaries = (outcome_summaries_as_of(conn, schema, endpoints, as_of)
+                         if valid_at is None else None)
+            books = (outcome_books(conn, schema, as_of, valid_at) if summaries is None
+                     else [])
         if told is not None:
             told(source)
+        if summaries is not None:
+            return tables_of_summaries(summaries, study_id, endpoints, as_of)
         return outcome_tables(books, study_id, endpoints, as_of, valid_at)
 
     def outcome_cell(self, study_id: str, cell: str, as_of: datetime | None = None,

@@ -17,7 +17,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from projections.history_view import OUTCOME_FACTS
-from projections.queries import FACT_ROW, facts_of_rows
+from projections.outcome_state import facts_of_rows
+from projections.queries import FACT_ROW
 
 PEER = "history_peer"
 COLUMNS = SQL("subject_id uuid NOT NULL, fact text NOT NULL, kind text NOT NULL,"

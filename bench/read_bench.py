@@ -52,8 +52,14 @@ from domain.subject import Subject, subject_uuid
 from infra.postgres import database, schema_for_study, temporary_database, with_dbname
 from infra.settings import Settings
 from projections.casebook import casebook
-from projections.outcomes.engine import outcome_tables
-from projections.queries import AuditQuery, audit_page, casebook_as_of, outcome_facts_as_of
+from projections.outcomes.engine import outcome_tables, tables_of_summaries
+from projections.queries import (
+    AuditQuery,
+    audit_page,
+    casebook_as_of,
+    outcome_facts_as_of,
+    outcome_summaries_as_of,
+)
 
 SCHEMA = schema_for_study(STUDY)
 OUTCOME_REPEATS = 3  # each outcome question is asked this often (ours and the peer's in turn)
@@ -137,9 +143,12 @@ def timed(question: Callable[..., Any], *args: Any) -> tuple[float, Any]:
 
 
 def ask_outcomes(conn: psycopg.Connection[Any], when: datetime) -> dict[str, Any]:
-    """The study's outcome tables as of ``when``, from the projection's outcome facts."""
-    return outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY,
-                          nct04397107.ENDPOINTS, when)
+    """The study's outcome tables as of ``when``, from the subjects' outcome summaries the
+    projection kept (as ``Runtime.outcomes`` asks them)."""
+    summaries = outcome_summaries_as_of(conn, SCHEMA, nct04397107.ENDPOINTS, when)
+    if summaries is None:
+        raise SystemExit("the store's outcome summaries are not this engine's")
+    return tables_of_summaries(summaries, STUDY, nct04397107.ENDPOINTS, when)
 
 
 def ask_peer(conn: psycopg.Connection[Any], when: datetime) -> dict[str, Any]:

@@ -26,9 +26,10 @@ AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 7  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 8  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
+OUTCOME_SUMMARIES = "outcome_summaries"  # versions of what each subject adds to the tables
 SUMMARIES = "subject_summaries"  # each subject as it stands: what the list and dashboard show
 OPEN_QUERIES = "open_queries"  # each query open now, by the time it was opened
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
@@ -135,6 +136,8 @@ class Rows:
     versions: list[Version] = field(default_factory=list)
     # The outcome facts an event changed, as versions (``record_id``: the fact's key).
     facts: list[Version] = field(default_factory=list)
+    # The subjects' outcome summaries the facts changed (``kind``: the summary's format).
+    summaries: list[Version] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
 
@@ -200,6 +203,12 @@ FACT_PERIOD = SQL("tstzrange(recorded_from, recorded_to)")
 FACTS_TABLE = _Table(OUTCOME_FACTS, FACTS_DDL, FACTS_KEY, (
     _Index("open", SQL("recorded_from"), OPEN_FACT),
     _Index("period", FACT_PERIOD, SHOWN_CLOSED_FACT, "gist")), FACT_COLUMNS)
+# A subject's outcome summary as of each recorded time its facts changed it (``fact`` is
+# empty: one per subject; ``kind``: the format it was computed in, see
+# projections.outcomes.engine.summary_format), found as of T as the facts are.
+OUTCOME_SUMMARIES_TABLE = _Table(OUTCOME_SUMMARIES, FACTS_DDL, FACTS_KEY, (
+    _Index("open", SQL("recorded_from"), OPEN_FACT),
+    _Index("period", FACT_PERIOD, SHOWN_CLOSED_FACT, "gist")), FACT_COLUMNS)
 EVENTS_TABLE = _Table(AUDIT_EVENTS, EVENTS_DDL, EVENTS_KEY, tuple(
     _Index(column, SQL("{}, position").format(Identifier(column)))
     for column in EVENTS_INDEXED), EVENT_COLUMNS)
@@ -217,9 +226,10 @@ SUMMARIES_TABLE = _Table(SUMMARIES, SUMMARIES_DDL, SQL("subject_id"), (),
 OPEN_QUERIES_TABLE = _Table(OPEN_QUERIES, OPEN_QUERIES_DDL, SQL("subject_id, query_id"), (
     # The dashboard's oldest open queries, in the order it lists them.
     _Index("oldest", SQL("opened_at, subject, query_id")),), OPEN_QUERY_COLUMNS)
-TABLES = (VERSIONS_TABLE, FACTS_TABLE, EVENTS_TABLE, CHANGES_TABLE, SUMMARIES_TABLE,
-          OPEN_QUERIES_TABLE)
-VERSIONED = (VERSIONS_TABLE, FACTS_TABLE)  # closed by their next version (recorded_to)
+TABLES = (VERSIONS_TABLE, FACTS_TABLE, OUTCOME_SUMMARIES_TABLE, EVENTS_TABLE,
+          CHANGES_TABLE, SUMMARIES_TABLE, OPEN_QUERIES_TABLE)
+# Closed by their next version (recorded_to).
+VERSIONED = (VERSIONS_TABLE, FACTS_TABLE, OUTCOME_SUMMARIES_TABLE)
 DERIVED = (SUMMARIES_TABLE, OPEN_QUERIES_TABLE)  # derived from the current versions
 
 
@@ -309,6 +319,7 @@ class HistoryView(PostgresTrackingRecorder):
             # The summaries read the rebuilt versions once they are indexed.
             _closed_in_order(s, VERSIONS_TABLE) + _derived_rebuilt(s),
             _closed_in_order(s, FACTS_TABLE),
+            _closed_in_order(s, OUTCOME_SUMMARIES_TABLE),
             *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
             [EVENTS_TABLE.add_key(s, REBUILT)],
             *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
@@ -357,6 +368,8 @@ class HistoryView(PostgresTrackingRecorder):
                                                               for v in rows.versions]),
                 (FACTS_TABLE, OUTCOME_FACTS + versioned_suffix, [_version_line(v)
                                                                 for v in rows.facts]),
+                (OUTCOME_SUMMARIES_TABLE, OUTCOME_SUMMARIES + versioned_suffix,
+                 [_version_line(v) for v in rows.summaries]),
                 (EVENTS_TABLE, AUDIT_EVENTS + suffix, rows.events),
                 (CHANGES_TABLE, AUDIT_CHANGES + suffix, rows.changes)):
             if lines:
@@ -370,7 +383,8 @@ class HistoryView(PostgresTrackingRecorder):
         schema = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
             for table, versions in ((VERSIONS_TABLE, rows.versions),
-                                    (FACTS_TABLE, rows.facts)):
+                                    (FACTS_TABLE, rows.facts),
+                                    (OUTCOME_SUMMARIES_TABLE, rows.summaries)):
                 closing = _closing(versions)
                 if closing:
                     key = Identifier(table.columns[1])

@@ -4,11 +4,14 @@ The facts (see :func:`projections.outcomes.facts.outcome_facts`) are kept as ver
 ``outcome_facts``, one key each: the header (``""``), each record of the kinds the outcome
 tables read whole (``r:<record id>``), the latest lab result of each visit and test
 (``l:<[visit, code]>``) and each visit that has records (``v:<visit>``). An event changes a few
-of them; only those get a new version.
+of them; only those get a new version. The state also remembers the subject's outcome summary
+as last written (see :func:`projections.outcomes.engine.subject_summary`), computed from these
+facts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -16,7 +19,7 @@ import orjson
 from domain.records import Record
 from domain.subject import Subject
 from projections.casebook import record_view
-from projections.outcomes.facts import RECORD_KINDS, slim_lab
+from projections.outcomes.facts import RECORD_KINDS, facts, slim_lab
 
 HEADER = ""  # key of the header fact
 HEADER_KIND = "subject"
@@ -62,8 +65,10 @@ class OutcomeState:
 
     def __init__(self) -> None:
         self.facts: dict[str, str | None] = {}
+        self.kinds: dict[str, str] = {}  # each fact's kind
         self.latest: dict[str, LabKey] = {}
         self.visits: dict[str, int] = {}
+        self.summary: str | None = None  # the outcome summary last written (JSON text)
 
     @classmethod
     def of(cls, subject: Subject | None) -> OutcomeState:
@@ -72,10 +77,12 @@ class OutcomeState:
         if subject is None:
             return state
         state.facts[HEADER] = header_fact(subject)
+        state.kinds[HEADER] = HEADER_KIND
         for record in subject.records.values():
             if record.kind in RECORD_KINDS:
                 state.facts["r:" + record.record_id] = (
                     None if record.removed else _json(record_view(record)))
+                state.kinds["r:" + record.record_id] = record.kind
             if record.removed:
                 continue
             if record.visit is not None:
@@ -87,9 +94,17 @@ class OutcomeState:
                     state.latest[group] = key
         for visit in state.visits:
             state.facts["v:" + visit] = _json({"visit": visit})
+            state.kinds["v:" + visit] = VISIT_KIND
         for group, (_, record_id) in state.latest.items():
             state.facts[group] = _json(slim_lab(record_view(subject.records[record_id])))
+            state.kinds[group] = LAB_KIND
         return state
+
+    def book(self) -> dict[str, Any]:
+        """The outcome facts as the tables read them (see :func:`facts_of_rows`)."""
+        [book] = facts_of_rows(("", self.kinds[key], text) for key, text in self.facts.items()
+                               if text is not None)
+        return book
 
     def changes(self, subject: Subject, before: Record | None, record: Record | None,
                 view: dict[str, Any] | None, view_text: str | None) -> list[Change]:
@@ -151,7 +166,27 @@ class OutcomeState:
         elif text is None:
             return
         self.facts[key] = text
+        self.kinds[key] = kind
         changes.append((key, kind, text))
+
+
+def facts_of_rows(rows: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Every subject's outcome facts, by subject code, from the rows (subject id, kind, data
+    as JSON text) of the facts shown at one time, in any order."""
+    headers: dict[str, dict[str, Any]] = {}
+    visits: dict[str, list[str]] = {}
+    records: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for subject_id, kind, text in rows:
+        data = orjson.loads(text)
+        if kind == HEADER_KIND:
+            headers[subject_id] = data
+        elif kind == VISIT_KIND:
+            visits.setdefault(subject_id, []).append(data["visit"])
+        else:
+            records.setdefault(subject_id, {}).setdefault(kind, []).append(data)
+    books = [facts(header, visits.get(sid, []), records.get(sid, {}))
+             for sid, header in headers.items()]
+    return sorted(books, key=lambda book: str(book["subject"]))
 
 
 def _latest(subject: Subject, group: str) -> LabKey | None:

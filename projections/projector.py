@@ -10,6 +10,7 @@ import gc
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -19,10 +20,12 @@ import orjson
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.projection import Projection
 
+from domain.endpoints import Endpoint
 from domain.envelope import Envelope
 from domain.keyring import Keyring
 from domain.records import Record
 from domain.service import StudyApplication
+from domain.studies.protocols import study_endpoints
 from domain.study import Study
 from domain.subject import Subject
 from domain.subject.events import Event as SubjectEvent
@@ -38,8 +41,22 @@ from projections.history_view import (
     copy_time,
 )
 from projections.outcome_state import OutcomeState
+from projections.outcomes.engine import subject_summary, summary_format
 
 HEADER = ""  # record_id of a subject's header rows
+
+
+@dataclass(slots=True)
+class _Summarising:
+    """A subject whose outcome facts events at one recorded time changed: its summary is
+    written once that time's events are folded (the next event is later, or the batch ends),
+    as a version shown from that time. Versions within one time would never be shown."""
+
+    subject_id: str
+    state: OutcomeState
+    version: int
+    position: int
+    recorded_at: datetime
 
 
 class HistoryProjector(Projection[HistoryView]):
@@ -57,6 +74,8 @@ class HistoryProjector(Projection[HistoryView]):
         self.app = app
         self.cache_size = cache_size
         self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState]] = OrderedDict()
+        self._summarising: dict[UUID, _Summarising] = {}
+        self._endpoints: tuple[tuple[Endpoint, ...], str] | None = None  # and their format
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Project one event (at log position ``tracking.notification_id``)."""
@@ -147,7 +166,31 @@ class HistoryProjector(Projection[HistoryView]):
             elif isinstance(event, Study.Event | Keyring.Event):
                 audit = _AuditRows(position, event, None, None, rows)
                 audit.row(None, "", "", None, None, _summary(event))
+        for summarising in self._summarising.values():
+            self._summarise(summarising, rows)
+        self._summarising.clear()
         return rows
+
+    def _summarise(self, summarising: _Summarising, rows: Rows) -> None:
+        """A new version of the subject's outcome summary, if its facts changed it."""
+        if self._endpoints is None:
+            endpoints = study_endpoints(self.app.definition())
+            self._endpoints = endpoints, summary_format(endpoints)
+        endpoints, form = self._endpoints
+        state = summarising.state
+        try:
+            summary = subject_summary(state.book(), endpoints, records=False)
+        except Exception:  # a fact the engine cannot read must not stop the
+            # projection: the summary says so, and the tables are computed from the facts.
+            summary = {"subject": orjson.loads(state.facts[HEADER] or "{}").get("subject"),
+                       "unreadable": True}
+        text = orjson.dumps(summary).decode()
+        if text == state.summary:
+            return
+        state.summary = text
+        rows.summaries.append(Version(summarising.subject_id, HEADER, form, text,
+                                      summarising.version, summarising.position,
+                                      summarising.recorded_at, True))
 
     def _subject(self, event: SubjectEvent) -> tuple[Subject | None, OutcomeState]:
         """The subject before ``event``, and the state of its outcome facts."""
@@ -163,6 +206,9 @@ class HistoryProjector(Projection[HistoryView]):
 
     def _subject_event(self, position: int, event: SubjectEvent, rows: Rows) -> None:
         before, outcomes = self._subject(event)
+        earlier = self._summarising.get(event.originator_id)
+        if earlier is not None and earlier.recorded_at != event.timestamp:
+            self._summarise(self._summarising.pop(event.originator_id), rows)
         record_id = getattr(event, "record_id", None)
         old_record = before.records.get(record_id) if before and record_id else None
         # What already has an open version (the tables hold what the fold held before).
@@ -197,10 +243,13 @@ class HistoryProjector(Projection[HistoryView]):
             changes = _record_changes(event, old_record)
         # A fact's earlier version may be open though this state no longer holds it (a lab
         # result's group emptied before the subject was folded afresh): each closes any.
-        rows.facts.extend(
-            Version(sid, key, kind, text, subject.version, position, event.timestamp, True)
-            for key, kind, text in outcomes.changes(subject, old_record, record, view,
-                                                    view_text))
+        facts = [Version(sid, key, kind, text, subject.version, position, event.timestamp, True)
+                 for key, kind, text in outcomes.changes(subject, old_record, record, view,
+                                                         view_text)]
+        if facts:
+            rows.facts.extend(facts)
+            self._summarising[subject.id] = _Summarising(sid, outcomes, subject.version,
+                                                         position, event.timestamp)
         observed = getattr(event, "observed_at", None) or (record.observed_at if record else None)
         audit = _AuditRows(position, event, subject, sid, rows)
         kind = record.kind if record else ""

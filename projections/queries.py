@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from domain.clock import require_aware
+from domain.endpoints import Endpoint
 from domain.errors import InvalidInput, NotFound
 from domain.review import ReviewFilter
 from domain.subject import subject_uuid
@@ -28,14 +28,16 @@ from projections.history_view import (
     FACT_PERIOD,
     OPEN_FACT,
     OUTCOME_FACTS,
+    OUTCOME_SUMMARIES,
     SHOWN_CLOSED_FACT,
     SUMMARIES,
     SUMMARY_KEYS,
     VERSIONS,
     audit_column,
 )
-from projections.outcome_state import HEADER_KIND, VISIT_KIND
-from projections.outcomes.facts import facts, outcome_facts_at_valid_time
+from projections.outcome_state import facts_of_rows
+from projections.outcomes.engine import Summary, summary_format
+from projections.outcomes.facts import outcome_facts_at_valid_time
 from projections.projector import HEADER
 from projections.review_sql import review_condition
 
@@ -95,43 +97,50 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
     return sorted(books, key=lambda book: str(book["subject"]))
 
 
+def _shown_at(columns: Composable, schema: str, table: str,
+              when: datetime | None) -> Composed:
+    """The rows of the versioned ``table`` shown at ``when`` (now when None)."""
+    rows = SQL("SELECT {} FROM {}.{} WHERE data IS NOT NULL AND ").format(
+        columns, Identifier(schema), Identifier(table))
+    # Each part matches one of the table's time indexes (their conditions spelled alike).
+    query = rows + OPEN_FACT
+    if when is not None:
+        query += SQL(" AND recorded_from <= %(t)s UNION ALL ") + rows + SHOWN_CLOSED_FACT
+        query += SQL(" AND ") + FACT_PERIOD + SQL(" @> %(t)s::timestamptz")
+    return query
+
+
 def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
                         as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
     as the system showed them at ``as_of`` (now when None), by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
-    table = SQL("SELECT {} FROM {}.{} WHERE data IS NOT NULL AND ").format(
-        FACT_ROW, Identifier(schema), Identifier(OUTCOME_FACTS))
-    # Each part matches one of the table's time indexes (their conditions spelled alike).
-    query = table + OPEN_FACT
-    if when is not None:
-        query += SQL(" AND recorded_from <= %(t)s UNION ALL ") + table + SHOWN_CLOSED_FACT
-        query += SQL(" AND ") + FACT_PERIOD + SQL(" @> %(t)s::timestamptz")
-    return facts_of_rows(conn.execute(query, {"t": when}))
+    return facts_of_rows(conn.execute(_shown_at(FACT_ROW, schema, OUTCOME_FACTS, when),
+                                      {"t": when}))
+
+
+def outcome_summaries_as_of(conn: psycopg.Connection[Any], schema: str,
+                            endpoints: tuple[Endpoint, ...],
+                            as_of: datetime | None = None) -> list[Summary] | None:
+    """Every subject's outcome summary for ``endpoints`` (see
+    :func:`projections.outcomes.engine.subject_summary`) as the system showed it at ``as_of``
+    (now when None), by subject code; None if one was computed for other endpoints or by
+    another engine, or could not be (the tables are then computed from the facts)."""
+    when = require_aware("as_of", as_of) if as_of is not None else None
+    wanted = summary_format(endpoints)
+    summaries = []
+    for kind, text in conn.execute(_shown_at(SQL("kind, data::text"), schema,
+                                             OUTCOME_SUMMARIES, when), {"t": when}):
+        summary = orjson.loads(text)
+        if kind != wanted or "endpoints" not in summary:
+            return None
+        summaries.append(summary)
+    return sorted(summaries, key=lambda summary: str(summary["subject"]))
 
 
 # A fact's row as text: tens of thousands of facts parse faster by orjson than as jsonb by
 # the driver's json module, and the subject's id serves only to group them.
 FACT_ROW = SQL("subject_id::text, kind, data::text")
-
-
-def facts_of_rows(rows: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Every subject's outcome facts, by subject code, from the rows (:data:`FACT_ROW`:
-    subject id, kind, data) of the facts shown at one time, in any order."""
-    headers: dict[str, dict[str, Any]] = {}
-    visits: dict[str, list[str]] = {}
-    records: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for subject_id, kind, text in rows:
-        data = orjson.loads(text)
-        if kind == HEADER_KIND:
-            headers[subject_id] = data
-        elif kind == VISIT_KIND:
-            visits.setdefault(subject_id, []).append(data["visit"])
-        else:
-            records.setdefault(subject_id, {}).setdefault(kind, []).append(data)
-    books = [facts(header, visits.get(sid, []), records.get(sid, {}))
-             for sid, header in headers.items()]
-    return sorted(books, key=lambda book: str(book["subject"]))
 
 
 def outcome_books(conn: psycopg.Connection[Any], schema: str, as_of: datetime | None = None,

@@ -5,16 +5,29 @@ recorded time.
 Every figure is a *cell* with an id (``endpoint/parameter/timepoint/arm``, or
 ``…/test-reference`` for a comparison); the engine also knows which subjects and records each
 cell was computed from, which :func:`cell_contributions` returns (the drill-down).
+
+The engine works in two steps. A subject's *summary* (:func:`subject_summary`) holds what it
+contributes to every endpoint: its arm in the endpoint's population and the values computed
+from its own facts alone (doses per m² over each window, the latest result of each test at
+each visit, its adverse events' categories). The tables combine the summaries of the
+subjects (:func:`tables_of_summaries`): everything that depends on more than one subject
+(which drugs and which weekly ones, the statistics, the comparisons). A summary is JSON-native,
+so the read side keeps each subject's summary as of every recorded time and the tables as of T
+combine one row per subject.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
+
+import orjson
 
 from domain.endpoints import Endpoint, Timepoint
 from domain.records import therapy_daily_dose
@@ -29,9 +42,20 @@ UNTREATED_ARMS = frozenset({"Scrnfail", "NOTASSGN", "NOTTRT"})
 DOSE_FIELDS = ("dose_mg", "dose_mg_per_day", "frequency")  # what a course's daily dose reads
 GLUCOCORTICOID = "glucocorticoid"
 
+# The summaries' form: bump when what a summary holds, or how it is computed, changes (the
+# read side then computes the tables from the facts until its summaries are rebuilt).
+SUMMARY_VERSION = 1
+
 Book = dict[str, Any]
 _LATEST = "_latest"  # a book's key of its latest records by visit and field, while computing
 Contributions = dict[str, set[str]]  # subject -> record ids
+Summary = dict[str, Any]  # one subject's contributions to every endpoint (JSON-native)
+# An item in a summary: [value, *record ids] (no record ids where the summary omits them).
+ItemData = list[Any]
+Member = tuple[str, Any]  # a subject's code and what it contributes to one endpoint
+Groups = Mapping[str, list[Member]]  # an endpoint's members by arm
+# A subject's adverse event in a count: subject, record id, serious (None: not counted).
+Counted = tuple[str, str, bool | None]
 
 
 @dataclass
@@ -117,20 +141,26 @@ def _contributions(items: Iterable[Item]) -> Contributions:
     return out
 
 
-def population(books: Sequence[Book], endpoint: Endpoint) -> dict[str, list[Book]]:
-    """The endpoint's subjects by arm: enrolled, by assigned arm; or treated (safety), by
-    the arm actually received (the assigned one where none is recorded apart)."""
-    groups: dict[str, list[Book]] = {}
-    for book in books:
-        if not book["enrolled_on"]:
-            continue
-        arm = book["arm"]
-        if endpoint.population == "safety":
-            arm = book.get("actual_arm") or arm
-        if arm is None or arm in UNTREATED_ARMS:
-            continue
-        groups.setdefault(arm, []).append(book)
-    return {arm: groups[arm] for arm in sorted(groups)}
+def _item(subject: str, data: ItemData) -> Item:
+    return Item(subject, data[0], set(data[1:]))
+
+
+def _data(item: Item, records: bool) -> ItemData:
+    return [item.value, *sorted(item.records)] if records else [item.value]
+
+
+def population_arm(book: Book, population: str) -> str | None:
+    """The subject's arm in an endpoint's population (None: outside it): enrolled, by
+    assigned arm; or treated (safety), by the arm actually received (the assigned one where
+    none is recorded apart)."""
+    if not book["enrolled_on"]:
+        return None
+    arm = book["arm"]
+    if population == "safety":
+        arm = book.get("actual_arm") or arm
+    if arm is None or arm in UNTREATED_ARMS:
+        return None
+    return str(arm)
 
 
 def _records(book: Book, kind: str) -> list[dict[str, Any]]:
@@ -257,46 +287,52 @@ def _dose_items(book: Book, timepoint: Timepoint, weekly: set[str]) -> dict[str,
     return out
 
 
-def dose_per_m2(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables) -> None:
+def _dose_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
+    """The subject's drugs (``takes``; ``weekly``: those given at a weekly frequency) and
+    each drug's mean dose per m² over each window that counts (the earlier one always, a
+    later one once the subject reached its visit): ``d`` as a daily drug, ``w`` as a weekly
+    one. Which drugs count as weekly depends on every subject's courses: the tables choose."""
+    weekly_codes = set(endpoint.parameters.get("weekly_frequencies", ()))
+    therapies = _records(book, "therapies")
+    takes = {_parameter(r) for r in therapies} - {GLUCOCORTICOID}
+    weekly = {_parameter(r) for r in therapies
+              if r["fields"].get("frequency") in weekly_codes} - {GLUCOCORTICOID}
+    earlier = endpoint.parameters.get("change", [None, None])[1]
+    counted = [t for t in endpoint.timepoints if t.code == earlier or t.code in book["visits"]]
+    # Each drug's dose accumulates apart, so one reading per assumption serves every drug.
+    assumptions = {"d": set(), **({"w": takes} if takes else {})}
+    out: dict[str, Any] = {"takes": sorted(takes), "weekly": sorted(weekly)}
+    for name, assumed in assumptions.items():
+        out[name] = {t.code: {drug: _data(item, records)
+                              for drug, item in _dose_items(book, t, assumed).items()}
+                     for t in counted}
+    return out
+
+
+def dose_per_m2(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     """Average dose per m² per drug (glucocorticoids as prednisone equivalents) over each
     window; the change between the two declared timepoints, compared between arms."""
-    weekly_codes = set(endpoint.parameters.get("weekly_frequencies", ()))
-    therapies = [r for books in groups.values() for b in books for r in _records(b, "therapies")]
-    drugs = sorted({_parameter(r) for r in therapies} - {GLUCOCORTICOID})
-    weekly = {_parameter(r) for r in therapies if r["fields"].get("frequency") in weekly_codes}
-    weekly.discard(GLUCOCORTICOID)
+    members = [given for group in groups.values() for _, given in group]
+    drugs = sorted({name for given in members for name in given["takes"]})
+    weekly = {name for given in members for name in given["weekly"]}
     later, earlier = endpoint.parameters.get("change", [None, None])
-    windows: dict[tuple[str, str], dict[str, Item]] = {}  # every drug's, computed once
-
-    def window(book: Book, timepoint: Timepoint) -> dict[str, Item]:
-        key = (book["subject"], timepoint.code)
-        if key not in windows:
-            windows[key] = _dose_items(book, timepoint, weekly)
-        return windows[key]
-
     for name in (GLUCOCORTICOID, *drugs):
         unit = ("prednisone-eq mg/m2/day" if name == GLUCOCORTICOID
                 else f"mg/m2/{'week' if name in weekly else 'day'}")
         values: dict[str, dict[str, list[Item]]] = {}
-        for arm, books in groups.items():
+        for arm, group in groups.items():
             by_point = values.setdefault(arm, {})
-            for book in books:
-                takes = name == GLUCOCORTICOID or any(
-                    _parameter(r) == name for r in _records(book, "therapies"))
-                if not takes:
+            for subject, given in group:
+                if name != GLUCOCORTICOID and name not in given["takes"]:
                     continue
                 points: dict[str, Item] = {}
-                for timepoint in endpoint.timepoints:
-                    # A later window counts once the subject reached its visit.
-                    if timepoint.code != earlier and timepoint.code not in book["visits"]:
-                        continue
-                    item = window(book, timepoint).get(name)
-                    if item is not None:
-                        points[timepoint.code] = item
-                        by_point.setdefault(timepoint.code, []).append(item)
+                for code, doses in given["w" if name in weekly else "d"].items():
+                    if name in doses:
+                        points[code] = _item(subject, doses[name])
+                        by_point.setdefault(code, []).append(points[code])
                 if later in points and earlier in points:
                     by_point.setdefault("change", []).append(Item(
-                        book["subject"], points[later].value - points[earlier].value,
+                        subject, points[later].value - points[earlier].value,
                         points[later].records | points[earlier].records))
         codes = [t.code for t in endpoint.timepoints]
         for code in codes:
@@ -315,19 +351,38 @@ def _visit_codes(endpoint: Endpoint) -> list[str]:
     return [t.visit for t in endpoint.timepoints if t.visit is not None]
 
 
-def _by_visit_and_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables,
-                         parameter: str, unit: str,
-                         value: Callable[[Book, str], Item | None]) -> dict[str, Any]:
-    """Rows of a value at each visit and its change from the first visit, with the shift
-    comparison of each change; returns each arm's (baseline, visit) items per subject."""
+def _by_visit(book: Book, endpoint: Endpoint, records: bool,
+              value: Callable[[Book, str], Item | None]) -> dict[str, ItemData]:
+    """The subject's value at each visit that has one."""
+    found = {}
+    for visit in _visit_codes(endpoint):
+        item = value(book, visit)
+        if item is not None:
+            found[visit] = _data(item, records)
+    return found
+
+
+def _at_visit(member: Member, key: str | None, visit: str) -> Item | None:
+    """A member's item at ``visit`` (of test ``key``; None: one value per visit)."""
+    subject, given = member
+    by_visit = given if key is None else given.get(key, {})
+    data = by_visit.get(visit)
+    return None if data is None else _item(subject, data)
+
+
+def _by_visit_and_change(endpoint: Endpoint, groups: Groups, out: Tables, parameter: str,
+                         unit: str, key: str | None) -> dict[str, Any]:
+    """Rows of a value at each visit (the members' items of test ``key``) and its change
+    from the first visit, with the shift comparison of each change; returns each arm's
+    (baseline, visit) items per subject."""
     visits = _visit_codes(endpoint)
     base = visits[0]
     pairs: dict[str, dict[str, list[tuple[Item, Item]]]] = {}
     baselines: dict[str, dict[str, Item]] = {}  # each arm's, computed once for every visit
     for visit in visits:
         changes: dict[str, list[Item]] = {}
-        for arm, books in groups.items():
-            items = [i for b in books if (i := value(b, visit)) is not None]
+        for arm, group in groups.items():
+            items = [i for m in group if (i := _at_visit(m, key, visit)) is not None]
             out.summary(endpoint, parameter, visit, arm, unit, items)
             if visit == base:
                 baselines[arm] = {i.subject: i for i in items}
@@ -355,14 +410,18 @@ def _lab_value(book: Book, visit: str, code: str,
     return Item(book["subject"], float(fields["value"]) * factor, {record["record_id"]})
 
 
-def lab_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables) -> None:
-    """Each declared test's value at each visit, and its change from baseline."""
+def _lab_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
+    """Each declared test's value at each visit (converted to its unit)."""
     conversions = endpoint.parameters.get("conversions", {})
-    for code, unit in endpoint.parameters["tests"].items():
-        def value(book: Book, visit: str, code: str = code) -> Item | None:
-            return _lab_value(book, visit, code, conversions.get(code))
+    return {code: _by_visit(book, endpoint, records, partial(
+        _lab_value, code=code, convert=conversions.get(code)))
+        for code in endpoint.parameters["tests"]}
 
-        _by_visit_and_change(endpoint, groups, out, code, unit, value)
+
+def lab_change(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
+    """Each declared test's value at each visit, and its change from baseline."""
+    for code, unit in endpoint.parameters["tests"].items():
+        _by_visit_and_change(endpoint, groups, out, code, unit, code)
 
 
 def _absolute(book: Book, visit: str, code: str, unit: str,
@@ -384,17 +443,20 @@ def _absolute(book: Book, visit: str, code: str, unit: str,
                 {record["record_id"], *base.records})
 
 
-def immune_response(endpoint: Endpoint, groups: Mapping[str, list[Book]],
-                    out: Tables) -> None:
+def _immune_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
+    """Each declared count's absolute value at each visit."""
+    percent_of = endpoint.parameters.get("percent_of", {})
+    return {code: _by_visit(book, endpoint, records, partial(
+        _absolute, code=code, unit=unit, percent_of=percent_of))
+        for code, unit in endpoint.parameters["tests"].items()}
+
+
+def immune_response(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     """Absolute counts at each visit and their change; subjects changed beyond the threshold
     at each visit, up and down, compared between arms as proportions."""
     threshold = float(endpoint.parameters.get("threshold_fraction", 0.2))
-    percent_of = endpoint.parameters.get("percent_of", {})
     for code, unit in endpoint.parameters["tests"].items():
-        def value(book: Book, visit: str, code: str = code, unit: str = unit) -> Item | None:
-            return _absolute(book, visit, code, unit, percent_of)
-
-        pairs = _by_visit_and_change(endpoint, groups, out, code, unit, value)
+        pairs = _by_visit_and_change(endpoint, groups, out, code, unit, code)
         base = _visit_codes(endpoint)[0]
         for visit, by_arm in pairs.items():
             counted: dict[str, tuple[Contributions, int]] = {}
@@ -413,8 +475,8 @@ def immune_response(endpoint: Endpoint, groups: Mapping[str, list[Book]],
             out.proportion(endpoint, f"{code} changed", f"{visit}-{base}", counted)
 
 
-def score_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tables) -> None:
-    """An instrument's total at each visit and its change; subjects per activity level."""
+def _score_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
+    """The instrument's total of each visit's latest assessment."""
     instrument = endpoint.parameters["instrument"]
 
     def total(book: Book, visit: str) -> Item | None:
@@ -424,11 +486,17 @@ def score_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tabl
         return Item(book["subject"], float(record["derived"]["total"]["value"]),
                     {record["record_id"]})
 
-    _by_visit_and_change(endpoint, groups, out, f"{instrument} total", "points", total)
+    return _by_visit(book, endpoint, records, total)
+
+
+def score_change(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
+    """An instrument's total at each visit and its change; subjects per activity level."""
+    instrument = endpoint.parameters["instrument"]
+    _by_visit_and_change(endpoint, groups, out, f"{instrument} total", "points", None)
     levels = endpoint.parameters.get("levels") or []
     for visit in _visit_codes(endpoint):
-        for arm, books in groups.items():
-            assessed = [i for b in books if (i := total(b, visit)) is not None]
+        for arm, group in groups.items():
+            assessed = [i for m in group if (i := _at_visit(m, None, visit)) is not None]
             for name, low, high in levels:
                 within = [i for i in assessed if (low is None or i.value >= low)
                           and (high is None or i.value < high)]
@@ -439,49 +507,59 @@ def score_change(endpoint: Endpoint, groups: Mapping[str, list[Book]], out: Tabl
 # --- adverse events -----------------------------------------------------------------------
 
 def _event_counts(out: Tables, endpoint: Endpoint, parameter: str, timepoint: str, arm: str,
-                  events: Sequence[tuple[str, dict[str, Any]]], denominator: int,
-                  serious: Callable[[dict[str, Any]], bool] | None = None
-                  ) -> tuple[Contributions, int]:
+                  events: Sequence[Counted], denominator: int,
+                  serious: bool = False) -> tuple[Contributions, int]:
     subjects: Contributions = {}
-    for subject, record in events:
-        subjects.setdefault(subject, set()).add(record["record_id"])
+    for subject, record_id, _ in events:
+        subjects.setdefault(subject, set()).add(record_id)
     extra: dict[str, Any] = {"events": len(events)}
-    if serious is not None:
-        extra["serious_events"] = sum(1 for _, r in events if serious(r))
+    if serious:
+        extra["serious_events"] = sum(1 for *_, flag in events if flag)
     out.count(endpoint, parameter, timepoint, arm, subjects, denominator, **extra)
     return subjects, denominator
 
 
-def adverse_reactions(endpoint: Endpoint, groups: Mapping[str, list[Book]],
-                      out: Tables) -> None:
+def _reactions_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
+    """The subject's AEs in each window: record id, category, relationship, serious."""
+    return {t.code: [[r["record_id"], r["fields"]["category"], r["fields"]["relationship"],
+                      bool(r["fields"]["serious"])]
+                     for r in _records(book, "adverse-events") if _in_window(book, r, t)]
+            for t in endpoint.timepoints}
+
+
+def adverse_reactions(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     """AEs in the window by category: reactions (related) and all, subjects and events."""
     related = set(endpoint.parameters["related"])
     categories = endpoint.parameters["categories"]
     for timepoint in endpoint.timepoints:
-        events = {arm: [(b["subject"], r) for b in books for r in _records(b, "adverse-events")
-                        if _in_window(b, r, timepoint)] for arm, books in groups.items()}
+        events = {arm: [(s, ae) for s, given in group for ae in given[timepoint.code]]
+                  for arm, group in groups.items()}
         for category in ("any", *categories):
             for subset in ("reactions", "all"):
                 counted: dict[str, tuple[Contributions, int]] = {}
-                for arm, books in groups.items():
-                    chosen = [(s, r) for s, r in events[arm]
-                              if category in ("any", r["fields"]["category"])
-                              and (subset == "all" or r["fields"]["relationship"] in related)]
+                for arm, group in groups.items():
+                    chosen = [(s, ae[0], ae[3]) for s, ae in events[arm]
+                              if category in ("any", ae[1])
+                              and (subset == "all" or ae[2] in related)]
                     counted[arm] = _event_counts(out, endpoint, f"{subset}:{category}",
-                                                 timepoint.code, arm, chosen, len(books),
-                                                 lambda r: bool(r["fields"]["serious"]))
+                                                 timepoint.code, arm, chosen, len(group),
+                                                 serious=True)
                 if category == "any":
                     out.proportion(endpoint, f"{subset}:{category}", timepoint.code, counted)
 
 
-def sdtm_ae_incidence(endpoint: Endpoint, groups: Mapping[str, list[Book]],
-                      out: Tables) -> None:
+def _sdtm_ae_summary(book: Book, endpoint: Endpoint, records: bool) -> list[str]:
+    """The record ids of the subject's SDTM AE rows."""
+    return [r["record_id"] for r in _records(book, "AE")]
+
+
+def sdtm_ae_incidence(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     """Subjects with at least one SDTM AE row, and rows, by arm."""
     for timepoint in endpoint.timepoints:
-        for arm, books in groups.items():
+        for arm, group in groups.items():
             _event_counts(out, endpoint, "any", timepoint.code, arm,
-                          [(b["subject"], r) for b in books for r in _records(b, "AE")],
-                          len(books))
+                          [(s, rid, None) for s, given in group for rid in given],
+                          len(group))
 
 
 def _flagged(book: Book, flag: Mapping[str, str]) -> set[str]:
@@ -491,44 +569,63 @@ def _flagged(book: Book, flag: Mapping[str, str]) -> set[str]:
             and r["fields"].get("QVAL") == flag["value"]}
 
 
-def sdtm_ae_by_soc_severity(endpoint: Endpoint, groups: Mapping[str, list[Book]],
-                            out: Tables) -> None:
+def _sdtm_soc_summary(book: Book, endpoint: Endpoint, records: bool) -> list[list[Any]]:
+    """The subject's flagged AE rows: record id, body system, severity."""
+    flagged = _flagged(book, endpoint.parameters["flag"])
+    return [[r["record_id"], r["fields"].get("AEBODSYS"), r["fields"].get("AESEV")]
+            for r in _records(book, "AE") if r["record_id"] in flagged]
+
+
+def sdtm_ae_by_soc_severity(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     """Treatment-emergent AE rows by body system, in all and by severity."""
-    flag = endpoint.parameters["flag"]
-    events = {arm: [(b["subject"], r) for b in books
-                    for flagged in (_flagged(b, flag),)
-                    for r in _records(b, "AE") if r["record_id"] in flagged]
-              for arm, books in groups.items()}
-    keys = sorted({(str(r["fields"].get("AEBODSYS") or ""), str(r["fields"].get("AESEV") or ""))
-                   for found in events.values() for _, r in found})
+    events = {arm: [(s, ae) for s, given in group for ae in given]
+              for arm, group in groups.items()}
+    keys = sorted({(str(ae[1] or ""), str(ae[2] or "")) for found in events.values()
+                   for _, ae in found})
     socs = sorted({soc for soc, _ in keys})
     for timepoint in endpoint.timepoints:
         for soc, severity in [("ANY", "ANY"), *[(s, "ANY") for s in socs], *keys]:
-            for arm, books in groups.items():
-                chosen = [(s, r) for s, r in events[arm]
-                          if soc in ("ANY", r["fields"].get("AEBODSYS"))
-                          and severity in ("ANY", r["fields"].get("AESEV"))]
+            for arm, group in groups.items():
+                chosen = [(s, ae[0], None) for s, ae in events[arm]
+                          if soc in ("ANY", ae[1]) and severity in ("ANY", ae[2])]
                 _event_counts(out, endpoint, f"{soc}|{severity}", timepoint.code, arm, chosen,
-                              len(books))
+                              len(group))
 
 
-def sdtm_disposition(endpoint: Endpoint, groups: Mapping[str, list[Book]],
-                     out: Tables) -> None:
-    """Subjects by disposition event (DSDECOD of the declared DSCAT), by arm."""
+def _sdtm_disposition_summary(book: Book, endpoint: Endpoint,
+                              records: bool) -> list[list[Any]]:
+    """The subject's disposition events of the declared category: record id, DSDECOD."""
     category = endpoint.parameters["category"]
-    events = {arm: [(b["subject"], r) for b in books for r in _records(b, "DS")
-                    if r["fields"].get("DSCAT") == category] for arm, books in groups.items()}
-    decods = sorted({str(r["fields"].get("DSDECOD")) for found in events.values()
-                     for _, r in found})
+    return [[r["record_id"], r["fields"].get("DSDECOD")] for r in _records(book, "DS")
+            if r["fields"].get("DSCAT") == category]
+
+
+def sdtm_disposition(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
+    """Subjects by disposition event (DSDECOD of the declared DSCAT), by arm."""
+    events = {arm: [(s, ae) for s, given in group for ae in given]
+              for arm, group in groups.items()}
+    decods = sorted({str(ds[1]) for found in events.values() for _, ds in found})
     for timepoint in endpoint.timepoints:
         for decod in decods:
-            for arm, books in groups.items():
+            for arm, group in groups.items():
                 _event_counts(out, endpoint, decod, timepoint.code, arm,
-                              [(s, r) for s, r in events[arm]
-                               if str(r["fields"].get("DSDECOD")) == decod], len(books))
+                              [(s, ds[0], None) for s, ds in events[arm]
+                               if str(ds[1]) == decod], len(group))
 
 
-MEASURES: Mapping[str, Callable[[Endpoint, Mapping[str, list[Book]], Tables], None]] = {
+# Each measure: what one subject contributes (from its facts; ``records``: with the record
+# ids of each item), and the rows and comparisons of the members' contributions.
+SUMMARIES: Mapping[str, Callable[[Book, Endpoint, bool], Any]] = {
+    "dose_per_m2": _dose_summary,
+    "lab_change": _lab_summary,
+    "immune_response": _immune_summary,
+    "score_change": _score_summary,
+    "adverse_reactions": _reactions_summary,
+    "sdtm_ae_incidence": _sdtm_ae_summary,
+    "sdtm_ae_by_soc_severity": _sdtm_soc_summary,
+    "sdtm_disposition": _sdtm_disposition_summary,
+}
+MEASURES: Mapping[str, Callable[[Endpoint, Groups, Tables], None]] = {
     "dose_per_m2": dose_per_m2,
     "lab_change": lab_change,
     "immune_response": immune_response,
@@ -540,27 +637,71 @@ MEASURES: Mapping[str, Callable[[Endpoint, Mapping[str, list[Book]], Tables], No
 }
 
 
-def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables:
-    # Copies: the engine keeps its look-up indexes in them (_LATEST), not in the caller's.
-    books = [dict(book) if "visits" in book else outcome_facts(book) for book in casebooks]
-    out = Tables()
+def summary_format(endpoints: Sequence[Endpoint]) -> str:
+    """What summaries computed for ``endpoints`` by this engine are marked with: summaries
+    of other endpoints, or of another engine's, do not combine into these tables."""
+    declared = orjson.dumps([e.to_dict() for e in endpoints], option=orjson.OPT_SORT_KEYS)
+    return f"{METHOD}/{SUMMARY_VERSION}/{hashlib.sha256(declared).hexdigest()[:16]}"
+
+
+def subject_summary(book: Book, endpoints: Sequence[Endpoint], records: bool = True) -> Summary:
+    """What the subject of ``book`` (a casebook or its outcome facts) contributes to the
+    tables of ``endpoints``: per endpoint of whose population it is, its arm and values
+    (``records``: with the record ids each value was computed from, which the tables do not
+    need but the drill-down does)."""
+    # A copy: the engine keeps its look-up indexes in it (_LATEST), not in the caller's.
+    book = dict(book) if "visits" in book else outcome_facts(book)
+    contributions: dict[str, Any] = {}
     for endpoint in endpoints:
-        groups = population(books, endpoint)
+        arm = population_arm(book, endpoint.population)
+        if arm is not None:
+            contributions[endpoint.id] = [arm, SUMMARIES[endpoint.measure](book, endpoint,
+                                                                          records)]
+    return {"subject": book["subject"], "endpoints": contributions}
+
+
+def _combine(summaries: Iterable[Summary], endpoints: Sequence[Endpoint]) -> Tables:
+    out = Tables()
+    summaries = list(summaries)
+    for endpoint in endpoints:
+        members: dict[str, list[Member]] = {}
+        for given in summaries:
+            found = given["endpoints"].get(endpoint.id)
+            if found is not None:
+                members.setdefault(found[0], []).append((given["subject"], found[1]))
+        groups = {arm: members[arm] for arm in sorted(members)}
         out.endpoints[endpoint.id] = {
             **{k: v for k, v in endpoint.to_dict().items() if k not in ("id", "parameters")},
-            "arms": {arm: len(members) for arm, members in groups.items()},
+            "arms": {arm: len(group) for arm, group in groups.items()},
             "rows": [], "comparisons": []}
         MEASURES[endpoint.measure](endpoint, groups, out)
     return out
+
+
+def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]) -> Tables:
+    return _combine((subject_summary(book, endpoints) for book in casebooks), endpoints)
+
+
+def _tables(study_id: str, as_of: datetime | None, valid_at: datetime | None,
+            endpoints: dict[str, Any]) -> dict[str, Any]:
+    return {"study_id": study_id, "as_of": as_of.isoformat() if as_of else None,
+            "valid_at": valid_at.isoformat() if valid_at else None,
+            "method": METHOD, "endpoints": endpoints}
 
 
 def outcome_tables(casebooks: Sequence[Book], study_id: str, endpoints: Sequence[Endpoint],
                    as_of: datetime | None, valid_at: datetime | None = None) -> dict[str, Any]:
     """The tables of ``endpoints`` from the given casebooks, or their outcome facts (those
     of a clinical time ``valid_at``, when the tables are of one)."""
-    return {"study_id": study_id, "as_of": as_of.isoformat() if as_of else None,
-            "valid_at": valid_at.isoformat() if valid_at else None,
-            "method": METHOD, "endpoints": _compute(casebooks, endpoints).endpoints}
+    return _tables(study_id, as_of, valid_at, _compute(casebooks, endpoints).endpoints)
+
+
+def tables_of_summaries(summaries: Iterable[Summary], study_id: str,
+                        endpoints: Sequence[Endpoint], as_of: datetime | None
+                        ) -> dict[str, Any]:
+    """The tables of ``endpoints`` combined from the subjects' summaries (with or without
+    record ids): the same as :func:`outcome_tables` of the books they were computed from."""
+    return _tables(study_id, as_of, None, _combine(summaries, endpoints).endpoints)
 
 
 def cell_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint],

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import psycopg
@@ -22,7 +23,12 @@ from infra.postgres import schema_for_study
 from projections.casebook import casebook
 from projections.history_view import AUDIT, OUTCOME_FACTS, VERSIONS
 from projections.projector import HistoryProjector
-from projections.queries import AuditQuery, audit_page, casebook_as_of
+from projections.queries import (
+    AuditQuery,
+    audit_page,
+    casebook_as_of,
+    outcome_summaries_as_of,
+)
 
 pytestmark = pytest.mark.slow(seconds=10)  # the module fixture simulates the demo study
 
@@ -238,6 +244,50 @@ def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Run
             assert facts == [outcome_facts(book) for book in oracle]
             assert (outcome_tables(facts, STUDY, endpoints, when)
                     == outcome_tables(oracle, STUDY, endpoints, when))
+
+
+# Events after which a subject's outcome summary may change back or lose a contribution.
+CHANGING = ("RecordCorrected", "RecordRemoved", "DerivedValueRecomputed", "TherapyChanged",
+            "TherapyStopped", "AdverseEventUpdated", "Withdrawn")
+
+
+def _summaries_equal_the_facts_engine(conn: psycopg.Connection[Any],
+                                      times: list[Any]) -> None:
+    from projections.outcomes.engine import outcome_tables, tables_of_summaries
+    from projections.queries import outcome_facts_as_of, outcome_summaries_as_of
+
+    endpoints = nct04397107.ENDPOINTS
+    for when in times:
+        summaries = outcome_summaries_as_of(conn, SCHEMA, endpoints, when)
+        assert summaries is not None, when
+        assert (tables_of_summaries(summaries, STUDY, endpoints, when)
+                == outcome_tables(outcome_facts_as_of(conn, SCHEMA, when), STUDY, endpoints,
+                                  when)), when
+
+
+def test_outcome_summaries_combine_into_the_tables_of_the_facts_at_any_time(
+        demo: Runtime) -> None:
+    """The summaries the projector keeps give the tables the engine computes from the facts:
+    the instant before, at and after corrections, removals, recomputations, tapers, stops and
+    withdrawals, at random times between, now; as projected while the data came in, and
+    after a rebuild in two parts."""
+    rng = random.Random(19)
+    with psycopg.connect(demo.url) as conn:
+        changed = [row[0] for row in conn.execute(
+            f'SELECT DISTINCT recorded_at FROM "{SCHEMA}".audit_events'
+            " WHERE event_type = ANY(%s) ORDER BY 1", (list(CHANGING),))]
+        assert len(changed) > 20
+        picked = sorted(rng.sample(changed, 12))
+        tick = timedelta(microseconds=1)
+        times = [when + offset for when in picked for offset in (-tick, timedelta(0), tick)]
+        times += [a + (b - a) * rng.random() for a, b in pairwise(picked)]
+        times.append(None)
+        _summaries_equal_the_facts_engine(conn, times)
+        # Summaries of other endpoints (or another engine's) are not combined.
+        assert outcome_summaries_as_of(conn, SCHEMA, nct04397107.ENDPOINTS[:2]) is None
+    demo.project(STUDY, rebuild=True, parts=2)
+    with psycopg.connect(demo.url) as conn:
+        _summaries_equal_the_facts_engine(conn, times)
 
 
 def _row(tables: dict[str, Any], cell: str) -> dict[str, Any]:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
+
+import numpy as np
+from scipy.stats import norm
+
 from projections.outcomes.statistics import hodges_lehmann, newcombe, summary
 
 
@@ -25,6 +31,24 @@ def test_hodges_lehmann_of_samples_too_small_for_an_interval_gives_the_estimate_
     assert result["estimate"] == 1.0
     assert result["ci_low"] is None and result["ci_high"] is None
     assert hodges_lehmann([], [1.0])["estimate"] is None
+
+
+def test_hodges_lehmann_of_arms_of_a_thousand_reads_the_sorted_differences() -> None:
+    # Arms this large select their order statistics among the differences near a sample's
+    # guess: the figures must be those of sorting every difference, ties and tails included.
+    rng = random.Random(5)
+    for make in (lambda: rng.gauss(0, 1), lambda: round(rng.uniform(-1, 1), 1),
+                 lambda: rng.choice([0.0, 1.0, 2.5]), lambda: rng.expovariate(0.01)):
+        test = [make() for _ in range(900 + rng.randrange(300))]
+        reference = [make() for _ in range(900 + rng.randrange(300))]
+        m, n = len(test), len(reference)
+        ordered = np.sort(np.subtract.outer(np.asarray(test), np.asarray(reference)).ravel())
+        c = math.floor(m * n / 2 - norm.ppf(0.975) * math.sqrt(m * n * (m + n + 1) / 12))
+        middle = sorted({(m * n - 1) // 2, m * n // 2})
+        result = hodges_lehmann(test, reference)
+        assert (result["estimate"], result["ci_low"], result["ci_high"]) == (
+            round(float(np.mean(ordered[middle])), 4) + 0.0,
+            round(float(ordered[c - 1]), 4) + 0.0, round(float(ordered[m * n - c]), 4) + 0.0)
 
 
 def test_newcombe_interval_matches_newcombe_1998() -> None:
