@@ -304,12 +304,7 @@ def main() -> None:
     settings = Settings(database_url=Settings.from_env(args.database_url).database_url,
                         home=home)
     with contextlib.ExitStack() as stack:
-        if args.store:
-            url = args.store
-        else:
-            server = stack.enter_context(database(settings.database_url, settings.pgdata))
-            url = (keep_database(server, "tl_bench") if args.keep_store
-                   else stack.enter_context(temporary_database(server, "tl_bench")))
+        url = store_url(stack, settings, args.store, args.keep_store)
         runtime = Runtime(settings, url)
         started = time.perf_counter()
         subjects = (subjects_in_store(runtime) if args.store

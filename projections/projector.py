@@ -160,6 +160,7 @@ class HistoryProjector(Projection[HistoryView]):
     def rows(self, events: Sequence[tuple[int, Any]]) -> Rows:
         """Fold (position, event) pairs into their versions and audit rows (COPY text)."""
         rows = Rows()
+        self._summarising.clear()  # what a batch that failed midway left
         for position, event in events:
             if isinstance(event, Subject.Event):
                 self._subject_event(position, event, rows)

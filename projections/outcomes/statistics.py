@@ -52,43 +52,68 @@ def _sd(data: Sequence[float]) -> float:
     return math.sqrt(math.fsum((x - mean) ** 2 for x in data) / (len(data) - 1))
 
 
-# Order statistics of the m x n differences: a strided sample of this many tells roughly where
-# each wanted rank lies, and only the differences between two sample values around it (a few
-# per cent, found exactly by counting) are put in order.
-SAMPLE = 8192
-MARGIN = 200  # sample positions either side: far beyond a strided sample's error
+# Order statistics of the m x n differences without making all of them: with both samples
+# sorted (the reference descending) each test value's differences rise along its row, so how
+# many lie below a value is found by bisecting every row at once, and only those between two
+# values around a wanted rank (guessed from a grid of SIDE x SIDE of them) are made and put in
+# order. A difference is made as the outer product makes it (x - y in floats), and rounding
+# keeps each row's order, so the figures are those of sorting every difference.
+SIDE = 96
+MARGIN = 150  # positions in the grid's order either side of a rank's guess
+SMALL = 1 << 16  # fewer differences than this: all made and selected among
 
 
-def _order_statistics(values: Any, ranks: set[int]) -> dict[int, float]:
-    """The values of ``ranks`` (0-based) of ``values`` had they been sorted. Selecting in
-    all of the m x n differences for each rank, the tables' largest cost at a thousand
-    subjects an arm, takes three times as long as finding each among the few near it."""
-    step = values.size // SAMPLE
-    if step < 8:
-        ordered = np.partition(values, sorted(ranks))
+def _below(xs: Any, yr: Any, value: float, strict: bool) -> Any:
+    """Per row i, how many of xs[i] - yr[j] (rising in j) are below ``value`` (or equal,
+    unless ``strict``)."""
+    low = np.zeros(xs.size, np.int64)
+    high = np.full(xs.size, yr.size, np.int64)
+    while (active := low < high).any():
+        middle = (low + high) // 2
+        differences = xs - yr[np.minimum(middle, yr.size - 1)]
+        under = differences < value if strict else differences <= value
+        low = np.where(active & under, middle + 1, low)
+        high = np.where(active & ~under, middle, high)
+    return low
+
+
+def _order_statistics(test: Sequence[float], reference: Sequence[float],
+                      ranks: set[int]) -> dict[int, float]:
+    """The values of ``ranks`` (0-based) of every test - reference difference, had they been
+    sorted. Selecting among all of them, the tables' largest cost at a thousand subjects an
+    arm, takes several times as long."""
+    xs = np.sort(np.asarray(test, float))
+    yr = np.sort(np.asarray(reference, float))[::-1]
+    size = xs.size * yr.size
+    if size < SMALL:
+        ordered = np.partition(np.subtract.outer(xs, yr).ravel(), sorted(ranks))
         return {rank: float(ordered[rank]) for rank in ranks}
-    sample = np.sort(values[::step])
-    # Ranks whose sample positions are near share one look (the two middle ones do).
+    grid = np.sort(np.subtract.outer(xs[::max(1, xs.size // SIDE)],
+                                     yr[::max(1, yr.size // SIDE)]).ravel())
+    # Ranks whose guesses are near share one look (the two middle ones do).
     groups: list[list[int]] = []
     for rank in sorted(ranks):
-        if groups and (rank - groups[-1][-1]) * sample.size < MARGIN * values.size:
+        if groups and (rank - groups[-1][-1]) * grid.size < MARGIN * size:
             groups[-1].append(rank)
         else:
             groups.append([rank])
     found = {}
     for group in groups:
-        first = group[0] * sample.size // values.size - MARGIN
-        last = group[-1] * sample.size // values.size + MARGIN
-        low = sample[first] if first >= 0 else -np.inf
-        high = sample[last] if last < sample.size else np.inf
-        below = int(np.count_nonzero(values < low))
-        near = values[(values >= low) & (values <= high)]
-        if below <= group[0] and group[-1] < below + near.size:
-            ordered = np.partition(near, [rank - below for rank in group])
-            found.update({rank: float(ordered[rank - below]) for rank in group})
-        else:  # the sample misled (never seen): select among all of them
-            ordered = np.partition(values, group)
+        first = group[0] * grid.size // size - MARGIN
+        last = group[-1] * grid.size // size + MARGIN
+        starts = _below(xs, yr, grid[first] if first >= 0 else -np.inf, strict=True)
+        ends = _below(xs, yr, grid[last] if last < grid.size else np.inf, strict=False)
+        below, counts = int(starts.sum()), ends - starts
+        if not (below <= group[0] and group[-1] < below + int(counts.sum())):
+            # The grid misled (never seen): select among all of them.
+            ordered = np.partition(np.subtract.outer(xs, yr).ravel(), group)
             found.update({rank: float(ordered[rank]) for rank in group})
+            continue
+        rows = np.repeat(np.arange(xs.size), counts)
+        columns = (np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+                   + np.repeat(starts, counts))
+        ordered = np.partition(xs[rows] - yr[columns], [rank - below for rank in group])
+        found.update({rank: float(ordered[rank - below]) for rank in group})
     return found
 
 
@@ -109,9 +134,8 @@ def hodges_lehmann(test: Sequence[float], reference: Sequence[float],
     z = float(scipy_stats.norm.ppf(1 - (1 - level) / 2))
     c = math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12))
     middle = sorted({(m * n - 1) // 2, m * n // 2})
-    selected = _order_statistics(
-        np.subtract.outer(np.asarray(test, float), np.asarray(reference, float)).ravel(),
-        {*middle, *((c - 1, m * n - c) if c >= 1 else ())})
+    selected = _order_statistics(test, reference,
+                                 {*middle, *((c - 1, m * n - c) if c >= 1 else ())})
     out["estimate"] = _round(float(np.mean(np.array([selected[r] for r in middle]))))
     if c >= 1:
         out["ci_low"] = _round(selected[c - 1])

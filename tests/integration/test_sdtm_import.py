@@ -22,10 +22,13 @@ from application.runtime import Runtime
 from application.sdtm_import import DataSet, Importer, ImportRefused
 from domain.caller import OPERATOR_GRANT, Caller
 from domain.sdtm import parse_dtc
+from domain.studies.protocols import study_endpoints
 from domain.subject import Subject
-from infra.postgres import connect, temporary_database
+from infra.postgres import connect, schema_for_study, temporary_database
 from infra.settings import Settings
 from projections.casebook import casebook
+from projections.outcomes.engine import outcome_tables
+from projections.queries import outcome_facts_as_of, outcome_summaries_as_of
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 SDTM = SHARED / "data" / "cdiscpilot01" / "sdtm"
@@ -203,6 +206,14 @@ def test_outcomes_are_the_studys_own_endpoints_and_match_its_data(loaded: Loaded
     found = {(r["arm"], r["parameter"]): r["events"]
              for r in tables["endpoints"]["disposition"]["rows"] if r["events"]}
     assert found == dict(expected)
+    # The tables combined the summaries the projector kept of the imported study's own
+    # endpoints: those of the subjects' facts, computed afresh, are the same.
+    endpoints = study_endpoints(runtime.study(STUDY).definition())
+    with connect(runtime.url) as conn:
+        schema = schema_for_study(STUDY)
+        assert outcome_summaries_as_of(conn, schema, endpoints) is not None
+        facts = outcome_facts_as_of(conn, schema)
+    assert runtime.outcomes(STUDY) == outcome_tables(facts, STUDY, endpoints, None)
     # A cell opens onto the subjects behind it, each record with its events' positions.
     arm = sorted(rows)[0]
     sources = runtime.outcome_cell(STUDY, f"ae-incidence/any/STUDY/{arm}")
