@@ -368,12 +368,21 @@ def _by_visit(book: Book, endpoint: Endpoint, records: bool,
     return found
 
 
-def _at_visit(member: Member, key: str | None, visit: str) -> Item | None:
-    """A member's item at ``visit`` (of test ``key``; None: one value per visit)."""
-    subject, given = member
-    by_visit = given if key is None else given.get(key, {})
-    data = by_visit.get(visit)
-    return None if data is None else _item(subject, data)
+def _valued(group: list[Member], key: str | None) -> list[tuple[str, dict[str, ItemData]]]:
+    """The members with a value at some visit (of test ``key``; None: one value per visit),
+    and their values by visit."""
+    found = []
+    for subject, given in group:
+        by_visit = given if key is None else given.get(key)
+        if by_visit:
+            found.append((subject, by_visit))
+    return found
+
+
+def _at(valued: list[tuple[str, dict[str, ItemData]]], visit: str) -> list[Item]:
+    """The items of the members that have one at ``visit``."""
+    return [Item(subject, data[0], set(data[1:])) for subject, by_visit in valued
+            if (data := by_visit.get(visit)) is not None]
 
 
 def _by_visit_and_change(endpoint: Endpoint, groups: Groups, out: Tables, parameter: str,
@@ -383,12 +392,13 @@ def _by_visit_and_change(endpoint: Endpoint, groups: Groups, out: Tables, parame
     (baseline, visit) items per subject."""
     visits = _visit_codes(endpoint)
     base = visits[0]
+    valued = {arm: _valued(group, key) for arm, group in groups.items()}
     pairs: dict[str, dict[str, list[tuple[Item, Item]]]] = {}
     baselines: dict[str, dict[str, Item]] = {}  # each arm's, computed once for every visit
     for visit in visits:
         changes: dict[str, list[Item]] = {}
-        for arm, group in groups.items():
-            items = [i for m in group if (i := _at_visit(m, key, visit)) is not None]
+        for arm in groups:
+            items = _at(valued[arm], visit)
             out.summary(endpoint, parameter, visit, arm, unit, items)
             if visit == base:
                 baselines[arm] = {i.subject: i for i in items}
@@ -419,9 +429,10 @@ def _lab_value(book: Book, visit: str, code: str,
 def _lab_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
     """Each declared test's value at each visit (converted to its unit)."""
     conversions = endpoint.parameters.get("conversions", {})
-    return {code: _by_visit(book, endpoint, records, partial(
+    found = {code: _by_visit(book, endpoint, records, partial(
         _lab_value, code=code, convert=conversions.get(code)))
         for code in endpoint.parameters["tests"]}
+    return {code: by_visit for code, by_visit in found.items() if by_visit}
 
 
 def lab_change(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
@@ -452,9 +463,10 @@ def _absolute(book: Book, visit: str, code: str, unit: str,
 def _immune_summary(book: Book, endpoint: Endpoint, records: bool) -> dict[str, Any]:
     """Each declared count's absolute value at each visit."""
     percent_of = endpoint.parameters.get("percent_of", {})
-    return {code: _by_visit(book, endpoint, records, partial(
+    found = {code: _by_visit(book, endpoint, records, partial(
         _absolute, code=code, unit=unit, percent_of=percent_of))
         for code, unit in endpoint.parameters["tests"].items()}
+    return {code: by_visit for code, by_visit in found.items() if by_visit}
 
 
 def immune_response(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
@@ -500,9 +512,10 @@ def score_change(endpoint: Endpoint, groups: Groups, out: Tables) -> None:
     instrument = endpoint.parameters["instrument"]
     _by_visit_and_change(endpoint, groups, out, f"{instrument} total", "points", None)
     levels = endpoint.parameters.get("levels") or []
+    valued = {arm: _valued(group, None) for arm, group in groups.items()}
     for visit in _visit_codes(endpoint):
-        for arm, group in groups.items():
-            assessed = [i for m in group if (i := _at_visit(m, None, visit)) is not None]
+        for arm in groups:
+            assessed = _at(valued[arm], visit)
             for name, low, high in levels:
                 within = [i for i in assessed if (low is None or i.value >= low)
                           and (high is None or i.value < high)]
