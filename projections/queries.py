@@ -36,7 +36,7 @@ from projections.history_view import (
     audit_column,
 )
 from projections.outcome_state import facts_of_rows
-from projections.outcomes.engine import Summary, summary_format
+from projections.outcomes.engine import Summary, summary_format, uncollected
 from projections.outcomes.facts import outcome_facts_at_valid_time
 from projections.projector import HEADER
 from projections.review_sql import review_condition
@@ -128,13 +128,15 @@ def outcome_summaries_as_of(conn: psycopg.Connection[Any], schema: str,
     another engine, or could not be (the tables are then computed from the facts)."""
     when = require_aware("as_of", as_of) if as_of is not None else None
     wanted = summary_format(endpoints)
+    rows = conn.execute(_shown_at(SQL("kind, data::text"), schema, OUTCOME_SUMMARIES, when),
+                        {"t": when}).fetchall()
     summaries = []
-    for kind, text in conn.execute(_shown_at(SQL("kind, data::text"), schema,
-                                             OUTCOME_SUMMARIES, when), {"t": when}):
-        summary = orjson.loads(text)
-        if kind != wanted or "endpoints" not in summary:
-            return None
-        summaries.append(summary)
+    with uncollected():
+        for kind, text in rows:
+            summary = orjson.loads(text)
+            if kind != wanted or "endpoints" not in summary:
+                return None
+            summaries.append(summary)
     return sorted(summaries, key=lambda summary: str(summary["subject"]))
 
 

@@ -680,10 +680,10 @@ def subject_summary(book: Book, endpoints: Sequence[Endpoint], records: bool = T
 
 
 @contextmanager
-def _uncollected() -> Iterator[None]:
-    """The cycle collector paused: combining a thousand subjects makes hundreds of thousands
-    of short-lived objects (none in a cycle), and the collector's passes over them and over
-    everything else the process holds took a quarter of the time."""
+def uncollected() -> Iterator[None]:
+    """The cycle collector paused: reading and combining a thousand subjects' summaries
+    makes hundreds of thousands of objects (none in a cycle), and the collector's passes over
+    them and over everything else the process holds took a quarter of the time or more."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -697,7 +697,7 @@ def _combine(summaries: Iterable[Summary], endpoints: Sequence[Endpoint],
              traced: bool) -> Tables:
     out = Tables(traced=traced)
     summaries = list(summaries)
-    with _uncollected():
+    with uncollected():
         for endpoint in endpoints:
             members: dict[str, list[Member]] = {}
             for given in summaries:

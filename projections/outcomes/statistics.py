@@ -59,7 +59,7 @@ def _sd(data: Sequence[float]) -> float:
 # order. A difference is made as the outer product makes it (x - y in floats), and rounding
 # keeps each row's order, so the figures are those of sorting every difference.
 SIDE = 96
-MARGIN = 150  # positions in the grid's order either side of a rank's guess
+MARGIN = 300  # positions in the grid's order either side of a rank's guess (3 %)
 SMALL = 1 << 16  # fewer differences than this: all made and selected among
 
 
@@ -88,8 +88,10 @@ def _order_statistics(test: Sequence[float], reference: Sequence[float],
     if size < SMALL:
         ordered = np.partition(np.subtract.outer(xs, yr).ravel(), sorted(ranks))
         return {rank: float(ordered[rank]) for rank in ranks}
-    grid = np.sort(np.subtract.outer(xs[::max(1, xs.size // SIDE)],
-                                     yr[::max(1, yr.size // SIDE)]).ravel())
+    # Every stride-th value from the middle of the first stride: each stands for the stride
+    # around it (a grid from the first would leave each sample's top stride out).
+    step_x, step_y = max(1, xs.size // SIDE), max(1, yr.size // SIDE)
+    grid = np.sort(np.subtract.outer(xs[step_x // 2::step_x], yr[step_y // 2::step_y]).ravel())
     # Ranks whose guesses are near share one look (the two middle ones do).
     groups: list[list[int]] = []
     for rank in sorted(ranks):
