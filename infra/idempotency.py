@@ -48,6 +48,27 @@ class IdempotencyStore:
 
     def __init__(self) -> None:
         self._table = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
+        # Composed once: each request runs a claim and a completion.
+        # The claim's commit does not wait for its WAL flush (synchronous_commit off for its
+        # own transaction, one statement): nothing is acknowledged on the strength of a claim
+        # alone. Its request's events commit after it and wait for their flush, which
+        # covers the claim's earlier WAL; a claim lost in a crash before that lost nothing
+        # but itself, and the retry claims the key again.
+        self._claim = SQL(
+            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
+            " SELECT %(u)s, %(k)s, %(d)s, %(now)s"
+            " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+            " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
+            "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
+            " WHERE k.completed_at < %(expired)s"
+            "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
+            " RETURNING 1").format(t=self._table).as_bytes()
+        self._claimed = SQL("SELECT request_sha256, status, body FROM {}"
+                            " WHERE username = %s AND key = %s").format(self._table).as_bytes()
+        self._complete = SQL("UPDATE {} SET status = %s, body = %s::jsonb, completed_at = %s"
+                             " WHERE username = %s AND key = %s").format(self._table).as_bytes()
+        self._release = SQL("DELETE FROM {} WHERE username = %s AND key = %s AND status IS NULL"
+                            ).format(self._table).as_bytes()
 
     def create_table(self, conn: psycopg.Connection[Any]) -> None:
         """Create the table if missing."""
@@ -72,21 +93,12 @@ class IdempotencyStore:
         """Claim the key for this request; None if claimed now, else the earlier request."""
         now = datetime.now(UTC)
         # A new key, an expired answer, or a claim whose request died: this request's now.
-        claimed = conn.execute(SQL(
-            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
-            " VALUES (%(u)s, %(k)s, %(d)s, %(now)s)"
-            " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
-            "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
-            " WHERE k.completed_at < %(expired)s"
-            "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
-            " RETURNING 1").format(t=self._table),
-            {"u": username, "k": key, "d": request_sha256, "now": now,
-             "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchone()
+        claimed = conn.execute(self._claim, {
+            "u": username, "k": key, "d": request_sha256, "now": now,
+            "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchone()
         if claimed is not None:
             return None
-        row = conn.execute(SQL("SELECT request_sha256, status, body FROM {}"
-                               " WHERE username = %s AND key = %s").format(self._table),
-                           (username, key)).fetchone()
+        row = conn.execute(self._claimed, (username, key)).fetchone()
         if row is None:  # released by its failed request just now: try again
             return self.claim(conn, username, key, request_sha256)
         return Replay(row[0], row[1], row[2])
@@ -94,11 +106,9 @@ class IdempotencyStore:
     def complete(self, conn: psycopg.Connection[Any], username: str, key: str, status: int,
                  body: Any) -> None:
         """Record the response the first request got."""
-        conn.execute(SQL("UPDATE {} SET status = %s, body = %s::jsonb, completed_at = %s"
-                         " WHERE username = %s AND key = %s").format(self._table),
+        conn.execute(self._complete,
                      (status, orjson.dumps(body).decode(), datetime.now(UTC), username, key))
 
     def release(self, conn: psycopg.Connection[Any], username: str, key: str) -> None:
         """Free a claim whose request failed on the server's side, so a retry runs."""
-        conn.execute(SQL("DELETE FROM {} WHERE username = %s AND key = %s AND status IS NULL"
-                         ).format(self._table), (username, key))
+        conn.execute(self._release, (username, key))
