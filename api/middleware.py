@@ -7,6 +7,7 @@ nothing on the hot path beyond what it does.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
@@ -251,7 +252,13 @@ class Idempotency:
             return
         digest = request_digest("POST", scope["path"], scope["state"].get("body", b""))
         try:
-            replay = await run_in_threadpool(self._claim, username, key, digest)
+            # Claimed from the key claims' thread, with those of concurrent requests in one
+            # statement: no pooled connection and no worker thread of its own.
+            with self._unreleased_lock:
+                free_first = (username, key) in self._unreleased
+                self._unreleased.discard((username, key))
+            replay = await asyncio.wrap_future(
+                self.runtime.key_claims().claim(username, key, digest, free_first=free_first))
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.
@@ -288,24 +295,14 @@ class Idempotency:
             await send(message)
 
         await self.app(scope, receive, capture)
-        await run_in_threadpool(self._complete, username, key, captured)
+        await self._complete(username, key, captured)
 
     def _username(self, token: str) -> str | None:
         with self.runtime.pool().connection() as conn:
             session = self.runtime.sessions().resolve(conn, token)
         return None if session is None else str(session.username)
 
-    def _claim(self, username: str, key: str, digest: str) -> Any:
-        with self.runtime.pool().connection() as conn:
-            with self._unreleased_lock:
-                unreleased = (username, key) in self._unreleased
-            if unreleased:
-                self.runtime.idempotency().release(conn, username, key)
-                with self._unreleased_lock:
-                    self._unreleased.discard((username, key))
-            return self.runtime.idempotency().claim(conn, username, key, digest)
-
-    def _complete(self, username: str, key: str, captured: dict[str, Any]) -> None:
+    async def _complete(self, username: str, key: str, captured: dict[str, Any]) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in captured["headers"]
                    if k.lower() in (b"etag", b"location")]
         content_type = next((v.decode("latin-1") for k, v in captured["headers"]
@@ -315,17 +312,12 @@ class Idempotency:
         except orjson.JSONDecodeError:
             content = None
         try:
-            with self.runtime.pool().connection() as conn:
-                if captured["status"] >= 500:
-                    # A server error promises nothing: free the key so a retry runs again (a
-                    # record entered under the client's own record_id is then refused as a
-                    # duplicate if the first attempt did commit).
-                    self.runtime.idempotency().release(conn, username, key)
-                else:
-                    self.runtime.idempotency().complete(
-                        conn, username, key, captured["status"],
-                        {"content": content, "content_type": content_type,
-                         "headers": headers})
+            # A server error (>= 500) promises nothing: the key is freed so a retry runs
+            # again (a record entered under the client's own record_id is then refused as a
+            # duplicate if the first attempt did commit).
+            await asyncio.wrap_future(self.runtime.key_claims().answer(
+                username, key, captured["status"],
+                {"content": content, "content_type": content_type, "headers": headers}))
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.
             if captured["status"] >= 500:

@@ -44,7 +44,7 @@ def study_app(request: Request, study: str) -> StudyApplication:
     return app
 
 
-async def _expected_version(header: Annotated[str | None, Header(
+async def expected_version(header: Annotated[str | None, Header(
         alias="If-Match", description="The ETag you read (e.g. \"7\"): the write is refused "
         "(412) if the subject has changed since; without it, the write applies to the "
         "current version", examples=['"7"'])] = None) -> int | None:
@@ -59,7 +59,7 @@ async def _expected_version(header: Annotated[str | None, Header(
     return int(match.group(1))
 
 
-IfMatch = Annotated[int | None, Depends(_expected_version)]
+IfMatch = Annotated[int | None, Depends(expected_version)]
 """A route's parameter: the version named by ``If-Match`` (None: none named)."""
 
 

@@ -34,6 +34,7 @@ from domain.subject import Subject
 from infra import catalog, keys
 from infra.field_keys import FieldKeys, create_key_tables, load_kek
 from infra.idempotency import IdempotencyStore
+from infra.key_claims import KeyClaims
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
 from infra.ledger.sealer import SealResult, seal
@@ -95,6 +96,7 @@ class Runtime:
     _sessions: SessionStore | None = None
     _reads: Reads | None = None
     _idempotency: IdempotencyStore | None = None
+    _key_claims: KeyClaims | None = None
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
     _known_studies: set[str] = field(default_factory=set)
     # Serves threads of the HTTP server: what is opened lazily is opened once (concurrent
@@ -285,6 +287,16 @@ class Runtime:
         if self._idempotency is None:
             self._idempotency = IdempotencyStore()
         return self._idempotency
+
+    def key_claims(self) -> KeyClaims:
+        """The claims and answers of a server's idempotency keys, stored together from one
+        thread (started on first use)."""
+        if self._key_claims is None:
+            pool = self.pool()
+            with self._init_lock:
+                if self._key_claims is None:
+                    self._key_claims = KeyClaims(self.idempotency(), pool.connection)
+        return self._key_claims
 
     def _register_signing_key(self, app: StudyApplication, *, adopting: bool = False) -> None:
         """Make sure the study's keyring knows the key about to sign its events: a new study
@@ -592,6 +604,9 @@ class Runtime:
             self._directory.close()
             self._directory = None
             self._people = None
+        if self._key_claims is not None:
+            self._key_claims.close()
+            self._key_claims = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -11,6 +11,7 @@ client's own record_id is then refused as a duplicate if the first attempt did c
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,33 @@ class IdempotencyStore:
 
     def __init__(self) -> None:
         self._table = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
+        # Composed once: each keyed request runs a claim and a completion, and the claims
+        # (answers) of concurrent requests share one statement (see infra.key_claims).
+        # A claim's commit does not wait for its WAL flush (synchronous_commit off for its
+        # own transaction, one statement): nothing is acknowledged on the strength of a claim
+        # alone. Its request's events commit after it and wait for their flush, which
+        # covers the claim's earlier WAL; a claim lost in a crash before that lost nothing
+        # but itself, and the retry claims the key again.
+        self._claim = SQL(
+            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
+            " SELECT c.u, c.k, c.d, %(now)s"
+            " FROM unnest(%(u)s::text[], %(k)s::text[], %(d)s::text[]) AS c(u, k, d),"
+            "  (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+            " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
+            "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
+            " WHERE k.completed_at < %(expired)s"
+            "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
+            " RETURNING k.username, k.key").format(t=self._table).as_bytes()
+        self._claimed = SQL(
+            "SELECT username, key, request_sha256, status, body FROM {}"
+            " WHERE (username, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        ).format(self._table).as_bytes()
+        self._complete = SQL(
+            "UPDATE {} AS t SET status = a.s, body = a.b::jsonb, completed_at = %s"
+            " FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[]) AS a(u, k, s, b)"
+            " WHERE t.username = a.u AND t.key = a.k").format(self._table).as_bytes()
+        self._release = SQL("DELETE FROM {} WHERE username = %s AND key = %s AND status IS NULL"
+                            ).format(self._table).as_bytes()
 
     def create_table(self, conn: psycopg.Connection[Any]) -> None:
         """Create the table if missing."""
@@ -70,35 +98,57 @@ class IdempotencyStore:
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | None:
         """Claim the key for this request; None if claimed now, else the earlier request."""
-        now = datetime.now(UTC)
-        # A new key, an expired answer, or a claim whose request died: this request's now.
-        claimed = conn.execute(SQL(
-            "INSERT INTO {t} AS k (username, key, request_sha256, claimed_at)"
-            " VALUES (%(u)s, %(k)s, %(d)s, %(now)s)"
-            " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
-            "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
-            " WHERE k.completed_at < %(expired)s"
-            "  OR (k.completed_at IS NULL AND k.claimed_at < %(abandoned)s)"
-            " RETURNING 1").format(t=self._table),
-            {"u": username, "k": key, "d": request_sha256, "now": now,
-             "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchone()
-        if claimed is not None:
-            return None
-        row = conn.execute(SQL("SELECT request_sha256, status, body FROM {}"
-                               " WHERE username = %s AND key = %s").format(self._table),
-                           (username, key)).fetchone()
-        if row is None:  # released by its failed request just now: try again
-            return self.claim(conn, username, key, request_sha256)
-        return Replay(row[0], row[1], row[2])
+        return self.claim_many(conn, [(username, key, request_sha256)])[0]
+
+    def claim_many(self, conn: psycopg.Connection[Any], claims: Sequence[tuple[str, str, str]]
+                   ) -> list[Replay | None]:
+        """:meth:`claim` for each (person, key, request digest), in few statements; a key
+        given twice is claimed by the first and replayed (in flight) to the second."""
+        outcome: dict[int, Replay | None] = {}
+        pending = list(range(len(claims)))
+        while pending:
+            # One statement may not claim a key twice: a repeat waits for the next round.
+            first: dict[tuple[str, str], int] = {}
+            for n in pending:
+                first.setdefault(claims[n][:2], n)
+            now_claiming = list(first.values())
+            claiming = set(now_claiming)
+            pending = [n for n in pending if n not in claiming]
+            now = datetime.now(UTC)
+            # A new key, an expired answer, or a claim whose request died: this request's now.
+            claimed = {(row[0], row[1]) for row in conn.execute(self._claim, {
+                "u": [claims[n][0] for n in now_claiming],
+                "k": [claims[n][1] for n in now_claiming],
+                "d": [claims[n][2] for n in now_claiming], "now": now,
+                "expired": now - KEY_TTL, "abandoned": now - LEASE}).fetchall()}
+            taken = [n for n in now_claiming if claims[n][:2] not in claimed]
+            for n in now_claiming:
+                if claims[n][:2] in claimed:
+                    outcome[n] = None
+            if taken:
+                rows = {(row[0], row[1]): Replay(row[2], row[3], row[4])
+                        for row in conn.execute(self._claimed, (
+                            [claims[n][0] for n in taken], [claims[n][1] for n in taken]))}
+                for n in taken:
+                    replay = rows.get(claims[n][:2])
+                    if replay is None:  # released by its failed request just now: again
+                        pending.append(n)
+                    else:
+                        outcome[n] = replay
+        return [outcome[n] for n in range(len(claims))]
 
     def complete(self, conn: psycopg.Connection[Any], username: str, key: str, status: int,
                  body: Any) -> None:
         """Record the response the first request got."""
-        conn.execute(SQL("UPDATE {} SET status = %s, body = %s::jsonb, completed_at = %s"
-                         " WHERE username = %s AND key = %s").format(self._table),
-                     (status, orjson.dumps(body).decode(), datetime.now(UTC), username, key))
+        self.complete_many(conn, [(username, key, status, body)])
+
+    def complete_many(self, conn: psycopg.Connection[Any],
+                      answers: Sequence[tuple[str, str, int, Any]]) -> None:
+        """:meth:`complete` for each (person, key, status, body), in one statement."""
+        conn.execute(self._complete, (
+            datetime.now(UTC), [a[0] for a in answers], [a[1] for a in answers],
+            [a[2] for a in answers], [orjson.dumps(a[3]).decode() for a in answers]))
 
     def release(self, conn: psycopg.Connection[Any], username: str, key: str) -> None:
         """Free a claim whose request failed on the server's side, so a retry runs."""
-        conn.execute(SQL("DELETE FROM {} WHERE username = %s AND key = %s AND status IS NULL"
-                         ).format(self._table), (username, key))
+        conn.execute(self._release, (username, key))

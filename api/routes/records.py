@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import CurrentPrincipal, Principal
+from api.entry_route import FirstEntryRoute
 from api.schemas import (
     PROBLEM_RESPONSES,
     AdverseEventIn,
@@ -47,7 +48,8 @@ from domain.commands import (
     Withdraw,
 )
 
-router = APIRouter(tags=["records"], responses=PROBLEM_RESPONSES)
+# First entries, the bulk of the traffic, skip FastAPI's dependency solving when plain.
+router = APIRouter(tags=["records"], responses=PROBLEM_RESPONSES, route_class=FirstEntryRoute)
 
 SUBJECT = "/v1/studies/{study}/subjects/{subject}"
 WRITTEN = written_response()

@@ -73,3 +73,41 @@ def test_a_key_left_by_a_crashed_request_is_taken_over_after_its_lease(
     replayed = client.post(path, json=LAB, headers=headers)
     assert replayed.json() == taken_over.json()
     assert replayed.headers["idempotent-replayed"] == "true"
+
+
+def test_claims_stored_together_each_get_their_own_outcome(runtime: Runtime) -> None:
+    # What the key claims' thread does with the claims of concurrent requests: one key new,
+    # one named twice (the second finds the first's claim in flight), one already answered.
+    _coordinator(runtime)
+    store = runtime.idempotency()
+    with runtime.pool().connection() as conn:
+        assert store.claim(conn, USER, "done", "d0") is None
+        store.complete(conn, USER, "done", 201, {"content": {"version": 3}})
+        outcomes = store.claim_many(conn, [(USER, "new", "d1"), (USER, "twice", "d2"),
+                                           (USER, "twice", "d3"), (USER, "done", "d0")])
+    assert outcomes[0] is None
+    assert outcomes[1] is None
+    assert outcomes[2] is not None
+    assert (outcomes[2].request_sha256, outcomes[2].status) == ("d2", None)
+    assert outcomes[3] is not None
+    assert (outcomes[3].status, outcomes[3].body) == (201, {"content": {"version": 3}})
+
+
+def test_a_burst_of_keyed_writes_each_claims_and_answers_its_own_key(
+        runtime: Runtime) -> None:
+    client = _coordinator(runtime)
+    futures = [runtime.key_claims().claim(USER, f"burst-{n}", f"d{n}") for n in range(20)]
+    assert [f.result(timeout=30) for f in futures] == [None] * 20
+    answers = [runtime.key_claims().answer(USER, f"burst-{n}", 201 if n % 2 else 503,
+                                           {"content": {"n": n}, "content_type":
+                                            "application/json", "headers": []})
+               for n in range(20)]
+    assert [f.result(timeout=30) for f in answers] == [None] * 20
+    with connect(runtime.url) as conn:
+        rows = dict(conn.execute(SQL("SELECT key, status FROM {}.idempotency WHERE key LIKE"
+                                     " 'burst-%%'").format(Identifier(CATALOG_SCHEMA))
+                                 ).fetchall())
+    # Answered keys hold their answer; a server error freed its key (a retry runs again).
+    assert rows == {f"burst-{n}": 201 for n in range(1, 20, 2)}
+    assert client.post(f"{SUBJECT}/labs", json=LAB,
+                       headers={"Idempotency-Key": "after-burst"}).status_code == 201

@@ -1,0 +1,135 @@
+"""Idempotency keys' claims and answers, stored from one background thread.
+
+Every write with an ``Idempotency-Key`` claims its key before it runs and records its answer
+after (:mod:`infra.idempotency`). Each on its own costs a thread hop, a pooled connection and
+a statement; here the requests queue them, and one thread stores whatever is queued in one
+statement per kind (the claims, then the answers) and wakes each request, as the group commit
+does for events. A claim's outcome is its own: a key named twice is claimed by the first.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from infra.idempotency import IdempotencyStore, Replay
+
+MAX_BATCH = 500
+
+Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    username: str
+    key: str
+    digest: str
+    free_first: bool
+    done: Future[Replay | None]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    username: str
+    key: str
+    status: int  # >= 500: the key is freed instead
+    body: Any
+    done: Future[None]
+
+
+class KeyClaims:
+    """Stores queued claims and answers of idempotency keys from one thread."""
+
+    def __init__(self, store: IdempotencyStore, connection: Connect) -> None:
+        self._store = store
+        self._connection = connection
+        self._queue: queue.SimpleQueue[_Claim | _Answer | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="key-claims", daemon=True)
+        self._thread.start()
+
+    def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
+              ) -> Future[Replay | None]:
+        """Claim ``key`` for ``username``'s request (freeing a claim its failed request left
+        first, with ``free_first``); the future holds None if claimed now, else the earlier
+        request (see :meth:`IdempotencyStore.claim`)."""
+        done: Future[Replay | None] = Future()
+        self._queue.put(_Claim(username, key, digest, free_first, done))
+        return done
+
+    def answer(self, username: str, key: str, status: int, body: Any) -> Future[None]:
+        """Record the answer the claim's request got; a server error (status >= 500)
+        promises nothing and frees the key instead, so that a retry runs."""
+        done: Future[None] = Future()
+        self._queue.put(_Answer(username, key, status, body, done))
+        return done
+
+    def close(self) -> None:
+        """Store what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            claims = [i for i in batch if isinstance(i, _Claim)]
+            answers = [i for i in batch if isinstance(i, _Answer)]
+            if claims:
+                self._settle(claims, self._claim)
+            if answers:
+                self._settle(answers, self._answer)
+            if stop:
+                return
+
+    def _settle(self, items: list[Any], store: Callable[[list[Any]], list[Any]]) -> None:
+        """Store ``items`` together; if that fails and there are several, each alone, so
+        that one request's bad input fails that request only."""
+        try:
+            results = store(items)
+        except BaseException as e:  # the request re-raises it on its own side
+            if len(items) == 1 or isinstance(e, psycopg.OperationalError):
+                for item in items:
+                    item.done.set_exception(e)
+                return
+            for item in items:
+                self._settle([item], store)
+            return
+        for item, result in zip(items, results, strict=True):
+            item.done.set_result(result)
+
+    def _claim(self, claims: list[_Claim]) -> list[Replay | None]:
+        with self._connection() as conn:
+            for claim in claims:
+                if claim.free_first:
+                    self._store.release(conn, claim.username, claim.key)
+            return self._store.claim_many(conn, [(c.username, c.key, c.digest) for c in claims])
+
+    def _answer(self, answers: list[_Answer]) -> list[None]:
+        with self._connection() as conn:
+            for answer in answers:
+                if answer.status >= 500:
+                    self._store.release(conn, answer.username, answer.key)
+            completed = [(a.username, a.key, a.status, a.body) for a in answers
+                         if a.status < 500]
+            if completed:
+                self._store.complete_many(conn, completed)
+        return [None] * len(answers)
