@@ -11,6 +11,7 @@ from typing import Any
 
 from domain.records import Context, Record, validate
 from domain.subject import Subject
+from projections.iso_time import iso
 
 # Header keys that hold the monitoring workflow rather than clinical data; their changes
 # reach the audit trail as rows of their own (signature, query, sdv), not as a header diff.
@@ -56,11 +57,11 @@ def record_view(record: Record) -> dict[str, Any]:
     """One record as the casebook shows it (``observed_offset`` only when it was kept)."""
     view = {
         "record_id": record.record_id,
-        "observed_at": record.observed_at.isoformat(),
+        "observed_at": iso(record.observed_at),
         "visit": record.visit,
         "fields": record.fields,
         "derived": record.derived,
-        "entered_at": record.entered_at.isoformat(),
+        "entered_at": iso(record.entered_at),
         "changes": record.revisions,
         "timeline": record.timeline,
         # What the soft checks found on the record as it stands (domain.checks).

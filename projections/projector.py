@@ -37,6 +37,7 @@ from projections.history_view import (
     copy_text,
     copy_time,
 )
+from projections.iso_time import iso
 from projections.outcome_state import OutcomeState
 
 HEADER = ""  # record_id of a subject's header rows
@@ -56,7 +57,10 @@ class HistoryProjector(Projection[HistoryView]):
         super().__init__(view)
         self.app = app
         self.cache_size = cache_size
-        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState]] = OrderedDict()
+        # Each subject folded lately, its outcome facts' state, and its header as rendered
+        # after its last event (None: not rendered; the next event's audit compares with it).
+        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState, dict[str, Any] | None]] \
+            = OrderedDict()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Project one event (at log position ``tracking.notification_id``)."""
@@ -149,8 +153,10 @@ class HistoryProjector(Projection[HistoryView]):
                 audit.row(None, "", "", None, None, _summary(event))
         return rows
 
-    def _subject(self, event: SubjectEvent) -> tuple[Subject | None, OutcomeState]:
-        """The subject before ``event``, and the state of its outcome facts."""
+    def _subject(self, event: SubjectEvent
+                 ) -> tuple[Subject | None, OutcomeState, dict[str, Any] | None]:
+        """The subject before ``event``, the state of its outcome facts, and its header if
+        rendered already."""
         cached = self._subjects.pop(event.originator_id, None)
         if cached is not None and cached[0].version == event.originator_version - 1:
             return cached
@@ -159,10 +165,10 @@ class HistoryProjector(Projection[HistoryView]):
         if event.originator_version > 1:
             subject = self.app.repository.get(event.originator_id,
                                               version=event.originator_version - 1)
-        return subject, OutcomeState.of(subject)
+        return subject, OutcomeState.of(subject), None
 
     def _subject_event(self, position: int, event: SubjectEvent, rows: Rows) -> None:
-        before, outcomes = self._subject(event)
+        before, outcomes, rendered = self._subject(event)
         record_id = getattr(event, "record_id", None)
         old_record = before.records.get(record_id) if before and record_id else None
         # What already has an open version (the tables hold what the fold held before).
@@ -170,14 +176,12 @@ class HistoryProjector(Projection[HistoryView]):
         had_record = before is not None and record_id is not None and record_id in before.records
         # Folding mutates the aggregate in place: take what the audit compares against first.
         signed = _valid_signatures(before)
-        old_header = (subject_header(before) if before is not None and
-                      (record_id is None or signed) else {})
+        old_header = ((rendered if rendered is not None else subject_header(before))
+                      if before is not None and (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
-        self._subjects[subject.id] = (subject, outcomes)
-        while len(self._subjects) > self.cache_size:
-            self._subjects.popitem(last=False)
         sid = str(subject.id)
         changes: dict[str, tuple[Any, Any]] = {}
+        header: dict[str, Any] | None = None
         if record_id is None or signed:
             header = subject_header(subject)
             rows.versions.append(Version(sid, HEADER, "subject", _json(header),
@@ -186,6 +190,9 @@ class HistoryProjector(Projection[HistoryView]):
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
+        self._subjects[subject.id] = (subject, outcomes, header)
+        while len(self._subjects) > self.cache_size:
+            self._subjects.popitem(last=False)
         record = subject.records[record_id] if record_id else None
         view = view_text = None
         if record is not None:
@@ -347,7 +354,7 @@ class _AuditRows:
     def _event_line(self) -> str:
         event, subject = self.event, self.subject
         return "\t".join([
-            str(self.position), event.timestamp.isoformat(), copy_text(type(event).__name__),
+            str(self.position), iso(event.timestamp), copy_text(type(event).__name__),
             self.subject_id or NULL, copy_text(subject.subject_code if subject else None),
             copy_text(subject.site if subject else None), _envelope_columns(event.envelope)])
 
