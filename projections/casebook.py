@@ -18,11 +18,12 @@ from projections.iso_time import iso
 WORKFLOW_KEYS = ("signatures", "queries", "sdv", "deviations")
 
 
-def subject_header(subject: Subject) -> dict[str, Any]:
+def subject_header(subject: Subject, *, workflow: bool = True) -> dict[str, Any]:
     """The subject-level part of the casebook (without version and records).
 
     Signatures show their manifestation (printed name, UTC time, meaning) and whether a later
-    change invalidated them; queries and source-data verification marks sit beside them.
+    change invalidated them; queries, source-data verification marks and deviations sit
+    beside them (left out when not ``workflow``: the projector's audit compares the rest).
     """
     header = {
         "study_id": subject.study_id,
@@ -37,11 +38,12 @@ def subject_header(subject: Subject) -> dict[str, Any]:
         "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on else None,
         "locked": subject.locked,
         "signatures": {k: dict(v) for k, v in subject.signatures.items()},
-        "queries": {k: {**v, "answers": [dict(a) for a in v["answers"]]}
-                    for k, v in subject.queries.items()},
-        "sdv": {k: dict(v) for k, v in subject.sdv.items()},
-        "deviations": {k: dict(v) for k, v in subject.deviations.items()},
     }
+    if workflow:
+        header["queries"] = {k: {**v, "answers": [dict(a) for a in v["answers"]]}
+                             for k, v in subject.queries.items()}
+        header["sdv"] = {k: dict(v) for k, v in subject.sdv.items()}
+        header["deviations"] = {k: dict(v) for k, v in subject.deviations.items()}
     if subject.demographics is not None:
         # Only an imported subject has these: a native casebook keeps its shape.
         header["actual_arm"] = subject.actual_arm

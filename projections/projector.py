@@ -57,10 +57,7 @@ class HistoryProjector(Projection[HistoryView]):
         super().__init__(view)
         self.app = app
         self.cache_size = cache_size
-        # Each subject folded lately, its outcome facts' state, and its header as rendered
-        # after its last event (None: not rendered; the next event's audit compares with it).
-        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState, dict[str, Any] | None]] \
-            = OrderedDict()
+        self._subjects: OrderedDict[UUID, tuple[Subject, OutcomeState]] = OrderedDict()
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """Project one event (at log position ``tracking.notification_id``)."""
@@ -153,10 +150,8 @@ class HistoryProjector(Projection[HistoryView]):
                 audit.row(None, "", "", None, None, _summary(event))
         return rows
 
-    def _subject(self, event: SubjectEvent
-                 ) -> tuple[Subject | None, OutcomeState, dict[str, Any] | None]:
-        """The subject before ``event``, the state of its outcome facts, and its header if
-        rendered already."""
+    def _subject(self, event: SubjectEvent) -> tuple[Subject | None, OutcomeState]:
+        """The subject before ``event``, and the state of its outcome facts."""
         cached = self._subjects.pop(event.originator_id, None)
         if cached is not None and cached[0].version == event.originator_version - 1:
             return cached
@@ -165,23 +160,26 @@ class HistoryProjector(Projection[HistoryView]):
         if event.originator_version > 1:
             subject = self.app.repository.get(event.originator_id,
                                               version=event.originator_version - 1)
-        return subject, OutcomeState.of(subject), None
+        return subject, OutcomeState.of(subject)
 
     def _subject_event(self, position: int, event: SubjectEvent, rows: Rows) -> None:
-        before, outcomes, rendered = self._subject(event)
+        before, outcomes = self._subject(event)
         record_id = getattr(event, "record_id", None)
         old_record = before.records.get(record_id) if before and record_id else None
         # What already has an open version (the tables hold what the fold held before).
         had_header = before is not None
         had_record = before is not None and record_id is not None and record_id in before.records
-        # Folding mutates the aggregate in place: take what the audit compares against first.
+        # Folding mutates the aggregate in place: take what the audit compares against first
+        # (not the queries, verification marks and deviations: their rows are the event's).
         signed = _valid_signatures(before)
-        old_header = ((rendered if rendered is not None else subject_header(before))
-                      if before is not None and (record_id is None or signed) else {})
+        old_header = (subject_header(before, workflow=False) if before is not None and
+                      (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
+        self._subjects[subject.id] = (subject, outcomes)
+        while len(self._subjects) > self.cache_size:
+            self._subjects.popitem(last=False)
         sid = str(subject.id)
         changes: dict[str, tuple[Any, Any]] = {}
-        header: dict[str, Any] | None = None
         if record_id is None or signed:
             header = subject_header(subject)
             rows.versions.append(Version(sid, HEADER, "subject", _json(header),
@@ -190,9 +188,6 @@ class HistoryProjector(Projection[HistoryView]):
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
-        self._subjects[subject.id] = (subject, outcomes, header)
-        while len(self._subjects) > self.cache_size:
-            self._subjects.popitem(last=False)
         record = subject.records[record_id] if record_id else None
         view = view_text = None
         if record is not None:
