@@ -10,9 +10,13 @@ Generates the store with read_bench's generator, then measures in this one run:
     the baseline; connections <= application.rebuild_parts.REBUILD_CONNECTIONS)
 and prints:
 
-    BENCH read_decode value=<ev/s> unit=ev/s
+    BENCH read_decode value=<ev/s> unit=ev/s cpu_s=<CPU seconds> [server_cpu_s=<...>]
     BENCH rebuild value=<ev/s> unit=ev/s baseline=<read_decode> ratio=<r> parts=<n>
           peak_connections=<n> cpu_s=<CPU seconds of the rebuild and its parts>
+          [server_cpu_s=<CPU seconds of PostgreSQL's processes meanwhile>]
+
+server_cpu_s (an embedded server, whose processes this machine shows): on a machine shared
+with other work the rates follow the load, their CPU seconds much less.
 """
 
 from __future__ import annotations
@@ -27,10 +31,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
 
 STUDY = "NCT04397107"
+
+
+def server_cpu_seconds(pgdata: Path) -> float | None:
+    """CPU seconds of the local server of ``pgdata`` so far: its postmaster with the children
+    it has reaped, and its live children (None: no server of this machine's there)."""
+    try:
+        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        times = postmaster.cpu_times()
+        seconds = times.user + times.system + times.children_user + times.children_system
+        children = postmaster.children()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+    for child in children:
+        with contextlib.suppress(psutil.Error):  # ended meanwhile: counted when reaped
+            times = child.cpu_times()
+            seconds += times.user + times.system
+    return seconds
 
 
 def decode_rate(runtime: Any) -> float:
@@ -71,6 +93,21 @@ class ConnectionCounter:
         self.thread.join()
 
 
+class Server:
+    """The CPU seconds the embedded server of ``pgdata`` spent, one stretch after another."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.last = server_cpu_seconds(pgdata)
+
+    def spent(self) -> dict[str, float]:
+        """``server_cpu_s`` since the last call (nothing when the server is not local)."""
+        now = server_cpu_seconds(self.pgdata)
+        spent = {} if now is None or self.last is None else {"server_cpu_s": now - self.last}
+        self.last = now
+        return spent
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished children (the rebuild's parts)."""
     times = os.times()
@@ -109,7 +146,10 @@ def main() -> None:
         runtime.close()  # the generator's cached aggregates go
 
         runtime = Runtime(settings, url)
+        server = Server(settings.pgdata)
+        cpu = cpu_seconds()
         baseline = decode_rate(runtime)
+        baseline_cpu = {"cpu_s": cpu_seconds() - cpu, **server.spent()}
         runtime.close()
         runtime = Runtime(settings, url)
         parts = args.parts or parts_for(total)
@@ -117,13 +157,13 @@ def main() -> None:
         with ConnectionCounter(url, PART_APPLICATION_NAME) as counter:
             runtime.project(STUDY, rebuild=True, parts=parts)
         rate = total / (time.perf_counter() - started)
-        cpu = cpu_seconds() - cpu
+        rebuild_cpu = {"cpu_s": cpu_seconds() - cpu, **server.spent()}
         runtime.close()
     print(f"rebuild benchmark: {total} events; load {os.getloadavg()[0]:.1f}; "
           "target: rebuild >= 0.8 x read and decode")
-    print(bench_line("read_decode", baseline, "ev/s"))
+    print(bench_line("read_decode", baseline, "ev/s", **baseline_cpu))
     print(bench_line("rebuild", rate, "ev/s", baseline, parts=parts,
-                     peak_connections=counter.peak, cpu_s=cpu))
+                     peak_connections=counter.peak, **rebuild_cpu))
 
 
 if __name__ == "__main__":

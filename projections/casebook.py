@@ -11,17 +11,19 @@ from typing import Any
 
 from domain.records import Context, Record, validate
 from domain.subject import Subject
+from projections.iso_time import iso
 
 # Header keys that hold the monitoring workflow rather than clinical data; their changes
 # reach the audit trail as rows of their own (signature, query, sdv), not as a header diff.
 WORKFLOW_KEYS = ("signatures", "queries", "sdv", "deviations")
 
 
-def subject_header(subject: Subject) -> dict[str, Any]:
+def subject_header(subject: Subject, *, workflow: bool = True) -> dict[str, Any]:
     """The subject-level part of the casebook (without version and records).
 
     Signatures show their manifestation (printed name, UTC time, meaning) and whether a later
-    change invalidated them; queries and source-data verification marks sit beside them.
+    change invalidated them; queries, source-data verification marks and deviations sit
+    beside them (left out when not ``workflow``: the projector's audit compares the rest).
     """
     header = {
         "study_id": subject.study_id,
@@ -36,11 +38,12 @@ def subject_header(subject: Subject) -> dict[str, Any]:
         "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on else None,
         "locked": subject.locked,
         "signatures": {k: dict(v) for k, v in subject.signatures.items()},
-        "queries": {k: {**v, "answers": [dict(a) for a in v["answers"]]}
-                    for k, v in subject.queries.items()},
-        "sdv": {k: dict(v) for k, v in subject.sdv.items()},
-        "deviations": {k: dict(v) for k, v in subject.deviations.items()},
     }
+    if workflow:
+        header["queries"] = {k: {**v, "answers": [dict(a) for a in v["answers"]]}
+                             for k, v in subject.queries.items()}
+        header["sdv"] = {k: dict(v) for k, v in subject.sdv.items()}
+        header["deviations"] = {k: dict(v) for k, v in subject.deviations.items()}
     if subject.demographics is not None:
         # Only an imported subject has these: a native casebook keeps its shape.
         header["actual_arm"] = subject.actual_arm
@@ -56,11 +59,11 @@ def record_view(record: Record) -> dict[str, Any]:
     """One record as the casebook shows it (``observed_offset`` only when it was kept)."""
     view = {
         "record_id": record.record_id,
-        "observed_at": record.observed_at.isoformat(),
+        "observed_at": iso(record.observed_at),
         "visit": record.visit,
         "fields": record.fields,
         "derived": record.derived,
-        "entered_at": record.entered_at.isoformat(),
+        "entered_at": iso(record.entered_at),
         "changes": record.revisions,
         "timeline": record.timeline,
         # What the soft checks found on the record as it stands (domain.checks).

@@ -21,6 +21,8 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
+from projections.iso_time import iso
+
 VERSIONS = "casebook_versions"
 AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
@@ -34,6 +36,17 @@ SUMMARIES = "subject_summaries"  # each subject as it stands: what the list and 
 OPEN_QUERIES = "open_queries"  # each query open now, by the time it was opened
 STAGED = "_staged"  # suffix of the unlogged heaps a rebuild's versions land in, as they come
 REBUILT = "_rebuild"  # suffix of the tables a rebuild fills, until they replace the old ones
+# A rebuild's own transactions (loading, sorting, indexing its new tables) commit without
+# waiting for their WAL to reach disk: a crash before the swap loses nothing acknowledged, only
+# the new tables, which the next rebuild drops and makes again (the old ones stay in place).
+# The swap commits as usual, flushing all of it. Their sorts and index builds get memory
+# enough to stay off disk at 1M events (PostgreSQL's defaults, 4 MB and 64 MB, spill them).
+REBUILD_SETTINGS: tuple[SQL, ...] = (SQL("SET LOCAL synchronous_commit = off"),
+                    SQL("SET LOCAL work_mem = '256MB'"),
+                    SQL("SET LOCAL maintenance_work_mem = '256MB'"))
+# The new tables are left alone by autovacuum while a rebuild fills them (it would scan them
+# again and again, competing for the cores, and the rebuild analyzes them once at the end).
+NO_AUTOVACUUM = SQL(" WITH (autovacuum_enabled = false)")
 
 VERSIONS_DDL = SQL(
     "subject_id uuid NOT NULL, record_id text NOT NULL, kind text NOT NULL, data jsonb,"
@@ -291,15 +304,15 @@ class HistoryView(PostgresTrackingRecorder):
                          *(t.name + REBUILT for t in TABLES)):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(name)))
             for table in VERSIONED:
-                curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({})").format(
-                    s, Identifier(table.name + STAGED), table.ddl))
+                curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({}){}").format(
+                    s, Identifier(table.name + STAGED), table.ddl, NO_AUTOVACUUM))
             for table in (EVENTS_TABLE, CHANGES_TABLE):
-                curs.execute(SQL("CREATE TABLE {}.{} ({})").format(
-                    s, Identifier(table.name + REBUILT), table.ddl))
+                curs.execute(_create_rebuilt(s, table))
 
     def stage_batch(self, rows: Rows) -> None:
         """Load one batch of a rebuild (no tracking: a rebuild becomes visible all at once)."""
         with self.datastore.transaction(commit=True) as curs:
+            curs.execute(REBUILD_SETTINGS[0])
             self._copy(curs, rows, STAGED, REBUILT)
 
     def finish_rebuild(self, application_name: str, tracking: Tracking | None,
@@ -337,6 +350,8 @@ class HistoryView(PostgresTrackingRecorder):
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
             for table in TABLES:
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table.name)))
+                curs.execute(SQL("ALTER TABLE {}.{} RESET (autovacuum_enabled)").format(
+                    s, Identifier(table.name + REBUILT)))
                 curs.execute(SQL("ALTER TABLE {}.{} RENAME TO {}").format(
                     s, Identifier(table.name + REBUILT), Identifier(table.name)))
                 for new, old in table.index_names(REBUILT):
@@ -357,7 +372,10 @@ class HistoryView(PostgresTrackingRecorder):
                 s, Identifier(SHAPE)), (version,))
 
     def _execute(self, statements: list[Composed]) -> None:
+        """Run a step of a rebuild's finish in one transaction (see REBUILD_SETTINGS)."""
         with self.datastore.transaction(commit=True) as curs:
+            for setting in REBUILD_SETTINGS:
+                curs.execute(setting)
             for statement in statements:
                 curs.execute(statement)
 
@@ -474,7 +492,7 @@ def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:
     new, staged, key = (Identifier(table.name + REBUILT), Identifier(table.name + STAGED),
                         Identifier(table.columns[1]))
     return [
-        SQL("CREATE TABLE {}.{} ({})").format(s, new, table.ddl),
+        _create_rebuilt(s, table),
         SQL("INSERT INTO {s}.{new} SELECT subject_id, {key}, kind, data, version, position, "
             "recorded_from, lead(recorded_from) OVER (PARTITION BY subject_id, {key} "
             "ORDER BY position) FROM {s}.{staged} ORDER BY subject_id, {key}, position").format(
@@ -543,13 +561,19 @@ def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
 
 def _derived_rebuilt(s: Identifier) -> list[Composed]:
     """Make and fill the rebuild's summaries and open queries from its (indexed) versions."""
-    statements = [SQL("CREATE TABLE {}.{} ({})").format(s, Identifier(t.name + REBUILT), t.ddl)
-                  for t in DERIVED]
+    statements = [_create_rebuilt(s, t) for t in DERIVED]
     statements += _derive(s, REBUILT, subjects=False)
     for table in DERIVED:
         statements += [table.add_key(s, REBUILT), *table.create_indexes(s, REBUILT),
                        SQL("ANALYZE {}.{}").format(s, Identifier(table.name + REBUILT))]
     return statements
+
+
+def _create_rebuilt(s: Identifier, table: _Table) -> Composed:
+    """Make the empty table a rebuild fills in place of ``table`` (autovacuum off till the
+    swap)."""
+    return SQL("CREATE TABLE {}.{} ({}){}").format(s, Identifier(table.name + REBUILT),
+                                                  table.ddl, NO_AUTOVACUUM)
 
 
 def _create_audit_view(s: Identifier) -> Composed:
@@ -601,10 +625,10 @@ def copy_json_text(text: str | None) -> str:
 
 def copy_time(value: datetime | None) -> str:
     """A timestamptz column of a COPY text row (always aware: naive times are refused)."""
-    return NULL if value is None else value.isoformat()
+    return NULL if value is None else iso(value)
 
 
 def _version_line(v: Version) -> str:
     return (f"{v.subject_id}\t{copy_text(v.record_id)}\t{copy_text(v.kind)}\t"
-            f"{copy_json_text(v.data)}\t{v.version}\t{v.position}\t{v.recorded_from.isoformat()}\t"
+            f"{copy_json_text(v.data)}\t{v.version}\t{v.position}\t{iso(v.recorded_from)}\t"
             f"{copy_time(v.recorded_to)}\n")

@@ -19,6 +19,7 @@ import orjson
 from domain.records import Record
 from domain.subject import Subject
 from projections.casebook import record_view
+from projections.iso_time import iso
 from projections.outcomes.facts import RECORD_KINDS, facts, slim_lab
 
 HEADER = ""  # key of the header fact
@@ -39,11 +40,16 @@ def _json(value: Any) -> str:
 def header_fact(subject: Subject) -> str:
     """The header fact: subject, arm (and the actual arm of an imported subject), disease,
     enrolment date."""
-    return _json({"subject": subject.subject_code, "arm": subject.arm,
-                  "actual_arm": subject.actual_arm if subject.demographics is not None
-                  else None, "disease": subject.disease,
-                  "enrolled_on": subject.enrolled_on.isoformat() if subject.enrolled_on
-                  else None})
+    code, arm, actual_arm, disease, enrolled_on = _header_values(subject)
+    return _json({"subject": code, "arm": arm, "actual_arm": actual_arm, "disease": disease,
+                  "enrolled_on": enrolled_on.isoformat() if enrolled_on else None})
+
+
+def _header_values(subject: Subject) -> tuple[Any, ...]:
+    """What the header fact is made of (compared before the fact is rendered again)."""
+    return (subject.subject_code, subject.arm,
+            subject.actual_arm if subject.demographics is not None else None,
+            subject.disease, subject.enrolled_on)
 
 
 def _group(record: Record) -> str:
@@ -52,7 +58,7 @@ def _group(record: Record) -> str:
 
 
 def _lab_key(record: Record) -> LabKey:
-    return (record.observed_at.isoformat(), record.record_id)
+    return (iso(record.observed_at), record.record_id)
 
 
 def _live(record: Record | None) -> Record | None:
@@ -69,6 +75,7 @@ class OutcomeState:
         self.latest: dict[str, LabKey] = {}
         self.visits: dict[str, int] = {}
         self.summary: str | None = None  # the outcome summary last written (JSON text)
+        self.header: tuple[Any, ...] | None = None  # what the header fact was made of
 
     @classmethod
     def of(cls, subject: Subject | None) -> OutcomeState:
@@ -78,6 +85,7 @@ class OutcomeState:
             return state
         state.facts[HEADER] = header_fact(subject)
         state.kinds[HEADER] = HEADER_KIND
+        state.header = _header_values(subject)
         for record in subject.records.values():
             if record.kind in RECORD_KINDS:
                 state.facts["r:" + record.record_id] = (
@@ -112,7 +120,10 @@ class OutcomeState:
         record it touched before and after (None: it touched none, or it is new), with the
         record's ``view`` and its JSON text (None when removed)."""
         changes: list[Change] = []
-        self._set(HEADER, HEADER_KIND, header_fact(subject), changes)
+        header = _header_values(subject)
+        if header != self.header:  # most events leave it as it was: not rendered again
+            self.header = header
+            self._set(HEADER, HEADER_KIND, header_fact(subject), changes)
         if record is None:
             return changes
         old, new = _live(before), _live(record)

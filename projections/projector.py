@@ -40,6 +40,7 @@ from projections.history_view import (
     copy_text,
     copy_time,
 )
+from projections.iso_time import iso
 from projections.outcome_state import OutcomeState
 from projections.outcomes.engine import subject_summary, summary_format
 
@@ -215,9 +216,10 @@ class HistoryProjector(Projection[HistoryView]):
         # What already has an open version (the tables hold what the fold held before).
         had_header = before is not None
         had_record = before is not None and record_id is not None and record_id in before.records
-        # Folding mutates the aggregate in place: take what the audit compares against first.
+        # Folding mutates the aggregate in place: take what the audit compares against first
+        # (not the queries, verification marks and deviations: their rows are the event's).
         signed = _valid_signatures(before)
-        old_header = (subject_header(before) if before is not None and
+        old_header = (subject_header(before, workflow=False) if before is not None and
                       (record_id is None or signed) else {})
         subject: Subject = event.mutate(before)  # type: ignore[assignment]
         self._subjects[subject.id] = (subject, outcomes)
@@ -397,7 +399,7 @@ class _AuditRows:
     def _event_line(self) -> str:
         event, subject = self.event, self.subject
         return "\t".join([
-            str(self.position), event.timestamp.isoformat(), copy_text(type(event).__name__),
+            str(self.position), iso(event.timestamp), copy_text(type(event).__name__),
             self.subject_id or NULL, copy_text(subject.subject_code if subject else None),
             copy_text(subject.site if subject else None), _envelope_columns(event.envelope)])
 
