@@ -297,6 +297,17 @@ class Importer:
 
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
+        # The data set, the plans and the batches waiting to be stored are millions of
+        # objects, and the cycle collector would walk them all again and again (a third of
+        # the building time, a twentieth of the checking): it is told to leave alone what
+        # exists now, and again after each step that makes more (until the unfreeze below).
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> ImportResult:
         result = ImportResult(skipped_tables=self.data.skipped_tables())
         try:
             self.service.check_import(self.app, self.caller)
@@ -316,6 +327,7 @@ class Importer:
             raise ImportRefused(f"study definition: {e}") from None
         # Every row is checked, against the study's declaration, before any is stored.
         plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
+        gc.freeze()
         if not registered:
             try:
                 self.service.handle(RegisterStudy(study=self.app.study_id,
@@ -332,7 +344,6 @@ class Importer:
                 self._load_all(study, plans, result)
         finally:
             self._writer = None
-            gc.unfreeze()
         return result
 
     def _load_all(self, study: StudyDefinition, plans: list[SubjectPlan],
@@ -423,11 +434,7 @@ class Importer:
         if writer is not None:
             def submit(batch: Sequence[Subject]) -> None:
                 events = [event for subject in batch for event in subject.collect_events()]
-                # The data set, the plans and the batches waiting to be stored are millions
-                # of objects, and the cycle collector would walk them all again and again (a
-                # third of the building time): it is told to leave alone what exists now
-                # (until the unfreeze in run).
-                gc.freeze()
+                gc.freeze()  # the batch, until it is stored (see run)
                 writer.submit(events, partial(stored, len(events)))
 
             self.service.import_subjects(self.app, self.caller, subjects, submit)
