@@ -367,7 +367,11 @@ class Importer:
         seen: Counter[str] = Counter()
         for row in rows.rows:
             kind = row.table.name
-            fields = {k: v for k, v in row.values.items() if k not in KEYS}
+            # The row without its keys, in file order (a copy, then the keys dropped: a
+            # third of the time of filtering every variable).
+            fields = dict(row.values)
+            for key in self._file_keys(row.table):
+                fields.pop(key, None)
             base = record_id(kind, fields)
             seen[base] += 1
             # An exact duplicate (same key twice, e.g. a repeated AE row) is loaded too, as
@@ -448,14 +452,18 @@ class Importer:
         # they leave out, so fields and provenance together are the row exactly as read.
         if row is None:
             return self._base_envelope
-        keys = self._keys_by_file.get(row.table.file)
-        if keys is None:  # the file's key variables, in file order
-            keys = self._keys_by_file[row.table.file] = [
-                k for k in row.table.variables if k in KEYS]
+        keys = self._file_keys(row.table)
         values = row.values
         return self._base_envelope.with_provenance({
             "file": row.table.file, "row": row.number,
             "values": {k: values[k] for k in keys if k in values}})
+
+    def _file_keys(self, table: Table) -> list[str]:
+        """The file's key variables (:data:`domain.sdtm.KEYS`), in file order."""
+        keys = self._keys_by_file.get(table.file)
+        if keys is None:
+            keys = self._keys_by_file[table.file] = [k for k in table.variables if k in KEYS]
+        return keys
 
 
 @dataclass
