@@ -10,11 +10,17 @@ It prints, each in events/s:
 - the import itself (batched transactions), and the re-run (which adds nothing),
 - the plain per-event write path: the same import saving each subject's events one
   command at a time (one transaction per event), on the first N subjects' events.
+
+Next to the rates, the CPU each costs per event (microseconds, this process and its children,
+i.e. the signing process; not the PostgreSQL server's) and the load average: on a shared
+machine the rates move with the load, the CPU far less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,6 +41,13 @@ from infra.settings import Settings
 SDTM = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdiscpilot01" / "sdtm"
 OPERATOR = Caller("os:bench", "bench", "bench", (OPERATOR_GRANT,), "import-bench", "bench",
                   "import")
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children waited for so far."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _rate(events: int, seconds: float) -> str:
@@ -101,12 +114,17 @@ def main() -> None:
             temporary_database(server, "tl_bench") as url:
         runtime = Runtime(Settings(database_url=url, home=Path(home) / "home"), url)
         try:
+            cpu = _cpu()
             built, build_s = _build_only(runtime.service(), runtime.study("BUILD", clock=None),
                                          data)
+            build_cpu = _cpu() - cpu
             app = runtime.study("CDISCPILOT01")
+            cpu = _cpu()
             start = time.perf_counter()
             result = Importer(runtime.service(), app, data, OPERATOR).run()
             import_s = time.perf_counter() - start
+            # The signing process has ended (and been waited for) when run returns.
+            import_cpu = _cpu() - cpu
             start = time.perf_counter()
             again = Importer(runtime.service(), app, data, OPERATOR).run()
             rerun_s = time.perf_counter() - start
@@ -115,11 +133,14 @@ def main() -> None:
         finally:
             runtime.close()
 
-    print(f"CDISCPILOT01 from {args.sdtm}")
+    load = os.getloadavg()[0]
+    print(f"CDISCPILOT01 from {args.sdtm} (load average {load:.1f})")
     print(f"  read XPT (pyreadstat)       {rows:>7} rows   in {read_s:6.2f} s = "
           f"{rows / read_s:>8.0f} rows/s")
-    print(f"  build + sign, not stored    {_rate(built, build_s)}")
-    print(f"  import (batched)            {_rate(result.events_added, import_s)}")
+    print(f"  build + sign, not stored    {_rate(built, build_s)}, "
+          f"{build_cpu / built * 1e6:.0f} us CPU each")
+    print(f"  import (batched)            {_rate(result.events_added, import_s)}, "
+          f"{import_cpu / result.events_added * 1e6:.0f} us CPU each")
     print(f"  re-run (adds {again.events_added})           {result.events_added:>7} events "
           f"checked in {rerun_s:6.2f} s")
     # The per-event path's rate: its storing time plus the same building cost per event.
@@ -128,7 +149,9 @@ def main() -> None:
     rate = result.events_added / import_s
     print(f"  batched import vs per-event path: x{rate / (slow / per_event_s):.1f}; "
           f"target 10000 events/s {'met' if rate >= 10_000 else 'NOT met'}")
-    print(bench_line("sdtm_import", rate, "ev/s", built / build_s))
+    print(bench_line("sdtm_import", rate, "ev/s", built / build_s,
+                     cpu_us=import_cpu / result.events_added * 1e6,
+                     baseline_cpu_us=build_cpu / built * 1e6, load=load))
     print(bench_line("sdtm_import_per_event", slow / per_event_s, "ev/s", built / build_s))
 
 

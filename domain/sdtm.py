@@ -9,6 +9,7 @@ against, not NCT04397107's catalogues.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -78,6 +79,7 @@ def _key_text(value: Value) -> str:
     return "" if value is None else str(value).strip()
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_dtc(text: str) -> datetime | None:
     """The valid time of an ISO 8601 --DTC value, or None when it is empty or not ISO 8601.
 
@@ -85,6 +87,9 @@ def parse_dtc(text: str) -> datetime | None:
     2013-01-01T00:00, "2013-05" is 2013-05-01T00:00, a date is its midnight). SDTM times have
     no offset; they are taken as UTC, as the CSV export writes them. The string as given
     stays in the record's fields, so the partial date is kept exactly.
+
+    Cached: the rows of one visit share their --DTC (an import parses a hundred thousand,
+    a few thousand of them distinct), and a datetime is immutable.
     """
     match = _DTC.match(text.strip())
     if match is None:

@@ -24,12 +24,16 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper, StoredEvent
 
-from infra.mapper import SigningMapper
+from infra.mapper import SigningMapper, UnsignedEvent
 from infra.signing_process import SigningProcess
 
 # Batches from this size on are signed in the signing process (started on the first one);
 # for fewer events, starting a process costs more than it saves.
 SIGN_APART_FROM = 500
+# Events per request to the signing process, and requests unanswered at most: 2 x 256
+# signatures of 64 bytes are 32 KiB, half a Linux pipe's buffer.
+SIGNING_CHUNK = 256
+SIGNING_AHEAD = 2
 
 
 class BulkWriteFailed(RuntimeError):
@@ -122,6 +126,20 @@ class BulkWriter:
             return [mapper.to_stored_event(event) for event in events]
         if self._signing is None:
             self._signing = mapper.signer.signing_process()
-        unsigned = [mapper.prepare(event) for event in events]
-        signatures = self._signing.signatures([u.message for u in unsigned])
+        signing = self._signing
+        # Sent a chunk at a time as the events are transcoded, so the signing process signs
+        # one chunk while this thread transcodes the next, rather than waiting for the whole
+        # batch. At most SIGNING_AHEAD chunks are unanswered: their signatures fit in the
+        # pipe's buffer, so the child never blocks writing them while this thread blocks
+        # writing the next request.
+        unsigned: list[UnsignedEvent] = []
+        signatures: list[bytes] = []
+        for start in range(0, len(events), SIGNING_CHUNK):
+            chunk = [mapper.prepare(event) for event in events[start:start + SIGNING_CHUNK]]
+            unsigned.extend(chunk)
+            if signing.pending >= SIGNING_AHEAD:
+                signatures.extend(signing.receive())
+            signing.send([u.message for u in chunk])
+        while signing.pending:
+            signatures.extend(signing.receive())
         return [mapper.finish(u, s) for u, s in zip(unsigned, signatures, strict=True)]

@@ -60,6 +60,11 @@ class SigningProcess:
         self._write(len(request).to_bytes(_LENGTH, "big") + request)
         self._pending.append(len(messages))
 
+    @property
+    def pending(self) -> int:
+        """Requests sent and not yet received."""
+        return len(self._pending)
+
     def receive(self) -> list[bytes]:
         """The signatures of the oldest request not yet received."""
         expected = self._pending.pop(0)
