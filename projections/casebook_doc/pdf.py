@@ -300,8 +300,8 @@ def _wrap(pdf: FPDF, value: str, width: float, bold: bool) -> list[str]:
 
 
 # Cell values repeat across rows and subjects (tests, units, names, dates): each is wrapped
-# once per process. About 100 bytes an entry.
-@functools.lru_cache(maxsize=50_000)
+# once per process (a few thousand distinct values suffice: most others occur once).
+@functools.lru_cache(maxsize=4096)
 def _lines(value: str, width: float, scale: float, bold: bool) -> tuple[str, ...]:
     """``value`` broken into lines no wider than ``width``, the font's widths times
     ``scale``."""
