@@ -195,8 +195,11 @@ def write_pdf(document: CasebookDocument, path: Path, created_at: datetime) -> N
 
 
 def _open(data: bytes) -> ttLib.TTFont:
-    """A font file's bytes as the TTFont fpdf2 subsets in place (a copy for each document)."""
-    return ttLib.TTFont(io.BytesIO(data), recalcTimestamp=False, lazy=True)
+    """A font file's bytes as the TTFont fpdf2 subsets in place (a copy for each document).
+
+    Bounding boxes are not recalculated on saving the subset (which expands every glyph it
+    keeps): the font's own boxes bound the subset's glyphs all the same."""
+    return ttLib.TTFont(io.BytesIO(data), recalcTimestamp=False, recalcBBoxes=False, lazy=True)
 
 
 def _facts(pdf: FPDF, facts: list[tuple[str, str]]) -> None:
