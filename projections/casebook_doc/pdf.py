@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fontTools import subset as ftsubset  # type: ignore[import-untyped]
-from fontTools import ttLib  # type: ignore[import-untyped]
+from fontTools import ttLib
 from fpdf import FPDF
 from fpdf.fonts import SubsetMap, TTFFont
 from fpdf.util import escape_parens
@@ -259,7 +259,7 @@ def _row(pdf: _Casebook, row: tuple[str, ...], widths: list[float], *, heading: 
             pdf.add_page()
 
 
-def _draw(pdf: FPDF, cells: list[_Cell], widths: list[float], start: int, count: int,
+def _draw(pdf: _Casebook, cells: list[_Cell], widths: list[float], start: int, count: int,
           heading: bool) -> None:
     """Lines ``start`` to ``start + count`` of a row's cells, with their borders.
 
