@@ -263,7 +263,7 @@ def _draw(pdf: _Casebook, cells: list[_Cell], widths: list[float], start: int, c
           heading: bool) -> None:
     """Lines ``start`` to ``start + count`` of a row's cells, with their borders.
 
-    The operators are those fpdf2's ``rect`` and ``text`` write, but written here, a cell at a
+    The operators are those fpdf2's ``rect`` and ``text`` write, but written here, a row at a
     time: through fpdf2's methods (their checks, colours and wrappers for every line) they
     took half of a long casebook's time."""
     top = pdf.get_y()
@@ -273,6 +273,7 @@ def _draw(pdf: _Casebook, cells: list[_Cell], widths: list[float], start: int, c
     pdf.set_draw_color(150)
     pdf.set_fill_color(HEADING_FILL)
     border = "B" if heading else "S"  # drawn and filled, or drawn only
+    ops = []
     for cell, width in zip(cells, widths, strict=True):
         style = "B" if cell.bold else ""
         if (pdf.font_family != _KEY or pdf.font_style != style
@@ -281,8 +282,8 @@ def _draw(pdf: _Casebook, cells: list[_Cell], widths: list[float], start: int, c
         font = pdf.current_font
         assert isinstance(font, TTFFont)
         codes = pdf.codes[style]
-        ops = [f"{x * k:.2f} {(page_height - top) * k:.2f} {width * k:.2f} "
-               f"{-height * k:.2f} re {border}"]
+        ops.append(f"{x * k:.2f} {(page_height - top) * k:.2f} {width * k:.2f} "
+                   f"{-height * k:.2f} re {border}")
         if not pdf.current_font_is_set_on_page:
             ops.append(pdf._set_font_for_page(font, pdf.font_size_pt))
         ops.append(_RED_TEXT if cell.red else "q 0 g")
@@ -292,8 +293,8 @@ def _draw(pdf: _Casebook, cells: list[_Cell], widths: list[float], start: int, c
                 ops.append(f"BT {(x + PADDING) * k:.2f} {(page_height - y) * k:.2f} Td "
                            f"({line.translate(codes)}) Tj ET")
         ops.append("Q")
-        pdf._out("\n".join(ops))
         x += width
+    pdf._out("\n".join(ops))
     pdf.set_y(top + height)
 
 
