@@ -8,7 +8,9 @@ taller than what is left of a page continues on the next one, under the headings
 
 The fonts are parsed once per process and copied into each document (fpdf2 subsets a font
 in place when it writes a file, so each document gets a fresh copy of the font file, less
-the tables the subset drops anyway).
+the tables the subset drops anyway). The file fpdf2 subsets for a document is the smallest
+that serves it: one with exactly the glyphs it uses (made once per set of glyphs), cut from
+a font of the common characters, or the whole font when the document uses others.
 """
 
 from __future__ import annotations
