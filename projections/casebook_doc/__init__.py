@@ -19,7 +19,6 @@ from domain.identifiers import is_safe_file_stem
 from domain.study import StudyDefinition
 from projections.casebook_doc.html import write_html
 from projections.casebook_doc.model import CasebookDocument, casebook, subjects
-from projections.casebook_doc.pdf import write_pdf
 from projections.streaming import aware, consistent_read
 
 
@@ -37,11 +36,18 @@ def file_stem(subject: str) -> str:
 Progress = Callable[[int, int], None]
 # Below this many subjects, starting worker processes costs more than rendering in this one.
 PARALLEL_FROM = 8
+# Subjects handed to the workers and not yet rendered: enough that none waits for the next
+# while this process reads or renders one.
+QUEUED_PER_WORKER = 2
 
 
 def render(document: CasebookDocument, directory: Path, created_at: datetime) -> None:
     """Write ``document`` as ``<subject>.html`` and ``<subject>.pdf`` in ``directory`` (run
     in a worker process when rendering in parallel: a document is plain data)."""
+    # Imported here: the PDF library and its fonts weigh some 40 MB, which a process that
+    # only reads documents for its workers does without.
+    from projections.casebook_doc.pdf import write_pdf
+
     stem = file_stem(document.subject)
     with (directory / f"{stem}.html").open("w", encoding="utf-8") as out:
         write_html(document, out)
@@ -49,10 +55,10 @@ def render(document: CasebookDocument, directory: Path, created_at: datetime) ->
 
 
 def render_workers(subjects: int) -> int:
-    """How many worker processes render ``subjects`` casebooks: one per core, none (render
-    here) for a few subjects or on one core."""
+    """How many worker processes render ``subjects`` casebooks beside this process: one per
+    core but this one's, none for a few subjects or on one core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if subjects < PARALLEL_FROM or (cores or 1) < 2 else min(cores or 1, subjects)
+    return 0 if subjects < PARALLEL_FROM or (cores or 1) < 2 else (cores or 1) - 1
 
 
 def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
@@ -63,8 +69,9 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
     ``as_of`` (now when None), as (file name, path in ``directory``) sorted by name;
     ``progress(done, total)`` is told of each subject rendered.
 
-    The documents are read here, subject by subject, and rendered by worker processes (one
-    per core, see :func:`render_workers`) a few subjects ahead of the one handed on; each
+    The documents are read here, subject by subject, a few subjects ahead of the one handed
+    on, and rendered by worker processes (see :func:`render_workers`), or here while the
+    workers have enough queued (so the work splits between them and this process); each
     file is deleted once the next one is asked for, so a consumer can hand them on (a zip, a
     download) from the first subject on, with a few subjects on disk at a time. ``conn`` must
     not be inside a transaction: all casebooks come from one consistent read.
@@ -89,20 +96,22 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
             ahead = iter(order)
             done = 0
 
+            queued = QUEUED_PER_WORKER * workers
+
             def submit() -> None:
                 subject_id = next(ahead, None)
                 if subject_id is None:
                     return
                 document = casebook(conn, schema, definition, subject_id, when, created)
                 future: Future[None] = Future()
-                if pool is None:
+                if pool is not None and sum(not f.done() for f in pending) < queued:
+                    future = pool.submit(render, document, directory, created)
+                else:
                     render(document, directory, created)
                     future.set_result(None)
-                else:
-                    future = pool.submit(render, document, directory, created)
                 pending.append(future)
 
-            for _ in range(2 * workers or 1):
+            for _ in range(queued + 1):
                 submit()
             rendered = set()
             for name in sorted(owners):
