@@ -12,7 +12,7 @@ texts of 200 bytes: a longer text is cut at 200 bytes in the XPT file only.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,21 +50,34 @@ def write_domains(conn: psycopg.Connection[Any], schema: str, definition: StudyD
     """Write one file per domain of the study as of ``as_of`` (now when None) into
     ``directory``: ``<domain>.json``, ``.ndjson`` or ``.xpt`` (lower-case names). Returns
     the rows of each file. ``conn`` must not be inside a transaction."""
+    counts = write_layouts(conn, schema, definition, {layout: directory}, software_version,
+                           as_of, created_at)
+    return counts[layout]
+
+
+def write_layouts(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
+                  directories: Mapping[Layout, Path], software_version: str,
+                  as_of: datetime | None = None,
+                  created_at: datetime | None = None) -> dict[Layout, dict[str, int]]:
+    """:func:`write_domains` in each layout of ``directories`` (layout -> its directory),
+    the rows read and typed once for all of them; the rows of each file, by layout."""
     created = aware("created_at", created_at) or datetime.now(UTC)
     when = aware("as_of", as_of)
     provenance = Provenance(definition.study_id, created, when or created, software_version)
-    directory.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
+    for directory in directories.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    counts: dict[Layout, dict[str, int]] = {layout: {} for layout in directories}
     with consistent_read(conn), tempfile.TemporaryDirectory(prefix="trialledger-sdtm-") as tmp:
         for domain in domains(conn, schema, definition, when):
             spool = _Spool.of(domain, Path(tmp) / f"{domain.name}.rows")
-            path = directory / f"{domain.name.lower()}.{layout}"
-            if layout == "xpt":
-                _write_xpt(domain, spool, path)
-            else:
-                with path.open("wb") as out:
-                    _write_json(domain, spool, provenance, out, ndjson=layout == "ndjson")
-            counts[path.name] = spool.records
+            for layout, directory in directories.items():
+                path = directory / f"{domain.name.lower()}.{layout}"
+                if layout == "xpt":
+                    _write_xpt(domain, spool, path)
+                else:
+                    with path.open("wb") as out:
+                        _write_json(domain, spool, provenance, out, ndjson=layout == "ndjson")
+                counts[layout][path.name] = spool.records
             spool.path.unlink()
     return counts
 
