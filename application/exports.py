@@ -11,6 +11,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -19,10 +20,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from application.bundle_tables import Tables, csv_files, rendering
+from application.bundle_tables import files as table_files
 from application.runtime import Runtime
 from domain.envelope import Envelope
 from domain.errors import InvalidInput
-from domain.studies.protocols import study_endpoints
 from infra import keys
 from infra.ledger.bundle import bundle_chunks
 from infra.ledger.sealer import SealingRefused
@@ -31,11 +33,8 @@ from infra.postgres import connect, schema_for_study
 from infra.replica import ON_PRIMARY, ReadSource
 from infra.zip_stream import ZipStream, write_file
 from projections.casebook_doc import Progress, casebook_files
-from projections.csv_export import write_csv
 from projections.dataset_json import Layout, write_domains
 from projections.odm import write_archive, write_snapshot
-from projections.outcomes.datasets import write_analysis
-from projections.queries import outcome_facts_as_of
 
 FORMATS = ("odm-snapshot", "odm-archive", "csv", "dataset-json", "dataset-ndjson", "xpt",
            "casebook", "bundle")
@@ -48,8 +47,8 @@ MEDIA_TYPES = {"odm-snapshot": "application/xml", "odm-archive": "application/xm
 FILE_NAMES = {"odm-snapshot": "snapshot.xml", "odm-archive": "archive.xml", "csv": "csv.zip",
               **{f: f"{f}.zip" for f in DOMAIN_FORMATS},
               "casebook": "casebooks.zip", "bundle": "bundle.zip"}
-# Where the bundle puts its renderings, beside the ledger's files (names in sorted order).
-BUNDLE_CASEBOOKS, BUNDLE_CSV, BUNDLE_ODM = "casebooks", "csv", "odm"
+# Where the bundle puts its casebooks, beside the ledger's files and the other renderings.
+BUNDLE_CASEBOOKS = "casebooks"
 
 _log = get_logger("trialledger.exports")
 
@@ -157,16 +156,9 @@ def write_csv_dir(runtime: Runtime, study: str, directory: Path,
     outcome tables (ADSL.csv, ADLIST.csv) as of the same time; rows per file."""
     runtime.project(study)
     app = runtime.study(study)
-    definition = app.definition()
     with _reading(runtime, study, as_of, told) as conn:
-        counts = write_csv(conn, schema_for_study(study), definition, directory, as_of,
-                           definition_data=app.study().definition_data)
-        books = outcome_facts_as_of(conn, schema_for_study(study), as_of)
-    # A study loaded from SDTM keeps its USUBJIDs as subject codes; ours prefix the study.
-    prefix = "" if definition.sdtm else f"{study}-"
-    return {**counts, **write_analysis(directory, books, study, prefix,
-                                       study_endpoints(definition),
-                                       [visit.code for visit in definition.visits])}
+        return csv_files(conn, study, app.definition(), app.study().definition_data,
+                         directory, as_of)
 
 
 def write_domain_dir(runtime: Runtime, study: str, export_format: str, directory: Path,
@@ -234,8 +226,9 @@ def bundle(runtime: Runtime, study: str, as_of: datetime | None = None,
            progress: Progress | None = None) -> Generator[bytes, None, dict[str, Any]]:
     """Seal (with a fresh checkpoint), then the bundle, yielded member by member: the whole
     ledger, then the casebooks (subject by subject, ``progress(done, total)`` told of each),
-    the CSV files and the ODM snapshot and archive as of ``as_of`` (default: now), then the
-    signed manifest, which it returns."""
+    the CSV files, Dataset-JSON, the ODM snapshot and archive and XPT as of ``as_of``
+    (default: now), then the signed manifest, which it returns. The renderings other than
+    the casebooks are made meanwhile by a process of their own (:mod:`bundle_tables`)."""
     try:
         runtime.seal(study, force_checkpoint=True)
     except SealingRefused as e:
@@ -244,13 +237,19 @@ def bundle(runtime: Runtime, study: str, as_of: datetime | None = None,
     created = datetime.now(UTC)
     # One as-of time for every rendering, so they agree with one another and the manifest.
     when = (as_of or created).astimezone(UTC)
+    runtime.project(study)
+    app = runtime.study(study)
+    tables = Tables(runtime.url, study, app.definition(), app.study().definition_data, when,
+                    created, _software_version())
     with (tempfile.TemporaryDirectory(prefix="trialledger-bundle-") as tmp,
+          rendering(tables, Path(tmp) / "tables") as rendered,
           connect(runtime.url) as conn):
         manifest: dict[str, Any] = yield from bundle_chunks(
             conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),
             runtime.signing_key(), runtime.settings.key_name,
-            files=_renderings(runtime, study, Path(tmp), when, created, progress), as_of=when,
-            created_at=created, software_version=f"trialledger {_software_version()}",
+            files=_renderings(runtime, study, Path(tmp), rendered, when, created, progress),
+            as_of=when, created_at=created,
+            software_version=f"trialledger {_software_version()}",
             witnessed=bool(runtime.settings.witnesses))
     return manifest
 
@@ -264,39 +263,26 @@ def write_bundle_file(runtime: Runtime, study: str, path: Path,
     return manifest
 
 
-def _renderings(runtime: Runtime, study: str, directory: Path, as_of: datetime,
-                created: datetime, progress: Progress | None) -> Iterator[tuple[str, Path]]:
-    """The bundle's renderings as (bundle name, file), sorted by name, each rendered into
-    ``directory`` when it is asked for: casebooks/ subject by subject, csv/, dataset-json/,
-    odm/, xpt/."""
-    runtime.project(study)
+def _renderings(runtime: Runtime, study: str, directory: Path, rendered: Callable[[], None],
+                as_of: datetime, created: datetime,
+                progress: Progress | None) -> Iterator[tuple[str, Path]]:
+    """The bundle's renderings as (bundle name, file), sorted by name: casebooks/ subject by
+    subject, rendered into ``directory`` when asked for; then, once ``rendered()`` returned,
+    what the renderings' process wrote (csv/, dataset-json/, odm/, xpt/)."""
     definition = runtime.study(study).definition()
+    started = time.perf_counter()
     with connect(runtime.url) as conn:
         for name, path in casebook_files(conn, schema_for_study(study), definition,
                                          directory / BUNDLE_CASEBOOKS, as_of, created,
                                          progress):
             yield f"{BUNDLE_CASEBOOKS}/{name}", path
-    csv = directory / BUNDLE_CSV
-    write_csv_dir(runtime, study, csv, as_of)
-    for file in sorted(f for f in csv.rglob("*") if f.is_file()):
-        yield f"{BUNDLE_CSV}/{file.relative_to(csv).as_posix()}", file
-    yield from _domain_files(runtime, study, "dataset-json", directory, as_of, created)
-    odm = directory / BUNDLE_ODM
-    odm.mkdir()
-    for export_format in sorted(("odm-snapshot", "odm-archive"), key=FILE_NAMES.__getitem__):
-        path = odm / FILE_NAMES[export_format]
-        with path.open("wb") as out:
-            write_rendering(runtime, study, export_format, out, as_of, created)
-        yield f"{BUNDLE_ODM}/{path.name}", path
-    yield from _domain_files(runtime, study, "xpt", directory, as_of, created)
-
-
-def _domain_files(runtime: Runtime, study: str, export_format: str, directory: Path,
-                  as_of: datetime, created: datetime) -> Iterator[tuple[str, Path]]:
-    folder = directory / export_format
-    write_domain_dir(runtime, study, export_format, folder, as_of, created)
-    for file in sorted(folder.iterdir()):
-        yield f"{export_format}/{file.name}", file
+    casebooks_done = time.perf_counter()
+    rendered()
+    # Where a bundle's time goes: the renderings' process logs each of its renderings.
+    _log.info("bundle.rendered", rendering="casebooks",
+              seconds=round(casebooks_done - started, 2),
+              then_waited_s=round(time.perf_counter() - casebooks_done, 2))
+    yield from table_files(directory / "tables")
 
 
 def stream(runtime: Runtime, study: str, export_format: str, as_of: datetime | None,

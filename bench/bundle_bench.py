@@ -2,6 +2,7 @@
 
     python bench/bundle_bench.py [--events 1000000] [--database-url URL]
                                  [--keep-store --home DIR | --store URL --home DIR]
+                                 [--exports archive,casebooks,bundle]
 
 Generates the store with read_bench's generator (about 490 events a subject), projects the
 read tables, then runs each export in a fresh process, in this one run:
@@ -15,7 +16,8 @@ Peak RSS is the process tree's: the export and its rendering workers, sampled to
 Wall time on a shared machine is mostly waiting: the CPU seconds (with the workers') are
 printed beside it.
 With --keep-store the generated database outlives the run (its signing key stays in --home)
-and --store URL --home DIR measures it again without generating. Prints, per export:
+and --store URL --home DIR measures it again without generating; --exports leaves some
+out (the archive, the baseline, is always run). Prints, per export:
 
     BENCH bundle value=<s> unit=s baseline=<odm-archive s> ratio=<bundle / archive>
           peak_rss_mb=<MB> events=<n>
@@ -112,6 +114,8 @@ def main() -> None:
     parser.add_argument("--keep-store", action="store_true",
                         help="keep the generated database (its signing key stays in --home)")
     parser.add_argument("--home", default=None, help="TrialLedger home (default: temporary)")
+    parser.add_argument("--exports", default=",".join(EXPORTS),
+                        help="the exports to run besides the archive, comma-separated")
     parser.add_argument("--measure", choices=EXPORTS, help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,7 +142,8 @@ def main() -> None:
         runtime.close()
         out = Path(tempfile.mkdtemp(prefix="tl-bundle-"))
         figures = {}
-        for what in EXPORTS:
+        wanted = {"archive", *args.exports.split(",")}
+        for what in (e for e in EXPORTS if e in wanted):
             figures[what] = run_child(what, url, home, out / what)
             f = figures[what]
             print(f"  {what:10} {f['seconds']:8.1f} s  CPU {f['cpu_s']:8.1f} s  "
@@ -147,14 +152,15 @@ def main() -> None:
                   f"(load {os.getloadavg()[0]:.1f})",
                   flush=True)
         out.rmdir()
-    print(f"bundle benchmark: {total} events, {figures['casebooks']['subjects']:.0f} subjects "
+    subjects = figures["casebooks"]["subjects"] if "casebooks" in figures else "?"
+    print(f"bundle benchmark: {total} events, {subjects} subjects "
           f"({'kept store' if args.store else f'generated in {generated_s:.0f} s'}); "
           "targets: bundle <= 600 s at 1M events, peak RSS <= 300 MB, <= 3x odm-archive")
     archive = figures["archive"]
     print(bench_line("odm_archive", archive["seconds"], "s", peak_rss_mb=archive["peak_mb"],
                      peak_pss_mb=archive["peak_pss_mb"], cpu_s=archive["cpu_s"],
                      events=total))
-    for what in ("casebooks", "bundle"):
+    for what in (e for e in ("casebooks", "bundle") if e in figures):
         f = figures[what]
         print(bench_line(what if what == "bundle" else "casebook_zip", f["seconds"], "s",
                          archive["seconds"], peak_rss_mb=f["peak_mb"],

@@ -27,7 +27,7 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.csv_cells import neutralised
+from domain.csv_cells import neutralised_row
 from domain.rules.dosing import FREQUENCIES
 from domain.rules.essdai import ESSDAI_WEIGHTS
 from domain.rules.sledai import SLEDAI_DESCRIPTORS
@@ -171,10 +171,10 @@ def domain_rows(conn: psycopg.Connection[Any], schema: str, definition: StudyDef
 def _write(path: Path, columns: tuple[str, ...], rows: Iterable[Row]) -> int:
     count = 0
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
+        writer = csv.writer(f)
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow({name: neutralised(value) for name, value in row.items()})
+            writer.writerow(neutralised_row(row.get(name, "") for name in columns))
             count += 1
     return count
 
@@ -355,23 +355,28 @@ class _Export:
         query = SQL("SELECT {} FROM {}.{}{} ORDER BY position, seq").format(
             SQL(", ").join(Identifier(c) for c in AUDIT_COLUMNS), self.s, Identifier(AUDIT),
             until)
+        # Hundreds of thousands of rows at 100k events: each is built by index, not by name.
+        recorded, subject, observed, old, new = (
+            AUDIT_COLUMNS.index(c) for c in ("recorded_at", "subject_id", "observed_at",
+                                              "old_value", "new_value"))
         count = 0
         with (directory / "audit_trail.csv").open("w", newline="", encoding="utf-8") as f, \
                 (directory / "audit_trail.jsonl").open("wb") as lines:
             writer = csv.writer(f)
             writer.writerow(AUDIT_COLUMNS)
             for row in self._stream(query, "csv_audit"):
-                entry = dict(zip(AUDIT_COLUMNS, row, strict=True))
-                for name in ("recorded_at", "observed_at"):
-                    if entry[name] is not None:
-                        entry[name] = utc_text(entry[name])
-                if entry["subject_id"] is not None:
-                    entry["subject_id"] = str(entry["subject_id"])
-                lines.write(orjson.dumps(entry) + b"\n")
-                # In CSV, the old and new values are JSON text (a number, a string, a list).
-                writer.writerow([neutralised(orjson.dumps(v).decode()
-                                             if name in ("old_value", "new_value") else _text(v))
-                                 for name, v in entry.items()])
+                cells = list(row)
+                for n in (recorded, observed):
+                    if cells[n] is not None:
+                        cells[n] = utc_text(cells[n])
+                if cells[subject] is not None:
+                    cells[subject] = str(cells[subject])
+                lines.write(orjson.dumps(dict(zip(AUDIT_COLUMNS, cells, strict=True))) + b"\n")
+                # In CSV, the old and new values are JSON text (a number, a string, a list);
+                # None is written as an empty cell.
+                cells[old] = orjson.dumps(cells[old]).decode()
+                cells[new] = orjson.dumps(cells[new]).decode()
+                writer.writerow(neutralised_row(cells))
                 count += 1
         return {"audit_trail.csv": count, "audit_trail.jsonl": count}
 
