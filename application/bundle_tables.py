@@ -1,5 +1,5 @@
 """The bundle's renderings other than the casebooks — the CSV files with the analysis
-datasets, Dataset-JSON, the ODM snapshot and archive, XPT — rendered by a process of their own
+datasets, Dataset-JSON, the ODM snapshot and archive, XPT — rendered by processes of their own
 while the exporting process streams the ledger and the casebooks.
 
 Each rendering is single-threaded Python; serially after the casebooks they left a core idle
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,22 +75,44 @@ def csv_files(conn: psycopg.Connection[Any], study: str, definition: StudyDefini
                                        [visit.code for visit in definition.visits])}
 
 
-def render(tables: Tables, directory: Path) -> None:
-    """Write csv/, dataset-json/, odm/ and xpt/ of the bundle into ``directory``; log the
-    time each took (wall and CPU seconds: where a bundle's time goes)."""
-    schema = schema_for_study(tables.study)
+def _csv(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None:
+    csv_files(conn, tables.study, tables.definition, tables.definition_data, directory / CSV,
+              tables.as_of)
+
+
+def _layouts(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None:
+    write_layouts(conn, schema_for_study(tables.study), tables.definition,
+                  {"json": directory / DATASET_JSON, "xpt": directory / XPT},
+                  tables.software_version, tables.as_of, tables.created_at)
+
+
+def _odm(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None:
+    (directory / ODM).mkdir()
+    for name, writer in ODM_FILES.items():
+        with _timed(f"odm/{name}"), (directory / ODM / name).open("wb") as out:
+            writer(conn, schema_for_study(tables.study), tables.definition, out, tables.as_of,
+                   tables.created_at)
+
+
+# The renderings, each made by a process of its own, one after another, in this order. What
+# a process imports stays until it ends (malloc_trim gives nothing back): the CSV files'
+# outcome statistics import scipy and statsmodels (about 95 MB), XPT polars and pyreadstat
+# (about 40 MB); a fresh process for each holds one of them at a time, and the heavier come
+# last, mostly after the casebooks' worker has ended (measured: bench/README.md).
+PARTS: dict[str, Callable[[psycopg.Connection[Any], Tables, Path], None]] = {
+    "odm": _odm, "dataset-json+xpt": _layouts, "csv": _csv}
+
+
+def render(tables: Tables, directory: Path, parts: Iterable[str] = PARTS) -> None:
+    """Write csv/, dataset-json/, odm/ and xpt/ of the bundle (or those of ``parts``) into
+    ``directory``; log the time each took (wall and CPU seconds: where a bundle's time goes)."""
     with connect(tables.url) as conn:
-        with _timed("csv"):
-            csv_files(conn, tables.study, tables.definition, tables.definition_data,
-                      directory / CSV, tables.as_of)
-        with _timed("dataset-json+xpt"):
-            write_layouts(conn, schema, tables.definition,
-                          {"json": directory / DATASET_JSON, "xpt": directory / XPT},
-                          tables.software_version, tables.as_of, tables.created_at)
-        (directory / ODM).mkdir()
-        for name, writer in ODM_FILES.items():
-            with _timed(f"odm/{name}"), (directory / ODM / name).open("wb") as out:
-                writer(conn, schema, tables.definition, out, tables.as_of, tables.created_at)
+        for part in parts:
+            if part == "odm":  # timed file by file
+                _odm(conn, tables, directory)
+                continue
+            with _timed(part):
+                PARTS[part](conn, tables, directory)
 
 
 @contextmanager
@@ -110,39 +133,67 @@ def files(directory: Path) -> Iterator[tuple[str, Path]]:
 
 @contextmanager
 def rendering(tables: Tables, directory: Path) -> Iterator[Callable[[], None]]:
-    """Start :func:`render` in a process of its own; yield a function that waits for it and
-    raises :class:`RenderingFailed` if it failed. Leaving the block early stops the process."""
+    """Start :func:`render` in processes of their own, one for each of :data:`PARTS`, one
+    after another (started by a thread of this process); yield a function that waits for
+    them and raises :class:`RenderingFailed` if one failed. Leaving the block early stops
+    the running one and starts no other."""
     # Spawned, not forked: the server that calls this runs threads.
     context = multiprocessing.get_context("spawn")
-    reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(tables, directory, writer, os.getpid()),
-                              name="bundle-tables", daemon=True)
-    process.start()
-    writer.close()
+    stopping = threading.Event()
+    lock = threading.Lock()  # so that none starts once the block is left
+    running: list[multiprocessing.process.BaseProcess] = []
+    failures: list[str] = []
+
+    def run_parts() -> None:
+        for part in PARTS:
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(target=_child,
+                                      args=(tables, directory, part, writer, os.getpid()),
+                                      name=f"bundle-tables-{part}", daemon=True)
+            with reader:
+                with lock:
+                    if stopping.is_set():
+                        writer.close()
+                        return
+                    process.start()
+                    running.append(process)
+                writer.close()
+                try:
+                    failure = reader.recv()
+                except EOFError:
+                    failure = None
+            process.join()
+            if failure is not None or process.exitcode:
+                failures.append(failure or f"the renderings' process ({part}) ended with "
+                                           f"exit code {process.exitcode}")
+                return
+
+    # The thread waits for each child: a child dies with the thread that started it
+    # (PR_SET_PDEATHSIG), which outlives it here.
+    thread = threading.Thread(target=run_parts, name="bundle-tables", daemon=True)
+    thread.start()
 
     def finished() -> None:
-        try:
-            failure = reader.recv()
-        except EOFError:
-            failure = None
-        process.join()
-        if failure is not None or process.exitcode:
-            raise RenderingFailed(failure or f"the renderings' process ended with exit code "
-                                             f"{process.exitcode}")
+        thread.join()
+        if failures:
+            raise RenderingFailed(failures[0])
 
     try:
         yield finished
     finally:
-        reader.close()
-        if process.is_alive():
-            process.terminate()
-        process.join()
+        with lock:
+            stopping.set()
+            for process in running:
+                if process.is_alive():
+                    process.terminate()
+        thread.join()
 
 
-def _child(tables: Tables, directory: Path, result: Connection, parent: int) -> None:
+def _child(tables: Tables, directory: Path, part: str, result: Connection,
+           parent: int) -> None:
     die_with_parent(parent)
     try:
-        render(tables, directory)
+        render(tables, directory, [part])
     except Exception as e:
         result.send(f"{type(e).__name__}: {e}")
         raise
