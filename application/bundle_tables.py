@@ -87,7 +87,7 @@ def _layouts(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> 
 
 
 def _odm(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None:
-    (directory / ODM).mkdir()
+    (directory / ODM).mkdir(parents=True)
     for name, writer in ODM_FILES.items():
         with _timed(f"odm/{name}"), (directory / ODM / name).open("wb") as out:
             writer(conn, schema_for_study(tables.study), tables.definition, out, tables.as_of,
