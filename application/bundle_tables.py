@@ -3,7 +3,7 @@ datasets, Dataset-JSON, the ODM snapshot and archive, XPT — rendered by proces
 while the exporting process streams the ledger and the casebooks.
 
 Each rendering is single-threaded Python; serially after the casebooks they left a core idle
-for a third of a bundle (134,746 events: 45 of 140 CPU seconds). The child reads with its own
+for a third of a bundle (134,746 events: 45 of 140 CPU seconds). Each child reads with its own
 connection, each rendering in one consistent snapshot as of the bundle's one time, exactly as
 the renderings read in the exporting process; the files wait on disk until the zip, written
 in name order, reaches them.

@@ -228,7 +228,7 @@ def bundle(runtime: Runtime, study: str, as_of: datetime | None = None,
     ledger, then the casebooks (subject by subject, ``progress(done, total)`` told of each),
     the CSV files, Dataset-JSON, the ODM snapshot and archive and XPT as of ``as_of``
     (default: now), then the signed manifest, which it returns. The renderings other than
-    the casebooks are made meanwhile by a process of their own (:mod:`bundle_tables`)."""
+    the casebooks are made meanwhile by processes of their own (:mod:`bundle_tables`)."""
     try:
         runtime.seal(study, force_checkpoint=True)
     except SealingRefused as e:
