@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import gc
 import json
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from application.import_workers import BuildPool, NewRecord, NewSubject, StoredRow, stored_events
 from application.trial_service import TrialService
 from domain.caller import Caller
 from domain.commands import RegisterStudy
@@ -73,6 +76,11 @@ SIGNATURE_MEANINGS = [
 
 class ImportRefused(Exception):
     """The data set cannot be loaded as it is; nothing was stored."""
+
+
+class ImportInterrupted(Exception):
+    """The import stopped part way (a worker process died): the transactions committed
+    are kept, whole; running the import again adds the rest."""
 
 
 @dataclass
@@ -280,13 +288,17 @@ class Importer:
 
     def __init__(self, service: TrialService, app: StudyApplication, data: DataSet,
                  caller: Caller, on_progress: Callable[[int], object] | None = None,
-                 events_per_transaction: int | None = None, *, bulk: bool = True) -> None:
+                 events_per_transaction: int | None = None, *, bulk: bool = True,
+                 workers: int = 1) -> None:
         self.service = service
         self.app = app
         self.data = data
         self.caller = caller
         self.on_progress = on_progress
         self.bulk = bulk
+        # More than one: new subjects are built and signed in that many worker processes
+        # (see application.import_workers), when the study seals no identifying values.
+        self.workers = workers
         self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
                                                 else EVENTS_PER_SAVE)
         self._writer: BulkWriter | None = None
@@ -341,7 +353,10 @@ class Importer:
         try:
             # Left by an error, the writer stores nothing more than the batch it is storing.
             with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
-                self._load_all(study, plans, result)
+                if self.workers > 1 and not study.identifying:
+                    self._load_in_workers(study, definition, plans, result)
+                else:
+                    self._load_all(study, plans, result)
         finally:
             self._writer = None
         return result
@@ -358,6 +373,74 @@ class Importer:
             if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
+
+    def _load_in_workers(self, study: StudyDefinition, definition: dict[str, Any],
+                         plans: list[SubjectPlan], result: ImportResult) -> None:
+        """Stored subjects (a re-run's) loaded here first; the new ones built and signed by
+        worker processes, a batch at a time, each batch stored as it comes back, in order."""
+        stored, new = [], []
+        for plan in plans:
+            (stored if self.app.is_subject(plan.code) else new).append(plan)
+        self._load_all(study, stored, result)
+        pool = BuildPool(self.app, definition, self._base_envelope, self.workers)
+        in_flight: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
+        try:
+            batch: list[SubjectPlan] = []
+            size = 0
+            for plan in new:
+                batch.append(plan)
+                size += len(plan.records) + 1
+                if size >= self.batch or plan is new[-1]:
+                    subjects = [self._new_subject(study, p) for p in batch]
+                    self.service.check_import(self.app, self.caller, subjects)
+                    in_flight.append((pool.submit(subjects), batch))
+                    batch, size = [], 0
+                    # Two batches a worker: one building, one waiting for it.
+                    while len(in_flight) > 2 * self.workers:
+                        self._store_built(*in_flight.popleft(), result)
+            while in_flight:
+                self._store_built(*in_flight.popleft(), result)
+        except DomainError as e:
+            raise ImportRefused(str(e)) from None
+        except BrokenProcessPool:
+            raise ImportInterrupted(
+                "a worker process of the import stopped; the batches stored before are kept "
+                "whole, and running the import again adds the rest") from None
+        finally:
+            pool.close()
+
+    def _store_built(self, built: Future[list[StoredRow] | str], plans: list[SubjectPlan],
+                     result: ImportResult) -> None:
+        """Hand a worker's batch to the writer; count it."""
+        answer = built.result()
+        if isinstance(answer, str):
+            raise ImportRefused(answer)
+        rows = sum(len(plan.records) + 1 for plan in plans)
+
+        def stored() -> None:
+            result.events_added += len(answer)
+            if self.on_progress is not None:
+                self.on_progress(rows)
+
+        assert self._writer is not None
+        self._writer.submit_stored(stored_events(answer), stored)
+        result.subjects_added += len(plans)
+        for plan in plans:
+            result.records_added += len(plan.records)
+            result.by_domain.update(record.kind for record in plan.records)
+
+    def _new_subject(self, study: StudyDefinition, plan: SubjectPlan) -> NewSubject:
+        """What a worker is sent to build a subject not yet stored, as :meth:`_load` would."""
+        dm = plan.dm.values
+        arm = _text(dm.get("ARMCD")) or None
+        return NewSubject(
+            plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
+            {k: v for k, v in dm.items() if k not in KEYS}, arm,
+            _text(dm.get("ACTARMCD")) or None,
+            None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
+            self._provenance(plan.dm), self.app.clock.now(),
+            [NewRecord(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
+                       self._provenance(r.row)) for r in plan.records])
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -452,11 +535,13 @@ class Importer:
         # they leave out, so fields and provenance together are the row exactly as read.
         if row is None:
             return self._base_envelope
+        return self._base_envelope.with_provenance(self._provenance(row))
+
+    def _provenance(self, row: Row) -> dict[str, Any]:
         keys = self._file_keys(row.table)
         values = row.values
-        return self._base_envelope.with_provenance({
-            "file": row.table.file, "row": row.number,
-            "values": {k: values[k] for k in keys if k in values}})
+        return {"file": row.table.file, "row": row.number,
+                "values": {k: values[k] for k in keys if k in values}}
 
     def _file_keys(self, table: Table) -> list[str]:
         """The file's key variables (:data:`domain.sdtm.KEYS`), in file order."""
