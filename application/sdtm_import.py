@@ -30,6 +30,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
+
 from application.import_workers import BuildPool, NewRecord, NewSubject, StoredRow, stored_events
 from application.trial_service import TrialService
 from domain.caller import Caller
@@ -66,6 +68,9 @@ EVENTS_PER_TRANSACTION = 2000
 # mode: a large batch stalls it, the server blocking on writing the returned ids while the
 # client is still sending (psycopg issue #685; seen here at ~1,700 events on a Unix socket).
 EVENTS_PER_SAVE = 200
+# Batches of new subjects the worker processes may have built and not yet stored: while
+# the rows are still being checked, they build ahead (a batch is about 2 MB of stored bytes).
+BATCHES_AHEAD = 16
 SIGNATURE_MEANINGS = [
     {"code": "authorship", "text": "I am the author of these data"},
     {"code": "review", "text": "I have reviewed these data"},
@@ -337,28 +342,49 @@ class Importer:
             for code, rows in subjects.items():
                 self._plan(code, rows, definition.get("sdtm") or {})
             raise ImportRefused(f"study definition: {e}") from None
-        # Every row is checked, against the study's declaration, before any is stored.
-        plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
-        gc.freeze()
-        if not registered:
-            try:
-                self.service.handle(RegisterStudy(study=self.app.study_id,
-                                                  definition=definition), self.caller)
-            except DomainError as e:
-                raise ImportRefused(f"study definition: {e}") from None
-            result.registered = True
-        if not self.bulk:
-            self._load_all(study, plans, result)
-            return result
+        # Every row is checked, against the study's declaration, before any is stored;
+        # with worker processes, new subjects are built meanwhile (built, not stored).
+        building = (_Building(self, study, definition, started=registered)
+                    if self.bulk and self.workers > 1 and not study.identifying else None)
         try:
-            # Left by an error, the writer stores nothing more than the batch it is storing.
-            with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
-                if self.workers > 1 and not study.identifying:
-                    self._load_in_workers(study, definition, plans, result)
+            plans = []
+            for code, rows in subjects.items():
+                plan = self._plan(code, rows, study.sdtm)
+                if building is not None and not (registered and self.app.is_subject(code)):
+                    building.add(plan)
                 else:
-                    self._load_all(study, plans, result)
+                    plans.append(plan)
+            if building is not None:
+                building.flush()
+            gc.freeze()
+            if not registered:
+                try:
+                    self.service.handle(RegisterStudy(study=self.app.study_id,
+                                                      definition=definition), self.caller)
+                except DomainError as e:
+                    raise ImportRefused(f"study definition: {e}") from None
+                result.registered = True
+                if building is not None:
+                    building.start()
+            if not self.bulk:
+                self._load_all(study, plans, result)
+                return result
+            try:
+                # Left by an error, the writer stores nothing more than the batch it is
+                # storing.
+                with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+                    self._load_all(study, plans, result)  # all, or a re-run's stored subjects
+                    if building is not None:
+                        building.store(self._writer, result)
+            finally:
+                self._writer = None
+        except BrokenProcessPool:
+            raise ImportInterrupted(
+                "a worker process of the import stopped; the batches stored before are kept "
+                "whole, and running the import again adds the rest") from None
         finally:
-            self._writer = None
+            if building is not None:
+                building.close()
         return result
 
     def _load_all(self, study: StudyDefinition, plans: list[SubjectPlan],
@@ -373,61 +399,6 @@ class Importer:
             if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
-
-    def _load_in_workers(self, study: StudyDefinition, definition: dict[str, Any],
-                         plans: list[SubjectPlan], result: ImportResult) -> None:
-        """Stored subjects (a re-run's) loaded here first; the new ones built and signed by
-        worker processes, a batch at a time, each batch stored as it comes back, in order."""
-        stored, new = [], []
-        for plan in plans:
-            (stored if self.app.is_subject(plan.code) else new).append(plan)
-        self._load_all(study, stored, result)
-        pool = BuildPool(self.app, definition, self._base_envelope, self.workers)
-        in_flight: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
-        try:
-            batch: list[SubjectPlan] = []
-            size = 0
-            for plan in new:
-                batch.append(plan)
-                size += len(plan.records) + 1
-                if size >= self.batch or plan is new[-1]:
-                    subjects = [self._new_subject(study, p) for p in batch]
-                    self.service.check_import(self.app, self.caller, subjects)
-                    in_flight.append((pool.submit(subjects), batch))
-                    batch, size = [], 0
-                    # Two batches a worker: one building, one waiting for it.
-                    while len(in_flight) > 2 * self.workers:
-                        self._store_built(*in_flight.popleft(), result)
-            while in_flight:
-                self._store_built(*in_flight.popleft(), result)
-        except DomainError as e:
-            raise ImportRefused(str(e)) from None
-        except BrokenProcessPool:
-            raise ImportInterrupted(
-                "a worker process of the import stopped; the batches stored before are kept "
-                "whole, and running the import again adds the rest") from None
-        finally:
-            pool.close()
-
-    def _store_built(self, built: Future[list[StoredRow] | str], plans: list[SubjectPlan],
-                     result: ImportResult) -> None:
-        """Hand a worker's batch to the writer; count it."""
-        answer = built.result()
-        if isinstance(answer, str):
-            raise ImportRefused(answer)
-        rows = sum(len(plan.records) + 1 for plan in plans)
-
-        def stored() -> None:
-            result.events_added += len(answer)
-            if self.on_progress is not None:
-                self.on_progress(rows)
-
-        assert self._writer is not None
-        self._writer.submit_stored(stored_events(answer), stored)
-        result.subjects_added += len(plans)
-        for plan in plans:
-            result.records_added += len(plan.records)
-            result.by_domain.update(record.kind for record in plan.records)
 
     def _new_subject(self, study: StudyDefinition, plan: SubjectPlan) -> NewSubject:
         """What a worker is sent to build a subject not yet stored, as :meth:`_load` would."""
@@ -549,6 +520,97 @@ class Importer:
         if keys is None:
             keys = self._keys_by_file[table.file] = [k for k in table.variables if k in KEYS]
         return keys
+
+
+class _Building:
+    """An import's new subjects handed to worker processes, a batch (whole subjects) at a
+    time as their rows are checked, and stored once every row is checked, in the order
+    handed out. At most :data:`BATCHES_AHEAD` batches are built and not yet stored."""
+
+    def __init__(self, importer: Importer, study: StudyDefinition, definition: dict[str, Any],
+                 *, started: bool) -> None:
+        self._importer = importer
+        # Nothing is handed out before the study is registered: an event's recorded time
+        # (taken as its batch is handed out) is then never before the registration's.
+        self._started = started
+        self._study = study
+        self._pool = BuildPool(importer.app, definition, importer._base_envelope,
+                               importer.workers)
+        self._batch: list[SubjectPlan] = []
+        self._size = 0
+        self._later: deque[list[SubjectPlan]] = deque()  # batches not yet handed out
+        self._ahead: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
+
+    def add(self, plan: SubjectPlan) -> None:
+        """A new subject whose rows are checked; refused (nothing stored) if the caller may
+        not import at its site."""
+        importer = self._importer
+        try:
+            importer.service.check_import(importer.app, importer.caller,
+                                          [_Site(plan.code, _text(plan.dm.values.get("SITEID")))])
+        except DomainError as e:
+            raise ImportRefused(str(e)) from None
+        self._batch.append(plan)
+        self._size += len(plan.records) + 1
+        if self._size >= importer.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand out the subjects added since the last batch."""
+        if self._batch:
+            self._later.append(self._batch)
+            self._batch, self._size = [], 0
+        self._hand_out()
+
+    def start(self) -> None:
+        """The study is registered: hand out what waits."""
+        self._started = True
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._started and self._later and len(self._ahead) < BATCHES_AHEAD:
+            plans = self._later.popleft()
+            subjects = [self._importer._new_subject(self._study, p) for p in plans]
+            self._ahead.append((self._pool.submit(subjects), plans))
+
+    def store(self, writer: BulkWriter, result: ImportResult) -> None:
+        """Hand every batch, as built, to ``writer``, in order; count them."""
+        while self._ahead:
+            built, plans = self._ahead.popleft()
+            self._hand_out()
+            answer = built.result()
+            if isinstance(answer, str):
+                raise ImportRefused(answer)
+            self._submit(writer, stored_events(answer), plans, result)
+
+    def _submit(self, writer: BulkWriter, events: list[StoredEvent], plans: list[SubjectPlan],
+                result: ImportResult) -> None:
+        rows = sum(len(plan.records) + 1 for plan in plans)
+        on_progress = self._importer.on_progress
+
+        def stored() -> None:
+            result.events_added += len(events)
+            if on_progress is not None:
+                on_progress(rows)
+
+        writer.submit_stored(events, stored)
+        result.subjects_added += len(plans)
+        for plan in plans:
+            result.records_added += len(plan.records)
+            result.by_domain.update(record.kind for record in plan.records)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._pool.close()
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A subject not yet stored, as the import's grant and lock checks see it."""
+
+    subject_code: str
+    site: str
+    locked: bool = False
 
 
 @dataclass

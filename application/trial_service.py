@@ -68,13 +68,13 @@ class ImportedCasebook(Protocol):
     process is about to build."""
 
     @property
-    def subject_code(self) -> str: ...  # noqa: D102
+    def subject_code(self) -> str: ...
 
     @property
-    def site(self) -> str: ...  # noqa: D102
+    def site(self) -> str: ...
 
     @property
-    def locked(self) -> bool: ...  # noqa: D102
+    def locked(self) -> bool: ...
 
 
 class Studies(Protocol):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from application.runtime import Runtime
-from application.sdtm_import import DataSet, ImportInterrupted, Importer, ImportRefused, count_rows
+from application.sdtm_import import DataSet, Importer, ImportInterrupted, ImportRefused, count_rows
 from domain.caller import OPERATOR_GRANT, Caller
 from domain.clock import SimulatedClock
 from domain.sdtm import parse_dtc
@@ -476,6 +476,8 @@ def test_a_worker_that_cannot_start_stops_the_import_with_one_message_and_stores
                                      "ACTARM,RFSTDTC\nX,DM,X-1,701,F,A,Arm A,A,Arm A,2013-01-02\n")
     (tmp_path / "LB.csv").write_text("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESU,LBDTC\n"
                                      "X,LB,X-1,1,ALB,g/L,2013-01-02\n")
+    (tmp_path / "SV.csv").write_text("STUDYID,DOMAIN,USUBJID,VISITNUM,VISIT,SVSTDTC\n"
+                                     "X,SV,X-1,1,SCREENING,2013-01-02\n")
     app = runtime.study("X3")
     monkeypatch.setattr(EventSigner, "handover", lambda self: b"?broken")
     with pytest.raises(ImportInterrupted, match="worker process of the import stopped"):
@@ -484,4 +486,4 @@ def test_a_worker_that_cannot_start_stops_the_import_with_one_message_and_stores
     assert not app.is_subject("X-1")
     monkeypatch.undo()
     result = Importer(runtime.service(), app, DataSet(tmp_path), OPERATOR, workers=2).run()
-    assert (result.subjects_added, result.records_added) == (1, 1)
+    assert (result.subjects_added, result.records_added) == (1, 2)
