@@ -923,6 +923,9 @@ def import_sdtm(
     directory: Annotated[Path, typer.Argument(help="Directory of SDTM .xpt files, or of the "
                                                    "CSV files `export --format csv` writes.")],
     database_url: DatabaseUrl = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes that build and sign new subjects' events (1: this process, "
+                    "with a signing process beside it).")] = 2,
 ) -> None:
     """Load an SDTM data set (DM, DS, SV, SE, EX, CM, LB, VS, AE, SUPPxx) as events with
     source=import and each row's provenance. Idempotent: a re-run adds only what is missing."""
@@ -934,7 +937,13 @@ def import_sdtm(
         TimeRemainingColumn,
     )
 
-    from application.sdtm_import import DataSet, Importer, ImportRefused, count_rows
+    from application.sdtm_import import (
+        DataSet,
+        Importer,
+        ImportInterrupted,
+        ImportRefused,
+        count_rows,
+    )
 
     try:
         data = DataSet(directory)
@@ -947,12 +956,15 @@ def import_sdtm(
                       MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(study, total=count_rows(data))
             importer = Importer(runtime.service(), app, data, _operator("import"),
-                                on_progress=partial(bar.advance, task))
+                                on_progress=partial(bar.advance, task), workers=workers)
             try:
                 result = importer.run()
             except ImportRefused as e:
                 err_console.print(f"[red]Import refused, nothing stored: {e}[/red]")
                 raise typer.Exit(2) from None
+            except ImportInterrupted as e:
+                err_console.print(f"[red]Import stopped: {e}[/red]")
+                raise typer.Exit(1) from None
     added = ", ".join(f"{k} {n}" for k, n in sorted(result.by_domain.items())) or "none"
     console.print(f"{study}: {'registered the study; ' if result.registered else ''}"
                   f"{result.subjects_added} subjects and {result.records_added} records added "

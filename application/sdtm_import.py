@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import gc
 import json
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
+
+from application.import_workers import BuildPool, NewRecord, NewSubject, StoredRow, stored_events
 from application.trial_service import TrialService
 from domain.caller import Caller
 from domain.commands import RegisterStudy
@@ -63,6 +68,9 @@ EVENTS_PER_TRANSACTION = 2000
 # mode: a large batch stalls it, the server blocking on writing the returned ids while the
 # client is still sending (psycopg issue #685; seen here at ~1,700 events on a Unix socket).
 EVENTS_PER_SAVE = 200
+# Batches of new subjects the worker processes may have built and not yet stored: while
+# the rows are still being checked, they build ahead (a batch is about 2 MB of stored bytes).
+BATCHES_AHEAD = 16
 SIGNATURE_MEANINGS = [
     {"code": "authorship", "text": "I am the author of these data"},
     {"code": "review", "text": "I have reviewed these data"},
@@ -73,6 +81,11 @@ SIGNATURE_MEANINGS = [
 
 class ImportRefused(Exception):
     """The data set cannot be loaded as it is; nothing was stored."""
+
+
+class ImportInterrupted(Exception):
+    """The import stopped part way (a worker process died): the transactions committed
+    are kept, whole; running the import again adds the rest."""
 
 
 @dataclass
@@ -280,13 +293,17 @@ class Importer:
 
     def __init__(self, service: TrialService, app: StudyApplication, data: DataSet,
                  caller: Caller, on_progress: Callable[[int], object] | None = None,
-                 events_per_transaction: int | None = None, *, bulk: bool = True) -> None:
+                 events_per_transaction: int | None = None, *, bulk: bool = True,
+                 workers: int = 1) -> None:
         self.service = service
         self.app = app
         self.data = data
         self.caller = caller
         self.on_progress = on_progress
         self.bulk = bulk
+        # More than one: new subjects are built and signed in that many worker processes
+        # (see application.import_workers), when the study seals no identifying values.
+        self.workers = workers
         self.batch = events_per_transaction or (EVENTS_PER_TRANSACTION if bulk
                                                 else EVENTS_PER_SAVE)
         self._writer: BulkWriter | None = None
@@ -325,25 +342,49 @@ class Importer:
             for code, rows in subjects.items():
                 self._plan(code, rows, definition.get("sdtm") or {})
             raise ImportRefused(f"study definition: {e}") from None
-        # Every row is checked, against the study's declaration, before any is stored.
-        plans = [self._plan(code, rows, study.sdtm) for code, rows in subjects.items()]
-        gc.freeze()
-        if not registered:
-            try:
-                self.service.handle(RegisterStudy(study=self.app.study_id,
-                                                  definition=definition), self.caller)
-            except DomainError as e:
-                raise ImportRefused(f"study definition: {e}") from None
-            result.registered = True
-        if not self.bulk:
-            self._load_all(study, plans, result)
-            return result
+        # Every row is checked, against the study's declaration, before any is stored;
+        # with worker processes, new subjects are built meanwhile (built, not stored).
+        building = (_Building(self, study, definition, started=registered)
+                    if self.bulk and self.workers > 1 and not study.identifying else None)
         try:
-            # Left by an error, the writer stores nothing more than the batch it is storing.
-            with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+            plans = []
+            for code, rows in subjects.items():
+                plan = self._plan(code, rows, study.sdtm)
+                if building is not None and not (registered and self.app.is_subject(code)):
+                    building.add(plan)
+                else:
+                    plans.append(plan)
+            if building is not None:
+                building.flush()
+            gc.freeze()
+            if not registered:
+                try:
+                    self.service.handle(RegisterStudy(study=self.app.study_id,
+                                                      definition=definition), self.caller)
+                except DomainError as e:
+                    raise ImportRefused(f"study definition: {e}") from None
+                result.registered = True
+                if building is not None:
+                    building.start()
+            if not self.bulk:
                 self._load_all(study, plans, result)
+                return result
+            try:
+                # Left by an error, the writer stores nothing more than the batch it is
+                # storing.
+                with BulkWriter(self.app.mapper, self.app.recorder) as self._writer:
+                    self._load_all(study, plans, result)  # all, or a re-run's stored subjects
+                    if building is not None:
+                        building.store(self._writer, result)
+            finally:
+                self._writer = None
+        except BrokenProcessPool:
+            raise ImportInterrupted(
+                "a worker process of the import stopped; the batches stored before are kept "
+                "whole, and running the import again adds the rest") from None
         finally:
-            self._writer = None
+            if building is not None:
+                building.close()
         return result
 
     def _load_all(self, study: StudyDefinition, plans: list[SubjectPlan],
@@ -358,6 +399,19 @@ class Importer:
             if sum(len(s.pending_events) for s, _ in pending) >= self.batch:
                 self._save(pending, result)
         self._save(pending, result)
+
+    def _new_subject(self, study: StudyDefinition, plan: SubjectPlan) -> NewSubject:
+        """What a worker is sent to build a subject not yet stored, as :meth:`_load` would."""
+        dm = plan.dm.values
+        arm = _text(dm.get("ARMCD")) or None
+        return NewSubject(
+            plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
+            {k: v for k, v in dm.items() if k not in KEYS}, arm,
+            _text(dm.get("ACTARMCD")) or None,
+            None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
+            self._provenance(plan.dm), self.app.clock.now(),
+            [NewRecord(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
+                       self._provenance(r.row)) for r in plan.records])
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -452,11 +506,13 @@ class Importer:
         # they leave out, so fields and provenance together are the row exactly as read.
         if row is None:
             return self._base_envelope
+        return self._base_envelope.with_provenance(self._provenance(row))
+
+    def _provenance(self, row: Row) -> dict[str, Any]:
         keys = self._file_keys(row.table)
         values = row.values
-        return self._base_envelope.with_provenance({
-            "file": row.table.file, "row": row.number,
-            "values": {k: values[k] for k in keys if k in values}})
+        return {"file": row.table.file, "row": row.number,
+                "values": {k: values[k] for k in keys if k in values}}
 
     def _file_keys(self, table: Table) -> list[str]:
         """The file's key variables (:data:`domain.sdtm.KEYS`), in file order."""
@@ -464,6 +520,97 @@ class Importer:
         if keys is None:
             keys = self._keys_by_file[table.file] = [k for k in table.variables if k in KEYS]
         return keys
+
+
+class _Building:
+    """An import's new subjects handed to worker processes, a batch (whole subjects) at a
+    time as their rows are checked, and stored once every row is checked, in the order
+    handed out. At most :data:`BATCHES_AHEAD` batches are built and not yet stored."""
+
+    def __init__(self, importer: Importer, study: StudyDefinition, definition: dict[str, Any],
+                 *, started: bool) -> None:
+        self._importer = importer
+        # Nothing is handed out before the study is registered: an event's recorded time
+        # (taken as its batch is handed out) is then never before the registration's.
+        self._started = started
+        self._study = study
+        self._pool = BuildPool(importer.app, definition, importer._base_envelope,
+                               importer.workers)
+        self._batch: list[SubjectPlan] = []
+        self._size = 0
+        self._later: deque[list[SubjectPlan]] = deque()  # batches not yet handed out
+        self._ahead: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
+
+    def add(self, plan: SubjectPlan) -> None:
+        """A new subject whose rows are checked; refused (nothing stored) if the caller may
+        not import at its site."""
+        importer = self._importer
+        try:
+            importer.service.check_import(importer.app, importer.caller,
+                                          [_Site(plan.code, _text(plan.dm.values.get("SITEID")))])
+        except DomainError as e:
+            raise ImportRefused(str(e)) from None
+        self._batch.append(plan)
+        self._size += len(plan.records) + 1
+        if self._size >= importer.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand out the subjects added since the last batch."""
+        if self._batch:
+            self._later.append(self._batch)
+            self._batch, self._size = [], 0
+        self._hand_out()
+
+    def start(self) -> None:
+        """The study is registered: hand out what waits."""
+        self._started = True
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._started and self._later and len(self._ahead) < BATCHES_AHEAD:
+            plans = self._later.popleft()
+            subjects = [self._importer._new_subject(self._study, p) for p in plans]
+            self._ahead.append((self._pool.submit(subjects), plans))
+
+    def store(self, writer: BulkWriter, result: ImportResult) -> None:
+        """Hand every batch, as built, to ``writer``, in order; count them."""
+        while self._ahead:
+            built, plans = self._ahead.popleft()
+            self._hand_out()
+            answer = built.result()
+            if isinstance(answer, str):
+                raise ImportRefused(answer)
+            self._submit(writer, stored_events(answer), plans, result)
+
+    def _submit(self, writer: BulkWriter, events: list[StoredEvent], plans: list[SubjectPlan],
+                result: ImportResult) -> None:
+        rows = sum(len(plan.records) + 1 for plan in plans)
+        on_progress = self._importer.on_progress
+
+        def stored() -> None:
+            result.events_added += len(events)
+            if on_progress is not None:
+                on_progress(rows)
+
+        writer.submit_stored(events, stored)
+        result.subjects_added += len(plans)
+        for plan in plans:
+            result.records_added += len(plan.records)
+            result.by_domain.update(record.kind for record in plan.records)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._pool.close()
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A subject not yet stored, as the import's grant and lock checks see it."""
+
+    subject_code: str
+    site: str
+    locked: bool = False
 
 
 @dataclass

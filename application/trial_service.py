@@ -63,6 +63,20 @@ from domain.subject import Subject
 from domain.user import Grant
 
 
+class ImportedCasebook(Protocol):
+    """What the import's checks ask of a casebook: a stored subject, or one a worker
+    process is about to build."""
+
+    @property
+    def subject_code(self) -> str: ...
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def locked(self) -> bool: ...
+
+
 class Studies(Protocol):
     """Where the service finds each study's application (the runtime)."""
 
@@ -159,7 +173,7 @@ class TrialService:
         (store or app.save_imported)(subjects)
 
     def check_import(self, app: StudyApplication, caller: Caller,
-                     subjects: Sequence[Subject] = ()) -> None:
+                     subjects: Sequence[ImportedCasebook] = ()) -> None:
         """Refuse an import into ``app`` by ``caller`` of ``subjects`` (none: the import as
         a whole) as :meth:`import_subjects` would, storing nothing."""
         caller.grant_for(Action.IMPORT, app.study_id, None)

@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--per-event", type=int, default=3000,
                         help="events written by the per-event baseline")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of the import in workers")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -128,6 +130,13 @@ def main() -> None:
             start = time.perf_counter()
             again = Importer(runtime.service(), app, data, OPERATOR).run()
             rerun_s = time.perf_counter() - start
+            # The same import into a study of its own, built and signed in worker processes.
+            cpu = _cpu()
+            start = time.perf_counter()
+            in_workers = Importer(runtime.service(), runtime.study("WORKERS"), data, OPERATOR,
+                                  workers=args.workers).run()
+            workers_s = time.perf_counter() - start
+            workers_cpu = _cpu() - cpu
             slow, slow_s = _per_event(runtime.service(), runtime.study("PER-EVENT"), data,
                                         args.per_event)
         finally:
@@ -141,6 +150,8 @@ def main() -> None:
           f"{build_cpu / built * 1e6:.0f} us CPU each")
     print(f"  import (batched)            {_rate(result.events_added, import_s)}, "
           f"{import_cpu / result.events_added * 1e6:.0f} us CPU each")
+    print(f"  import ({args.workers} workers)         {_rate(in_workers.events_added, workers_s)}, "
+          f"{workers_cpu / in_workers.events_added * 1e6:.0f} us CPU each")
     print(f"  re-run (adds {again.events_added})           {result.events_added:>7} events "
           f"checked in {rerun_s:6.2f} s")
     # The per-event path's rate: its storing time plus the same building cost per event.
@@ -151,6 +162,9 @@ def main() -> None:
           f"target 10000 events/s {'met' if rate >= 10_000 else 'NOT met'}")
     print(bench_line("sdtm_import", rate, "ev/s", built / build_s,
                      cpu_us=import_cpu / result.events_added * 1e6,
+                     baseline_cpu_us=build_cpu / built * 1e6, load=load))
+    print(bench_line("sdtm_import_workers", in_workers.events_added / workers_s, "ev/s",
+                     built / build_s, cpu_us=workers_cpu / in_workers.events_added * 1e6,
                      baseline_cpu_us=build_cpu / built * 1e6, load=load))
     print(bench_line("sdtm_import_per_event", slow / per_event_s, "ev/s", built / build_s))
 

@@ -42,8 +42,9 @@ class BulkWriteFailed(RuntimeError):
 
 @dataclass
 class _Batch:
-    events: list[DomainEventProtocol[UUID]]
+    events: list[DomainEventProtocol[UUID]] | list[StoredEvent]
     on_stored: Callable[[], object] | None
+    mapped: bool = False  # the events are stored events already (mapped elsewhere)
 
 
 class BulkWriter:
@@ -70,6 +71,14 @@ class BulkWriter:
         self._raise_if_failed()
         if events:
             self._queue.put(_Batch(list(events), on_stored))
+
+    def submit_stored(self, events: Sequence[StoredEvent],
+                      on_stored: Callable[[], object] | None = None) -> None:
+        """As :meth:`submit`, for events already mapped (transcoded and signed) elsewhere,
+        e.g. by an import's worker processes."""
+        self._raise_if_failed()
+        if events:
+            self._queue.put(_Batch(list(events), on_stored, mapped=True))
 
     def close(self) -> None:
         """Store every batch submitted, then stop; raise if a batch failed."""
@@ -110,7 +119,9 @@ class BulkWriter:
             if self._error is not None or self._discard:
                 continue  # drained, not stored: the caller is told by submit or close
             try:
-                self._recorder.insert_events(self._stored(batch.events))
+                self._recorder.insert_events(
+                    batch.events if batch.mapped  # type: ignore[arg-type]
+                    else self._stored(batch.events))  # type: ignore[arg-type]
             except BaseException as e:  # handed to the caller's thread
                 self._error = e
                 continue

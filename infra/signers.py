@@ -68,3 +68,16 @@ def handover(signer: Signer) -> bytes:
     if isinstance(signer, HandsOver):
         return signer.handover()
     raise SigningKeyError(f"{type(signer).__name__} cannot sign in another process")
+
+
+def signer_from_handover(handed: bytes) -> Signer:
+    """The signer a :func:`handover` hands over, opened in this process."""
+    kind, body = handed[:1], handed[1:]
+    if kind == FILE_KEY:
+        return Ed25519PrivateKey.from_private_bytes(body)
+    if kind == TOKEN_KEY:
+        # Imported here: a file key's process has no need of the PKCS#11 library.
+        from infra.pkcs11_signer import Pkcs11Signer, TokenKey
+
+        return Pkcs11Signer(TokenKey.from_bytes(body))
+    raise SigningKeyError(f"unknown key hand-over {kind!r}")

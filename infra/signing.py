@@ -132,6 +132,7 @@ class EventSigner:
     def __init__(self, study: str, private_key: Signer, key_name: str) -> None:
         self.study = study
         self._private_key = private_key
+        self.key_name = key_name
         self.public_key = private_key.public_key()
         self.key_id = key_id_for(key_name, self.public_key)
         # What every message of this signer starts and ends with (see signing_message).
@@ -168,6 +169,10 @@ class EventSigner:
         """Sign one event and return its envelope."""
         message = self.message(originator_id, originator_version, topic, payload, recorded_at)
         return SignedState(self.key_id, recorded_at, self.signature(message), payload)
+
+    def handover(self) -> bytes:
+        """What another process needs to sign with this key (:func:`infra.signers.handover`)."""
+        return handover(self._private_key)
 
     def signing_process(self) -> SigningProcess:
         """A process of its own that signs with this signer's key (see :class:`SigningProcess`).

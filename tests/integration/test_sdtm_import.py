@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -19,13 +20,16 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from application.runtime import Runtime
-from application.sdtm_import import DataSet, Importer, ImportRefused
+from application.sdtm_import import DataSet, Importer, ImportInterrupted, ImportRefused, count_rows
 from domain.caller import OPERATOR_GRANT, Caller
+from domain.clock import SimulatedClock
 from domain.sdtm import parse_dtc
+from domain.service import StudyApplication
 from domain.studies.protocols import study_endpoints
 from domain.subject import Subject
 from infra.postgres import connect, schema_for_study, temporary_database
 from infra.settings import Settings
+from infra.signing import EventSigner
 from projections.casebook import casebook
 from projections.outcomes.engine import outcome_tables
 from projections.queries import outcome_facts_as_of, outcome_summaries_as_of
@@ -427,3 +431,59 @@ def test_a_row_the_study_vocabulary_refuses_stores_nothing(
     assert not app.is_registered()
     keyring = app.keyring()  # opening a study registers the signing key, nothing else
     assert (app.recorder.max_notification_id() or 0) == (keyring.version if keyring else 0)
+
+
+def _subject_events(app: StudyApplication) -> list[tuple[Any, ...]]:
+    """Every stored subject event, in log order: id, version, topic and signed bytes."""
+    return [(n.originator_id, n.originator_version, n.topic, n.state)
+            for n in app.recorder.select_notifications(1, 10**7)
+            if n.topic.startswith("Subject.")]
+
+
+def test_worker_processes_store_the_same_signed_events_in_the_same_order(
+        server_url: str, tmp_path: Path) -> None:
+    """The import built in two worker processes stores, byte for byte and in the same log
+    order, what the one-process import stores (same key, same clock); a re-run adds nothing."""
+    clock_start = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    stored = []
+    for workers in (1, 2):
+        with temporary_database(server_url, f"tl_workers{workers}") as url:
+            runtime = Runtime(Settings(database_url=url, home=tmp_path / "home"), url)
+            try:
+                app = runtime.study(STUDY, clock=SimulatedClock(clock_start))
+                rows: list[int] = []
+                result = Importer(runtime.service(), app, DataSet(SDTM), OPERATOR,
+                                  on_progress=rows.append, workers=workers).run()
+                assert sum(rows) == count_rows(DataSet(SDTM))
+                stored.append(_subject_events(app))
+                assert result.events_added == len(stored[-1])
+                again = Importer(runtime.service(), app, DataSet(SDTM), OPERATOR,
+                                 workers=workers).run()
+                assert again.events_added == 0 and again.already_present == result.records_added
+            finally:
+                runtime.close()
+    assert len(stored[0]) > 100_000
+    assert stored[0] == stored[1]
+    assert not multiprocessing.active_children()
+
+
+def test_a_worker_that_cannot_start_stops_the_import_with_one_message_and_stores_nothing(
+        runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker process that dies (here: handed a key it cannot open) stops the import with
+    :class:`ImportInterrupted`; no subject is stored, no process is left behind, and the
+    import run again finishes the load."""
+    (tmp_path / "DM.csv").write_text("STUDYID,DOMAIN,USUBJID,SITEID,SEX,ARMCD,ARM,ACTARMCD,"
+                                     "ACTARM,RFSTDTC\nX,DM,X-1,701,F,A,Arm A,A,Arm A,2013-01-02\n")
+    (tmp_path / "LB.csv").write_text("STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESU,LBDTC\n"
+                                     "X,LB,X-1,1,ALB,g/L,2013-01-02\n")
+    (tmp_path / "SV.csv").write_text("STUDYID,DOMAIN,USUBJID,VISITNUM,VISIT,SVSTDTC\n"
+                                     "X,SV,X-1,1,SCREENING,2013-01-02\n")
+    app = runtime.study("X3")
+    monkeypatch.setattr(EventSigner, "handover", lambda self: b"?broken")
+    with pytest.raises(ImportInterrupted, match="worker process of the import stopped"):
+        Importer(runtime.service(), app, DataSet(tmp_path), OPERATOR, workers=2).run()
+    assert not multiprocessing.active_children()
+    assert not app.is_subject("X-1")
+    monkeypatch.undo()
+    result = Importer(runtime.service(), app, DataSet(tmp_path), OPERATOR, workers=2).run()
+    assert (result.subjects_added, result.records_added) == (1, 2)
