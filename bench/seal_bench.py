@@ -8,6 +8,7 @@ It WRITES to the store (leaves, nodes, checkpoints): run it on a copy. Figures:
 - ``seal`` ev/s: the catch-up, in batches as a server's sealer does; baseline ``check_hash``:
   the same events read in the same batches, checked (signature, key, version) and leaf-hashed,
   nothing written. Sealing costs what is new: the ratio stays flat as the log grows.
+``server_cpu_s``: the embedded server's CPU over each (where PostgreSQL does the work).
 - ``seal.idle_round`` ms: a round with nothing new, with the sealer's memory kept; baseline:
   the same round by a sealer just started (it reads the log's key events once).
 """
@@ -25,6 +26,7 @@ from bench_lines import bench_line  # bench/ is the script's directory, hence on
 from psycopg.sql import SQL, Identifier
 from read_bench import store_url
 from read_store import STUDY
+from rebuild_bench import Server
 
 from application.runtime import Runtime
 from infra import keys
@@ -81,18 +83,24 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = store_url(stack, settings, args.store, False)
         runtime = Runtime(settings, url)
+        server = Server(settings.pgdata)
         try:
             events, check_s, check_cpu = check_and_hash(runtime, url)
+            check_server = server.spent().get("server_cpu_s", float("nan"))
             print(f"unsealed: {events} events", flush=True)
             memory = SealerMemory()
             result, seal_s, seal_cpu = sealing_round(runtime, url, memory)
             print(bench_line("seal", result.sealed / seal_s, "events/s", events / check_s,
                              cpu_s=seal_cpu, baseline_cpu_s=check_cpu,
+                             baseline_server_cpu_s=check_server, **server.spent(),
                              tree_size=result.tree_size), flush=True)
             _, fresh_s, _ = sealing_round(runtime, url, SealerMemory())
+            fresh_server = server.spent().get("server_cpu_s", float("nan"))
             _, kept_s, kept_cpu = sealing_round(runtime, url, memory)
             print(bench_line("seal.idle_round", kept_s * 1000, "ms", fresh_s * 1000,
-                             cpu_ms=kept_cpu * 1000), flush=True)
+                             cpu_ms=kept_cpu * 1000,
+                             server_cpu_ms=server.spent().get("server_cpu_s", 0) * 1000,
+                             baseline_server_cpu_ms=fresh_server * 1000), flush=True)
         finally:
             runtime.close()
 
