@@ -79,10 +79,10 @@ class SealerMemory:
 
     Another sealer may seal between two of ours (the advisory lock is per transaction): a
     checker is handed back only for the tree it was left at (its size and last sealed
-    position), else it is rebuilt. It is
-    taken out for a transaction and put back only once that transaction committed, so a
-    rolled-back one never leaves it ahead of the database. Safe across threads: a checker is
-    in one transaction's hands at a time (dict pop and set are atomic).
+    position), else it is rebuilt. It is taken out for a transaction and put back only once
+    that transaction committed, so a rolled-back one never leaves it ahead of the database.
+    Safe across threads: a checker is in one transaction's hands at a time (dict pop and set
+    are atomic).
     """
 
     def __init__(self) -> None:
