@@ -37,7 +37,7 @@ from infra.idempotency import IdempotencyStore
 from infra.key_claims import KeyClaims
 from infra.ledger import store
 from infra.ledger.logs import DIRECTORY_LOG
-from infra.ledger.sealer import SealResult, seal
+from infra.ledger.sealer import SealerMemory, SealResult, seal
 from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import CheckWhenIdle, SharedPool, open_shared_pool
@@ -99,6 +99,8 @@ class Runtime:
     _key_claims: KeyClaims | None = None
     _project_lock: threading.Lock = field(default_factory=threading.Lock)
     _known_studies: set[str] = field(default_factory=set)
+    # What sealing learnt of each log, so that a round costs what is new, not the log's size.
+    _sealer_memory: SealerMemory = field(default_factory=SealerMemory)
     # Serves threads of the HTTP server: what is opened lazily is opened once (concurrent
     # CREATE ... IF NOT EXISTS statements collide in PostgreSQL's catalogue).
     _init_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -366,7 +368,7 @@ class Runtime:
             self.study(log)  # a checkpoint is signed only by a key the study's keyring holds
         result = seal(conn, log, schema, keys.load_public_keys(self.settings),
                       self.signing_key(), self.settings.key_name,
-                      force_checkpoint=force_checkpoint)
+                      force_checkpoint=force_checkpoint, memory=self._sealer_memory)
         if self.settings.witnesses:
             witness_latest(conn, log, schema, endpoints(self.settings.witnesses),
                            self.settings.quorum)

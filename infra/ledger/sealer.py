@@ -72,6 +72,42 @@ def load_checker(conn: psycopg.Connection[Any], log: str, schema: str,
     return checker
 
 
+class SealerMemory:
+    """What a sealer learnt of each log it follows (its checker, and how far it has read the
+    log's key events), kept between batches and rounds so that sealing N new events costs
+    O(N) however long the log (rebuilding it reads the whole log).
+
+    Another sealer may seal between two of ours (the advisory lock is per transaction): a
+    checker is handed back only for the tree it was left at (its size and last sealed
+    position), else it is rebuilt. It is taken out for a transaction and put back only once
+    that transaction committed, so a rolled-back one never leaves it ahead of the database.
+    Safe across threads: a checker is in one transaction's hands at a time (dict pop and set
+    are atomic).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple[int, int], _Follower]] = {}
+
+    def take(self, log: str, extent: tuple[int, int]) -> _Follower | None:
+        """The log's follower if it was left at ``extent`` (tree size, last sealed position);
+        then it is no longer kept."""
+        kept = self._kept.pop(log, None)
+        return kept[1] if kept is not None and kept[0] == extent else None
+
+    def keep(self, log: str, extent: tuple[int, int], follower: _Follower) -> None:
+        """Remember ``follower``, valid while the log's tree is at ``extent``."""
+        self._kept[log] = (extent, follower)
+
+
+@dataclass
+class _Follower:
+    """A checker up to the end of the sealed log, and the position up to which the log's key
+    events (revocations and registrations, sealed or not) have been read into it."""
+
+    checker: EventChecker
+    keys_read_to: int
+
+
 def seal(
     conn: psycopg.Connection[Any],
     log: str,
@@ -83,25 +119,35 @@ def seal(
     checkpoint_every: int = CHECKPOINT_EVERY,
     force_checkpoint: bool = False,
     batch_size: int = 5000,
+    memory: SealerMemory | None = None,
 ) -> SealResult:
     """Seal every event of ``log`` (a study id, or the directory's log) not yet sealed; write a
-    checkpoint when due (or when forced)."""
+    checkpoint when due (or when forced). ``memory`` carries the checker from one call to the
+    next (a sealer's rounds); without it, it lasts this call's batches."""
+    memory = memory if memory is not None else SealerMemory()
     sealed = 0
     checkpoint_size: int | None = None
     while True:
         with conn.transaction():
             # One sealer per log at a time; a second waits, then sees the first's leaves.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-            size = store.tree_size(conn, schema)
+            size, last_position = store.sealed_extent(conn, schema)
             nodes = store.node_source(conn, schema)
             frontier = Frontier.load(nodes, size)
-            checker = _replayed_checker(conn, log, schema, anchors, size)
+            follower = memory.take(log, (size, last_position))
+            if follower is None:
+                follower = _Follower(EventChecker(log, anchors), 0)
+            follower.checker.anchors = anchors
+            _read_key_events(conn, log, schema, follower, last_position)
+            checker = follower.checker
             rows = conn.execute(
                 SQL("SELECT notification_id, originator_id, originator_version, topic, state "
                     "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
                 .format(Identifier(schema), Identifier(events_table(log))),
-                (_last_sealed_position(conn, schema), batch_size),
+                (last_position, batch_size),
             ).fetchall()
+            _read_last_versions(conn, log, schema, checker, {row[1] for row in rows},
+                                last_position)
             leaves: list[tuple[int, int, bytes]] = []
             node_rows: list[tuple[int, int, bytes]] = []
             failure: str | None = None
@@ -125,41 +171,66 @@ def seal(
             if frontier.size > last_size and (due or (force_checkpoint and done)):
                 _checkpoint(conn, log, schema, frontier, last, private_key, key_name)
                 checkpoint_size = frontier.size
+        # Committed: the checker now matches the sealed log (a refused event taught it nothing).
+        memory.keep(log, (frontier.size, leaves[-1][1] if leaves else last_position), follower)
         if failure is not None:
             raise SealingRefused(f"{label(log)}: {failure}; sealed up to the event before it")
         if done:
             return SealResult(sealed, frontier.size, checkpoint_size)
 
 
-def _replayed_checker(conn: psycopg.Connection[Any], log: str, schema: str,
-                      anchors: dict[str, Ed25519PublicKey], size: int) -> EventChecker:
-    """A checker brought up to the end of the sealed log (keys learnt, versions known)."""
-    checker = load_checker(conn, log, schema, anchors)
+def _read_key_events(conn: psycopg.Connection[Any], log: str, schema: str,
+                     follower: _Follower, sealed_to: int) -> None:
+    """Bring the follower's key knowledge up to the log's end: every revocation and every
+    mentioned key (a revocation invalidates what the key signed after the compromise, even
+    earlier in the log), and the registrations and retirements already sealed (those after
+    ``sealed_to`` the checker learns as it checks them). Reads only the events after those
+    read before: the whole log once, when the follower is new."""
     events = Identifier(events_table(log))
+    end_row = conn.execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {}.{}")
+                           .format(Identifier(schema), events)).fetchone()
+    end = int(end_row[0]) if end_row else 0
+    if end <= follower.keys_read_to:
+        return
     rows = conn.execute(
-        SQL("SELECT e.originator_id, max(e.originator_version) FROM {}.{} e "
-            "JOIN {}.{} l ON l.notification_id = e.notification_id GROUP BY e.originator_id")
-        .format(Identifier(schema), events, Identifier(schema),
-                Identifier(store.LEAVES)),
-    ).fetchall() if size else []
-    checker.last_version = {str(oid): int(version) for oid, version in rows}
-    key_rows = conn.execute(
-        SQL("SELECT e.topic, e.state FROM {}.{} e JOIN {}.{} l "
-            "ON l.notification_id = e.notification_id WHERE e.topic = ANY(%s) "
-            "ORDER BY e.notification_id")
-        .format(Identifier(schema), events, Identifier(schema),
-                Identifier(store.LEAVES)),
-        ([*KEY_REGISTERED, *KEY_RETIRED],),
+        SQL("SELECT notification_id, topic, state FROM {}.{} WHERE notification_id > %s "
+            "AND notification_id <= %s AND topic = ANY(%s) ORDER BY notification_id")
+        .format(Identifier(schema), events),
+        (follower.keys_read_to, end, [*KEY_REGISTERED, *KEY_RETIRED, *KEY_REVOKED]),
     ).fetchall()
-    for topic, state in key_rows:
-        checker.learn(topic, SignedState.unpack(bytes(state)).payload)
-    return checker
+    checker = follower.checker
+    for position, topic, state in rows:
+        try:
+            payload = SignedState.unpack(bytes(state)).payload
+            if position <= sealed_to and topic not in KEY_REVOKED:
+                checker.learn(topic, payload)  # sealed, so it passed its checks
+            if topic in KEY_REVOKED:
+                key_id, effective = _revocation(payload)
+                checker.revocations[key_id] = effective
+            elif topic in KEY_REGISTERED:
+                data = json.loads(payload)
+                checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
+        except (ValueError, KeyError):
+            continue  # a malformed key event is refused when it is checked
+    follower.keys_read_to = end
 
 
-def _last_sealed_position(conn: psycopg.Connection[Any], schema: str) -> int:
-    row = conn.execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {}.{}").format(
-        Identifier(schema), Identifier(store.LEAVES))).fetchone()
-    return int(row[0]) if row else 0
+def _read_last_versions(conn: psycopg.Connection[Any], log: str, schema: str,
+                        checker: EventChecker, originators: set[Any], sealed_to: int) -> None:
+    """Tell the checker the last sealed version of each of ``originators`` it does not know
+    yet: one query on the (originator, version) key for the batch's new ones only."""
+    unknown = [oid for oid in originators if str(oid) not in checker.last_version]
+    if not unknown:
+        return
+    rows = conn.execute(
+        SQL("SELECT originator_id, max(originator_version) FROM {}.{} "
+            "WHERE originator_id = ANY(%s) AND notification_id <= %s GROUP BY originator_id")
+        .format(Identifier(schema), Identifier(events_table(log))),
+        (unknown, sealed_to),
+    ).fetchall() if sealed_to else []
+    found = {str(oid): int(version) for oid, version in rows}
+    for oid in unknown:
+        checker.last_version[str(oid)] = found.get(str(oid), 0)
 
 
 def _insert(conn: psycopg.Connection[Any], schema: str, leaves: list[tuple[int, int, bytes]],

@@ -77,6 +77,15 @@ def tree_size(conn: psycopg.Connection[Any], schema: str) -> int:
     return int(row[0]) if row else 0
 
 
+def sealed_extent(conn: psycopg.Connection[Any], schema: str) -> tuple[int, int]:
+    """(number of sealed leaves, position of the last event sealed; 0 for none), read off the
+    last leaf by its key: leaves are appended in log order, indexes from 0 without gaps."""
+    row = conn.execute(SQL("SELECT leaf_index + 1, notification_id FROM {}.{} "
+                           "ORDER BY leaf_index DESC LIMIT 1").format(
+        Identifier(schema), Identifier(LEAVES))).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def checkpoints(conn: psycopg.Connection[Any], schema: str) -> list[tuple[int, bytes, str]]:
     """Every (tree size, root, signed note), smallest first."""
     rows = conn.execute(SQL("SELECT tree_size, root, note FROM {}.{} ORDER BY tree_size").format(
