@@ -27,12 +27,27 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import OperationalError
 
 from domain.errors import DomainError
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Waiting(Protocol[T_co]):
+    """A queue a batch is taken from (``queue.Queue`` or ``queue.SimpleQueue``)."""
+
+    def get(self) -> T_co:
+        """The next item, waiting for one."""
+        ...
+
+    def get_nowait(self) -> T_co:
+        """The next item; raises ``queue.Empty`` when there is none."""
+        ...
 
 MAX_BATCH = 500
 # How long close() waits for the write in flight before ending it, and then again.
@@ -100,21 +115,9 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
+            batch, stop = next_batch(self._queue, self._max_batch)
+            if batch:
+                self._commit(batch)
             if stop:
                 return
 
@@ -189,3 +192,22 @@ class GroupCommitter:
             # Not again before another timeout, should the call still not have returned.
             self._running = (call, time.monotonic() + (self._timeout or 0))
             self._abort(self._thread.ident)
+
+
+def next_batch(waiting: Waiting[T | None], limit: int) -> tuple[list[T], bool]:
+    """Wait for the first item on ``waiting``, then take what else is already there, up to
+    ``limit`` items: one batch for one round trip. ``None`` on the queue means stop: the
+    second value says whether it was taken (the batch before it is still to be handled)."""
+    first = waiting.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False

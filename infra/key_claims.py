@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from domain.group_commit import next_batch
 from infra.idempotency import IdempotencyStore, Replay
 
 MAX_BATCH = 500
@@ -77,20 +78,7 @@ class KeyClaims:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+            batch, stop = next_batch(self._queue, MAX_BATCH)
             claims = [i for i in batch if isinstance(i, _Claim)]
             answers = [i for i in batch if isinstance(i, _Answer)]
             if claims:

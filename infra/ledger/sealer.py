@@ -60,16 +60,21 @@ def load_checker(conn: psycopg.Connection[Any], log: str, schema: str,
     ).fetchall()
     for topic, state in rows:
         try:
-            payload = SignedState.unpack(bytes(state)).payload
-            if topic in KEY_REVOKED:
-                key_id, effective = _revocation(payload)
-                checker.revocations[key_id] = effective
-            elif topic in KEY_REGISTERED:
-                data = json.loads(payload)
-                checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
+            _remember_key_event(checker, topic, SignedState.unpack(bytes(state)).payload)
         except (ValueError, KeyError):
             continue  # a malformed key event is reported by the main pass
     return checker
+
+
+def _remember_key_event(checker: EventChecker, topic: str, payload: bytes) -> None:
+    """What a key event tells the checks of every event, sealed or not: a revocation's
+    effective time, a registered key's bytes. Raises ValueError/KeyError when malformed."""
+    if topic in KEY_REVOKED:
+        key_id, effective = _revocation(payload)
+        checker.revocations[key_id] = effective
+    elif topic in KEY_REGISTERED:
+        data = json.loads(payload)
+        checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
 
 
 class SealerMemory:
@@ -204,12 +209,7 @@ def _read_key_events(conn: psycopg.Connection[Any], log: str, schema: str,
             payload = SignedState.unpack(bytes(state)).payload
             if position <= sealed_to and topic not in KEY_REVOKED:
                 checker.learn(topic, payload)  # sealed, so it passed its checks
-            if topic in KEY_REVOKED:
-                key_id, effective = _revocation(payload)
-                checker.revocations[key_id] = effective
-            elif topic in KEY_REGISTERED:
-                data = json.loads(payload)
-                checker.mentioned[str(data["key_id"])] = base64.b64decode(data["public_key"])
+            _remember_key_event(checker, topic, payload)
         except (ValueError, KeyError):
             continue  # a malformed key event is refused when it is checked
     follower.keys_read_to = end
