@@ -131,7 +131,7 @@ def _reading(runtime: Runtime, study: str, as_of: datetime | None,
     replayed ``as_of``) for a caller that takes the news (``told``); the primary's otherwise
     — a bundle's renderings must agree with the checkpoint it has just sealed there."""
     if told is None:
-        with connect(runtime.url) as conn:
+        with runtime.primary_read() as conn:
             yield conn
         return
     with runtime.reading(study, as_of) as (conn, source):
@@ -243,6 +243,8 @@ def bundle(runtime: Runtime, study: str, as_of: datetime | None = None,
                     created, _software_version())
     with (tempfile.TemporaryDirectory(prefix="trialledger-bundle-") as tmp,
           rendering(tables, Path(tmp) / "tables") as rendered,
+          # Two connections for the bundle's whole length (the ledger's and the casebooks'),
+          # its own rather than the reads' pool's: two bundles would wait on each other there.
           connect(runtime.url) as conn):
         manifest: dict[str, Any] = yield from bundle_chunks(
             conn, study, schema_for_study(study), keys.load_public_keys(runtime.settings),

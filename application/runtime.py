@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,6 @@ from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import CheckWhenIdle, SharedPool, open_shared_pool
 from infra.postgres import (
-    connect,
     database,
     eventsourcing_env,
     reachable,
@@ -256,7 +255,9 @@ class Runtime:
         if self.settings.provisioned:
             yield None
             return
-        with connect(self.url) as conn, catalog.setting_up(conn):
+        # Lent by the API's pool, whose first lending makes its own tables (not nested).
+        pool = self.pool()
+        with pool.connection() as conn, catalog.setting_up(conn):
             yield conn
 
     def pool(self) -> ConnectionPool:
@@ -351,13 +352,15 @@ class Runtime:
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
         """Seal the study's new events into its ledger (and checkpoint if due or forced);
         with witnesses configured, have the newest checkpoint cosigned."""
-        with connect(self.url) as conn:
+        # Opened first: opening a study may take connections of its own.
+        self.study(study_id)
+        with self.pool().connection() as conn:
             return self._seal(conn, study_id, schema_for_study(study_id), force_checkpoint)
 
     def seal_directory(self, *, force_checkpoint: bool = False) -> SealResult | None:
         """Seal the directory's new events (people, roles, clients, sign-ins) into its own
         ledger, as :meth:`seal` does a study's (None: the deployment has no directory yet)."""
-        with connect(self.url) as conn:
+        with self.pool().connection() as conn:
             if not store.has_ledger(conn, catalog.CATALOG_SCHEMA):
                 return None
             return self._seal(conn, DIRECTORY_LOG, catalog.CATALOG_SCHEMA, force_checkpoint)
@@ -383,7 +386,7 @@ class Runtime:
 
     def studies(self) -> list[tuple[str, str]]:
         """Every (study id, schema) of this deployment."""
-        with connect(self.url) as conn:
+        with self.pool().connection() as conn:
             return catalog.list_studies(conn)
 
     def sealed_logs(self) -> list[str]:
@@ -412,6 +415,8 @@ class Runtime:
             opened["api"] = self._pool
         if self._store_pool is not None:
             opened["store"] = self._store_pool
+        if self._reads is not None and self._reads.primary_pool is not None:
+            opened["read"] = self._reads.primary_pool
         return opened
 
     def _mapper_factory(self, study_id: str) -> MapperFactory:
@@ -533,8 +538,15 @@ class Runtime:
             with self._init_lock:
                 if self._reads is None:
                     self._reads = Reads(self.url, self.settings.database_read_url,
-                                        self.settings.read_pool_size)
+                                        self.settings.read_pool_size,
+                                        self.settings.database_wait)
         return self._reads
+
+    def primary_read(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection to the primary for a read that must see what it holds now (a list
+        of subjects, a checkpoint, a bundle's tables), lent from the same bounded pool as
+        :meth:`reading`'s reads of the primary."""
+        return self.reads().primary()
 
     @contextmanager
     def reading(self, study_id: str, later_than: datetime | None = None

@@ -28,8 +28,12 @@ from infra.settings import Settings
 
 log = get_logger(__name__)
 
-SEALER_STORE_POOL_SIZE = 3
-"""Event-store connections the sealer's process holds at most."""
+SEALER_STORE_POOL_SIZE = 1
+"""Event-store connections the sealer's process holds at most (its projector's reader,
+writer and fold then take turns: they hold one each, never two)."""
+SEALER_API_POOL_SIZE = 1
+"""Connections for the sealer's own statements (sealing, the projection's lock, the ledger's
+state): one at a time, in one thread."""
 
 
 class SealingRounds:
@@ -134,10 +138,11 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
     # Ctrl-C sent to the whole process group must not end it before that last round.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # One study at a time: sealing, then projecting (a reader and a writer thread). The
-    # server's own pools (4 + 3) keep the rest of a default server's ten connections.
+    # One study at a time: sealing, then projecting. The server's own pools (store 4, API 2,
+    # reads 2) keep the rest of a default server's ten connections.
     runtime = Runtime(dataclasses.replace(
-        settings, store_pool_size=min(settings.store_pool_size, SEALER_STORE_POOL_SIZE)), url)
+        settings, store_pool_size=min(settings.store_pool_size, SEALER_STORE_POOL_SIZE),
+        api_pool_size=min(settings.api_pool_size, SEALER_API_POOL_SIZE)), url)
     figures = ProcessFigures("sealer")
     try:
         rounds = SealingRounds(runtime, checkpoint_interval, interval,

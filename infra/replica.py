@@ -6,10 +6,15 @@ the commit time of the last transaction replayed. A question about a time later 
 commit time cannot be answered there (the standby may not yet hold what was recorded up to
 then), so the primary answers it, and the answer says so. A standby that does not answer at
 once is passed over the same way: reads must not wait on a convenience.
+
+Reads the primary answers lend from a pool of their own, as bounded as the standby's: a burst
+of audit pages or exports waits its turn instead of opening a connection each (which would
+take the connections the writes need, up to the server's ``max_connections``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -20,7 +25,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from infra.postgres import connect
+from infra.pools import CheckWhenIdle
 
 _log = structlog.get_logger(__name__)
 
@@ -55,11 +60,14 @@ class ReadSource:
 ON_PRIMARY = ReadSource(PRIMARY)
 
 
-def open_read_pool(url: str, max_size: int) -> ConnectionPool:
-    """A small pool of autocommit connections to the standby, opened when needed."""
+def open_read_pool(url: str, max_size: int, timeout: float = STANDBY_WAIT,
+                   check: Callable[[psycopg.Connection[Any]], None] | None = None
+                   ) -> ConnectionPool:
+    """A small pool of autocommit connections, opened when needed (``check``: before each
+    lending, default a round trip; ``timeout``: the wait for one, default a standby's)."""
     return ConnectionPool(url, min_size=0, max_size=max_size, kwargs={"autocommit": True},
-                          open=True, check=ConnectionPool.check_connection,
-                          timeout=STANDBY_WAIT)
+                          open=True, check=check or ConnectionPool.check_connection,
+                          timeout=timeout)
 
 
 def replay_position(conn: psycopg.Connection[Any]) -> tuple[str | None, datetime | None]:
@@ -76,19 +84,43 @@ def replay_position(conn: psycopg.Connection[Any]) -> tuple[str | None, datetime
 
 class Reads:
     """Lends connections for reads: from the standby when one is configured and can answer
-    the question, from the primary otherwise."""
+    the question, from the primary otherwise; at most ``pool_size`` to each. A read of the
+    primary waits up to ``primary_wait`` seconds for one (then ``PoolTimeout``: 503)."""
 
-    def __init__(self, primary_url: str, standby_url: str | None, pool_size: int) -> None:
+    def __init__(self, primary_url: str, standby_url: str | None, pool_size: int,
+                 primary_wait: float) -> None:
         self.primary_url = primary_url
         self.standby_url = standby_url
         self._pool_size = pool_size
+        self._primary_wait = primary_wait
         self._pool: ConnectionPool | None = None
+        self._primary_pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
 
     def _standby_pool(self) -> ConnectionPool:
-        if self._pool is None:
-            assert self.standby_url is not None
-            self._pool = open_read_pool(self.standby_url, self._pool_size)
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                assert self.standby_url is not None
+                self._pool = open_read_pool(self.standby_url, self._pool_size)
+            return self._pool
+
+    @property
+    def primary_pool(self) -> ConnectionPool | None:
+        """The pool of the primary's reads, once a read has opened it."""
+        return self._primary_pool
+
+    @contextmanager
+    def primary(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection to the primary for a read (a restart there is noticed as the
+        store's pool notices it: checked when it rested a second or more)."""
+        with self._lock:
+            if self._primary_pool is None:
+                self._primary_pool = open_read_pool(
+                    self.primary_url, self._pool_size, timeout=self._primary_wait,
+                    check=CheckWhenIdle().check)
+            pool = self._primary_pool
+        with pool.connection() as conn:
+            yield conn
 
     @contextmanager
     def connection(self, later_than: datetime | None = None,
@@ -99,7 +131,7 @@ class Reads:
         a standby that has not replayed a commit at least that late does not answer, nor one
         that does not pass ``holds`` (it has not replayed the tables the read needs)."""
         if self.standby_url is None:
-            with connect(self.primary_url) as conn:
+            with self.primary() as conn:
                 yield conn, ON_PRIMARY
             return
         why: str
@@ -125,11 +157,13 @@ class Reads:
                     shown = replayed_at.isoformat() if replayed_at else "none yet"
                     why = ("asked about a time later than the standby's last replayed commit"
                            f" ({shown})")
-        with connect(self.primary_url) as conn:
+        with self.primary() as conn:
             yield conn, ReadSource(PRIMARY, why_primary=why)
 
     def close(self) -> None:
-        """Close the standby's pool, if open."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        """Close the pools, if open."""
+        with self._lock:
+            pools, self._pool, self._primary_pool = (
+                [p for p in (self._pool, self._primary_pool) if p is not None], None, None)
+        for pool in pools:
+            pool.close()

@@ -59,15 +59,16 @@ class Settings:
     - ``totp_roles``: roles whose holders must sign in (and sign) with a TOTP code.
     - ``store_pool_size`` / ``api_pool_size``: database connections a process holds at most
       for the event store (events, read tables) / for the API's own tables (sessions,
-      idempotency keys, readiness), opened when needed (``TRIALLEDGER_STORE_POOL_SIZE``,
-      default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 3: a write with an idempotency key
-      takes two turns of it, its claim and its answer). The background sealer's process
-      holds at most :data:`application.sealing.SEALER_STORE_POOL_SIZE` of them for the
-      event store.
+      idempotency keys, readiness, the study list, sealing), opened when needed
+      (``TRIALLEDGER_STORE_POOL_SIZE``, default 4; ``TRIALLEDGER_API_POOL_SIZE``, default 2:
+      the claims and answers of idempotency keys are stored by one thread). The background
+      sealer's process holds at most :data:`application.sealing.SEALER_STORE_POOL_SIZE` and
+      :data:`application.sealing.SEALER_API_POOL_SIZE` of them.
     - ``database_read_url``: a standby of the database (``DATABASE_READ_URL``), optional; the
       exports, audit pages and outcome tables are read there (see :mod:`infra.replica`), from
       a pool of at most ``read_pool_size`` connections (``TRIALLEDGER_READ_POOL_SIZE``,
-      default 2).
+      default 2); reads of the primary (every read without a standby) lend from a pool of
+      the same size.
     - ``stall_after``: seconds the sealer (which also projects) may go without a round, or
       without progress while events wait, before ``/readyz`` says it has stalled
       (``TRIALLEDGER_STALL_AFTER``, default 60).
@@ -121,7 +122,7 @@ class Settings:
     sign_in_per_address: int = 100
     totp_roles: frozenset[str] = frozenset()
     store_pool_size: int = 4
-    api_pool_size: int = 3
+    api_pool_size: int = 2
     database_read_url: str | None = None
     read_pool_size: int = 2
     stall_after: float = STALL_AFTER
@@ -165,7 +166,7 @@ class Settings:
             sign_in_per_address=_count("TRIALLEDGER_SIGN_IN_PER_ADDRESS", 100),
             totp_roles=_roles("TRIALLEDGER_TOTP_ROLES"),
             store_pool_size=_pool_size("TRIALLEDGER_STORE_POOL_SIZE", 4),
-            api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 3),
+            api_pool_size=_pool_size("TRIALLEDGER_API_POOL_SIZE", 2),
             database_read_url=env.get("DATABASE_READ_URL") or None,
             read_pool_size=_pool_size("TRIALLEDGER_READ_POOL_SIZE", 2),
             stall_after=_wait("TRIALLEDGER_STALL_AFTER", STALL_AFTER),

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from application.runtime import Runtime
 from application.verification import memory_of
 from infra.ledger import store
 from infra.ledger.cosignature import split_note
 from infra.ledger.logs import origin
 from infra.ledger.note import SIGNATURE_PREFIX
-from infra.postgres import connect, schema_for_study
-from infra.settings import Settings
+from infra.postgres import schema_for_study
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,11 @@ class LedgerStatus:
     verified_size: int | None
 
 
-def ledger_status(url: str, settings: Settings, study: str,
+def ledger_status(runtime: Runtime, study: str,
                   checkpoint: dict[str, Any]) -> LedgerStatus:
     """The status around ``checkpoint`` (as ``GET …/ledger/checkpoint`` served it)."""
-    with connect(url) as conn:
+    settings = runtime.settings
+    with runtime.primary_read() as conn:
         signed_at = store.checkpoint_signed_at(conn, schema_for_study(study),
                                                int(checkpoint["tree_size"]))
     witnesses = {entry.partition("=")[2].partition("+")[0] for entry in settings.witnesses}

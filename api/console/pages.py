@@ -51,12 +51,13 @@ from api.schemas import (
 )
 from api.writes import runtime_of, study_app
 from application.people import SignIn
+from application.runtime import Runtime
 from application.sign_in_limits import TooManyAttempts
 from domain.envelope import REASON_CODES
 from domain.errors import DomainError, NotFound, Unauthenticated
 from domain.permissions import Action, readable_sites
 from domain.review import REVIEW_FILTERS
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 from projections.dashboard import Overview, overview
 from projections.deviations import deviation_list
 from projections.subject_changes import (
@@ -260,7 +261,7 @@ async def study_page(request: Request, study: str) -> HTMLResponse:
         checkpoint = str(e)
     runtime = runtime_of(request)
     status = None if isinstance(checkpoint, str) else await call(
-        ledger_status, runtime.url, runtime.settings, study, checkpoint)
+        ledger_status, runtime, study, checkpoint)
     return page(request, "study.html", principal=principal, csrf=csrf, study=study,
                 subjects=subjects, glance=glance, checkpoint=checkpoint, ledger=status,
                 deviations=deviations, now=datetime.now(UTC), oldest=OLDEST_QUERIES)
@@ -271,7 +272,7 @@ def _overview(request: Request, principal: Principal, study: str
     """The study at a glance and its protocol deviations (as ``GET …/deviations`` lists
     them), at the sites the person may read, from one connection."""
     sites = readable_sites(principal.user.grants, study)
-    with connect(runtime_of(request).url) as conn:
+    with runtime_of(request).primary_read() as conn:
         schema = schema_for_study(study)
         return (overview(conn, schema, sites, OLDEST_QUERIES, mask_of(request, principal, study)),
                 shown(request, principal, study,
@@ -291,12 +292,12 @@ def study_zones(request: Request, principal: Principal, study: str) -> dict[str,
     return view.site_zones(studies.get_study(request, principal, study)["definition"])
 
 
-def _caught_up(request: Request, study: str) -> str:
-    """The database URL, once the study's read tables are up to date."""
+def _caught_up(request: Request, study: str) -> Runtime:
+    """The runtime, once the study's read tables are up to date."""
     study_app(request, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    return runtime.url
+    return runtime
 
 
 def _readable_instants(conn: psycopg.Connection[Any], principal: Principal, study: str,
@@ -310,7 +311,7 @@ def _readable_instants(conn: psycopg.Connection[Any], principal: Principal, stud
 
 def _instants(request: Request, principal: Principal, study: str,
               subject: str) -> Instants:
-    with connect(_caught_up(request, study)) as conn:
+    with _caught_up(request, study).primary_read() as conn:
         return _readable_instants(conn, principal, study, subject)
 
 
@@ -321,7 +322,7 @@ def _moment(request: Request, principal: Principal, study: str, subject: str,
     """Where the slider stands, the recorded and clinical times typed, each field's changes
     by then and the records removed by then: read on one connection, once the person may
     read the subject's site."""
-    with connect(_caught_up(request, study)) as conn:
+    with _caught_up(request, study).primary_read() as conn:
         instants = _readable_instants(conn, principal, study, subject)
         typed = view.typed_time(as_of, "as_of")
         valid = view.typed_time(valid_at, "valid_at")

@@ -19,7 +19,7 @@ from api.schemas import SdvIn
 from api.writes import runtime_of, study_app
 from domain.errors import DomainError
 from domain.permissions import Action, permitting_grant, readable_sites
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 from projections.monitoring_lists import sdv_worklist
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -34,7 +34,7 @@ def _worklist(request: Request, principal: Principal, study: str
     principal.grant_for_any_site(Action.READ, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
+    with runtime.primary_read() as conn:
         return sdv_worklist(conn, schema_for_study(study),
                             readable_sites(principal.user.grants, study), SHOWN)
 

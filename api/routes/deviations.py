@@ -15,7 +15,7 @@ from api.schemas import PROBLEM_RESPONSES, DeviationIn, written_response
 from api.writes import IfMatch, runtime_of, service_of, study_app, written
 from domain.commands import RecordDeviation
 from domain.permissions import Action, readable_sites
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 from projections.deviations import deviation_list
 
 router = APIRouter(tags=["deviations"], responses=PROBLEM_RESPONSES)
@@ -51,6 +51,6 @@ def list_deviations(request: Request, principal: CurrentPrincipal, study: str,
     sites = readable_sites(principal.user.grants, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
+    with runtime.primary_read() as conn:
         return shown(request, principal, study,
                      deviation_list(conn, schema_for_study(study), sites, site, subject))

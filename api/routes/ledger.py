@@ -16,7 +16,7 @@ from domain.errors import InvalidInput, NotFound
 from domain.permissions import Action, permitting_grant
 from infra.keys import verifier_key_of
 from infra.ledger import proofs
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 
 router = APIRouter(tags=["ledger"], responses=PROBLEM_RESPONSES)
 
@@ -52,7 +52,7 @@ def get_checkpoint(request: Request, principal: CurrentPrincipal, study: str) ->
     study_app(request, study)
     _may_check(principal, study)
     runtime = runtime_of(request)
-    with connect(runtime.url) as conn:
+    with runtime.primary_read() as conn:
         checkpoint = proofs.latest_checkpoint(conn, schema_for_study(study),
                                               witnessed=bool(runtime.settings.witnesses))
     if checkpoint is None:
@@ -72,7 +72,7 @@ def get_inclusion_proof(
     """RFC 9162 inclusion proof of one event in the tree of ``tree_size`` leaves."""
     study_app(request, study)
     _may_check(principal, study)
-    with connect(runtime_of(request).url) as conn:
+    with runtime_of(request).primary_read() as conn:
         return _proof(lambda: proofs.inclusion(conn, schema_for_study(study), event, tree_size))
 
 
@@ -87,7 +87,7 @@ def get_consistency_proof(
     """RFC 9162 consistency proof between two tree sizes."""
     study_app(request, study)
     _may_check(principal, study)
-    with connect(runtime_of(request).url) as conn:
+    with runtime_of(request).primary_read() as conn:
         return _proof(lambda: proofs.consistency(conn, schema_for_study(study), from_size,
                                                  to_size))
 

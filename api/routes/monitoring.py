@@ -16,7 +16,7 @@ from api.schemas import PROBLEM_RESPONSES, QueryIn, SdvIn, SignatureIn, TextIn, 
 from api.writes import IfMatch, runtime_of, service_of, study_app, written
 from domain.commands import AnswerQuery, CloseQuery, OpenQuery, SignCasebook, VerifySource
 from domain.permissions import Action, readable_sites
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 from projections.monitoring_lists import query_list, signature_list
 
 router = APIRouter(tags=["monitoring"], responses=PROBLEM_RESPONSES)
@@ -104,7 +104,7 @@ def list_queries(
     ``status=open``, the monitor's work queue."""
     sites = _readable(request, principal, study)
     now = study_app(request, study).clock.now()
-    with connect(runtime_of(request).url) as conn:
+    with runtime_of(request).primary_read() as conn:
         return shown(request, principal, study, query_list(
             conn, schema_for_study(study), sites, now, site=site, subject=subject,
             status=status, older_than_days=older_than_days))
@@ -118,6 +118,6 @@ def list_signatures(request: Request, principal: CurrentPrincipal, study: str,
     """The e-signatures across the subjects at the sites you may read, each valid or
     invalidated by a later change."""
     sites = _readable(request, principal, study)
-    with connect(runtime_of(request).url) as conn:
+    with runtime_of(request).primary_read() as conn:
         return shown(request, principal, study, signature_list(
             conn, schema_for_study(study), sites, site=site, subject=subject))

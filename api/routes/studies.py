@@ -49,7 +49,7 @@ from domain.errors import InvalidInput
 from domain.permissions import Action, readable_sites
 from domain.review import REVIEW_FILTERS, review_filter
 from domain.study import Study
-from infra.postgres import connect, schema_for_study
+from infra.postgres import schema_for_study
 from projections.casebook import at_valid_time, casebook
 from projections.queries import AuditQuery, audit_page, diff, subject_list
 
@@ -133,7 +133,7 @@ def list_subjects(request: Request, principal: CurrentPrincipal,
     sites = readable_sites(principal.user.grants, study)
     runtime = runtime_of(request)
     runtime.project(study)
-    with connect(runtime.url) as conn:
+    with runtime.primary_read() as conn:
         return shown(request, principal, study, subject_list(conn, schema_for_study(study),
                                                             sites))
 
