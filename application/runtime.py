@@ -494,6 +494,9 @@ class Runtime:
         migration's). A rebuild replays in ``parts`` processes (default: one per core for a
         long log, see :func:`application.rebuild_parts.parts_for`).
         """
+        # Opened before the lock's connection is taken: opening lends one of the same pool
+        # (the sealer's holds one).
+        self.study(study_id)
         # One projector per study at a time across processes too (server workers, a rebuild
         # from the CLI): two would insert the same tracking positions and one would fail.
         with self._project_lock, self.pool().connection() as conn:

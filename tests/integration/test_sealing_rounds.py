@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from application.runtime import Runtime
-from application.sealing import SealingRounds
+from application.sealing import SEALER_API_POOL_SIZE, SEALER_STORE_POOL_SIZE, SealingRounds
 from domain.studies import nct04397107
 from tests.support import enroll, envelope, simulated_clock
 
@@ -43,6 +44,29 @@ def test_a_study_whose_round_fails_does_not_stop_the_next(
     assert runtime.seal(SECOND).sealed == 0
     assert project(SECOND) == 0  # projected in the same round
     assert project(FIRST) > 0  # left for the next round
+
+
+def test_the_sealers_pools_carry_a_round_over_studies_it_has_not_opened(
+        runtime: Runtime) -> None:
+    for study in (FIRST, SECOND):
+        app = runtime.study(study, clock=simulated_clock())
+        app.register_study({**nct04397107.definition(), "study_id": study}, envelope())
+        enroll(app)
+        app.close()
+    # The sealer's process: one connection of each pool. A step that took a second one
+    # while holding the first would wait for itself, here for two seconds, then fail.
+    sealer = Runtime(dataclasses.replace(
+        runtime.settings, store_pool_size=SEALER_STORE_POOL_SIZE,
+        api_pool_size=SEALER_API_POOL_SIZE, database_wait=2.0), runtime.url)
+    try:
+        assert sealer.project(FIRST) > 0  # opening the study lends from the same pool
+        SealingRounds(sealer).seal_all()
+        assert sealer.seal(SECOND).sealed == 0  # sealed in the round
+        assert sealer.project(SECOND) == 0  # projected in the round
+        assert set(sealer.pools()) == {"api", "store"}
+        assert all(pool.get_stats()["pool_size"] <= 1 for pool in sealer.pools().values())
+    finally:
+        sealer.close()
 
 
 SERVER = """
