@@ -36,7 +36,7 @@ from domain.study import StudyDefinition
 from domain.subject import Subject
 from projections.casebook import in_force as in_force_timeline
 from projections.deviations import DV_CAT, DV_DECOD
-from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.history_view import AUDIT, AUDIT_COLUMNS, CASEBOOK, VERSIONS
 from projections.streaming import (
     TIME_FIELDS,
     aware,
@@ -197,10 +197,13 @@ class _Export:
     def _stream(self, query: Composed, name: str, **params: Any) -> Iterator[tuple[Any, ...]]:
         return stream(self.conn, query, {"t": self.when, **params}, name)
 
-    def _headers(self) -> Composed:
+    def _headers(self, *, marks: bool = False) -> Composed:
+        """The subjects' headers as of the export's time (with ``marks``: with their
+        queries, SDV marks and deviations, which the read tables keep apart)."""
         return SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
                    "ORDER BY h.data->>'subject'").format(
-                       self.s, Identifier(VERSIONS), in_force(self.when, "h"))
+                       self.s, Identifier(CASEBOOK if marks else VERSIONS),
+                       in_force(self.when, "h"))
 
     def dm(self) -> Iterator[Row]:
         """One row per subject the system showed as of the export's time."""
@@ -248,7 +251,7 @@ class _Export:
     def dv(self) -> Iterator[Row]:
         """Protocol deviations as recorded by then, numbered per subject by date
         (DVSPID: the deviation's id; DVREFID: the record it concerns; DVSCAT: who found it)."""
-        for (header,) in self._stream(self._headers(), "csv_dv"):
+        for (header,) in self._stream(self._headers(marks=True), "csv_dv"):
             deviations = sorted((header.get("deviations") or {}).values(),
                                 key=lambda d: (d["occurred_on"], d["deviation_id"]))
             for seq, d in enumerate(deviations, 1):

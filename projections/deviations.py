@@ -11,7 +11,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from domain.csv_cells import neutralised
-from projections.history_view import VERSIONS
+from projections.history_view import CASEBOOK
 
 COLUMNS = ("subject", "site", "deviation_id", "category", "severity", "occurred_on",
            "description", "detected_by", "record_id", "recorded_at", "recorded_by")
@@ -30,7 +30,7 @@ def deviation_list(conn: psycopg.Connection[Any], schema: str, sites: set[str] |
     rows = conn.execute(
         SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
             " AND h.data->'deviations' <> '{{}}'::jsonb").format(
-            Identifier(schema), Identifier(VERSIONS))).fetchall()
+            Identifier(schema), Identifier(CASEBOOK))).fetchall()
     listed = [{"subject": h["subject"], "site": h["site"],
                **{k: d.get(k) for k in COLUMNS[2:]}}
               for (h,) in rows
