@@ -4,7 +4,8 @@
 recorded-time interval during which the system showed it ([recorded_from, recorded_to); open
 while current). A header version leaves out the subject's queries, source-data verification
 marks and deviations: ``header_marks`` keeps each of their entries as versions of its own, and
-the view ``casebook_history`` puts each header version together with the entries as of it.
+readers of whole headers put each header version together with the entries as of it
+(:func:`casebook_history`).
 ``audit_trail`` holds one row per field-level change with its whole envelope.
 Rows and the tracking position commit in the same transaction: exactly once, resumable.
 The tables are disposable: ``trialledger rebuild`` replays them into new tables, which then
@@ -31,7 +32,6 @@ VERSIONS = "casebook_versions"
 # Versions of each entry of a header's queries, SDV marks and deviations (``kind``: which map,
 # ``item``: its key there), each shown from its position until the entry's next version.
 MARKS = "header_marks"
-CASEBOOK = "casebook_history"  # a view: casebook_versions with each header put together
 AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
@@ -304,7 +304,6 @@ class HistoryView(PostgresTrackingRecorder):
         statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
             s, Identifier(SHAPE)))
         statements.append(_create_audit_view(s))
-        statements.append(_create_casebook_view(s))
         return statements
 
     def begin_rebuild(self) -> None:
@@ -367,9 +366,8 @@ class HistoryView(PostgresTrackingRecorder):
             # The application's role (``trialledger db grant``) keeps its rights on the
             # tables and the view that replace those it was granted them on.
             grants = _grants(curs, self.datastore.schema,
-                             [t.name for t in TABLES] + [AUDIT, CASEBOOK])
+                             [t.name for t in TABLES] + [AUDIT])
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
-            curs.execute(SQL("DROP VIEW IF EXISTS {}.{}").format(s, Identifier(CASEBOOK)))
             for table in TABLES:
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table.name)))
                 curs.execute(SQL("ALTER TABLE {}.{} RESET (autovacuum_enabled)").format(
@@ -380,7 +378,6 @@ class HistoryView(PostgresTrackingRecorder):
                     curs.execute(SQL("ALTER INDEX {}.{} RENAME TO {}").format(
                         s, Identifier(new), Identifier(old)))
             curs.execute(_create_audit_view(s))
-            curs.execute(_create_casebook_view(s))
             for relation, grantee, privilege in grants:
                 curs.execute(SQL("GRANT {} ON {}.{} TO {}").format(
                     SQL(privilege), s, Identifier(relation),
@@ -475,7 +472,6 @@ class HistoryView(PostgresTrackingRecorder):
         schema = Identifier(self.datastore.schema)
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
-            curs.execute(SQL("DROP VIEW IF EXISTS {}.{}").format(schema, Identifier(CASEBOOK)))
             for table in (*(t.name for t in TABLES), SHAPE, self.tracking_table_name):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(schema, Identifier(table)))
 
@@ -559,16 +555,20 @@ def _marks_as_of(s: Identifier, marks: Identifier, header: str) -> Composed:
         maps=maps, s=s, marks=marks, h=h)
 
 
-def _create_casebook_view(s: Identifier) -> Composed:
-    """The casebook's versions with each header version put together with its marks (the
-    relation readers of whole headers read)."""
+def casebook_history(schema: str) -> Composed:
+    """A FROM item (alias it): ``casebook_versions`` with each header version put together
+    with its marks, for the readers of whole headers.
+
+    A subquery (the planner folds it into the query as it would a view) rather than a view:
+    no object in the database depends on the read tables, so that an earlier version of the
+    code, going back an upgrade, can still replace them with its own.
+    """
+    s = Identifier(schema)
     columns = SQL(", ").join(
         SQL("CASE WHEN v.record_id = '' THEN v.data || {} ELSE v.data END AS data").format(
             _marks_as_of(s, Identifier(MARKS), "v")) if c == "data"
         else SQL("v.{}").format(Identifier(c)) for c in VERSION_COLUMNS)
-    return SQL("CREATE OR REPLACE VIEW {s}.{view} AS SELECT {columns} FROM {s}.{versions} v"
-               ).format(s=s, view=Identifier(CASEBOOK), columns=columns,
-                        versions=Identifier(VERSIONS))
+    return SQL("(SELECT {} FROM {}.{} v)").format(columns, s, Identifier(VERSIONS))
 
 
 def current_headers(s: Identifier, suffix: str = "", subjects: Composable | None = None

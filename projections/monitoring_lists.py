@@ -10,18 +10,18 @@ import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
 from projections.casebook import MARK_KEYS
-from projections.history_view import CASEBOOK, VERSIONS, current_headers
+from projections.history_view import VERSIONS, casebook_history, current_headers
 
 
 def _marks(conn: psycopg.Connection[Any], schema: str, key: str, sites: set[str] | None,
            site: str | None, subject: str | None) -> list[dict[str, Any]]:
     """Every entry of the header's ``key`` map of the subjects at ``sites`` (None: every
     site), optionally of one ``site`` or ``subject``, each with its subject and site."""
+    versions = (casebook_history(schema) if key in MARK_KEYS
+                else SQL("{}.{}").format(Identifier(schema), Identifier(VERSIONS)))
     rows = conn.execute(
-        SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
-            " AND h.data->{} <> '{{}}'::jsonb").format(
-            Identifier(schema), Identifier(CASEBOOK if key in MARK_KEYS else VERSIONS),
-            Literal(key))).fetchall()
+        SQL("SELECT h.data FROM {} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
+            " AND h.data->{} <> '{{}}'::jsonb").format(versions, Literal(key))).fetchall()
     return [{"subject": h["subject"], "site": h["site"], **mark}
             for (h,) in rows
             if (sites is None or h["site"] in sites) and site in (None, h["site"])
