@@ -18,9 +18,9 @@ from infra.catalog import CATALOG_SCHEMA, EVENTS_TABLE
 from infra.field_keys import KEY_TABLE
 from infra.ledger import store
 
-READ_TABLES = ("casebook_versions", "outcome_facts", "outcome_summaries", "audit_events",
-               "audit_changes", "subject_summaries", "open_queries", "history_tracking",
-               "history_projection_version")
+READ_TABLES = ("casebook_versions", "header_marks", "outcome_facts", "outcome_summaries",
+               "audit_events", "audit_changes", "subject_summaries", "open_queries",
+               "history_tracking", "history_projection_version")
 
 
 def create_login_role(conn: psycopg.Connection[Any], role: str, password: str | None) -> None:

@@ -16,6 +16,9 @@ from projections.iso_time import iso
 # Header keys that hold the monitoring workflow rather than clinical data; their changes
 # reach the audit trail as rows of their own (signature, query, sdv), not as a header diff.
 WORKFLOW_KEYS = ("signatures", "queries", "sdv", "deviations")
+# The workflow maps whose entries the read tables keep as versions of their own, apart from the
+# header (projections.history_view.MARKS): a subject's queries grow with its every visit.
+MARK_KEYS = ("queries", "sdv", "deviations")
 
 
 def subject_header(subject: Subject, *, workflow: bool = True) -> dict[str, Any]:
@@ -23,7 +26,8 @@ def subject_header(subject: Subject, *, workflow: bool = True) -> dict[str, Any]
 
     Signatures show their manifestation (printed name, UTC time, meaning) and whether a later
     change invalidated them; queries, source-data verification marks and deviations sit
-    beside them (left out when not ``workflow``: the projector's audit compares the rest).
+    beside them (left out when not ``workflow``: the read tables keep them apart, and the
+    projector's audit compares the rest).
     """
     header = {
         "study_id": subject.study_id,

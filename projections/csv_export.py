@@ -36,7 +36,7 @@ from domain.study import StudyDefinition
 from domain.subject import Subject
 from projections.casebook import in_force as in_force_timeline
 from projections.deviations import DV_CAT, DV_DECOD
-from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS, casebook_history
 from projections.streaming import (
     TIME_FIELDS,
     aware,
@@ -185,6 +185,7 @@ class _Export:
     def __init__(self, conn: psycopg.Connection[Any], schema: str,
                  definition: StudyDefinition, when: datetime | None) -> None:
         self.conn = conn
+        self.schema = schema
         self.s = Identifier(schema)
         self.definition = definition
         self.when = when
@@ -197,10 +198,13 @@ class _Export:
     def _stream(self, query: Composed, name: str, **params: Any) -> Iterator[tuple[Any, ...]]:
         return stream(self.conn, query, {"t": self.when, **params}, name)
 
-    def _headers(self) -> Composed:
-        return SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
-                   "ORDER BY h.data->>'subject'").format(
-                       self.s, Identifier(VERSIONS), in_force(self.when, "h"))
+    def _headers(self, *, marks: bool = False) -> Composed:
+        """The subjects' headers as of the export's time (with ``marks``: with their
+        queries, SDV marks and deviations, which the read tables keep apart)."""
+        versions = (casebook_history(self.schema) if marks
+                    else SQL("{}.{}").format(self.s, Identifier(VERSIONS)))
+        return SQL("SELECT h.data FROM {} h WHERE h.record_id = '' AND {} "
+                   "ORDER BY h.data->>'subject'").format(versions, in_force(self.when, "h"))
 
     def dm(self) -> Iterator[Row]:
         """One row per subject the system showed as of the export's time."""
@@ -248,7 +252,7 @@ class _Export:
     def dv(self) -> Iterator[Row]:
         """Protocol deviations as recorded by then, numbered per subject by date
         (DVSPID: the deviation's id; DVREFID: the record it concerns; DVSCAT: who found it)."""
-        for (header,) in self._stream(self._headers(), "csv_dv"):
+        for (header,) in self._stream(self._headers(marks=True), "csv_dv"):
             deviations = sorted((header.get("deviations") or {}).values(),
                                 key=lambda d: (d["occurred_on"], d["deviation_id"]))
             for seq, d in enumerate(deviations, 1):

@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
 from domain.csv_cells import neutralised
-from projections.history_view import VERSIONS
+from projections.history_view import casebook_history
 
 COLUMNS = ("subject", "site", "deviation_id", "category", "severity", "occurred_on",
            "description", "detected_by", "record_id", "recorded_at", "recorded_by")
@@ -28,9 +28,9 @@ def deviation_list(conn: psycopg.Connection[Any], schema: str, sites: set[str] |
     """Every deviation of the subjects at ``sites`` (None: every site), optionally of one
     ``site`` or ``subject``, by subject, date and id."""
     rows = conn.execute(
-        SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
+        SQL("SELECT h.data FROM {} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
             " AND h.data->'deviations' <> '{{}}'::jsonb").format(
-            Identifier(schema), Identifier(VERSIONS))).fetchall()
+            casebook_history(schema))).fetchall()
     listed = [{"subject": h["subject"], "site": h["site"],
                **{k: d.get(k) for k in COLUMNS[2:]}}
               for (h,) in rows

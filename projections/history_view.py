@@ -2,7 +2,11 @@
 
 ``casebook_versions`` holds every version of every subject header and record, each with the
 recorded-time interval during which the system showed it ([recorded_from, recorded_to); open
-while current). ``audit_trail`` holds one row per field-level change with its whole envelope.
+while current). A header version leaves out the subject's queries, source-data verification
+marks and deviations: ``header_marks`` keeps each of their entries as versions of its own, and
+readers of whole headers put each header version together with the entries as of it
+(:func:`casebook_history`).
+``audit_trail`` holds one row per field-level change with its whole envelope.
 Rows and the tracking position commit in the same transaction: exactly once, resumable.
 The tables are disposable: ``trialledger rebuild`` replays them into new tables, which then
 replace them in one transaction.
@@ -21,14 +25,18 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
+from projections.casebook import MARK_KEYS
 from projections.iso_time import iso
 
 VERSIONS = "casebook_versions"
+# Versions of each entry of a header's queries, SDV marks and deviations (``kind``: which map,
+# ``item``: its key there), each shown from its position until the entry's next version.
+MARKS = "header_marks"
 AUDIT = "audit_trail"  # a view: each change with the columns of its event
 AUDIT_EVENTS = "audit_events"  # one row per event that changed something: who, when, why
 AUDIT_CHANGES = "audit_changes"  # one row per field-level change, numbered within its event
 SHAPE = "history_projection_version"
-PROJECTION_VERSION = 8  # bump when the tables' shape or content changes: forces a rebuild
+PROJECTION_VERSION = 9  # bump when the tables' shape or content changes: forces a rebuild
 
 OUTCOME_FACTS = "outcome_facts"  # versions of what the outcome tables read of each subject
 OUTCOME_SUMMARIES = "outcome_summaries"  # versions of what each subject adds to the tables
@@ -72,6 +80,10 @@ SUMMARIES_DDL = SQL(
     " verified bigint NOT NULL, open_queries bigint NOT NULL, signature text NOT NULL")
 SUMMARY_COLUMNS = ("subject_id", "subject", "site", "arm", "listing", "version", "records",
                    "verified", "open_queries", "signature")
+MARKS_DDL = SQL(
+    "subject_id uuid NOT NULL, kind text NOT NULL, item text NOT NULL, data jsonb NOT NULL,"
+    " position bigint NOT NULL")
+MARK_COLUMNS = ("subject_id", "kind", "item", "data", "position")
 OPEN_QUERIES_DDL = SQL(
     "subject_id uuid NOT NULL, query_id text COLLATE \"C\" NOT NULL,"
     " subject text COLLATE \"C\", site text, opened_at text COLLATE \"C\", query jsonb NOT NULL")
@@ -151,6 +163,8 @@ class Rows:
     facts: list[Version] = field(default_factory=list)
     # The subjects' outcome summaries the facts changed (``kind``: the summary's format).
     summaries: list[Version] = field(default_factory=list)
+    # The versions of header marks an event made, as lines of COPY text (see mark_line).
+    marks: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
 
@@ -239,7 +253,11 @@ SUMMARIES_TABLE = _Table(SUMMARIES, SUMMARIES_DDL, SQL("subject_id"), (),
 OPEN_QUERIES_TABLE = _Table(OPEN_QUERIES, OPEN_QUERIES_DDL, SQL("subject_id, query_id"), (
     # The dashboard's oldest open queries, in the order it lists them.
     _Index("oldest", SQL("opened_at, subject, query_id")),), OPEN_QUERY_COLUMNS)
-TABLES = (VERSIONS_TABLE, FACTS_TABLE, OUTCOME_SUMMARIES_TABLE, EVENTS_TABLE,
+# The key finds a subject's marks (as of a header version: each entry's latest by then) and
+# one entry's latest version (a record's SDV mark).
+MARKS_TABLE = _Table(MARKS, MARKS_DDL, SQL("subject_id, kind, item, position"), (),
+                     MARK_COLUMNS)
+TABLES = (VERSIONS_TABLE, MARKS_TABLE, FACTS_TABLE, OUTCOME_SUMMARIES_TABLE, EVENTS_TABLE,
           CHANGES_TABLE, SUMMARIES_TABLE, OPEN_QUERIES_TABLE)
 # Closed by their next version (recorded_to).
 VERSIONED = (VERSIONS_TABLE, FACTS_TABLE, OUTCOME_SUMMARIES_TABLE)
@@ -300,10 +318,10 @@ class HistoryView(PostgresTrackingRecorder):
             # (casebook_versions_staged and audit_trail_rebuild: what an interrupted rebuild
             # of version 2 left.)
             for name in (VERSIONS + "_staged", AUDIT + REBUILT,
-                         *(t.name + STAGED for t in VERSIONED),
+                         *(t.name + STAGED for t in (*VERSIONED, MARKS_TABLE)),
                          *(t.name + REBUILT for t in TABLES)):
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(name)))
-            for table in VERSIONED:
+            for table in (*VERSIONED, MARKS_TABLE):
                 curs.execute(SQL("CREATE UNLOGGED TABLE {}.{} ({}){}").format(
                     s, Identifier(table.name + STAGED), table.ddl, NO_AUTOVACUUM))
             for table in (EVENTS_TABLE, CHANGES_TABLE):
@@ -329,8 +347,9 @@ class HistoryView(PostgresTrackingRecorder):
         # going, and the small ones fill in at the end.
         steps = [
             [CHANGES_TABLE.add_key(s, REBUILT)],
-            # The summaries read the rebuilt versions once they are indexed.
-            _closed_in_order(s, VERSIONS_TABLE) + _derived_rebuilt(s),
+            # The summaries read the rebuilt versions and marks once they are indexed.
+            _closed_in_order(s, VERSIONS_TABLE) + _in_order(s, MARKS_TABLE)
+            + _derived_rebuilt(s),
             _closed_in_order(s, FACTS_TABLE),
             _closed_in_order(s, OUTCOME_SUMMARIES_TABLE),
             *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
@@ -346,7 +365,8 @@ class HistoryView(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             # The application's role (``trialledger db grant``) keeps its rights on the
             # tables and the view that replace those it was granted them on.
-            grants = _grants(curs, self.datastore.schema, [t.name for t in TABLES] + [AUDIT])
+            grants = _grants(curs, self.datastore.schema,
+                             [t.name for t in TABLES] + [AUDIT])
             curs.execute(_drop_audit(self.datastore.schema, tables_only=False))
             for table in TABLES:
                 curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(s, Identifier(table.name)))
@@ -388,6 +408,7 @@ class HistoryView(PostgresTrackingRecorder):
                                                                 for v in rows.facts]),
                 (OUTCOME_SUMMARIES_TABLE, OUTCOME_SUMMARIES + versioned_suffix,
                  [_version_line(v) for v in rows.summaries]),
+                (MARKS_TABLE, MARKS + versioned_suffix, rows.marks),
                 (EVENTS_TABLE, AUDIT_EVENTS + suffix, rows.events),
                 (CHANGES_TABLE, AUDIT_CHANGES + suffix, rows.changes)):
             if lines:
@@ -504,15 +525,64 @@ def _closed_in_order(s: Identifier, table: _Table) -> list[Composed]:
     ]
 
 
-def _current_headers(s: Identifier, versions: Identifier, subjects: Composable) -> Composed:
-    """A FROM item: each subject's current header (``h.subject_id``, ``h.d``: its JSON).
+def _in_order(s: Identifier, table: _Table) -> list[Composed]:
+    """Fill the rebuilt ``table`` from its staged rows in the order of its key (a subject's
+    rows on a few pages); then its key, indexes and statistics."""
+    new, staged = Identifier(table.name + REBUILT), Identifier(table.name + STAGED)
+    return [
+        _create_rebuilt(s, table),
+        SQL("INSERT INTO {s}.{new} SELECT * FROM {s}.{staged} ORDER BY {key}").format(
+            s=s, new=new, staged=staged, key=table.key),
+        SQL("DROP TABLE {}.{}").format(s, staged),
+        table.add_key(s, REBUILT),
+        *table.create_indexes(s, REBUILT),
+        SQL("ANALYZE {}.{}").format(s, new),
+    ]
 
-    A stored header is compressed and every ``data->`` of it decompresses all of it again;
-    ``|| '{}'`` makes one copy per row that the rest of the query reads, and OFFSET 0 keeps
-    the planner from folding the copy back into each use (30 times faster).
+
+def _marks_as_of(s: Identifier, marks: Identifier, header: str) -> Composed:
+    """An expression: the JSON object of the queries, SDV marks and deviations (each a map,
+    empty if none) of the subject of the header version aliased ``header``, as they stood at
+    its position: each entry's latest version by then."""
+    h = Identifier(header)
+    maps = SQL(", ").join(
+        SQL("{kind}, COALESCE(jsonb_object_agg(m.item, m.data) FILTER (WHERE m.kind = {kind}),"
+            " '{{}}'::jsonb)").format(kind=Literal(kind)) for kind in MARK_KEYS)
+    return SQL(
+        "(SELECT jsonb_build_object({maps}) FROM (SELECT DISTINCT ON (m.kind, m.item) m.kind,"
+        " m.item, m.data FROM {s}.{marks} m WHERE m.subject_id = {h}.subject_id"
+        " AND m.position <= {h}.position ORDER BY m.kind, m.item, m.position DESC) m)").format(
+        maps=maps, s=s, marks=marks, h=h)
+
+
+def casebook_history(schema: str) -> Composed:
+    """A FROM item (alias it): ``casebook_versions`` with each header version put together
+    with its marks, for the readers of whole headers.
+
+    A subquery (the planner folds it into the query as it would a view) rather than a view:
+    no object in the database depends on the read tables, so that an earlier version of the
+    code, going back an upgrade, can still replace them with its own.
     """
-    return SQL("(SELECT subject_id, data || '{{}}'::jsonb AS d FROM {}.{} WHERE record_id = ''"
-               " AND recorded_to IS NULL{} OFFSET 0) h").format(s, versions, subjects)
+    s = Identifier(schema)
+    columns = SQL(", ").join(
+        SQL("CASE WHEN v.record_id = '' THEN v.data || {} ELSE v.data END AS data").format(
+            _marks_as_of(s, Identifier(MARKS), "v")) if c == "data"
+        else SQL("v.{}").format(Identifier(c)) for c in VERSION_COLUMNS)
+    return SQL("(SELECT {} FROM {}.{} v)").format(columns, s, Identifier(VERSIONS))
+
+
+def current_headers(s: Identifier, suffix: str = "", subjects: Composable | None = None
+                    ) -> Composed:
+    """A FROM item: each subject's current header with its marks (``h.subject_id``, ``h.d``:
+    its JSON), of the tables named with ``suffix``.
+
+    The header is put together once per row for the rest of the query to read; OFFSET 0 keeps
+    the planner from folding it back into each use.
+    """
+    return SQL("(SELECT v.subject_id, v.data || {} AS d FROM {}.{} v WHERE v.record_id = ''"
+               " AND v.recorded_to IS NULL{} OFFSET 0) h").format(
+                   _marks_as_of(s, Identifier(MARKS + suffix), "v"), s,
+                   Identifier(VERSIONS + suffix), subjects or SQL(""))
 
 
 def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
@@ -521,8 +591,8 @@ def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
     open queries of those bound to ``%(headers)s`` (or, without ``subjects``, of all)."""
     versions = Identifier(VERSIONS + suffix)
     summaries, queries = (Identifier(SUMMARIES + suffix), Identifier(OPEN_QUERIES + suffix))
-    only = SQL(" AND subject_id = ANY(%(subjects)s)") if subjects else SQL("")
-    only_headers = SQL(" AND subject_id = ANY(%(headers)s)") if subjects else SQL("")
+    only = SQL(" AND v.subject_id = ANY(%(subjects)s)") if subjects else SQL("")
+    only_headers = SQL(" AND v.subject_id = ANY(%(headers)s)") if subjects else SQL("")
     # What each column was computed from, as the dashboard and the list did from the headers;
     # a subject's records as they stand are counted by the index casebook_versions_records.
     summary = SQL(
@@ -542,7 +612,7 @@ def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
         columns=SQL(", ").join(Identifier(c) for c in SUMMARY_COLUMNS),
         listing=SQL(", ").join(SQL("{}, h.d->{}").format(Literal(k), Literal(k))
                                for k in SUMMARY_KEYS),
-        h=_current_headers(s, versions, only),
+        h=current_headers(s, suffix, only),
         upsert=SQL(" ON CONFLICT (subject_id) DO UPDATE SET {}").format(SQL(", ").join(
             SQL("{} = EXCLUDED.{}").format(Identifier(c), Identifier(c))
             for c in SUMMARY_COLUMNS[1:])) if subjects else SQL(""))
@@ -551,7 +621,7 @@ def _derive(s: Identifier, suffix: str, *, subjects: bool) -> list[Composed]:
         " h.d->>'site', q.value->>'opened_at', q.value FROM {h}"
         " CROSS JOIN LATERAL jsonb_each(h.d->'queries') q"
         " WHERE q.value->>'status' <> 'closed'").format(
-        s=s, queries=queries, h=_current_headers(s, versions, only_headers),
+        s=s, queries=queries, h=current_headers(s, suffix, only_headers),
         columns=SQL(", ").join(Identifier(c) for c in OPEN_QUERY_COLUMNS))
     if not subjects:
         return [summary, opened]
@@ -626,6 +696,12 @@ def copy_json_text(text: str | None) -> str:
 def copy_time(value: datetime | None) -> str:
     """A timestamptz column of a COPY text row (always aware: naive times are refused)."""
     return NULL if value is None else iso(value)
+
+
+def mark_line(subject_id: str, kind: str, item: str, data: str, position: int) -> str:
+    """A line of COPY text of ``header_marks``: a version of a header mark (``data``: JSON)."""
+    return (f"{subject_id}\t{copy_text(kind)}\t{copy_text(item)}\t{copy_json_text(data)}\t"
+            f"{position}\n")
 
 
 def _version_line(v: Version) -> str:

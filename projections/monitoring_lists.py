@@ -9,17 +9,19 @@ from typing import Any
 import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
-from projections.history_view import VERSIONS
+from projections.casebook import MARK_KEYS
+from projections.history_view import VERSIONS, casebook_history, current_headers
 
 
 def _marks(conn: psycopg.Connection[Any], schema: str, key: str, sites: set[str] | None,
            site: str | None, subject: str | None) -> list[dict[str, Any]]:
     """Every entry of the header's ``key`` map of the subjects at ``sites`` (None: every
     site), optionally of one ``site`` or ``subject``, each with its subject and site."""
+    versions = (casebook_history(schema) if key in MARK_KEYS
+                else SQL("{}.{}").format(Identifier(schema), Identifier(VERSIONS)))
     rows = conn.execute(
-        SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
-            " AND h.data->{} <> '{{}}'::jsonb").format(
-            Identifier(schema), Identifier(VERSIONS), Literal(key))).fetchall()
+        SQL("SELECT h.data FROM {} h WHERE h.record_id = '' AND h.recorded_to IS NULL"
+            " AND h.data->{} <> '{{}}'::jsonb").format(versions, Literal(key))).fetchall()
     return [{"subject": h["subject"], "site": h["site"], **mark}
             for (h,) in rows
             if (sites is None or h["site"] in sites) and site in (None, h["site"])
@@ -57,19 +59,18 @@ def sdv_worklist(conn: psycopg.Connection[Any], schema: str, sites: set[str] | N
     """The records awaiting source-data verification at ``sites`` (None: every site): those
     never verified, or changed since their verification. Their number, and the first
     ``limit`` by subject and clinical time, each with the verification it had (if any)."""
-    site_filter = SQL("") if sites is None else SQL(" AND h.data->>'site' = ANY(%(sites)s)")
+    site_filter = SQL("") if sites is None else SQL(" AND h.d->>'site' = ANY(%(sites)s)")
     rows = conn.execute(
-        SQL("SELECT count(*) OVER (), h.data->>'subject', h.data->>'site', r.record_id, r.kind,"
+        SQL("SELECT count(*) OVER (), h.d->>'subject', h.d->>'site', r.record_id, r.kind,"
             " r.data->>'visit', r.data->>'observed_at', (r.data->>'changes')::int,"
-            " h.data->'sdv'->r.record_id"
-            " FROM {s}.{v} r JOIN {s}.{v} h ON h.subject_id = r.subject_id"
-            " AND h.record_id = '' AND h.recorded_to IS NULL"
+            " h.d->'sdv'->r.record_id"
+            " FROM {s}.{v} r JOIN {h} ON h.subject_id = r.subject_id"
             " WHERE r.record_id <> '' AND r.recorded_to IS NULL AND r.data IS NOT NULL"
-            " AND (h.data->'sdv'->r.record_id IS NULL"
-            " OR (h.data->'sdv'->r.record_id->>'revision')::int <> (r.data->>'changes')::int)"
-            "{f} ORDER BY h.data->>'subject', r.data->>'observed_at', r.record_id"
+            " AND (h.d->'sdv'->r.record_id IS NULL"
+            " OR (h.d->'sdv'->r.record_id->>'revision')::int <> (r.data->>'changes')::int)"
+            "{f} ORDER BY h.d->>'subject', r.data->>'observed_at', r.record_id"
             " LIMIT %(limit)s").format(s=Identifier(schema), v=Identifier(VERSIONS),
-                                       f=site_filter),
+                                       h=current_headers(Identifier(schema)), f=site_filter),
         {"sites": sorted(sites or ()), "limit": limit}).fetchall()
     return (int(rows[0][0]) if rows else 0,
             [{"subject": subject, "site": site, "record_id": record_id, "kind": kind,

@@ -39,6 +39,7 @@ from projections.history_view import (
     copy_json_text,
     copy_text,
     copy_time,
+    mark_line,
 )
 from projections.iso_time import iso
 from projections.outcome_state import OutcomeState
@@ -228,13 +229,18 @@ class HistoryProjector(Projection[HistoryView]):
         sid = str(subject.id)
         changes: dict[str, tuple[Any, Any]] = {}
         if record_id is None or signed:
-            header = subject_header(subject)
+            # Without the marks: each change of one is a version of that entry alone.
+            header = subject_header(subject, workflow=False)
             rows.versions.append(Version(sid, HEADER, "subject", _json(header),
                                          subject.version, position, event.timestamp, had_header))
             changes = {k: (old_header.get(k), v) for k, v in header.items()
                        if k not in WORKFLOW_KEYS and old_header.get(k) != v}
             if isinstance(event, Subject.Screened):
                 changes["eligibility"] = (None, event.criteria)
+            mark = _mark(event, subject)
+            if mark is not None:
+                kind, item, value = mark
+                rows.marks.append(mark_line(sid, kind, item, _json(value) or "null", position))
         record = subject.records[record_id] if record_id else None
         view = view_text = None
         if record is not None:
@@ -305,6 +311,18 @@ def _committed(writing: Future[int] | None, on_batch: Callable[[int], object] | 
         size = writing.result()
         if on_batch is not None:
             on_batch(size)
+
+
+def _mark(event: SubjectEvent, subject: Subject) -> tuple[str, str, Any] | None:
+    """(map, key, entry) of the header mark ``event`` made or changed, if it is one of the
+    events that change a query, an SDV mark or a deviation (no other event changes them)."""
+    if isinstance(event, Subject.QueryOpened | Subject.QueryAnswered | Subject.QueryClosed):
+        return "queries", event.query_id, subject.queries[event.query_id]
+    if isinstance(event, Subject.SourceVerified):
+        return "sdv", event.on_record, subject.sdv[event.on_record]
+    if isinstance(event, Subject.DeviationRecorded):
+        return "deviations", event.deviation_id, subject.deviations[event.deviation_id]
+    return None
 
 
 def _valid_signatures(subject: Subject | None) -> list[str]:

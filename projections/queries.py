@@ -34,6 +34,7 @@ from projections.history_view import (
     SUMMARY_KEYS,
     VERSIONS,
     audit_column,
+    casebook_history,
 )
 from projections.outcome_state import facts_of_rows
 from projections.outcomes.engine import Summary, summary_format, uncollected
@@ -55,8 +56,8 @@ def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
     valid = (SQL("recorded_to IS NULL") if when is None else
              SQL("recorded_from <= %(t)s AND (recorded_to IS NULL OR recorded_to > %(t)s)"))
     rows = conn.execute(
-        SQL("SELECT record_id, kind, data FROM {}.{} WHERE subject_id = %(sid)s AND {}")
-        .format(Identifier(schema), Identifier(VERSIONS), valid), {"sid": sid, "t": when},
+        SQL("SELECT record_id, kind, data FROM {} v WHERE subject_id = %(sid)s AND {}")
+        .format(casebook_history(schema), valid), {"sid": sid, "t": when},
     ).fetchall()
     header = next((data for record_id, _, data in rows if record_id == HEADER), None)
     if header is None:
@@ -85,8 +86,8 @@ def casebooks_as_of(conn: psycopg.Connection[Any], schema: str,
     headers: dict[Any, dict[str, Any]] = {}
     records: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
     rows = conn.execute(
-        SQL("SELECT subject_id, record_id, kind, data FROM {}.{} WHERE {}").format(
-            Identifier(schema), Identifier(VERSIONS), valid), {"t": when})
+        SQL("SELECT subject_id, record_id, kind, data FROM {} v WHERE {}").format(
+            casebook_history(schema), valid), {"t": when})
     for subject_id, record_id, kind, rendering in rows:
         if record_id == HEADER:
             headers[subject_id] = rendering
@@ -216,12 +217,13 @@ def diff(conn: psycopg.Connection[Any], schema: str, since: datetime,
             "WHERE recorded_from > %(t1)s AND recorded_from <= %(t2)s) "
             "SELECT c.subject_id, c.record_id, b.data, a.data, h.data->>'subject' "
             "FROM changed c "
-            "LEFT JOIN {s}.{v} b ON b.subject_id = c.subject_id AND b.record_id = c.record_id "
+            "LEFT JOIN {b} b ON b.subject_id = c.subject_id AND b.record_id = c.record_id "
             " AND b.recorded_from <= %(t1)s AND (b.recorded_to IS NULL OR b.recorded_to > %(t1)s) "
-            "LEFT JOIN {s}.{v} a ON a.subject_id = c.subject_id AND a.record_id = c.record_id "
+            "LEFT JOIN {b} a ON a.subject_id = c.subject_id AND a.record_id = c.record_id "
             " AND a.recorded_from <= %(t2)s AND (a.recorded_to IS NULL OR a.recorded_to > %(t2)s) "
             "JOIN {s}.{v} h ON h.subject_id = c.subject_id AND h.record_id = '' "
-            " AND h.recorded_to IS NULL").format(s=Identifier(schema), v=Identifier(VERSIONS)),
+            " AND h.recorded_to IS NULL").format(s=Identifier(schema), v=Identifier(VERSIONS),
+                                                 b=casebook_history(schema)),
         {"t1": t1, "t2": t2},
     ).fetchall()
     changes = [{"subject": code, "record_id": record_id, "before": before, "after": after}

@@ -27,7 +27,7 @@ from psycopg.sql import SQL, Identifier
 from domain.clock import in_offset
 from domain.rules.units import VITAL_SIGNS
 from domain.study import StudyDefinition
-from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS
+from projections.history_view import AUDIT, AUDIT_COLUMNS, VERSIONS, casebook_history
 from projections.streaming import in_force
 
 # Audit rows of the monitoring workflow: shown in their own sections, not as value history.
@@ -220,8 +220,8 @@ def casebook(conn: psycopg.Connection[Any], schema: str, definition: StudyDefini
     """
     s = Identifier(schema)
     header = conn.execute(
-        SQL("SELECT h.data FROM {}.{} h WHERE h.subject_id = %(sid)s AND h.record_id = '' "
-            "AND {}").format(s, Identifier(VERSIONS), in_force(as_of, "h")),
+        SQL("SELECT h.data FROM {} h WHERE h.subject_id = %(sid)s AND h.record_id = '' "
+            "AND {}").format(casebook_history(schema), in_force(as_of, "h")),
         {"sid": subject_id, "t": as_of}).fetchone()
     if header is None:
         raise LookupError(f"subject {subject_id} is not shown as of {as_of.isoformat()}")

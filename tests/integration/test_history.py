@@ -21,7 +21,7 @@ from domain.studies import nct04397107
 from domain.studies.nct04397107_simulation import plan_study
 from infra.postgres import schema_for_study
 from projections.casebook import casebook
-from projections.history_view import AUDIT, OUTCOME_FACTS, VERSIONS
+from projections.history_view import AUDIT, MARKS, OUTCOME_FACTS, VERSIONS
 from projections.projector import HistoryProjector
 from projections.queries import (
     AuditQuery,
@@ -75,7 +75,10 @@ def dump(url: str) -> list[Any]:
             f'SELECT subject_id, fact, kind, data, version, position, recorded_from, '
             f'recorded_to FROM "{SCHEMA}".{OUTCOME_FACTS} ORDER BY subject_id, fact, position'
         ).fetchall()
-    return [versions, audit, facts]
+        marks = conn.execute(
+            f'SELECT subject_id, kind, item, data, position FROM "{SCHEMA}".{MARKS} '
+            f'ORDER BY subject_id, kind, item, position').fetchall()
+    return [versions, audit, facts, marks]
 
 
 @pytest.mark.requirement("R13")
@@ -427,6 +430,16 @@ def test_a_new_projection_version_rebuilds_by_itself(demo: Runtime,
     assert demo.project(STUDY) > 2000  # replayed everything
     assert dump(demo.url) == before
     assert demo.project(STUDY) == 0  # and stamped: no second rebuild
+
+
+def test_an_earlier_version_going_back_can_replace_the_read_tables(demo: Runtime) -> None:
+    # Its swap drops the tables it knows without CASCADE (the audit trail's view first): no
+    # view of this version may depend on them.
+    with psycopg.connect(demo.url) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{SCHEMA}".{MARKS}').fetchone() != (0,)
+        for table in (VERSIONS, OUTCOME_FACTS):
+            conn.execute(f'DROP TABLE "{SCHEMA}".{table}')
+        conn.rollback()
 
 
 def test_an_interrupted_rebuild_leaves_the_tables_as_they_were(demo: Runtime) -> None:

@@ -24,7 +24,7 @@ from domain.studies import nct04397107
 from domain.subject import Subject
 from infra.postgres import schema_for_study
 from infra.settings import Settings
-from projections.history_view import AUDIT, SUMMARY_KEYS
+from projections.history_view import AUDIT, MARKS, SUMMARY_KEYS
 from projections.oracle import oracle_casebook, oracle_casebooks, oracle_diff
 from projections.outcomes.facts import outcome_facts
 from projections.queries import (
@@ -47,7 +47,7 @@ commands = st.lists(st.tuples(
     st.integers(0, 3 * 24 * 60),  # how long before "now" the fact was observed
     st.sampled_from(["vitals", "vitals", "lab", "lab", "correct", "correct", "remove", "therapy",
                      "taper", "taper", "stop", "ae", "ae_update", "ae_resolve", "dose", "dose",
-                     "weekly"]),
+                     "weekly", "query", "answer", "close_query", "sdv", "deviation"]),
     st_code, st_record, st.floats(0.1, 3.0).map(lambda x: round(x, 2)),
 ), min_size=5, max_size=60)
 
@@ -120,6 +120,20 @@ def _run(app: StudyApplication, clock: SimulatedClock, step: tuple[Any, ...]) ->
             record, observed, {"grade": 2}, envelope(), t)),
         "ae_resolve": lambda: app.on_subject(code, lambda s, t: s.resolve_adverse_event(
             record, observed, "recovered", envelope(), t)),
+        # The monitoring workflow: a header's queries, SDV marks and deviations, which the
+        # read tables keep as versions of their own entries.
+        "query": lambda: app.on_subject(code, lambda s, t: s.open_query(
+            f"Q-{record}", record, next(iter(s.records[record].fields)), "source?",
+            envelope(DATA_MANAGER), t)),
+        "answer": lambda: app.on_subject(code, lambda s, t: s.answer_query(
+            f"Q-{record}", f"checked {number}", envelope(), t)),
+        "close_query": lambda: app.on_subject(code, lambda s, t: s.close_query(
+            f"Q-{record}", "resolved", envelope(DATA_MANAGER), t)),
+        "sdv": lambda: app.on_subject(code, lambda s, t: s.verify_source(
+            record, envelope(DATA_MANAGER), t)),
+        "deviation": lambda: app.on_subject(code, lambda s, t: s.record_deviation(
+            f"D-{number}", "other", "visit taken late", observed.date(), "minor",
+            envelope(DATA_MANAGER), t, record_id=record if record in s.records else None)),
     }
     # A refusal stores nothing, which is part of what is compared.
     with contextlib.suppress(DomainError, KeyError):
@@ -165,6 +179,9 @@ def _compare(runtime: Runtime, steps: list[tuple[Any, ...]], fractions: list[flo
         rederived = conn.execute(SQL("SELECT count(*) FROM {}.{} WHERE event_type = %s").format(
             Identifier(schema), Identifier(AUDIT)), ("DerivedValueRecomputed",)).fetchone()
         event(f"values re-derived after a change elsewhere: {bool(rederived and rederived[0])}")
+        marks = conn.execute(SQL("SELECT count(DISTINCT kind) FROM {}.{}").format(
+            Identifier(schema), Identifier(MARKS))).fetchone()
+        event(f"kinds of header marks (queries, SDV, deviations): {marks[0] if marks else 0}")
         for when in (t1, t2, None):
             assert casebooks_as_of(conn, schema, when) == oracle_casebooks(app, when)
             assert outcome_facts_as_of(conn, schema, when) == [
