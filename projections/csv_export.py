@@ -197,8 +197,11 @@ class _Export:
     def _stream(self, query: Composed, name: str, **params: Any) -> Iterator[tuple[Any, ...]]:
         return stream(self.conn, query, {"t": self.when, **params}, name)
 
+    # The subjects' headers are read less their edit-check queries, which no row reads
+    # (here and in ds): about 18 of a header's 18.5 KB at 490 events a subject, 150 MB at
+    # 2,000 subjects in one round trip of a server-side cursor (5,000 rows).
     def _headers(self) -> Composed:
-        return SQL("SELECT h.data FROM {}.{} h WHERE h.record_id = '' AND {} "
+        return SQL("SELECT h.data - 'queries' FROM {}.{} h WHERE h.record_id = '' AND {} "
                    "ORDER BY h.data->>'subject'").format(
                        self.s, Identifier(VERSIONS), in_force(self.when, "h"))
 
@@ -223,7 +226,7 @@ class _Export:
         RANDOMIZED) and completion or withdrawal as recorded by then."""
         ending = SQL("AND a.recorded_at <= %(t)s") if self.when else SQL("")
         query = SQL(
-            "SELECT h.data, e.event_type, e.observed_at FROM {s}.{v} h "
+            "SELECT h.data - 'queries', e.event_type, e.observed_at FROM {s}.{v} h "
             "LEFT JOIN LATERAL (SELECT a.event_type, a.observed_at FROM {s}.{a} a "
             " WHERE a.subject_code = h.data->>'subject' AND a.event_type = ANY(%(endings)s) "
             " {ending} ORDER BY a.position DESC, a.seq DESC LIMIT 1) e ON TRUE "
