@@ -95,10 +95,9 @@ def _odm(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None
 
 
 # The renderings, each made by a process of its own, one after another, in this order. What
-# a process imports stays until it ends (malloc_trim gives nothing back): the CSV files'
-# outcome statistics import scipy and statsmodels (about 95 MB), XPT polars and pyreadstat
-# (about 40 MB); a fresh process for each holds one of them at a time, and the heavier come
-# last, mostly after the casebooks' worker has ended (measured: bench/README.md).
+# a process imports stays until it ends (malloc_trim gives nothing back): XPT's headers
+# import polars and pyreadstat (about 45 MB), which a fresh process for each rendering holds
+# only while XPT is written (measured: bench/README.md).
 PARTS: dict[str, Callable[[psycopg.Connection[Any], Tables, Path], None]] = {
     "odm": _odm, "dataset-json+xpt": _layouts, "csv": _csv}
 

@@ -274,9 +274,12 @@ def _renderings(runtime: Runtime, study: str, directory: Path, rendered: Callabl
     definition = runtime.study(study).definition()
     started = time.perf_counter()
     with connect(runtime.url) as conn:
+        # The tables' renderings keep a core busy beside this process: the casebooks get
+        # workers only on the cores beyond those two (on two cores none, a process of about
+        # 120 MB fewer at once, for about the same time: measured in bench/README.md).
         for name, path in casebook_files(conn, schema_for_study(study), definition,
                                          directory / BUNDLE_CASEBOOKS, as_of, created,
-                                         progress):
+                                         progress, busy_cores=2):
             yield f"{BUNDLE_CASEBOOKS}/{name}", path
     casebooks_done = time.perf_counter()
     rendered()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from zxcvbn import zxcvbn
-
 MIN_LENGTH = 12
 MAX_LENGTH = 1024  # as the API's schema says; a longer one is refused, never cut
 MIN_SCORE = 3
@@ -31,6 +29,10 @@ def password_problem(password: str, known_words: Iterable[str] = ()) -> str | No
         return f"must have at least {MIN_LENGTH} characters"
     if len(password) > MAX_LENGTH:
         return f"must have at most {MAX_LENGTH} characters"
+    # Imported when first needed: zxcvbn's lists weigh some 13 MB in every process that
+    # imports the runtime (an export's among them), which mostly never rates a password.
+    from zxcvbn import zxcvbn
+
     words = [w for text in known_words for w in text.replace("-", " ").split() if w]
     rating = zxcvbn(password[:_ESTIMATED], user_inputs=[*words, *_PRODUCT_WORDS])
     if int(rating["score"]) >= MIN_SCORE:

@@ -7,10 +7,6 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
-
 
 class TooManyAttempts(Exception):
     """Too many sign-in attempts for an account or from an address (answered 429)."""
@@ -32,6 +28,12 @@ class SignInLimiter:
     """Counts attempts and refuses those over the limits."""
 
     def __init__(self, limits: SignInLimits) -> None:
+        # Imported when first needed: the library (with its asyncio storages) weighs some
+        # 10 MB in every process that imports the runtime, an export's among them.
+        from limits import RateLimitItemPerMinute
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._account = RateLimitItemPerMinute(limits.per_account) if limits.per_account \
             else None

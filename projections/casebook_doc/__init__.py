@@ -54,24 +54,27 @@ def render(document: CasebookDocument, directory: Path, created_at: datetime) ->
     write_pdf(document, directory / f"{stem}.pdf", created_at)
 
 
-def render_workers(subjects: int) -> int:
+def render_workers(subjects: int, busy_cores: int = 1) -> int:
     """How many worker processes render ``subjects`` casebooks beside this process: one per
-    core but this one's, none for a few subjects or on one core."""
+    core but the ``busy_cores`` (this process's, and those of work running beside it), none
+    for a few subjects."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if subjects < PARALLEL_FROM or (cores or 1) < 2 else (cores or 1) - 1
+    return 0 if subjects < PARALLEL_FROM else max(0, (cores or 1) - busy_cores)
 
 
 def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: StudyDefinition,
                    directory: Path, as_of: datetime | None = None,
                    created_at: datetime | None = None,
-                   progress: Progress | None = None) -> Iterator[tuple[str, Path]]:
+                   progress: Progress | None = None,
+                   busy_cores: int = 1) -> Iterator[tuple[str, Path]]:
     """``<subject>.html`` and ``<subject>.pdf`` of every subject the system showed at
     ``as_of`` (now when None), as (file name, path in ``directory``) sorted by name;
     ``progress(done, total)`` is told of each subject rendered.
 
     The documents are read here, subject by subject, a few subjects ahead of the one handed
-    on, and rendered by worker processes (see :func:`render_workers`), or here while the
-    workers have enough queued (so the work splits between them and this process); each
+    on, and rendered by worker processes (see :func:`render_workers`: ``busy_cores`` are
+    those not theirs), or here while the workers have enough queued (so the work splits
+    between them and this process), or all here without workers; each
     file is deleted once the next one is asked for, so a consumer can hand them on (a zip, a
     download) from the first subject on, with a few subjects on disk at a time. ``conn`` must
     not be inside a transaction: all casebooks come from one consistent read.
@@ -87,7 +90,7 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
         # Each subject's two files are neighbours in name order: render in that order.
         order = list(dict.fromkeys(owners[name] for name in sorted(owners)))
         total = len(order)
-        workers = render_workers(total)
+        workers = render_workers(total, busy_cores)
         # Spawned, not forked: the server that calls this runs threads.
         pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
                 if workers else None)

@@ -78,6 +78,10 @@ class Tables:
     # Whether each summary's and shift's contributions are wanted (the drill-down's), or
     # only the figures: gathering them is a quarter of combining a thousand subjects.
     traced: bool = True
+    # Whether the rows' figures are wanted, or only the cells' contributions (the drill-down,
+    # the analysis datasets): the comparisons' statistics import scipy and statsmodels,
+    # about 95 MB in a bundle's process that writes the listings only.
+    figured: bool = True
 
     def _rows(self, endpoint: Endpoint) -> dict[str, Any]:
         rows: dict[str, Any] = self.endpoints[endpoint.id]
@@ -87,9 +91,10 @@ class Tables:
                 unit: str, items: Sequence[Item]) -> None:
         """A summary row of ``items``."""
         cell = f"{endpoint.id}/{parameter}/{timepoint}/{arm}"
-        self._rows(endpoint)["rows"].append({
-            "cell": cell, "parameter": parameter, "timepoint": timepoint, "arm": arm,
-            "unit": unit, **summary(item.value for item in items)})
+        if self.figured:
+            self._rows(endpoint)["rows"].append({
+                "cell": cell, "parameter": parameter, "timepoint": timepoint, "arm": arm,
+                "unit": unit, **summary(item.value for item in items)})
         if self.traced:
             self.cells[cell] = _contributions(items)
 
@@ -98,11 +103,12 @@ class Tables:
         """A count row: subjects (of ``denominator``) and their records (``extra``: more
         counts, e.g. events)."""
         cell = f"{endpoint.id}/{parameter}/{timepoint}/{arm}"
-        self._rows(endpoint)["rows"].append({
-            "cell": cell, "parameter": parameter, "timepoint": timepoint, "arm": arm,
-            "subjects": len(subjects), "denominator": denominator,
-            "percent": round(100 * len(subjects) / denominator, 4) if denominator else None,
-            **extra})
+        if self.figured:
+            self._rows(endpoint)["rows"].append({
+                "cell": cell, "parameter": parameter, "timepoint": timepoint, "arm": arm,
+                "subjects": len(subjects), "denominator": denominator,
+                "percent": round(100 * len(subjects) / denominator, 4) if denominator else None,
+                **extra})
         self.cells[cell] = subjects
 
     def shift(self, endpoint: Endpoint, parameter: str, timepoint: str,
@@ -113,9 +119,9 @@ class Tables:
             return
         test = by_arm.get(comparison.test, [])
         reference = by_arm.get(comparison.reference, [])
-        self._comparison(endpoint, parameter, timepoint, hodges_lehmann(
-            [i.value for i in test], [i.value for i in reference], comparison.level),
-            _contributions([*test, *reference]) if self.traced else {})
+        self._comparison(endpoint, parameter, timepoint, partial(
+            hodges_lehmann, [i.value for i in test], [i.value for i in reference],
+            comparison.level), _contributions([*test, *reference]) if self.traced else {})
 
     def proportion(self, endpoint: Endpoint, parameter: str, timepoint: str,
                    by_arm: Mapping[str, tuple[Contributions, int]]) -> None:
@@ -125,18 +131,19 @@ class Tables:
             return
         test, test_n = by_arm.get(comparison.test, ({}, 0))
         reference, reference_n = by_arm.get(comparison.reference, ({}, 0))
-        self._comparison(endpoint, parameter, timepoint, newcombe(
-            len(test), test_n, len(reference), reference_n, comparison.level),
+        self._comparison(endpoint, parameter, timepoint, partial(
+            newcombe, len(test), test_n, len(reference), reference_n, comparison.level),
             {**test, **reference})
 
     def _comparison(self, endpoint: Endpoint, parameter: str, timepoint: str,
-                    result: dict[str, Any], contributions: Contributions) -> None:
+                    result: Callable[[], dict[str, Any]], contributions: Contributions) -> None:
         assert endpoint.comparison is not None
         arms = f"{endpoint.comparison.test}-{endpoint.comparison.reference}"
         cell = f"{endpoint.id}/{parameter}/{timepoint}/{arms}"
-        self._rows(endpoint)["comparisons"].append({
-            "cell": cell, "parameter": parameter, "timepoint": timepoint, "arms": arms,
-            **result})
+        if self.figured:
+            self._rows(endpoint)["comparisons"].append({
+                "cell": cell, "parameter": parameter, "timepoint": timepoint, "arms": arms,
+                **result()})
         self.cells[cell] = contributions
 
 
@@ -694,8 +701,8 @@ def uncollected() -> Iterator[None]:
 
 
 def _combine(summaries: Iterable[Summary], endpoints: Sequence[Endpoint],
-             traced: bool) -> Tables:
-    out = Tables(traced=traced)
+             traced: bool, figured: bool = True) -> Tables:
+    out = Tables(traced=traced, figured=figured)
     summaries = list(summaries)
     with uncollected():
         for endpoint in endpoints:
@@ -715,9 +722,9 @@ def _combine(summaries: Iterable[Summary], endpoints: Sequence[Endpoint],
 
 
 def _compute(casebooks: Sequence[Book], endpoints: Sequence[Endpoint],
-             traced: bool = True) -> Tables:
+             traced: bool = True, figured: bool = True) -> Tables:
     return _combine((subject_summary(book, endpoints, traced) for book in casebooks),
-                    endpoints, traced)
+                    endpoints, traced, figured)
 
 
 def _tables(study_id: str, as_of: datetime | None, valid_at: datetime | None,
@@ -746,13 +753,13 @@ def tables_of_summaries(summaries: Iterable[Summary], study_id: str,
 def cell_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint],
                        cell: str) -> Contributions | None:
     """The subjects and records behind ``cell`` (None: no such cell)."""
-    return _compute(casebooks, endpoints).cells.get(cell)
+    return _compute(casebooks, endpoints, figured=False).cells.get(cell)
 
 
 def all_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]
                       ) -> dict[str, Contributions]:
     """Every cell's subjects and records (the listings behind the tables)."""
-    return _compute(casebooks, endpoints).cells
+    return _compute(casebooks, endpoints, figured=False).cells
 
 
 def to_json(tables: dict[str, Any]) -> str:

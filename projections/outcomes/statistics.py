@@ -17,8 +17,6 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
 DIGITS = 4
 
 
@@ -66,6 +64,8 @@ SMALL = 1 << 16  # fewer differences than this: all made and selected among
 def _below(xs: Any, yr: Any, value: float, strict: bool) -> Any:
     """Per row i, how many of xs[i] - yr[j] (rising in j) are below ``value`` (or equal,
     unless ``strict``)."""
+    import numpy as np  # see hodges_lehmann
+
     low = np.zeros(xs.size, np.int64)
     high = np.full(xs.size, yr.size, np.int64)
     while (active := low < high).any():
@@ -82,6 +82,8 @@ def _order_statistics(test: Sequence[float], reference: Sequence[float],
     """The values of ``ranks`` (0-based) of every test - reference difference, had they been
     sorted. Selecting among all of them, the tables' largest cost at a thousand subjects an
     arm, takes several times as long."""
+    import numpy as np  # see hodges_lehmann
+
     xs = np.sort(np.asarray(test, float))
     yr = np.sort(np.asarray(reference, float))[::-1]
     size = xs.size * yr.size
@@ -128,8 +130,9 @@ def hodges_lehmann(test: Sequence[float], reference: Sequence[float],
                            "level": level}
     if not test or not reference:
         return out
-    # Imported when first needed: scipy and statsmodels add 150 MB to every process that
-    # imports the outcome engine (an export, its workers), and most never compare arms.
+    # Imported when first needed: numpy, scipy and statsmodels add 170 MB to every process
+    # that imports the outcome engine (an export, its workers), and most never compare arms.
+    import numpy as np
     from scipy import stats as scipy_stats
 
     m, n = len(test), len(reference)

@@ -302,3 +302,33 @@ def test_keys_in_the_bundle_are_the_deployments(exported: tuple[Path, Path, int]
     with zipfile.ZipFile(bundle) as z:
         inside = load_public_keys(z.read("public_keys.pem").decode())
     assert inside.keys() == load_public_keys(trusted.read_text()).keys()
+
+
+def test_on_two_cores_a_bundle_renders_its_casebooks_without_a_worker(
+        tmp_path: Path, server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables' renderings keep the second core busy: the casebooks start no worker
+    process there (one of about 120 MB fewer at once, bench/README.md), and are all in."""
+    from application.exports import write_bundle_file
+    from infra.postgres import temporary_database
+    from projections import casebook_doc
+
+    def no_worker(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a casebook worker was started")
+
+    monkeypatch.setattr(casebook_doc, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(casebook_doc.os, "sched_getaffinity", lambda pid: {0, 1},
+                        raising=False)
+    monkeypatch.setattr(casebook_doc, "ProcessPoolExecutor", no_worker)
+    with temporary_database(server_url, "tl_test") as url:
+        runtime = Runtime(Settings(database_url=url, home=tmp_path / "home"), url)
+        app = runtime.study(STUDY, clock=simulated_clock())
+        register(app)
+        for code in ("001", "002"):
+            enroll(app, code)
+        app.close()
+        try:
+            write_bundle_file(runtime, STUDY, tmp_path / "bundle.zip")
+        finally:
+            runtime.close()
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as z:
+        assert {"casebooks/001.pdf", "casebooks/002.pdf"} <= set(z.namelist())

@@ -259,6 +259,35 @@ def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Run
                     == outcome_tables(oracle, STUDY, endpoints, when))
 
 
+def test_the_records_behind_every_cell_are_listed_without_computing_a_figure(
+        demo: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis datasets' listing (ADLIST) and the drill-down name the records behind
+    every cell, the comparisons' too, as the tables find them, without computing a figure:
+    the comparisons' statistics import scipy and statsmodels into a process that writes the
+    listing only (a bundle's)."""
+    from projections.outcomes import engine
+    from projections.queries import outcome_facts_as_of
+
+    endpoints = nct04397107.ENDPOINTS
+    with psycopg.connect(demo.url) as conn:
+        books = outcome_facts_as_of(conn, SCHEMA, None)
+    tables = engine.outcome_tables(books, STUDY, endpoints, None)
+    comparisons = {c["cell"] for e in tables["endpoints"].values() for c in e["comparisons"]}
+    figured = engine._compute(books, endpoints).cells
+
+    def refused(*args: Any) -> Any:
+        raise AssertionError("a figure computed for a listing")
+
+    for statistic in ("summary", "hodges_lehmann", "newcombe"):
+        monkeypatch.setattr(engine, statistic, refused)
+    listed = engine.all_contributions(books, endpoints)
+    assert listed == figured
+    assert comparisons and comparisons <= listed.keys()
+    for cell in sorted(comparisons)[:3]:
+        assert engine.cell_contributions(books, endpoints, cell) == figured[cell]
+        assert figured[cell]
+
+
 # Events after which a subject's outcome summary may change back or lose a contribution.
 CHANGING = ("RecordCorrected", "RecordRemoved", "DerivedValueRecomputed", "TherapyChanged",
             "TherapyStopped", "AdverseEventUpdated", "Withdrawn")
