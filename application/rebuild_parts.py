@@ -27,14 +27,15 @@ log = get_logger(__name__)
 # short replays in a few seconds in one process.
 PARTS_FROM = 50_000
 MAX_PARTS = 8
-# Connections a part holds: one for its reader thread, one for its writer thread (its pool),
-# and, while it opens the study, the one that checks the study's tables are set up.
+# Connections a part holds: one for its reader thread, one for its writer thread (its store
+# pool), the one that opened the study (its API pool), and one for the data keys of sealed
+# values, which its folding thread reads.
 POOLED_PER_PART = 2
-CONNECTIONS_PER_PART = POOLED_PER_PART + 1
+CONNECTIONS_PER_PART = POOLED_PER_PART + 2
 # What the parts of one rebuild hold together at most, however many parts are asked for: a
 # server shared with a deployment's other processes has few to spare (PostgreSQL's default
 # max_connections is 100).
-REBUILD_CONNECTIONS = MAX_PARTS * CONNECTIONS_PER_PART
+REBUILD_CONNECTIONS = 24
 # How the parts' connections are named in pg_stat_activity.
 PART_APPLICATION_NAME = "trialledger-rebuild-part"
 
@@ -64,8 +65,9 @@ class PartsReplay:
                  signed: bool = True, batch_size: int = 5000,
                  on_batch: Callable[[int], object] | None = None,
                  connections: int = REBUILD_CONNECTIONS) -> None:
-        # Each part's pool holds what its two threads use, and no more.
-        self.settings = dataclasses.replace(settings, store_pool_size=POOLED_PER_PART)
+        # Each part's pools hold what its two threads and its set-up use, and no more.
+        self.settings = dataclasses.replace(settings, store_pool_size=POOLED_PER_PART,
+                                            api_pool_size=1)
         self.url = make_conninfo(url, application_name=PART_APPLICATION_NAME)
         self.study_id = study_id
         self.parts = max(1, min(parts, connections // CONNECTIONS_PER_PART))
