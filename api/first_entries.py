@@ -45,7 +45,7 @@ class FirstEntries:
         # The POST routes in the router's order (the first whose path matches is the one the
         # app would pick), each with its plain handler if it is a first entry.
         self.routes = [(route, plain_handler(route)) for route in routes
-                       if isinstance(route, APIRoute) and "POST" in route.methods]
+                       if isinstance(route, APIRoute) and "POST" in (route.methods or ())]
         self._served: ASGIApp | None = None
 
     def _answering(self) -> ASGIApp:

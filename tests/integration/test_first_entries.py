@@ -52,9 +52,11 @@ def clients(runtime: Runtime) -> Iterator[tuple[TestClient, TestClient]]:
 def _post(client: TestClient, subject: str, kind: str, body: Any,
           headers: dict[str, str] | None = None) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return client.post(f"/v1/studies/{STUDY}/subjects/{subject}/{kind}", content=content,
-                       headers={"content-type": "application/json",
-                                "x-request-id": "same-id", **(headers or {})})
+    response: httpx.Response = client.post(
+        f"/v1/studies/{STUDY}/subjects/{subject}/{kind}", content=content,
+        headers={"content-type": "application/json", "x-request-id": "same-id",
+                 **(headers or {})})
+    return response
 
 
 def _answer(response: httpx.Response, subject: str) -> tuple[int, Any, dict[str, str]]:
