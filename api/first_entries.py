@@ -2,7 +2,7 @@
 
 A plain first entry (see :func:`api.entry_route.plain_handler`: a JSON body that validates,
 a bearer token) is most of the write traffic. Routing it through every router, FastAPI's
-request cycle and its exit stacks cost about a sixth of a write's CPU on the event loop.
+request cycle and its exit stacks cost about a seventh of a write's CPU on the event loop.
 :class:`FirstEntries`, the innermost middleware, matches the POST against the first-entry
 routes itself and runs the same handler with the same exception handlers, so the answer is
 the one the route would give (the tests compare the two); any other request, and a first
