@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api import console, problems
 from api.collector import CollectorPauses
+from api.first_entries import FirstEntries
 from api.metrics import Metrics
 from api.middleware import (
     AccessLog,
@@ -76,9 +77,11 @@ def create_worker_app() -> FastAPI:
 
 
 def create_app(runtime: Runtime, lifespan: Any = None,
-               status_path: Path | None = None) -> FastAPI:
+               status_path: Path | None = None, *, first_entries: bool = True) -> FastAPI:
     """The FastAPI application serving one deployment; ``status_path``: where its sealer
-    tells of its progress (``/readyz`` and ``/metrics`` then watch it)."""
+    tells of its progress (``/readyz`` and ``/metrics`` then watch it). Without
+    ``first_entries``, first entries too go through FastAPI's routing (the tests compare
+    the two ways' answers)."""
     # FastAPI's own OpenTelemetry hooks are off: the access log and /metrics are the app's,
     # and checking for a configured provider on every request costs as much as routing it.
     # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN, which a server of
@@ -106,7 +109,10 @@ def create_app(runtime: Runtime, lifespan: Any = None,
     # Outermost last: the access log sees every answer, the limit applies before anything
     # reads a body, idempotency sees the buffered body (once the database is known to be
     # there); every answer, the middlewares'
-    # own included, gets the security headers.
+    # own included, gets the security headers. Innermost, plain first entries are answered
+    # without FastAPI's routing (records' router is included first: no route precedes its).
+    if first_entries:
+        app.add_middleware(FirstEntries, api=app, routes=records.router.routes)
     app.add_middleware(ReadSourceHeaders)
     app.add_middleware(Idempotency, runtime=runtime)
     app.add_middleware(DatabaseAwayGate, runtime=runtime)

@@ -7,7 +7,8 @@ much CPU as the write itself). For a request whose every part is plain (a JSON b
 validates, a bearer token), :class:`FirstEntryRoute` hands the endpoint the same arguments
 directly; anything else (a missing or malformed part, a body that does not validate) goes
 through FastAPI's own handler, so refusals and their problem documents are FastAPI's, and the
-OpenAPI document is built from the endpoint as before.
+OpenAPI document is built from the endpoint as before. :mod:`api.first_entries` serves the
+same plain requests before FastAPI's routing.
 """
 
 from __future__ import annotations
@@ -26,8 +27,51 @@ from api.auth import principal_of_token
 from api.writes import expected_version
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+PlainHandler = Callable[[Request], Coroutine[Any, Any, Response | None]]
 # A first entry's endpoint takes exactly these, in this order (see api/routes/records.py).
 PARAMETERS = ("request", "principal", "study", "subject", "if_match", "body")
+
+
+def plain_handler(route: APIRoute) -> PlainHandler | None:
+    """For a first entry's route: a handler answering its plain requests and returning None
+    for any other (before it has refused or run anything), which FastAPI's own handler then
+    serves. None for a route of another shape."""
+    signature = inspect.signature(route.endpoint)
+    if (tuple(signature.parameters) != PARAMETERS
+            or not inspect.iscoroutinefunction(route.endpoint)):
+        return None
+    model = signature.parameters["body"].annotation
+    if isinstance(model, str):  # postponed annotations: the route module's name
+        model = route.endpoint.__globals__[model]
+    assert issubclass(model, pydantic.BaseModel)
+    endpoint = route.endpoint
+    adapter = pydantic.TypeAdapter(model)
+
+    async def first_entry(request: Request) -> Response | None:
+        headers = request.headers
+        if headers.get("content-type") != "application/json":
+            return None
+        try:
+            given = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        # Then the dependencies, in the order FastAPI solves them (each refusal raises
+        # as it would from there): the person, then If-Match.
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        principal = await principal_of_token(request, token.strip())
+        if_match = await expected_version(headers.get("if-match"))
+        try:
+            body = adapter.validate_python(given, from_attributes=True)
+        except pydantic.ValidationError:
+            return None  # FastAPI's 422 names the fields
+        params = request.path_params
+        response: Response = await endpoint(request, principal, params["study"],
+                                            params["subject"], if_match, body)
+        return response
+
+    return first_entry
 
 
 class FirstEntryRoute(APIRoute):
@@ -37,39 +81,12 @@ class FirstEntryRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         """FastAPI's handler, behind a shortcut for plain requests to a first entry."""
         handler = super().get_route_handler()
-        signature = inspect.signature(self.endpoint)
-        if (tuple(signature.parameters) != PARAMETERS
-                or not inspect.iscoroutinefunction(self.endpoint)):
+        plain = plain_handler(self)
+        if plain is None:
             return handler
-        model = signature.parameters["body"].annotation
-        if isinstance(model, str):  # postponed annotations: the route module's name
-            model = self.endpoint.__globals__[model]
-        assert issubclass(model, pydantic.BaseModel)
-        endpoint = self.endpoint
-        adapter = pydantic.TypeAdapter(model)
 
         async def first_entry(request: Request) -> Response:
-            headers = request.headers
-            if headers.get("content-type") != "application/json":
-                return await handler(request)
-            try:
-                given = orjson.loads(await request.body())
-            except orjson.JSONDecodeError:
-                return await handler(request)
-            # Then the dependencies, in the order FastAPI solves them (each refusal raises
-            # as it would from there): the person, then If-Match.
-            scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return await handler(request)
-            principal = await principal_of_token(request, token.strip())
-            if_match = await expected_version(headers.get("if-match"))
-            try:
-                body = adapter.validate_python(given, from_attributes=True)
-            except pydantic.ValidationError:
-                return await handler(request)  # its 422 names the fields as FastAPI does
-            params = request.path_params
-            response: Response = await endpoint(request, principal, params["study"],
-                                                params["subject"], if_match, body)
-            return response
+            response = await plain(request)
+            return response if response is not None else await handler(request)
 
         return first_entry

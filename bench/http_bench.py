@@ -203,6 +203,7 @@ class Measured:
     elapsed: float
     client_cpu: float
     server_cpu: float
+    serving_cpu: float  # the serving process alone (not its sealer or workers)
 
     def percentile(self, share: float) -> float:
         """A latency percentile, in milliseconds."""
@@ -220,11 +221,19 @@ class Measured:
                 f" p99 {self.percentile(0.99):.1f}\n"
                 f"  CPU share of the {cores} cores: load generator "
                 f"{self.client_cpu / busy:.0%} ({self.client_cpu / len(self.latencies) * 1e6:,.0f}"
-                f" µs/request), server processes {self.server_cpu / busy:.0%}")
+                f" µs/request), server processes {self.server_cpu / busy:.0%}"
+                f" ({self.server_cpu_ms():.2f} ms/request, the serving process alone "
+                f"{self.server_cpu_ms(self.serving_cpu):.2f})")
+
+    def server_cpu_ms(self, cpu: float | None = None) -> float:
+        """The server's CPU (its process tree: the sealer too; or ``cpu``) per answered
+        request, ms."""
+        return (self.server_cpu if cpu is None else cpu) / max(len(self.latencies), 1) * 1000
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and its descendants (Linux /proc)."""
+def _tree_cpu(pid: int, descendants: bool = True) -> float:
+    """CPU seconds used so far by process ``pid`` and (unless not ``descendants``) its
+    descendants (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     pending = [pid]
@@ -233,8 +242,9 @@ def _tree_cpu(pid: int) -> float:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
+            if descendants:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    pending.extend(int(c) for c in (task / "children").read_text().split())
     return total
 
 
@@ -272,11 +282,13 @@ def _measure(target: Target, server: subprocess.Popen[bytes], work: Load, client
     """Load a running server for ``work.seconds``."""
     before = target.count()
     cpu_before = _tree_cpu(server.pid)
+    serving_before = _tree_cpu(server.pid, descendants=False)
     latencies, statuses, elapsed, client_cpu = load(work, clients, processes)
     server_cpu = _tree_cpu(server.pid) - cpu_before
+    serving_cpu = _tree_cpu(server.pid, descendants=False) - serving_before
     stored = target.count() - before
     return Measured(stored / elapsed, statuses.get(201, 0), stored, statuses, latencies,
-                    elapsed, client_cpu, server_cpu)
+                    elapsed, client_cpu, server_cpu, serving_cpu)
 
 
 def _merged(parts: list[Measured]) -> Measured:
@@ -289,7 +301,8 @@ def _merged(parts: list[Measured]) -> Measured:
     stored = sum(p.stored for p in parts)
     return Measured(stored / elapsed, sum(p.ok for p in parts), stored, statuses,
                     [latency for p in parts for latency in p.latencies], elapsed,
-                    sum(p.client_cpu for p in parts), sum(p.server_cpu for p in parts))
+                    sum(p.client_cpu for p in parts), sum(p.server_cpu for p in parts),
+                    sum(p.serving_cpu for p in parts))
 
 
 def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: bool,
@@ -372,9 +385,13 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
     print(f"  ratio TrialLedger / bare endpoint: {served.rate / bare.rate:.3f} (target >= 0.7),"
           f" p99 {served.percentile(0.99):.1f} ms (target <= 50)")
     print(bench_line("http_writes", served.rate, "ev/s", baseline=bare.rate,
-                     p50_ms=served.percentile(0.5), p99_ms=served.percentile(0.99)))
+                     p50_ms=served.percentile(0.5), p99_ms=served.percentile(0.99),
+                     server_cpu_ms=served.server_cpu_ms(),
+                     serving_cpu_ms=served.server_cpu_ms(served.serving_cpu)))
     print(bench_line("bare_insert", bare.rate, "req/s", baseline=ceiling,
-                     p50_ms=bare.percentile(0.5), p99_ms=bare.percentile(0.99)))
+                     p50_ms=bare.percentile(0.5), p99_ms=bare.percentile(0.99),
+                     server_cpu_ms=bare.server_cpu_ms(),
+                     serving_cpu_ms=bare.server_cpu_ms(bare.serving_cpu)))
     print(bench_line("pgbench", ceiling, "tps"))
 
 

@@ -12,7 +12,7 @@ from domain import limits
 from domain.clock import entered_offset, require_aware
 from domain.envelope import Envelope
 from domain.errors import InvalidInput, InvalidState
-from domain.records import Context, validate, vitals_from_measurements
+from domain.records import BSA_DEPENDENT_KINDS, Context, validate, vitals_from_measurements
 from domain.sdtm import is_sdtm_kind
 from domain.subject.derivations import Derivations
 from domain.subject.events import (
@@ -158,8 +158,9 @@ class RecordEntries(SoftChecks, Derivations):
         if record_id in self.records:
             raise InvalidInput("record_id", f"record {record_id!r} already exists")
         observed = self._valid_time(observed_at, at)
-        # An SDTM row derives nothing from the BSA in force (and looking it up is a scan).
-        bsa = None if is_sdtm_kind(kind) else self.bsa_at(observed)
+        # Only doses and therapies derive from the BSA in force (looking it up is a scan of
+        # the casebook, as long as a lab's entry otherwise).
+        bsa = self.bsa_at(observed) if kind in BSA_DEPENDENT_KINDS else None
         clean, derived = validate(kind, fields, Context(bsa, sdtm))
         self.trigger_event(
             event_class,
