@@ -52,7 +52,7 @@ from domain.sdtm import (
 from domain.service import StudyApplication
 from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
-from infra.bulk import BulkWriter
+from infra.bulk import BulkWriteFailed, BulkWriter
 from infra.sdtm_files import SdtmFileError, Table, read_directory
 from projections.csv_export import STUDY_FILE
 
@@ -84,8 +84,8 @@ class ImportRefused(Exception):
 
 
 class ImportInterrupted(Exception):
-    """The import stopped part way (a worker process died): the transactions committed
-    are kept, whole; running the import again adds the rest."""
+    """The import stopped part way (a worker process died, or the database refused a batch):
+    the transactions committed are kept, whole; running the import again adds the rest."""
 
 
 @dataclass
@@ -382,6 +382,14 @@ class Importer:
             raise ImportInterrupted(
                 "a worker process of the import stopped; the batches stored before are kept "
                 "whole, and running the import again adds the rest") from None
+        except BulkWriteFailed as e:
+            # E.g. another writer stored one of these subjects meanwhile (a unique violation),
+            # or the database went away: psycopg's message spans lines.
+            cause = " ".join(str(e.__cause__ or e).split())
+            raise ImportInterrupted(
+                f"a batch could not be stored ({type(e.__cause__ or e).__name__}: {cause}); "
+                "the batches stored before are kept whole, and running the import again adds "
+                "the rest") from e
         finally:
             if building is not None:
                 building.close()
