@@ -30,9 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-
-from application.import_workers import BuildPool, NewRecord, NewSubject, StoredRow, stored_events
+from application.import_workers import BuildPool, NewSubject
 from application.trial_service import TrialService
 from domain.caller import Caller
 from domain.commands import RegisterStudy
@@ -53,6 +51,7 @@ from domain.service import StudyApplication
 from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
 from infra.bulk import BulkWriteFailed, BulkWriter
+from infra.copy_rows import CopyRows
 from infra.sdtm_files import SdtmFileError, Table, read_directory
 from projections.csv_export import STUDY_FILE
 
@@ -412,14 +411,13 @@ class Importer:
         """What a worker is sent to build a subject not yet stored, as :meth:`_load` would."""
         dm = plan.dm.values
         arm = _text(dm.get("ARMCD")) or None
-        return NewSubject(
-            plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
-            {k: v for k, v in dm.items() if k not in KEYS}, arm,
-            _text(dm.get("ACTARMCD")) or None,
-            None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
-            self._provenance(plan.dm), self.app.clock.now(),
-            [NewRecord(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
-                       self._provenance(r.row)) for r in plan.records])
+        return (plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
+                {k: v for k, v in dm.items() if k not in KEYS}, arm,
+                _text(dm.get("ACTARMCD")) or None,
+                None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
+                self._provenance(plan.dm), self.app.clock.now(),
+                [(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
+                  self._provenance(r.row)) for r in plan.records])
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -547,7 +545,7 @@ class _Building:
         self._batch: list[SubjectPlan] = []
         self._size = 0
         self._later: deque[list[SubjectPlan]] = deque()  # batches not yet handed out
-        self._ahead: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
+        self._ahead: deque[tuple[Future[CopyRows | str], list[SubjectPlan]]] = deque()
 
     def add(self, plan: SubjectPlan) -> None:
         """A new subject whose rows are checked; refused (nothing stored) if the caller may
@@ -589,19 +587,19 @@ class _Building:
             answer = built.result()
             if isinstance(answer, str):
                 raise ImportRefused(answer)
-            self._submit(writer, stored_events(answer), plans, result)
+            self._submit(writer, answer, plans, result)
 
-    def _submit(self, writer: BulkWriter, events: list[StoredEvent], plans: list[SubjectPlan],
+    def _submit(self, writer: BulkWriter, events: CopyRows, plans: list[SubjectPlan],
                 result: ImportResult) -> None:
         rows = sum(len(plan.records) + 1 for plan in plans)
         on_progress = self._importer.on_progress
 
         def stored() -> None:
-            result.events_added += len(events)
+            result.events_added += events.count
             if on_progress is not None:
                 on_progress(rows)
 
-        writer.submit_stored(events, stored)
+        writer.submit_copy_rows(events, stored)
         result.subjects_added += len(plans)
         for plan in plans:
             result.records_added += len(plan.records)
