@@ -519,22 +519,27 @@ def test_a_batch_the_database_refuses_stops_the_import_with_one_line_and_exit_1(
     data = _three_subjects(tmp_path / "all")
     overlapping = _three_subjects(tmp_path / "x2", ("X-2",))
     monkeypatch.setattr(sdtm_import, "EVENTS_PER_TRANSACTION", 1)  # a subject a transaction
-    insert_events = AppendOnlyApplicationRecorder.insert_events
-    inserts: list[int] = []
+    writes: list[str] = []
 
-    def another_writer_first(self: AppendOnlyApplicationRecorder, *args: Any, **kwargs: Any
-                             ) -> Any:
-        inserts.append(len(inserts))
-        if len(inserts) == 3:  # after the registration and the first subject, before X-2
-            other = Runtime(settings, db_url)
-            try:
-                Importer(other.service(), other.study("X4"), DataSet(overlapping),
-                         OPERATOR).run()
-            finally:
-                other.close()
-        return insert_events(self, *args, **kwargs)
+    def another_writer_first(name: str) -> Any:
+        write = getattr(AppendOnlyApplicationRecorder, name)
 
-    monkeypatch.setattr(AppendOnlyApplicationRecorder, "insert_events", another_writer_first)
+        def written(self: AppendOnlyApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
+            writes.append(name)
+            if len(writes) == 3:  # after the registration and the first subject, before X-2
+                other = Runtime(settings, db_url)
+                try:
+                    Importer(other.service(), other.study("X4"), DataSet(overlapping),
+                             OPERATOR).run()
+                finally:
+                    other.close()
+            return write(self, *args, **kwargs)
+
+        return written
+
+    # A subject's events are stored by one or the other (the worker processes send COPY rows).
+    for name in ("insert_events", "insert_copy_rows"):
+        monkeypatch.setattr(AppendOnlyApplicationRecorder, name, another_writer_first(name))
     result = CliRunner().invoke(cli, ["import-sdtm", "--study", "X4", str(data),
                                       "--workers", str(workers), "--database-url", db_url],
                                 env={"TRIALLEDGER_HOME": str(settings.home)})
