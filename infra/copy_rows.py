@@ -3,10 +3,10 @@ the events are made (an import's worker processes), so that the process storing 
 bytes rather than making a Python object per event.
 
 The layout is PostgreSQL's binary COPY format (the signature, a header, per row a field count
-and each field's length and value in network byte order, then the trailer), with the
-columns of :attr:`infra.recorder.AppendOnlyApplicationRecorder` 's COPY: ``originator_id``
-(``uuid``: its 16 bytes), ``originator_version`` (``int8``), ``topic`` (``text``, UTF-8)
-and ``state`` (``bytea``).
+and each field's length and value in network byte order, then the trailer), in the columns
+the events table's COPY names (:class:`infra.recorder.AppendOnlyApplicationRecorder`):
+``originator_id`` (``uuid``: its 16 bytes), ``originator_version`` (``int8``), ``topic``
+(``text``, UTF-8) and ``state`` (``bytea``).
 """
 
 from __future__ import annotations
