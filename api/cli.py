@@ -928,7 +928,11 @@ def import_sdtm(
                     "with a signing process beside it).")] = 2,
 ) -> None:
     """Load an SDTM data set (DM, DS, SV, SE, EX, CM, LB, VS, AE, SUPPxx) as events with
-    source=import and each row's provenance. Idempotent: a re-run adds only what is missing."""
+    source=import and each row's provenance. Idempotent: a re-run adds only what is missing.
+
+    Exit codes: 0 loaded; 2 refused with nothing stored (a bad row, no grant) or a usage or
+    environment error; 1 stopped part way (a worker process died, or the database refused a
+    batch): the transactions committed are kept whole, and running it again adds the rest."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -963,7 +967,8 @@ def import_sdtm(
                 err_console.print(f"[red]Import refused, nothing stored: {e}[/red]")
                 raise typer.Exit(2) from None
             except ImportInterrupted as e:
-                err_console.print(f"[red]Import stopped: {e}[/red]")
+                err_console.print(f"[red]Import stopped: {escape(str(e))}[/red]",
+                                  soft_wrap=True)
                 raise typer.Exit(1) from None
     added = ", ".join(f"{k} {n}" for k, n in sorted(result.by_domain.items())) or "none"
     console.print(f"{study}: {'registered the study; ' if result.registered else ''}"

@@ -8,9 +8,11 @@ exactly as the importing process would (same domain code, same mapper, same key:
 deterministic), so the stored bytes are the same; batches are stored in the order they were
 handed out, so the log's order is the one-process import's.
 
-Only plain data crosses the pipes (named tuples, which pickle faster than dataclasses): rows
-and their checked fields going out, stored events' bytes coming back (pickling domain
-objects would cost more than building them).
+Only plain data crosses the pipes: rows and their checked fields going out, as plain tuples
+(a named tuple pickles through a Python call per tuple), and each batch's stored events
+coming back as the COPY rows the importing process sends to PostgreSQL as they are
+(:mod:`infra.copy_rows`: no Python object per event there; pickling domain objects would cost
+more than building them).
 The pool is started with ``spawn`` (not ``fork``: the importing process runs connection-pool
 threads whose locks a fork would copy); the key is handed to each worker through the pool's
 pipe, never its arguments or environment.
@@ -22,10 +24,7 @@ import gc
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import date, datetime
-from typing import Any, NamedTuple
-from uuid import UUID
-
-from eventsourcing.persistence import StoredEvent
+from typing import Any
 
 from domain.envelope import Envelope
 from domain.errors import DomainError
@@ -33,6 +32,7 @@ from domain.sdtm import CheckedRow
 from domain.service import StudyApplication
 from domain.study import StudyDefinition
 from domain.subject import Subject
+from infra.copy_rows import CopyRows, CopyRowsWriter
 from infra.mapper import SigningMapper
 from infra.signers import signer_from_handover
 from infra.signing import EventSigner
@@ -41,35 +41,14 @@ from infra.signing import EventSigner
 WORKERS = 2
 
 
-class NewRecord(NamedTuple):
-    """One checked row of a new subject, as a worker loads it."""
-
-    record_id: str
-    kind: str
-    fields: dict[str, Any]
-    observed_at: datetime
-    visit: str | None
-    provenance: dict[str, Any]
-
-
-class NewSubject(NamedTuple):
-    """A subject not yet stored, with its checked rows (what a worker is sent)."""
-
-    subject_code: str
-    site: str
-    sex: str
-    demographics: dict[str, Any]
-    arm: str | None
-    actual_arm: str | None
-    enrolled_on: date | None
-    provenance: dict[str, Any]
-    at: datetime
-    records: list[NewRecord]
-
-
-# A subject's stored events: its id (16 bytes), then each event's version, topic and
-# signed state (the id once a subject: making a UUID of it is a tenth of storing an event).
-StoredRow = tuple[bytes, list[tuple[int, str, bytes]]]
+# One checked row of a new subject, as a worker loads it: its record id, kind (domain),
+# fields, valid time, visit and provenance.
+NewRecord = tuple[str, str, dict[str, Any], datetime, str | None, dict[str, Any]]
+# A subject not yet stored, with its checked rows (what a worker is sent): its code, site,
+# sex, demographics, arm, actual arm, enrolment date, provenance, the time it is recorded
+# at, and its records.
+NewSubject = tuple[str, str, str, dict[str, Any], str | None, str | None, date | None,
+                   dict[str, Any], datetime, list[NewRecord]]
 
 
 class WorkerRefused(Exception):
@@ -96,51 +75,43 @@ def _start(study_id: str, definition: dict[str, Any], handed: bytes, key_name: s
     _Worker.envelope = envelope
 
 
-def build(subjects: list[NewSubject]) -> list[StoredRow] | str:
-    """The stored events of ``subjects``, in order; or the refusal of the first that cannot
-    be built, as text (a domain error need not pickle)."""
+def build(subjects: list[NewSubject]) -> CopyRows | str:
+    """The stored events of ``subjects``, in order, as COPY rows; or the refusal of the first
+    that cannot be built, as text (a domain error need not pickle)."""
     study, mapper, base = _Worker.study, _Worker.mapper, _Worker.envelope
-    rows: list[StoredRow] = []
+    rows = CopyRowsWriter()
     # The cycle collector would walk the batch being built again and again; what is left
     # of it once returned is collected when the collector next runs.
     gc.disable()
     try:
         for new in subjects:
             try:
-                rows.append(_built(study, mapper, base, new))
+                _build(study, mapper, base, new, rows)
             except DomainError as e:
-                return f"subject {new.subject_code}: {e}"
+                return f"subject {new[0]}: {e}"
     finally:
         gc.enable()
-    return rows
+    built = rows.finish()
+    assert built is not None, "a subject has at least its enrolment event"
+    return built
 
 
-def _built(study: StudyDefinition, mapper: SigningMapper, base: Envelope, new: NewSubject
-           ) -> StoredRow:
-    """One subject's events, built as :meth:`application.sdtm_import.Importer` builds them."""
-    subject = Subject.import_from_sdtm(
-        study, new.subject_code, new.site, new.sex, new.demographics, new.arm,
-        new.actual_arm, new.enrolled_on, base.with_provenance(new.provenance), new.at)
-    for record in new.records:
+def _build(study: StudyDefinition, mapper: SigningMapper, base: Envelope, new: NewSubject,
+           rows: CopyRowsWriter) -> None:
+    """One subject's events, built as :meth:`application.sdtm_import.Importer` builds them,
+    added to ``rows``."""
+    code, site, sex, demographics, arm, actual_arm, enrolled_on, provenance, at, records = new
+    subject = Subject.import_from_sdtm(study, code, site, sex, demographics, arm, actual_arm,
+                                       enrolled_on, base.with_provenance(provenance), at)
+    for record_id, kind, fields, observed_at, visit, row_provenance in records:
         subject.import_record(
-            study, record.record_id,
-            CheckedRow(record.kind, record.fields, study.sdtm),  # checked up front
-            record.observed_at, record.visit, base.with_provenance(record.provenance), new.at)
-    events = []
+            study, record_id, CheckedRow(kind, fields, study.sdtm),  # checked up front
+            observed_at, visit, base.with_provenance(row_provenance), at)
+    # The id once a subject: making its bytes is a tenth of storing an event.
+    originator_id = subject.id.bytes
     for event in subject.collect_events():
         stored = mapper.to_stored_event(event)
-        events.append((stored.originator_version, stored.topic, stored.state))
-    return subject.id.bytes, events
-
-
-def stored_events(rows: list[StoredRow]) -> list[StoredEvent]:
-    """A worker's answer as the recorder stores it."""
-    stored: list[StoredEvent] = []
-    for oid, events in rows:
-        originator_id = UUID(bytes=oid)
-        stored.extend(StoredEvent(originator_id=originator_id, originator_version=version,
-                                  topic=topic, state=state) for version, topic, state in events)
-    return stored
+        rows.add(originator_id, stored.originator_version, stored.topic, stored.state)
 
 
 class BuildPool:
@@ -160,7 +131,7 @@ class BuildPool:
         # so that their start (an interpreter, the domain's imports) overlaps the checking.
         self._pool.submit(int)
 
-    def submit(self, subjects: list[NewSubject]) -> Future[list[StoredRow] | str]:
+    def submit(self, subjects: list[NewSubject]) -> Future[CopyRows | str]:
         """Have a worker build ``subjects``."""
         return self._pool.submit(build, subjects)
 

@@ -30,9 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-
-from application.import_workers import BuildPool, NewRecord, NewSubject, StoredRow, stored_events
+from application.import_workers import BuildPool, NewSubject
 from application.trial_service import TrialService
 from domain.caller import Caller
 from domain.commands import RegisterStudy
@@ -52,7 +50,8 @@ from domain.sdtm import (
 from domain.service import StudyApplication
 from domain.study import StudyDefinition
 from domain.subject import SCREEN_FAILURE_ARM, Subject
-from infra.bulk import BulkWriter
+from infra.bulk import BulkWriteFailed, BulkWriter
+from infra.copy_rows import CopyRows
 from infra.sdtm_files import SdtmFileError, Table, read_directory
 from projections.csv_export import STUDY_FILE
 
@@ -84,8 +83,8 @@ class ImportRefused(Exception):
 
 
 class ImportInterrupted(Exception):
-    """The import stopped part way (a worker process died): the transactions committed
-    are kept, whole; running the import again adds the rest."""
+    """The import stopped part way (a worker process died, or the database refused a batch):
+    the transactions committed are kept, whole; running the import again adds the rest."""
 
 
 @dataclass
@@ -315,14 +314,17 @@ class Importer:
     def run(self) -> ImportResult:
         """Register the study if needed, then load every subject not yet fully loaded."""
         # The data set, the plans and the batches waiting to be stored are millions of
-        # objects, and the cycle collector would walk them all again and again (a third of
-        # the building time, a twentieth of the checking): it is told to leave alone what
-        # exists now, and again after each step that makes more (until the unfreeze below).
-        gc.freeze()
+        # objects, and the cycle collector would walk them again and again (a third of the
+        # building time; with them frozen, still about 4 us an event of the importing
+        # process's time beside worker processes). An import makes no cyclic garbage (after
+        # a run with the collector off, gc.collect() finds none), so it is off until the end.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return self._run()
         finally:
-            gc.unfreeze()
+            if collecting:
+                gc.enable()
 
     def _run(self) -> ImportResult:
         result = ImportResult(skipped_tables=self.data.skipped_tables())
@@ -356,7 +358,6 @@ class Importer:
                     plans.append(plan)
             if building is not None:
                 building.flush()
-            gc.freeze()
             if not registered:
                 try:
                     self.service.handle(RegisterStudy(study=self.app.study_id,
@@ -382,6 +383,14 @@ class Importer:
             raise ImportInterrupted(
                 "a worker process of the import stopped; the batches stored before are kept "
                 "whole, and running the import again adds the rest") from None
+        except BulkWriteFailed as e:
+            # E.g. another writer stored one of these subjects meanwhile (a unique violation),
+            # or the database went away: psycopg's message spans lines.
+            cause = " ".join(str(e.__cause__ or e).split())
+            raise ImportInterrupted(
+                f"a batch could not be stored ({type(e.__cause__ or e).__name__}: {cause}); "
+                "the batches stored before are kept whole, and running the import again adds "
+                "the rest") from e
         finally:
             if building is not None:
                 building.close()
@@ -404,14 +413,13 @@ class Importer:
         """What a worker is sent to build a subject not yet stored, as :meth:`_load` would."""
         dm = plan.dm.values
         arm = _text(dm.get("ARMCD")) or None
-        return NewSubject(
-            plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
-            {k: v for k, v in dm.items() if k not in KEYS}, arm,
-            _text(dm.get("ACTARMCD")) or None,
-            None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
-            self._provenance(plan.dm), self.app.clock.now(),
-            [NewRecord(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
-                       self._provenance(r.row)) for r in plan.records])
+        return (plan.code, _text(dm.get("SITEID")), _text(dm.get("SEX")),
+                {k: v for k, v in dm.items() if k not in KEYS}, arm,
+                _text(dm.get("ACTARMCD")) or None,
+                None if arm == SCREEN_FAILURE_ARM else dtc_date(_text(dm.get("RFSTDTC"))),
+                self._provenance(plan.dm), self.app.clock.now(),
+                [(r.record_id, r.kind, r.checked.fields, r.observed_at, r.visit,
+                  self._provenance(r.row)) for r in plan.records])
 
     def _plan(self, code: str, rows: SubjectRows, sdtm: dict[str, Any]) -> SubjectPlan:
         """The subject's records, with ids, valid times and fields, each row checked."""
@@ -492,7 +500,6 @@ class Importer:
         if writer is not None:
             def submit(batch: Sequence[Subject]) -> None:
                 events = [event for subject in batch for event in subject.collect_events()]
-                gc.freeze()  # the batch, until it is stored (see run)
                 writer.submit(events, partial(stored, len(events)))
 
             self.service.import_subjects(self.app, self.caller, subjects, submit)
@@ -539,7 +546,7 @@ class _Building:
         self._batch: list[SubjectPlan] = []
         self._size = 0
         self._later: deque[list[SubjectPlan]] = deque()  # batches not yet handed out
-        self._ahead: deque[tuple[Future[list[StoredRow] | str], list[SubjectPlan]]] = deque()
+        self._ahead: deque[tuple[Future[CopyRows | str], list[SubjectPlan]]] = deque()
 
     def add(self, plan: SubjectPlan) -> None:
         """A new subject whose rows are checked; refused (nothing stored) if the caller may
@@ -581,19 +588,19 @@ class _Building:
             answer = built.result()
             if isinstance(answer, str):
                 raise ImportRefused(answer)
-            self._submit(writer, stored_events(answer), plans, result)
+            self._submit(writer, answer, plans, result)
 
-    def _submit(self, writer: BulkWriter, events: list[StoredEvent], plans: list[SubjectPlan],
+    def _submit(self, writer: BulkWriter, events: CopyRows, plans: list[SubjectPlan],
                 result: ImportResult) -> None:
         rows = sum(len(plan.records) + 1 for plan in plans)
         on_progress = self._importer.on_progress
 
         def stored() -> None:
-            result.events_added += len(events)
+            result.events_added += events.count
             if on_progress is not None:
                 on_progress(rows)
 
-        writer.submit_stored(events, stored)
+        writer.submit_copy_rows(events, stored)
         result.subjects_added += len(plans)
         for plan in plans:
             result.records_added += len(plan.records)

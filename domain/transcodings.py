@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
 import orjson
+from eventsourcing import persistence
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from domain.envelope import Actor, Envelope
@@ -26,6 +27,23 @@ class DateAsISO(Transcoding):
     def decode(self, data: str) -> date:
         """Decode."""
         return date.fromisoformat(data)
+
+
+class DatetimeAsISO(persistence.DatetimeAsISO):
+    """eventsourcing's ``datetime_iso``, remembering the last datetime it wrote: the events
+    of a batch share their timestamp (one object), written once for them all."""
+
+    def __init__(self) -> None:
+        # A pair, replaced whole: threads sharing the transcoding never mix two.
+        self._last: tuple[datetime | None, str] = (None, "")
+
+    def encode(self, obj: datetime) -> str:
+        """Encode."""
+        last, text = self._last
+        if obj is not last:
+            text = obj.isoformat()
+            self._last = (obj, text)
+        return text
 
 
 class EnvelopeAsDict(Transcoding):
@@ -80,7 +98,8 @@ class ActorAsDict(Transcoding):
         return Actor(**data)
 
 
-TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), EnvelopeAsDict(), ActorAsDict())
+TRANSCODINGS: tuple[Transcoding, ...] = (DateAsISO(), DatetimeAsISO(), EnvelopeAsDict(),
+                                         ActorAsDict())
 
 
 # Every digit read as "0": a run of 19 zeros then marks a run of 19 digits. Translating and

@@ -24,7 +24,9 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper, StoredEvent
 
+from infra.copy_rows import CopyRows
 from infra.mapper import SigningMapper, UnsignedEvent
+from infra.recorder import AppendOnlyApplicationRecorder
 from infra.signing_process import SigningProcess
 
 # Batches from this size on are signed in the signing process (started on the first one);
@@ -42,9 +44,8 @@ class BulkWriteFailed(RuntimeError):
 
 @dataclass
 class _Batch:
-    events: list[DomainEventProtocol[UUID]] | list[StoredEvent]
+    events: list[DomainEventProtocol[UUID]] | CopyRows  # the latter mapped and encoded elsewhere
     on_stored: Callable[[], object] | None
-    mapped: bool = False  # the events are stored events already (mapped elsewhere)
 
 
 class BulkWriter:
@@ -72,13 +73,14 @@ class BulkWriter:
         if events:
             self._queue.put(_Batch(list(events), on_stored))
 
-    def submit_stored(self, events: Sequence[StoredEvent],
-                      on_stored: Callable[[], object] | None = None) -> None:
-        """As :meth:`submit`, for events already mapped (transcoded and signed) elsewhere,
-        e.g. by an import's worker processes."""
+    def submit_copy_rows(self, rows: CopyRows,
+                         on_stored: Callable[[], object] | None = None) -> None:
+        """As :meth:`submit`, for events already mapped (transcoded and signed) and encoded
+        as COPY rows elsewhere, e.g. by an import's worker processes."""
+        if not isinstance(self._recorder, AppendOnlyApplicationRecorder):
+            raise TypeError("COPY rows are stored by the append-only PostgreSQL recorder")
         self._raise_if_failed()
-        if events:
-            self._queue.put(_Batch(list(events), on_stored, mapped=True))
+        self._queue.put(_Batch(rows, on_stored))
 
     def close(self) -> None:
         """Store every batch submitted, then stop; raise if a batch failed."""
@@ -119,9 +121,12 @@ class BulkWriter:
             if self._error is not None or self._discard:
                 continue  # drained, not stored: the caller is told by submit or close
             try:
-                self._recorder.insert_events(
-                    batch.events if batch.mapped  # type: ignore[arg-type]
-                    else self._stored(batch.events))  # type: ignore[arg-type]
+                if isinstance(batch.events, CopyRows):
+                    recorder = self._recorder
+                    assert isinstance(recorder, AppendOnlyApplicationRecorder)  # as submitted
+                    recorder.insert_copy_rows(batch.events)
+                else:
+                    self._recorder.insert_events(self._stored(batch.events))
             except BaseException as e:  # handed to the caller's thread
                 self._error = e
                 continue

@@ -41,6 +41,11 @@ class SigningMapper(Mapper[UUID]):
         super().__init__(transcoder, **kwargs)
         self.signer = signer
         self.sealer = sealer
+        # The last timestamp and aggregate id written as text: the events of a batch share
+        # their timestamp and an aggregate's its id (one object each). A pair, replaced
+        # whole, so that threads sharing the mapper never match one's key with another's.
+        self._last_time: tuple[datetime | None, str] = (None, "")
+        self._last_id: tuple[object, str] = (None, "")
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         """Transcode, then sign, the event."""
@@ -52,9 +57,16 @@ class SigningMapper(Mapper[UUID]):
         stored = super().to_stored_event(self._sealed(domain_event))
         # Every aggregate event has a timestamp; the protocol type just doesn't declare it.
         timestamp: datetime = domain_event.timestamp  # type: ignore[attr-defined]
-        recorded_at = timestamp.isoformat()
-        message = self.signer.message(str(stored.originator_id), stored.originator_version,
-                                      stored.topic, stored.state, recorded_at)
+        last_time, recorded_at = self._last_time
+        if timestamp is not last_time:
+            recorded_at = timestamp.isoformat()
+            self._last_time = (timestamp, recorded_at)
+        last_id, originator_id = self._last_id
+        if stored.originator_id is not last_id:
+            originator_id = str(stored.originator_id)
+            self._last_id = (stored.originator_id, originator_id)
+        message = self.signer.message(originator_id, stored.originator_version, stored.topic,
+                                      stored.state, recorded_at)
         return UnsignedEvent(stored, recorded_at, message)
 
     def _sealed(self, domain_event: DomainEventProtocol[UUID]) -> DomainEventProtocol[UUID]:
@@ -72,12 +84,11 @@ class SigningMapper(Mapper[UUID]):
     def finish(self, unsigned: UnsignedEvent, signature: bytes) -> StoredEvent:
         """The stored event: the payload in a signed envelope carrying ``signature``."""
         stored = unsigned.stored
-        envelope = SignedState(self.signer.key_id, unsigned.recorded_at, signature, stored.state)
         return StoredEvent(
             originator_id=stored.originator_id,
             originator_version=stored.originator_version,
             topic=stored.topic,
-            state=envelope.pack(),
+            state=self.signer.envelope(unsigned.recorded_at, signature, stored.state),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:

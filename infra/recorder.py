@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -41,6 +41,7 @@ from psycopg.errors import LockNotAvailable, QueryCanceled
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from infra.copy_rows import CopyRows
 from infra.pools import shared_pool
 
 REFUSE_FUNCTION = "trialledger_refuse_change"
@@ -193,6 +194,19 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return []
         expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
+        return self._retried(lambda write: self._write(stored_events, expected, write),
+                             stored_events[0], len(stored_events))
+
+    def insert_copy_rows(self, rows: CopyRows) -> Sequence[int]:
+        """Store events encoded elsewhere as COPY rows (:mod:`infra.copy_rows`), as
+        :meth:`insert_events` stores a large batch: one transaction, the same retries."""
+        if self.datastore.originator_id_type != "uuid":
+            raise TypeError("COPY rows carry a uuid originator_id")
+        return self._retried(lambda write: self._write_copy_rows(rows, write), rows.first,
+                             rows.count)
+
+    def _retried(self, attempt_write: Callable[[_Write], Sequence[int]], first: StoredEvent,
+                 count: int) -> Sequence[int]:
         write = _Write()
         thread = threading.get_ident()
         with self._writes_lock:
@@ -202,9 +216,9 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
                 if write.aborted:
                     raise WriteAborted("the write was aborted; nothing was stored")
                 try:
-                    return self._write(stored_events, expected, write)
+                    return attempt_write(write)
                 except (InterfaceError, OperationalError) as e:
-                    ids = self._stored_ids(stored_events)
+                    ids = self._stored_ids(first, count)
                     if ids is not None:
                         return ids
                     if write.aborted:
@@ -256,6 +270,18 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             finally:
                 write.pid = None
 
+    def _write_copy_rows(self, rows: CopyRows, write: _Write) -> Sequence[int]:
+        with self.datastore.get_connection() as conn:
+            write.pid = conn.info.backend_pid
+            try:
+                with conn.transaction(), conn.cursor() as curs:
+                    curs.execute(self._prelude())
+                    with curs.copy(self._copy_statement) as copy:
+                        copy.write(rows.data)
+                    return self._last_ids(curs, rows.count)
+            finally:
+                write.pid = None
+
     def _insert(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                 expected: Sequence[tuple[UUID, int]]) -> Sequence[int]:
         # One array per column, sent in binary: eventsourcing's array of composite values is
@@ -293,19 +319,22 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             for event in stored_events:
                 copy.write_row((event.originator_id, event.originator_version,
                                 event.topic, event.state))
+        return self._last_ids(curs, len(stored_events))
+
+    def _last_ids(self, curs: Cursor[DictRow], count: int) -> Sequence[int]:
+        """The notification ids of the ``count`` events just copied."""
         row = curs.execute(self._last_id_statement).fetchone()
         assert row is not None
-        # Under the lock nothing else draws from the table's sequence: this batch's ids are
-        # the last len(stored_events) ones drawn.
+        # Under the lock nothing else draws from the table's sequence: the batch's ids are
+        # the last ``count`` ones drawn.
         last = int(row["last_id"])
-        return list(range(last - len(stored_events) + 1, last + 1))
+        return list(range(last - count + 1, last + 1))
 
-    def _stored_ids(self, stored_events: Sequence[StoredEvent]) -> Sequence[int] | None:
-        """The notification ids of the batch if it was committed after all, else None (also
-        when the database cannot be asked). A batch is stored whole or not at all, its first
-        event's state is unique (signed and timed), and under the table lock its ids were
-        drawn consecutively."""
-        first = stored_events[0]
+    def _stored_ids(self, first: StoredEvent, count: int) -> Sequence[int] | None:
+        """The notification ids of the batch of ``count`` events starting with ``first`` if
+        it was committed after all, else None (also when the database cannot be asked). A
+        batch is stored whole or not at all, its first event's state is unique (signed and
+        timed), and under the table lock its ids were drawn consecutively."""
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 row = curs.execute(self._stored_statement, (
@@ -316,7 +345,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         if row is None:
             return None
         start = int(row["notification_id"])
-        return list(range(start, start + len(stored_events)))
+        return list(range(start, start + count))
 
 
 def _timed_out(error: Exception) -> bool:

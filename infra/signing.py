@@ -138,6 +138,9 @@ class EventSigner:
         # What every message of this signer starts and ends with (see signing_message).
         self._head = _length_prefixed([SIGNATURE_LABEL, study.encode()])
         self._tail = _length_prefixed([self.key_id.encode()])
+        # What every signed envelope of this signer starts with (see SignedState.pack).
+        key = self.key_id.encode()
+        self._envelope_head = MAGIC + struct.pack(">H", len(key)) + key
 
     def message(
         self,
@@ -153,6 +156,13 @@ class EventSigner:
                  payload, recorded_at.encode())
         return b"".join((self._head, *(len(p).to_bytes(4, "big") + p for p in parts),
                          self._tail))
+
+    def envelope(self, recorded_at: str, signature: bytes, payload: bytes) -> bytes:
+        """The bytes of ``SignedState(self.key_id, recorded_at, signature, payload).pack()``,
+        made with less work (a bulk load makes a hundred thousand)."""
+        when = recorded_at.encode()
+        return b"".join((self._envelope_head, struct.pack(">H", len(when)), when, signature,
+                         payload))
 
     def signature(self, message: bytes) -> bytes:
         """The Ed25519 signature of ``message`` (deterministic: the same bytes every time)."""

@@ -487,3 +487,75 @@ def test_a_worker_that_cannot_start_stops_the_import_with_one_message_and_stores
     monkeypatch.undo()
     result = Importer(runtime.service(), app, DataSet(tmp_path), OPERATOR, workers=2).run()
     assert (result.subjects_added, result.records_added) == (1, 2)
+
+
+def _three_subjects(directory: Path, codes: tuple[str, ...] = ("X-1", "X-2", "X-3")) -> Path:
+    """A small data set in CSV: each subject its DM row, a visit and a lab result."""
+    directory.mkdir()
+    (directory / "DM.csv").write_text(
+        "STUDYID,DOMAIN,USUBJID,SITEID,SEX,ARMCD,ARM,ACTARMCD,ACTARM,RFSTDTC\n"
+        + "".join(f"X,DM,{c},701,F,A,Arm A,A,Arm A,2013-01-02\n" for c in codes))
+    (directory / "LB.csv").write_text(
+        "STUDYID,DOMAIN,USUBJID,LBSEQ,LBTESTCD,LBSTRESU,LBDTC\n"
+        + "".join(f"X,LB,{c},1,ALB,g/L,2013-01-02\n" for c in codes))
+    (directory / "SV.csv").write_text(
+        "STUDYID,DOMAIN,USUBJID,VISITNUM,VISIT,SVSTDTC\n"
+        + "".join(f"X,SV,{c},1,SCREENING,2013-01-02\n" for c in codes))
+    return directory
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_the_database_refuses_stops_the_import_with_one_line_and_exit_1(
+        workers: int, settings: Settings, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer stores a subject of the load while the import runs (a second import of
+    an overlapping data set, just before the first's second transaction): the
+    database refuses the batch that stores it again (a unique violation), and the command
+    ends with one line and exit code 1; what was committed is kept, and the command run
+    again adds the rest."""
+    from application import sdtm_import
+    from infra.recorder import AppendOnlyApplicationRecorder
+
+    data = _three_subjects(tmp_path / "all")
+    overlapping = _three_subjects(tmp_path / "x2", ("X-2",))
+    monkeypatch.setattr(sdtm_import, "EVENTS_PER_TRANSACTION", 1)  # a subject a transaction
+    writes: list[str] = []
+
+    def another_writer_first(name: str) -> Any:
+        write = getattr(AppendOnlyApplicationRecorder, name)
+
+        def written(self: AppendOnlyApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
+            writes.append(name)
+            if len(writes) == 3:  # after the registration and the first subject, before X-2
+                other = Runtime(settings, db_url)
+                try:
+                    Importer(other.service(), other.study("X4"), DataSet(overlapping),
+                             OPERATOR).run()
+                finally:
+                    other.close()
+            return write(self, *args, **kwargs)
+
+        return written
+
+    # A subject's events are stored by one or the other (the worker processes send COPY rows).
+    for name in ("insert_events", "insert_copy_rows"):
+        monkeypatch.setattr(AppendOnlyApplicationRecorder, name, another_writer_first(name))
+    result = CliRunner().invoke(cli, ["import-sdtm", "--study", "X4", str(data),
+                                      "--workers", str(workers), "--database-url", db_url],
+                                env={"TRIALLEDGER_HOME": str(settings.home)})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    stderr = result.stderr.strip().splitlines()
+    assert len(stderr) == 1, result.stderr
+    assert stderr[0].startswith("Import stopped: a batch could not be stored (IntegrityError: "
+                                "duplicate key value violates unique constraint")
+    assert "running the import again adds the rest" in stderr[0]
+    monkeypatch.undo()
+    runtime = Runtime(settings, db_url)
+    try:
+        app = runtime.study("X4")
+        assert [app.is_subject(c) for c in ("X-1", "X-2", "X-3")] == [True, True, False]
+        again = Importer(runtime.service(), app, DataSet(data), OPERATOR, workers=workers).run()
+        assert (again.subjects_added, again.records_added, again.already_present) == (1, 2, 4)
+    finally:
+        runtime.close()

@@ -96,6 +96,13 @@ def test_a_signers_message_is_exactly_the_message_its_signatures_are_checked_aga
         "NCT04397107", oid, version, topic, payload, recorded_at, SIGNER.key_id)
 
 
+@given(st.text(max_size=40), st.binary(min_size=64, max_size=64), st.binary(max_size=200))
+def test_a_signers_envelope_is_exactly_the_packed_signed_state(
+        recorded_at: str, signature: bytes, payload: bytes) -> None:
+    assert SIGNER.envelope(recorded_at, signature, payload) == SignedState(
+        SIGNER.key_id, recorded_at, signature, payload).pack()
+
+
 def test_the_signing_process_makes_the_very_signatures_made_in_process() -> None:
     messages = [SIGNER.message(*ARGS[:3], bytes([n % 256]) * n, ARGS[4]) for n in range(300)]
     process = SIGNER.signing_process()

@@ -3,12 +3,13 @@ what it would."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from eventsourcing import persistence
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder
 from hypothesis import given
@@ -108,3 +109,14 @@ def test_any_value_encodes_to_the_same_bytes_as_the_standard_encoder(value: Any)
 def test_values_orjson_would_write_otherwise_are_written_by_the_standard_encoder(
         value: Any) -> None:
     _encodes_alike(value)
+
+
+def test_a_datetime_is_written_as_eventsourcings_own_transcoding_writes_it() -> None:
+    """The last datetime written is remembered by identity, never by equality: the same
+    instant at another offset, or another instant, is written afresh."""
+    own = persistence.DatetimeAsISO()
+    ours = next(t for t in TRANSCODINGS if t.name == "datetime_iso")
+    at = datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=UTC)
+    same_instant = at.astimezone(timezone(timedelta(hours=2)))
+    for value in (at, at, same_instant, at, at.replace(microsecond=0), same_instant):
+        assert ours.encode(value) == own.encode(value)
