@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from domain.csv_cells import neutralised_row
 from domain.rules.dosing import FREQUENCIES
@@ -94,6 +94,9 @@ STUDY_FILE = "study.json"  # an SDTM-loaded study's definition, beside its CSV f
 LAB_FLAGS = {"L": "LOW", "N": "NORMAL", "H": "HIGH"}
 ESSDAI_LEVELS = {0: "NO ACTIVITY", 1: "LOW ACTIVITY", 2: "MODERATE ACTIVITY",
                  3: "HIGH ACTIVITY"}
+
+# A header's whole JSON (aliased h).
+WHOLE_HEADER = SQL("h.data")
 
 
 @dataclass(frozen=True)
@@ -198,13 +201,16 @@ class _Export:
     def _stream(self, query: Composed, name: str, **params: Any) -> Iterator[tuple[Any, ...]]:
         return stream(self.conn, query, {"t": self.when, **params}, name)
 
-    def _headers(self, *, marks: bool = False) -> Composed:
-        """The subjects' headers as of the export's time (with ``marks``: with their
-        queries, SDV marks and deviations, which the read tables keep apart)."""
+    def _headers(self, columns: Composable = WHOLE_HEADER, *, marks: bool = False
+                 ) -> Composed:
+        """``columns`` of the subjects' headers (``h``) as of the export's time (with
+        ``marks``: with their queries, SDV marks and deviations, which the read tables keep
+        apart)."""
         versions = (casebook_history(self.schema) if marks
                     else SQL("{}.{}").format(self.s, Identifier(VERSIONS)))
-        return SQL("SELECT h.data FROM {} h WHERE h.record_id = '' AND {} "
-                   "ORDER BY h.data->>'subject'").format(versions, in_force(self.when, "h"))
+        return SQL("SELECT {} FROM {} h WHERE h.record_id = '' AND {} "
+                   "ORDER BY h.data->>'subject'").format(columns, versions,
+                                                         in_force(self.when, "h"))
 
     def dm(self) -> Iterator[Row]:
         """One row per subject the system showed as of the export's time."""
@@ -252,11 +258,15 @@ class _Export:
     def dv(self) -> Iterator[Row]:
         """Protocol deviations as recorded by then, numbered per subject by date
         (DVSPID: the deviation's id; DVREFID: the record it concerns; DVSCAT: who found it)."""
-        for (header,) in self._stream(self._headers(marks=True), "csv_dv"):
-            deviations = sorted((header.get("deviations") or {}).values(),
+        # The deviations alone: a whole header carries every query the subject had (about
+        # 18 KB at 490 events), which would make this process grow with the study.
+        for subject, recorded in self._stream(
+                self._headers(SQL("h.data->>'subject', h.data->'deviations'"), marks=True),
+                "csv_dv"):
+            deviations = sorted((recorded or {}).values(),
                                 key=lambda d: (d["occurred_on"], d["deviation_id"]))
             for seq, d in enumerate(deviations, 1):
-                yield {**self._key(header["subject"], "DV"), "DVSEQ": seq,
+                yield {**self._key(subject, "DV"), "DVSEQ": seq,
                        "DVSPID": d["deviation_id"], "DVREFID": _text(d["record_id"]),
                        "DVTERM": d["description"], "DVDECOD": DV_DECOD[d["category"]],
                        "DVCAT": DV_CAT[d["severity"]],

@@ -41,6 +41,7 @@ from projections.outcomes.engine import Summary, summary_format, uncollected
 from projections.outcomes.facts import outcome_facts_at_valid_time
 from projections.projector import HEADER
 from projections.review_sql import review_condition
+from projections.streaming import stream
 
 
 def casebook_as_of(conn: psycopg.Connection[Any], schema: str, study_id: str,
@@ -116,8 +117,11 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
     """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
     as the system showed them at ``as_of`` (now when None), by subject code."""
     when = require_aware("as_of", as_of) if as_of is not None else None
-    return facts_of_rows(conn.execute(_shown_at(FACT_ROW, schema, OUTCOME_FACTS, when),
-                                      {"t": when}))
+    # Through a server-side cursor: at 1M events the rows' text alone is tens of MB, which a
+    # bundle's renderings process would otherwise hold at once beside the parsed facts.
+    with conn.transaction():
+        return facts_of_rows(stream(conn, _shown_at(FACT_ROW, schema, OUTCOME_FACTS, when),
+                                    {"t": when}, "outcome_facts"))
 
 
 def outcome_summaries_as_of(conn: psycopg.Connection[Any], schema: str,
