@@ -247,8 +247,12 @@ def test_the_bundle_holds_renderings_the_ledger_and_a_full_manifest(
                                "events.jsonl", "leaves.jsonl", "checkpoints.jsonl",
                                "public_keys.pem"}), "manifest.json", "manifest.sig"]
     assert {"odm/snapshot.xml", "odm/archive.xml", "csv/DM.csv", "csv/LB.csv",
-            "csv/audit_trail.csv", "csv/audit_trail.jsonl", "casebooks/001.html",
-            "casebooks/001.pdf", "casebooks/002.html", "casebooks/002.pdf"} <= set(files)
+            "csv/audit_trail.csv", "csv/audit_trail.jsonl", "csv/ADSL.csv", "csv/ADLIST.csv",
+            "casebooks/001.html", "casebooks/001.pdf", "casebooks/002.html",
+            "casebooks/002.pdf"} <= set(files)
+    # The analysis datasets behind the outcome tables, beside the CSV files.
+    adsl = files["csv/ADSL.csv"].decode().splitlines()
+    assert len(adsl) == 3 and ",001," in adsl[1] and ",002," in adsl[2]
     assert manifest["software_version"].startswith("trialledger ")
     created = datetime.fromisoformat(manifest["created_at"])
     assert datetime.fromisoformat(manifest["as_of"]) == created  # default: as of now
