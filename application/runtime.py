@@ -42,6 +42,7 @@ from infra.logging import get_logger
 from infra.mapper import SigningMapper, VerifyingMapper
 from infra.pools import CheckWhenIdle, SharedPool, open_shared_pool
 from infra.postgres import (
+    connect,
     database,
     eventsourcing_env,
     reachable,
@@ -383,6 +384,12 @@ class Runtime:
         if study_id not in self._known_studies:
             self._known_studies.update(s for s, _ in self.studies())
         return study_id in self._known_studies
+
+    def probe(self) -> None:
+        """Open and close a connection of its own (raising what connecting raises): a try
+        at a database that is away, without waiting out a pool's timeout."""
+        with connect(self.url):
+            pass
 
     def studies(self) -> list[tuple[str, str]]:
         """Every (study id, schema) of this deployment."""

@@ -70,6 +70,10 @@ class SealingRounds:
 
     def _round(self) -> None:
         try:
+            if self.outage.away:
+                # A connection of its own answers at once; the pools would wait out their
+                # timeout each round, trying the database less often than every round.
+                self.runtime.probe()
             studies = self.runtime.studies()
         except Exception as e:
             if not self.outage.failed(e):
