@@ -353,7 +353,8 @@ class Runtime:
     def seal(self, study_id: str, *, force_checkpoint: bool = False) -> SealResult:
         """Seal the study's new events into its ledger (and checkpoint if due or forced);
         with witnesses configured, have the newest checkpoint cosigned."""
-        # Opened first: opening a study may take connections of its own.
+        # Opened before the connection is taken (opening lends from the same pool): a
+        # checkpoint is signed only by a key the study's keyring holds.
         self.study(study_id)
         with self.pool().connection() as conn:
             return self._seal(conn, study_id, schema_for_study(study_id), force_checkpoint)
@@ -368,8 +369,6 @@ class Runtime:
 
     def _seal(self, conn: psycopg.Connection[Any], log: str, schema: str,
               force_checkpoint: bool) -> SealResult:
-        if log != DIRECTORY_LOG:
-            self.study(log)  # a checkpoint is signed only by a key the study's keyring holds
         result = seal(conn, log, schema, keys.load_public_keys(self.settings),
                       self.signing_key(), self.settings.key_name,
                       force_checkpoint=force_checkpoint, memory=self._sealer_memory)
