@@ -34,7 +34,7 @@ from projections.csv_export import write_csv
 from projections.dataset_json import write_layouts
 from projections.odm import write_archive, write_snapshot
 from projections.outcomes.datasets import write_analysis
-from projections.queries import outcome_facts_as_of
+from projections.queries import each_outcome_book
 
 # Where each rendering goes in the bundle (and in the directory the child writes into).
 CSV, DATASET_JSON, ODM, XPT = "csv", "dataset-json", "odm", "xpt"
@@ -67,7 +67,7 @@ def csv_files(conn: psycopg.Connection[Any], study: str, definition: StudyDefini
     schema = schema_for_study(study)
     counts = write_csv(conn, schema, definition, directory, as_of,
                        definition_data=definition_data)
-    books = outcome_facts_as_of(conn, schema, as_of)
+    books = each_outcome_book(conn, schema, as_of)
     # A study loaded from SDTM keeps its USUBJIDs as subject codes; ours prefix the study.
     prefix = "" if definition.sdtm else f"{study}-"
     return {**counts, **write_analysis(directory, books, study, prefix,

@@ -71,17 +71,30 @@ def measure(what: str, url: str, home: Path, output: Path) -> None:
                       "subjects": subjects}))
 
 
-def tree_memory(process: psutil.Process) -> tuple[int, int]:
+def tree_memory(process: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:
     """Resident bytes of ``process`` and all its descendants now, summed: their RSS (shared
-    pages counted in each process) and their PSS (shared pages split between them)."""
+    pages counted in each process) and their PSS (shared pages split between them); and each
+    process's RSS, named (where the tree's peak comes from)."""
     rss = pss = 0
+    each: list[tuple[str, int]] = []
     with contextlib.suppress(psutil.Error):
         for p in [process, *process.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 memory = p.memory_full_info()
                 rss += memory.rss
                 pss += memory.pss
-    return rss, pss
+                each.append((_name(p, process), memory.rss))
+    return rss, pss, each
+
+
+def _name(p: psutil.Process, root: psutil.Process) -> str:
+    """The export process, the resource tracker, or a rendering process by its pid."""
+    if p.pid == root.pid:
+        return "export"
+    with contextlib.suppress(psutil.Error):
+        if any("resource_tracker" in part for part in p.cmdline()):
+            return "resource-tracker"
+    return f"child-{p.pid}"
 
 
 def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]:
@@ -91,9 +104,17 @@ def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]
                              stdout=subprocess.PIPE, text=True)
     watched = psutil.Process(child.pid)
     peak_rss = peak_pss = 0
+    at_peak: list[tuple[str, int]] = []
+    peaks: dict[str, int] = {}  # each process's own peak
+    started = time.perf_counter()
+    peak_at = 0.0
     while child.poll() is None:
-        rss, pss = tree_memory(watched)
+        rss, pss, each = tree_memory(watched)
+        if rss > peak_rss:
+            at_peak, peak_at = each, time.perf_counter() - started
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        for name, resident in each:
+            peaks[name] = max(peaks.get(name, 0), resident)
         time.sleep(0.1)
     out = child.stdout.read() if child.stdout else ""
     if child.returncode:
@@ -101,6 +122,11 @@ def run_child(what: str, url: str, home: Path, output: Path) -> dict[str, float]
     figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     figures["peak_mb"] = peak_rss / 2**20
     figures["peak_pss_mb"] = peak_pss / 2**20
+    print(f"  {what}: the tree's peak at {peak_at:.0f} s: "
+          + ", ".join(f"{name} {resident / 2**20:.0f} MB" for name, resident in at_peak)
+          + "; each process's own peak: "
+          + ", ".join(f"{name} {resident / 2**20:.0f} MB" for name, resident in peaks.items()),
+          flush=True)
     output.unlink()
     return figures
 

@@ -11,7 +11,9 @@ facts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -198,6 +200,13 @@ def facts_of_rows(rows: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
     books = [facts(header, visits.get(sid, []), records.get(sid, {}))
              for sid, header in headers.items()]
     return sorted(books, key=lambda book: str(book["subject"]))
+
+
+def books_of_rows(rows: Iterable[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+    """Each subject's outcome facts in turn, from rows as :func:`facts_of_rows` takes them
+    but ordered by subject id: one subject's facts are held at a time, however many."""
+    for _, subject_rows in groupby(rows, key=itemgetter(0)):
+        yield from facts_of_rows(subject_rows)
 
 
 def _latest(subject: Subject, group: str) -> LabKey | None:

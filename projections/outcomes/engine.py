@@ -762,6 +762,13 @@ def all_contributions(casebooks: Sequence[Book], endpoints: Sequence[Endpoint]
     return _compute(casebooks, endpoints, figured=False).cells
 
 
+def contributions_of_summaries(summaries: Iterable[Summary], endpoints: Sequence[Endpoint]
+                               ) -> dict[str, Contributions]:
+    """:func:`all_contributions` from the subjects' summaries with their record ids (so that
+    a caller can read the books one at a time)."""
+    return _combine(summaries, endpoints, traced=True, figured=False).cells
+
+
 def to_json(tables: dict[str, Any]) -> str:
     """Stable JSON: sorted keys, fixed precision (already rounded), one trailing newline."""
     return json.dumps(tables, sort_keys=True, indent=2) + "\n"

@@ -3,11 +3,13 @@ trail has one row per field change with its envelope; projection resumes exactly
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -257,6 +259,57 @@ def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Run
             assert facts == [outcome_facts(book) for book in oracle]
             assert (outcome_tables(facts, STUDY, endpoints, when)
                     == outcome_tables(oracle, STUDY, endpoints, when))
+
+
+def test_books_read_one_at_a_time_are_the_books_read_at_once(demo: Runtime) -> None:
+    """A bundle's analysis datasets read the outcome facts subject by subject
+    (``each_outcome_book``): the same books as :func:`outcome_facts_as_of`, each subject's
+    facts in one book (not split, as rows out of subject order would split them)."""
+    from projections.queries import each_outcome_book, outcome_facts_as_of
+
+    rng = random.Random(4)
+    start = nct04397107.REGISTERED_AT
+    with psycopg.connect(demo.url) as conn:
+        for when in [*(start + timedelta(days=700) * rng.random() for _ in range(4)), None]:
+            books = list(each_outcome_book(conn, SCHEMA, when))
+            assert books, when
+            assert sorted(books, key=lambda book: str(book["subject"])) == (
+                outcome_facts_as_of(conn, SCHEMA, when))
+
+
+def test_the_listing_read_book_by_book_names_every_record_behind_every_cell(
+        demo: Runtime, tmp_path: Path) -> None:
+    """ADLIST, written from books read one at a time, holds one row per record behind each
+    cell (exactly the engine's contributions) with the record's kind, visit and clinical time
+    as the books hold them; ADSL one row per subject, by subject code."""
+    from projections.outcomes import engine
+    from projections.outcomes.datasets import write_analysis
+    from projections.queries import each_outcome_book, outcome_facts_as_of
+
+    endpoints = nct04397107.ENDPOINTS
+    visits = [code for code, *_ in nct04397107.VISITS]
+    with psycopg.connect(demo.url) as conn:
+        books = outcome_facts_as_of(conn, SCHEMA, None)
+        counts = write_analysis(tmp_path, each_outcome_book(conn, SCHEMA, None), STUDY, "P-",
+                                endpoints, visits)
+    with (tmp_path / "ADLIST.csv").open(newline="") as f:
+        listed = list(csv.DictReader(f))
+    with (tmp_path / "ADSL.csv").open(newline="") as f:
+        subjects = [row["SUBJID"] for row in csv.DictReader(f)]
+    assert counts == {"ADSL.csv": len(books), "ADLIST.csv": len(listed)}
+    assert subjects == [book["subject"] for book in books]
+    expected = {(cell, subject, record_id)
+                for cell, contributions in engine.all_contributions(books, endpoints).items()
+                for subject, records in contributions.items() for record_id in records}
+    assert {(r["CELL"], r["SUBJID"], r["RECORDID"]) for r in listed} == expected
+    assert len(listed) == len(expected)
+    records = {(book["subject"], record["record_id"]): (kind, record)
+               for book in books for kind, rs in book["records"].items() for record in rs}
+    for row in listed:
+        kind, record = records[(row["SUBJID"], row["RECORDID"])]
+        assert (row["KIND"], row["VISIT"], row["OBSDTC"], row["USUBJID"]) == (
+            kind, record.get("visit") or "", record.get("observed_at") or "",
+            "P-" + row["SUBJID"])
 
 
 def test_the_records_behind_every_cell_are_listed_without_computing_a_figure(
