@@ -6,9 +6,8 @@ cosignature lines is stored, and only such a checkpoint is served."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import psycopg
 
 from infra.ledger import store
@@ -21,6 +20,9 @@ from infra.witness.client import (
     WitnessUnavailable,
     request_cosignature,
 )
+
+if TYPE_CHECKING:  # imported when witnesses are asked: 15 MB in every process otherwise
+    import httpx
 
 _log = get_logger(__name__)
 
@@ -46,6 +48,8 @@ def witness_latest(conn: psycopg.Connection[Any], log: str, schema: str,
     lines: list[str] = []
     names: list[str] = []
     refusals: list[str] = []
+    import httpx
+
     with httpx.Client() as client:
         for witness in witnesses:
             # The size this witness last cosigned, as far as this log knows; a witness that

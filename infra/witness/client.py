@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from infra.ledger.cosignature import Cosigner, add_cosignatures, cosigned_at, parse_cosigner
 from infra.ledger.note import NoteError
 from infra.witness.witness import SIZE_CONTENT_TYPE, request_body
+
+if TYPE_CHECKING:  # imported when a witness is asked: 15 MB in every process otherwise
+    import httpx
 
 TIMEOUT = 5.0
 
@@ -48,6 +50,8 @@ def request_cosignature(client: httpx.Client, witness: WitnessEndpoint, old_size
                         proof: list[bytes], note: str) -> str:
     """The witness's valid cosignature line on ``note``; raises :class:`WitnessConflict`
     (with the witness's size) or :class:`WitnessUnavailable`."""
+    import httpx
+
     try:
         response = client.post(f"{witness.url}/add-checkpoint", timeout=TIMEOUT,
                                content=request_body(old_size, proof, note).encode())
