@@ -95,9 +95,8 @@ def _odm(conn: psycopg.Connection[Any], tables: Tables, directory: Path) -> None
 
 
 # The renderings, each made by a process of its own, one after another, in this order. What
-# a process imports stays until it ends (malloc_trim gives nothing back): XPT's headers
-# import polars and pyreadstat (about 45 MB), which a fresh process for each rendering holds
-# only while XPT is written (measured: bench/README.md).
+# a process imports or grows to stays until it ends (malloc_trim gives nothing back): a fresh
+# process for each rendering holds each one's peak only while it runs (bench/README.md).
 PARTS: dict[str, Callable[[psycopg.Connection[Any], Tables, Path], None]] = {
     "odm": _odm, "dataset-json+xpt": _layouts, "csv": _csv}
 

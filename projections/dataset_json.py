@@ -4,16 +4,14 @@ per domain, as of a recorded time (the domains and values of :mod:`projections.s
 Dataset-JSON comes as one JSON document per domain (``dm.json``) or as NDJSON (``dm.ndjson``:
 the metadata on the first line, then one row per line). Each domain's rows are first spooled
 to disk, typed, so the header can state the row count and each text column's length, and
-memory stays flat whatever the size of the domain. XPT files are SAS XPORT version 5:
-pyreadstat writes the headers, the observations are streamed from the spool here. Version 5
+memory stays flat whatever the size of the domain. XPT files are SAS XPORT version 5
+(:mod:`projections.xport`), the observations streamed from the spool. Version 5
 holds names of 8 characters, labels of 40 and texts of 200 bytes: a longer text is cut at
 200 bytes in the XPT file only.
 """
 
 from __future__ import annotations
 
-import math
-import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import orjson
 import psycopg
 
 from domain.study import StudyDefinition
+from projections import xport
 from projections.sdtm_metadata import Column, Domain, Value, domains
 from projections.streaming import aware, consistent_read
 
@@ -75,7 +74,7 @@ def write_layouts(conn: psycopg.Connection[Any], schema: str, definition: StudyD
             for layout, directory in directories.items():
                 path = directory / f"{domain.name.lower()}.{layout}"
                 if layout == "xpt":
-                    _write_xpt(domain, spool, path)
+                    _write_xpt(domain, spool, path, created)
                 else:
                     with path.open("wb") as out:
                         _write_json(domain, spool, provenance, out, ndjson=layout == "ndjson")
@@ -161,84 +160,33 @@ def _write_json(domain: Domain, spool: _Spool, provenance: Provenance, out: IO[b
     out.write(b"]}\n")
 
 
-def _write_xpt(domain: Domain, spool: _Spool, path: Path) -> None:
-    """The XPT file of ``domain``: its headers written by pyreadstat, from a one-row frame
-    that has each text column's width; then every observation, streamed from the spool in
-    the same fixed-width records (SAS TS-140), so that memory stays flat however long the
-    domain (a polars frame of a million lab results held a gigabyte)."""
+def _write_xpt(domain: Domain, spool: _Spool, path: Path, created: datetime) -> None:
+    """The XPT file of ``domain``: its headers (each text variable as wide as its longest
+    value), then every observation, streamed from the spool, so that memory stays flat
+    however long the domain (a polars frame of a million lab results held a gigabyte)."""
     widths = [min(max(length, 1), XPT_TEXT_BYTES) for length in spool.lengths]
     numeric = [c.data_type != "string" for c in domain.columns]
-    with tempfile.TemporaryDirectory(prefix="trialledger-xpt-") as tmp:
-        sample = Path(tmp) / "header.xpt"
-        _write_xpt_header(domain, widths, sample)
-        header = sample.read_bytes()
-    start = header.index(_OBS_HEADER) + len(_OBS_HEADER)
-    # The one sample row follows the headers: what is before it is the file's header.
-    record = sum(8 if n else w for n, w in zip(numeric, widths, strict=True))
+    variables = [xport.Variable(c.name, c.label, is_number, width)
+                 for c, is_number, width in zip(domain.columns, numeric, widths, strict=True)]
+    record = sum(v.length for v in variables)
     written = 0
     with path.open("wb") as out:
-        out.write(header[:start])
+        out.write(xport.headers(domain.name, domain.label, variables, created))
         for line in spool.lines():
             out.write(_xpt_record(orjson.loads(line), numeric, widths))
             written += record
-        if written % 80:
-            out.write(b" " * (80 - written % 80))
-
-
-_OBS_HEADER = b"HEADER RECORD*******OBS     HEADER RECORD!!!!!!!" + b"0" * 30 + b"  "
-_MISSING = b"." + bytes(7)  # SAS's missing number
-
-
-def _write_xpt_header(domain: Domain, widths: list[int], path: Path) -> None:
-    # Imported when first needed: polars and pyreadstat weigh 60 MB in every process that
-    # imports this module (an export's casebook workers among them), for the XPT files only.
-    import polars as pl
-    import pyreadstat
-
-    sample = pl.DataFrame(
-        {c.name: ["x" * width] if c.data_type == "string" else [0.0]
-         for c, width in zip(domain.columns, widths, strict=True)},
-        schema={c.name: pl.String if c.data_type == "string" else pl.Float64
-                for c in domain.columns})
-    pyreadstat.write_xport(sample, str(path), file_label=domain.label[:40],
-                           column_labels={c.name: c.label[:40] for c in domain.columns},
-                           table_name=domain.name, file_format_version=5)
+        if written % xport.RECORD:
+            out.write(b" " * (xport.RECORD - written % xport.RECORD))
 
 
 def _xpt_record(row: list[Value], numeric: list[bool], widths: list[int]) -> bytes:
     parts = []
     for value, is_number, width in zip(row, numeric, widths, strict=True):
         if is_number:
-            parts.append(_MISSING if value is None else ibm_double(float(value)))
+            parts.append(xport.MISSING if value is None else xport.ibm_double(float(value)))
         else:
             parts.append(_xpt_text(value).encode().ljust(width, b" "))
     return b"".join(parts)
-
-
-def ibm_double(value: float) -> bytes:
-    """``value`` as an IBM System/360 double, as XPT files hold numbers: sign, a base-16
-    exponent biased by 64, and a 56-bit fraction (wide enough for IEEE's 53 bits: exact)."""
-    if value == 0 or math.isnan(value) or math.isinf(value):
-        return _MISSING if value != 0 else bytes(8)
-    bits = int.from_bytes(struct.pack(">d", value), "big")
-    sign, exponent = bits >> 63, (bits >> 52) & 0x7FF
-    mantissa = bits & ((1 << 52) - 1)
-    if exponent:
-        mantissa |= 1 << 52
-    else:  # subnormal: no implied one
-        exponent = 1
-    # value = mantissa * 2**(e - 52); as a fraction of 2**56 times 16**hex_exponent.
-    k = exponent - 1023 + 1
-    while mantissa < 1 << 52:  # a subnormal's mantissa, brought up to 53 bits
-        mantissa <<= 1
-        k -= 1
-    hex_exponent = -(-k // 4)
-    if hex_exponent < -64:  # below IBM's smallest number
-        return bytes(8)
-    if hex_exponent > 63:
-        raise ValueError(f"{value} is beyond the largest number an XPT file holds")
-    fraction = mantissa << (k + 3 - 4 * hex_exponent)
-    return ((sign << 63) | ((hex_exponent + 64) << 56) | fraction).to_bytes(8, "big")
 
 
 def _xpt_text(value: Value) -> str:

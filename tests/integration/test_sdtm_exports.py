@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import polars as pl
 import psycopg
 import pyreadstat
 import pytest
@@ -33,7 +32,6 @@ from domain.studies import nct04397107
 from domain.study import StudyDefinition
 from infra.postgres import schema_for_study
 from infra.settings import Settings
-from projections import dataset_json
 from projections.csv_export import COLUMNS, write_csv
 from projections.dataset_json import Layout, write_domains
 from tests.interchange import assert_xpt_matches, dataset_json_schema, valid_dataset_json
@@ -166,21 +164,6 @@ def test_xpt_files_read_back_to_the_dataset_json_values(study: Study, tmp_path: 
     for domain in COLUMNS:
         document = json.loads((tmp_path / "json" / f"{domain.lower()}.json").read_bytes())
         assert_xpt_matches(tmp_path / "xpt" / f"{domain.lower()}.xpt", document)
-
-
-@pytest.mark.parametrize("value", [0.0, 1.0, -1.0, 0.1, 2.5, 750000.0, -3e-5, 1e-70, 1e70,
-                                   5e-324, 123456789.123456789])
-def test_xpt_numbers_are_the_ibm_doubles_pyreadstat_writes_and_reads(value: float,
-                                                                     tmp_path: Path) -> None:
-    # The observations are written here, the headers by pyreadstat: a number must come out
-    # as pyreadstat's own writer puts it and read back as the same value.
-    path = tmp_path / "n.xpt"
-    pyreadstat.write_xport(pl.DataFrame({"N": [value]}), str(path), file_format_version=5)
-    written = path.read_bytes()
-    record = written.index(b"OBS     HEADER RECORD") + 80 - 20
-    assert written[record:record + 8] == dataset_json.ibm_double(value)
-    data, _ = pyreadstat.read_xport(str(path), output_format="dict")
-    assert data["N"][0] == pytest.approx(value, rel=1e-15, abs=1e-300)
 
 
 def test_an_export_as_of_an_earlier_time_leaves_out_what_came_later(
