@@ -11,15 +11,17 @@ in name order, reaches them.
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
+import pickle
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -129,41 +131,46 @@ def files(directory: Path) -> Iterator[tuple[str, Path]]:
         yield name, found[name]
 
 
+# A rendering's process runs this, its inputs pickled on its standard input. A fresh
+# interpreter, not multiprocessing's spawn: spawn imports the parent's main module again in
+# the child (under the CLI, the whole command line and web stack) and starts a resource
+# tracker process beside it (13 MB), neither of which a rendering needs.
+CHILD = ("import sys; from application.bundle_tables import child; "
+         "child(int(sys.argv[1]))")
+
+
 @contextmanager
 def rendering(tables: Tables, directory: Path) -> Iterator[Callable[[], None]]:
     """Start :func:`render` in processes of their own, one for each of :data:`PARTS`, one
     after another (started by a thread of this process); yield a function that waits for
     them and raises :class:`RenderingFailed` if one failed. Leaving the block early stops
     the running one and starts no other."""
-    # Spawned, not forked: the server that calls this runs threads.
-    context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     lock = threading.Lock()  # so that none starts once the block is left
-    running: list[multiprocessing.process.BaseProcess] = []
+    running: list[subprocess.Popen[bytes]] = []
     failures: list[str] = []
 
     def run_parts() -> None:
         for part in PARTS:
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(target=_child,
-                                      args=(tables, directory, part, writer, os.getpid()),
-                                      name=f"bundle-tables-{part}", daemon=True)
-            with reader:
-                with lock:
-                    if stopping.is_set():
-                        writer.close()
-                        return
-                    process.start()
-                    running.append(process)
-                writer.close()
-                try:
-                    failure = reader.recv()
-                except EOFError:
-                    failure = None
-            process.join()
-            if failure is not None or process.exitcode:
+            reader, writer = os.pipe()  # the child's one line: its failure, or nothing
+            with lock:
+                if stopping.is_set():
+                    os.close(reader)
+                    os.close(writer)
+                    return
+                process = subprocess.Popen([sys.executable, "-c", CHILD, str(writer)],
+                                           stdin=subprocess.PIPE, pass_fds=(writer,))
+                running.append(process)
+            os.close(writer)
+            with os.fdopen(reader, "rb") as result:
+                if process.stdin is not None:
+                    with contextlib.suppress(BrokenPipeError), process.stdin:
+                        pickle.dump((tables, directory, part, os.getpid()), process.stdin)
+                failure = result.read().decode(errors="replace")
+            process.wait()
+            if failure or process.returncode:
                 failures.append(failure or f"the renderings' process ({part}) ended with "
-                                           f"exit code {process.exitcode}")
+                                           f"exit code {process.returncode}")
                 return
 
     # The thread waits for each child: a child dies with the thread that started it
@@ -182,17 +189,19 @@ def rendering(tables: Tables, directory: Path) -> Iterator[Callable[[], None]]:
         with lock:
             stopping.set()
             for process in running:
-                if process.is_alive():
+                if process.poll() is None:
                     process.terminate()
         thread.join()
 
 
-def _child(tables: Tables, directory: Path, part: str, result: Connection,
-           parent: int) -> None:
+def child(result: int) -> None:
+    """A rendering's process: render the part its standard input names, then write to the
+    file descriptor ``result`` why it failed, or nothing."""
+    tables, directory, part, parent = pickle.load(sys.stdin.buffer)
     die_with_parent(parent)
-    try:
-        render(tables, directory, [part])
-    except Exception as e:
-        result.send(f"{type(e).__name__}: {e}")
-        raise
-    result.send(None)
+    with os.fdopen(result, "wb") as out:
+        try:
+            render(tables, directory, [part])
+        except Exception as e:
+            out.write(f"{type(e).__name__}: {e}".encode())
+            raise

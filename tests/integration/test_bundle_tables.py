@@ -23,8 +23,7 @@ def _tables(url: str) -> Tables:
 
 def _children() -> list[psutil.Process]:
     return [p for p in psutil.Process().children(recursive=True)
-            if any("multiprocessing" in part for part in p.cmdline())
-            and "resource_tracker" not in " ".join(p.cmdline())]
+            if any("application.bundle_tables" in part for part in p.cmdline())]
 
 
 def test_a_failing_rendering_is_raised_and_ends_the_others(tmp_path: Path) -> None:
