@@ -94,8 +94,7 @@ class AccessLog:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            self.metrics.answered(scope["method"], path, status, elapsed)
             self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
