@@ -7,7 +7,6 @@ nothing on the hot path beyond what it does.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import threading
 import time
@@ -26,6 +25,7 @@ from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
+from domain.group_commit import settled
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 from infra.settings import Settings
@@ -256,7 +256,7 @@ class Idempotency:
             with self._unreleased_lock:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
-            replay = await asyncio.wrap_future(
+            replay = await settled(
                 self.runtime.key_claims().claim(username, key, digest, free_first=free_first))
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
@@ -314,7 +314,7 @@ class Idempotency:
             # A server error (>= 500) promises nothing: the key is freed so a retry runs
             # again (a record entered under the client's own record_id is then refused as a
             # duplicate if the first attempt did commit).
-            await asyncio.wrap_future(self.runtime.key_claims().answer(
+            await settled(self.runtime.key_claims().answer(
                 username, key, captured["status"],
                 {"content": content, "content_type": content_type, "headers": headers}))
         except DATABASE_ERRORS as e:
