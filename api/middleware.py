@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.in_flight import InFlight
 from api.metrics import Metrics
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
@@ -214,6 +215,7 @@ class Idempotency:
         # retry runs instead of waiting out the lease.
         self._unreleased: set[tuple[str, str]] = set()
         self._unreleased_lock = threading.Lock()
+        self._usernames: InFlight[str | None] = InFlight()
 
     async def _database_away(self, send: Send, error: Exception) -> None:
         """Answer 503 (nothing stored) when the key's own table is out of reach."""
@@ -235,9 +237,11 @@ class Idempotency:
             if token is not None:
                 # A token this process checked within the sessions' touch_every: no thread
                 # hop, no round trip (the route's own check reads the same cache).
+                # Else one thread hop for all the requests bearing it at that moment.
                 cached = self.runtime.sessions().cached(token)
                 username = (cached.username if cached is not None
-                            else await run_in_threadpool(self._username, token))
+                            else await self._usernames.run(
+                                token, lambda: run_in_threadpool(self._username, token)))
         except DATABASE_ERRORS as e:
             await self._database_away(send, e)
             return
