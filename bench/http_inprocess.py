@@ -57,6 +57,8 @@ def _child(args: argparse.Namespace) -> None:
     settings = Settings(database_url=args.database_url, home=Path(args.home))
     runtime = Runtime(settings, args.database_url)
     app = create_app(runtime)
+    if args.touch_every:  # e.g. under valgrind, where 1 s is a handful of writes
+        runtime.sessions().touch_every = timedelta(seconds=args.touch_every)
     CollectorPauses().install()
     study = "NCT04397107"
 
@@ -250,6 +252,8 @@ def _parent(args: argparse.Namespace) -> None:
                                "--child", "--database-url", url, "--home", home,
                                "--password", PASSWORD, "--subjects", ",".join(codes),
                                "--writes", str(args.writes)]
+                    if args.touch_every:
+                        command += ["--touch-every", str(args.touch_every)]
                     if args.profile:
                         command += ["--profile", f"{args.profile}.{turn}.{n}"]
                     if os.environ.get("INPROC_CALLGRIND"):
@@ -285,6 +289,9 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[],
                         help="a source tree to measure (repeat to alternate several)")
     parser.add_argument("--async-commit", action="store_true")
+    parser.add_argument("--touch-every", type=float,
+                        help="seconds a checked token is trusted (the sessions' touch_every, "
+                             "1 s by default): longer under valgrind")
     parser.add_argument("--profile", help="cProfile each child's measured part to FILE.turn.n")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
