@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from api.in_flight import InFlight
 from domain.caller import Caller
 from domain.envelope import Actor, Envelope, Reason
 from domain.errors import Forbidden as Forbidden
@@ -23,6 +24,8 @@ from infra.sessions import Session
 if TYPE_CHECKING:
     from application.runtime import Runtime
 
+# The sessions and persons being read again, by runtime and token.
+_SIGNING_IN: InFlight[tuple[Session, User]] = InFlight()
 DIRECT = "direct"  # the client of a person calling the API without an API client credential
 
 
@@ -91,7 +94,9 @@ async def principal_of_token(request: Request, token: str) -> Principal:
     runtime: Runtime = request.app.state.runtime
     signed_in = _recently_signed_in(runtime, token)
     if signed_in is None:
-        signed_in = await run_in_threadpool(_signed_in, runtime, token)
+        # One thread hop and round trip for all the requests bearing the token just now.
+        signed_in = await _SIGNING_IN.run((id(runtime), token),
+                                          lambda: run_in_threadpool(_signed_in, runtime, token))
     session, user = signed_in
     if not user.can_sign_in():
         raise Unauthenticated(f"{user.username} may not sign in")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -26,6 +27,7 @@ from infra.process_metrics import (
 from infra.unavailable import unavailable_reason
 
 _log = get_logger(__name__)
+MAX_CACHED_CHILDREN = 1024
 
 
 class Metrics:
@@ -53,8 +55,25 @@ class Metrics:
         self.lockouts = Counter("trialledger_lockouts",
                                 "Accounts locked out by repeated failed sign-ins",
                                 registry=self.registry)
+        # Each (method, route, status)'s children of the two request metrics: ``labels()``
+        # checks, converts and locks at every call, and every request asks for them.
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.figures = ProcessFigures("api")
         self.ledger = None if status_path is None else LedgerCollector(runtime, status_path)
+
+    def answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request answered with ``status`` and observe its latency: the same as
+        ``requests.labels(method, route, str(status)).inc()`` and
+        ``latency.labels(method, route).observe(seconds)``, the children looked up once."""
+        key = (method, route, status)
+        children = self._answered.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.latency.labels(method, route))
+            if len(self._answered) < MAX_CACHED_CHILDREN:  # methods are the client's to name
+                self._answered[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def sign_in_refused(self, locked_out: bool) -> None:
         """Count a refused sign-in (and the lock-out it caused, if it did)."""

@@ -7,7 +7,6 @@ nothing on the hot path beyond what it does.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import threading
 import time
@@ -21,11 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.in_flight import InFlight
 from api.metrics import Metrics
 from api.problems import PROBLEM_JSON
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
+from domain.group_commit import settled
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 from infra.settings import Settings
@@ -94,8 +95,7 @@ class AccessLog:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            self.metrics.answered(scope["method"], path, status, elapsed)
             self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
             _log.info("request", request_id=state["request_id"], person=state.get("person"),
@@ -215,6 +215,7 @@ class Idempotency:
         # retry runs instead of waiting out the lease.
         self._unreleased: set[tuple[str, str]] = set()
         self._unreleased_lock = threading.Lock()
+        self._usernames: InFlight[str | None] = InFlight()
 
     async def _database_away(self, send: Send, error: Exception) -> None:
         """Answer 503 (nothing stored) when the key's own table is out of reach."""
@@ -236,9 +237,11 @@ class Idempotency:
             if token is not None:
                 # A token this process checked within the sessions' touch_every: no thread
                 # hop, no round trip (the route's own check reads the same cache).
+                # Else one thread hop for all the requests bearing it at that moment.
                 cached = self.runtime.sessions().cached(token)
                 username = (cached.username if cached is not None
-                            else await run_in_threadpool(self._username, token))
+                            else await self._usernames.run(
+                                token, lambda: run_in_threadpool(self._username, token)))
         except DATABASE_ERRORS as e:
             await self._database_away(send, e)
             return
@@ -257,7 +260,7 @@ class Idempotency:
             with self._unreleased_lock:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
-            replay = await asyncio.wrap_future(
+            replay = await settled(
                 self.runtime.key_claims().claim(username, key, digest, free_first=free_first))
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
@@ -315,7 +318,7 @@ class Idempotency:
             # A server error (>= 500) promises nothing: the key is freed so a retry runs
             # again (a record entered under the client's own record_id is then refused as a
             # duplicate if the first attempt did commit).
-            await asyncio.wrap_future(self.runtime.key_claims().answer(
+            await settled(self.runtime.key_claims().answer(
                 username, key, captured["status"],
                 {"content": content, "content_type": content_type, "headers": headers}))
         except DATABASE_ERRORS as e:

@@ -7,7 +7,7 @@ The rules of a write (who may, the envelope, the checks) are the trial service's
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
@@ -68,9 +68,24 @@ def reason_of(reason: ReasonIn | None) -> Reason | None:
     return None if reason is None else Reason(reason.code, reason.text)
 
 
+class _RenderedJSON(JSONResponse):
+    """A JSON answer given its body already rendered."""
+
+    def render(self, content: Any) -> bytes:
+        """The body as given."""
+        assert isinstance(content, bytes)
+        return content
+
+
+_WRITTEN_JSON = WrittenOut.__pydantic_serializer__
+
+
 def written(subject: Subject, record_id: str | None, status: int = 200) -> JSONResponse:
-    """The answer to a committed write, with the subject's new version as its ETag."""
+    """The answer to a committed write, with the subject's new version as its ETag.
+
+    The body is rendered by pydantic's serializer in one step: the bytes JSONResponse makes
+    of ``model_dump(mode="json")`` (compact, UTF-8 unescaped), without the dict between."""
     body = WrittenOut(subject=subject.subject_code, version=subject.version,
                       record_id=record_id, recorded_at=subject.modified_on)
-    return JSONResponse(body.model_dump(mode="json"), status_code=status,
-                        headers={"ETag": f'"{subject.version}"'})
+    return _RenderedJSON(_WRITTEN_JSON.to_json(body), status_code=status,
+                         headers={"ETag": f'"{subject.version}"'})

@@ -21,6 +21,7 @@ committed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -192,6 +193,32 @@ class GroupCommitter:
             # Not again before another timeout, should the call still not have returned.
             self._running = (call, time.monotonic() + (self._timeout or 0))
             self._abort(self._thread.ident)
+
+
+def settled(future: Future[T]) -> asyncio.Future[T]:
+    """An asyncio future of the running loop, done with ``future``'s result or exception once
+    a thread has settled it: what ``asyncio.wrap_future`` gives for a future nobody cancels,
+    with one callback where it chains two (a request awaits three per write). Cancelling the
+    asyncio future leaves ``future`` to its thread (which settles it all the same: a queued
+    write is committed, a claim stored, whoever waits)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def copy(done: Future[T]) -> None:
+        if waiter.cancelled():
+            return
+        exception = done.exception()
+        if exception is not None:
+            waiter.set_exception(exception)
+        else:
+            waiter.set_result(done.result())
+
+    def wake(done: Future[T]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(copy, done)
+
+    future.add_done_callback(wake)
+    return waiter
 
 
 def next_batch(waiting: Waiting[T | None], limit: int) -> tuple[list[T], bool]:

@@ -142,6 +142,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         )
         self.lock_timeout = float(datastore.lock_timeout)
         self.statement_timeout = 0.0
+        self._prelude_cache: tuple[tuple[float, float], bytes] | None = None
         self._writes: dict[int, _Write] = {}
         self._writes_lock = threading.Lock()
         table = SQL("{}.{}").format(Identifier(datastore.schema),
@@ -172,9 +173,18 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s"
             " AND originator_version = %s AND state = %s").format(**names)
 
-    def _prelude(self) -> Composed:
+    def _prelude(self) -> bytes:
         """What a write transaction does first, in one round trip: its timeouts, the table
-        lock (notification ids in commit order), and the notification of new events."""
+        lock (notification ids in commit order), and the notification of new events.
+        Composed once for the timeouts in force (as bytes: a composed statement is rendered
+        again at every execution)."""
+        timeouts = (self.lock_timeout, self.statement_timeout)
+        cached = self._prelude_cache
+        if cached is None or cached[0] != timeouts:
+            cached = self._prelude_cache = (timeouts, self._compose_prelude().as_bytes())
+        return cached[1]
+
+    def _compose_prelude(self) -> Composed:
         return SQL(
             "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}; "
             "LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {channel}"

@@ -111,3 +111,22 @@ def test_a_burst_of_keyed_writes_each_claims_and_answers_its_own_key(
     assert rows == {f"burst-{n}": 201 for n in range(1, 20, 2)}
     assert client.post(f"{SUBJECT}/labs", json=LAB,
                        headers={"Idempotency-Key": "after-burst"}).status_code == 201
+
+
+def test_keys_and_answers_keep_every_character_through_the_binary_arrays(
+        runtime: Runtime) -> None:
+    # Claims and answers go to the database as binary arrays (no escaping of their own):
+    # quotes, backslashes, braces, commas and non-ASCII text come back as they went in.
+    _coordinator(runtime)
+    store = runtime.idempotency()
+    odd = ['a "quoted" key', "back\\slash", "{brace,comma}", "NULL", "é€\u2028", " "]
+    body = {"content": {"text": 'a "quoted" \\ value, {x}, é€ \u2028 \\u0041', "n": [1, None]},
+            "content_type": "application/json", "headers": [["ETag", '"3"']]}
+    with runtime.pool().connection() as conn:
+        assert store.claim_many(conn, [(USER, key, f"d-{key}") for key in odd]) == \
+            [None] * len(odd)
+        store.complete_many(conn, [(USER, key, 201, body) for key in odd])
+        replays = store.claim_many(conn, [(USER, key, f"d-{key}") for key in odd])
+    for key, replay in zip(odd, replays, strict=True):
+        assert replay is not None
+        assert (replay.request_sha256, replay.status, replay.body) == (f"d-{key}", 201, body)

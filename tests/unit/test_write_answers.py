@@ -1,0 +1,104 @@
+"""What the write path renders and counts more cheaply than before renders and counts the
+same: the answer to a committed write, the access log's metrics, and a thread's result
+handed to the event loop (issue 19, session 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from fastapi.responses import JSONResponse
+from prometheus_client import generate_latest
+
+from api.metrics import Metrics
+from api.schemas import WrittenOut
+from api.writes import written
+from application.runtime import Runtime
+from domain.group_commit import settled
+from domain.subject import Subject
+
+CASES = [
+    ("001", 8, "LB1", datetime(2021, 3, 1, 7, 0, 12, 345678, tzinfo=UTC), 201),
+    ("002", 1, None, datetime(2021, 3, 1, tzinfo=UTC), 200),
+    ('ü "q" \\ /\u2028\x1f', 12, "é€", datetime(2021, 3, 1, tzinfo=timezone(timedelta(hours=8))),
+     201),
+]
+
+
+@pytest.mark.parametrize(("code", "version", "record_id", "at", "status"), CASES)
+def test_a_written_answer_is_the_json_response_it_was(code: str, version: int,
+                                                      record_id: str | None, at: datetime,
+                                                      status: int) -> None:
+    subject = cast(Subject, SimpleNamespace(subject_code=code, version=version,
+                                            modified_on=at))
+    before = JSONResponse(WrittenOut(subject=code, version=version, record_id=record_id,
+                                     recorded_at=at).model_dump(mode="json"),
+                          status_code=status, headers={"ETag": f'"{version}"'})
+    now = written(subject, record_id, status)
+    assert isinstance(now, JSONResponse)
+    assert (now.status_code, now.body, now.raw_headers) == \
+        (before.status_code, before.body, before.raw_headers)
+    assert json.loads(now.body)["subject"] == code
+
+
+def test_answered_counts_what_the_labelled_metrics_counted() -> None:
+    ours = Metrics(cast(Runtime, SimpleNamespace()))
+    theirs = Metrics(cast(Runtime, SimpleNamespace()))
+    answers = [("POST", "/v1/x", 201, 0.004), ("POST", "/v1/x", 201, 0.3),
+               ("GET", "/v1/y", 404, 0.001), ("POST", "/v1/x", 409, 12.0)]
+    for method, route, status, seconds in answers:
+        ours.answered(method, route, status, seconds)
+        theirs.requests.labels(method, route, str(status)).inc()
+        theirs.latency.labels(method, route).observe(seconds)
+    assert _values(ours) == _values(theirs)
+
+
+def _values(metrics: Metrics) -> list[bytes]:
+    """The exposition less the ``_created`` times (when each child was made)."""
+    return [line for line in generate_latest(metrics.registry).splitlines()
+            if b"_created" not in line]
+
+
+def _settle(future: Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def test_settled_hands_a_threads_result_or_error_to_the_loop() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        done: Future[int] = Future()
+        loop.run_in_executor(None, _settle, done, 7)
+        assert await settled(done) == 7
+        failed: Future[int] = Future()
+        loop.run_in_executor(None, _settle, failed, None, ValueError("refused"))
+        with pytest.raises(ValueError, match="refused"):
+            await settled(failed)
+        ready: Future[str] = Future()
+        ready.set_result("already")
+        assert await settled(ready) == "already"
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_wait_leaves_the_future_to_its_thread() -> None:
+    async def run() -> Future[int]:
+        pending: Future[int] = Future()
+        waiting = asyncio.ensure_future(settled(pending))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not pending.cancelled()
+        pending.set_result(3)  # the thread settles it as ever (no InvalidStateError)
+        await asyncio.sleep(0.01)
+        return pending
+
+    assert asyncio.run(run()).result() == 3
