@@ -37,7 +37,7 @@ from projections.history_view import (
     audit_column,
     casebook_history,
 )
-from projections.outcome_state import books_of_rows, facts_of_rows
+from projections.outcome_state import books_of_rows
 from projections.outcomes.engine import Summary, summary_format, uncollected
 from projections.outcomes.facts import outcome_facts_at_valid_time
 from projections.projector import HEADER
@@ -117,12 +117,8 @@ def outcome_facts_as_of(conn: psycopg.Connection[Any], schema: str,
                         as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Every subject's outcome facts (see :func:`projections.outcomes.facts.outcome_facts`)
     as the system showed them at ``as_of`` (now when None), by subject code."""
-    when = require_aware("as_of", as_of) if as_of is not None else None
-    # Through a server-side cursor: at 1M events the rows' text alone is tens of MB, which a
-    # bundle's renderings process would otherwise hold at once beside the parsed facts.
-    with conn.transaction():
-        return facts_of_rows(stream(conn, _shown_at(FACT_ROW, schema, OUTCOME_FACTS, when),
-                                    {"t": when}, "outcome_facts"))
+    return sorted(each_outcome_book(conn, schema, as_of),
+                  key=lambda book: str(book["subject"]))
 
 
 def each_outcome_book(conn: psycopg.Connection[Any], schema: str,

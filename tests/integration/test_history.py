@@ -261,22 +261,6 @@ def test_outcome_tables_from_sql_equal_the_oracles_at_ten_random_times(demo: Run
                     == outcome_tables(oracle, STUDY, endpoints, when))
 
 
-def test_books_read_one_at_a_time_are_the_books_read_at_once(demo: Runtime) -> None:
-    """A bundle's analysis datasets read the outcome facts subject by subject
-    (``each_outcome_book``): the same books as :func:`outcome_facts_as_of`, each subject's
-    facts in one book (not split, as rows out of subject order would split them)."""
-    from projections.queries import each_outcome_book, outcome_facts_as_of
-
-    rng = random.Random(4)
-    start = nct04397107.REGISTERED_AT
-    with psycopg.connect(demo.url) as conn:
-        for when in [*(start + timedelta(days=700) * rng.random() for _ in range(4)), None]:
-            books = list(each_outcome_book(conn, SCHEMA, when))
-            assert books, when
-            assert sorted(books, key=lambda book: str(book["subject"])) == (
-                outcome_facts_as_of(conn, SCHEMA, when))
-
-
 def test_the_listing_read_book_by_book_names_every_record_behind_every_cell(
         demo: Runtime, tmp_path: Path) -> None:
     """ADLIST, written from books read one at a time, holds one row per record behind each
