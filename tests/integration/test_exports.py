@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from application.runtime import Runtime
+from domain.csv_cells import restored
 from domain.envelope import Actor, Reason
 from domain.rules.bsa import mosteller_bsa
 from domain.studies import nct04397107
@@ -393,6 +395,37 @@ def test_the_audit_trail_files_carry_every_envelope_field(study: Study, tmp_path
                   if row["event_type"] == "RecordCorrected" and row["field"] == "value")
     assert json.loads(as_csv["new_value"]) == C3_CORRECTED
     assert as_csv["client"] == fixed[0]["client"] and as_csv["request_id"]
+
+
+@pytest.mark.requirement("R2", "R14")
+@pytest.mark.parametrize("as_of", [ENTERED_AT + timedelta(hours=1), CORRECTED_AT, None])
+def test_the_audit_trail_files_hold_the_audit_views_rows_in_commit_order(
+        study: Study, tmp_path: Path, as_of: datetime | None) -> None:
+    # The export reads events and changes apart and merges them; the view joins them. Early
+    # times leave later events out whose changes are in the table all the same.
+    with psycopg.connect(study.runtime.url) as conn:
+        write_csv(conn, SCHEMA, study.definition, tmp_path, as_of)
+        view = conn.execute(
+            f'SELECT {", ".join(AUDIT_COLUMNS)} FROM "{SCHEMA}".{AUDIT} '
+            f'WHERE %(t)s::timestamptz IS NULL OR recorded_at <= %(t)s ORDER BY position, seq',
+            {"t": as_of}).fetchall()
+    lines = [json.loads(line) for line in
+             (tmp_path / "audit_trail.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_csv(tmp_path / "audit_trail.csv")
+    assert len(lines) == len(rows) == len(view) > 0
+    for line, row, expected in zip(lines, rows, view, strict=True):
+        assert list(line) == list(row) == list(AUDIT_COLUMNS)
+        for name, value in zip(AUDIT_COLUMNS, expected, strict=True):
+            if isinstance(value, datetime):
+                assert line[name].endswith("+00:00")
+                assert datetime.fromisoformat(line[name]) == value
+            else:
+                assert line[name] == (str(value) if isinstance(value, UUID) else value), name
+            if name in ("old_value", "new_value"):  # JSON text, null included
+                text = json.dumps(line[name], separators=(",", ":"), ensure_ascii=False)
+            else:
+                text = "" if line[name] is None else str(line[name])
+            assert restored(row[name]) == text, name
 
 
 @pytest.mark.requirement("R18")
