@@ -14,6 +14,7 @@ Memory stays flat whatever the size of the log.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import zipfile
@@ -21,6 +22,7 @@ from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -61,7 +63,7 @@ def _lines(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield json.dumps(row, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _events(conn: psycopg.Connection[Any], schema: str) -> Iterator[dict[str, Any]]:
+def _events(conn: psycopg.Connection[Any], schema: str) -> Iterator[bytes]:
     query = SQL("SELECT notification_id, originator_id, originator_version, topic, state "
                 "FROM {}.{} ORDER BY notification_id").format(
         Identifier(schema), Identifier(EVENTS_TABLE))
@@ -69,18 +71,42 @@ def _events(conn: psycopg.Connection[Any], schema: str) -> Iterator[dict[str, An
         cursor.itersize = 5000
         cursor.execute(query)
         for position, oid, version, topic, state in cursor:
-            yield {"position": position, "originator_id": str(oid), "version": version,
-                   "topic": topic, "state": base64.b64encode(bytes(state)).decode()}
+            yield event_line(position, oid, version, topic, bytes(state))
 
 
-def _leaves(conn: psycopg.Connection[Any], schema: str) -> Iterator[dict[str, Any]]:
+def _leaves(conn: psycopg.Connection[Any], schema: str) -> Iterator[bytes]:
     query = SQL("SELECT leaf_index, notification_id, leaf_hash FROM {}.{} ORDER BY leaf_index"
                 ).format(Identifier(schema), Identifier(store.LEAVES))
     with conn.cursor(name="bundle_leaves") as cursor:
         cursor.itersize = 10000
         cursor.execute(query)
         for index, position, h in cursor:
-            yield {"leaf_index": index, "position": position, "leaf_hash": bytes(h).hex()}
+            yield leaf_line(index, position, bytes(h))
+
+
+# events.jsonl and leaves.jsonl hold a line an event or leaf: each is made from its parts, keys in
+# sorted order, as ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` writes the
+# object (the same bytes: a unit test compares), without a dict and an encoder a line.
+_EVENT_LINE = b'{"originator_id":"%s","position":%d,"state":"%s","topic":%s,"version":%d}\n'
+_LEAF_LINE = b'{"leaf_hash":"%s","leaf_index":%d,"position":%d}\n'
+
+
+def event_line(position: int, originator_id: UUID, version: int, topic: str,
+               state: bytes) -> bytes:
+    """A stored event's line of events.jsonl (its state in base64)."""
+    return _EVENT_LINE % (str(originator_id).encode(), position, base64.b64encode(state),
+                          _json_string(topic), version)
+
+
+def leaf_line(index: int, position: int, leaf_hash: bytes) -> bytes:
+    """A leaf's line of leaves.jsonl (its hash in hex)."""
+    return _LEAF_LINE % (leaf_hash.hex().encode(), index, position)
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_string(text: str) -> bytes:
+    # A log has a few dozen topics: each is escaped once.
+    return json.dumps(text).encode()
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -133,8 +159,8 @@ def bundle_chunks(
         # One snapshot: events, leaves and checkpoints are read in the same transaction.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         ledger: list[tuple[str, Iterable[bytes]]] = [
-            ("events.jsonl", _lines(_events(conn, schema))),
-            ("leaves.jsonl", _lines(_leaves(conn, schema))),
+            ("events.jsonl", _events(conn, schema)),
+            ("leaves.jsonl", _leaves(conn, schema)),
             ("checkpoints.jsonl", _lines(iter(
                 [{"tree_size": size, "note": note} for size, _, note in points]))),
             ("public_keys.pem", [_keys_pem(public_keys)]),
