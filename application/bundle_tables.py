@@ -131,6 +131,25 @@ def files(directory: Path) -> Iterator[tuple[str, Path]]:
         yield name, found[name]
 
 
+@dataclass(frozen=True)
+class Renderings:
+    """The bundle's renderings under way (see :func:`rendering`)."""
+
+    thread: threading.Thread
+    failures: list[str]
+
+    @property
+    def running(self) -> bool:
+        """Whether a rendering still runs (or is still to start): a core is taken."""
+        return self.thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait for the renderings; raise :class:`RenderingFailed` if one failed."""
+        self.thread.join()
+        if self.failures:
+            raise RenderingFailed(self.failures[0])
+
+
 # A rendering's process runs this, its inputs pickled on its standard input. A fresh
 # interpreter, not multiprocessing's spawn: spawn imports the parent's main module again in
 # the child (under the CLI, the whole command line and web stack) and starts a resource
@@ -140,11 +159,11 @@ CHILD = ("import sys; from application.bundle_tables import child; "
 
 
 @contextmanager
-def rendering(tables: Tables, directory: Path) -> Iterator[Callable[[], None]]:
+def rendering(tables: Tables, directory: Path) -> Iterator[Renderings]:
     """Start :func:`render` in processes of their own, one for each of :data:`PARTS`, one
-    after another (started by a thread of this process); yield a function that waits for
-    them and raises :class:`RenderingFailed` if one failed. Leaving the block early stops
-    the running one and starts no other."""
+    after another (started by a thread of this process); yield :class:`Renderings`, to
+    wait for them or ask whether they still run. Leaving the block early stops the running
+    one and starts no other."""
     stopping = threading.Event()
     lock = threading.Lock()  # so that none starts once the block is left
     running: list[subprocess.Popen[bytes]] = []
@@ -178,13 +197,8 @@ def rendering(tables: Tables, directory: Path) -> Iterator[Callable[[], None]]:
     thread = threading.Thread(target=run_parts, name="bundle-tables", daemon=True)
     thread.start()
 
-    def finished() -> None:
-        thread.join()
-        if failures:
-            raise RenderingFailed(failures[0])
-
     try:
-        yield finished
+        yield Renderings(thread, failures)
     finally:
         with lock:
             stopping.set()

@@ -20,7 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from application.bundle_tables import Tables, csv_files, rendering
+from application.bundle_tables import Renderings, Tables, csv_files, rendering
 from application.bundle_tables import files as table_files
 from application.runtime import Runtime
 from domain.envelope import Envelope
@@ -265,24 +265,25 @@ def write_bundle_file(runtime: Runtime, study: str, path: Path,
     return manifest
 
 
-def _renderings(runtime: Runtime, study: str, directory: Path, rendered: Callable[[], None],
+def _renderings(runtime: Runtime, study: str, directory: Path, rendered: Renderings,
                 as_of: datetime, created: datetime,
                 progress: Progress | None) -> Iterator[tuple[str, Path]]:
     """The bundle's renderings as (bundle name, file), sorted by name: casebooks/ subject by
-    subject, rendered into ``directory`` when asked for; then, once ``rendered()`` returned,
-    what the renderings' process wrote (csv/, dataset-json/, odm/, xpt/)."""
+    subject, rendered into ``directory`` when asked for; then, once ``rendered`` are done,
+    what the renderings' processes wrote (csv/, dataset-json/, odm/, xpt/)."""
     definition = runtime.study(study).definition()
     started = time.perf_counter()
     with connect(runtime.url) as conn:
-        # The tables' renderings keep a core busy beside this process: the casebooks get
-        # workers only on the cores beyond those two (on two cores none, a process of about
-        # 120 MB fewer at once, for about the same time: measured in bench/README.md).
+        # The tables' renderings keep a core busy beside this process while they run: the
+        # casebooks get workers only on the cores beyond those two until they are done (on
+        # two cores, one worker from then on: one process of about 120 MB at a time).
         for name, path in casebook_files(conn, schema_for_study(study), definition,
                                          directory / BUNDLE_CASEBOOKS, as_of, created,
-                                         progress, busy_cores=2):
+                                         progress,
+                                         busy_cores=lambda: 2 if rendered.running else 1):
             yield f"{BUNDLE_CASEBOOKS}/{name}", path
     casebooks_done = time.perf_counter()
-    rendered()
+    rendered.wait()
     # Where a bundle's time goes: the renderings' process logs each of its renderings.
     _log.info("bundle.rendered", rendering="casebooks",
               seconds=round(casebooks_done - started, 2),

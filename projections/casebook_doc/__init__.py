@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from domain.identifiers import is_safe_file_stem
 from domain.study import StudyDefinition
 from projections.casebook_doc.html import write_html
 from projections.casebook_doc.model import CasebookDocument, casebook, subjects
+from projections.casebook_doc.workers import RenderWorker
 from projections.streaming import aware, consistent_read
 
 
@@ -66,21 +66,23 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
                    directory: Path, as_of: datetime | None = None,
                    created_at: datetime | None = None,
                    progress: Progress | None = None,
-                   busy_cores: int = 1) -> Iterator[tuple[str, Path]]:
+                   busy_cores: int | Callable[[], int] = 1) -> Iterator[tuple[str, Path]]:
     """``<subject>.html`` and ``<subject>.pdf`` of every subject the system showed at
     ``as_of`` (now when None), as (file name, path in ``directory``) sorted by name;
     ``progress(done, total)`` is told of each subject rendered.
 
     The documents are read here, subject by subject, a few subjects ahead of the one handed
     on, and rendered by worker processes (see :func:`render_workers`: ``busy_cores`` are
-    those not theirs), or here while the workers have enough queued (so the work splits
-    between them and this process), or all here without workers; each
+    those not theirs, a number or a function asked at each subject, so that workers start
+    when cores become free), or here while the workers have enough queued (so the work
+    splits between them and this process), or all here without workers; each
     file is deleted once the next one is asked for, so a consumer can hand them on (a zip, a
     download) from the first subject on, with a few subjects on disk at a time. ``conn`` must
     not be inside a transaction: all casebooks come from one consistent read.
     """
     created = aware("created_at", created_at) or datetime.now(UTC)
     when = aware("as_of", as_of) or created
+    busy = busy_cores if callable(busy_cores) else lambda: busy_cores
     directory.mkdir(parents=True, exist_ok=True)
     with consistent_read(conn):
         owners: dict[str, Any] = {}
@@ -90,32 +92,36 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
         # Each subject's two files are neighbours in name order: render in that order.
         order = list(dict.fromkeys(owners[name] for name in sorted(owners)))
         total = len(order)
-        workers = render_workers(total, busy_cores)
-        # Spawned, not forked: the server that calls this runs threads.
-        pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-                if workers else None)
+        workers: list[RenderWorker] = []
         try:
             pending: deque[Future[None]] = deque()
             ahead = iter(order)
-            done = 0
-
-            queued = QUEUED_PER_WORKER * workers
+            submitted = done = 0
 
             def submit() -> None:
+                nonlocal submitted
                 subject_id = next(ahead, None)
                 if subject_id is None:
                     return
+                if len(workers) < render_workers(total - submitted, busy()):
+                    workers.append(RenderWorker())
                 document = casebook(conn, schema, definition, subject_id, when, created)
-                future: Future[None] = Future()
-                if pool is not None and sum(not f.done() for f in pending) < queued:
-                    future = pool.submit(render, document, directory, created)
+                submitted += 1
+                worker = min(workers, key=lambda w: w.queued, default=None)
+                if worker is not None and worker.queued < QUEUED_PER_WORKER:
+                    future = worker.submit(document, directory, created)
                 else:
                     render(document, directory, created)
+                    future = Future()
                     future.set_result(None)
                 pending.append(future)
 
-            for _ in range(queued + 1):
-                submit()
+            def read_ahead() -> None:
+                # A subject for this process and enough for every worker to have some queued.
+                while len(pending) <= QUEUED_PER_WORKER * len(workers) and submitted < total:
+                    submit()
+
+            read_ahead()
             rendered = set()
             for name in sorted(owners):
                 subject_id = owners[name]
@@ -125,10 +131,10 @@ def casebook_files(conn: psycopg.Connection[Any], schema: str, definition: Study
                     done += 1
                     if progress is not None:
                         progress(done, total)
-                    submit()
+                    read_ahead()
                 path = directory / name
                 yield name, path
                 path.unlink()
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            for worker in workers:
+                worker.stop()

@@ -40,6 +40,8 @@ CELL_LINE = 3.4  # mm per line of 7 pt text in a table cell
 PADDING = 0.8  # mm around the text of a table cell
 TABLE_SIZE, HEADING_FILL = 7, 235
 RED = (170, 0, 0)
+FOOTER = "page {} of {}"
+FOOTER_CHARACTERS = FOOTER.format("0123456789", "")
 _RED_TEXT = "q {:.3f} {:.3f} {:.3f} rg".format(*(c / 255 for c in RED))
 
 
@@ -147,6 +149,9 @@ class _Casebook(FPDF):
             font.missing_glyphs = []
             self.fonts[f"{FAMILY.lower()}{style}"] = font
             self.codes[style] = _Codes(font)
+        # The last page's footer is drawn as the file is written, after the font to embed was
+        # chosen from the glyphs used by then: its characters are taken in from the start.
+        FOOTER_CHARACTERS.translate(self.codes[""])
         self.set_auto_page_break(auto=True, margin=14)
         self.alias_nb_pages()
         self.repeat: tuple[Table, list[float]] | None = None  # headings to repeat on a new page
@@ -165,7 +170,7 @@ class _Casebook(FPDF):
         """Page n of m."""
         self.set_y(-10)
         self.set_font(FAMILY, "", 7)
-        self.cell(0, 4, f"page {self.page_no()} of {{nb}}", align="R")
+        self.cell(0, 4, FOOTER.format(self.page_no(), "{nb}"), align="R")
 
 
 def write_pdf(document: CasebookDocument, path: Path, created_at: datetime) -> None:

@@ -30,8 +30,9 @@ def test_a_failing_rendering_is_raised_and_ends_the_others(tmp_path: Path) -> No
     # No server listens there: the first part's process fails to connect.
     url = f"host={tmp_path} port=1 dbname=none user=none connect_timeout=2"
     with pytest.raises(RenderingFailed, match="OperationalError"), \
-            rendering(_tables(url), tmp_path / "tables") as finished:
-        finished()
+            rendering(_tables(url), tmp_path / "tables") as renderings:
+        renderings.wait()
+    assert not renderings.running
     assert not _children()
     assert not (tmp_path / "tables").exists()  # no later part started
 

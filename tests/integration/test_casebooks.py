@@ -291,3 +291,47 @@ def test_long_texts_wrap_and_continue_across_pages(runtime: Runtime, tmp_path: P
     assert unbroken in long_html
     squeezed = "".join(pdf.split())
     assert unbroken[:40] in squeezed and unbroken[-40:] in squeezed
+
+
+def test_workers_started_part_way_render_the_same_files(runtime: Runtime, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """A bundle's casebooks get a worker once its other renderings free a core: the files
+    are those rendered without workers, byte for byte, whenever workers join."""
+    import projections.casebook_doc as casebook_doc
+    from infra.postgres import connect, schema_for_study
+
+    app = runtime.study(STUDY, clock=simulated_clock())
+    register(app)
+    codes = [f"{n:03d}" for n in range(1, casebook_doc.PARALLEL_FROM + 5)]
+    for code in codes:
+        enroll(app, code)
+    app.close()
+    runtime.project(STUDY)
+    started: list[casebook_doc.RenderWorker] = []
+
+    class Counted(casebook_doc.RenderWorker):
+        def __init__(self) -> None:
+            super().__init__()
+            started.append(self)
+
+    monkeypatch.setattr(casebook_doc, "RenderWorker", Counted)
+    asked: list[int] = []
+
+    def free_after_three() -> int:
+        asked.append(1)
+        return 99 if len(asked) <= 3 else 0  # every core busy, then every core free
+
+    files: dict[str, dict[str, bytes]] = {}
+    for how, busy in (("none", 99), ("part-way", free_after_three), ("from the start", 0)):
+        with connect(runtime.url) as conn:
+            files[how] = {name: path.read_bytes() for name, path in casebook_doc.casebook_files(
+                conn, schema_for_study(STUDY), runtime.study(STUDY).definition(),
+                tmp_path / how.replace(" ", "-"), None, T0, busy_cores=busy)}
+        if how == "none":
+            assert not started
+        else:
+            assert started and all(w.process.poll() is not None for w in started)
+            started.clear()
+    assert sorted(files["none"]) == sorted(f"{c}.{e}" for c in codes for e in ("html", "pdf"))
+    assert files["part-way"] == files["none"] == files["from the start"]

@@ -32,3 +32,13 @@ def test_every_character_comes_back_from_the_pdf(name: str, tmp_path: Path) -> N
     assert name in text
     assert f"{name} 39" in text and "µg/m² — ≤ 5" in text
 
+
+
+def test_a_one_page_casebook_carries_its_page_number(tmp_path: Path) -> None:
+    # Its only footer is drawn as the file is written, after the font's glyphs were chosen;
+    # nothing else on the page uses a "p", a "g" or a "1" in the regular style.
+    document = CasebookDocument("ABC", "Subject ABC", [("Site", "JLU")], [])
+    path = tmp_path / "ABC.pdf"
+    write_pdf(document, path, CREATED)
+    pages = pypdf.PdfReader(path).pages
+    assert len(pages) == 1 and "page 1 of 1" in pages[0].extract_text()
