@@ -28,7 +28,6 @@ from api.read_headers import read_source_headers
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
-from domain.group_commit import settled
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
 
@@ -272,8 +271,8 @@ class Idempotency:
             with self._unreleased_lock:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
-            replay = await settled(
-                self.runtime.key_claims().claim(username, key, digest, free_first=free_first))
+            replay = await self.runtime.key_claims().claim(username, key, digest,
+                                                           free_first=free_first)
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.
@@ -330,9 +329,9 @@ class Idempotency:
             # A server error (>= 500) promises nothing: the key is freed so a retry runs
             # again (a record entered under the client's own record_id is then refused as a
             # duplicate if the first attempt did commit).
-            await settled(self.runtime.key_claims().answer(
+            await self.runtime.key_claims().answer(
                 username, key, captured["status"],
-                {"content": content, "content_type": content_type, "headers": headers}))
+                {"content": content, "content_type": content_type, "headers": headers})
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.
             if captured["status"] >= 500:
