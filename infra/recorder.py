@@ -163,14 +163,16 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
             " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
         )
+        # Both as bytes, composed once: psycopg renders a composed statement again at every
+        # execution (as it did the prelude, see _prelude).
         self._insert_columns_statement = SQL(insert + " RETURNING notification_id").format(
-            **names)
+            **names).as_bytes()
         # Inserts nothing if an aggregate relied on is no longer at the version given.
         self._insert_if_unmoved_statement = SQL(
             insert + " WHERE NOT EXISTS (SELECT FROM unnest(%b::{id_type}[], %b::bigint[])"
             " AS relied(id, version) WHERE relied.version <> coalesce((SELECT"
             " max(originator_version) FROM {schema}.{table} WHERE originator_id = relied.id),"
-            " 0)) RETURNING notification_id").format(**names)
+            " 0)) RETURNING notification_id").format(**names).as_bytes()
         self._stored_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s"
             " AND originator_version = %s AND state = %s").format(**names)
