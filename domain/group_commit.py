@@ -241,7 +241,9 @@ class Awaited(Generic[T]):
         self._hand(_set_exception, exception)
 
     def _hand(self, settle: Callable[[asyncio.Future[T], Any], None], value: Any) -> None:
-        if not self._loop.is_closed():
+        # A loop closed (even while this runs) has nobody awaiting: the thread goes on, as it
+        # did when a concurrent Future's callback failed (which the Future only logged).
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(settle, self.future, value)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from api.metrics import Metrics
 from api.schemas import WrittenOut
 from api.writes import written
 from application.runtime import Runtime
-from domain.group_commit import Awaited
+from domain.group_commit import Awaited, GroupCommitter
 from domain.subject import Subject
 
 CASES = [
@@ -119,3 +120,30 @@ def test_a_thread_settling_after_the_loop_closed_changes_nothing() -> None:
     done.set_result(1)
     done.set_exception(ValueError("gone"))
     assert not done.future.done()
+
+
+def test_a_committer_whose_waiter_left_with_its_loop_goes_on() -> None:
+    # The loop that awaited a batch closes before the batch is stored: the committer thread
+    # hands the outcome to nobody and stores the next batch as ever.
+    entered, release = threading.Event(), threading.Event()
+    stored: list[list[Any]] = []
+
+    def store(events: Any, expected: Any) -> None:
+        entered.set()
+        release.wait(5)
+        stored.append(list(events))
+
+    committer = GroupCommitter(store)
+    try:
+        async def submit() -> asyncio.Future[None]:
+            return committer.submit_awaited(["first"])
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(submit())
+        assert entered.wait(5)
+        loop.close()
+        release.set()
+        committer.commit(["second"])
+        assert stored == [["first"], ["second"]]
+    finally:
+        committer.close()
