@@ -14,17 +14,8 @@ from api import console, problems
 from api.collector import CollectorPauses
 from api.first_entries import FirstEntries
 from api.metrics import Metrics
-from api.middleware import (
-    AccessLog,
-    BodyLimit,
-    DatabaseAwayGate,
-    Exposure,
-    Idempotency,
-    SecurityHeaders,
-    UrlText,
-)
+from api.middleware import Gateway, Idempotency
 from api.openapi import describe, operation_id
-from api.read_headers import ReadSourceHeaders
 from api.routes import (
     deviations,
     exports,
@@ -106,19 +97,12 @@ def create_app(runtime: Runtime, lifespan: Any = None,
                    exports, redactions):
         app.include_router(module.router)
     console.install(app)
-    # Outermost last: the access log sees every answer, the limit applies before anything
-    # reads a body, idempotency sees the buffered body (once the database is known to be
-    # there); every answer, the middlewares'
-    # own included, gets the security headers. Innermost, plain first entries are answered
+    # Outermost last: the gateway's access log and security headers see every answer, its
+    # body limit applies before anything reads a body; idempotency sees the buffered body
+    # (once the database is known to be there). Innermost, plain first entries are answered
     # without FastAPI's routing (records' router is included first: no route precedes its).
     if first_entries:
         app.add_middleware(FirstEntries, api=app, routes=records.router.routes)
-    app.add_middleware(ReadSourceHeaders)
     app.add_middleware(Idempotency, runtime=runtime)
-    app.add_middleware(DatabaseAwayGate, runtime=runtime)
-    app.add_middleware(UrlText)
-    app.add_middleware(BodyLimit)
-    app.add_middleware(Exposure, settings=runtime.settings)
-    app.add_middleware(AccessLog, metrics=app.state.metrics)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(Gateway, metrics=app.state.metrics, runtime=runtime)
     return app

@@ -27,7 +27,7 @@ _HANDLER = "trialledger.first_entry"  # the scope key handing the handler to the
 
 
 def _delivering(body: bytes) -> Receive:
-    """A receive giving the body :class:`api.middleware.BodyLimit` buffered."""
+    """A receive giving the body :class:`api.middleware.Gateway` buffered."""
 
     async def receive() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}

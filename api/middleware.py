@@ -1,8 +1,9 @@
 """What wraps every request: security headers, what is exposed, a size limit, idempotent
 retries, the access log and metrics.
 
-Pure ASGI middleware (no BaseHTTPMiddleware): each sees the raw request once and costs
-nothing on the hot path beyond what it does.
+Pure ASGI middleware (no BaseHTTPMiddleware). The checks every request passes are one layer,
+:class:`Gateway`: each layer is a coroutine a request goes through (and resumes through at
+every wait) and most wrapped ``send``, which cost as much as some of the checks themselves.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.in_flight import InFlight
 from api.metrics import Metrics
 from api.problems import PROBLEM_JSON
+from api.read_headers import read_source_headers
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
-from domain.group_commit import settled
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
 from infra.logging import get_logger
-from infra.settings import Settings
 
 _log = get_logger("trialledger.access")
 # What a lost database connection raises (a pool's wait for one too: PoolTimeout).
@@ -49,12 +49,40 @@ async def _send_body(send: Send, status: int, body: bytes, content_type: str = P
     await send({"type": "http.response.body", "body": body})
 
 
-class AccessLog:
-    """Gives every request an id and logs request id, person, client, route, status, latency."""
+class Gateway:
+    """Every request's outer checks and marks, in one layer, in this order (the order of
+    the middlewares they once were, outermost first):
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    - the security headers (:data:`SECURITY_HEADERS`, or :data:`PAGE_SECURITY_HEADERS` on
+      the console's pages and /docs) on every answer, replacing a route's own;
+    - the access log: every request gets an id (``X-Request-ID`` in, or a new one; out on
+      every answer) and a log line naming request id, person, client, route, status and
+      latency, and counts in the metrics;
+    - what is exposed: ``/openapi.json``, ``/docs`` and ``/metrics`` only as the settings
+      allow (404 otherwise, as if absent): the schema and its page when docs are exposed;
+      the metrics to a bearer of the metrics token, or to anyone when they are open (see
+      :class:`infra.settings.Settings`);
+    - the body limit: a body over :data:`MAX_BODY_BYTES` is refused (413) before the app
+      reads any of it; the body is buffered in the scope's state;
+    - the URL's text: a path or query parameter holding control characters is refused (422
+      naming it): no identifier or filter holds them, and PostgreSQL text cannot hold NUL;
+    - the database: while it is known to be away
+      (:class:`application.database_away.DatabaseAway`), 503 with Retry-After at once,
+      instead of letting each request wait out the connection timeouts; every few seconds
+      one request probes, and passes once it is back. ``/healthz`` (the process answers)
+      always passes. Costs one attribute read otherwise.
+
+    It also puts the headers naming the server a read came from
+    (:func:`api.read_headers.read_source_headers`) on the answers of routes that read.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, runtime: Runtime,
+                 limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.metrics = metrics
+        self.settings = runtime.settings
+        self.away = runtime.database_away
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,25 +91,31 @@ class AccessLog:
         state = scope.setdefault("state", {})
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        state["request_id"] = given if 0 < len(given) <= 200 else str(uuid.uuid4())
+        request_id = given if 0 < len(given) <= 200 else str(uuid.uuid4())
+        state["request_id"] = request_id
+        path = scope["path"]
+        marks = ((b"x-request-id", request_id.encode()),
+                 *(PAGE_SECURITY_HEADERS if path == "/ui" or path.startswith(PAGE_PATHS)
+                   else SECURITY_HEADERS))
         started = time.perf_counter()
         status = 500
         sent: int | None = None  # the status line that went out, if any
         ended = False
 
-        async def send_logged(message: Message) -> None:
+        async def send_marked(message: Message) -> None:
             nonlocal sent, ended
             if message["type"] == "http.response.start":
                 sent = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", state["request_id"].encode())]
+                given = [*message.get("headers", []), *read_source_headers(state)]
+                message["headers"] = [*(h for h in given if h[0].lower() not in _SET_HERE),
+                                      *marks]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 ended = True
             await send(message)
 
         aborted = False
         try:
-            await self.app(scope, receive, send_logged)
+            await self._checked(scope, receive, send_marked, headers)
         except BaseException as e:
             # The status went out but the body never ended (a stream that failed part-way, or
             # a client that left): not the success the status line claimed.
@@ -94,32 +128,23 @@ class AccessLog:
                 status = sent
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.answered(scope["method"], path, status, elapsed)
+            route_path = getattr(route, "path", None) or "unmatched"
+            self.metrics.answered(scope["method"], route_path, status, elapsed)
             self.metrics.figures.refresh(self.metrics.runtime.pools)
             extra = {"aborted": True, "sent_status": sent} if aborted else {}
-            _log.info("request", request_id=state["request_id"], person=state.get("person"),
-                      client=state.get("client"), method=scope["method"], route=path,
+            _log.info("request", request_id=request_id, person=state.get("person"),
+                      client=state.get("client"), method=scope["method"], route=route_path,
                       status=status, latency_ms=round(elapsed * 1000, 2), **extra)
 
-
-class BodyLimit:
-    """Refuses a body over :data:`MAX_BODY_BYTES` (413) before the app reads any of it."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    async def _checked(self, scope: Scope, receive: Receive, send: Send,
+                       headers: dict[bytes, bytes]) -> None:
+        """What is exposed, the body limit, the URL's text, the database; then the app."""
+        if not self._allowed(scope, headers):
+            await _send_body(send, *_problem(404, "Not found", "Not Found"))
             return
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _send_body(send, *_problem(413, "Payload too large",
-                                             f"a request body may have at most {self.limit} "
-                                             "bytes", errors=[{"field": "body",
-                                                               "message": "too large"}]))
+            await _send_body(send, *self._too_large())
             return
         # Chunked bodies declare no length: buffer them up to the limit.
         body = bytearray()
@@ -131,13 +156,9 @@ class BodyLimit:
             body.extend(message.get("body", b""))
             more = message.get("more_body", False)
             if len(body) > self.limit:
-                await _send_body(send, *_problem(413, "Payload too large",
-                                                 f"a request body may have at most "
-                                                 f"{self.limit} bytes",
-                                                 errors=[{"field": "body",
-                                                          "message": "too large"}]))
+                await _send_body(send, *self._too_large())
                 return
-        scope.setdefault("state", {})["body"] = bytes(body)
+        scope["state"]["body"] = bytes(body)
         delivered = False
 
         async def replay() -> Message:
@@ -147,51 +168,41 @@ class BodyLimit:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
-
-
-class UrlText:
-    """Refuses a path or query parameter holding control characters (422 naming it): no
-    identifier or filter holds them, and PostgreSQL text cannot hold NUL."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            query = scope.get("query_string", b"").decode("latin-1")
-            # Undecodable bytes become lone surrogates, which the pattern refuses as well.
-            pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
-            bad = [name for name, value in [("path", scope["path"]), *pairs]
-                   if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value)]
-            if bad:
-                await _send_body(send, *_problem(
-                    422, "Invalid input", "control characters in the URL",
-                    errors=[{"field": CONTROL_CHARACTERS.sub("?", name),
-                             "message": "must not contain control characters"}
-                            for name in bad]))
-                return
-        await self.app(scope, receive, send)
-
-
-class DatabaseAwayGate:
-    """While the database is known to be away (:class:`application.database_away.DatabaseAway`),
-    answers 503 with Retry-After at once, instead of letting each request wait out the
-    connection timeouts; every few seconds one request probes, and passes once it is back.
-    ``/healthz`` (the process answers) always passes. Costs one attribute read otherwise."""
-
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        self.app = app
-        self.away = runtime.database_away
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.away.latched and scope["type"] == "http" and scope["path"] != "/healthz"
+        query = scope.get("query_string", b"").decode("latin-1")
+        # Undecodable bytes become lone surrogates, which the pattern refuses as well.
+        pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+        bad = [name for name, value in [("path", scope["path"]), *pairs]
+               if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value)]
+        if bad:
+            await _send_body(send, *_problem(
+                422, "Invalid input", "control characters in the URL",
+                errors=[{"field": CONTROL_CHARACTERS.sub("?", name),
+                         "message": "must not contain control characters"} for name in bad]))
+            return
+        if (self.away.latched and scope["path"] != "/healthz"
                 and await run_in_threadpool(self.away.away)):
             await _send_body(send, *_problem(
                 503, "Service unavailable", "the database is not reachable; nothing was "
                 "stored, retry later"), headers=[(b"retry-after", str(RETRY_AFTER).encode())])
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> tuple[int, bytes]:
+        return _problem(413, "Payload too large",
+                        f"a request body may have at most {self.limit} bytes",
+                        errors=[{"field": "body", "message": "too large"}])
+
+    def _allowed(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        path = scope["path"]
+        if path in ("/openapi.json", "/docs"):
+            return self.settings.docs_open
+        if path == "/metrics":
+            token = self.settings.metrics_token
+            if token is None:
+                return self.settings.metrics_open
+            given = headers.get(b"authorization", b"")
+            return hmac.compare_digest(given, b"Bearer " + token.encode())
+        return True
 
 
 def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
@@ -203,7 +214,7 @@ def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
 class Idempotency:
     """A POST with ``Idempotency-Key`` runs once per person and key; retries get its answer.
 
-    Runs inside :class:`BodyLimit` (which buffered the body) and resolves the bearer token
+    Runs inside :class:`Gateway` (which buffered the body) and resolves the bearer token
     itself, so the key is scoped to the person even before the route's dependencies run.
     """
 
@@ -260,8 +271,8 @@ class Idempotency:
             with self._unreleased_lock:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
-            replay = await settled(
-                self.runtime.key_claims().claim(username, key, digest, free_first=free_first))
+            replay = await self.runtime.key_claims().claim(username, key, digest,
+                                                           free_first=free_first)
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.
@@ -318,9 +329,9 @@ class Idempotency:
             # A server error (>= 500) promises nothing: the key is freed so a retry runs
             # again (a record entered under the client's own record_id is then refused as a
             # duplicate if the first attempt did commit).
-            await settled(self.runtime.key_claims().answer(
+            await self.runtime.key_claims().answer(
                 username, key, captured["status"],
-                {"content": content, "content_type": content_type, "headers": headers}))
+                {"content": content, "content_type": content_type, "headers": headers})
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.
             if captured["status"] >= 500:
@@ -349,57 +360,3 @@ PAGE_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = tuple(
     for name, value in SECURITY_HEADERS)
 PAGE_PATHS = ("/ui/", "/docs")
 _SET_HERE = {name for name, _ in SECURITY_HEADERS}
-
-
-class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every response (replacing a route's own);
-    :data:`PAGE_SECURITY_HEADERS` to the console's and /docs'."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        path = scope["path"]
-        added = (PAGE_SECURITY_HEADERS if path == "/ui" or path.startswith(PAGE_PATHS)
-                 else SECURITY_HEADERS)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*(h for h in message.get("headers", [])
-                                        if h[0].lower() not in _SET_HERE), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class Exposure:
-    """``/openapi.json``, ``/docs`` and ``/metrics`` only as the settings allow (404
-    otherwise, as if absent): the schema and its page when docs are exposed; the metrics to
-    a bearer of the metrics token, or to anyone when they are open (see
-    :class:`infra.settings.Settings`)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._allowed(scope):
-            await _send_body(send, *_problem(404, "Not found", "Not Found"))
-            return
-        await self.app(scope, receive, send)
-
-    def _allowed(self, scope: Scope) -> bool:
-        path = scope["path"]
-        if path in ("/openapi.json", "/docs"):
-            return self.settings.docs_open
-        if path == "/metrics":
-            token = self.settings.metrics_token
-            if token is None:
-                return self.settings.metrics_open
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            return hmac.compare_digest(given, b"Bearer " + token.encode())
-        return True

@@ -114,7 +114,7 @@ def install(app: FastAPI) -> None:
         # timeout of a write among them).
         _log.error("database unavailable", request_id=_request_id(request), error=str(exc))
         # Unreachable (not a lock or statement timeout)? Then the next requests are answered
-        # at once until a probe finds it back (see api.middleware.DatabaseAwayGate).
+        # at once until a probe finds it back (see api.middleware.Gateway).
         await run_in_threadpool(request.app.state.runtime.database_away.confirm)
         response = problem(503, "Service unavailable", "the database is not reachable; "
                            "nothing was stored, retry later")

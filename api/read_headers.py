@@ -1,6 +1,7 @@
 """The headers that name the server a read came from (a standby or the primary, see
-:mod:`infra.replica`): a route tells the request which server read for it; this middleware
-puts that in the answer's headers, whatever the route returns (a dict, a stream)."""
+:mod:`infra.replica`): a route tells the request which server read for it;
+:class:`api.middleware.Gateway` puts that in the answer's headers, whatever the route returns
+(a dict, a stream)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.replica import ReadSource
 
@@ -24,28 +24,14 @@ def tell(request: Request) -> Callable[[ReadSource], None]:
     return tell
 
 
-class ReadSourceHeaders:
-    """Adds ``TrialLedger-Read-From`` and the standby's position to answers that read."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # The same dict the route's request.state writes to.
-        state = scope.setdefault("state", {})
-
-        async def send_named(message: Message) -> None:
-            source = state.get(_KEY)
-            if message["type"] == "http.response.start" and isinstance(source, ReadSource):
-                headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                           for name, value in source.headers().items()]
-                message = {**message, "headers": [*message.get("headers", []), *headers]}
-            await send(message)
-
-        await self.app(scope, receive, send_named)
+def read_source_headers(state: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The headers naming the server that read for the request whose scope's state this is
+    (none if no route told, see :func:`tell`)."""
+    source = state.get(_KEY)
+    if not isinstance(source, ReadSource):
+        return []
+    return [(name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in source.headers().items()]
 
 
 def _header(description: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
-from domain.group_commit import Abort, Expected, GroupCommitter, settled
+from domain.group_commit import Abort, Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
@@ -354,7 +354,7 @@ class StudyApplication(SignedApplication):
             await asyncio.to_thread(self._save, aggregate, relied_on=relied_on)
             return
         try:
-            await settled(self._committer.submit(list(aggregate.collect_events()), relied_on))
+            await self._committer.submit_awaited(list(aggregate.collect_events()), relied_on)
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
         self._remember(aggregate)

@@ -9,17 +9,17 @@ does for events. A claim's outcome is its own: a key named twice is claimed by t
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from domain.group_commit import next_batch
+from domain.group_commit import Awaited, next_batch
 from infra.idempotency import IdempotencyStore, Replay
 
 MAX_BATCH = 500
@@ -33,7 +33,7 @@ class _Claim:
     key: str
     digest: str
     free_first: bool
-    done: Future[Replay | None]
+    done: Awaited[Replay | None]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class _Answer:
     key: str
     status: int  # >= 500: the key is freed instead
     body: Any
-    done: Future[None]
+    done: Awaited[None]
 
 
 class KeyClaims:
@@ -56,20 +56,22 @@ class KeyClaims:
         self._thread.start()
 
     def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
-              ) -> Future[Replay | None]:
+              ) -> asyncio.Future[Replay | None]:
         """Claim ``key`` for ``username``'s request (freeing a claim its failed request left
-        first, with ``free_first``); the future holds None if claimed now, else the earlier
-        request (see :meth:`IdempotencyStore.claim`)."""
-        done: Future[Replay | None] = Future()
+        first, with ``free_first``); the future (of the running event loop) holds None if
+        claimed now, else the earlier request (see :meth:`IdempotencyStore.claim`).
+        Cancelling it leaves the claim to be stored all the same."""
+        done: Awaited[Replay | None] = Awaited()
         self._queue.put(_Claim(username, key, digest, free_first, done))
-        return done
+        return done.future
 
-    def answer(self, username: str, key: str, status: int, body: Any) -> Future[None]:
+    def answer(self, username: str, key: str, status: int, body: Any) -> asyncio.Future[None]:
         """Record the answer the claim's request got; a server error (status >= 500)
-        promises nothing and frees the key instead, so that a retry runs."""
-        done: Future[None] = Future()
+        promises nothing and frees the key instead, so that a retry runs. The future (of
+        the running event loop) is done once it is stored."""
+        done: Awaited[None] = Awaited()
         self._queue.put(_Answer(username, key, status, body, done))
-        return done
+        return done.future
 
     def close(self) -> None:
         """Store what is queued, then stop the thread."""

@@ -157,18 +157,22 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         names = {"schema": Identifier(datastore.schema),
                  "table": Identifier(self.events_table_name),
                  "id_type": Identifier(datastore.originator_id_type)}
+        # The arrays go in binary (%b): as text, psycopg renders each state as hex and then
+        # escapes it with a regular expression (a sixth of the group commit's thread).
         insert = (
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
+            " SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[])"
         )
+        # Both as bytes, composed once: psycopg renders a composed statement again at every
+        # execution (as it did the prelude, see _prelude).
         self._insert_columns_statement = SQL(insert + " RETURNING notification_id").format(
-            **names)
+            **names).as_bytes()
         # Inserts nothing if an aggregate relied on is no longer at the version given.
         self._insert_if_unmoved_statement = SQL(
-            insert + " WHERE NOT EXISTS (SELECT FROM unnest(%s::{id_type}[], %s::bigint[])"
+            insert + " WHERE NOT EXISTS (SELECT FROM unnest(%b::{id_type}[], %b::bigint[])"
             " AS relied(id, version) WHERE relied.version <> coalesce((SELECT"
             " max(originator_version) FROM {schema}.{table} WHERE originator_id = relied.id),"
-            " 0)) RETURNING notification_id").format(**names)
+            " 0)) RETURNING notification_id").format(**names).as_bytes()
         self._stored_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s"
             " AND originator_version = %s AND state = %s").format(**names)
@@ -294,9 +298,10 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
 
     def _insert(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                 expected: Sequence[tuple[UUID, int]]) -> Sequence[int]:
-        # One array per column, sent in binary: eventsourcing's array of composite values is
-        # rendered as text by Python code, escaping every byte of every event, which cost
-        # more than the signing. RETURNING gives the notification ids in insertion order.
+        # One array per column, sent in binary (the statements' %b; ``binary=True`` only asks
+        # for binary results): eventsourcing's array of composite values is rendered as text
+        # by Python code, escaping every byte of every event, which cost more than the
+        # signing. RETURNING gives the notification ids in insertion order.
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],

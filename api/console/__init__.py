@@ -27,7 +27,7 @@ def install(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
         """Swagger UI for /openapi.json, from the vendored files (served only where the
-        schema is: see :class:`api.middleware.Exposure`)."""
+        schema is: see :class:`api.middleware.Gateway`)."""
         return pages.templates.TemplateResponse(request, "docs.html", {})
 
     @app.exception_handler(SignInNeeded)

@@ -109,3 +109,55 @@ def test_the_environment_names_production(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TRIALLEDGER_ENV", "staging")
     with pytest.raises(ValueError, match="TRIALLEDGER_ENV"):
         Settings.from_env("postgresql://x")
+
+
+SECURED = [b"x-content-type-options", b"content-security-policy", b"x-frame-options",
+           b"referrer-policy", b"cache-control"]
+
+
+def test_every_kind_of_answer_has_its_headers_in_this_order(runtime: Runtime,
+                                                            settings: Settings) -> None:
+    """The whole header list, in order, of the answers each outer check and a route give: the
+    route's or the check's own, then X-Request-ID, then the security headers (a route's own
+    ones replaced); the same whether they came from one middleware each or from one."""
+    study_with_a_child(runtime)
+    client = api_client(runtime, "coordinator", site="JLU1")
+    lab = {"observed_at": "2021-01-11T09:00:00+00:00", "code": "C3", "value": 0.8,
+           "unit": "g/L"}
+    path = f"/v1/studies/{STUDY}/subjects/001/labs"
+    keyed = {"Idempotency-Key": "k-1", "X-Request-ID": "rid-1"}
+    answers = {
+        "first entry": client.post(path, json=lab, headers=keyed),
+        "replayed": client.post(path, json=lab, headers={**keyed, "X-Request-ID": "rid-2"}),
+        "read": client.get(f"/v1/studies/{STUDY}/subjects/001",
+                           headers={"X-Request-ID": "rid-3"}),
+        "url": client.get(f"/v1/studies/{STUDY}/audit", params={"site": "\x01"},
+                          headers={"X-Request-ID": "rid-4"}),
+        "too large": client.post(path, content=b"x" * 300_000, headers={
+            "Content-Type": "application/json", "X-Request-ID": "rid-5"}),
+        "unmatched": client.get("/v1/nowhere", headers={"X-Request-ID": "rid-6"}),
+        "page": client.get("/ui/sign-in", headers={"X-Request-ID": "rid-7"}),
+    }
+    for closed in _client(runtime, settings, environment="production"):
+        answers["hidden"] = closed.get("/openapi.json", headers={"X-Request-ID": "rid-8"})
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {"first entry": 201, "replayed": 201, "read": 200, "url": 422,
+                        "too large": 413, "unmatched": 404, "page": 200, "hidden": 404}
+    names = {name: [k for k, _ in answer.headers.raw] for name, answer in answers.items()}
+    assert names == {
+        "first entry": [b"etag", b"content-length", b"content-type", b"x-request-id",
+                        *SECURED],
+        "replayed": [b"content-type", b"content-length", b"idempotent-replayed", b"etag",
+                     b"x-request-id", *SECURED],
+        "read": [b"etag", b"content-length", b"content-type", b"x-request-id", *SECURED],
+        "url": [b"content-type", b"content-length", b"x-request-id", *SECURED],
+        "too large": [b"content-type", b"content-length", b"x-request-id", *SECURED],
+        "unmatched": [b"content-length", b"content-type", b"x-request-id", *SECURED],
+        "page": [b"content-length", b"content-type", b"set-cookie", b"x-request-id",
+                 *SECURED],
+        "hidden": [b"content-type", b"content-length", b"x-request-id", *SECURED],
+    }
+    for n, answer in enumerate(answers.values(), 1):
+        assert answer.headers["x-request-id"] == f"rid-{n}"
+    assert "script-src 'self'" in answers["page"].headers["content-security-policy"]
+    assert "script-src" not in answers["read"].headers["content-security-policy"]

@@ -3,7 +3,9 @@ over once its lease has run out, instead of answering 409 forever (issue 14, ite
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from psycopg.sql import SQL, Identifier
@@ -96,13 +98,18 @@ def test_claims_stored_together_each_get_their_own_outcome(runtime: Runtime) -> 
 def test_a_burst_of_keyed_writes_each_claims_and_answers_its_own_key(
         runtime: Runtime) -> None:
     client = _coordinator(runtime)
-    futures = [runtime.key_claims().claim(USER, f"burst-{n}", f"d{n}") for n in range(20)]
-    assert [f.result(timeout=30) for f in futures] == [None] * 20
-    answers = [runtime.key_claims().answer(USER, f"burst-{n}", 201 if n % 2 else 503,
-                                           {"content": {"n": n}, "content_type":
-                                            "application/json", "headers": []})
-               for n in range(20)]
-    assert [f.result(timeout=30) for f in answers] == [None] * 20
+
+    async def burst() -> tuple[list[Any], list[Any]]:
+        claims = runtime.key_claims()
+        claimed = await asyncio.wait_for(asyncio.gather(
+            *(claims.claim(USER, f"burst-{n}", f"d{n}") for n in range(20))), 30)
+        answered = await asyncio.wait_for(asyncio.gather(
+            *(claims.answer(USER, f"burst-{n}", 201 if n % 2 else 503,
+                            {"content": {"n": n}, "content_type": "application/json",
+                             "headers": []}) for n in range(20))), 30)
+        return claimed, answered
+
+    assert asyncio.run(burst()) == ([None] * 20, [None] * 20)
     with connect(runtime.url) as conn:
         rows = dict(conn.execute(SQL("SELECT key, status FROM {}.idempotency WHERE key LIKE"
                                      " 'burst-%%'").format(Identifier(CATALOG_SCHEMA))

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.tests.persistence import (
     ApplicationRecorderTestCase,
@@ -21,7 +22,8 @@ from infra.recorder import AppendOnlyApplicationRecorder, AppendOnlyProcessRecor
 @pytest.fixture(autouse=True)
 def _database(request: pytest.FixtureRequest, db_url: str) -> None:
     # unittest-style cases get the fresh database through the instance.
-    request.instance.db_url = db_url
+    if request.instance is not None:
+        request.instance.db_url = db_url
 
 
 class _OnPostgres:
@@ -79,3 +81,33 @@ class TestNonInterleavingNotificationIDs(_OnPostgres, NonInterleavingNotificatio
         )
         recorder.create_table()
         return recorder
+
+
+def test_events_are_stored_as_given_whatever_bytes_they_hold(db_url: str) -> None:
+    """The insert's arrays go in binary: quotes, backslashes, braces, NUL and every other
+    byte of a state, and odd topics, come back as they went in, with and without the
+    versions relied on (the insert that checks them); versions past 32 bits too."""
+    holder = _OnPostgres()
+    holder.db_url = db_url
+    recorder = AppendOnlyApplicationRecorder(holder.make_datastore(),
+                                             events_table_name="trialledger_events")
+    recorder.create_table()
+    try:
+        first, second, relied = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        states = [bytes(range(256)), b'{"a": "\\"q\\" \\\\ {x,y} NULL"}', b"", b"\x00" * 3,
+                  b'"', b"\\x41"]
+        topics = ['t:"quoted"', "t:back\\slash", "t:{braces},comma", "t: NULL", "t:ü\u2028"]
+        events = [StoredEvent(first, n + 1, topics[n % len(topics)], state)
+                  for n, state in enumerate(states)]
+        recorder.insert_events(events)
+        recorder.insert_events([StoredEvent(relied, 2**40, "t:relied", b"r")])
+        later = [StoredEvent(second, 2**33 + n, topics[n], state)
+                 for n, state in enumerate(states[:3])]
+        recorder.insert_events(later, expected_versions=[(relied, 2**40), (first, 6)])
+        stored = [(e.originator_id, e.originator_version, e.topic, e.state)
+                  for e in recorder.select_notifications(start=None, limit=100)]
+        assert stored == [(e.originator_id, e.originator_version, e.topic, e.state)
+                          for e in [*events, StoredEvent(relied, 2**40, "t:relied", b"r"),
+                                    *later]]
+    finally:
+        holder.datastore.close()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.collector import CollectorPauses
+from api.collector import YOUNG_THRESHOLD, CollectorPauses
 
 
 class Node:
@@ -72,3 +72,15 @@ def test_removing_it_unfreezes_everything() -> None:
     gc.collect()
     tuning.remove()
     assert gc.get_freeze_count() == 0
+
+
+def test_the_youngest_generation_is_collected_less_often_until_removed() -> None:
+    before = gc.get_threshold()
+    tuning = CollectorPauses()
+    tuning.install()
+    try:
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+        assert before[0] < YOUNG_THRESHOLD
+    finally:
+        tuning.remove()
+    assert gc.get_threshold() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from api.metrics import Metrics
 from api.schemas import WrittenOut
 from api.writes import written
 from application.runtime import Runtime
-from domain.group_commit import settled
+from domain.group_commit import Awaited, GroupCommitter
 from domain.subject import Subject
 
 CASES = [
@@ -64,41 +65,85 @@ def _values(metrics: Metrics) -> list[bytes]:
             if b"_created" not in line]
 
 
-def _settle(future: Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+def _settle(done: Awaited[Any] | Future[Any], value: Any = None,
+            error: BaseException | None = None) -> None:
     if error is not None:
-        future.set_exception(error)
+        done.set_exception(error)
     else:
-        future.set_result(value)
+        done.set_result(value)
 
 
-def test_settled_hands_a_threads_result_or_error_to_the_loop() -> None:
+def test_awaited_hands_a_threads_result_or_error_to_the_loop() -> None:
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        done: Future[int] = Future()
+        done: Awaited[int] = Awaited()
         loop.run_in_executor(None, _settle, done, 7)
-        assert await settled(done) == 7
-        failed: Future[int] = Future()
+        assert await done.future == 7
+        failed: Awaited[int] = Awaited()
         loop.run_in_executor(None, _settle, failed, None, ValueError("refused"))
         with pytest.raises(ValueError, match="refused"):
-            await settled(failed)
-        ready: Future[str] = Future()
-        ready.set_result("already")
-        assert await settled(ready) == "already"
+            await failed.future
+        ready: Awaited[str] = Awaited()
+        ready.set_result("already")  # on the loop's own thread too
+        assert await ready.future == "already"
 
     asyncio.run(run())
 
 
-def test_a_cancelled_wait_leaves_the_future_to_its_thread() -> None:
-    async def run() -> Future[int]:
-        pending: Future[int] = Future()
-        waiting = asyncio.ensure_future(settled(pending))
+def test_a_cancelled_wait_leaves_the_work_to_its_thread() -> None:
+    async def run() -> None:
+        pending: Awaited[int] = Awaited()
+        waiting = asyncio.ensure_future(pending.future)
         await asyncio.sleep(0)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        assert not pending.cancelled()
-        pending.set_result(3)  # the thread settles it as ever (no InvalidStateError)
+        # The thread settles it as ever: no InvalidStateError, nothing left unretrieved.
+        await asyncio.get_running_loop().run_in_executor(None, _settle, pending, 3)
+        failed: Awaited[int] = Awaited()
+        failed.future.cancel()
+        await asyncio.get_running_loop().run_in_executor(
+            None, _settle, failed, None, ValueError("late"))
         await asyncio.sleep(0.01)
-        return pending
+        assert pending.future.cancelled() and failed.future.cancelled()
 
-    assert asyncio.run(run()).result() == 3
+    asyncio.run(run())
+
+
+def test_a_thread_settling_after_the_loop_closed_changes_nothing() -> None:
+    async def make() -> Awaited[int]:
+        return Awaited()
+
+    loop = asyncio.new_event_loop()
+    done = loop.run_until_complete(make())
+    loop.close()
+    done.set_result(1)
+    done.set_exception(ValueError("gone"))
+    assert not done.future.done()
+
+
+def test_a_committer_whose_waiter_left_with_its_loop_goes_on() -> None:
+    # The loop that awaited a batch closes before the batch is stored: the committer thread
+    # hands the outcome to nobody and stores the next batch as ever.
+    entered, release = threading.Event(), threading.Event()
+    stored: list[list[Any]] = []
+
+    def store(events: Any, expected: Any) -> None:
+        entered.set()
+        release.wait(5)
+        stored.append(list(events))
+
+    committer = GroupCommitter(store)
+    try:
+        async def submit() -> asyncio.Future[None]:
+            return committer.submit_awaited(["first"])
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(submit())
+        assert entered.wait(5)
+        loop.close()
+        release.set()
+        committer.commit(["second"])
+        assert stored == [["first"], ["second"]]
+    finally:
+        committer.close()
