@@ -293,8 +293,8 @@ class Runtime:
         return self._idempotency
 
     def key_claims(self) -> KeyClaims:
-        """The claims and answers of a server's idempotency keys, stored together from one
-        thread (started on first use)."""
+        """The claims and answers of a server's idempotency keys, each kind stored from a
+        thread of its own (started on first use)."""
         if self._key_claims is None:
             pool = self.pool()
             with self._init_lock:

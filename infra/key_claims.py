@@ -46,14 +46,22 @@ class _Answer:
 
 
 class KeyClaims:
-    """Stores queued claims and answers of idempotency keys from one thread."""
+    """Stores queued claims of idempotency keys from one thread, and their answers from
+    another: a claim, which its request waits for before it runs, does not wait behind the
+    flush of answers whose requests were already answered."""
 
     def __init__(self, store: IdempotencyStore, connection: Connect) -> None:
         self._store = store
         self._connection = connection
-        self._queue: queue.SimpleQueue[_Claim | _Answer | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="key-claims", daemon=True)
-        self._thread.start()
+        self._claims: queue.SimpleQueue[_Claim | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[_Answer | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, args=(self._claims, self._claim),
+                             name="key-claims", daemon=True),
+            threading.Thread(target=self._run, args=(self._answers, self._answer),
+                             name="key-answers", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
               ) -> asyncio.Future[Replay | None]:
@@ -62,7 +70,7 @@ class KeyClaims:
         claimed now, else the earlier request (see :meth:`IdempotencyStore.claim`).
         Cancelling it leaves the claim to be stored all the same."""
         done: Awaited[Replay | None] = Awaited()
-        self._queue.put(_Claim(username, key, digest, free_first, done))
+        self._claims.put(_Claim(username, key, digest, free_first, done))
         return done.future
 
     def answer(self, username: str, key: str, status: int, body: Any) -> asyncio.Future[None]:
@@ -70,23 +78,22 @@ class KeyClaims:
         promises nothing and frees the key instead, so that a retry runs. The future (of
         the running event loop) is done once it is stored."""
         done: Awaited[None] = Awaited()
-        self._queue.put(_Answer(username, key, status, body, done))
+        self._answers.put(_Answer(username, key, status, body, done))
         return done.future
 
     def close(self) -> None:
-        """Store what is queued, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(5)
+        """Store what is queued, then stop the threads."""
+        self._claims.put(None)
+        self._answers.put(None)
+        for thread in self._threads:
+            thread.join(5)
 
-    def _run(self) -> None:
+    def _run(self, waiting: queue.SimpleQueue[Any], store: Callable[[list[Any]], list[Any]]
+             ) -> None:
         while True:
-            batch, stop = next_batch(self._queue, MAX_BATCH)
-            claims = [i for i in batch if isinstance(i, _Claim)]
-            answers = [i for i in batch if isinstance(i, _Answer)]
-            if claims:
-                self._settle(claims, self._claim)
-            if answers:
-                self._settle(answers, self._answer)
+            batch, stop = next_batch(waiting, MAX_BATCH)
+            if batch:
+                self._settle(batch, store)
             if stop:
                 return
 
