@@ -40,6 +40,7 @@ class RenderWorker:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._pending: deque[Future[None]] = deque()
         self._lock = threading.Lock()
+        self._ended = False  # the worker's answers ended: nothing more is taken
         # Sent by a thread of its own: a document waits in the pipe until the worker is done
         # with the one before, which the reading process should not wait for.
         self._outbox: queue.Queue[tuple[CasebookDocument, Path, datetime] | None] = (
@@ -63,7 +64,7 @@ class RenderWorker:
         when they are written (or holds :class:`RenderFailed`)."""
         future: Future[None] = Future()
         with self._lock:
-            if not self._threads[1].is_alive():
+            if self._ended:
                 raise RenderFailed(f"the casebook worker ended ({self.process.poll()})")
             self._pending.append(future)
         self._outbox.put((document, directory, created_at))
@@ -98,6 +99,7 @@ class RenderWorker:
                     future.set_result(None)
         code = self.process.wait()
         with self._lock:
+            self._ended = True
             left, self._pending = list(self._pending), deque()
         for future in left:
             future.set_exception(RenderFailed(f"the casebook worker ended with exit code "
