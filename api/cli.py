@@ -148,7 +148,7 @@ def _settings(database_url: str | None, *, serving: bool = False) -> Settings:
     try:
         return Settings.from_env(database_url)
     except ValueError as e:  # a malformed TRIALLEDGER_* variable
-        err_console.print(f"[red]{e}[/red]")
+        err_console.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -184,7 +184,7 @@ def _options(
         resolved_format(log_format)
         resolved_level()
     except LogSettingError as e:
-        err_console.print(f"[red]{e}[/red]", soft_wrap=True)
+        err_console.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     if os.environ.get(LOG_FORMAT_ENV, "auto") != log_format:
         os.environ[LOG_FORMAT_ENV] = log_format  # the sealer and server workers inherit it
@@ -211,7 +211,7 @@ def demo(
         try:
             ok = run_demo(runtime, seed, console)
         except CredentialsUnreadable as e:
-            err_console.print(f"[red]{e}[/red]")
+            err_console.print(f"[red]{escape(str(e))}[/red]")
             raise typer.Exit(2) from None
         if not ok:
             raise typer.Exit(1)
@@ -261,7 +261,7 @@ def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
         raise typer.Exit(2)
     for path in (cert, key):
         if not path.is_file():
-            err_console.print(f"[red]{path}: no such file.[/red]")
+            err_console.print(f"[red]{escape(str(path))}: no such file.[/red]")
             raise typer.Exit(2)
     return cert, key
 
@@ -403,7 +403,7 @@ def verify(
         try:
             trusted = Checkpoint.parse(held.partition("\n\n")[0] + "\n")
         except NoteError as e:
-            err_console.print(f"[red]{checkpoint}: {e}[/red]")
+            err_console.print(f"[red]{escape(str(checkpoint))}: {escape(str(e))}[/red]")
             raise typer.Exit(2) from None
     settings = _settings(database_url)
     public_keys = keys.load_public_keys(settings)
@@ -442,7 +442,8 @@ def _verify_bundle(bundle: Path, public_key: Path | None, held: str | None) -> N
         report = verify_bundle_remembering(settings, bundle, trusted, held)
     except (BundleInvalid, OSError, ValueError) as e:
         # One line whatever the terminal's width, for people and scripts alike.
-        console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}", soft_wrap=True)
+        console.print(f"[red]✗ BUNDLE INVALID[/red] {escape(str(bundle))}: {escape(str(e))}",
+                      soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"[green]✓[/green] {bundle}: study {report.study}, {report.events} events, "
                   f"{report.checkpoints} checkpoints (latest size {report.latest_size}): "
@@ -521,7 +522,7 @@ def seal(
         try:
             sealed = None if study else runtime.seal_directory(force_checkpoint=checkpoint)
         except SealingRefused as e:
-            console.print(f"[red]✗ {e}[/red]")
+            console.print(f"[red]✗ {escape(str(e))}[/red]")
             sealed, failed = None, True
         if sealed is not None:
             console.print(f"{log_title(DIRECTORY_LOG)}: sealed {sealed.sealed} new events; "
@@ -533,7 +534,7 @@ def seal(
             try:
                 result = runtime.seal(study_id, force_checkpoint=checkpoint)
             except SealingRefused as e:
-                console.print(f"[red]✗ {e}[/red]")
+                console.print(f"[red]✗ {escape(str(e))}[/red]")
                 failed = True
                 continue
             console.print(f"{study_id}: sealed {result.sealed} new events; tree size "
@@ -591,7 +592,8 @@ def restore(
         try:
             restored = restore_bundle(runtime, bundle, trusted)
         except BundleInvalid as e:
-            console.print(f"[red]✗ BUNDLE INVALID[/red] {bundle}: {e}; nothing restored",
+            console.print(f"[red]✗ BUNDLE INVALID[/red] {escape(str(bundle))}: "
+                          f"{escape(str(e))}; nothing restored",
                           soft_wrap=True)
             raise typer.Exit(1) from None
         except TargetNotEmpty as e:
@@ -648,7 +650,7 @@ def outcomes(
             try:
                 sources = runtime.outcome_cell(study, cell, when, valid)
             except NotFound as e:
-                err_console.print(f"[red]--cell: {e}[/red]")
+                err_console.print(f"[red]--cell: {escape(str(e))}[/red]")
                 raise typer.Exit(2) from None
             sys.stdout.write(to_json(sources))
             return
@@ -702,7 +704,8 @@ def _parse_time(option: str, text: str) -> datetime:
     try:
         return require_aware(option, datetime.fromisoformat(text))
     except (ValueError, DomainError) as e:
-        err_console.print(f"[red]{e if isinstance(e, DomainError) else f'{option}: {e}'}[/red]")
+        err_console.print(
+            f"[red]{escape(str(e) if isinstance(e, DomainError) else f'{option}: {e}')}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -952,7 +955,8 @@ def import_sdtm(
     try:
         data = DataSet(directory)
     except ImportRefused as e:
-        err_console.print(f"[red]Import refused, nothing stored: {e}[/red]")
+        err_console.print(f"[red]Import refused, nothing stored: {escape(str(e))}[/red]",
+                          soft_wrap=True)
         raise typer.Exit(2) from None
     with _runtime(_settings(database_url)) as runtime:
         app = runtime.study(study)
@@ -964,7 +968,8 @@ def import_sdtm(
             try:
                 result = importer.run()
             except ImportRefused as e:
-                err_console.print(f"[red]Import refused, nothing stored: {e}[/red]")
+                err_console.print(f"[red]Import refused, nothing stored: {escape(str(e))}"
+                                  "[/red]", soft_wrap=True)
                 raise typer.Exit(2) from None
             except ImportInterrupted as e:
                 err_console.print(f"[red]Import stopped: {escape(str(e))}[/red]",

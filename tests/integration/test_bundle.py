@@ -123,6 +123,12 @@ def test_another_key_fails(exported: tuple[Path, Path, int], tmp_path: Path) -> 
     code, output = run(["verify", "--bundle", str(bundle), "--public-key", str(other)],
                        Settings(database_url=None, home=tmp_path))
     assert code == 1 and "BUNDLE INVALID" in output
+    # A file name that reads as console markup is named as it is.
+    odd = tmp_path / "[bold]bundle.zip"
+    odd.write_bytes(bundle.read_bytes())
+    code, output = run(["verify", "--bundle", str(odd), "--public-key", str(other)],
+                       Settings(database_url=None, home=tmp_path))
+    assert code == 1 and "[bold]bundle.zip" in output
 
 
 def _regions(bundle: Path) -> dict[str, tuple[int, int]]:

@@ -409,6 +409,10 @@ def test_bad_input_is_refused_with_a_message_and_nothing_stored(
     (not_xpt / "dm.xpt").write_text("STUDYID,USUBJID\nX,1\n")
     code, output = _invoke(["import-sdtm", "--study", "X1", str(not_xpt)], settings)
     assert code == 2 and "not a SAS XPORT file" in output
+    # A name that reads as console markup is shown as it is.
+    (not_xpt / "dm.xpt").rename(not_xpt / "[bold]dm.xpt")
+    code, output = _invoke(["import-sdtm", "--study", "X1", str(not_xpt)], settings)
+    assert code == 2 and "[bold]dm.xpt" in output
     no_sex = tmp_path / "no_sex"
     no_sex.mkdir()
     (no_sex / "DM.csv").write_text("STUDYID,DOMAIN,USUBJID,SITEID,ARMCD,ACTARMCD\n"
