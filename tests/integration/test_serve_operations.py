@@ -113,6 +113,15 @@ def test_two_workers_report_every_request_and_process(served_study: Path, db_url
         for _ in range(asked):  # a new connection each: the two workers share them out
             assert httpx.get(f"{base}/healthz").status_code == 200
         time.sleep(0.5)
+
+        def sealer_reported() -> bool:
+            # The sealer's process reports once it has started, which on a loaded machine
+            # may come after the workers have answered.
+            processes = {f.name: f for f in text_string_to_metric_families(
+                httpx.get(f"{base}/metrics").text)}["trialledger_process_resident_memory_bytes"]
+            return any(s.labels["role"] == "sealer" for s in processes.samples)
+
+        _wait_for(sealer_reported, "the sealer's process reports its memory")
         api_pids: set[str] = set()
         for _ in range(6):  # whichever worker answers, it answers for both
             families = {f.name: f for f in text_string_to_metric_families(
