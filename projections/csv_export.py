@@ -397,7 +397,7 @@ class _Export:
                         observed = cells[_OBSERVED], utc_text(cells[_OBSERVED])
                     cells[_OBSERVED] = observed[1]
                 lines.write(event.json_head + orjson.dumps(dict(zip(
-                    _CHANGE_CELLS[1:], cells, strict=True)))[1:-1] + event.json_tail)
+                    _CHANGE, cells, strict=True)))[1:-1] + event.json_tail)
                 # In CSV, the old and new values are JSON text (a number, a string, a list,
                 # null where there was none).
                 cells[_OLD] = orjson.dumps(cells[_OLD]).decode()
@@ -411,9 +411,10 @@ class _Export:
 # (why, from where) after them.
 _MIDDLE = AUDIT_COLUMNS.index("record_id"), AUDIT_COLUMNS.index("observed_at") + 1
 _HEAD, _TAIL = AUDIT_COLUMNS[:_MIDDLE[0]], AUDIT_COLUMNS[_MIDDLE[1]:]
-_CHANGE_CELLS = ("position", *AUDIT_COLUMNS[_MIDDLE[0]:_MIDDLE[1]])
-_OLD, _NEW, _OBSERVED = (_CHANGE_CELLS.index(c) - 1
-                         for c in ("old_value", "new_value", "observed_at"))
+_CHANGE = AUDIT_COLUMNS[_MIDDLE[0]:_MIDDLE[1]]  # a change's cells, as the merge gives them
+_CHANGE_CELLS = ("position", *_CHANGE)  # as its table is read
+_OLD, _NEW, _OBSERVED = (_CHANGE.index(c) for c in ("old_value", "new_value", "observed_at"))
+_RECORDED, _SUBJECT = _HEAD.index("recorded_at"), _HEAD.index("subject_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,11 +431,10 @@ class _AuditEvent:
     def of(cls, row: tuple[Any, ...]) -> _AuditEvent:
         """The event of a row of ``_HEAD + _TAIL``."""
         cells = list(row)
-        recorded, subject = _HEAD.index("recorded_at"), _HEAD.index("subject_id")
-        if cells[recorded] is not None:
-            cells[recorded] = utc_text(cells[recorded])
-        if cells[subject] is not None:
-            cells[subject] = str(cells[subject])
+        if cells[_RECORDED] is not None:
+            cells[_RECORDED] = utc_text(cells[_RECORDED])
+        if cells[_SUBJECT] is not None:
+            cells[_SUBJECT] = str(cells[_SUBJECT])
         head, tail = cells[:len(_HEAD)], cells[len(_HEAD):]
         return cls(row[0], neutralised_row(head), neutralised_row(tail),
                    orjson.dumps(dict(zip(_HEAD, head, strict=True)))[:-1] + b",",

@@ -54,9 +54,10 @@ class RenderWorker:
 
     @property
     def queued(self) -> int:
-        """Documents handed to this worker and not rendered yet."""
+        """Documents handed to this worker and not rendered yet (a future leaves the
+        pending ones before it is settled)."""
         with self._lock:
-            return sum(not f.done() for f in self._pending)
+            return len(self._pending)
 
     def submit(self, document: CasebookDocument, directory: Path,
                created_at: datetime) -> Future[None]:
