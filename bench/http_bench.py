@@ -147,16 +147,18 @@ def _run_share(load: Load, subjects: list[str]
     return latencies, statuses, elapsed, time.process_time() - cpu
 
 
-def load(work: Load, clients: int, processes: int
+def load(work: Load, clients: int, pool: ProcessPoolExecutor, processes: int
          ) -> tuple[list[float], dict[int, int], float, float]:
     """Run ``clients`` closed-loop clients, each with a keep-alive connection of its own and
-    writing to its own subject, shared among ``processes`` load processes (the client's
-    work on each answer then overlaps the server's, as separate client machines' would);
-    latencies, statuses, elapsed seconds, and the CPU seconds the load processes used."""
+    writing to its own subject, shared among the ``processes`` load processes of ``pool``
+    (the client's work on each answer then overlaps the server's, as separate client
+    machines' would); latencies, statuses, elapsed seconds, and the CPU seconds the load
+    processes used. The pool's processes live through the whole run: a process started
+    for a turn would import and collect (about 0.2 s of CPU each) while the turn's first
+    requests wait, a stall no server causes."""
     subjects = [f"B{n:03d}" for n in range(clients)]
     shares = [subjects[i::processes] for i in range(processes)]
-    with ProcessPoolExecutor(processes) as pool:
-        results = list(pool.map(_run_share, [work] * processes, shares))
+    results = list(pool.map(_run_share, [work] * processes, shares))
     statuses: dict[int, int] = {}
     for _, share, _, _ in results:
         for status, count in share.items():
@@ -278,12 +280,12 @@ def _serving(target: Target) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _measure(target: Target, server: subprocess.Popen[bytes], work: Load, clients: int,
-             processes: int) -> Measured:
+             pool: ProcessPoolExecutor, processes: int) -> Measured:
     """Load a running server for ``work.seconds``."""
     before = target.count()
     cpu_before = _tree_cpu(server.pid)
     serving_before = _tree_cpu(server.pid, descendants=False)
-    latencies, statuses, elapsed, client_cpu = load(work, clients, processes)
+    latencies, statuses, elapsed, client_cpu = load(work, clients, pool, processes)
     server_cpu = _tree_cpu(server.pid) - cpu_before
     serving_cpu = _tree_cpu(server.pid, descendants=False) - serving_before
     stored = target.count() - before
@@ -309,19 +311,20 @@ def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: boo
             clients: int, processes: int) -> tuple[Measured, Measured]:
     """Both servers up at once, loaded in turn, ``slices`` times each for ``seconds`` in
     all, so that a change in the machine's other load hits both alike."""
-    with _serving(targets[0]) as first, _serving(targets[1]) as second:
+    with _serving(targets[0]) as first, _serving(targets[1]) as second, \
+            ProcessPoolExecutor(processes) as pool:
         servers = (first, second)
         tokens = [target.token() for target in targets]
         for target, token in zip(targets, tokens, strict=True):
             # Warm-up: caches, prepared statements, pools.
-            load(Load(target.port, token, 2, "warm", keys), clients, processes)
+            load(Load(target.port, token, 2, "warm", keys), clients, pool, processes)
         parts: tuple[list[Measured], list[Measured]] = ([], [])
         for n in range(slices):
             for target, server, token, done in zip(targets, servers, tokens, parts,
                                                    strict=True):
                 done.append(_measure(target, server,
                                      Load(target.port, token, seconds / slices, f"run{n}",
-                                          keys), clients, processes))
+                                          keys), clients, pool, processes))
     return _merged(parts[0]), _merged(parts[1])
 
 
