@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -31,6 +32,12 @@ log = get_logger(__name__)
 SEALER_STORE_POOL_SIZE = 1
 """Event-store connections the sealer's process holds at most (its projector's reader,
 writer and fold then take turns: they hold one each, never two)."""
+SEALER_NICENESS = 10
+"""How much lower the sealer's process is scheduled than the server's (``nice``): its rounds
+are bursts of a core or more every few seconds (fold, seal, hash), and on a busy machine a
+burst took the cores from the processes answering requests, every client's answer waiting
+behind it (a third of a keyed ``bench/http_bench.py`` run's slow answers). At a lower
+priority it uses what the requests leave: a round under load takes longer, none waits."""
 SEALER_API_POOL_SIZE = 1
 """Connections for the sealer's own statements (sealing, the projection's lock, the ledger's
 state): one at a time, in one thread."""
@@ -142,6 +149,7 @@ def _seal_until_stopped(settings: Settings, url: str, stopping: Event, interval:
     # Ctrl-C sent to the whole process group must not end it before that last round.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(SEALER_NICENESS)
     # One study at a time: sealing, then projecting. The server's own pools (store 4, API 2,
     # reads 2) keep the rest of a default server's ten connections.
     runtime = Runtime(dataclasses.replace(

@@ -16,7 +16,12 @@ import psycopg
 import pytest
 
 from application.runtime import Runtime
-from application.sealing import SEALER_API_POOL_SIZE, SEALER_STORE_POOL_SIZE, SealingRounds
+from application.sealing import (
+    SEALER_API_POOL_SIZE,
+    SEALER_NICENESS,
+    SEALER_STORE_POOL_SIZE,
+    SealingRounds,
+)
 from domain.studies import nct04397107
 from tests.support import enroll, envelope, simulated_clock
 
@@ -99,6 +104,28 @@ def test_the_sealer_process_ends_with_a_server_killed_outright(
         while _alive(sealer) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(sealer)
+    finally:
+        server.kill()
+        server.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sealer, signal.SIGKILL)
+
+
+def test_the_sealer_process_yields_the_cores_to_the_server(
+        db_url: str, tmp_path: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(tmp_path / "home")],
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                              text=True)
+    assert server.stdout is not None
+    sealer = int(server.stdout.readline())
+    try:
+        # Set by the child once it runs: wait for it (bounded).
+        deadline = time.monotonic() + 20
+        while (os.getpriority(os.PRIO_PROCESS, sealer) == os.getpriority(
+                os.PRIO_PROCESS, server.pid) and time.monotonic() < deadline):
+            time.sleep(0.1)
+        assert (os.getpriority(os.PRIO_PROCESS, sealer)
+                - os.getpriority(os.PRIO_PROCESS, server.pid)) == SEALER_NICENESS
     finally:
         server.kill()
         server.wait()
