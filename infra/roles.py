@@ -88,5 +88,8 @@ def grant_directory(conn: psycopg.Connection[Any], role: str) -> None:
             catalog, Identifier(role)))
         conn.execute(SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}.idempotency TO {}").format(
             catalog, Identifier(role)))
+        # An answer is inserted once, and deleted only with its claim (a redaction).
+        conn.execute(SQL("GRANT SELECT, INSERT, DELETE ON {}.idempotency_answers TO {}").format(
+            catalog, Identifier(role)))
         conn.execute(SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             catalog, Identifier(role)))

@@ -27,10 +27,13 @@ def _stored(runtime: Runtime) -> int:
 
 
 def _age(runtime: Runtime, key: str, column: str, by: timedelta) -> None:
-    """Move a key's claim or answer back in time, as if ``by`` had passed."""
+    """Move a key's claim (``claimed_at``) or answer (``completed_at``) back in time, as if
+    ``by`` had passed."""
+    table = "idempotency" if column == "claimed_at" else "idempotency_answers"
     with connect(runtime.url) as conn:
-        conn.execute(SQL("UPDATE {}.idempotency SET {} = {} - %s WHERE key = %s").format(
-            Identifier(CATALOG_SCHEMA), Identifier(column), Identifier(column)), (by, key))
+        conn.execute(SQL("UPDATE {}.{} SET {} = {} - %s WHERE key = %s").format(
+            Identifier(CATALOG_SCHEMA), Identifier(table), Identifier(column),
+            Identifier(column)), (by, key))
 
 
 def _coordinator(runtime: Runtime) -> TestClient:
@@ -111,9 +114,10 @@ def test_a_burst_of_keyed_writes_each_claims_and_answers_its_own_key(
 
     assert asyncio.run(burst()) == ([None] * 20, [None] * 20)
     with connect(runtime.url) as conn:
-        rows = dict(conn.execute(SQL("SELECT key, status FROM {}.idempotency WHERE key LIKE"
-                                     " 'burst-%%'").format(Identifier(CATALOG_SCHEMA))
-                                 ).fetchall())
+        rows = dict(conn.execute(SQL(
+            "SELECT k.key, a.status FROM {s}.idempotency AS k JOIN {s}.idempotency_answers AS a"
+            " USING (username, key, claimed_at) WHERE k.key LIKE 'burst-%%'").format(
+            s=Identifier(CATALOG_SCHEMA))).fetchall())
     # Answered keys hold their answer; a server error freed its key (a retry runs again).
     assert rows == {f"burst-{n}": 201 for n in range(1, 20, 2)}
     assert client.post(f"{SUBJECT}/labs", json=LAB,
@@ -137,3 +141,45 @@ def test_keys_and_answers_keep_every_character_through_the_binary_arrays(
     for key, replay in zip(odd, replays, strict=True):
         assert replay is not None
         assert (replay.request_sha256, replay.status, replay.body) == (f"d-{key}", 201, body)
+
+
+def test_an_answer_stored_in_its_claims_row_by_an_earlier_version_is_still_replayed(
+        runtime: Runtime) -> None:
+    # Earlier versions wrote the answer over the claim's row; a retry within the day after
+    # the upgrade still gets it, and a key answered so long ago is free again.
+    _coordinator(runtime)
+    store = runtime.idempotency()
+    with connect(runtime.url) as conn:
+        conn.execute(SQL(
+            "INSERT INTO {}.idempotency VALUES (%s, 'old', 'd-old', 201, %s, now(), now()),"
+            " (%s, 'expired', 'd-exp', 201, %s, now() - %s, now() - %s)").format(
+            Identifier(CATALOG_SCHEMA)),
+            (USER, '{"content": {"version": 4}}', USER, '{"content": {}}',
+             KEY_TTL + timedelta(hours=1), KEY_TTL + timedelta(hours=1)))
+    with runtime.pool().connection() as conn:
+        old, expired = store.claim_many(conn, [(USER, "old", "d-old"), (USER, "expired", "d")])
+    assert old is not None
+    assert (old.request_sha256, old.status, old.body) == ("d-old", 201,
+                                                          {"content": {"version": 4}})
+    assert expired is None  # claimed anew
+
+
+def test_a_redaction_forgets_the_answers_that_mention_its_records(runtime: Runtime) -> None:
+    client = _coordinator(runtime)
+    headers = {"Idempotency-Key": "lab-r"}
+    first = client.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "lab-redact"},
+                        headers=headers)
+    assert first.status_code == 201, first.text
+    assert client.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "lab-other"},
+                       headers={"Idempotency-Key": "lab-o"}).status_code == 201
+    with runtime.pool().connection() as conn:
+        assert runtime.idempotency().forget_mentions(conn, ["lab-redact"]) == 1
+    # The key is free: the same request runs again (and is refused as a duplicate record),
+    # instead of replaying an answer that named the redacted record.
+    again = client.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "lab-redact"},
+                        headers=headers)
+    assert "idempotent-replayed" not in again.headers
+    assert again.status_code == 422, again.text
+    kept = client.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "lab-other"},
+                       headers={"Idempotency-Key": "lab-o"})
+    assert kept.headers.get("idempotent-replayed") == "true"

@@ -13,14 +13,13 @@ from infra.catalog import CATALOG_SCHEMA
 
 def test_a_claim_does_not_wait_behind_an_answer_still_being_stored(runtime: Runtime) -> None:
     # A request waits for its claim before it runs; answers are stored after their requests
-    # were answered. Here an answer is held up (its row locked by another transaction): a
+    # were answered. Here an answer is held up (its table locked by another transaction): a
     # new request's claim is stored meanwhile, and the answer once the lock goes.
     claims = runtime.key_claims()
 
     async def scenario(blocker: psycopg.Connection[object]) -> None:
         assert await claims.claim("u1", "first", "d1") is None
-        blocker.execute(f"SELECT 1 FROM {CATALOG_SCHEMA}.idempotency"
-                        " WHERE username = 'u1' AND key = 'first' FOR UPDATE")
+        blocker.execute(f"LOCK TABLE {CATALOG_SCHEMA}.idempotency_answers IN SHARE MODE")
         answered = claims.answer("u1", "first", 201, {"content": {"id": 1},
                                                       "content_type": "application/json",
                                                       "headers": []})
@@ -32,8 +31,10 @@ def test_a_claim_does_not_wait_behind_an_answer_still_being_stored(runtime: Runt
 
     with psycopg.connect(runtime.url) as blocker:
         asyncio.run(scenario(blocker))
-        rows = blocker.execute(f"SELECT key, status FROM {CATALOG_SCHEMA}.idempotency"
-                               " WHERE username = 'u1' ORDER BY key").fetchall()
+        rows = blocker.execute(
+            f"SELECT k.key, a.status FROM {CATALOG_SCHEMA}.idempotency AS k LEFT JOIN"
+            f" {CATALOG_SCHEMA}.idempotency_answers AS a USING (username, key, claimed_at)"
+            " WHERE username = 'u1' ORDER BY key").fetchall()
     assert rows == [("first", 201), ("second", None)]
 
 
