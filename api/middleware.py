@@ -8,6 +8,8 @@ every wait) and most wrapped ``send``, which cost as much as some of the checks 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import threading
 import time
@@ -271,8 +273,15 @@ class Idempotency:
             with self._unreleased_lock:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
-            replay = await self.runtime.key_claims().claim(username, key, digest,
-                                                           free_first=free_first)
+            claims = self.runtime.key_claims()
+            replay = await claims.claim(username, key, digest, free_first=free_first)
+            answering = (claims.answering(username, key)
+                         if replay is not None and replay.status is None else None)
+            if answering is not None:
+                # In flight here, answered and being stored: that answer, not a 409.
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await asyncio.shield(answering)
+                replay = await claims.claim(username, key, digest)
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.
@@ -308,7 +317,19 @@ class Idempotency:
                 captured["body"].extend(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, receive, capture)
+        try:
+            await self.app(scope, receive, capture)
+        except asyncio.CancelledError:
+            # Cut off mid-way (its write may yet commit): the key stays claimed until its
+            # lease runs out, and a retry hears 409 meanwhile.
+            self.runtime.key_claims().forgo()
+            raise
+        except BaseException:
+            # A server error (even after its status went out) promises nothing: its key is
+            # freed, and the error goes on to the layer that answers it.
+            captured["status"] = 500
+            await self._complete(username, key, captured)
+            raise
         await self._complete(username, key, captured)
 
     def _username(self, token: str) -> str | None:

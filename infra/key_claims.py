@@ -5,6 +5,14 @@ after (:mod:`infra.idempotency`). Each on its own costs a thread hop, a pooled c
 a statement; here the requests queue them, and one thread stores whatever is queued in one
 statement per kind (the claims, then the answers) and wakes each request, as the group commit
 does for events. A claim's outcome is its own: a key named twice is claimed by the first.
+
+Answers are stored after their requests were answered, so nobody waits for them but a retry.
+While other claimed requests are still running, the answers' thread waits up to
+:data:`ANSWER_GATHER` for their answers too: each answers' statement is a commit that flushes
+the WAL, and under load one every few milliseconds took WAL flushes from the events'
+commits every request waits for (``bench/http_bench.py --idempotency-keys``: 1,340-1,400 ->
+about 1,550 writes/s). A retry that finds its key still in flight while this process holds
+the key's answer waits for that answer and replays it, instead of hearing 409.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from domain.group_commit import Awaited, next_batch
 from infra.idempotency import IdempotencyStore, Replay
 
 MAX_BATCH = 500
+ANSWER_GATHER = 0.05
+"""Seconds the answers' thread waits for the answers of requests still running before it
+stores the ones it has (none when no claimed request is running)."""
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
@@ -53,12 +64,17 @@ class KeyClaims:
     def __init__(self, store: IdempotencyStore, connection: Connect) -> None:
         self._store = store
         self._connection = connection
+        # Requests whose claim was granted and whose answer is not queued yet (counted on
+        # the event loop, read by the answers' thread), and the answers not stored yet.
+        self._running = 0
+        self._answered = threading.Condition()
+        self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._claims: queue.SimpleQueue[_Claim | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[_Answer | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._run, args=(self._claims, self._claim),
                              name="key-claims", daemon=True),
-            threading.Thread(target=self._run, args=(self._answers, self._answer),
+            threading.Thread(target=self._run, args=(self._answers, self._answer, True),
                              name="key-answers", daemon=True)]
         for thread in self._threads:
             thread.start()
@@ -68,8 +84,11 @@ class KeyClaims:
         """Claim ``key`` for ``username``'s request (freeing a claim its failed request left
         first, with ``free_first``); the future (of the running event loop) holds None if
         claimed now, else the earlier request (see :meth:`IdempotencyStore.claim`).
-        Cancelling it leaves the claim to be stored all the same."""
+        Cancelling it leaves the claim to be stored all the same.
+
+        A request claimed now is running until it calls :meth:`answer` or :meth:`forgo`."""
         done: Awaited[Replay | None] = Awaited()
+        done.future.add_done_callback(self._granted)
         self._claims.put(_Claim(username, key, digest, free_first, done))
         return done.future
 
@@ -78,8 +97,37 @@ class KeyClaims:
         promises nothing and frees the key instead, so that a retry runs. The future (of
         the running event loop) is done once it is stored."""
         done: Awaited[None] = Awaited()
+        pending = (username, key)
+        self._pending[pending] = done.future
+        done.future.add_done_callback(lambda f: self._stored(pending, f))
+        self._ended()
         self._answers.put(_Answer(username, key, status, body, done))
         return done.future
+
+    def forgo(self) -> None:
+        """A request claimed now ends without an answer (it was cancelled): its key stays
+        claimed until its lease runs out."""
+        self._ended()
+
+    def answering(self, username: str, key: str) -> asyncio.Future[None] | None:
+        """The storing of the answer to ``username``'s ``key``, while this process holds it
+        unstored (called on the event loop that answered)."""
+        return self._pending.get((username, key))
+
+    def _granted(self, future: asyncio.Future[Replay | None]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is None:
+            with self._answered:
+                self._running += 1
+
+    def _ended(self) -> None:
+        with self._answered:
+            self._running = max(0, self._running - 1)
+            if not self._running:
+                self._answered.notify_all()
+
+    def _stored(self, pending: tuple[str, str], future: asyncio.Future[None]) -> None:
+        if self._pending.get(pending) is future:
+            del self._pending[pending]
 
     def close(self) -> None:
         """Store what is queued, then stop the threads."""
@@ -88,10 +136,16 @@ class KeyClaims:
         for thread in self._threads:
             thread.join(5)
 
-    def _run(self, waiting: queue.SimpleQueue[Any], store: Callable[[list[Any]], list[Any]]
-             ) -> None:
+    def _run(self, waiting: queue.SimpleQueue[Any], store: Callable[[list[Any]], list[Any]],
+             gather: bool = False) -> None:
         while True:
             batch, stop = next_batch(waiting, MAX_BATCH)
+            if batch and not stop and gather:
+                with self._answered:
+                    self._answered.wait_for(lambda: not self._running, ANSWER_GATHER)
+                if len(batch) < MAX_BATCH and not waiting.empty():
+                    more, stop = next_batch(waiting, MAX_BATCH - len(batch))
+                    batch += more
             if batch:
                 self._settle(batch, store)
             if stop:
