@@ -64,8 +64,9 @@ class KeyClaims:
     def __init__(self, store: IdempotencyStore, connection: Connect) -> None:
         self._store = store
         self._connection = connection
-        # Requests whose claim was granted and whose answer is not queued yet (counted on
-        # the event loop, read by the answers' thread), and the answers not stored yet.
+        # Requests claiming a key or running with it, whose answer is not queued yet
+        # (counted on the event loop, read by the answers' thread), and the answers not
+        # stored yet.
         self._running = 0
         self._answered = threading.Condition()
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -86,9 +87,11 @@ class KeyClaims:
         claimed now, else the earlier request (see :meth:`IdempotencyStore.claim`).
         Cancelling it leaves the claim to be stored all the same.
 
-        A request claimed now is running until it calls :meth:`answer` or :meth:`forgo`."""
+        A request claimed now runs until it calls :meth:`answer` or :meth:`forgo`."""
         done: Awaited[Replay | None] = Awaited()
-        done.future.add_done_callback(self._granted)
+        with self._answered:
+            self._running += 1
+        done.future.add_done_callback(self._claimed)
         self._claims.put(_Claim(username, key, digest, free_first, done))
         return done.future
 
@@ -114,10 +117,10 @@ class KeyClaims:
         unstored (called on the event loop that answered)."""
         return self._pending.get((username, key))
 
-    def _granted(self, future: asyncio.Future[Replay | None]) -> None:
-        if not future.cancelled() and future.exception() is None and future.result() is None:
-            with self._answered:
-                self._running += 1
+    def _claimed(self, future: asyncio.Future[Replay | None]) -> None:
+        # Not claimed now (or cut off): its request runs no further.
+        if future.cancelled() or future.exception() is not None or future.result() is not None:
+            self._ended()
 
     def _ended(self) -> None:
         with self._answered:
