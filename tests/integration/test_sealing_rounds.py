@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +90,28 @@ time.sleep(120)
 """
 
 
-def test_the_sealer_process_ends_with_a_server_killed_outright(
-        db_url: str, tmp_path: Path) -> None:
-    server = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(tmp_path / "home")],
+@contextlib.contextmanager
+def _server_with_a_sealer(db_url: str, home: Path
+                          ) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A process that started a background sealer: it and the sealer's pid; both killed
+    afterwards."""
+    server = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(home)],
                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                               text=True)
     assert server.stdout is not None
     sealer = int(server.stdout.readline())
     try:
+        yield server, sealer
+    finally:
+        server.kill()
+        server.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sealer, signal.SIGKILL)
+
+
+def test_the_sealer_process_ends_with_a_server_killed_outright(
+        db_url: str, tmp_path: Path) -> None:
+    with _server_with_a_sealer(db_url, tmp_path / "home") as (server, sealer):
         assert _alive(sealer)
         server.send_signal(signal.SIGKILL)  # no chance to stop its child
         server.wait()
@@ -104,21 +119,11 @@ def test_the_sealer_process_ends_with_a_server_killed_outright(
         while _alive(sealer) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(sealer)
-    finally:
-        server.kill()
-        server.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(sealer, signal.SIGKILL)
 
 
 def test_the_sealer_process_yields_the_cores_to_the_server(
         db_url: str, tmp_path: Path) -> None:
-    server = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(tmp_path / "home")],
-                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-                              text=True)
-    assert server.stdout is not None
-    sealer = int(server.stdout.readline())
-    try:
+    with _server_with_a_sealer(db_url, tmp_path / "home") as (server, sealer):
         # Set by the child once it runs: wait for it (bounded).
         deadline = time.monotonic() + 20
         while (os.getpriority(os.PRIO_PROCESS, sealer) == os.getpriority(
@@ -126,11 +131,6 @@ def test_the_sealer_process_yields_the_cores_to_the_server(
             time.sleep(0.1)
         assert (os.getpriority(os.PRIO_PROCESS, sealer)
                 - os.getpriority(os.PRIO_PROCESS, server.pid)) == SEALER_NICENESS
-    finally:
-        server.kill()
-        server.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(sealer, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
