@@ -9,7 +9,6 @@ every wait) and most wrapped ``send``, which cost as much as some of the checks 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import threading
 import time
@@ -30,7 +29,8 @@ from api.read_headers import read_source_headers
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
-from infra.idempotency import LEASE, MAX_KEY_LENGTH, request_digest
+from infra.idempotency import LEASE, MAX_KEY_LENGTH, Claimed, Replay, request_digest
+from infra.key_claims import KeyClaims
 from infra.logging import get_logger
 
 _log = get_logger("trialledger.access")
@@ -207,6 +207,20 @@ class Gateway:
         return True
 
 
+async def _claim(claims: KeyClaims, username: str, key: str, digest: str,
+                 free_first: bool = False) -> Replay | Claimed:
+    """Claim ``key`` for the request (see :meth:`KeyClaims.claim`)."""
+    claiming = claims.claim(username, key, digest, free_first=free_first)
+    try:
+        return await claiming
+    except asyncio.CancelledError:
+        # Claimed just as the request was cut off: it runs no further.
+        if (claiming.done() and not claiming.cancelled() and claiming.exception() is None
+                and isinstance(claiming.result(), Claimed)):
+            claims.forgo()
+        raise
+
+
 def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if any."""
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -274,14 +288,14 @@ class Idempotency:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
             claims = self.runtime.key_claims()
-            replay = await claims.claim(username, key, digest, free_first=free_first)
+            replay = await _claim(claims, username, key, digest, free_first)
             answering = (claims.answering(username, key)
-                         if replay is not None and replay.status is None else None)
+                         if isinstance(replay, Replay) and replay.status is None else None)
             if answering is not None:
-                # In flight here, answered and being stored: that answer, not a 409.
-                with contextlib.suppress(*DATABASE_ERRORS):
-                    await asyncio.shield(answering)
-                replay = await claims.claim(username, key, digest)
+                # In flight here, answered and being stored: that answer, not a 409. (wait,
+                # unlike await, neither raises the answer's failure nor cancels it.)
+                await asyncio.wait([answering])
+                replay = await _claim(claims, username, key, digest)
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.
@@ -289,7 +303,7 @@ class Idempotency:
                 self._unreleased.add((username, key))
             await self._database_away(send, e)
             return
-        if replay is not None:
+        if isinstance(replay, Replay):
             if replay.request_sha256 != digest:
                 await _send_body(send, *_problem(
                     422, "Invalid input", "this Idempotency-Key was used for another request",
@@ -328,16 +342,17 @@ class Idempotency:
             # A server error (even after its status went out) promises nothing: its key is
             # freed, and the error goes on to the layer that answers it.
             captured["status"] = 500
-            await self._complete(username, key, captured)
+            await self._complete(username, key, replay, captured)
             raise
-        await self._complete(username, key, captured)
+        await self._complete(username, key, replay, captured)
 
     def _username(self, token: str) -> str | None:
         with self.runtime.pool().connection() as conn:
             session = self.runtime.sessions().resolve(conn, token)
         return None if session is None else str(session.username)
 
-    async def _complete(self, username: str, key: str, captured: dict[str, Any]) -> None:
+    async def _complete(self, username: str, key: str, claimed: Claimed,
+                        captured: dict[str, Any]) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in captured["headers"]
                    if k.lower() in (b"etag", b"location")]
         content_type = next((v.decode("latin-1") for k, v in captured["headers"]
@@ -351,7 +366,7 @@ class Idempotency:
             # again (a record entered under the client's own record_id is then refused as a
             # duplicate if the first attempt did commit).
             await self.runtime.key_claims().answer(
-                username, key, captured["status"],
+                username, key, claimed, captured["status"],
                 {"content": content, "content_type": content_type, "headers": headers})
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.

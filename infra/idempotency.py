@@ -39,6 +39,13 @@ class Replay:
     body: Any
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """The key is this request's now, claimed at ``at`` (its answer names the claim so)."""
+
+    at: datetime
+
+
 def request_digest(method: str, path: str, body: bytes) -> str:
     """SHA-256 of what a request asked for; a key reused for another request is refused."""
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
@@ -91,15 +98,18 @@ class IdempotencyStore:
             " WHERE (k.username, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
         ).format(t=self._table, a=self._answers).as_bytes()
         # The answer names the claim it answers by the claim's time (a key taken over after
-        # its answer expired is claimed anew, at a later time).
+        # its answer expired, or its request's lease, is claimed anew, at a later time).
         self._complete = SQL(
             "INSERT INTO {a} (username, key, claimed_at, status, body, completed_at)"
             " SELECT k.username, k.key, k.claimed_at, n.s, n.b, %s"
-            " FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS n(u, k, s, b)"
-            " JOIN {t} AS k ON k.username = n.u AND k.key = n.k"
+            " FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::int[], %b::text[])"
+            "  AS n(u, k, c, s, b)"
+            # Only the claim it answers: a claim taken over meanwhile keeps its own answer.
+            " JOIN {t} AS k ON k.username = n.u AND k.key = n.k AND k.claimed_at = n.c"
             " ON CONFLICT DO NOTHING").format(a=self._answers, t=self._table).as_bytes()
         self._release = SQL(
-            "DELETE FROM {t} AS k WHERE username = %s AND key = %s AND status IS NULL"
+            "DELETE FROM {t} AS k WHERE username = %(u)s AND key = %(k)s AND status IS NULL"
+            " AND (%(c)s::timestamptz IS NULL OR claimed_at = %(c)s)"
             " AND NOT EXISTS (SELECT FROM {a} AS a WHERE a.username = k.username"
             "  AND a.key = k.key AND a.claimed_at = k.claimed_at)"
         ).format(t=self._table, a=self._answers).as_bytes()
@@ -143,15 +153,16 @@ class IdempotencyStore:
         return len(answered) + earlier
 
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
-              request_sha256: str) -> Replay | None:
-        """Claim the key for this request; None if claimed now, else the earlier request."""
+              request_sha256: str) -> Replay | Claimed:
+        """Claim the key for this request: :class:`Claimed` if claimed now, else the earlier
+        request."""
         return self.claim_many(conn, [(username, key, request_sha256)])[0]
 
     def claim_many(self, conn: psycopg.Connection[Any], claims: Sequence[tuple[str, str, str]]
-                   ) -> list[Replay | None]:
+                   ) -> list[Replay | Claimed]:
         """:meth:`claim` for each (person, key, request digest), in few statements; a key
         given twice is claimed by the first and replayed (in flight) to the second."""
-        outcome: dict[int, Replay | None] = {}
+        outcome: dict[int, Replay | Claimed] = {}
         pending = list(range(len(claims)))
         while pending:
             # One statement may not claim a key twice: a repeat waits for the next round.
@@ -171,7 +182,7 @@ class IdempotencyStore:
             taken = [n for n in now_claiming if claims[n][:2] not in claimed]
             for n in now_claiming:
                 if claims[n][:2] in claimed:
-                    outcome[n] = None
+                    outcome[n] = Claimed(now)
             if taken:
                 rows = {(row[0], row[1]): Replay(
                             row[2], row[3], None if row[4] is None else orjson.loads(row[4]))
@@ -185,18 +196,23 @@ class IdempotencyStore:
                         outcome[n] = replay
         return [outcome[n] for n in range(len(claims))]
 
-    def complete(self, conn: psycopg.Connection[Any], username: str, key: str, status: int,
-                 body: Any) -> None:
-        """Record the response the first request got."""
-        self.complete_many(conn, [(username, key, status, body)])
+    def complete(self, conn: psycopg.Connection[Any], username: str, key: str,
+                 claimed: Claimed, status: int, body: Any) -> None:
+        """Record the response the request that ``claimed`` the key got."""
+        self.complete_many(conn, [(username, key, claimed, status, body)])
 
     def complete_many(self, conn: psycopg.Connection[Any],
-                      answers: Sequence[tuple[str, str, int, Any]]) -> None:
-        """:meth:`complete` for each (person, key, status, body), in one statement."""
+                      answers: Sequence[tuple[str, str, Claimed, int, Any]]) -> None:
+        """:meth:`complete` for each (person, key, claim, status, body), in one statement."""
         conn.execute(self._complete, (
             datetime.now(UTC), [a[0] for a in answers], [a[1] for a in answers],
-            [a[2] for a in answers], [orjson.dumps(a[3]).decode() for a in answers]))
+            [a[2].at for a in answers], [a[3] for a in answers],
+            [orjson.dumps(a[4]).decode() for a in answers]))
 
-    def release(self, conn: psycopg.Connection[Any], username: str, key: str) -> None:
-        """Free a claim whose request failed on the server's side, so a retry runs."""
-        conn.execute(self._release, (username, key))
+    def release(self, conn: psycopg.Connection[Any], username: str, key: str,
+                claimed: Claimed | None = None) -> None:
+        """Free a claim whose request failed on the server's side, so a retry runs: the one
+        ``claimed`` (if given; a claim taken over since is left alone), or whichever is
+        unanswered."""
+        conn.execute(self._release, {"u": username, "k": key,
+                                     "c": None if claimed is None else claimed.at})

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from domain.group_commit import Awaited, next_batch
-from infra.idempotency import IdempotencyStore, Replay
+from infra.idempotency import Claimed, IdempotencyStore, Replay
 
 MAX_BATCH = 500
 ANSWER_GATHER = 0.05
@@ -44,13 +44,14 @@ class _Claim:
     key: str
     digest: str
     free_first: bool
-    done: Awaited[Replay | None]
+    done: Awaited[Replay | Claimed]
 
 
 @dataclass(frozen=True)
 class _Answer:
     username: str
     key: str
+    claimed: Claimed
     status: int  # >= 500: the key is freed instead
     body: Any
     done: Awaited[None]
@@ -81,30 +82,32 @@ class KeyClaims:
             thread.start()
 
     def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
-              ) -> asyncio.Future[Replay | None]:
+              ) -> asyncio.Future[Replay | Claimed]:
         """Claim ``key`` for ``username``'s request (freeing a claim its failed request left
-        first, with ``free_first``); the future (of the running event loop) holds None if
-        claimed now, else the earlier request (see :meth:`IdempotencyStore.claim`).
+        first, with ``free_first``); the future (of the running event loop) holds
+        :class:`Claimed` if claimed now, else the earlier request (see
+        :meth:`IdempotencyStore.claim`).
         Cancelling it leaves the claim to be stored all the same.
 
         A request claimed now runs until it calls :meth:`answer` or :meth:`forgo`."""
-        done: Awaited[Replay | None] = Awaited()
+        done: Awaited[Replay | Claimed] = Awaited()
         with self._answered:
             self._running += 1
         done.future.add_done_callback(self._claimed)
         self._claims.put(_Claim(username, key, digest, free_first, done))
         return done.future
 
-    def answer(self, username: str, key: str, status: int, body: Any) -> asyncio.Future[None]:
-        """Record the answer the claim's request got; a server error (status >= 500)
-        promises nothing and frees the key instead, so that a retry runs. The future (of
-        the running event loop) is done once it is stored."""
+    def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any
+               ) -> asyncio.Future[None]:
+        """Record the answer the request that ``claimed`` the key got; a server error
+        (status >= 500) promises nothing and frees the key instead, so that a retry runs.
+        The future (of the running event loop) is done once it is stored."""
         done: Awaited[None] = Awaited()
         pending = (username, key)
         self._pending[pending] = done.future
         done.future.add_done_callback(lambda f: self._stored(pending, f))
         self._ended()
-        self._answers.put(_Answer(username, key, status, body, done))
+        self._answers.put(_Answer(username, key, claimed, status, body, done))
         return done.future
 
     def forgo(self) -> None:
@@ -117,9 +120,10 @@ class KeyClaims:
         unstored (called on the event loop that answered)."""
         return self._pending.get((username, key))
 
-    def _claimed(self, future: asyncio.Future[Replay | None]) -> None:
+    def _claimed(self, future: asyncio.Future[Replay | Claimed]) -> None:
         # Not claimed now (or cut off): its request runs no further.
-        if future.cancelled() or future.exception() is not None or future.result() is not None:
+        if (future.cancelled() or future.exception() is not None
+                or not isinstance(future.result(), Claimed)):
             self._ended()
 
     def _ended(self) -> None:
@@ -170,7 +174,7 @@ class KeyClaims:
         for item, result in zip(items, results, strict=True):
             item.done.set_result(result)
 
-    def _claim(self, claims: list[_Claim]) -> list[Replay | None]:
+    def _claim(self, claims: list[_Claim]) -> list[Replay | Claimed]:
         with self._connection() as conn:
             for claim in claims:
                 if claim.free_first:
@@ -181,8 +185,8 @@ class KeyClaims:
         with self._connection() as conn:
             for answer in answers:
                 if answer.status >= 500:
-                    self._store.release(conn, answer.username, answer.key)
-            completed = [(a.username, a.key, a.status, a.body) for a in answers
+                    self._store.release(conn, answer.username, answer.key, answer.claimed)
+            completed = [(a.username, a.key, a.claimed, a.status, a.body) for a in answers
                          if a.status < 500]
             if completed:
                 self._store.complete_many(conn, completed)

@@ -12,7 +12,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.runtime import Runtime
 from infra.catalog import CATALOG_SCHEMA
-from infra.idempotency import KEY_TTL, LEASE, request_digest
+from infra.idempotency import KEY_TTL, LEASE, Claimed, Replay, request_digest
 from infra.postgres import connect
 from tests.support import T0, api_client, study_with_a_child
 
@@ -64,8 +64,8 @@ def test_a_key_left_by_a_crashed_request_is_taken_over_after_its_lease(
     # The claim a request made before its process died: no answer was ever recorded.
     with runtime.pool().connection() as conn:
         body = client.build_request("POST", path, json=LAB).content
-        assert runtime.idempotency().claim(conn, USER, "lab-2",
-                                           request_digest("POST", path, body)) is None
+        assert isinstance(runtime.idempotency().claim(
+            conn, USER, "lab-2", request_digest("POST", path, body)), Claimed)
     headers = {"Idempotency-Key": "lab-2"}
     stored = _stored(runtime)
     in_flight = client.post(path, json=LAB, headers=headers)
@@ -86,15 +86,16 @@ def test_claims_stored_together_each_get_their_own_outcome(runtime: Runtime) -> 
     _coordinator(runtime)
     store = runtime.idempotency()
     with runtime.pool().connection() as conn:
-        assert store.claim(conn, USER, "done", "d0") is None
-        store.complete(conn, USER, "done", 201, {"content": {"version": 3}})
+        claimed = store.claim(conn, USER, "done", "d0")
+        assert isinstance(claimed, Claimed)
+        store.complete(conn, USER, "done", claimed, 201, {"content": {"version": 3}})
         outcomes = store.claim_many(conn, [(USER, "new", "d1"), (USER, "twice", "d2"),
                                            (USER, "twice", "d3"), (USER, "done", "d0")])
-    assert outcomes[0] is None
-    assert outcomes[1] is None
-    assert outcomes[2] is not None
+    assert isinstance(outcomes[0], Claimed)
+    assert isinstance(outcomes[1], Claimed)
+    assert isinstance(outcomes[2], Replay)
     assert (outcomes[2].request_sha256, outcomes[2].status) == ("d2", None)
-    assert outcomes[3] is not None
+    assert isinstance(outcomes[3], Replay)
     assert (outcomes[3].status, outcomes[3].body) == (201, {"content": {"version": 3}})
 
 
@@ -106,13 +107,14 @@ def test_a_burst_of_keyed_writes_each_claims_and_answers_its_own_key(
         claims = runtime.key_claims()
         claimed = await asyncio.wait_for(asyncio.gather(
             *(claims.claim(USER, f"burst-{n}", f"d{n}") for n in range(20))), 30)
+        assert all(isinstance(c, Claimed) for c in claimed)
         answered = await asyncio.wait_for(asyncio.gather(
-            *(claims.answer(USER, f"burst-{n}", 201 if n % 2 else 503,
+            *(claims.answer(USER, f"burst-{n}", claimed[n], 201 if n % 2 else 503,
                             {"content": {"n": n}, "content_type": "application/json",
                              "headers": []}) for n in range(20))), 30)
         return claimed, answered
 
-    assert asyncio.run(burst()) == ([None] * 20, [None] * 20)
+    assert asyncio.run(burst())[1] == [None] * 20
     with connect(runtime.url) as conn:
         rows = dict(conn.execute(SQL(
             "SELECT k.key, a.status FROM {s}.idempotency AS k JOIN {s}.idempotency_answers AS a"
@@ -134,12 +136,13 @@ def test_keys_and_answers_keep_every_character_through_the_binary_arrays(
     body = {"content": {"text": 'a "quoted" \\ value, {x}, é€ \u2028 \\u0041', "n": [1, None]},
             "content_type": "application/json", "headers": [["ETag", '"3"']]}
     with runtime.pool().connection() as conn:
-        assert store.claim_many(conn, [(USER, key, f"d-{key}") for key in odd]) == \
-            [None] * len(odd)
-        store.complete_many(conn, [(USER, key, 201, body) for key in odd])
+        claimed = store.claim_many(conn, [(USER, key, f"d-{key}") for key in odd])
+        assert all(isinstance(c, Claimed) for c in claimed)
+        store.complete_many(conn, [(USER, key, c, 201, body)
+                                   for key, c in zip(odd, claimed, strict=True)])
         replays = store.claim_many(conn, [(USER, key, f"d-{key}") for key in odd])
     for key, replay in zip(odd, replays, strict=True):
-        assert replay is not None
+        assert isinstance(replay, Replay)
         assert (replay.request_sha256, replay.status, replay.body) == (f"d-{key}", 201, body)
 
 
@@ -158,10 +161,10 @@ def test_an_answer_stored_in_its_claims_row_by_an_earlier_version_is_still_repla
              KEY_TTL + timedelta(hours=1), KEY_TTL + timedelta(hours=1)))
     with runtime.pool().connection() as conn:
         old, expired = store.claim_many(conn, [(USER, "old", "d-old"), (USER, "expired", "d")])
-    assert old is not None
+    assert isinstance(old, Replay)
     assert (old.request_sha256, old.status, old.body) == ("d-old", 201,
                                                           {"content": {"version": 4}})
-    assert expired is None  # claimed anew
+    assert isinstance(expired, Claimed)  # claimed anew
 
 
 def test_a_redaction_forgets_the_answers_that_mention_its_records(runtime: Runtime) -> None:

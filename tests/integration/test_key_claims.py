@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from api.middleware import Idempotency
+from api.middleware import Idempotency, _claim
 from application.runtime import Runtime
 from infra import key_claims
 from infra.catalog import CATALOG_SCHEMA
+from infra.idempotency import LEASE, Claimed, Replay
 from tests.support import api_client, study_with_a_child
 
 
@@ -23,13 +25,15 @@ def test_a_claim_does_not_wait_behind_an_answer_still_being_stored(runtime: Runt
     claims = runtime.key_claims()
 
     async def scenario(blocker: psycopg.Connection[object]) -> None:
-        assert await claims.claim("u1", "first", "d1") is None
+        first = await claims.claim("u1", "first", "d1")
+        assert isinstance(first, Claimed)
         blocker.execute(f"LOCK TABLE {CATALOG_SCHEMA}.idempotency_answers IN SHARE MODE")
-        answered = claims.answer("u1", "first", 201, {"content": {"id": 1},
+        answered = claims.answer("u1", "first", first, 201, {"content": {"id": 1},
                                                       "content_type": "application/json",
                                                       "headers": []})
         await _waiting_on_a_lock(runtime.url)  # the answer's statement is under way
-        assert await asyncio.wait_for(claims.claim("u1", "second", "d2"), 10) is None
+        assert isinstance(await asyncio.wait_for(claims.claim("u1", "second", "d2"), 10),
+                          Claimed)
         assert not answered.done()
         blocker.rollback()
         await asyncio.wait_for(answered, 10)
@@ -61,25 +65,27 @@ def test_answers_wait_for_the_requests_still_running_then_are_stored_together(
     claims = runtime.key_claims()
 
     async def scenario() -> None:
-        assert await claims.claim("u2", "a", "da") is None
-        assert await claims.claim("u2", "b", "db") is None
-        first = claims.answer("u2", "a", 201, _body(1))
+        a = await claims.claim("u2", "a", "da")
+        b = await claims.claim("u2", "b", "db")
+        assert isinstance(a, Claimed) and isinstance(b, Claimed)
+        first = claims.answer("u2", "a", a, 201, _body(1))
         await asyncio.sleep(0.5)
         assert not first.done()  # "b" is still running: its answer is waited for
         assert claims.answering("u2", "a") is first
-        second = claims.answer("u2", "b", 201, _body(2))
+        second = claims.answer("u2", "b", b, 201, _body(2))
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert claims.answering("u2", "a") is None
         # Alone (nothing else running), an answer is stored at once.
-        assert await claims.claim("u2", "c", "dc") is None
-        await asyncio.wait_for(claims.answer("u2", "c", 201, _body(3)), 10)
+        c = await claims.claim("u2", "c", "dc")
+        assert isinstance(c, Claimed)
+        await asyncio.wait_for(claims.answer("u2", "c", c, 201, _body(3)), 10)
 
     asyncio.run(scenario())
     with runtime.pool().connection() as conn:
         replays = runtime.idempotency().claim_many(
             conn, [("u2", "a", "da"), ("u2", "b", "db"), ("u2", "c", "dc")])
-    assert [r.body["content"] if r else None for r in replays] == [{"n": 1}, {"n": 2},
-                                                                  {"n": 3}]
+    assert [r.body["content"] if isinstance(r, Replay) else None
+            for r in replays] == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
 def test_a_retry_while_its_answer_is_being_stored_gets_that_answer(
@@ -120,7 +126,7 @@ def test_a_retry_while_its_answer_is_being_stored_gets_that_answer(
 
     async def scenario() -> None:
         # Another request is running, so the first answer waits to be stored with its.
-        assert await claims.claim("other", "running", "d") is None
+        assert isinstance(await claims.claim("other", "running", "d"), Claimed)
         _, first = await post()
         assert claims.answering("coordinator-JLU1", "retried") is not None
         retry = asyncio.create_task(post())
@@ -169,3 +175,50 @@ def test_a_request_that_fails_with_an_error_frees_its_key(runtime: Runtime) -> N
     asyncio.run(twice())
     # The retry ran again (its key freed), instead of hearing 409 until the lease ran out.
     assert ran == [1, 1]
+
+
+def test_a_request_cut_off_just_as_its_claim_is_granted_leaves_nothing_running(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(key_claims, "ANSWER_GATHER", 30.0)
+    claims = runtime.key_claims()
+    granted = claims.claim
+
+    async def scenario() -> None:
+        cut: list[asyncio.Task[Any]] = []
+
+        def claim(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            future = granted(*args, **kwargs)
+            # Cancelled once the claim is settled, before the request resumes with it.
+            future.add_done_callback(lambda _: cut[0].cancel())
+            return future
+
+        monkeypatch.setattr(claims, "claim", claim)
+        cut.append(asyncio.create_task(_claim(claims, "u3", "cut", "d")))
+        with pytest.raises(asyncio.CancelledError):
+            await cut[0]
+        monkeypatch.setattr(claims, "claim", granted)
+        # Nothing counts as running: a lone answer is stored at once, not after the gather.
+        alone = await claims.claim("u3", "alone", "d")
+        assert isinstance(alone, Claimed)
+        await asyncio.wait_for(claims.answer("u3", "alone", alone, 201, _body(4)), 10)
+
+    asyncio.run(scenario())
+
+
+def test_a_late_answer_is_not_filed_under_the_claim_that_took_its_key_over(
+        runtime: Runtime) -> None:
+    store = runtime.idempotency()
+    with runtime.pool().connection() as conn:
+        first = store.claim(conn, "u4", "k", "d-first")
+        assert isinstance(first, Claimed)
+        # Its request outlived the lease (a stalled process): the key is taken over.
+        conn.execute(f"UPDATE {CATALOG_SCHEMA}.idempotency SET claimed_at = claimed_at - %s"
+                     " WHERE username = 'u4'", (LEASE + timedelta(seconds=1),))
+        second = store.claim(conn, "u4", "k", "d-second")
+        assert isinstance(second, Claimed)
+        store.complete(conn, "u4", "k", first, 201, _body(1))  # the stalled one, late
+        store.release(conn, "u4", "k", first)  # nor may it free the key it lost
+        store.complete(conn, "u4", "k", second, 201, _body(2))
+        replay = store.claim(conn, "u4", "k", "d-second")
+    assert isinstance(replay, Replay)
+    assert (replay.request_sha256, replay.body["content"]) == ("d-second", {"n": 2})

@@ -129,8 +129,10 @@ def test_the_sealer_process_yields_the_cores_to_the_server(
         while (os.getpriority(os.PRIO_PROCESS, sealer) == os.getpriority(
                 os.PRIO_PROCESS, server.pid) and time.monotonic() < deadline):
             time.sleep(0.1)
-        assert (os.getpriority(os.PRIO_PROCESS, sealer)
-                - os.getpriority(os.PRIO_PROCESS, server.pid)) == SEALER_NICENESS
+        server_niceness = os.getpriority(os.PRIO_PROCESS, server.pid)
+        # (Niceness stops at 19: a server already at 10 or more gets less.)
+        assert os.getpriority(os.PRIO_PROCESS, sealer) == min(
+            19, server_niceness + SEALER_NICENESS)
 
 
 def _alive(pid: int) -> bool:
