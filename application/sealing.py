@@ -1,6 +1,7 @@
 """The background work a server runs every few seconds for every study, and for the
 directory: seal new events, sign a checkpoint covering them within the checkpoint interval of
-their commit (and every 1,000 events), then project a study's into its read tables.
+their commit (and every 1,000 events), then project a study's into its read tables; and every
+ten minutes, delete the idempotency keys whose answers expired.
 
 It runs in a process of its own: hashing, verifying and projecting thousands of events would
 otherwise hold the interpreter that answers requests (on the write path's p99, ~100 ms
@@ -15,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -43,6 +45,10 @@ SEALER_API_POOL_SIZE = 1
 state): one at a time, in one thread."""
 
 
+PURGE_KEYS_EVERY = 600.0
+"""Seconds between two purges of expired idempotency keys by the sealer's rounds."""
+
+
 class SealingRounds:
     """Seals and projects every study, one round at a time (every ``round_interval``
     seconds); signs a checkpoint over new leaves so that none waits longer than
@@ -57,6 +63,7 @@ class SealingRounds:
         # checkpoint covering it comes with the last round that still fits in the interval.
         self._checkpoint_after = max(0.0, checkpoint_interval - round_interval)
         self._last_checkpoint: dict[str, float] = {}
+        self._keys_purged_at: float | None = None
         self.outage = Outage()
 
     def seal_all(self) -> None:
@@ -94,6 +101,12 @@ class SealingRounds:
             if self.outage.failed(e):
                 return
             log.exception("ledger.round_failed", study=DIRECTORY_LOG)
+        try:
+            self._purge_keys()
+        except Exception as e:
+            if self.outage.failed(e):
+                return
+            log.exception("idempotency.purge_failed")
         for study_id, _ in studies:
             try:
                 self._seal_and_project(study_id)
@@ -107,6 +120,18 @@ class SealingRounds:
                 # the rounds: the next round tries again.
                 log.exception("ledger.round_failed", study=study_id)
         self.outage.succeeded()
+
+    def _purge_keys(self) -> None:
+        """Every :data:`PURGE_KEYS_EVERY` seconds, delete idempotency keys whose answers
+        expired (a batch at a time: what is left goes the next time)."""
+        now = time.monotonic()
+        if self._keys_purged_at is not None and now - self._keys_purged_at < PURGE_KEYS_EVERY:
+            return
+        self._keys_purged_at = now
+        with self.runtime.pool().connection() as conn:
+            purged = self.runtime.idempotency().purge_expired(conn, datetime.now(UTC))
+        if purged:
+            log.info("idempotency.purged", rows=purged)
 
     def _due(self, name: str) -> bool:
         """True if the log ``name`` (a study id, or the directory's) is due a checkpoint."""

@@ -25,6 +25,8 @@ from infra.catalog import CATALOG_SCHEMA
 MAX_KEY_LENGTH = 200
 KEY_TTL = timedelta(hours=24)
 """How long a key's answer is replayed."""
+PURGE_BATCH = 10_000
+"""Expired keys deleted at most in one go (see :meth:`IdempotencyStore.purge_expired`)."""
 LEASE = timedelta(minutes=2)
 """How long a claim without an answer holds: beyond every bound on a write (lock wait,
 statement, group commit: 10 + 15 + 30 s by default) and a server's stop."""
@@ -151,6 +153,28 @@ class IdempotencyStore:
                 "DELETE FROM {t} WHERE body IS NOT NULL AND {m}").format(
                 t=self._table, m=mentions.format(SQL("body::text"))), {"n": needles}).rowcount
         return len(answered) + earlier
+
+    def purge_expired(self, conn: psycopg.Connection[Any], now: datetime,
+                      limit: int = PURGE_BATCH) -> int:
+        """Delete up to ``limit`` keys whose answer expired (or whose claim was left
+        unanswered for as long), with their answers, and answers whose claim was taken over
+        long ago; return how many rows went. Nothing expired is replayed anyway: this only
+        keeps the tables from growing with every keyed write, for ever."""
+        expired = now - KEY_TTL
+        with conn.transaction():
+            answers = conn.execute(SQL(
+                "DELETE FROM {a} WHERE ctid IN (SELECT ctid FROM {a} WHERE completed_at < %s"
+                " LIMIT %s)").format(a=self._answers), (expired, limit)).rowcount
+            # A claim goes once its answer (of either kind) expired, or, unanswered, once it
+            # is as old: an answer within the day names a claim of the day.
+            claims = conn.execute(SQL(
+                "DELETE FROM {t} WHERE ctid IN (SELECT k.ctid FROM {t} AS k"
+                " WHERE COALESCE(k.completed_at, k.claimed_at) < %(expired)s"
+                " AND NOT EXISTS (SELECT FROM {a} AS a WHERE a.username = k.username"
+                "  AND a.key = k.key AND a.claimed_at = k.claimed_at"
+                "  AND a.completed_at >= %(expired)s) LIMIT %(limit)s)").format(
+                t=self._table, a=self._answers), {"expired": expired, "limit": limit}).rowcount
+        return answers + claims
 
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | Claimed:

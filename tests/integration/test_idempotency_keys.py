@@ -4,7 +4,7 @@ over once its lease has run out, instead of answering 409 forever (issue 14, ite
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -186,3 +186,38 @@ def test_a_redaction_forgets_the_answers_that_mention_its_records(runtime: Runti
     kept = client.post(f"{SUBJECT}/labs", json={**LAB, "record_id": "lab-other"},
                        headers={"Idempotency-Key": "lab-o"})
     assert kept.headers.get("idempotent-replayed") == "true"
+
+
+def test_expired_keys_are_purged_and_the_day_s_kept(runtime: Runtime) -> None:
+    _coordinator(runtime)
+    store = runtime.idempotency()
+    day = KEY_TTL + timedelta(hours=1)
+    with runtime.pool().connection() as conn:
+        claimed = {key: store.claim(conn, USER, key, "d") for key in
+                   ("old", "fresh", "taken-over", "unanswered", "in-flight")}
+        for key in ("old", "fresh", "taken-over"):
+            store.complete(conn, USER, key, claimed[key], 201, {"content": {"key": key}})
+        # An earlier version's answer, a day old, in its claim's row.
+        conn.execute(SQL(
+            "INSERT INTO {}.idempotency VALUES (%s, 'legacy', 'd', 201, '{{}}', now() - %s,"
+            " now() - %s)").format(Identifier(CATALOG_SCHEMA)), (USER, day, day))
+    # A day passes for "old", "unanswered" and the first claim of "taken-over".
+    for key in ("old", "unanswered", "taken-over"):
+        _age(runtime, key, "claimed_at", day)
+        _age(runtime, key, "completed_at", day)
+    with runtime.pool().connection() as conn:
+        assert isinstance(store.claim(conn, USER, "taken-over", "d2"), Claimed)  # anew
+        purged = store.purge_expired(conn, datetime.now(UTC))
+        left = {row[0] for row in conn.execute(SQL(
+            "SELECT key FROM {}.idempotency WHERE username = %s").format(
+            Identifier(CATALOG_SCHEMA)), (USER,))}
+        answers = {row[0] for row in conn.execute(SQL(
+            "SELECT key FROM {}.idempotency_answers WHERE username = %s").format(
+            Identifier(CATALOG_SCHEMA)), (USER,))}
+        fresh = store.claim(conn, USER, "fresh", "d")
+    # Gone: the expired answers (old, the taken-over key's first), their claim, the legacy
+    # row and the claim left unanswered for a day; kept: the day's.
+    assert purged == 2 + 3
+    assert left == {"fresh", "taken-over", "in-flight"}
+    assert answers == {"fresh"}
+    assert isinstance(fresh, Replay) and fresh.body == {"content": {"key": "fresh"}}

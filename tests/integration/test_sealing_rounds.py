@@ -24,6 +24,8 @@ from application.sealing import (
     SealingRounds,
 )
 from domain.studies import nct04397107
+from infra.catalog import CATALOG_SCHEMA
+from infra.idempotency import KEY_TTL
 from tests.support import enroll, envelope, simulated_clock
 
 FIRST, SECOND = "NCT04397107", "SECOND-STUDY"
@@ -144,3 +146,25 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(FileNotFoundError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+def test_the_rounds_purge_expired_idempotency_keys_every_ten_minutes(
+        runtime: Runtime) -> None:
+    def expired_key(key: str) -> None:
+        with runtime.pool().connection() as conn:
+            conn.execute(f"INSERT INTO {CATALOG_SCHEMA}.idempotency VALUES ('u', %s, 'd', 201,"
+                         " '{}', now() - %s, now() - %s)", (key, KEY_TTL * 2, KEY_TTL * 2))
+
+    def keys() -> set[str]:
+        with runtime.pool().connection() as conn:
+            return {row[0] for row in conn.execute(
+                f"SELECT key FROM {CATALOG_SCHEMA}.idempotency WHERE username = 'u'")}
+
+    runtime.pool()  # the tables
+    expired_key("first")
+    rounds = SealingRounds(runtime)
+    rounds.seal_all()
+    assert keys() == set()
+    expired_key("second")
+    rounds.seal_all()  # the next round: not ten minutes later
+    assert keys() == {"second"}
