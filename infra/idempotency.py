@@ -32,6 +32,10 @@ LEASE = timedelta(minutes=2)
 statement, group commit: 10 + 15 + 30 s by default) and a server's stop."""
 
 
+# The answer ``a`` of the claim ``k`` (in the statements below).
+_ANSWERS_CLAIM = SQL("a.username = k.username AND a.key = k.key AND a.claimed_at = k.claimed_at")
+
+
 @dataclass(frozen=True)
 class Replay:
     """What an earlier request with the same key got (status None: still in flight)."""
@@ -70,9 +74,8 @@ class IdempotencyStore:
         # When the claim ``k`` was answered (None: not yet): by a row of its own, or in the
         # claim's row by an earlier version.
         answered_at = SQL(
-            "COALESCE(k.completed_at, (SELECT a.completed_at FROM {a} AS a WHERE"
-            " a.username = k.username AND a.key = k.key AND a.claimed_at = k.claimed_at))"
-        ).format(a=self._answers)
+            "COALESCE(k.completed_at, (SELECT a.completed_at FROM {a} AS a WHERE {j}))"
+        ).format(a=self._answers, j=_ANSWERS_CLAIM)
         # Composed once: each keyed request runs a claim and a completion, and the claims
         # (answers) of concurrent requests share one statement (see infra.key_claims). Their
         # arrays are sent in binary (%b): as text, psycopg escapes each element with a
@@ -95,10 +98,9 @@ class IdempotencyStore:
                                                    ).as_bytes()
         self._claimed = SQL(
             "SELECT k.username, k.key, k.request_sha256, COALESCE(a.status, k.status),"
-            " COALESCE(a.body, k.body::text) FROM {t} AS k LEFT JOIN {a} AS a"
-            " ON a.username = k.username AND a.key = k.key AND a.claimed_at = k.claimed_at"
+            " COALESCE(a.body, k.body::text) FROM {t} AS k LEFT JOIN {a} AS a ON {j}"
             " WHERE (k.username, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-        ).format(t=self._table, a=self._answers).as_bytes()
+        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM).as_bytes()
         # The answer names the claim it answers by the claim's time (a key taken over after
         # its answer expired, or its request's lease, is claimed anew, at a later time).
         self._complete = SQL(
@@ -112,9 +114,8 @@ class IdempotencyStore:
         self._release = SQL(
             "DELETE FROM {t} AS k WHERE username = %(u)s AND key = %(k)s AND status IS NULL"
             " AND (%(c)s::timestamptz IS NULL OR claimed_at = %(c)s)"
-            " AND NOT EXISTS (SELECT FROM {a} AS a WHERE a.username = k.username"
-            "  AND a.key = k.key AND a.claimed_at = k.claimed_at)"
-        ).format(t=self._table, a=self._answers).as_bytes()
+            " AND NOT EXISTS (SELECT FROM {a} AS a WHERE {j})"
+        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM).as_bytes()
 
     def create_table(self, conn: psycopg.Connection[Any]) -> None:
         """Create the tables if missing."""
@@ -170,10 +171,10 @@ class IdempotencyStore:
             claims = conn.execute(SQL(
                 "DELETE FROM {t} WHERE ctid IN (SELECT k.ctid FROM {t} AS k"
                 " WHERE COALESCE(k.completed_at, k.claimed_at) < %(expired)s"
-                " AND NOT EXISTS (SELECT FROM {a} AS a WHERE a.username = k.username"
-                "  AND a.key = k.key AND a.claimed_at = k.claimed_at"
+                " AND NOT EXISTS (SELECT FROM {a} AS a WHERE {j}"
                 "  AND a.completed_at >= %(expired)s) LIMIT %(limit)s)").format(
-                t=self._table, a=self._answers), {"expired": expired, "limit": limit}).rowcount
+                t=self._table, a=self._answers, j=_ANSWERS_CLAIM),
+                {"expired": expired, "limit": limit}).rowcount
         return answers + claims
 
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
