@@ -17,8 +17,9 @@ Batches = Iterator[list[Notification]]
 
 
 def log_batches(recorder: ApplicationRecorder, start: int, batch_size: int,
-                limit: int | None = None) -> Batches:
-    """The events from position ``start`` on (``limit`` of them at most).
+                limit: int | None = None, through: int | None = None) -> Batches:
+    """The events from position ``start`` on (``limit`` of them at most; none after position
+    ``through``, if given).
 
     Each batch is read after the previous one was taken: positions commit in order (the
     recorder's table lock), so reading on from the last position misses nothing written
@@ -27,7 +28,7 @@ def log_batches(recorder: ApplicationRecorder, start: int, batch_size: int,
     done = 0
     while limit is None or done < limit:
         wanted = batch_size if limit is None else min(batch_size, limit - done)
-        batch = list(recorder.select_notifications(start, wanted))
+        batch = list(recorder.select_notifications(start, wanted, stop=through))
         if not batch:
             return
         yield batch

@@ -84,13 +84,15 @@ class HistoryProjector(Projection[HistoryView]):
         self.project_events([(tracking.notification_id, domain_event)], tracking)
 
     def catch_up(self, batch_size: int = 1000, limit: int | None = None,
-                 on_batch: Callable[[int], object] | None = None) -> int:
-        """Project every event after the tracked position; return how many were projected.
+                 on_batch: Callable[[int], object] | None = None,
+                 through: int | None = None) -> int:
+        """Project every event after the tracked position (up to position ``through``, if
+        given); return how many were projected.
 
         ``on_batch`` hears the size of each committed batch (for a progress bar).
         """
         start = (self.view.max_tracking_id(self.app.name) or 0) + 1
-        batches = log_batches(self.app.recorder, start, batch_size, limit)
+        batches = log_batches(self.app.recorder, start, batch_size, limit, through)
         return self._replay(batches, self.view.record_batch, on_batch)
 
     def rebuild(self, version: int, batch_size: int = 5000,

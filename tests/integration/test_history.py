@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partialmethod
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from projections.queries import (
     casebook_as_of,
     outcome_summaries_as_of,
 )
+from tests.support import T0, enroll, envelope
 
 pytestmark = pytest.mark.slow(seconds=10)  # the module fixture simulates the demo study
 
@@ -729,3 +731,28 @@ def test_outcomes_at_a_valid_time_are_those_of_what_held_then(demo: Runtime) -> 
     naive = CliRunner().invoke(cli, ["outcomes", "--study", STUDY, "--valid-at", "2021-09-01",
                                      "--database-url", demo.url], env=env)
     assert naive.exit_code == 2 and "--valid-at" in naive.output
+
+
+def test_a_catch_up_ends_at_the_log_s_end_as_it_was_called(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under a steady stream of writes, catching up "to the end" chased the end: a read that
+    # catches up first waited for the stream to stop. Events committed meanwhile are the
+    # next call's.
+    app = runtime.study(nct04397107.STUDY_ID, clock=SimulatedClock(T0))
+    app.register_study(nct04397107.definition(), envelope())
+    for code in ("001", "002", "003"):
+        enroll(app, code)
+    stored = app.recorder.max_notification_id() or 0
+    written: list[int] = []
+
+    def a_write_meanwhile(_: int) -> None:
+        # Each committed batch of the catch-up sees new events written behind it.
+        assert len(written) < 20, "the catch-up chased the writes"
+        enroll(app, f"1{len(written):02d}")
+        written.append(app.recorder.max_notification_id() or 0)
+
+    monkeypatch.setattr(HistoryProjector, "catch_up", partialmethod(
+        HistoryProjector.catch_up, batch_size=2))
+    assert runtime.project(nct04397107.STUDY_ID, on_batch=a_write_meanwhile) == stored
+    assert written  # written while it caught up, and left for the next call
+    assert runtime.project(nct04397107.STUDY_ID) == written[-1] - stored
