@@ -30,7 +30,6 @@ from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, Claimed, Replay, request_digest
-from infra.key_claims import KeyClaims
 from infra.logging import get_logger
 
 _log = get_logger("trialledger.access")
@@ -207,20 +206,6 @@ class Gateway:
         return True
 
 
-async def _claim(claims: KeyClaims, username: str, key: str, digest: str,
-                 free_first: bool = False) -> Replay | Claimed:
-    """Claim ``key`` for the request (see :meth:`KeyClaims.claim`)."""
-    claiming = claims.claim(username, key, digest, free_first=free_first)
-    try:
-        return await claiming
-    except asyncio.CancelledError:
-        # Claimed just as the request was cut off: it runs no further.
-        if (claiming.done() and not claiming.cancelled() and claiming.exception() is None
-                and isinstance(claiming.result(), Claimed)):
-            claims.forgo()
-        raise
-
-
 def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if any."""
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -288,14 +273,14 @@ class Idempotency:
                 free_first = (username, key) in self._unreleased
                 self._unreleased.discard((username, key))
             claims = self.runtime.key_claims()
-            replay = await _claim(claims, username, key, digest, free_first)
+            replay = await claims.claim(username, key, digest, free_first=free_first)
             answering = (claims.answering(username, key)
                          if isinstance(replay, Replay) and replay.status is None else None)
             if answering is not None:
                 # In flight here, answered and being stored: that answer, not a 409. (wait,
                 # unlike await, neither raises the answer's failure nor cancels it.)
                 await asyncio.wait([answering])
-                replay = await _claim(claims, username, key, digest)
+                replay = await claims.claim(username, key, digest)
         except DATABASE_ERRORS as e:
             # The claim may have committed before its answer was lost: this request did not
             # run, so its claim is freed when the key comes again.

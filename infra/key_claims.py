@@ -81,15 +81,27 @@ class KeyClaims:
         for thread in self._threads:
             thread.start()
 
-    def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
-              ) -> asyncio.Future[Replay | Claimed]:
+    async def claim(self, username: str, key: str, digest: str, *, free_first: bool = False
+                    ) -> Replay | Claimed:
         """Claim ``key`` for ``username``'s request (freeing a claim its failed request left
-        first, with ``free_first``); the future (of the running event loop) holds
-        :class:`Claimed` if claimed now, else the earlier request (see
-        :meth:`IdempotencyStore.claim`).
-        Cancelling it leaves the claim to be stored all the same.
+        first, with ``free_first``): :class:`Claimed` if claimed now, else the earlier
+        request (see :meth:`IdempotencyStore.claim`). Cancelling the wait leaves the claim
+        to be stored all the same.
 
-        A request claimed now runs until it calls :meth:`answer` or :meth:`forgo`."""
+        A request claimed now runs until it calls :meth:`answer` or :meth:`forgo`; one cut
+        off just as its claim was granted (before it could resume) ends here."""
+        claiming = self._claiming(username, key, digest, free_first)
+        try:
+            return await claiming
+        except asyncio.CancelledError:
+            if (claiming.done() and not claiming.cancelled() and claiming.exception() is None
+                    and isinstance(claiming.result(), Claimed)):
+                self.forgo()
+            raise
+
+    def _claiming(self, username: str, key: str, digest: str, free_first: bool
+                  ) -> asyncio.Future[Replay | Claimed]:
+        """The claim, queued for the claims' thread: its future (of the running loop)."""
         done: Awaited[Replay | Claimed] = Awaited()
         with self._answered:
             self._running += 1

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.middleware import Idempotency, _claim
+from api.middleware import Idempotency
 from application.runtime import Runtime
 from infra import key_claims
 from infra.catalog import CATALOG_SCHEMA
@@ -181,22 +181,22 @@ def test_a_request_cut_off_just_as_its_claim_is_granted_leaves_nothing_running(
         runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(key_claims, "ANSWER_GATHER", 30.0)
     claims = runtime.key_claims()
-    granted = claims.claim
+    queued = claims._claiming
 
     async def scenario() -> None:
         cut: list[asyncio.Task[Any]] = []
 
-        def claim(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            future = granted(*args, **kwargs)
+        def claiming(*args: Any) -> asyncio.Future[Any]:
+            future = queued(*args)
             # Cancelled once the claim is settled, before the request resumes with it.
             future.add_done_callback(lambda _: cut[0].cancel())
             return future
 
-        monkeypatch.setattr(claims, "claim", claim)
-        cut.append(asyncio.create_task(_claim(claims, "u3", "cut", "d")))
+        monkeypatch.setattr(claims, "_claiming", claiming)
+        cut.append(asyncio.create_task(claims.claim("u3", "cut", "d")))
         with pytest.raises(asyncio.CancelledError):
             await cut[0]
-        monkeypatch.setattr(claims, "claim", granted)
+        monkeypatch.setattr(claims, "_claiming", queued)
         # Nothing counts as running: a lone answer is stored at once, not after the gather.
         alone = await claims.claim("u3", "alone", "d")
         assert isinstance(alone, Claimed)
