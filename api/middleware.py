@@ -29,7 +29,8 @@ from api.read_headers import read_source_headers
 from api.schemas import CONTROL_CHARACTERS, MAX_BODY_BYTES
 from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
-from infra.idempotency import LEASE, MAX_KEY_LENGTH, Claimed, Replay, request_digest
+from domain.group_commit import RECEIPTS
+from infra.idempotency import LEASE, MAX_KEY_LENGTH, Applied, Claimed, Replay, request_digest
 from infra.logging import get_logger
 
 _log = get_logger("trialledger.access")
@@ -294,6 +295,13 @@ class Idempotency:
                     422, "Invalid input", "this Idempotency-Key was used for another request",
                     errors=[{"field": "Idempotency-Key", "message": "reused for another "
                                                                     "request"}]))
+            elif replay.status is None and replay.applied_at is not None:
+                # Its events are stored but its answer is not (a server stopped between the
+                # two): it must not run again.
+                await _send_body(send, *_problem(
+                    409, "Conflict", "the request with this Idempotency-Key was applied at "
+                    f"{replay.applied_at.isoformat()} (its writes are stored) but its answer "
+                    "was not kept; it will not run again: read the resource to see the result"))
             elif replay.status is None:
                 await _send_body(send, *_problem(
                     409, "Conflict", "a request with this Idempotency-Key is in flight or was "
@@ -316,6 +324,9 @@ class Idempotency:
                 captured["body"].extend(message.get("body", b""))
             await send(message)
 
+        # The request's events are stored with the receipt of its claim (in their own
+        # transaction), so that a retry never runs it twice, whatever becomes of its answer.
+        receipts = RECEIPTS.set((Applied(username, key, replay.at),))
         try:
             await self.app(scope, receive, capture)
         except asyncio.CancelledError:
@@ -329,6 +340,8 @@ class Idempotency:
             captured["status"] = 500
             await self._complete(username, key, replay, captured)
             raise
+        finally:
+            RECEIPTS.reset(receipts)
         await self._complete(username, key, replay, captured)
 
     def _username(self, token: str) -> str | None:

@@ -10,7 +10,9 @@ subject) is retried one command at a time, so each caller gets its own outcome.
 
 A caller may also name the versions of aggregates its command read but did not change
 (``expected``: the study whose lock it checked); the store refuses the batch if one of them
-has moved on by the time the batch is written.
+has moved on by the time the batch is written. And what its context holds in
+:data:`RECEIPTS` is stored in the same transaction as its events: an HTTP request's
+idempotency claim, so that a retry finds the write applied even if its answer was lost.
 
 A watchdog bounds each store call: one that has not returned after ``timeout`` seconds is
 ended through ``abort`` (its transaction rolled back, which releases the table lock every
@@ -28,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextvars import ContextVar
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
@@ -69,9 +72,13 @@ MAX_BATCH = 500
 CLOSE_WAIT = 1.5
 
 Expected = Sequence[tuple[UUID, int]]  # (aggregate id, version) a command relied on
-# Stores events in one transaction if every expected version still holds, or raises.
-Store = Callable[[Sequence[Any], Expected], None]
-Item = tuple[list[Any], Expected, Settles[None]]
+RECEIPTS: ContextVar[tuple[object, ...]] = ContextVar("receipts", default=())
+"""What the caller of a command has stored with its events, in their transaction: stored
+exactly when they are (the store says what it takes; see infra.idempotency.Applied)."""
+# Stores events and receipts in one transaction if every expected version still holds, or
+# raises.
+Store = Callable[[Sequence[Any], Expected, Sequence[object]], None]
+Item = tuple[list[Any], Expected, tuple[object, ...], Settles[None]]
 # Ends the write that the thread of the given id has in flight in the store, so that the store
 # call fails (and its transaction rolls back); may be called again while it has not.
 Abort = Callable[[int], object]
@@ -104,15 +111,16 @@ class GroupCommitter:
                              daemon=True).start()
 
     def commit(self, events: list[Any], expected: Expected = ()) -> None:
-        """Store ``events`` (with whatever else is queued) provided the ``expected`` versions
-        still hold; return once they are committed."""
+        """Store ``events`` (with whatever else is queued, and the context's
+        :data:`RECEIPTS`) provided the ``expected`` versions still hold; return once they are
+        committed."""
         self.submit(events, expected).result()
 
     def submit(self, events: list[Any], expected: Expected = ()) -> Future[None]:
         """Queue ``events`` for :meth:`commit`; the future is done once they are committed
         (or holds why they were not)."""
         done: Future[None] = Future()
-        self._queue.put((events, expected, done))
+        self._queue.put((events, expected, RECEIPTS.get(), done))
         return done
 
     def submit_awaited(self, events: list[Any], expected: Expected = ()) -> asyncio.Future[None]:
@@ -120,7 +128,7 @@ class GroupCommitter:
         done once the events are committed (or holds why they were not); cancelling it
         leaves them queued (see :class:`Awaited`)."""
         done: Awaited[None] = Awaited()
-        self._queue.put((events, expected, done))
+        self._queue.put((events, expected, RECEIPTS.get(), done))
         return done.future
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
@@ -146,42 +154,45 @@ class GroupCommitter:
 
     def _commit(self, batch: list[Item]) -> None:
         try:
-            self._watched_store([event for events, _, _ in batch for event in events],
-                                sorted({pair for _, expected, _ in batch for pair in expected}))
+            self._watched_store([event for events, _, _, _ in batch for event in events],
+                                sorted({pair for _, expected, _, _ in batch
+                                        for pair in expected}),
+                                [receipt for _, _, receipts, _ in batch for receipt in receipts])
         except (CommitTimedOut, OperationalError) as e:
             # The database did not answer in time or at all: alone, each command would wait
             # as long again.
-            for _, _, done in batch:
+            for *_, done in batch:
                 done.set_exception(e)
             return
         except BaseException as e:  # the caller re-raises it in its own thread
             if len(batch) == 1:
-                batch[0][2].set_exception(e)
+                batch[0][3].set_exception(e)
                 return
             for item in batch:
                 self._settle(item)
             return
-        for _, _, done in batch:
+        for *_, done in batch:
             done.set_result(None)
 
     def _settle(self, item: Item) -> None:
         """Store one caller's events alone, handing it its own result or error."""
-        events, expected, done = item
+        events, expected, receipts, done = item
         try:
-            self._watched_store(events, expected)
+            self._watched_store(events, expected, receipts)
         except BaseException as e:  # the caller re-raises it in its own thread
             done.set_exception(e)
         else:
             done.set_result(None)
 
-    def _watched_store(self, events: Sequence[Any], expected: Expected) -> None:
+    def _watched_store(self, events: Sequence[Any], expected: Expected,
+                       receipts: Sequence[object]) -> None:
         """One store call, which the watchdog ends if it is overdue."""
         with self._watch_lock:
             self._calls += 1
             call = self._calls
             self._running = (call, time.monotonic() + (self._timeout or 0))
         try:
-            self._store(events, expected)
+            self._store(events, expected, receipts)
         except BaseException as e:
             with self._watch_lock:
                 self._running = None

@@ -21,7 +21,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
-from domain.group_commit import Abort, Expected, GroupCommitter
+from domain.group_commit import RECEIPTS, Abort, Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.study import Study, StudyDefinition, study_uuid
@@ -313,8 +313,10 @@ class StudyApplication(SignedApplication):
         if self._committer is None:
             self._committer = GroupCommitter(self._save_events, timeout=timeout, abort=abort)
 
-    def _save_events(self, events: Sequence[Any], relied_on: Expected) -> None:
-        """``self.save(*events, expected_versions=relied_on)``, the same steps (eventsourcing
+    def _save_events(self, events: Sequence[Any], relied_on: Expected,
+                     receipts: Sequence[object] = ()) -> None:
+        """``self.save(*events, expected_versions=relied_on, receipts=receipts)`` (the
+        receipts stored in the events' transaction), the same steps (eventsourcing
         9.5.6's ``Application.save``) without its check of each event against
         ``DomainEventProtocol``: a runtime-checkable typing Protocol, whose ``isinstance``
         walks the protocol's attributes every time (about a tenth of the committer thread's
@@ -322,6 +324,7 @@ class StudyApplication(SignedApplication):
         processing: ProcessingEvent[UUID] = ProcessingEvent()
         processing.events.extend(events)
         processing.saved_kwargs["expected_versions"] = relied_on
+        processing.saved_kwargs["receipts"] = receipts
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
@@ -342,7 +345,7 @@ class StudyApplication(SignedApplication):
                 self._committer.commit([e for a in aggregates for e in a.collect_events()],
                                        relied_on)
             else:
-                self.save(*aggregates, expected_versions=relied_on)
+                self.save(*aggregates, expected_versions=relied_on, receipts=RECEIPTS.get())
         except IntegrityError as e:
             raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
         for aggregate in aggregates:

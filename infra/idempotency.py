@@ -1,11 +1,13 @@
 """Idempotency keys: a retried POST gets the first result instead of a second write.
 
 A request claims its (person, key) before it runs and records its response after. A key
-lives :data:`KEY_TTL` after its answer; then it is free again. A claim left without a
-response answers 409 to retries while it may still be running; once it is older than
+lives :data:`KEY_TTL` after its answer; then it is free again. A request's events are stored
+with an :class:`Applied` receipt of its claim, in their own transaction: a claim whose
+request wrote is never run again, even if its answer was lost (a server killed between the
+events' commit and the answer's), until the key expires. A claim left without a response or
+a receipt answers 409 to retries while it may still be running; once it is older than
 :data:`LEASE` (longer than any write may take), the process that made it is taken to have
-died, and the next request with the key takes it over and runs (a record entered under the
-client's own record_id is then refused as a duplicate if the first attempt did commit).
+died before writing, and the next request with the key takes it over and runs.
 """
 
 from __future__ import annotations
@@ -32,17 +34,46 @@ LEASE = timedelta(minutes=2)
 statement, group commit: 10 + 15 + 30 s by default) and a server's stop."""
 
 
-# The answer ``a`` of the claim ``k`` (in the statements below).
+# The answer ``a`` of the claim ``k`` (in the statements below), and its receipt ``p``.
 _ANSWERS_CLAIM = SQL("a.username = k.username AND a.key = k.key AND a.claimed_at = k.claimed_at")
+_APPLIED_CLAIM = SQL("p.username = k.username AND p.key = k.key AND p.claimed_at = k.claimed_at")
+_APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
+# When the claim ``k``'s request stored its events (None: it did not, or not yet).
+_APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
+_RECORD_APPLIED = SQL(
+    "INSERT INTO {} (username, key, claimed_at, applied_at)"
+    " SELECT u, k, c, now() FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
+    # A request that writes twice (two commands) keeps its first receipt.
+    " ON CONFLICT DO NOTHING").format(_APPLIED).as_bytes()
 
 
 @dataclass(frozen=True)
 class Replay:
-    """What an earlier request with the same key got (status None: still in flight)."""
+    """What an earlier request with the same key got (status None: still in flight, or its
+    answer lost; ``applied_at``: when it stored its events, if it did)."""
 
     request_sha256: str
     status: int | None
     body: Any
+    applied_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The receipt of the claim of ``key`` made at ``claimed_at``: its request's events are
+    stored. The event recorder writes it in their transaction (an item of
+    :data:`domain.group_commit.RECEIPTS`, an :class:`infra.recorder.Receipt`)."""
+
+    username: str
+    key: str
+    claimed_at: datetime
+
+    @classmethod
+    def record_all(cls, curs: psycopg.Cursor[Any], receipts: Sequence[Applied]) -> None:
+        """Store ``receipts``, in the transaction of the events they vouch for."""
+        curs.execute(_RECORD_APPLIED, ([a.username for a in receipts],
+                                       [a.key for a in receipts],
+                                       [a.claimed_at for a in receipts]))
 
 
 @dataclass(frozen=True)
@@ -92,15 +123,18 @@ class IdempotencyStore:
             "  (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
             " ON CONFLICT (username, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256,"
             "  status = NULL, body = NULL, claimed_at = EXCLUDED.claimed_at, completed_at = NULL"
-            # An answer that has expired, or (none) a claim whose request died.
-            " WHERE COALESCE({answered_at} < %(expired)s, k.claimed_at < %(abandoned)s)"
-            " RETURNING k.username, k.key").format(t=self._table, answered_at=answered_at
-                                                   ).as_bytes()
+            # An answer that has expired, a write (unanswered) as long ago, or (neither) a
+            # claim whose request died before writing.
+            " WHERE COALESCE({answered_at} < %(expired)s, {applied_at} < %(expired)s,"
+            "  k.claimed_at < %(abandoned)s)"
+            " RETURNING k.username, k.key").format(t=self._table, answered_at=answered_at,
+                                                   applied_at=_APPLIED_AT).as_bytes()
         self._claimed = SQL(
             "SELECT k.username, k.key, k.request_sha256, COALESCE(a.status, k.status),"
-            " COALESCE(a.body, k.body::text) FROM {t} AS k LEFT JOIN {a} AS a ON {j}"
-            " WHERE (k.username, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM).as_bytes()
+            " COALESCE(a.body, k.body::text), {applied_at} FROM {t} AS k LEFT JOIN {a} AS a"
+            " ON {j} WHERE (k.username, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM, applied_at=_APPLIED_AT
+                 ).as_bytes()
         # The answer names the claim it answers by the claim's time (a key taken over after
         # its answer expired, or its request's lease, is claimed anew, at a later time).
         self._complete = SQL(
@@ -111,11 +145,15 @@ class IdempotencyStore:
             # Only the claim it answers: a claim taken over meanwhile keeps its own answer.
             " JOIN {t} AS k ON k.username = n.u AND k.key = n.k AND k.claimed_at = n.c"
             " ON CONFLICT DO NOTHING").format(a=self._answers, t=self._table).as_bytes()
+        # A request that failed after its events were stored keeps its claim: run again, it
+        # would write them twice.
         self._release = SQL(
             "DELETE FROM {t} AS k WHERE username = %(u)s AND key = %(k)s AND status IS NULL"
             " AND (%(c)s::timestamptz IS NULL OR claimed_at = %(c)s)"
             " AND NOT EXISTS (SELECT FROM {a} AS a WHERE {j})"
-        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM).as_bytes()
+            " AND NOT EXISTS (SELECT FROM {p} AS p WHERE {jp})"
+        ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM, p=_APPLIED,
+                 jp=_APPLIED_CLAIM).as_bytes()
 
     def create_table(self, conn: psycopg.Connection[Any]) -> None:
         """Create the tables if missing."""
@@ -131,6 +169,10 @@ class IdempotencyStore:
             " claimed_at timestamptz NOT NULL, status integer NOT NULL, body text NOT NULL,"
             " completed_at timestamptz NOT NULL, PRIMARY KEY (username, key, claimed_at))"
         ).format(self._answers))
+        conn.execute(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (username text NOT NULL, key text NOT NULL,"
+            " claimed_at timestamptz NOT NULL, applied_at timestamptz NOT NULL,"
+            " PRIMARY KEY (username, key, claimed_at))").format(_APPLIED))
 
     def forget_mentions(self, conn: psycopg.Connection[Any], needles: list[str]) -> int:
         """Delete the stored answers mentioning any of ``needles`` (the records of a
@@ -145,11 +187,12 @@ class IdempotencyStore:
                 "DELETE FROM {a} AS a WHERE {m} RETURNING username, key, claimed_at").format(
                 a=self._answers, m=mentions.format(SQL("a.body"))), {"n": needles}).fetchall()
             if answered:
-                conn.execute(SQL(
-                    "DELETE FROM {t} WHERE (username, key, claimed_at) IN"
-                    " (SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]))"
-                ).format(t=self._table), ([r[0] for r in answered], [r[1] for r in answered],
-                                          [r[2] for r in answered]))
+                for table in (self._table, _APPLIED):
+                    conn.execute(SQL(
+                        "DELETE FROM {t} WHERE (username, key, claimed_at) IN"
+                        " (SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]))"
+                    ).format(t=table), ([r[0] for r in answered], [r[1] for r in answered],
+                                        [r[2] for r in answered]))
             earlier = conn.execute(SQL(
                 "DELETE FROM {t} WHERE body IS NOT NULL AND {m}").format(
                 t=self._table, m=mentions.format(SQL("body::text"))), {"n": needles}).rowcount
@@ -158,24 +201,30 @@ class IdempotencyStore:
     def purge_expired(self, conn: psycopg.Connection[Any], now: datetime,
                       limit: int = PURGE_BATCH) -> int:
         """Delete up to ``limit`` keys whose answer expired (or whose claim was left
-        unanswered for as long), with their answers, and answers whose claim was taken over
-        long ago; return how many rows went. Nothing expired is replayed anyway: this only
-        keeps the tables from growing with every keyed write, for ever."""
+        unanswered for as long), with their answers and receipts, and answers and receipts
+        whose claim was taken over long ago; return how many rows went. Nothing expired is
+        replayed anyway: this only keeps the tables from growing with every keyed write, for
+        ever."""
         expired = now - KEY_TTL
         with conn.transaction():
             answers = conn.execute(SQL(
                 "DELETE FROM {a} WHERE ctid IN (SELECT ctid FROM {a} WHERE completed_at < %s"
                 " LIMIT %s)").format(a=self._answers), (expired, limit)).rowcount
+            receipts = conn.execute(SQL(
+                "DELETE FROM {p} WHERE ctid IN (SELECT ctid FROM {p} WHERE applied_at < %s"
+                " LIMIT %s)").format(p=_APPLIED), (expired, limit)).rowcount
             # A claim goes once its answer (of either kind) expired, or, unanswered, once it
             # is as old: an answer within the day names a claim of the day.
             claims = conn.execute(SQL(
                 "DELETE FROM {t} WHERE ctid IN (SELECT k.ctid FROM {t} AS k"
                 " WHERE COALESCE(k.completed_at, k.claimed_at) < %(expired)s"
                 " AND NOT EXISTS (SELECT FROM {a} AS a WHERE {j}"
-                "  AND a.completed_at >= %(expired)s) LIMIT %(limit)s)").format(
-                t=self._table, a=self._answers, j=_ANSWERS_CLAIM),
+                "  AND a.completed_at >= %(expired)s)"
+                " AND NOT EXISTS (SELECT FROM {p} AS p WHERE {jp}"
+                "  AND p.applied_at >= %(expired)s) LIMIT %(limit)s)").format(
+                t=self._table, a=self._answers, j=_ANSWERS_CLAIM, p=_APPLIED, jp=_APPLIED_CLAIM),
                 {"expired": expired, "limit": limit}).rowcount
-        return answers + claims
+        return answers + receipts + claims
 
     def claim(self, conn: psycopg.Connection[Any], username: str, key: str,
               request_sha256: str) -> Replay | Claimed:
@@ -210,7 +259,8 @@ class IdempotencyStore:
                     outcome[n] = Claimed(now)
             if taken:
                 rows = {(row[0], row[1]): Replay(
-                            row[2], row[3], None if row[4] is None else orjson.loads(row[4]))
+                            row[2], row[3], None if row[4] is None else orjson.loads(row[4]),
+                            row[5])
                         for row in conn.execute(self._claimed, (
                             [claims[n][0] for n in taken], [claims[n][1] for n in taken]))}
                 for n in taken:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -103,6 +103,27 @@ def _fewer_attempts(method: Any) -> Any:
     """One of eventsourcing's retried recorder methods, retried :data:`READ_ATTEMPTS` times."""
     return retry((InterfaceError, OperationalError), max_attempts=READ_ATTEMPTS,
                  wait=_RETRY_WAIT)(method.__wrapped__)
+
+
+class Receipt(Protocol):
+    """Something stored in the transaction of the events it vouches for (an item of
+    :data:`domain.group_commit.RECEIPTS`; e.g. :class:`infra.idempotency.Applied`)."""
+
+    @classmethod
+    def record_all(cls, curs: Cursor[Any], receipts: Sequence[Any]) -> None:
+        """Store ``receipts`` (all of this class) with ``curs``."""
+        ...
+
+
+def _record_receipts(curs: Cursor[Any], receipts: Sequence[object]) -> None:
+    """Store each kind of receipt in one statement."""
+    kinds: dict[type, list[object]] = {}
+    for receipt in receipts:
+        kinds.setdefault(type(receipt), []).append(receipt)
+    for kind, same in kinds.items():
+        if not hasattr(kind, "record_all"):
+            raise TypeError(f"{kind.__name__} is not a receipt the recorder can store")
+        kind.record_all(curs, same)
 
 
 class WriteAborted(OperationalError):
@@ -198,8 +219,8 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
-        """Store the events in one transaction (a large batch with COPY); return their
-        notification ids.
+        """Store the events in one transaction (a large batch with COPY), with the
+        ``receipts`` given (each a :class:`Receipt`); return their notification ids.
 
         A write whose connection fails is retried, unless it was aborted or ran out of time;
         one whose outcome is unknown (the connection lost at commit) is looked up first, so a
@@ -208,7 +229,8 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return []
         expected: Sequence[tuple[UUID, int]] = kwargs.get("expected_versions") or ()
-        return self._retried(lambda write: self._write(stored_events, expected, write),
+        receipts: Sequence[object] = kwargs.get("receipts") or ()
+        return self._retried(lambda write: self._write(stored_events, expected, receipts, write),
                              stored_events[0], len(stored_events))
 
     def insert_copy_rows(self, rows: CopyRows) -> Sequence[int]:
@@ -266,7 +288,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         return bool(row and row[0])
 
     def _write(self, stored_events: Sequence[StoredEvent], expected: Sequence[tuple[UUID, int]],
-               write: _Write) -> Sequence[int]:
+               receipts: Sequence[object], write: _Write) -> Sequence[int]:
         if expected:
             written = {e.originator_id for e in stored_events}
             clash = sorted(str(i) for i, _ in expected if i in written)
@@ -277,6 +299,8 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             write.pid = conn.info.backend_pid
             try:
                 with conn.transaction(), conn.cursor() as curs:
+                    # Before the table lock, which every write of the study waits for.
+                    _record_receipts(curs, receipts)
                     curs.execute(self._prelude())
                     if len(stored_events) >= COPY_FROM and not expected:
                         return self._copy(curs, stored_events)

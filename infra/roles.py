@@ -91,5 +91,8 @@ def grant_directory(conn: psycopg.Connection[Any], role: str) -> None:
         # An answer is inserted once, and deleted only with its claim (a redaction).
         conn.execute(SQL("GRANT SELECT, INSERT, DELETE ON {}.idempotency_answers TO {}").format(
             catalog, Identifier(role)))
+        # A receipt (a keyed request's events are stored) likewise.
+        conn.execute(SQL("GRANT SELECT, INSERT, DELETE ON {}.idempotency_applied TO {}").format(
+            catalog, Identifier(role)))
         conn.execute(SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
             catalog, Identifier(role)))

@@ -1,5 +1,7 @@
 """Idempotency keys expire after 24 h, and a key left by a request that died mid-way is taken
-over once its lease has run out, instead of answering 409 forever (issue 14, item 7)."""
+over once its lease has run out, instead of answering 409 forever (issue 14, item 7); but
+never that of a request whose events were stored (their receipt says so), whose retry would
+write them twice."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from fastapi.testclient import TestClient
 from psycopg.sql import SQL, Identifier
 
 from application.runtime import Runtime
+from domain.subject import subject_uuid
 from infra.catalog import CATALOG_SCHEMA
-from infra.idempotency import KEY_TTL, LEASE, Claimed, Replay, request_digest
+from infra.idempotency import KEY_TTL, LEASE, Applied, Claimed, Replay, request_digest
 from infra.postgres import connect
 from tests.support import T0, api_client, study_with_a_child
 
@@ -29,11 +34,22 @@ def _stored(runtime: Runtime) -> int:
 def _age(runtime: Runtime, key: str, column: str, by: timedelta) -> None:
     """Move a key's claim (``claimed_at``) or answer (``completed_at``) back in time, as if
     ``by`` had passed."""
-    table = "idempotency" if column == "claimed_at" else "idempotency_answers"
+    # A claim's answer and receipt name it by its time: they move with it.
+    moved = ([("idempotency", "claimed_at"), ("idempotency_answers", "claimed_at"),
+              ("idempotency_applied", "claimed_at"), ("idempotency_applied", "applied_at")]
+             if column == "claimed_at" else [("idempotency_answers", column)])
     with connect(runtime.url) as conn:
-        conn.execute(SQL("UPDATE {}.{} SET {} = {} - %s WHERE key = %s").format(
-            Identifier(CATALOG_SCHEMA), Identifier(table), Identifier(column),
-            Identifier(column)), (by, key))
+        for table, name in moved:
+            conn.execute(SQL("UPDATE {}.{} SET {} = {} - %s WHERE key = %s").format(
+                Identifier(CATALOG_SCHEMA), Identifier(table), Identifier(name),
+                Identifier(name)), (by, key))
+
+
+def _receipts(runtime: Runtime, key: str) -> int:
+    with connect(runtime.url) as conn:
+        row = conn.execute(SQL("SELECT count(*) FROM {}.idempotency_applied WHERE key = %s")
+                           .format(Identifier(CATALOG_SCHEMA)), (key,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _coordinator(runtime: Runtime) -> TestClient:
@@ -78,6 +94,55 @@ def test_a_key_left_by_a_crashed_request_is_taken_over_after_its_lease(
     replayed = client.post(path, json=LAB, headers=headers)
     assert replayed.json() == taken_over.json()
     assert replayed.headers["idempotent-replayed"] == "true"
+
+
+def test_a_write_whose_answer_was_lost_never_runs_again(runtime: Runtime) -> None:
+    # A server killed between the events' commit and its answer's leaves the claim and the
+    # receipt stored with the events, and no answer: a retry, even after the lease, is told
+    # the write was applied, and stores nothing.
+    client = _coordinator(runtime)
+    path, headers = f"{SUBJECT}/labs", {"Idempotency-Key": "lab-lost"}
+    assert client.post(path, json=LAB, headers=headers).status_code == 201
+    assert _receipts(runtime, "lab-lost") == 1
+    stored = _stored(runtime)
+    with connect(runtime.url) as conn:
+        conn.execute(SQL("DELETE FROM {}.idempotency_answers WHERE key = 'lab-lost'").format(
+            Identifier(CATALOG_SCHEMA)))
+    _age(runtime, "lab-lost", "claimed_at", LEASE + timedelta(seconds=1))
+    retry = client.post(path, json=LAB, headers=headers)
+    assert retry.status_code == 409, retry.text
+    assert "was applied" in retry.json()["detail"]
+    assert _stored(runtime) == stored
+    # Nor does a failure of the retry's own free the key (it is not the retry's to free).
+    with runtime.pool().connection() as conn:
+        runtime.idempotency().release(conn, USER, "lab-lost")
+        assert isinstance(runtime.idempotency().claim(
+            conn, USER, "lab-lost", request_digest("POST", path, retry.request.content)),
+            Replay)
+
+
+def test_a_receipt_is_stored_only_with_its_events(runtime: Runtime) -> None:
+    _coordinator(runtime)
+    app = runtime.study("NCT04397107")
+    subject = subject_uuid("NCT04397107", "001")
+    with app.recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(SQL("SELECT max(originator_version) AS v FROM {}.{} WHERE"
+                         " originator_id = %s").format(
+            Identifier(app.recorder.datastore.schema),
+            Identifier(app.recorder.events_table_name)), (subject,))
+        row = curs.fetchone()
+    version = int(row["v"]) if row else 0
+    at = datetime.now(UTC)
+
+    def event(n: int) -> StoredEvent:
+        return StoredEvent(subject, n, "tests:Nothing", b"{}")
+
+    with pytest.raises(IntegrityError):  # relies on a version that moved: nothing stored
+        app.recorder.insert_events([event(version + 1)], expected_versions=[
+            (subject_uuid("NCT04397107", "002"), 1)], receipts=[Applied(USER, "refused", at)])
+    assert _receipts(runtime, "refused") == 0
+    app.recorder.insert_events([event(version + 1)], receipts=[Applied(USER, "stored", at)])
+    assert _receipts(runtime, "stored") == 1
 
 
 def test_claims_stored_together_each_get_their_own_outcome(runtime: Runtime) -> None:
@@ -194,15 +259,21 @@ def test_expired_keys_are_purged_and_the_day_s_kept(runtime: Runtime) -> None:
     day = KEY_TTL + timedelta(hours=1)
     with runtime.pool().connection() as conn:
         claimed = {key: store.claim(conn, USER, key, "d") for key in
-                   ("old", "fresh", "taken-over", "unanswered", "in-flight")}
+                   ("old", "fresh", "taken-over", "unanswered", "in-flight", "applied-old",
+                    "applied-fresh")}
         for key in ("old", "fresh", "taken-over"):
             store.complete(conn, USER, key, claimed[key], 201, {"content": {"key": key}})
+        # Writes stored, answers lost (see test_a_write_whose_answer_was_lost_never_runs_again)
+        with conn.transaction(), conn.cursor() as curs:
+            Applied.record_all(curs, [Applied(USER, key, claim.at) for key in
+                                      ("applied-old", "applied-fresh")
+                                      if isinstance(claim := claimed[key], Claimed)])
         # An earlier version's answer, a day old, in its claim's row.
         conn.execute(SQL(
             "INSERT INTO {}.idempotency VALUES (%s, 'legacy', 'd', 201, '{{}}', now() - %s,"
             " now() - %s)").format(Identifier(CATALOG_SCHEMA)), (USER, day, day))
     # A day passes for "old", "unanswered" and the first claim of "taken-over".
-    for key in ("old", "unanswered", "taken-over"):
+    for key in ("old", "unanswered", "taken-over", "applied-old"):
         _age(runtime, key, "claimed_at", day)
         _age(runtime, key, "completed_at", day)
     with runtime.pool().connection() as conn:
@@ -214,10 +285,15 @@ def test_expired_keys_are_purged_and_the_day_s_kept(runtime: Runtime) -> None:
         answers = {row[0] for row in conn.execute(SQL(
             "SELECT key FROM {}.idempotency_answers WHERE username = %s").format(
             Identifier(CATALOG_SCHEMA)), (USER,))}
+        receipts = {row[0] for row in conn.execute(SQL(
+            "SELECT key FROM {}.idempotency_applied WHERE username = %s").format(
+            Identifier(CATALOG_SCHEMA)), (USER,))}
         fresh = store.claim(conn, USER, "fresh", "d")
     # Gone: the expired answers (old, the taken-over key's first), their claim, the legacy
-    # row and the claim left unanswered for a day; kept: the day's.
-    assert purged == 2 + 3
-    assert left == {"fresh", "taken-over", "in-flight"}
+    # row, the claim left unanswered for a day, and the write applied a day ago with its
+    # receipt; kept: the day's.
+    assert purged == 2 + 1 + 4
+    assert left == {"fresh", "taken-over", "in-flight", "applied-fresh"}
     assert answers == {"fresh"}
+    assert receipts == {"applied-fresh"}
     assert isinstance(fresh, Replay) and fresh.body == {"content": {"key": "fresh"}}

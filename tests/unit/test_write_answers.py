@@ -128,7 +128,7 @@ def test_a_committer_whose_waiter_left_with_its_loop_goes_on() -> None:
     entered, release = threading.Event(), threading.Event()
     stored: list[list[Any]] = []
 
-    def store(events: Any, expected: Any) -> None:
+    def store(events: Any, expected: Any, receipts: Any) -> None:
         entered.set()
         release.wait(5)
         stored.append(list(events))
