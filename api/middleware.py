@@ -359,16 +359,18 @@ class Idempotency:
             content = orjson.loads(bytes(captured["body"])) if captured["body"] else None
         except orjson.JSONDecodeError:
             content = None
+        # A server error (>= 500), or a refusal to be sent again (Retry-After: another's
+        # write came first), promises nothing: the key is freed so a retry runs (unless this
+        # request's write was stored: its receipt keeps the key).
+        frees = captured["status"] >= 500 or any(k.lower() == b"retry-after"
+                                                 for k, _ in captured["headers"])
         try:
-            # A server error (>= 500) promises nothing: the key is freed so a retry runs
-            # again (a record entered under the client's own record_id is then refused as a
-            # duplicate if the first attempt did commit).
             await self.runtime.key_claims().answer(
                 username, key, claimed, captured["status"],
-                {"content": content, "content_type": content_type, "headers": headers})
+                {"content": content, "content_type": content_type, "headers": headers}, frees)
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.
-            if captured["status"] >= 500:
+            if frees:
                 with self._unreleased_lock:
                     self._unreleased.add((username, key))
             _log.warning("idempotency key not recorded", status=captured["status"],

@@ -78,6 +78,10 @@ def install(app: FastAPI) -> None:
         response = problem(status, title, str(exc), **extra)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, Conflict):
+            # Another's write came first: this one may simply be sent again (and its
+            # Idempotency-Key is freed for that, see api.middleware.Idempotency).
+            response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(Unverified)

@@ -254,7 +254,7 @@ class DirectoryApplication(SignedApplication):
         try:
             self.save(*aggregates)
         except IntegrityError as e:
-            raise Conflict(f"concurrent write, please retry: {e}") from e
+            raise Conflict("concurrent write, please retry") from e
         finally:
             with self._recent_lock:
                 for aggregate in aggregates:

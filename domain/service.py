@@ -7,8 +7,9 @@ signing mapper is handed in by whoever composes the application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from copy import deepcopy
 from datetime import date, datetime
 from typing import Any
@@ -28,6 +29,14 @@ from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject, subject_uuid
 from domain.transcodings import FastJSONTranscoder
 
+# What a write refused by the store for another's, committed first, is told (never the
+# database's own words: its constraint and the record's internal id and version).
+CONCURRENT_WRITE = "concurrent write, please re-read and retry"
+# How many times a write is refused so before it gives up: each attempt after the first reads
+# the latest state, and only writes by other processes (or a study-level write) can come in
+# between (this process takes its writes of one subject in turns).
+CONFLICT_ATTEMPTS = 4
+
 
 class StudyApplication(SignedApplication):
     """All commands of one study. Each call is one transaction: it commits or stores nothing."""
@@ -45,6 +54,7 @@ class StudyApplication(SignedApplication):
         self._definition: StudyDefinition | None = None
         self._committer: GroupCommitter | None = None
         self._cache_lock = threading.Lock()
+        self._subject_turns = _Turns()
         super().__init__(env, clock, mapper_factory)
 
     def construct_transcoder(self) -> Transcoder:
@@ -199,9 +209,7 @@ class StudyApplication(SignedApplication):
             try:
                 self._save(subject, relied_on=write.relied_on)
             except Conflict:
-                if write.on_latest:
-                    raise
-                write.on_latest = True
+                write.conflicted()
                 continue
             return subject
 
@@ -217,22 +225,23 @@ class StudyApplication(SignedApplication):
         subject and study are cached, and the loop serves other requests while the commit
         is under way; what has to read the store runs in a worker thread."""
         write = SubjectWrite(self, subject_code, command, expected_version, may_act)
-        while True:
-            try:
-                subject = (write.attempt() if write.cached()
-                           else await asyncio.to_thread(write.attempt))
-            except Exception:
-                if await asyncio.to_thread(write.refusal_stands):
-                    raise
-                continue
-            try:
-                await self._save_async(subject, relied_on=write.relied_on)
-            except Conflict:
-                if write.on_latest:
-                    raise
-                write.on_latest = True
-                continue
-            return subject
+        # One write of a subject at a time in this process: concurrent ones would each
+        # compute the same next version, and all but one be refused by the store.
+        async with self._subject_turns.turn(subject_code):
+            while True:
+                try:
+                    subject = (write.attempt() if write.cached()
+                               else await asyncio.to_thread(write.attempt))
+                except Exception:
+                    if await asyncio.to_thread(write.refusal_stands):
+                        raise
+                    continue
+                try:
+                    await self._save_async(subject, relied_on=write.relied_on)
+                except Conflict:
+                    write.conflicted()
+                    continue
+                return subject
 
     def aggregate_to_change(self, aggregate_id: UUID, latest: bool, missing: str) -> Any:
         """A copy of the aggregate for a command: the cached one as it is unless ``latest``
@@ -347,7 +356,7 @@ class StudyApplication(SignedApplication):
             else:
                 self.save(*aggregates, expected_versions=relied_on, receipts=RECEIPTS.get())
         except IntegrityError as e:
-            raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
+            raise Conflict(CONCURRENT_WRITE) from e
         for aggregate in aggregates:
             self._remember(aggregate)
 
@@ -359,7 +368,7 @@ class StudyApplication(SignedApplication):
         try:
             await self._committer.submit_awaited(list(aggregate.collect_events()), relied_on)
         except IntegrityError as e:
-            raise Conflict(f"concurrent write, please re-read and retry: {e}") from e
+            raise Conflict(CONCURRENT_WRITE) from e
         self._remember(aggregate)
 
     def _remember(self, aggregate: Study | Subject | Keyring) -> None:
@@ -397,6 +406,16 @@ class SubjectWrite:
         self.on_latest = app.repository.cache is None
         self.relied_on: Expected = ()
         self._read_as = (0, 0)
+        self._conflicts = 0
+
+    def conflicted(self) -> None:
+        """The store refused the write (another wrote the subject or the study first): the
+        next attempt reads the latest state; raise :class:`Conflict` after
+        :data:`CONFLICT_ATTEMPTS` refusals."""
+        self._conflicts += 1
+        if self._conflicts >= CONFLICT_ATTEMPTS:
+            raise Conflict(CONCURRENT_WRITE)
+        self.on_latest = True
 
     def cached(self) -> bool:
         """True if an attempt now needs nothing from the store."""
@@ -435,3 +454,28 @@ class SubjectWrite:
         latest = (self.app.aggregate_to_read(self.subject_id, True, self.missing).version,
                   self.app.aggregate_to_read(self.study_id, True).version)
         return latest == self._read_as
+
+
+class _Turns:
+    """Per-key turns for the coroutines of each event loop: one holder of a key at a time,
+    the others waiting in order; a key nobody holds or waits for is forgotten. (Each loop
+    has turns of its own: an asyncio lock serves one loop, and a server has one.)"""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[asyncio.AbstractEventLoop, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        """Wait for ``key``'s turn; hold it inside the block."""
+        named = (asyncio.get_running_loop(), key)
+        lock, users = self._locks.get(named) or (asyncio.Lock(), 0)
+        self._locks[named] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[named]
+            if users == 1:
+                del self._locks[named]
+            else:
+                self._locks[named] = (lock, users - 1)

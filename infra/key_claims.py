@@ -52,8 +52,9 @@ class _Answer:
     username: str
     key: str
     claimed: Claimed
-    status: int  # >= 500: the key is freed instead
+    status: int
     body: Any
+    frees: bool  # the answer promises nothing: the key is freed instead
     done: Awaited[None]
 
 
@@ -109,17 +110,20 @@ class KeyClaims:
         self._claims.put(_Claim(username, key, digest, free_first, done))
         return done.future
 
-    def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any
-               ) -> asyncio.Future[None]:
+    def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any,
+               frees: bool = False) -> asyncio.Future[None]:
         """Record the answer the request that ``claimed`` the key got; a server error
-        (status >= 500) promises nothing and frees the key instead, so that a retry runs.
-        The future (of the running event loop) is done once it is stored."""
+        (status >= 500), or an answer that ``frees`` the key (one to be retried), promises
+        nothing and frees the key instead, so that a retry runs (unless the request's write
+        was stored: see :class:`infra.idempotency.Applied`). The future (of the running
+        event loop) is done once it is stored."""
         done: Awaited[None] = Awaited()
         pending = (username, key)
         self._pending[pending] = done.future
         done.future.add_done_callback(lambda f: self._stored(pending, f))
         self._ended()
-        self._answers.put(_Answer(username, key, claimed, status, body, done))
+        self._answers.put(_Answer(username, key, claimed, status, body,
+                                  frees or status >= 500, done))
         return done.future
 
     def forgo(self) -> None:
@@ -196,10 +200,10 @@ class KeyClaims:
     def _answer(self, answers: list[_Answer]) -> list[None]:
         with self._connection() as conn:
             for answer in answers:
-                if answer.status >= 500:
+                if answer.frees:
                     self._store.release(conn, answer.username, answer.key, answer.claimed)
             completed = [(a.username, a.key, a.claimed, a.status, a.body) for a in answers
-                         if a.status < 500]
+                         if not a.frees]
             if completed:
                 self._store.complete_many(conn, completed)
         return [None] * len(answers)

@@ -343,24 +343,8 @@ class HistoryView(PostgresTrackingRecorder):
         its header or record.
         """
         s = Identifier(self.datastore.schema)
-        # The longest first: each step is one scan of its table, two connections keep two
-        # going, and the small ones fill in at the end.
-        steps = [
-            [CHANGES_TABLE.add_key(s, REBUILT)],
-            # The summaries read the rebuilt versions and marks once they are indexed.
-            _closed_in_order(s, VERSIONS_TABLE) + _in_order(s, MARKS_TABLE)
-            + _derived_rebuilt(s),
-            _closed_in_order(s, FACTS_TABLE),
-            _closed_in_order(s, OUTCOME_SUMMARIES_TABLE),
-            *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
-            [EVENTS_TABLE.add_key(s, REBUILT)],
-            *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
-            # The planner's statistics, for its choice among the filters' indexes.
-            *[[SQL("ANALYZE {}.{}").format(s, Identifier(t.name + REBUILT))]
-              for t in (EVENTS_TABLE, CHANGES_TABLE)],
-        ]
         with ThreadPoolExecutor(2, thread_name_prefix="rebuild-index") as pool:
-            for done in [pool.submit(self._execute, step) for step in steps]:
+            for done in [pool.submit(self._execute, step) for step in self.finish_steps()]:
                 done.result()
         with self.datastore.transaction(commit=True) as curs:
             # The application's role (``trialledger db grant``) keeps its rights on the
@@ -390,6 +374,27 @@ class HistoryView(PostgresTrackingRecorder):
             curs.execute(SQL("DELETE FROM {}.{}").format(s, Identifier(SHAPE)))
             curs.execute(SQL("INSERT INTO {}.{} (version) VALUES (%s)").format(
                 s, Identifier(SHAPE)), (version,))
+
+    def finish_steps(self) -> list[list[Composed]]:
+        """The statements of a rebuild's finish before the swap (ordering, keys, indexes,
+        statistics), in steps of one transaction each; steps may run side by side."""
+        s = Identifier(self.datastore.schema)
+        # The longest first: each step is one scan of its table, two connections keep two
+        # going, and the small ones fill in at the end.
+        return [
+            [CHANGES_TABLE.add_key(s, REBUILT)],
+            # The summaries read the rebuilt versions and marks once they are indexed.
+            _closed_in_order(s, VERSIONS_TABLE) + _in_order(s, MARKS_TABLE)
+            + _derived_rebuilt(s),
+            _closed_in_order(s, FACTS_TABLE),
+            _closed_in_order(s, OUTCOME_SUMMARIES_TABLE),
+            *[[statement] for statement in CHANGES_TABLE.create_indexes(s, REBUILT)],
+            [EVENTS_TABLE.add_key(s, REBUILT)],
+            *[[statement] for statement in EVENTS_TABLE.create_indexes(s, REBUILT)],
+            # The planner's statistics, for its choice among the filters' indexes.
+            *[[SQL("ANALYZE {}.{}").format(s, Identifier(t.name + REBUILT))]
+              for t in (EVENTS_TABLE, CHANGES_TABLE)],
+        ]
 
     def _execute(self, statements: list[Composed]) -> None:
         """Run a step of a rebuild's finish in one transaction (see REBUILD_SETTINGS)."""
