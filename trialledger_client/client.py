@@ -3,7 +3,8 @@
 Both run the calls of :mod:`trialledger_client.operations` alike: they keep the token of the
 last sign-in, send a fresh ``Idempotency-Key`` with every write (the same one on each retry
 of that write), send ``If-Match`` with the version of the subject they last saw, retry after
-a connection error or a 503 with ``Retry-After``, and turn problem+json into exceptions.
+a connection error or a 503 or 409 with ``Retry-After``, and turn problem+json into
+exceptions.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class _Session:
         return float(min(self.max_retry_wait, 0.1 * 2 ** attempt))
 
     def retry_after(self, response: httpx.Response) -> float | None:
-        """The wait a 503 asks for (None: not a 503 with Retry-After)."""
-        if response.status_code != 503:
+        """The wait a 503 (the database away) or a 409 (another's write to the subject came
+        first) asks for with Retry-After (None: neither, or without it)."""
+        if response.status_code not in (409, 503):
             return None
         value = response.headers.get("retry-after")
         if value is None or not value.strip().isdigit():
@@ -191,7 +193,7 @@ class Client:
     ``Client("http://127.0.0.1:8000")``, then :meth:`sign_in` (or pass the ``token`` of
     another client's sign-in); every operation of :mod:`trialledger_client.operations` is a
     method. ``retries`` bounds the retries of one
-    call after a connection error or a 503 with Retry-After (each wait at most
+    call after a connection error or a 503 or 409 with Retry-After (each wait at most
     ``max_retry_wait`` seconds); ``transport`` and ``timeout`` go to httpx. With
     ``idempotency_keys=False`` writes carry no key and a POST is never retried (for a caller
     whose every entry names its own ``record_id``, which the server refuses to store twice).

@@ -167,6 +167,37 @@ def test_a_retry_after_a_lost_answer_sends_the_same_key_and_stores_one_event(
     assert len(transport.keys) == 3 and transport.keys[2] != transport.keys[0]
 
 
+class ConflictFirst(httpx.HTTPTransport):
+    """A server whose first answer to a POST to ``path`` is the 409 with Retry-After of a
+    write refused for another's, committed first (the server freed its key). Records every
+    key sent to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == self.path:
+            self.keys.append(request.headers["idempotency-key"])
+            if len(self.keys) == 1:
+                return httpx.Response(409, headers={"Retry-After": "1",
+                                                    "Content-Type": "application/problem+json"},
+                                      json={"title": "Conflict", "status": 409,
+                                            "detail": "concurrent write, please re-read and retry"})
+        return super().handle_request(request)
+
+
+def test_a_write_refused_for_another_s_is_sent_again_with_its_key(served: Served) -> None:
+    path = f"/v1/studies/{STUDY}/subjects/110/labs"
+    transport = ConflictFirst(path)
+    client = served.client("coordinator", transport=transport)
+    _enrol(client, "110")
+    written = client.record_lab(STUDY, "110", observed_at=T0, code="C3", value=0.8, unit="g/L")
+    assert not written.replayed
+    assert len(transport.keys) == 2 and transport.keys[0] == transport.keys[1]
+
+
 def test_the_audit_trail_pages_give_every_row_once(served: Served) -> None:
     client = served.client("coordinator")
     _enrol(client, "104")
