@@ -14,6 +14,7 @@ the batch itself writes to one, nothing is inserted and
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -115,15 +116,17 @@ class Receipt(Protocol):
         ...
 
 
-def _record_receipts(curs: Cursor[Any], receipts: Sequence[object]) -> None:
-    """Store each kind of receipt in one statement."""
+def _record_receipts(conn: psycopg.Connection[Any], receipts: Sequence[object]) -> None:
+    """Store each kind of receipt in one statement (a cursor of its own: in a pipeline the
+    events' insert follows on another)."""
     kinds: dict[type, list[object]] = {}
     for receipt in receipts:
         kinds.setdefault(type(receipt), []).append(receipt)
     for kind, same in kinds.items():
         if not hasattr(kind, "record_all"):
             raise TypeError(f"{kind.__name__} is not a receipt the recorder can store")
-        kind.record_all(curs, same)
+        with conn.cursor() as curs:
+            kind.record_all(curs, same)
 
 
 class WriteAborted(OperationalError):
@@ -299,12 +302,14 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             write.pid = conn.info.backend_pid
             try:
                 with conn.transaction(), conn.cursor() as curs:
-                    # Before the table lock, which every write of the study waits for.
-                    _record_receipts(curs, receipts)
                     curs.execute(self._prelude())
                     if len(stored_events) >= COPY_FROM and not expected:
+                        _record_receipts(conn, receipts)
                         return self._copy(curs, stored_events)
-                    return self._insert(curs, stored_events, expected)
+                    # The receipts go with the events' insert, in one round trip.
+                    with conn.pipeline() if receipts else contextlib.nullcontext():
+                        _record_receipts(conn, receipts)
+                        return self._insert(curs, stored_events, expected)
             finally:
                 write.pid = None
 
