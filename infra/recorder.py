@@ -14,7 +14,6 @@ the batch itself writes to one, nothing is inserted and
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -166,7 +165,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         )
         self.lock_timeout = float(datastore.lock_timeout)
         self.statement_timeout = 0.0
-        self._prelude_cache: tuple[tuple[float, float], bytes] | None = None
+        self._prelude_cache: tuple[tuple[float, float], list[bytes]] | None = None
         self._writes: dict[int, _Write] = {}
         self._writes_lock = threading.Lock()
         table = SQL("{}.{}").format(Identifier(datastore.schema),
@@ -206,19 +205,26 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         lock (notification ids in commit order), and the notification of new events.
         Composed once for the timeouts in force (as bytes: a composed statement is rendered
         again at every execution)."""
+        return b"; ".join(self._prelude_statements())
+
+    def _prelude_statements(self) -> list[bytes]:
+        """:meth:`_prelude`, one statement at a time (a pipeline sends each on its own)."""
         timeouts = (self.lock_timeout, self.statement_timeout)
         cached = self._prelude_cache
         if cached is None or cached[0] != timeouts:
-            cached = self._prelude_cache = (timeouts, self._compose_prelude().as_bytes())
+            cached = self._prelude_cache = (timeouts, [
+                statement.as_bytes() for statement in self._compose_prelude()])
         return cached[1]
 
-    def _compose_prelude(self) -> Composed:
-        return SQL(
-            "SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}; "
-            "LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {channel}"
-        ).format(lock=Literal(f"{round(self.lock_timeout * 1000)}ms"),
-                 statement=Literal(f"{round(self.statement_timeout * 1000)}ms"),
-                 table=self._table, channel=Identifier(self.channel_name))
+    def _compose_prelude(self) -> list[Composed]:
+        return [
+            SQL("SET LOCAL lock_timeout = {}").format(
+                Literal(f"{round(self.lock_timeout * 1000)}ms")),
+            SQL("SET LOCAL statement_timeout = {}").format(
+                Literal(f"{round(self.statement_timeout * 1000)}ms")),
+            SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self._table),
+            SQL("NOTIFY {}").format(Identifier(self.channel_name)),
+        ]
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
@@ -301,15 +307,19 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             write.pid = conn.info.backend_pid
             try:
-                with conn.transaction(), conn.cursor() as curs:
-                    curs.execute(self._prelude())
-                    if len(stored_events) >= COPY_FROM and not expected:
+                if len(stored_events) >= COPY_FROM and not expected:
+                    with conn.transaction(), conn.cursor() as curs:
+                        curs.execute(self._prelude())
                         _record_receipts(conn, receipts)
                         return self._copy(curs, stored_events)
-                    # The receipts go with the events' insert, in one round trip.
-                    with conn.pipeline() if receipts else contextlib.nullcontext():
-                        _record_receipts(conn, receipts)
-                        return self._insert(curs, stored_events, expected)
+                # One round trip to the insert's answer (the transaction's start, the
+                # receipts before the table lock, the prelude's statements one by one, the
+                # insert), and one for the commit.
+                with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
+                    _record_receipts(conn, receipts)
+                    for statement in self._prelude_statements():
+                        curs.execute(statement)
+                    return self._insert(curs, stored_events, expected)
             finally:
                 write.pid = None
 
