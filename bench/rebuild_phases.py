@@ -59,9 +59,10 @@ def main() -> None:
             done = HistoryProjector(app, view).replay_part(0, 1, through)
         else:
             done = PartsReplay(settings, args.store, STUDY, parts, signed=runtime.signed)(through)
+        server_cpu = server.spent().get("server_cpu_s")
         print(f"replay: {done} events, {parts} parts, {time.perf_counter() - started:.1f} s, "
-              f"CPU {cpu_seconds() - cpu:.1f} s (this process and its parts), "
-              f"server {server.spent().get('server_cpu_s', float('nan')):.1f} s")
+              f"CPU {cpu_seconds() - cpu:.1f} s (this process and its parts)"
+              + ("" if server_cpu is None else f", the embedded server {server_cpu:.1f} s"))
         total = 0.0
         with psycopg.connect(args.store, autocommit=True) as conn:
             pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
