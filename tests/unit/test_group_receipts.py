@@ -14,32 +14,43 @@ import pytest
 from domain.group_commit import RECEIPTS, GroupCommitter
 
 
-def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
-    entered, release = threading.Event(), threading.Event()
-    calls: list[tuple[list[Any], list[object]]] = []
+class HeldStore:
+    """A store that records each call's events and receipts, holds the call storing
+    ``["hold"]`` until released (so that what is queued meanwhile is taken as one batch),
+    and refuses any call storing ``"refused"``."""
 
-    def store(events: Any, expected: Any, receipts: Any) -> None:
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls: list[tuple[list[Any], list[object]]] = []
+
+    def __call__(self, events: Any, expected: Any, receipts: Any) -> None:
         if events == ["hold"]:
-            entered.set()
-            release.wait(5)
+            self.entered.set()
+            self.release.wait(5)
         if "refused" in events:
             raise ValueError("refused")
-        calls.append((list(events), list(receipts)))
+        self.calls.append((list(events), list(receipts)))
 
-    def submitted(events: list[Any], receipts: tuple[object, ...]) -> Future[None]:
-        context = contextvars.copy_context()
-        context.run(RECEIPTS.set, receipts)
-        return context.run(committer.submit, events)
 
+def _submitted(committer: GroupCommitter, events: list[Any], receipts: tuple[object, ...]
+               ) -> Future[None]:
+    """``events`` submitted from a context whose RECEIPTS are ``receipts``."""
+    context = contextvars.copy_context()
+    context.run(RECEIPTS.set, receipts)
+    return context.run(committer.submit, events)
+
+
+def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
+    store = HeldStore()
     committer = GroupCommitter(store)
     try:
         holding = committer.submit(["hold"])
-        assert entered.wait(5)
+        assert store.entered.wait(5)
         # Queued behind the held call: taken as one batch, which fails, then one at a time.
-        good = submitted(["good"], ("receipt of good",))
-        refused = submitted(["refused"], ("receipt of refused",))
+        good = _submitted(committer, ["good"], ("receipt of good",))
+        refused = _submitted(committer, ["refused"], ("receipt of refused",))
         plain = committer.submit(["plain"])
-        release.set()
+        store.release.set()
         holding.result(5)
         good.result(5)
         plain.result(5)
@@ -47,31 +58,19 @@ def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
             refused.result(5)
     finally:
         committer.close()
-    assert calls == [(["hold"], []), (["good"], ["receipt of good"]), (["plain"], [])]
+    assert store.calls == [(["hold"], []), (["good"], ["receipt of good"]), (["plain"], [])]
 
 
 def test_a_batch_stores_its_callers_receipts_in_its_one_transaction() -> None:
-    entered, release = threading.Event(), threading.Event()
-    calls: list[tuple[list[Any], list[object]]] = []
-
-    def store(events: Any, expected: Any, receipts: Any) -> None:
-        if events == ["hold"]:
-            entered.set()
-            release.wait(5)
-        calls.append((list(events), list(receipts)))
-
+    store = HeldStore()
     committer = GroupCommitter(store)
     try:
         holding = committer.submit(["hold"])
-        assert entered.wait(5)
-        futures = []
-        for n in range(3):
-            context = contextvars.copy_context()
-            context.run(RECEIPTS.set, (f"r{n}",))
-            futures.append(context.run(committer.submit, [f"e{n}"]))
-        release.set()
+        assert store.entered.wait(5)
+        futures = [_submitted(committer, [f"e{n}"], (f"r{n}",)) for n in range(3)]
+        store.release.set()
         for future in (holding, *futures):
             future.result(5)
     finally:
         committer.close()
-    assert calls == [(["hold"], []), (["e0", "e1", "e2"], ["r0", "r1", "r2"])]
+    assert store.calls == [(["hold"], []), (["e0", "e1", "e2"], ["r0", "r1", "r2"])]
