@@ -16,6 +16,7 @@ from application.database_away import RETRY_AFTER
 from application.sign_in_limits import TooManyAttempts
 from domain.errors import (
     AlreadyExists,
+    ConcurrentWrite,
     Conflict,
     DomainError,
     EligibilityRefused,
@@ -78,9 +79,10 @@ def install(app: FastAPI) -> None:
         response = problem(status, title, str(exc), **extra)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, Conflict):
+        if isinstance(exc, ConcurrentWrite):
             # Another's write came first: this one may simply be sent again (and its
-            # Idempotency-Key is freed for that, see api.middleware.Idempotency).
+            # Idempotency-Key is freed for that, see api.middleware.Idempotency). Not a stale
+            # If-Match (412), which the same request can never pass.
             response.headers["Retry-After"] = "1"
         return response
 

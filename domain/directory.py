@@ -25,7 +25,7 @@ from eventsourcing.utils import EnvType
 
 from domain.clock import Clock
 from domain.envelope import Envelope
-from domain.errors import AlreadyExists, Conflict, NotFound, Unverified
+from domain.errors import AlreadyExists, ConcurrentWrite, Conflict, NotFound, Unverified
 from domain.sign_in_log import SignInLog, anonymous_envelope, sign_in_log_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.topics import stored_names
@@ -254,7 +254,7 @@ class DirectoryApplication(SignedApplication):
         try:
             self.save(*aggregates)
         except IntegrityError as e:
-            raise Conflict("concurrent write, please retry") from e
+            raise ConcurrentWrite("concurrent write, please retry") from e
         finally:
             with self._recent_lock:
                 for aggregate in aggregates:

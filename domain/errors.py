@@ -64,6 +64,11 @@ class StaleVersion(Conflict):
     """The client wrote on a version it read earlier, and the subject has moved on since."""
 
 
+class ConcurrentWrite(Conflict):
+    """Another write committed first and the store refused this one, which stored nothing:
+    sent again, it may well succeed (unlike a :class:`StaleVersion`)."""
+
+
 class Unauthenticated(DomainError):
     """The caller is not who they say: no valid token, or a re-entered password is wrong."""
 

@@ -21,7 +21,15 @@ from eventsourcing.utils import EnvType
 
 from domain.clock import Clock, require_aware
 from domain.envelope import Envelope
-from domain.errors import AlreadyExists, Conflict, InvalidInput, Locked, NotFound, StaleVersion
+from domain.errors import (
+    AlreadyExists,
+    ConcurrentWrite,
+    Conflict,
+    InvalidInput,
+    Locked,
+    NotFound,
+    StaleVersion,
+)
 from domain.group_commit import RECEIPTS, Abort, Expected, GroupCommitter
 from domain.keyring import Keyring, keyring_uuid
 from domain.signed_application import MapperFactory, SignedApplication
@@ -356,7 +364,7 @@ class StudyApplication(SignedApplication):
             else:
                 self.save(*aggregates, expected_versions=relied_on, receipts=RECEIPTS.get())
         except IntegrityError as e:
-            raise Conflict(CONCURRENT_WRITE) from e
+            raise ConcurrentWrite(CONCURRENT_WRITE) from e
         for aggregate in aggregates:
             self._remember(aggregate)
 
@@ -368,7 +376,7 @@ class StudyApplication(SignedApplication):
         try:
             await self._committer.submit_awaited(list(aggregate.collect_events()), relied_on)
         except IntegrityError as e:
-            raise Conflict(CONCURRENT_WRITE) from e
+            raise ConcurrentWrite(CONCURRENT_WRITE) from e
         self._remember(aggregate)
 
     def _remember(self, aggregate: Study | Subject | Keyring) -> None:
@@ -414,7 +422,7 @@ class SubjectWrite:
         :data:`CONFLICT_ATTEMPTS` refusals."""
         self._conflicts += 1
         if self._conflicts >= CONFLICT_ATTEMPTS:
-            raise Conflict(CONCURRENT_WRITE)
+            raise ConcurrentWrite(CONCURRENT_WRITE)
         self.on_latest = True
 
     def cached(self) -> bool:

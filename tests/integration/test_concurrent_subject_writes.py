@@ -74,3 +74,18 @@ def test_a_write_refused_for_another_process_s_is_told_to_retry_and_frees_its_ke
     assert retried.status_code == 201, retried.text
     assert "idempotent-replayed" not in retried.headers
 
+
+
+def test_a_stale_if_match_is_not_told_to_retry_and_keeps_its_answer(runtime: Runtime) -> None:
+    # A 412 can never pass by being sent again: no Retry-After, and its key replays it.
+    study_with_a_child(runtime)
+    client = api_client(runtime, "coordinator", site="JLU1")
+    stale = client.get(SUBJECT).json()["version"]
+    assert client.post(f"{SUBJECT}/labs", json=_lab(1)).status_code == 201
+    headers = {"Idempotency-Key": "stale", "If-Match": f'"{stale}"'}
+    refused = client.post(f"{SUBJECT}/labs", json=_lab(2), headers=headers)
+    assert refused.status_code == 412, refused.text
+    assert "retry-after" not in refused.headers
+    again = client.post(f"{SUBJECT}/labs", json=_lab(2), headers=headers)
+    assert again.status_code == 412
+    assert again.headers["idempotent-replayed"] == "true"
