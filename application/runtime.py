@@ -27,6 +27,7 @@ from domain.clock import Clock
 from domain.directory import DirectoryApplication
 from domain.envelope import Actor, Envelope
 from domain.errors import Conflict, InvalidState, NotFound
+from domain.group_commit import without_receipts
 from domain.service import StudyApplication
 from domain.signed_application import MapperFactory
 from domain.studies.protocols import study_endpoints
@@ -151,7 +152,8 @@ class Runtime:
                 create_key_tables(conn, schema)
             if self.signed:
                 self._bind_sealer(app)
-                self._register_signing_key(app, adopting=adopting)
+                with without_receipts():  # the system's write, not the request's
+                    self._register_signing_key(app, adopting=adopting)
         if clock is None:
             if self._group_commit:
                 self._commit_in_groups(app)

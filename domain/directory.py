@@ -26,6 +26,7 @@ from eventsourcing.utils import EnvType
 from domain.clock import Clock
 from domain.envelope import Envelope
 from domain.errors import AlreadyExists, ConcurrentWrite, Conflict, NotFound, Unverified
+from domain.group_commit import RECEIPTS
 from domain.sign_in_log import SignInLog, anonymous_envelope, sign_in_log_uuid
 from domain.signed_application import MapperFactory, SignedApplication
 from domain.topics import stored_names
@@ -252,7 +253,9 @@ class DirectoryApplication(SignedApplication):
 
     def _save(self, *aggregates: User | ApiClient | SignInLog) -> None:
         try:
-            self.save(*aggregates)
+            # With the request's receipts (see domain.group_commit.RECEIPTS): a keyed
+            # administration request is never run twice either.
+            self.save(*aggregates, receipts=RECEIPTS.get())
         except IntegrityError as e:
             raise ConcurrentWrite("concurrent write, please retry") from e
         finally:

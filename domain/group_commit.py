@@ -28,7 +28,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from typing import Any, Generic, Protocol, TypeVar
@@ -75,6 +75,19 @@ Expected = Sequence[tuple[UUID, int]]  # (aggregate id, version) a command relie
 RECEIPTS: ContextVar[tuple[object, ...]] = ContextVar("receipts", default=())
 """What the caller of a command has stored with its events, in their transaction: stored
 exactly when they are (the store says what it takes; see infra.idempotency.Applied)."""
+
+
+@contextlib.contextmanager
+def without_receipts() -> Iterator[None]:
+    """Within the block, writes carry no :data:`RECEIPTS`: the system's own (a study's
+    signing key registered as a request first opens it) are not the request's write."""
+    token = RECEIPTS.set(())
+    try:
+        yield
+    finally:
+        RECEIPTS.reset(token)
+
+
 # Stores events and receipts in one transaction if every expected version still holds, or
 # raises.
 Store = Callable[[Sequence[Any], Expected, Sequence[object]], None]

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
 from infra.catalog import CATALOG_SCHEMA
@@ -41,10 +42,16 @@ _APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
 # When the claim ``k``'s request stored its events (None: it did not, or not yet).
 _APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
 _RECORD_APPLIED = SQL(
-    "INSERT INTO {} (username, key, claimed_at, applied_at)"
-    " SELECT u, k, c, now() FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
+    "WITH live AS (SELECT r.u, r.k, r.c"
+    "  FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
+    # Only while the claim is still the request's: one taken over after its lease (the
+    # request outlived it) has a retry running in its place.
+    "  JOIN {t} AS k ON k.username = r.u AND k.key = r.k AND k.claimed_at = r.c),"
+    " stored AS (INSERT INTO {p} (username, key, claimed_at, applied_at)"
     # A request that writes twice (two commands) keeps its first receipt.
-    " ON CONFLICT DO NOTHING").format(_APPLIED).as_bytes()
+    "  SELECT u, k, c, now() FROM live ON CONFLICT DO NOTHING)"
+    " SELECT count(*) FROM live").format(p=_APPLIED, t=SQL("{}.idempotency").format(
+        Identifier(CATALOG_SCHEMA))).as_bytes()
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,18 @@ class Applied:
     @classmethod
     def record_all(cls, curs: psycopg.Cursor[Any], receipts: Sequence[Applied]) -> None:
         """Store ``receipts``, in the transaction of the events they vouch for."""
-        curs.execute(_RECORD_APPLIED, ([a.username for a in receipts],
-                                       [a.key for a in receipts],
-                                       [a.claimed_at for a in receipts]))
+        unique = list(dict.fromkeys(receipts))  # one statement may not name a row twice
+        curs.execute(_RECORD_APPLIED, ([a.username for a in unique], [a.key for a in unique],
+                                       [a.claimed_at for a in unique]))
+
+    @classmethod
+    def confirm_all(cls, curs: psycopg.Cursor[Any], receipts: Sequence[Applied]) -> None:
+        """Refuse the write (:class:`IntegrityError`: nothing is stored) if a claim it
+        vouches for was taken over meanwhile."""
+        row = curs.fetchone()
+        if row is None or row[0] != len(set(receipts)):
+            raise IntegrityError("an Idempotency-Key of this write was taken over by a retry "
+                                 "after its lease ran out")
 
 
 @dataclass(frozen=True)

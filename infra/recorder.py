@@ -38,7 +38,7 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import Environment, EnvType, retry
 from psycopg import Cursor
 from psycopg.errors import LockNotAvailable, QueryCanceled
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from infra.copy_rows import CopyRows
@@ -114,18 +114,35 @@ class Receipt(Protocol):
         """Store ``receipts`` (all of this class) with ``curs``."""
         ...
 
+    @classmethod
+    def confirm_all(cls, curs: Cursor[Any], receipts: Sequence[Any]) -> None:
+        """Raise :class:`IntegrityError` if ``record_all`` (on ``curs``, whose results are in)
+        could not store them all: the events' transaction is then rolled back."""
+        ...
 
-def _record_receipts(conn: psycopg.Connection[Any], receipts: Sequence[object]) -> None:
-    """Store each kind of receipt in one statement (a cursor of its own: in a pipeline the
-    events' insert follows on another)."""
-    kinds: dict[type, list[object]] = {}
-    for receipt in receipts:
-        kinds.setdefault(type(receipt), []).append(receipt)
-    for kind, same in kinds.items():
-        if not hasattr(kind, "record_all"):
-            raise TypeError(f"{kind.__name__} is not a receipt the recorder can store")
-        with conn.cursor() as curs:
+
+class _Receipts:
+    """The receipts of one write, each kind stored in one statement on a cursor of its own
+    (in a pipeline, the events' insert follows on another), confirmed once the insert's
+    results are in."""
+
+    def __init__(self, conn: psycopg.Connection[Any], receipts: Sequence[object]) -> None:
+        self._kinds: list[tuple[Any, list[object], Cursor[Any]]] = []
+        grouped: dict[type, list[object]] = {}
+        for receipt in receipts:
+            grouped.setdefault(type(receipt), []).append(receipt)
+        for kind, same in grouped.items():
+            if not hasattr(kind, "record_all"):
+                raise TypeError(f"{kind.__name__} is not a receipt the recorder can store")
+            curs = conn.cursor(row_factory=tuple_row)
             kind.record_all(curs, same)
+            self._kinds.append((kind, same, curs))
+
+    def confirm(self) -> None:
+        """Raise if a receipt could not be stored (see :meth:`Receipt.confirm_all`)."""
+        for kind, same, curs in self._kinds:
+            with curs:
+                kind.confirm_all(curs, same)
 
 
 class WriteAborted(OperationalError):
@@ -256,16 +273,26 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         thread = threading.get_ident()
         with self._writes_lock:
             self._writes[thread] = write
+        unknown = False  # an attempt ended without saying whether it committed
         try:
             for attempt in range(1, _ATTEMPTS + 1):
                 if write.aborted:
                     raise WriteAborted("the write was aborted; nothing was stored")
                 try:
                     return attempt_write(write)
+                except IntegrityError:
+                    # What this attempt clashes with may be the earlier one, committed after
+                    # all when it could not be looked up: stored, not refused (else the
+                    # command would run again on top of its own events).
+                    ids = self._stored_ids(first, count) if unknown else None
+                    if ids is not None:
+                        return ids
+                    raise
                 except (InterfaceError, OperationalError) as e:
                     ids = self._stored_ids(first, count)
                     if ids is not None:
                         return ids
+                    unknown = True
                     if write.aborted:
                         raise WriteAborted("the write was aborted; nothing was stored") from e
                     if attempt == _ATTEMPTS or _timed_out(e):
@@ -310,16 +337,23 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
                 if len(stored_events) >= COPY_FROM and not expected:
                     with conn.transaction(), conn.cursor() as curs:
                         curs.execute(self._prelude())
-                        _record_receipts(conn, receipts)
-                        return self._copy(curs, stored_events)
+                        stored = _Receipts(conn, receipts)
+                        ids = self._copy(curs, stored_events)
+                        stored.confirm()
+                        return ids
                 # One round trip to the insert's answer (the transaction's start, the
                 # receipts before the table lock, the prelude's statements one by one, the
                 # insert), and one for the commit.
                 with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
-                    _record_receipts(conn, receipts)
-                    for statement in self._prelude_statements():
+                    timeouts, lock = self._prelude_statements()[:2], self._prelude_statements()[2:]
+                    for statement in timeouts:
                         curs.execute(statement)
-                    return self._insert(curs, stored_events, expected)
+                    stored = _Receipts(conn, receipts)  # bounded by them, before the lock
+                    for statement in lock:
+                        curs.execute(statement)
+                    ids = self._insert(curs, stored_events, expected)
+                    stored.confirm()
+                    return ids
             finally:
                 write.pid = None
 

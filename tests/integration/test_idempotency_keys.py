@@ -121,7 +121,7 @@ def test_a_write_whose_answer_was_lost_never_runs_again(runtime: Runtime) -> Non
             Replay)
 
 
-def test_a_receipt_is_stored_only_with_its_events(runtime: Runtime) -> None:
+def test_a_receipt_is_stored_only_with_its_events_and_its_claim(runtime: Runtime) -> None:
     _coordinator(runtime)
     app = runtime.study("NCT04397107")
     subject = subject_uuid("NCT04397107", "001")
@@ -132,17 +132,30 @@ def test_a_receipt_is_stored_only_with_its_events(runtime: Runtime) -> None:
             Identifier(app.recorder.events_table_name)), (subject,))
         row = curs.fetchone()
     version = int(row["v"]) if row else 0
-    at = datetime.now(UTC)
+    store = runtime.idempotency()
+    with runtime.pool().connection() as conn:
+        claims = {key: store.claim(conn, USER, key, "d") for key in ("refused", "stored", "late")}
+    receipt = {key: Applied(USER, key, claim.at) for key, claim in claims.items()
+               if isinstance(claim, Claimed)}
 
     def event(n: int) -> StoredEvent:
         return StoredEvent(subject, n, "tests:Nothing", b"{}")
 
     with pytest.raises(IntegrityError):  # relies on a version that moved: nothing stored
         app.recorder.insert_events([event(version + 1)], expected_versions=[
-            (subject_uuid("NCT04397107", "002"), 1)], receipts=[Applied(USER, "refused", at)])
+            (subject_uuid("NCT04397107", "002"), 1)], receipts=[receipt["refused"]])
     assert _receipts(runtime, "refused") == 0
-    app.recorder.insert_events([event(version + 1)], receipts=[Applied(USER, "stored", at)])
+    app.recorder.insert_events([event(version + 1)], receipts=[receipt["stored"]])
     assert _receipts(runtime, "stored") == 1
+    # A request that outlived its lease, its key taken over by a retry: its write is refused.
+    _age(runtime, "late", "claimed_at", LEASE + timedelta(seconds=1))
+    with runtime.pool().connection() as conn:
+        assert isinstance(store.claim(conn, USER, "late", "d"), Claimed)
+    with pytest.raises(IntegrityError, match="taken over"):
+        app.recorder.insert_events([event(version + 2)], receipts=[receipt["late"]])
+    assert _receipts(runtime, "late") == 0
+    assert _stored(runtime) == app.recorder.max_notification_id()
+    assert [e.originator_version for e in app.recorder.select_events(subject)][-1] == version + 1
 
 
 def test_claims_stored_together_each_get_their_own_outcome(runtime: Runtime) -> None:
