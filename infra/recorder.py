@@ -341,9 +341,9 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
                         ids = self._copy(curs, stored_events)
                         stored.confirm()
                         return ids
-                # One round trip to the insert's answer (the transaction's start, the
-                # receipts before the table lock, the prelude's statements one by one, the
-                # insert), and one for the commit.
+                # The prelude's statements, the receipts (before the table lock) and the
+                # insert go in one flush (a psycopg pipeline; BEGIN and COMMIT each still
+                # take a round trip of their own): the receipts add none.
                 with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
                     timeouts, lock = self._prelude_statements()[:2], self._prelude_statements()[2:]
                     for statement in timeouts:
