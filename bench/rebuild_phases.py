@@ -31,8 +31,12 @@ from projections.projector import HistoryProjector
 
 
 def backend_cpu(pid: int) -> float:
-    """CPU seconds of the server process ``pid`` so far (utime + stime from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU seconds of the server process ``pid`` so far (utime + stime from /proc; NaN for a
+    server this machine does not run)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
