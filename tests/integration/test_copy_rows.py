@@ -78,3 +78,35 @@ def test_a_batch_committed_before_its_connection_failed_is_looked_up_not_written
     before = recorder.max_notification_id() or 0
     assert recorder.insert_copy_rows(_rows(_events())) == [before + 1, before + 2, before + 3]
     assert recorder.max_notification_id() == before + 3
+
+
+def test_a_batch_whose_commit_could_not_be_looked_up_is_found_by_its_retry_s_clash(
+        recorder: AppendOnlyApplicationRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The connection fails just after the commit, and so does the look-up (the database
+    # away a moment): the retry's insert clashes with the batch itself, which is then found
+    # stored, rather than refused (and the command run again on top of it).
+    events = _events()
+    write, look_up = AppendOnlyApplicationRecorder._write, AppendOnlyApplicationRecorder._stored_ids
+    failures = {"write": 1, "look_up": 1}
+
+    def committed_then_lost(self: AppendOnlyApplicationRecorder, stored: list[StoredEvent],
+                            *args: object) -> object:
+        ids = write(self, stored, *args)  # type: ignore[arg-type]
+        if stored[0] is events[0] and failures["write"]:  # this test's batch, not another's
+            failures["write"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return ids
+
+    def unreachable_once(self: AppendOnlyApplicationRecorder, first: StoredEvent,
+                         *args: object) -> object:
+        if first is events[0] and failures["look_up"]:
+            failures["look_up"] -= 1
+            return None
+        return look_up(self, first, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AppendOnlyApplicationRecorder, "_write", committed_then_lost)
+    monkeypatch.setattr(AppendOnlyApplicationRecorder, "_stored_ids", unreachable_once)
+    before = recorder.max_notification_id() or 0
+    assert recorder.insert_events(events) == [before + 1, before + 2, before + 3]
+    assert failures == {"write": 0, "look_up": 0}  # both failed once, as meant
+    assert recorder.max_notification_id() == before + 3
