@@ -155,7 +155,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _problem(404, "Not found", "No such study, subject, record, query or user",
                   "no subject 099"),
     409: _problem(409, "Conflict", "Conflicts with the current state (already exists, "
-                  "already locked...)", "query Q1 is closed"),
+                  "already locked...); or another's write came first (with Retry-After: send "
+                  "it again, with its Idempotency-Key); or the Idempotency-Key's request is in "
+                  "flight, or was applied and its answer lost (it will not run again)",
+                  "query Q1 is closed", headers={"Retry-After": {
+                      "description": "seconds to wait before sending the same write again "
+                                     "(only when another's write came first)",
+                      "schema": {"type": "integer"}}}),
     412: _problem(412, "Precondition failed", "If-Match names a version that is no longer "
                   "current", "subject 001 is at version 8, not 7: read it again"),
     413: _problem(413, "Content too large",
