@@ -38,6 +38,7 @@ statement, group commit: 10 + 15 + 30 s by default) and a server's stop."""
 # The answer ``a`` of the claim ``k`` (in the statements below), and its receipt ``p``.
 _ANSWERS_CLAIM = SQL("a.username = k.username AND a.key = k.key AND a.claimed_at = k.claimed_at")
 _APPLIED_CLAIM = SQL("p.username = k.username AND p.key = k.key AND p.claimed_at = k.claimed_at")
+_CLAIMS = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
 _APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
 # When the claim ``k``'s request stored its events (None: it did not, or not yet).
 _APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
@@ -50,8 +51,7 @@ _RECORD_APPLIED = SQL(
     " stored AS (INSERT INTO {p} (username, key, claimed_at, applied_at)"
     # A request that writes twice (two commands) keeps its first receipt.
     "  SELECT u, k, c, now() FROM live ON CONFLICT DO NOTHING)"
-    " SELECT count(*) FROM live").format(p=_APPLIED, t=SQL("{}.idempotency").format(
-        Identifier(CATALOG_SCHEMA))).as_bytes()
+    " SELECT count(*) FROM live").format(p=_APPLIED, t=_CLAIMS).as_bytes()
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class IdempotencyStore:
     """
 
     def __init__(self) -> None:
-        self._table = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
+        self._table = _CLAIMS
         self._answers = SQL("{}.idempotency_answers").format(Identifier(CATALOG_SCHEMA))
         # When the claim ``k`` was answered (None: not yet): by a row of its own, or in the
         # claim's row by an earlier version.

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import psycopg
@@ -145,6 +145,15 @@ class _Receipts:
                 kind.confirm_all(curs, same)
 
 
+class _Prelude(NamedTuple):
+    """A write transaction's first statements: its timeouts, then its lock and notification
+    (as one statement too, ``joined``, sent in one round trip outside a pipeline)."""
+
+    timeouts: tuple[bytes, ...]
+    lock: tuple[bytes, ...]
+    joined: bytes
+
+
 class WriteAborted(OperationalError):
     """A write transaction was ended from outside (see
     :meth:`AppendOnlyApplicationRecorder.abort_write`); nothing of it was stored."""
@@ -182,7 +191,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
         )
         self.lock_timeout = float(datastore.lock_timeout)
         self.statement_timeout = 0.0
-        self._prelude_cache: tuple[tuple[float, float], list[bytes]] | None = None
+        self._prelude_cache: tuple[tuple[float, float], _Prelude] | None = None
         self._writes: dict[int, _Write] = {}
         self._writes_lock = threading.Lock()
         table = SQL("{}.{}").format(Identifier(datastore.schema),
@@ -217,20 +226,17 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             "SELECT notification_id FROM {schema}.{table} WHERE originator_id = %s"
             " AND originator_version = %s AND state = %s").format(**names)
 
-    def _prelude(self) -> bytes:
-        """What a write transaction does first, in one round trip: its timeouts, the table
-        lock (notification ids in commit order), and the notification of new events.
-        Composed once for the timeouts in force (as bytes: a composed statement is rendered
-        again at every execution)."""
-        return b"; ".join(self._prelude_statements())
-
-    def _prelude_statements(self) -> list[bytes]:
-        """:meth:`_prelude`, one statement at a time (a pipeline sends each on its own)."""
+    def _prelude(self) -> _Prelude:
+        """What a write transaction does first: its timeouts, the table lock (notification
+        ids in commit order), and the notification of new events. Composed once for the
+        timeouts in force (as bytes: a composed statement is rendered again at every
+        execution)."""
         timeouts = (self.lock_timeout, self.statement_timeout)
         cached = self._prelude_cache
         if cached is None or cached[0] != timeouts:
-            cached = self._prelude_cache = (timeouts, [
-                statement.as_bytes() for statement in self._compose_prelude()])
+            statements = [statement.as_bytes() for statement in self._compose_prelude()]
+            cached = self._prelude_cache = (timeouts, _Prelude(
+                tuple(statements[:2]), tuple(statements[2:]), b"; ".join(statements)))
         return cached[1]
 
     def _compose_prelude(self) -> list[Composed]:
@@ -336,7 +342,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             try:
                 if len(stored_events) >= COPY_FROM and not expected:
                     with conn.transaction(), conn.cursor() as curs:
-                        curs.execute(self._prelude())
+                        curs.execute(self._prelude().joined)
                         stored = _Receipts(conn, receipts)
                         ids = self._copy(curs, stored_events)
                         stored.confirm()
@@ -345,11 +351,11 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
                 # insert go in one flush (a psycopg pipeline; BEGIN and COMMIT each still
                 # take a round trip of their own): the receipts add none.
                 with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
-                    timeouts, lock = self._prelude_statements()[:2], self._prelude_statements()[2:]
-                    for statement in timeouts:
+                    prelude = self._prelude()
+                    for statement in prelude.timeouts:
                         curs.execute(statement)
                     stored = _Receipts(conn, receipts)  # bounded by them, before the lock
-                    for statement in lock:
+                    for statement in prelude.lock:
                         curs.execute(statement)
                     ids = self._insert(curs, stored_events, expected)
                     stored.confirm()
@@ -362,7 +368,7 @@ class AppendOnlyApplicationRecorder(PostgresApplicationRecorder):
             write.pid = conn.info.backend_pid
             try:
                 with conn.transaction(), conn.cursor() as curs:
-                    curs.execute(self._prelude())
+                    curs.execute(self._prelude().joined)
                     with curs.copy(self._copy_statement) as copy:
                         copy.write(rows.data)
                     return self._last_ids(curs, rows.count)

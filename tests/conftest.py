@@ -134,6 +134,19 @@ def runtime(settings: Settings, db_url: str) -> Iterator[Runtime]:
         rt.close()
 
 
+@pytest.fixture
+def other_runtime(settings: Settings, db_url: str) -> Iterator[Runtime]:
+    """A second deployment process on the same database as ``runtime`` (a cache of its own:
+    what one writes, the other learns only from the store)."""
+    from application.runtime import Runtime
+
+    rt = Runtime(settings, db_url)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the figures tests recorded (``record_property("figures", ...)``, e.g. the
     failover drill's), which reach the controller from xdist workers with the reports."""

@@ -5,7 +5,6 @@ database's own words, and its Idempotency-Key is freed for the retry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -15,7 +14,6 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from application.runtime import Runtime
 from domain import service
-from infra.settings import Settings
 from tests.support import T0, api_client, study_with_a_child
 
 SUBJECT = "/v1/studies/NCT04397107/subjects/001"
@@ -24,16 +22,6 @@ SUBJECT = "/v1/studies/NCT04397107/subjects/001"
 def _lab(n: int) -> dict[str, object]:
     return {"observed_at": (T0 + timedelta(days=1)).isoformat(), "code": "C3",
             "value": 0.5 + n / 100, "unit": "g/L"}
-
-
-@pytest.fixture
-def other(settings: Settings, db_url: str) -> Iterator[Runtime]:
-    """A second server process's runtime on the same database (a cache of its own)."""
-    runtime = Runtime(settings, db_url)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def test_writes_of_one_subject_sent_at_once_are_all_stored(runtime: Runtime) -> None:
@@ -49,10 +37,10 @@ def test_writes_of_one_subject_sent_at_once_are_all_stored(runtime: Runtime) -> 
 
 
 def test_a_write_refused_for_another_process_s_is_told_to_retry_and_frees_its_key(
-        runtime: Runtime, other: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        runtime: Runtime, other_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     study_with_a_child(runtime)
     client = api_client(runtime, "coordinator", site="JLU1")
-    elsewhere = TestClient(create_app(other))
+    elsewhere = TestClient(create_app(other_runtime))
     elsewhere.headers["Authorization"] = client.headers["Authorization"]
     path, headers = f"{SUBJECT}/labs", {"Idempotency-Key": "lab-race"}
 

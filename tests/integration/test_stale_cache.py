@@ -19,30 +19,25 @@ from domain.errors import Conflict, InvalidInput, Locked, StaleVersion
 from domain.service import StudyApplication
 from domain.study import study_uuid
 from domain.subject import subject_uuid
-from infra.settings import Settings
 from tests.support import DATA_MANAGER, T0, correction, enroll, envelope, register
 
 STUDY = "NCT04397107"
 
 
 @pytest.fixture
-def two(runtime: Runtime, settings: Settings, db_url: str
+def two(runtime: Runtime, other_runtime: Runtime
         ) -> Iterator[tuple[StudyApplication, StudyApplication]]:
     """The study with child 001 (with a lab LB0), as seen by two processes that have both
     cached the subject and the study."""
-    other = Runtime(settings, db_url)
-    try:
-        first = runtime.study(STUDY)
-        register(first)
-        enroll(first, "001")
-        lab(first, "LB0")
-        second = other.study(STUDY)
-        for app in (first, second):
-            app.subject("001")
-            app.study()
-        yield first, second
-    finally:
-        other.close()
+    first = runtime.study(STUDY)
+    register(first)
+    enroll(first, "001")
+    lab(first, "LB0")
+    second = other_runtime.study(STUDY)
+    for app in (first, second):
+        app.subject("001")
+        app.study()
+    yield first, second
 
 
 def lab(app: StudyApplication, record: str, **kwargs: object) -> int:
