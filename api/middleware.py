@@ -31,6 +31,7 @@ from application.database_away import RETRY_AFTER
 from application.runtime import Runtime
 from domain.group_commit import RECEIPTS
 from infra.idempotency import LEASE, MAX_KEY_LENGTH, Applied, Claimed, Replay, request_digest
+from infra.key_claims import frees_key
 from infra.logging import get_logger
 
 _log = get_logger("trialledger.access")
@@ -301,12 +302,13 @@ class Idempotency:
                 await _send_body(send, *_problem(
                     409, "Conflict", "the request with this Idempotency-Key was applied at "
                     f"{replay.applied_at.isoformat()} (its writes are stored) but its answer "
-                    "was not kept; it will not run again: read the resource to see the result"))
+                    "was not kept; it will not run again: read the resource to see the result",
+                    key_state="applied", applied_at=replay.applied_at.isoformat()))
             elif replay.status is None:
                 await _send_body(send, *_problem(
                     409, "Conflict", "a request with this Idempotency-Key is in flight or was "
                     f"cut off; read the resource to see whether it was written, or retry after "
-                    f"{int(LEASE.total_seconds())} s"))
+                    f"{int(LEASE.total_seconds())} s", key_state="in_flight"))
             else:
                 await _send_body(send, replay.status, orjson.dumps(replay.body["content"]),
                                  replay.body["content_type"],
@@ -359,11 +361,9 @@ class Idempotency:
             content = orjson.loads(bytes(captured["body"])) if captured["body"] else None
         except orjson.JSONDecodeError:
             content = None
-        # A server error (>= 500), or a refusal to be sent again (Retry-After: another's
-        # write came first), promises nothing: the key is freed so a retry runs (unless this
-        # request's write was stored: its receipt keeps the key).
-        frees = captured["status"] >= 500 or any(k.lower() == b"retry-after"
-                                                 for k, _ in captured["headers"])
+        # A refusal with Retry-After (another's write came first) is one to be sent again.
+        frees = frees_key(captured["status"], any(k.lower() == b"retry-after"
+                                                  for k, _ in captured["headers"]))
         try:
             await self.runtime.key_claims().answer(
                 username, key, claimed, captured["status"],

@@ -125,6 +125,13 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    key_state: Literal["in_flight", "applied"] | None = Field(
+        None, description="On a 409 answering an Idempotency-Key seen before, without its "
+        "answer: ``in_flight`` (its request is running, or was cut off and will be taken "
+        "over after its lease) or ``applied`` (its writes are stored and its answer was lost: "
+        "it will not run again; read the resource)")
+    applied_at: AwareDatetime | None = Field(
+        None, description="With ``key_state`` ``applied``: when its writes were stored")
 
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",

@@ -38,6 +38,14 @@ stores the ones it has (none when no claimed request is running)."""
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 
+def frees_key(status: int, retry: bool = False) -> bool:
+    """Whether an answer of ``status`` promises nothing and frees its key instead, so that a
+    retry runs: a server error (>= 500), or a refusal to be sent again (``retry``: another's
+    write came first). A request whose write was stored keeps its key all the same (see
+    :class:`infra.idempotency.Applied`)."""
+    return status >= 500 or retry
+
+
 @dataclass(frozen=True)
 class _Claim:
     username: str
@@ -112,18 +120,17 @@ class KeyClaims:
 
     def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any,
                frees: bool = False) -> asyncio.Future[None]:
-        """Record the answer the request that ``claimed`` the key got; a server error
-        (status >= 500), or an answer that ``frees`` the key (one to be retried), promises
-        nothing and frees the key instead, so that a retry runs (unless the request's write
-        was stored: see :class:`infra.idempotency.Applied`). The future (of the running
-        event loop) is done once it is stored."""
+        """Record the answer the request that ``claimed`` the key got, or free the key
+        instead if the answer promises nothing (:func:`frees_key`; ``frees``: the answer is
+        a refusal to be sent again). The future (of the running event loop) is done once it
+        is stored."""
         done: Awaited[None] = Awaited()
         pending = (username, key)
         self._pending[pending] = done.future
         done.future.add_done_callback(lambda f: self._stored(pending, f))
         self._ended()
         self._answers.put(_Answer(username, key, claimed, status, body,
-                                  frees or status >= 500, done))
+                                  frees_key(status, frees), done))
         return done.future
 
     def forgo(self) -> None:

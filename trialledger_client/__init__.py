@@ -14,6 +14,7 @@ from trialledger_client.errors import (
     FieldProblem,
     Forbidden,
     InvalidInput,
+    KeyInFlight,
     Locked,
     NotFound,
     PayloadTooLarge,
@@ -24,6 +25,7 @@ from trialledger_client.errors import (
     TooManyRequests,
     TrialLedgerError,
     Unauthorized,
+    WriteApplied,
 )
 from trialledger_client.models import (
     AuditEntry,
@@ -43,9 +45,9 @@ from trialledger_client.models import (
 
 __all__ = [
     "AsyncClient", "AuditEntry", "AuditPage", "BadRequest", "Casebook", "Client", "Conflict",
-    "ConnectionFailed", "ExportFormat", "FieldProblem", "Forbidden", "InvalidInput", "Locked",
-    "Measurement", "NotFound", "PayloadTooLarge", "ProblemError", "Reason", "Record",
-    "RecordKind", "ServerError", "ServiceUnavailable", "StaleVersion", "Study",
-    "SubjectSummary", "Token", "TooManyRequests", "TrialLedgerError", "Unauthorized", "User",
-    "Written",
+    "ConnectionFailed", "ExportFormat", "FieldProblem", "Forbidden", "InvalidInput",
+    "KeyInFlight", "Locked", "Measurement", "NotFound", "PayloadTooLarge", "ProblemError",
+    "Reason", "Record", "RecordKind", "ServerError", "ServiceUnavailable", "StaleVersion",
+    "Study", "SubjectSummary", "Token", "TooManyRequests", "TrialLedgerError", "Unauthorized",
+    "User", "WriteApplied", "Written",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -67,6 +68,25 @@ class Conflict(ProblemError):
     """409: conflicts with the current state (already exists, an idempotency key in flight)."""
 
 
+class KeyInFlight(Conflict):
+    """409: this write's ``Idempotency-Key`` belongs to a request still running, or cut off
+    (taken over once its lease runs out): read the resource to see whether it was written."""
+
+
+class WriteApplied(Conflict):
+    """409: this write was stored (at ``applied_at``) but its answer was lost, and it will not
+    run again: do not enter it again; read the resource to see the result."""
+
+    @property
+    def applied_at(self) -> datetime | None:
+        """When the write was stored, as the server said."""
+        value = self.problem.get("applied_at")
+        try:
+            return datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
+
 class StaleVersion(ProblemError):
     """412: the subject changed since the version this client last read; read it again."""
 
@@ -101,6 +121,9 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     429: TooManyRequests, 503: ServiceUnavailable,
 }
 
+# A 409 answering an Idempotency-Key seen before says which of the two it is.
+_BY_KEY_STATE: dict[str, type[Conflict]] = {"in_flight": KeyInFlight, "applied": WriteApplied}
+
 
 def problem_error(status: int, body: Any, retry_after: float | None) -> ProblemError:
     """The exception for an answer of ``status`` whose (decoded) body is ``body``."""
@@ -108,6 +131,8 @@ def problem_error(status: int, body: Any, retry_after: float | None) -> ProblemE
     fields = tuple(FieldProblem(str(e.get("field", "")), str(e.get("message", "")))
                    for e in problem.get("errors") or () if isinstance(e, dict))
     kind = _BY_STATUS.get(status, ServerError)
+    if kind is Conflict:
+        kind = _BY_KEY_STATE.get(str(problem.get("key_state")), Conflict)
     return kind(status, str(problem.get("title", "HTTP error")),
                 str(problem.get("detail", body if isinstance(body, str) else "")), fields,
                 problem, retry_after)

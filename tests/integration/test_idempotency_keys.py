@@ -86,6 +86,7 @@ def test_a_key_left_by_a_crashed_request_is_taken_over_after_its_lease(
     stored = _stored(runtime)
     in_flight = client.post(path, json=LAB, headers=headers)
     assert in_flight.status_code == 409
+    assert in_flight.json()["key_state"] == "in_flight"
     assert _stored(runtime) == stored
     _age(runtime, "lab-2", "claimed_at", LEASE + timedelta(seconds=1))
     taken_over = client.post(path, json=LAB, headers=headers)
@@ -112,6 +113,10 @@ def test_a_write_whose_answer_was_lost_never_runs_again(runtime: Runtime) -> Non
     retry = client.post(path, json=LAB, headers=headers)
     assert retry.status_code == 409, retry.text
     assert "was applied" in retry.json()["detail"]
+    # Said so a client can tell it from a key in flight without reading the text.
+    assert retry.json()["key_state"] == "applied"
+    receipt_time = datetime.fromisoformat(retry.json()["applied_at"])
+    assert timedelta(0) < datetime.now(UTC) - receipt_time < LEASE + timedelta(minutes=1)
     assert _stored(runtime) == stored
     # Nor does a failure of the retry's own free the key (it is not the retry's to free).
     with runtime.pool().connection() as conn:
@@ -310,3 +315,4 @@ def test_expired_keys_are_purged_and_the_day_s_kept(runtime: Runtime) -> None:
     assert answers == {"fresh"}
     assert receipts == {"applied-fresh"}
     assert isinstance(fresh, Replay) and fresh.body == {"content": {"key": "fresh"}}
+
