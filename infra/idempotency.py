@@ -42,12 +42,17 @@ _CLAIMS = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
 _APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
 # When the claim ``k``'s request stored its events (None: it did not, or not yet).
 _APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
+# Whether the claim of (``{u}``, ``{k}``) is still the one made at ``{c}``: one taken over
+# after its lease (its request outlived it) has a retry running in its place. A lookup of
+# the claims' primary key for each row, not a join: a join's plan, cached by the connection
+# while the table was small, scanned the whole table for every write once it had grown
+# (a hash join; 4 ms a write at 30,000 claims), until an ANALYZE replanned it.
+_STILL_CLAIMED = ("(SELECT k.claimed_at FROM {t} AS k WHERE k.username = {u} AND k.key = {k})"
+                  " = {c}")
 _RECORD_APPLIED = SQL(
     "WITH live AS (SELECT r.u, r.k, r.c"
     "  FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
-    # Only while the claim is still the request's: one taken over after its lease (the
-    # request outlived it) has a retry running in its place.
-    "  JOIN {t} AS k ON k.username = r.u AND k.key = r.k AND k.claimed_at = r.c),"
+    "  WHERE " + _STILL_CLAIMED.format(t="{t}", u="r.u", k="r.k", c="r.c") + "),"
     " stored AS (INSERT INTO {p} (username, key, claimed_at, applied_at)"
     # A request that writes twice (two commands) keeps its first receipt.
     "  SELECT u, k, c, now() FROM live ON CONFLICT DO NOTHING)"
@@ -145,21 +150,25 @@ class IdempotencyStore:
             "  k.claimed_at < %(abandoned)s)"
             " RETURNING k.username, k.key").format(t=self._table, answered_at=answered_at,
                                                    applied_at=_APPLIED_AT).as_bytes()
+        # Each key's claim looked up by the primary key (the LIMIT keeps the planner from
+        # making it a join, see _STILL_CLAIMED).
         self._claimed = SQL(
             "SELECT k.username, k.key, k.request_sha256, COALESCE(a.status, k.status),"
-            " COALESCE(a.body, k.body::text), {applied_at} FROM {t} AS k LEFT JOIN {a} AS a"
-            " ON {j} WHERE (k.username, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " COALESCE(a.body, k.body::text), {applied_at}"
+            " FROM unnest(%s::text[], %s::text[]) AS r(u, k) CROSS JOIN LATERAL"
+            " (SELECT * FROM {t} AS c WHERE c.username = r.u AND c.key = r.k LIMIT 1) AS k"
+            " LEFT JOIN {a} AS a ON {j}"
         ).format(t=self._table, a=self._answers, j=_ANSWERS_CLAIM, applied_at=_APPLIED_AT
                  ).as_bytes()
         # The answer names the claim it answers by the claim's time (a key taken over after
         # its answer expired, or its request's lease, is claimed anew, at a later time).
         self._complete = SQL(
             "INSERT INTO {a} (username, key, claimed_at, status, body, completed_at)"
-            " SELECT k.username, k.key, k.claimed_at, n.s, n.b, %s"
+            " SELECT n.u, n.k, n.c, n.s, n.b, %s"
             " FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::int[], %b::text[])"
             "  AS n(u, k, c, s, b)"
             # Only the claim it answers: a claim taken over meanwhile keeps its own answer.
-            " JOIN {t} AS k ON k.username = n.u AND k.key = n.k AND k.claimed_at = n.c"
+            " WHERE " + _STILL_CLAIMED.format(t="{t}", u="n.u", k="n.k", c="n.c") +
             " ON CONFLICT DO NOTHING").format(a=self._answers, t=self._table).as_bytes()
         # A request that failed after its events were stored keeps its claim: run again, it
         # would write them twice.

@@ -6,6 +6,7 @@ write them twice."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,15 @@ from psycopg.sql import SQL, Identifier
 from application.runtime import Runtime
 from domain.subject import subject_uuid
 from infra.catalog import CATALOG_SCHEMA
-from infra.idempotency import KEY_TTL, LEASE, Applied, Claimed, Replay, request_digest
+from infra.idempotency import (
+    _RECORD_APPLIED,
+    KEY_TTL,
+    LEASE,
+    Applied,
+    Claimed,
+    Replay,
+    request_digest,
+)
 from infra.postgres import connect
 from tests.support import T0, api_client, study_with_a_child
 
@@ -316,3 +325,30 @@ def test_expired_keys_are_purged_and_the_day_s_kept(runtime: Runtime) -> None:
     assert receipts == {"applied-fresh"}
     assert isinstance(fresh, Replay) and fresh.body == {"content": {"key": "fresh"}}
 
+
+@pytest.mark.parametrize("statement", ["receipts", "answers", "claims answered"])
+def test_each_key_s_claim_is_looked_up_by_the_primary_key_in_a_plan_made_on_a_small_table(
+        runtime: Runtime, statement: str) -> None:
+    # A connection keeps the plan it made for a statement after a few runs. Made as a join
+    # while the claims were few, it was a hash join over every claim: once the table had
+    # grown (with no ANALYZE since), each write's receipts and each batch of answers read
+    # the whole table (4 ms a write at 30,000 claims; bench/http_bench.py: the database's
+    # CPU per keyed write 0.17 -> 0.24-0.34 ms).
+    _coordinator(runtime)
+    store = runtime.idempotency()
+    text, types = {
+        "receipts": (_RECORD_APPLIED, "text[], text[], timestamptz[]"),
+        "answers": (store._complete, "timestamptz, text[], text[], timestamptz[], int[], text[]"),
+        "claims answered": (store._claimed, "text[], text[]"),
+    }[statement]
+    numbers = iter(range(1, 10))
+    prepared = re.sub(rb"%[bs]", lambda _: f"${next(numbers)}".encode(), text)
+    with connect(runtime.url) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # the plan kept
+        conn.execute(b"PREPARE looked_up (" + types.encode() + b") AS " + prepared)
+        nulls = ", ".join("NULL" for _ in types.split(","))
+        with conn.transaction(force_rollback=True):
+            plan = "\n".join(row[0] for row in conn.execute(
+                f"EXPLAIN (COSTS OFF) EXECUTE looked_up ({nulls})").fetchall())
+    assert "idempotency_pkey" in plan, plan
+    assert not re.search(r"Seq Scan on idempotency\b(?!_)", plan), plan
