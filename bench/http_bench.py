@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from bare_insert_app import URL as BARE_URL
 from bench_lines import bench_line
 from loopback_transport import LoopbackTransport
 from psycopg.conninfo import conninfo_to_dict
+from server_cpu import server_cpu_seconds
 
 from application.runtime import Runtime
 from domain.envelope import Actor, Envelope
@@ -206,6 +208,7 @@ class Measured:
     client_cpu: float
     server_cpu: float
     serving_cpu: float  # the serving process alone (not its sealer or workers)
+    db_cpu: float | None  # the embedded PostgreSQL's processes (None: not a local server)
 
     def percentile(self, share: float) -> float:
         """A latency percentile, in milliseconds."""
@@ -225,7 +228,9 @@ class Measured:
                 f"{self.client_cpu / busy:.0%} ({self.client_cpu / len(self.latencies) * 1e6:,.0f}"
                 f" µs/request), server processes {self.server_cpu / busy:.0%}"
                 f" ({self.server_cpu_ms():.2f} ms/request, the serving process alone "
-                f"{self.server_cpu_ms(self.serving_cpu):.2f})")
+                f"{self.server_cpu_ms(self.serving_cpu):.2f}"
+                + ("" if self.db_cpu is None else
+                   f"; the database {self.server_cpu_ms(self.db_cpu):.2f} ms/request") + ")")
 
     def server_cpu_ms(self, cpu: float | None = None) -> float:
         """The server's CPU (its process tree: the sealer too; or ``cpu``) per answered
@@ -280,17 +285,20 @@ def _serving(target: Target) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _measure(target: Target, server: subprocess.Popen[bytes], work: Load, clients: int,
-             pool: ProcessPoolExecutor, processes: int) -> Measured:
+             pool: ProcessPoolExecutor, processes: int, pgdata: Path) -> Measured:
     """Load a running server for ``work.seconds``."""
     before = target.count()
     cpu_before = _tree_cpu(server.pid)
     serving_before = _tree_cpu(server.pid, descendants=False)
+    db_before = server_cpu_seconds(pgdata)
     latencies, statuses, elapsed, client_cpu = load(work, clients, pool, processes)
     server_cpu = _tree_cpu(server.pid) - cpu_before
     serving_cpu = _tree_cpu(server.pid, descendants=False) - serving_before
+    db_after = server_cpu_seconds(pgdata)
     stored = target.count() - before
     return Measured(stored / elapsed, statuses.get(201, 0), stored, statuses, latencies,
-                    elapsed, client_cpu, server_cpu, serving_cpu)
+                    elapsed, client_cpu, server_cpu, serving_cpu,
+                    None if db_before is None or db_after is None else db_after - db_before)
 
 
 def _merged(parts: list[Measured]) -> Measured:
@@ -304,13 +312,24 @@ def _merged(parts: list[Measured]) -> Measured:
     return Measured(stored / elapsed, sum(p.ok for p in parts), stored, statuses,
                     [latency for p in parts for latency in p.latencies], elapsed,
                     sum(p.client_cpu for p in parts), sum(p.server_cpu for p in parts),
-                    sum(p.serving_cpu for p in parts))
+                    sum(p.serving_cpu for p in parts),
+                    None if any(p.db_cpu is None for p in parts)
+                    else sum(p.db_cpu or 0.0 for p in parts))
+
+
+def turn_ratios(first: list[Measured], second: list[Measured]) -> list[float]:
+    """The first server's rate over the second's, turn by turn: each pair ran a few seconds
+    apart, so a change in the VM's speed over the run (which moved whole runs' ratios by
+    0.1 and more between consecutive runs) weighs on each pair's two rates alike."""
+    return [a.rate / b.rate for a, b in zip(first, second, strict=True) if b.rate > 0]
 
 
 def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: bool,
-            clients: int, processes: int) -> tuple[Measured, Measured]:
+            clients: int, processes: int, pgdata: Path
+            ) -> tuple[Measured, Measured, list[float]]:
     """Both servers up at once, loaded in turn, ``slices`` times each for ``seconds`` in
-    all, so that a change in the machine's other load hits both alike."""
+    all, so that a change in the machine's other load hits both alike; with the ratio of
+    their rates in each turn."""
     with _serving(targets[0]) as first, _serving(targets[1]) as second, \
             ProcessPoolExecutor(processes) as pool:
         servers = (first, second)
@@ -324,8 +343,8 @@ def compare(targets: tuple[Target, Target], seconds: int, slices: int, keys: boo
                                                    strict=True):
                 done.append(_measure(target, server,
                                      Load(target.port, token, seconds / slices, f"run{n}",
-                                          keys), clients, pool, processes))
-    return _merged(parts[0]), _merged(parts[1])
+                                          keys), clients, pool, processes, pgdata))
+    return _merged(parts[0]), _merged(parts[1]), turn_ratios(*parts)
 
 
 def _uvicorn_options(workers: int) -> list[str]:
@@ -336,8 +355,9 @@ def _uvicorn_options(workers: int) -> list[str]:
 
 
 def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
-        processes: int, slices: int) -> None:
-    """Set up, serve and load TrialLedger and the bare endpoint in turn; pgbench; compare."""
+        processes: int, slices: int, pgdata: Path) -> None:
+    """Set up, serve and load TrialLedger and the bare endpoint in turn; pgbench; compare
+    (the database's CPU too when ``pgdata`` is a local server's)."""
     with temporary_database(server_url, "tl_httpbench") as url, \
             tempfile.TemporaryDirectory() as home:
         settings = Settings(database_url=url, home=Path(home))
@@ -364,7 +384,7 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
             with Client(f"http://127.0.0.1:{port}") as client:
                 return client.sign_in("coordinator", PASSWORD)
 
-        served, bare = compare((
+        served, bare, ratios = compare((
             Target([sys.executable, "-m", "api.cli", "serve", "--database-url", url,
                     "--port", str(port), "--workers", str(workers)],
                    env, port, Path(home) / "server.log", sign_in, events),
@@ -375,7 +395,7 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
                    lambda: Token(access_token="unused", token_type="bearer", expires_at=T0,
                                  idle_timeout_seconds=0, username="-", full_name="-",
                                  client="-"),
-                   bare_rows)), seconds, slices, keys, clients, processes)
+                   bare_rows)), seconds, slices, keys, clients, processes, pgdata)
         ceiling = pgbench_rate(url, clients, min(seconds, 10))
     print(f"HTTP writes, {clients} clients in {processes} load process(es), "
           f"{workers} server process(es), "
@@ -387,15 +407,24 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
           f"{ceiling:,.0f} tps (the database's own ceiling)")
     print(f"  ratio TrialLedger / bare endpoint: {served.rate / bare.rate:.3f} (target >= 0.7),"
           f" p99 {served.percentile(0.99):.1f} ms (target <= 50)")
+    print(f"  turn by turn: {', '.join(f'{r:.3f}' for r in ratios)}"
+          f" (median {statistics.median(ratios):.3f})")
     print(bench_line("http_writes", served.rate, "ev/s", baseline=bare.rate,
                      p50_ms=served.percentile(0.5), p99_ms=served.percentile(0.99),
                      server_cpu_ms=served.server_cpu_ms(),
-                     serving_cpu_ms=served.server_cpu_ms(served.serving_cpu)))
+                     serving_cpu_ms=served.server_cpu_ms(served.serving_cpu),
+                     turn_ratio_median=statistics.median(ratios), **_db_cpu(served)))
     print(bench_line("bare_insert", bare.rate, "req/s", baseline=ceiling,
                      p50_ms=bare.percentile(0.5), p99_ms=bare.percentile(0.99),
                      server_cpu_ms=bare.server_cpu_ms(),
-                     serving_cpu_ms=bare.server_cpu_ms(bare.serving_cpu)))
+                     serving_cpu_ms=bare.server_cpu_ms(bare.serving_cpu), **_db_cpu(bare)))
     print(bench_line("pgbench", ceiling, "tps"))
+
+
+def _db_cpu(measured: Measured) -> dict[str, float]:
+    """The database's CPU per request, as a BENCH key (none when not measured)."""
+    return {} if measured.db_cpu is None else {
+        "db_cpu_ms": measured.server_cpu_ms(measured.db_cpu)}
 
 
 def _count(conn: Any, query: str) -> int:
@@ -434,10 +463,10 @@ def main() -> None:
                         help="turns each server's load is cut into, alternating with the other")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as pgdata, \
-            database(args.database_url, Path(pgdata) / "pgdata") as server_url:
+    with tempfile.TemporaryDirectory() as home, \
+            database(args.database_url, Path(home) / "pgdata") as server_url:
         run(server_url, args.clients, args.seconds, args.workers, args.idempotency_keys,
-            args.load_processes, args.slices)
+            args.load_processes, args.slices, Path(home) / "pgdata")
 
 
 if __name__ == "__main__":

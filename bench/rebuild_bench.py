@@ -31,29 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 from bench_lines import bench_line  # bench/ is the script's directory, hence on sys.path
+from server_cpu import server_cpu_seconds
 from store_options import add_store_arguments
 
 STUDY = "NCT04397107"
-
-
-def server_cpu_seconds(pgdata: Path) -> float | None:
-    """CPU seconds of the local server of ``pgdata`` so far: its postmaster with the children
-    it has reaped, and its live children (None: no server of this machine's there)."""
-    try:
-        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
-        times = postmaster.cpu_times()
-        seconds = times.user + times.system + times.children_user + times.children_system
-        children = postmaster.children()
-    except (OSError, ValueError, IndexError, psutil.Error):
-        return None
-    for child in children:
-        with contextlib.suppress(psutil.Error):  # ended meanwhile: counted when reaped
-            times = child.cpu_times()
-            seconds += times.user + times.system
-    return seconds
 
 
 def decode_rate(runtime: Any) -> float:
