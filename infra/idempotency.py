@@ -44,11 +44,16 @@ _APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
 _APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
 # Whether the claim of (``{u}``, ``{k}``) is still the one made at ``{c}``: one taken over
 # after its lease (its request outlived it) has a retry running in its place. A lookup of
-# the claims' primary key for each row, not a join: a join's plan, cached by the connection
-# while the table was small, scanned the whole table for every write once it had grown
-# (a hash join; 4 ms a write at 30,000 claims), until an ANALYZE replanned it.
+# the claims' primary key for each row, and (see PLANNED_EACH_TIME) planned at each run.
 _STILL_CLAIMED = ("(SELECT k.claimed_at FROM {t} AS k WHERE k.username = {u} AND k.key = {k})"
                   " = {c}")
+PLANNED_EACH_TIME = False
+"""The ``prepare`` of the statements that look claims up (the receipts, the answers, the
+replays): never kept prepared, so each run is planned for the claims table as it is then.
+A connection keeps a statement's plan from its sixth run; one made while the claims were few
+(a hash join, or a lookup by sequential scan once the few were analyzed) stayed as the table
+grew by thousands a minute, and read every claim for each write (4 ms a write at 30,000
+claims) until the next ANALYZE. Planning costs a fraction of a millisecond a batch."""
 _RECORD_APPLIED = SQL(
     "WITH live AS (SELECT r.u, r.k, r.c"
     "  FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
@@ -85,7 +90,8 @@ class Applied:
         """Store ``receipts``, in the transaction of the events they vouch for."""
         unique = list(dict.fromkeys(receipts))  # one statement may not name a row twice
         curs.execute(_RECORD_APPLIED, ([a.username for a in unique], [a.key for a in unique],
-                                       [a.claimed_at for a in unique]))
+                                       [a.claimed_at for a in unique]),
+                     prepare=PLANNED_EACH_TIME)
 
     @classmethod
     def confirm_all(cls, curs: psycopg.Cursor[Any], receipts: Sequence[Applied]) -> None:
@@ -151,7 +157,7 @@ class IdempotencyStore:
             " RETURNING k.username, k.key").format(t=self._table, answered_at=answered_at,
                                                    applied_at=_APPLIED_AT).as_bytes()
         # Each key's claim looked up by the primary key (the LIMIT keeps the planner from
-        # making it a join, see _STILL_CLAIMED).
+        # making it a join; see PLANNED_EACH_TIME).
         self._claimed = SQL(
             "SELECT k.username, k.key, k.request_sha256, COALESCE(a.status, k.status),"
             " COALESCE(a.body, k.body::text), {applied_at}"
@@ -287,7 +293,8 @@ class IdempotencyStore:
                             row[2], row[3], None if row[4] is None else orjson.loads(row[4]),
                             row[5])
                         for row in conn.execute(self._claimed, (
-                            [claims[n][0] for n in taken], [claims[n][1] for n in taken]))}
+                            [claims[n][0] for n in taken], [claims[n][1] for n in taken]),
+                            prepare=PLANNED_EACH_TIME)}
                 for n in taken:
                     replay = rows.get(claims[n][:2])
                     if replay is None:  # released by its failed request just now: again
@@ -307,7 +314,7 @@ class IdempotencyStore:
         conn.execute(self._complete, (
             datetime.now(UTC), [a[0] for a in answers], [a[1] for a in answers],
             [a[2].at for a in answers], [a[3] for a in answers],
-            [orjson.dumps(a[4]).decode() for a in answers]))
+            [orjson.dumps(a[4]).decode() for a in answers]), prepare=PLANNED_EACH_TIME)
 
     def release(self, conn: psycopg.Connection[Any], username: str, key: str,
                 claimed: Claimed | None = None) -> None:
