@@ -407,13 +407,13 @@ def run(server_url: str, clients: int, seconds: int, workers: int, keys: bool,
           f"{ceiling:,.0f} tps (the database's own ceiling)")
     print(f"  ratio TrialLedger / bare endpoint: {served.rate / bare.rate:.3f} (target >= 0.7),"
           f" p99 {served.percentile(0.99):.1f} ms (target <= 50)")
-    print(f"  turn by turn: {', '.join(f'{r:.3f}' for r in ratios)}"
-          f" (median {statistics.median(ratios):.3f})")
+    median = statistics.median(ratios) if ratios else float("nan")
+    print(f"  turn by turn: {', '.join(f'{r:.3f}' for r in ratios)} (median {median:.3f})")
     print(bench_line("http_writes", served.rate, "ev/s", baseline=bare.rate,
                      p50_ms=served.percentile(0.5), p99_ms=served.percentile(0.99),
                      server_cpu_ms=served.server_cpu_ms(),
                      serving_cpu_ms=served.server_cpu_ms(served.serving_cpu),
-                     turn_ratio_median=statistics.median(ratios), **_db_cpu(served)))
+                     turn_ratio_median=median, **_db_cpu(served)))
     print(bench_line("bare_insert", bare.rate, "req/s", baseline=ceiling,
                      p50_ms=bare.percentile(0.5), p99_ms=bare.percentile(0.99),
                      server_cpu_ms=bare.server_cpu_ms(),

@@ -121,9 +121,9 @@ class KeyClaims:
     def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any,
                frees: bool = False) -> asyncio.Future[None]:
         """Record the answer the request that ``claimed`` the key got, or free the key
-        instead if the answer promises nothing (:func:`frees_key`; ``frees``: the answer is
-        a refusal to be sent again). The future (of the running event loop) is done once it
-        is stored."""
+        instead if the answer promises nothing: a server error, or ``frees`` (the caller
+        found it so, see :func:`frees_key`). The future (of the running event loop) is done
+        once it is stored."""
         done: Awaited[None] = Awaited()
         pending = (username, key)
         self._pending[pending] = done.future
