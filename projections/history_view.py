@@ -298,9 +298,17 @@ class HistoryView(PostgresTrackingRecorder):
             if table is CHANGES_TABLE:
                 # Tables of projection version 5 lack it (their rebuild follows); its index
                 # needs it first.
-                statements.append(SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS entry_lag_s"
-                                      " double precision").format(s, Identifier(table.name)))
-            statements.extend(table.create_indexes(s, ""))
+                statements.append(_unless_present(
+                    SQL("NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass({})"
+                        " AND attname = 'entry_lag_s' AND NOT attisdropped)").format(
+                        Literal(_qualified(schema, table.name))),
+                    SQL("ALTER TABLE {}.{} ADD COLUMN entry_lag_s double precision").format(
+                        s, Identifier(table.name))))
+            statements.extend(
+                _unless_present(SQL("to_regclass({}) IS NULL").format(
+                    Literal(_qualified(schema, name))), create)
+                for (name, _), create in zip(table.index_names("")[1:],
+                                             table.create_indexes(s, ""), strict=True))
         statements.append(SQL("CREATE TABLE IF NOT EXISTS {}.{} (version int NOT NULL)").format(
             s, Identifier(SHAPE)))
         statements.append(_create_audit_view(s))
@@ -659,6 +667,23 @@ def _create_audit_view(s: Identifier) -> Composed:
                "JOIN {s}.{events} e ON e.position = c.position").format(
                    s=s, view=Identifier(AUDIT), columns=SQL(", ").join(columns),
                    changes=Identifier(AUDIT_CHANGES), events=Identifier(AUDIT_EVENTS))
+
+
+def _qualified(schema: str, name: str) -> str:
+    """``schema.name`` as ``to_regclass`` reads it, each part quoted."""
+    return f'"{schema}"."{name}"'
+
+
+def _unless_present(missing: Composable, statement: Composed) -> Composed:
+    """``statement``, run only if the condition ``missing`` (what it makes is not there)
+    holds. Opening
+    the view runs its DDL in every process that opens it, while another may be recording a
+    batch: CREATE INDEX IF NOT EXISTS and ALTER TABLE ... ADD COLUMN IF NOT EXISTS lock their
+    table (share, exclusive) before finding the index or column there, and such a lock, taken
+    beside a batch's inserts into the tables in another order, ended in a deadlock that
+    failed a projection round. A catalogue look-up locks nothing."""
+    return SQL("DO $$BEGIN IF {} THEN EXECUTE {}; END IF; END$$").format(
+        missing, Literal(statement.as_string()))
 
 
 def _drop_audit(schema: str, *, tables_only: bool) -> Composed:
