@@ -362,15 +362,14 @@ class Idempotency:
         except orjson.JSONDecodeError:
             content = None
         # A refusal with Retry-After (another's write came first) is one to be sent again.
-        frees = frees_key(captured["status"], any(k.lower() == b"retry-after"
-                                                  for k, _ in captured["headers"]))
+        retry = any(k.lower() == b"retry-after" for k, _ in captured["headers"])
         try:
             await self.runtime.key_claims().answer(
                 username, key, claimed, captured["status"],
-                {"content": content, "content_type": content_type, "headers": headers}, frees)
+                {"content": content, "content_type": content_type, "headers": headers}, retry)
         except DATABASE_ERRORS as e:
             # The answer is sent; only the key's record is missing.
-            if frees:
+            if frees_key(captured["status"], retry):
                 with self._unreleased_lock:
                     self._unreleased.add((username, key))
             _log.warning("idempotency key not recorded", status=captured["status"],

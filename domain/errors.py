@@ -66,7 +66,11 @@ class StaleVersion(Conflict):
 
 class ConcurrentWrite(Conflict):
     """Another write committed first and the store refused this one, which stored nothing:
-    sent again, it may well succeed (unlike a :class:`StaleVersion`)."""
+    sent again, it may well succeed (unlike a :class:`StaleVersion`). Its words are never
+    the database's own (its constraint, the record's internal id and version)."""
+
+    def __init__(self, message: str = "concurrent write, please re-read and retry") -> None:
+        super().__init__(message)
 
 
 class Unauthenticated(DomainError):

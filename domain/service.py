@@ -37,9 +37,6 @@ from domain.study import Study, StudyDefinition, study_uuid
 from domain.subject import Subject, subject_uuid
 from domain.transcodings import FastJSONTranscoder
 
-# What a write refused by the store for another's, committed first, is told (never the
-# database's own words: its constraint and the record's internal id and version).
-CONCURRENT_WRITE = "concurrent write, please re-read and retry"
 # How many times a write is refused so before it gives up: each attempt after the first reads
 # the latest state, and only writes by other processes (or a study-level write) can come in
 # between (this process takes its writes of one subject in turns).
@@ -364,7 +361,7 @@ class StudyApplication(SignedApplication):
             else:
                 self.save(*aggregates, expected_versions=relied_on, receipts=RECEIPTS.get())
         except IntegrityError as e:
-            raise ConcurrentWrite(CONCURRENT_WRITE) from e
+            raise ConcurrentWrite() from e
         for aggregate in aggregates:
             self._remember(aggregate)
 
@@ -376,7 +373,7 @@ class StudyApplication(SignedApplication):
         try:
             await self._committer.submit_awaited(list(aggregate.collect_events()), relied_on)
         except IntegrityError as e:
-            raise ConcurrentWrite(CONCURRENT_WRITE) from e
+            raise ConcurrentWrite() from e
         self._remember(aggregate)
 
     def _remember(self, aggregate: Study | Subject | Keyring) -> None:
@@ -418,11 +415,11 @@ class SubjectWrite:
 
     def conflicted(self) -> None:
         """The store refused the write (another wrote the subject or the study first): the
-        next attempt reads the latest state; raise :class:`Conflict` after
+        next attempt reads the latest state; raise :class:`ConcurrentWrite` after
         :data:`CONFLICT_ATTEMPTS` refusals."""
         self._conflicts += 1
         if self._conflicts >= CONFLICT_ATTEMPTS:
-            raise ConcurrentWrite(CONCURRENT_WRITE)
+            raise ConcurrentWrite()
         self.on_latest = True
 
     def cached(self) -> bool:

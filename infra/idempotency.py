@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psycopg
 from eventsourcing.persistence import IntegrityError
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from infra.catalog import CATALOG_SCHEMA
 
@@ -42,11 +42,17 @@ _CLAIMS = SQL("{}.idempotency").format(Identifier(CATALOG_SCHEMA))
 _APPLIED = SQL("{}.idempotency_applied").format(Identifier(CATALOG_SCHEMA))
 # When the claim ``k``'s request stored its events (None: it did not, or not yet).
 _APPLIED_AT = SQL("(SELECT p.applied_at FROM {} AS p WHERE {})").format(_APPLIED, _APPLIED_CLAIM)
-# Whether the claim of (``{u}``, ``{k}``) is still the one made at ``{c}``: one taken over
-# after its lease (its request outlived it) has a retry running in its place. A lookup of
-# the claims' primary key for each row, and (see PLANNED_EACH_TIME) planned at each run.
-_STILL_CLAIMED = ("(SELECT k.claimed_at FROM {t} AS k WHERE k.username = {u} AND k.key = {k})"
-                  " = {c}")
+
+
+def _still_claimed(row: str) -> Composed:
+    """Whether the claim of ``row``'s (``u``, ``k``) is still the one made at its ``c``: one
+    taken over after its lease (its request outlived it) has a retry running in its place.
+    A lookup of the claims' primary key for each row, planned at each run (see
+    PLANNED_EACH_TIME)."""
+    return SQL("(SELECT k.claimed_at FROM {t} AS k WHERE k.username = {r}.u"
+               " AND k.key = {r}.k) = {r}.c").format(t=_CLAIMS, r=Identifier(row))
+
+
 PLANNED_EACH_TIME = False
 """The ``prepare`` of the statements that look claims up (the receipts, the answers, the
 replays): never kept prepared, so each run is planned for the claims table as it is then.
@@ -57,11 +63,12 @@ claims) until the next ANALYZE. Planning costs a fraction of a millisecond a bat
 _RECORD_APPLIED = SQL(
     "WITH live AS (SELECT r.u, r.k, r.c"
     "  FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS r(u, k, c)"
-    "  WHERE " + _STILL_CLAIMED.format(t="{t}", u="r.u", k="r.k", c="r.c") + "),"
+    "  WHERE {still_claimed}),"
     " stored AS (INSERT INTO {p} (username, key, claimed_at, applied_at)"
     # A request that writes twice (two commands) keeps its first receipt.
     "  SELECT u, k, c, now() FROM live ON CONFLICT DO NOTHING)"
-    " SELECT count(*) FROM live").format(p=_APPLIED, t=_CLAIMS).as_bytes()
+    " SELECT count(*) FROM live").format(p=_APPLIED, still_claimed=_still_claimed("r")
+                                         ).as_bytes()
 
 
 @dataclass(frozen=True)
@@ -174,8 +181,8 @@ class IdempotencyStore:
             " FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::int[], %b::text[])"
             "  AS n(u, k, c, s, b)"
             # Only the claim it answers: a claim taken over meanwhile keeps its own answer.
-            " WHERE " + _STILL_CLAIMED.format(t="{t}", u="n.u", k="n.k", c="n.c") +
-            " ON CONFLICT DO NOTHING").format(a=self._answers, t=self._table).as_bytes()
+            " WHERE {still_claimed} ON CONFLICT DO NOTHING").format(
+            a=self._answers, still_claimed=_still_claimed("n")).as_bytes()
         # A request that failed after its events were stored keeps its claim: run again, it
         # would write them twice.
         self._release = SQL(

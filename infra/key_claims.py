@@ -119,18 +119,18 @@ class KeyClaims:
         return done.future
 
     def answer(self, username: str, key: str, claimed: Claimed, status: int, body: Any,
-               frees: bool = False) -> asyncio.Future[None]:
+               retry: bool = False) -> asyncio.Future[None]:
         """Record the answer the request that ``claimed`` the key got, or free the key
-        instead if the answer promises nothing: a server error, or ``frees`` (the caller
-        found it so, see :func:`frees_key`). The future (of the running event loop) is done
-        once it is stored."""
+        instead if the answer promises nothing (:func:`frees_key`; ``retry``: it is a refusal
+        to be sent again). The future (of the running event loop) is done once it is
+        stored."""
         done: Awaited[None] = Awaited()
         pending = (username, key)
         self._pending[pending] = done.future
         done.future.add_done_callback(lambda f: self._stored(pending, f))
         self._ended()
         self._answers.put(_Answer(username, key, claimed, status, body,
-                                  frees_key(status, frees), done))
+                                  frees_key(status, retry), done))
         return done.future
 
     def forgo(self) -> None:

@@ -676,8 +676,7 @@ def _qualified(schema: str, name: str) -> str:
 
 def _unless_present(missing: Composable, statement: Composed) -> Composed:
     """``statement``, run only if the condition ``missing`` (what it makes is not there)
-    holds. Opening
-    the view runs its DDL in every process that opens it, while another may be recording a
+    holds. Every process that opens the view runs its DDL, while another may be recording a
     batch: CREATE INDEX IF NOT EXISTS and ALTER TABLE ... ADD COLUMN IF NOT EXISTS lock their
     table (share, exclusive) before finding the index or column there, and such a lock, taken
     beside a batch's inserts into the tables in another order, ended in a deadlock that

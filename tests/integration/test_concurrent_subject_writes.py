@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from application.runtime import Runtime
 from domain import service
+from domain.errors import ConcurrentWrite
 from tests.support import T0, api_client, study_with_a_child
 
 SUBJECT = "/v1/studies/NCT04397107/subjects/001"
@@ -55,7 +56,7 @@ def test_a_write_refused_for_another_process_s_is_told_to_retry_and_frees_its_ke
     refused = elsewhere.post(path, json=_lab(4), headers=headers)
     assert refused.status_code == 409, refused.text
     assert refused.headers["retry-after"] == "1"
-    assert refused.json()["detail"] == service.CONCURRENT_WRITE  # no constraint, id, version
+    assert refused.json()["detail"] == str(ConcurrentWrite())  # no constraint, id, version
     # The retry runs (the refusal was not kept as the key's answer), and on the latest state.
     monkeypatch.undo()
     retried = elsewhere.post(path, json=_lab(4), headers=headers)

@@ -4,8 +4,10 @@ transaction, and a batch that fails is stored again one caller at a time, each w
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -40,12 +42,22 @@ def _submitted(committer: GroupCommitter, events: list[Any], receipts: tuple[obj
     return context.run(committer.submit, events)
 
 
-def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
+@contextlib.contextmanager
+def _held() -> Iterator[tuple[HeldStore, GroupCommitter, Future[None]]]:
+    """A committer whose store holds its first call (returned, with the store) until
+    ``store.release`` is set; the committer is closed afterwards."""
     store = HeldStore()
     committer = GroupCommitter(store)
     try:
         holding = committer.submit(["hold"])
         assert store.entered.wait(5)
+        yield store, committer, holding
+    finally:
+        committer.close()
+
+
+def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
+    with _held() as (store, committer, holding):
         # Queued behind the held call: taken as one batch, which fails, then one at a time.
         good = _submitted(committer, ["good"], ("receipt of good",))
         refused = _submitted(committer, ["refused"], ("receipt of refused",))
@@ -56,21 +68,13 @@ def test_each_caller_s_receipts_go_with_its_own_events_only() -> None:
         plain.result(5)
         with pytest.raises(ValueError):
             refused.result(5)
-    finally:
-        committer.close()
     assert store.calls == [(["hold"], []), (["good"], ["receipt of good"]), (["plain"], [])]
 
 
 def test_a_batch_stores_its_callers_receipts_in_its_one_transaction() -> None:
-    store = HeldStore()
-    committer = GroupCommitter(store)
-    try:
-        holding = committer.submit(["hold"])
-        assert store.entered.wait(5)
+    with _held() as (store, committer, holding):
         futures = [_submitted(committer, [f"e{n}"], (f"r{n}",)) for n in range(3)]
         store.release.set()
         for future in (holding, *futures):
             future.result(5)
-    finally:
-        committer.close()
     assert store.calls == [(["hold"], []), (["e0", "e1", "e2"], ["r0", "r1", "r2"])]
